@@ -1,0 +1,84 @@
+"""The command line: real runs on small data, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featmlp import extract_features
+from featmlp.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def make_folder(root, sizes=((20, 20),), per_class=6):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = sizes[i % len(sizes)]
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def test_extract_folder(tmp_path, capsys):
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / "f.npz"
+    code, stdout, _ = run_cli(["extract", tmp_path / "imgs", "-o", out, "--test-fraction", "0.5", "-q"], capsys)
+    assert code == 0, stdout
+    assert "6 train + 6 test images x 9 lecture features, 2 classes" in stdout
+    with np.load(out, allow_pickle=False) as z:
+        assert list(z["class_names"]) == ["cats", "dogs"]
+        assert np.bincount(z["y_test"]).tolist() == [3, 3]  # stratified
+        # every row is the feature vector of one of the images
+        imgs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "imgs").rglob("*.png"))]
+        ref = extract_features(np.stack(imgs))
+        for row in np.concatenate([z["X_train"], z["X_test"]]):
+            assert np.any(np.all(ref == row, axis=1))
+
+
+def test_extract_bundled_sample_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run_cli(["extract", "-q"], capsys)
+    assert code == 0
+    assert "5000 train + 1000 test images x 9" in stdout
+    assert (tmp_path / "features.npz").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["extract", "no/such/place"], "no/such/place"),
+    (["extract", "--image-size", "32by32"], "WIDTHxHEIGHT"),
+    (["extract", "--features", "nope"], "nope"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(args, capsys)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_mixed_sizes_error_then_resize(tmp_path, capsys):
+    make_folder(tmp_path / "imgs", sizes=((20, 20), (24, 16)))
+    code, _, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q"], capsys)
+    assert code == 1 and "image-size" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q", "--image-size", "16x16"],
+                           capsys)
+    assert code == 0
+
+
+def test_console_script_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "featmlp.cli", "extract", str(tmp_path / "missing")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

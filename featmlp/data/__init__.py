@@ -1,0 +1,199 @@
+"""Data sources: everything that turns "where the images are" into a :class:`Dataset`.
+
+``load_dataset`` accepts
+
+* ``None`` or ``"sample"``: a CIFAR-10 sample bundled with the package (5,000 train and
+  1,000 test images, balanced; built by ``tools/make_sample.py``);
+* ``"cifar10"``: the official CIFAR-10 archive, downloaded once into a cache;
+* a ``cifar-10-python.tar.gz`` archive, or its extracted ``cifar-10-batches-py/`` folder
+  (or that folder's parent);
+* an image folder ``ROOT/<class>/<images>`` or ``ROOT/train/<class>/<images>`` +
+  ``ROOT/test/<class>/<images>``, as a directory or a .zip/.tar/.tar.gz/.tgz archive.
+
+Archives are read in memory, never unpacked to disk.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError, DataError
+from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
+                     is_cifar_name, read_cifar_batches)
+from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
+from ._download import default_cache_dir, fetch_cifar10
+from ._images import (LAYOUT_HELP, Files, check_image_size, decode_groups, group_by_class,
+                      is_archive, list_folder, read_archive, read_images)
+
+__all__ = [
+    "Dataset", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
+    "SAMPLE_SOURCE", "CIFAR10_SOURCE", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_CLASSES",
+]
+
+SAMPLE_SOURCE = "sample"
+CIFAR10_SOURCE = "cifar10"
+SAMPLE_FILE = "cifar10-sample.tar.gz"
+
+_ACCEPTED = (f"expected one of: None or {SAMPLE_SOURCE!r} (the bundled CIFAR-10 sample); "
+             f"{CIFAR10_SOURCE!r} (download the official CIFAR-10 archive); a path to "
+             f"cifar-10-python.tar.gz or to a {CIFAR10_FOLDER}/ folder; a path to an image "
+             f"folder ROOT/<class>/<images> or ROOT/train|test/<class>/<images>, or to a "
+             f".zip/.tar/.tar.gz/.tgz archive of one")
+
+
+def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
+                 seed: int = 0, image_size: tuple[int, int] | None = None, cache_dir=None,
+                 url: str | None = None, md5: str | None = None, progress=None) -> Dataset:
+    """Load a train/test image dataset from the bundled sample, CIFAR-10 or an image folder.
+
+    Parameters
+    ----------
+    source : str, path or None
+        ``None`` or ``"sample"`` (bundled CIFAR-10 sample), ``"cifar10"`` (download the
+        official archive), or a path to a CIFAR-10 python archive/folder or to an image
+        folder/archive (see the module docstring for the layouts). Pass a ``Path`` (or
+        ``"./sample"``) for a folder that happens to be called ``sample`` or ``cifar10``.
+    test_fraction : float, default 0.2
+        For image folders without ``train/`` and ``test/``: the fraction of each class
+        held out for test (stratified). Ignored by sources that have a split.
+    seed : int, default 0
+        Seed of that split; the same seed gives the same split.
+    image_size : (height, width), optional
+        Resize every image to this size with Pillow's bilinear filter. Needed when an
+        image folder holds images of different sizes (CLI: ``--image-size 32x32``).
+    cache_dir : path, optional
+        Where ``"cifar10"`` is downloaded; default ``$FEATMLP_CACHE``, else
+        ``$XDG_CACHE_HOME/featmlp``, else ``~/.cache/featmlp``. Ignored by other sources.
+    url, md5 : str, optional
+        For ``"cifar10"`` only: the archive's URL and MD5, default ``$FEATMLP_CIFAR10_URL``
+        / ``$FEATMLP_CIFAR10_MD5``, else the official ones.
+    progress : callable, optional
+        Progress hook ``progress(desc, done, total)``: ``"download"`` in bytes,
+        ``"decode"`` in images.
+
+    Returns
+    -------
+    Dataset
+        Images ``(N, H, W, 3)`` uint8 RGB; labels index ``class_names``, which image
+        folders take from their class folders, sorted alphabetically.
+
+    Raises
+    ------
+    DataError
+        If the source is missing, unknown or unreadable; the message says what to do.
+    ConfigError
+        If a setting is out of range.
+
+    Examples
+    --------
+    >>> ds = load_dataset("sample")
+    >>> ds.train_images.shape, ds.test_images.shape
+    ((5000, 32, 32, 3), (1000, 32, 32, 3))
+    >>> ds.class_names[:3]
+    ('airplane', 'automobile', 'bird')
+    """
+    test_fraction = check_test_fraction(test_fraction)
+    image_size = check_image_size(image_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    is_name = isinstance(source, str)
+    if (url is not None or md5 is not None) and not (is_name and source == CIFAR10_SOURCE):
+        raise ConfigError(f"url and md5 only apply to source={CIFAR10_SOURCE!r}, "
+                          f"not to {source!r}")
+    options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size,
+                   progress=progress)
+    if source is None or (is_name and source == SAMPLE_SOURCE):
+        sample = resources.files("featmlp") / "_sample" / SAMPLE_FILE
+        with resources.as_file(sample) as path:
+            if not path.is_file():
+                raise DataError(f"the bundled sample {SAMPLE_FILE} is missing from the "
+                                f"installation; reinstall featmlp or rebuild it with "
+                                f"tools/make_sample.py")
+            return _load_path(path, f"bundled CIFAR-10 sample ({SAMPLE_FILE})", **options)
+    if is_name and source == CIFAR10_SOURCE:
+        path = fetch_cifar10(cache_dir, url, md5, progress)
+        return _load_path(path, f"official CIFAR-10 (python version), cached at {path}",
+                          **options)
+    try:
+        path = Path(source).expanduser()
+    except TypeError:
+        raise DataError(f"unknown data source {source!r}; {_ACCEPTED}") from None
+    if not path.exists():
+        raise DataError(f"data source {str(source)!r} is neither a known name nor an existing "
+                        f"path; {_ACCEPTED}")
+    return _load_path(path.resolve(), None, **options)
+
+
+def _load_path(path: Path, description: str | None, **options) -> Dataset:
+    if path.is_dir():
+        cifar_dir = _find_cifar_dir(path)
+        if cifar_dir is not None:
+            files = {f.name: (str(f), f.read_bytes) for f in cifar_dir.iterdir()
+                     if f.is_file() and is_cifar_name(f.name)}
+            return _cifar_dataset(files, description or f"CIFAR-10 python batches in {cifar_dir}",
+                                  options["image_size"])
+        return _folder_dataset(list_folder(path), description or f"image folder {path}",
+                               str(path), **options)
+    if not is_archive(path):
+        raise DataError(f"{path} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
+    files = read_archive(path)
+    cifar = {parts[-1]: (f"{path}:{'/'.join(parts)}", data)
+             for parts, data in files if is_cifar_name(parts[-1])}
+    if cifar:
+        names = [parts[-1] for parts, _ in files if is_cifar_name(parts[-1])]
+        if len(names) != len(cifar):
+            raise DataError(f"{path} holds several copies of the CIFAR-10 batches; keep one")
+        del files  # drop references to the readme & co. before the arrays are built
+        readers = {n: (where, (lambda d=data: d)) for n, (where, data) in cifar.items()}
+        return _cifar_dataset(readers, description or f"CIFAR-10 python batches from {path}",
+                              options["image_size"])
+    return _folder_dataset(files, description or f"image archive {path}", str(path), **options)
+
+
+def _find_cifar_dir(path: Path) -> Path | None:
+    """``path`` or ``path/cifar-10-batches-py`` when it holds official batch files."""
+    for d in (path, path / CIFAR10_FOLDER):
+        if d.is_dir() and any(is_cifar_name(f.name) and f.is_file() for f in d.iterdir()):
+            return d
+    return None
+
+
+def _cifar_dataset(files, description: str, image_size) -> Dataset:
+    train_x, train_y, test_x, test_y, names = read_cifar_batches(files)
+    if image_size is not None and image_size != train_x.shape[1:3]:
+        train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
+        description += f", resized to {image_size[0]}x{image_size[1]} (height x width)"
+    return Dataset(train_x, train_y, test_x, test_y, names, description)
+
+
+def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    h, w = image_size
+    out = np.empty((len(images), h, w, 3), np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
+    return out
+
+
+def _folder_dataset(files: Files, description: str, where: str, *, test_fraction, seed,
+                    image_size, progress) -> Dataset:
+    if not files:
+        raise DataError(f"{where} contains no files; {LAYOUT_HELP}")
+    groups = group_by_class(files, where)
+    del files
+    decoded, class_names = decode_groups(groups, image_size, progress)
+    if image_size is not None:
+        description += f", resized to {image_size[0]}x{image_size[1]} (height x width)"
+    if "train" in decoded:
+        (train_x, train_y), (test_x, test_y) = decoded["train"], decoded["test"]
+    else:
+        images, labels = decoded[None]
+        train, test = stratified_split(labels, class_names, test_fraction, seed)
+        train_x, train_y, test_x, test_y = images[train], labels[train], images[test], labels[test]
+        description += f", no train/test split: held out test_fraction={test_fraction} " \
+                       f"per class with seed={seed}"
+    return Dataset(train_x, train_y, test_x, test_y, class_names, description)

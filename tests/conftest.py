@@ -1,0 +1,28 @@
+"""Fixtures shared across the test suite (small, built in code)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featmlp.data import Dataset, load_dataset
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    """3 classes of random 8x8 images: 12 train, 6 test, balanced."""
+    rng = np.random.default_rng(0)
+    return Dataset(
+        train_images=rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8),
+        train_labels=np.arange(12) % 3,
+        test_images=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+        test_labels=np.arange(6) % 3,
+        class_names=("cat", "dog", "frog"),
+        source="tiny random dataset (tests/conftest.py)",
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_dataset() -> Dataset:
+    """The bundled CIFAR-10 sample (5,000 + 1,000 images), loaded once per session."""
+    return load_dataset("sample")

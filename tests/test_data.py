@@ -1,0 +1,599 @@
+"""Tests of featmlp.data: every source, built small in code under tmp_path."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import socket
+import struct
+import sys
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featmlp.data import (CIFAR10_CLASSES, Dataset, fingerprint, load_dataset, read_images)
+from featmlp.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10_JPG = Path(__file__).parents[1] / "../shared/data/cifar10-jpg.tar.gz"
+
+
+# --------------------------------------------------------------------------- CIFAR-10 batches
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` (BINSTRING opcodes), as the official files do.
+
+    Python 3's own protocol 2 writes bytes as ``_codecs.encode(...)`` calls instead.
+    """
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def dump_py2(obj) -> bytes:
+    """A protocol-2 pickle in the style of the official batches (numpy 1.x global names)."""
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    # The official files were written by numpy 1.x, which names numpy.core, not numpy._core.
+    return buf.getvalue().replace(b"numpy._core.", b"numpy.core.")
+
+
+def dump_py3(obj) -> bytes:
+    return pickle.dumps(obj, protocol=2)
+
+
+def make_batches(sizes=(3, 2, 4), n_test=5, seed=0, num_classes=10):
+    rng = np.random.default_rng(seed)
+    batches = [{b"batch_label": f"training batch {i + 1} of {len(sizes)}".encode(),
+                b"labels": [int(x) for x in rng.integers(0, num_classes, n)],
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"filenames": [f"img{i}_{j}.png".encode() for j in range(n)]}
+               for i, n in enumerate(sizes)]
+    test = {b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(x) for x in rng.integers(0, num_classes, n_test)],
+            b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)}
+    # The meta counts are those of the real CIFAR-10: they do not match these batches.
+    meta = {b"num_cases_per_batch": 10000, b"num_vis": 3072,
+            b"label_names": [n.encode() for n in CIFAR10_CLASSES[:num_classes]]}
+    return batches, test, meta
+
+
+def batch_files(batches, test, meta, dump=dump_py2) -> dict[str, bytes]:
+    files = {f"data_batch_{i + 1}": dump(b) for i, b in enumerate(batches)}
+    files["test_batch"] = dump(test)
+    files["batches.meta"] = dump(meta)
+    return files
+
+
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def write_tar(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(prefix + name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_zip(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(prefix + name, data)
+    return path
+
+
+def expected_images(batches):
+    data = np.concatenate([b[b"data"] for b in batches])
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def test_pixels_land_where_the_format_says():
+    batches, test, meta = make_batches(sizes=(2,), n_test=1)
+    data = batches[0][b"data"]
+    data[0, 0] = 200                      # R plane, row 0, column 0
+    data[0, 1024 + 32 * 1 + 2] = 77       # G plane, row 1, column 2
+    data[0, 2048 + 32 * 31 + 31] = 5      # B plane, row 31, column 31
+    from featmlp.data._cifar import read_cifar_batches
+    files = {k: (k, (lambda v=v: v)) for k, v in batch_files(batches, test, meta).items()}
+    train_x, *_ = read_cifar_batches(files)
+    assert train_x.shape == (2, 32, 32, 3) and train_x.flags.c_contiguous
+    assert train_x[0, 0, 0, 0] == 200 and train_x[0, 1, 2, 1] == 77 and train_x[0, 31, 31, 2] == 5
+
+
+@pytest.mark.parametrize("dump", [dump_py2, dump_py3], ids=["py2-numpy1-names", "py3-numpy2-names"])
+@pytest.mark.parametrize("form", ["folder", "parent", "tar.gz"])
+def test_official_format(tmp_path, dump, form):
+    batches, test, meta = make_batches()
+    files = batch_files(batches, test, meta, dump)
+    if form == "tar.gz":
+        source = write_tar(tmp_path / "cifar-10-python.tar.gz", files, "cifar-10-batches-py/")
+    else:
+        folder = write_folder(tmp_path / "cifar-10-batches-py", files)
+        source = folder if form == "folder" else tmp_path
+    ds = load_dataset(source)
+    # Sizes come from the data (3 + 2 + 4), not from meta's num_cases_per_batch = 10000.
+    assert ds.train_images.shape == (9, 32, 32, 3) and ds.test_images.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(ds.train_images, expected_images(batches))
+    np.testing.assert_array_equal(ds.test_images, expected_images([test]))
+    assert ds.train_labels.tolist() == sum((b[b"labels"] for b in batches), [])
+    assert ds.train_labels.dtype == np.int64 and ds.test_labels.tolist() == test[b"labels"]
+    assert ds.class_names == CIFAR10_CLASSES
+    assert "CIFAR-10" in ds.source
+
+
+def test_official_format_image_size(tmp_path):
+    batches, test, meta = make_batches(sizes=(2,), n_test=1)
+    ds = load_dataset(write_folder(tmp_path / "b", batch_files(batches, test, meta)),
+                      image_size=(16, 20))
+    assert ds.train_images.shape == (2, 16, 20, 3) and "resized" in ds.source
+
+
+class _RunsCommand:
+    """Unpickling this runs ``func(arg)``: what a crafted batch would do."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("attack", ["os.system", "builtins.eval", "builtins.exec"])
+@pytest.mark.parametrize("victim", ["data_batch_1", "batches.meta", "test_batch"])
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, attack, victim):
+    marker = tmp_path / "pwned"
+    code = f"open({str(marker)!r}, 'w').close()"
+    payload = {"os.system": _RunsCommand(os.system, f"touch '{marker}'"),
+               "builtins.eval": _RunsCommand(eval, code),
+               "builtins.exec": _RunsCommand(exec, code)}[attack]
+    batches, test, meta = make_batches(sizes=(2,), n_test=1)
+    files = batch_files(batches, test, meta)
+    # The payload sits inside an otherwise valid batch, as a smuggled entry would.
+    files[victim] = pickle.dumps({b"data": batches[0][b"data"], b"labels": [0, 1],
+                                  b"label_names": meta[b"label_names"], b"x": payload}, protocol=2)
+    for source in (write_folder(tmp_path / "f", files), write_tar(tmp_path / "c.tar.gz", files)):
+        with pytest.raises(DataError, match=r"refusing to unpickle (posix|nt|__builtin__)\.\w+ "
+                                            r"from .*: CIFAR-10 batches only contain numpy arrays"):
+            load_dataset(source)
+    assert not marker.exists()
+
+
+def test_restricted_codecs_encode(tmp_path):
+    # _codecs.encode is allowed only as Python 3 uses it for bytes: (str, "latin1").
+    batches, test, meta = make_batches(sizes=(1,), n_test=1)
+    files = batch_files(batches, test, meta)
+    files["test_batch"] = (b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00hiX\x05\x00\x00\x00rot13"
+                           b"\x86R.")
+    with pytest.raises(DataError, match="refusing to unpickle _codecs.encode"):
+        load_dataset(write_folder(tmp_path / "f", files))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b, t, m: b[0].update({b"data": np.zeros((3, 100), np.uint8)}), r"shape \(N, 3072\)"),
+    (lambda b, t, m: b[0].update({b"data": np.zeros((3, 3072), np.float32)}), "uint8"),
+    (lambda b, t, m: b[1].update({b"labels": [0]}), "2 images but 1 labels"),
+    (lambda b, t, m: t.update({b"labels": [0, 1, 2, 3, 12]}), "batches.meta names 10 classes"),
+    (lambda b, t, m: b[0].pop(b"labels"), "no 'labels' entry"),
+    (lambda b, t, m: m.update({b"label_names": []}), "label_names"),
+])
+def test_invalid_batches(tmp_path, change, message):
+    batches, test, meta = make_batches()
+    change(batches, test, meta)
+    with pytest.raises(DataError, match=message):
+        load_dataset(write_folder(tmp_path / "f", batch_files(batches, test, meta)))
+
+
+def test_missing_or_gapped_batches(tmp_path):
+    batches, test, meta = make_batches()
+    files = batch_files(batches, test, meta)
+    del files["data_batch_2"]
+    with pytest.raises(DataError, match="without gaps"):
+        load_dataset(write_folder(tmp_path / "gap", files))
+    del files["test_batch"]
+    with pytest.raises(DataError, match="incomplete CIFAR-10 batches"):
+        load_dataset(write_folder(tmp_path / "notest", files))
+    truncated = batch_files(batches, test, meta)
+    truncated["data_batch_1"] = truncated["data_batch_1"][:100]
+    with pytest.raises(DataError, match="data_batch_1 is not a readable CIFAR-10 batch"):
+        load_dataset(write_folder(tmp_path / "trunc", truncated))
+
+
+# --------------------------------------------------------------------------- image folders
+
+W, H = 40, 24  # an odd, non-square size; arrays are (H, W, 3)
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def palette_image(size=(W, H)) -> Image.Image:
+    img = Image.new("P", size, 1)
+    img.putpalette([0, 0, 0, 250, 10, 20] + [0, 0, 0] * 254)
+    return img
+
+
+# Each kind of file, and the RGB pixel it must decode to.
+KINDS = {
+    "gray.png": (lambda: encode(Image.new("L", (W, H), 128), "PNG"), (128, 128, 128)),
+    "rgba.png": (lambda: encode(Image.new("RGBA", (W, H), (10, 20, 30, 0)), "PNG"), (10, 20, 30)),
+    "palette.gif": (lambda: encode(palette_image(), "GIF"), (250, 10, 20)),
+    "deep16.png": (lambda: encode(Image.fromarray(np.full((H, W), 0x8000, np.uint16)), "PNG"),
+                   (128, 128, 128)),
+    "rgb.bmp": (lambda: encode(Image.new("RGB", (W, H), (1, 2, 3)), "BMP"), (1, 2, 3)),
+}
+
+
+def folder_files(classes: dict[str, int], split: str | None = None, kinds=KINDS) -> dict[str, bytes]:
+    """``{relative path: bytes}`` for ``classes[name]`` images per class, cycling KINDS."""
+    kinds = list(kinds.items())
+    files = {}
+    for name, n in classes.items():
+        for i in range(n):
+            kind, (make, _) = kinds[i % len(kinds)]
+            files[f"{split + '/' if split else ''}{name}/{i:03d}_{kind}"] = make()
+    return files
+
+
+def split_files() -> dict[str, bytes]:
+    return {**folder_files({"zebra": 5, "ant": 5}, "train"), **folder_files({"zebra": 2, "ant": 3}, "test")}
+
+
+def check_split_dataset(ds: Dataset):
+    assert ds.class_names == ("ant", "zebra")  # sorted, whatever the listing order
+    assert ds.train_images.shape == (10, H, W, 3) and ds.test_images.shape == (5, H, W, 3)
+    assert ds.train_labels.tolist() == [0] * 5 + [1] * 5
+    assert ds.test_labels.tolist() == [0] * 3 + [1] * 2
+    # Within a class, files come in name order: 000_gray, 001_rgba, 002_palette, ...
+    for i, (_, expected) in enumerate(KINDS.values()):
+        assert tuple(ds.train_images[i, H // 2, W // 2]) == expected
+
+
+@pytest.mark.parametrize("form", ["folder", "zip", "tar.gz", "tgz-wrapped", "zip-wrapped"])
+def test_image_folder_with_split(tmp_path, form):
+    files = split_files()
+    # Junk that real archives carry must be skipped, not decoded.
+    junk = {".DS_Store": b"\0junk", "train/ant/.DS_Store": b"\0", "__MACOSX/train/ant/._000.png": b"\0",
+            "train/zebra/Thumbs.db": b"\0", "README.txt": b"not an image"}
+    all_files = {**files, **junk}
+    if form == "folder":
+        source = write_folder(tmp_path / "root", {})
+        for name, data in all_files.items():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(data)
+    elif form == "zip":
+        source = write_zip(tmp_path / "imgs.zip", all_files)
+    elif form == "tar.gz":
+        source = write_tar(tmp_path / "imgs.tar.gz", all_files)
+    elif form == "tgz-wrapped":
+        source = write_tar(tmp_path / "imgs.tgz", {**files, "README.md": b"# my data"}, "mydata/")
+    else:
+        source = write_zip(tmp_path / "imgs.zip", {**files, "__MACOSX/x/._y": b"\0"}, "mydata/")
+    ds = load_dataset(source)
+    check_split_dataset(ds)
+    assert str(source.resolve()) in ds.source
+
+
+def test_image_folder_without_split_is_stratified_and_seeded(tmp_path):
+    counts = {"c0": 10, "c1": 20, "c2": 30}
+    root = tmp_path / "flat"
+    for k, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n):  # every image distinct, so a different split changes the data
+            Image.new("L", (W, H), 3 * i + k).save(root / name / f"{i}.png")
+    ds = load_dataset(root, test_fraction=0.2, seed=1)
+    # Each class keeps its proportion: 20% of 10, 20, 30.
+    assert np.bincount(ds.test_labels).tolist() == [2, 4, 6]
+    assert np.bincount(ds.train_labels).tolist() == [8, 16, 24]
+    assert "test_fraction=0.2" in ds.source and "seed=1" in ds.source
+    again = load_dataset(root, test_fraction=0.2, seed=1)
+    assert fingerprint(again) == fingerprint(ds)
+    other = load_dataset(root, test_fraction=0.2, seed=2)
+    assert fingerprint(other) != fingerprint(ds)
+    assert np.bincount(load_dataset(root, test_fraction=0.5).test_labels).tolist() == [5, 10, 15]
+
+
+def test_split_needs_two_images_per_class(tmp_path):
+    source = write_zip(tmp_path / "x.zip", folder_files({"a": 5, "b": 1}))
+    with pytest.raises(DataError, match="class 'b' has 1 image"):
+        load_dataset(source)
+
+
+def test_split_keeps_one_image_each_side(tmp_path):
+    ds = load_dataset(write_zip(tmp_path / "x.zip", folder_files({"a": 2, "b": 3})), test_fraction=0.1)
+    assert np.bincount(ds.test_labels).tolist() == [1, 1]
+
+
+def test_mixed_sizes_need_image_size(tmp_path):
+    files = folder_files({"a": 2, "b": 2}, "train") | folder_files({"a": 1, "b": 1}, "test")
+    files["train/b/999_big.png"] = encode(Image.new("RGB", (64, 48), (9, 9, 9)), "PNG")
+    source = write_zip(tmp_path / "mixed.zip", files)
+    with pytest.raises(DataError) as err:
+        load_dataset(source)
+    message = str(err.value)
+    assert "train/a/000_gray.png is 24 high x 40 wide" in message
+    assert "train/b/999_big.png is 48 high x 64 wide" in message
+    assert "image_size" in message and "--image-size" in message
+    ds = load_dataset(source, image_size=(32, 30))
+    assert ds.train_images.shape == (5, 32, 30, 3) and ds.test_images.shape == (2, 32, 30, 3)
+    # Bilinear resizing of a flat colour keeps the colour.
+    assert (ds.train_images[4] == 9).all()
+    assert "resized to 32x30" in ds.source
+
+
+def test_corrupt_image_is_named(tmp_path):
+    files = folder_files({"a": 2, "b": 2})
+    files["b/broken.jpg"] = b"\xff\xd8\xff\xe0 truncated"
+    with pytest.raises(DataError, match="cannot read image .*b/broken.jpg"):
+        load_dataset(write_tar(tmp_path / "x.tar", files))
+
+
+@pytest.mark.parametrize("files, message", [
+    ({}, "contains no files.*ROOT/<class>"),
+    ({"README.txt": b"hi", "img.png": b"x"}, "no class folders.*ROOT/<class>"),
+    ({"only/1.png": b"x", "only/2.png": b"x"}, "only the class 'only'"),
+    ({"train/a/1.png": b"x", "train/b/1.png": b"x"}, "train/ but no test/"),
+])
+def test_bad_layouts(tmp_path, files, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(write_zip(tmp_path / "x.zip", files))
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    with pytest.raises(DataError, match=message):
+        load_dataset(folder)
+
+
+def test_unknown_sources(tmp_path):
+    for source in ("no/such/place", "cifar100", tmp_path / "missing.zip"):
+        with pytest.raises(DataError, match="expected one of.*sample.*cifar10.*image folder"):
+            load_dataset(source)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="not a .zip"):
+        load_dataset(tmp_path / "notes.txt")
+    (tmp_path / "bad.zip").write_bytes(b"PK not really")
+    with pytest.raises(DataError, match="cannot read archive"):
+        load_dataset(tmp_path / "bad.zip")
+
+
+@pytest.mark.parametrize("kwargs", [dict(test_fraction=0), dict(test_fraction=1.0),
+                                    dict(test_fraction="x"), dict(image_size=(0, 3)),
+                                    dict(image_size=32), dict(seed=-1),
+                                    dict(url="http://x"), dict(md5="0" * 32)])
+def test_settings_are_validated(kwargs):
+    with pytest.raises(ConfigError):
+        load_dataset("sample", **kwargs)
+
+
+def test_read_images(tmp_path):
+    paths = []
+    for name, (make, expected) in KINDS.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(make())
+    images = read_images(paths)
+    assert [img.shape for img in images] == [(H, W, 3)] * len(KINDS)
+    assert [tuple(img[0, 0]) for img in images] == [e for _, e in KINDS.values()]
+    assert all(img.dtype == np.uint8 and img.flags.writeable for img in images)
+    assert read_images(str(paths[0]))[0].shape == (H, W, 3)
+    assert read_images(paths[:1], image_size=(8, 9))[0].shape == (8, 9, 3)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="bad.png"):
+        read_images([paths[0], tmp_path / "bad.png"])
+    with pytest.raises(DataError, match="gone.png: no such file"):
+        read_images([tmp_path / "gone.png"])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (W, H), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert read_images([tmp_path / "rot.jpg"])[0].shape == (W, H, 3)
+
+
+# --------------------------------------------------------------------------- Dataset & fingerprint
+
+def test_dataset_validates(tiny_dataset):
+    d = tiny_dataset
+    with pytest.raises(DataError, match="labels must lie in"):
+        Dataset(d.train_images, d.train_labels + 3, d.test_images, d.test_labels, d.class_names, "x")
+    with pytest.raises(DataError, match="uint8"):
+        Dataset(d.train_images.astype(float), d.train_labels, d.test_images, d.test_labels,
+                d.class_names, "x")
+    with pytest.raises(DataError, match="must match"):
+        Dataset(d.train_images, d.train_labels, d.test_images[:, :4], d.test_labels, d.class_names, "x")
+
+
+def test_fingerprint_tracks_content_not_source(tiny_dataset):
+    d = tiny_dataset
+    fp = fingerprint(d)
+    assert len(fp) == 16 and int(fp, 16) >= 0
+    same = Dataset(d.train_images.copy(), d.train_labels.astype(np.int32), d.test_images.copy(),
+                   d.test_labels, list(d.class_names), "elsewhere")
+    assert fingerprint(same) == fp
+    changed = d.train_images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert fingerprint(Dataset(changed, d.train_labels, d.test_images, d.test_labels,
+                               d.class_names, "x")) != fp
+    assert fingerprint(Dataset(d.train_images, d.train_labels, d.test_images, d.test_labels,
+                               ("a", "b", "c"), "x")) != fp
+
+
+# --------------------------------------------------------------------------- download
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields (root, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    # A short poll interval keeps shutdown() from waiting the default half second.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served_archive(http_root):
+    root, base = http_root
+    batches, test, meta = make_batches()
+    archive = write_tar(root / "cifar-10-python.tar.gz", batch_files(batches, test, meta),
+                        "cifar-10-batches-py/")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    return archive, f"{base}/cifar-10-python.tar.gz", md5, expected_images(batches)
+
+
+def test_download_then_reuse_cache(tmp_path, served_archive):
+    archive, url, md5, images = served_archive
+    cache = tmp_path / "cache"
+    calls = []
+    ds = load_dataset("cifar10", cache_dir=cache, url=url, md5=md5,
+                      progress=lambda *a: calls.append(a))
+    np.testing.assert_array_equal(ds.train_images, images)
+    size = archive.stat().st_size
+    assert calls[-1] == ("download", size, size)
+    assert all(desc == "download" for desc, _, _ in calls)
+    assert [p.name for p in cache.iterdir()] == ["cifar-10-python.tar.gz"]
+    # With the server's copy gone, a second load can only succeed from the cache.
+    archive.unlink()
+    calls.clear()
+    again = load_dataset("cifar10", cache_dir=cache, url=url, md5=md5, progress=lambda *a: calls.append(a))
+    assert fingerprint(again) == fingerprint(ds) and calls == []
+
+
+def test_download_settings_from_environment(tmp_path, served_archive, monkeypatch):
+    archive, url, md5, images = served_archive
+    monkeypatch.setenv("FEATMLP_CIFAR10_URL", url)
+    monkeypatch.setenv("FEATMLP_CIFAR10_MD5", md5.upper())
+    monkeypatch.setenv("FEATMLP_CACHE", str(tmp_path / "envcache"))
+    ds = load_dataset("cifar10")
+    np.testing.assert_array_equal(ds.train_images, images)
+    assert (tmp_path / "envcache" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_checksum_mismatch_caches_nothing(tmp_path, served_archive):
+    _, url, md5, _ = served_archive
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="MD5"):
+        load_dataset("cifar10", cache_dir=cache, url=url, md5="0" * 32)
+    assert not cache.exists() or list(cache.iterdir()) == []  # not even a temporary file
+
+
+def test_corrupt_cached_file_is_downloaded_again(tmp_path, served_archive):
+    archive, url, md5, images = served_archive
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cifar-10-python.tar.gz").write_bytes(b"half a download")
+    ds = load_dataset("cifar10", cache_dir=cache, url=url, md5=md5)
+    np.testing.assert_array_equal(ds.train_images, images)
+    assert (cache / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
+
+
+class _CutOffHandler(http.server.BaseHTTPRequestHandler):
+    """Promises 1000 bytes, sends 300, hangs up: an interrupted download."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"x" * 300)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_interrupted_download_caches_nothing(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutOffHandler)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    cache = tmp_path / "cache"
+    try:
+        with pytest.raises(DataError, match="300"):
+            load_dataset("cifar10", cache_dir=cache,
+                         url=f"http://127.0.0.1:{server.server_address[1]}/c.tar.gz")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_unreachable_url(tmp_path, http_root):
+    _, base = http_root
+    with pytest.raises(DataError, match="could not download CIFAR-10 from .*pass its path"):
+        load_dataset("cifar10", cache_dir=tmp_path / "c", url=f"{base}/missing.tar.gz")
+    with socket.socket() as s:  # a port nobody listens on: bound, then closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match="could not download"):
+        load_dataset("cifar10", cache_dir=tmp_path / "c", url=f"http://127.0.0.1:{port}/x.tar.gz")
+    assert not (tmp_path / "c").exists() or list((tmp_path / "c").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- bundled sample
+
+def test_bundled_sample(sample_dataset):
+    ds = sample_dataset
+    assert ds.train_images.shape == (5000, 32, 32, 3) and ds.test_images.shape == (1000, 32, 32, 3)
+    assert ds.class_names == CIFAR10_CLASSES
+    assert np.bincount(ds.train_labels).tolist() == [500] * 10
+    assert np.bincount(ds.test_labels).tolist() == [100] * 10
+    assert load_dataset(None).source == ds.source and "sample" in ds.source
+    sample = REPO / "featmlp" / "_sample" / "cifar10-sample.tar.gz"
+    assert sample.stat().st_size <= 8 * 1024 * 1024
+
+
+@pytest.mark.cifar
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR10_JPG.is_file(), reason=f"needs the full JPEG CIFAR-10 at {CIFAR10_JPG}")
+def test_sample_is_rebuilt_identically(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import make_sample
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    out = tmp_path / "sample.tar.gz"
+    make_sample.build(CIFAR10_JPG, out, 500, 100, seed=0)
+    assert out.read_bytes() == (REPO / "featmlp" / "_sample" / "cifar10-sample.tar.gz").read_bytes()
+    # The sample holds the original JPEG bytes, not re-encodings.
+    with tarfile.open(out) as small, tarfile.open(CIFAR10_JPG) as full:
+        name = small.getnames()[0]
+        original = next(m for m in full if m.name.removeprefix("./") == name)
+        assert small.extractfile(name).read() == full.extractfile(original).read()

@@ -147,8 +147,8 @@ def test_official_format(tmp_path, dump, form):
 def test_official_format_image_size(tmp_path):
     batches, test, meta = make_batches(sizes=(2,), n_test=1)
     ds = load_dataset(write_folder(tmp_path / "b", batch_files(batches, test, meta)),
-                      image_size=(16, 20))
-    assert ds.train_images.shape == (2, 16, 20, 3) and "resized" in ds.source
+                      image_size=(16, 20))  # (width, height)
+    assert ds.train_images.shape == (2, 20, 16, 3) and "resized to 16x20" in ds.source
 
 
 class _RunsCommand:
@@ -336,11 +336,10 @@ def test_mixed_sizes_need_image_size(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(source)
     message = str(err.value)
-    assert "train/a/000_gray.png is 24 high x 40 wide" in message
-    assert "train/b/999_big.png is 48 high x 64 wide" in message
-    assert "image_size" in message and "--image-size" in message
-    ds = load_dataset(source, image_size=(32, 30))
-    assert ds.train_images.shape == (5, 32, 30, 3) and ds.test_images.shape == (2, 32, 30, 3)
+    assert "train/a/000_gray.png is 40x24" in message and "train/b/999_big.png is 64x48" in message
+    assert "image_size=(40, 24)" in message and "--image-size 40x24" in message
+    ds = load_dataset(source, image_size=(32, 30))  # (width, height), as the CLI's WxH
+    assert ds.train_images.shape == (5, 30, 32, 3) and ds.test_images.shape == (2, 30, 32, 3)
     # Bilinear resizing of a flat colour keeps the colour.
     assert (ds.train_images[4] == 9).all()
     assert "resized to 32x30" in ds.source
@@ -402,7 +401,7 @@ def test_read_images(tmp_path):
     assert [tuple(img[0, 0]) for img in images] == [e for _, e in KINDS.values()]
     assert all(img.dtype == np.uint8 and img.flags.writeable for img in images)
     assert read_images(str(paths[0]))[0].shape == (H, W, 3)
-    assert read_images(paths[:1], image_size=(8, 9))[0].shape == (8, 9, 3)
+    assert read_images(paths[:1], image_size=(8, 9))[0].shape == (9, 8, 3)
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.png"):
         read_images([paths[0], tmp_path / "bad.png"])
@@ -427,7 +426,7 @@ def test_dataset_validates(tiny_dataset):
     with pytest.raises(DataError, match="uint8"):
         Dataset(d.train_images.astype(float), d.train_labels, d.test_images, d.test_labels,
                 d.class_names, "x")
-    with pytest.raises(DataError, match="must match"):
+    with pytest.raises(DataError, match="must be the same size"):
         Dataset(d.train_images, d.train_labels, d.test_images[:, :4], d.test_labels, d.class_names, "x")
 
 

@@ -63,9 +63,10 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
         held out for test (stratified). Ignored by sources that have a split.
     seed : int, default 0
         Seed of that split; the same seed gives the same split.
-    image_size : (height, width), optional
+    image_size : (width, height), optional
         Resize every image to this size with Pillow's bilinear filter. Needed when an
-        image folder holds images of different sizes (CLI: ``--image-size 32x32``).
+        image folder holds images of different sizes (CLI: ``--image-size 32x32``, WxH).
+        Width first as in Pillow; the arrays are ``(N, height, width, 3)``.
     cache_dir : path, optional
         Where ``"cifar10"`` is downloaded; default ``$FEATMLP_CACHE``, else
         ``$XDG_CACHE_HOME/featmlp``, else ``~/.cache/featmlp``. Ignored by other sources.
@@ -165,14 +166,14 @@ def _find_cifar_dir(path: Path) -> Path | None:
 
 def _cifar_dataset(files, description: str, image_size) -> Dataset:
     train_x, train_y, test_x, test_y, names = read_cifar_batches(files)
-    if image_size is not None and image_size != train_x.shape[1:3]:
+    if image_size is not None and image_size != train_x.shape[2:0:-1]:
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
-        description += f", resized to {image_size[0]}x{image_size[1]} (height x width)"
+        description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     return Dataset(train_x, train_y, test_x, test_y, names, description)
 
 
 def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    h, w = image_size
+    w, h = image_size
     out = np.empty((len(images), h, w, 3), np.uint8)
     for i, img in enumerate(images):
         out[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
@@ -187,7 +188,7 @@ def _folder_dataset(files: Files, description: str, where: str, *, test_fraction
     del files
     decoded, class_names = decode_groups(groups, image_size, progress)
     if image_size is not None:
-        description += f", resized to {image_size[0]}x{image_size[1]} (height x width)"
+        description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     if "train" in decoded:
         (train_x, train_y), (test_x, test_y) = decoded["train"], decoded["test"]
     else:

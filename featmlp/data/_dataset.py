@@ -42,8 +42,8 @@ class Dataset:
     >>> import numpy as np
     >>> ds = Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]),
     ...              np.zeros((1, 4, 4, 3), np.uint8), np.array([1]), ("cat", "dog"), "made by hand")
-    >>> ds.image_size, ds.num_classes
-    ((4, 4), 2)
+    >>> ds.num_classes
+    2
     """
 
     train_images: np.ndarray
@@ -78,21 +78,16 @@ class Dataset:
             object.__setattr__(self, f"{split}_labels", labels.astype(np.int64, copy=False))
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise DataError(f"train images are {self.train_images.shape[1:3]} but test images are "
-                            f"{self.test_images.shape[1:3]} (height, width); they must match")
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(height, width)`` of every image."""
-        return tuple(self.train_images.shape[1:3])
+                            f"{self.test_images.shape[1:3]} (height, width); they must be the same size")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def __repr__(self) -> str:
-        h, w = self.image_size
+        h, w = self.train_images.shape[1:3]
         return (f"Dataset({len(self.train_images)} train + {len(self.test_images)} test images "
-                f"{h}x{w}, {self.num_classes} classes, source={self.source!r})")
+                f"{w}x{h}, {self.num_classes} classes, source={self.source!r})")
 
 
 def fingerprint(dataset: Dataset) -> str:

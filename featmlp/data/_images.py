@@ -31,17 +31,21 @@ _PROGRESS_EVERY = 1024
 
 
 def check_image_size(image_size) -> tuple[int, int] | None:
-    """``None`` or a ``(height, width)`` pair of positive ints (ConfigError otherwise)."""
+    """``None`` or a ``(width, height)`` pair of positive ints (ConfigError otherwise).
+
+    Width first, as in Pillow's ``Image.size`` and the CLI's ``--image-size WxH``; the
+    arrays it produces are ``(height, width, 3)``.
+    """
     if image_size is None:
         return None
     try:
-        h, w = image_size
-        if int(h) != h or int(w) != w or h < 1 or w < 1:
+        w, h = image_size
+        if int(w) != w or int(h) != h or w < 1 or h < 1:
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"image_size must be (height, width) with two positive integers, "
+        raise ConfigError(f"image_size must be (width, height) with two positive integers, "
                           f"got {image_size!r}") from None
-    return int(h), int(w)
+    return int(w), int(h)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -63,7 +67,7 @@ def decode_image(data: FileData, where: str,
                  image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one image file to an ``(H, W, 3)`` uint8 RGB array (read-only view).
 
-    ``image_size`` is ``(height, width)``; when given and different, the image is resized
+    ``image_size`` is ``(width, height)``; when given and different, the image is resized
     with Pillow's bilinear filter.
     """
     try:
@@ -71,8 +75,8 @@ def decode_image(data: FileData, where: str,
             if "exif" in im.info:  # cheap test first: most images carry no orientation tag
                 im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
-            if image_size is not None and im.size != (image_size[1], image_size[0]):
-                im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+            if image_size is not None and im.size != image_size:
+                im = im.resize(image_size, Image.Resampling.BILINEAR)
             return np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"cannot read image {where}: no such file") from None
@@ -82,7 +86,7 @@ def decode_image(data: FileData, where: str,
 
 
 def _size_text(shape) -> str:
-    return f"{shape[0]} high x {shape[1]} wide"
+    return f"{shape[1]}x{shape[0]}"  # array shape (H, W, ...) as WxH
 
 
 class _Decoder:
@@ -101,12 +105,12 @@ class _Decoder:
             if self.first is None:
                 self.first = (where, img.shape[:2])
             if img.shape[:2] != self.first[1]:
-                example = self.first[1]
+                h, w = self.first[1]
                 raise DataError(
-                    f"images have different sizes: {self.first[0]} is {_size_text(example)} but "
-                    f"{where} is {_size_text(img.shape)}; pass image_size=(height, width), e.g. "
-                    f"image_size={tuple(example)} (CLI: --image-size {example[0]}x{example[1]}), "
-                    f"to resize every image to one size (Pillow bilinear)")
+                    f"images have different sizes (width x height): {self.first[0]} is "
+                    f"{_size_text(self.first[1])} but {where} is {_size_text(img.shape)}; pass "
+                    f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
+                    f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
             if out is None:
                 out = np.empty((len(items),) + img.shape, np.uint8)
             out[i] = img
@@ -114,7 +118,7 @@ class _Decoder:
             if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
                 self.progress("decode", self.done, self.total)
         if out is None:
-            h, w = self.first[1] if self.first else (self.image_size or (0, 0))
+            h, w = self.first[1] if self.first else (self.image_size or (0, 0))[::-1]
             out = np.empty((0, h, w, 3), np.uint8)
         return out
 
@@ -128,7 +132,7 @@ def read_images(paths, *, image_size: tuple[int, int] | None = None) -> list[np.
     Parameters
     ----------
     paths : path or iterable of paths
-    image_size : (height, width), optional
+    image_size : (width, height), optional
         Resize every image to this size (Pillow bilinear); by default sizes are kept.
 
     Returns

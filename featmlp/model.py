@@ -1,0 +1,319 @@
+"""The network and the feature scaler: what a trained model is, apart from how it was trained.
+
+An :class:`MLPSpec` describes the network (sizes, activation, dropout, batch norm, loss head) and
+:func:`build_mlp` turns it into a ``torch.nn.Module``. Every model returns *logits*; probabilities are
+always ``softmax(logits)``. The two heads differ only in the training loss (:data:`HEADS`):
+
+- ``"ce"``: cross-entropy on the logits (the default: learns fast and well);
+- ``"mse"``: the lecture's head, mean squared error between ``softmax(logits, dim=1)`` and the
+  one-hot labels. The lecture put the softmax inside the network; keeping it in the loss instead
+  gives the same function and gradients, and one meaning for the model's output.
+
+A :class:`Scaler` is fitted on the training features only and travels with the model, so test
+features and new images are scaled exactly as the training set was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from featmlp.errors import ConfigError, DataError
+
+# Name -> activation module class. The CLI's --activation choices are these keys.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Per-sample cross-entropy of ``logits`` against integer labels ``y`` (N,).
+
+    ``dim`` is the class axis of ``logits``: 1 for (N, C), 0 for the (C, N) layout training uses.
+    """
+    return -torch.log_softmax(logits, dim).gather(dim, y.unsqueeze(dim)).squeeze(dim)
+
+
+def softmax_mse_loss(logits: torch.Tensor, y: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Per-sample squared error of ``softmax(logits)`` against one-hot ``y``, averaged over classes.
+
+    The mean over samples of this is ``nn.MSELoss()`` (mean over all N*C elements) applied to the
+    lecture's softmax output and one-hot targets. ``dim`` is the class axis, as above.
+    """
+    p = torch.softmax(logits, dim)
+    # sum_c (p_c - onehot_c)^2 = sum_c p_c^2 - 2 p_y + 1, without building the one-hot matrix.
+    p_true = p.gather(dim, y.unsqueeze(dim)).squeeze(dim)
+    return (p.square().sum(dim) - 2 * p_true + 1) / logits.shape[dim]
+
+
+# Name -> per-sample training loss ``f(logits, y, dim=1) -> (N,)``. Keys are --head choices.
+HEADS: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": cross_entropy_loss,
+    "mse": softmax_mse_loss,
+}
+
+
+def _choice_error(what: str, value, choices) -> ConfigError:
+    return ConfigError(f"{what} {value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """The shape of a multilayer perceptron.
+
+    Parameters
+    ----------
+    n_features, n_classes : int
+        Input and output sizes.
+    hidden : tuple of int
+        Width of each hidden layer, e.g. ``(6,)`` (the lecture) or ``(512, 256)``.
+    activation : str
+        A key of :data:`ACTIVATIONS`.
+    dropout : float
+        Dropout probability after each hidden activation, in [0, 1).
+    batch_norm : bool
+        Batch normalisation after each hidden linear layer (before the activation).
+    head : str
+        A key of :data:`HEADS`: ``"ce"`` or the lecture's ``"mse"``.
+
+    Examples
+    --------
+    >>> spec = MLPSpec(9, 10, hidden=(6,), head="mse")
+    >>> spec.validate()
+    >>> MLPSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    n_features: int
+    n_classes: int
+    hidden: tuple[int, ...] = (64,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    head: str = "ce"
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field and what is accepted."""
+        for name in ("n_features", "n_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        hidden = self.hidden
+        if not isinstance(hidden, (tuple, list)) or not all(
+            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in hidden
+        ):
+            raise ConfigError(
+                f"hidden must be a sequence of positive layer widths such as (64,) or (512, 256), "
+                f"got {hidden!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise _choice_error("activation", self.activation, ACTIVATIONS)
+        if self.head not in HEADS:
+            raise _choice_error("head", self.head, HEADS)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
+            0.0 <= self.dropout < 1.0
+        ):
+            raise ConfigError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.batch_norm, (bool, np.bool_)):
+            raise ConfigError(f"batch_norm must be true or false, got {self.batch_norm!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``hidden`` as a list)."""
+        d = dataclasses.asdict(self)
+        d["hidden"] = [int(w) for w in self.hidden]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MLPSpec":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ConfigError(f"unknown model spec field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "hidden" in d:
+            d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
+
+
+class MLP(nn.Module):
+    """Linear layers with activations; returns logits. Built by :func:`build_mlp`.
+
+    Each hidden block is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``; ``hidden`` holds
+    those blocks and ``output`` the last linear layer. Parameter names (``hidden.0.0.weight`` ...)
+    are what a saved bundle stores.
+    """
+
+    def __init__(self, spec: MLPSpec):
+        super().__init__()
+        self.spec = spec
+        blocks = []
+        width_in = spec.n_features
+        for width in spec.hidden:
+            layers: list[nn.Module] = [nn.Linear(width_in, width)]
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(ACTIVATIONS[spec.activation]())
+            if spec.dropout > 0:
+                layers.append(nn.Dropout(spec.dropout))
+            blocks.append(nn.Sequential(*layers))
+            width_in = width
+        self.hidden = nn.ModuleList(blocks)
+        self.output = nn.Linear(width_in, spec.n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.hidden:
+            x = block(x)
+        return self.output(x)
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """The linear layers in order, input to output."""
+        return [block[0] for block in self.hidden] + [self.output]
+
+
+def build_mlp(spec: MLPSpec) -> MLP:
+    """Build the network described by ``spec`` (PyTorch's default initialisation, as the lecture).
+
+    Initial weights come from torch's global generator: seed it (``torch.manual_seed``) first for
+    a repeatable model.
+
+    Examples
+    --------
+    >>> model = build_mlp(MLPSpec(9, 10, hidden=(6,)))
+    >>> model(torch.zeros(4, 9)).shape
+    torch.Size([4, 10])
+    """
+    spec.validate()
+    return MLP(spec)
+
+
+def _standard_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return X.mean(axis=0), X.std(axis=0)
+
+
+def _minmax_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # The fixed normalisation: (x - min) / (max - min). The lecture divided by the max alone.
+    lo = X.min(axis=0)
+    return lo, X.max(axis=0) - lo
+
+
+def _identity_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(X.shape[1]), np.ones(X.shape[1])
+
+
+# Name -> ``f(X) -> (offset, scale)``; a scaler maps x to (x - offset) / scale. Keys are --scaler choices.
+SCALERS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "standard": _standard_params,
+    "minmax": _minmax_params,
+    "none": _identity_params,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Scaler:
+    """Per-feature affine scaling ``(x - offset) / scale``, fitted on training features only.
+
+    Create one with :meth:`fit`; a constant feature (zero spread) gets scale 1, so it maps to 0
+    instead of dividing by zero.
+
+    Examples
+    --------
+    >>> X = np.array([[0.0, 5.0], [10.0, 5.0]])
+    >>> s = Scaler.fit(X, "minmax")
+    >>> s.transform(X).tolist()
+    [[0.0, 0.0], [1.0, 0.0]]
+    >>> Scaler.from_dict(s.to_dict()).transform([[5.0, 5.0]]).tolist()
+    [[0.5, 0.0]]
+    """
+
+    kind: str
+    offset: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X, kind: str = "standard") -> "Scaler":
+        """Learn offset and scale of each column of ``X`` (N, F) with the method ``kind``."""
+        if kind not in SCALERS:
+            raise _choice_error("scaler", kind, SCALERS)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise DataError(f"cannot fit a scaler on features of shape {X.shape}: need (N, F), N >= 1")
+        offset, scale = SCALERS[kind](X)
+        scale = np.where(scale > 0, scale, 1.0)
+        return cls(kind, np.asarray(offset, np.float64), np.asarray(scale, np.float64))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.offset.shape[0])
+
+    def transform(self, X) -> np.ndarray:
+        """Scale ``X`` (N, F); returns float32, the dtype the network uses."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(
+                f"features have shape {X.shape}, but the scaler was fitted on {self.n_features} "
+                f"features per sample"
+            )
+        return ((X - self.offset) / self.scale).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """``{"kind": str, "offset": array, "scale": array}``; :meth:`from_dict` inverts it."""
+        return {"kind": self.kind, "offset": self.offset.copy(), "scale": self.scale.copy()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scaler":
+        """Rebuild a fitted scaler from :meth:`to_dict` output (arrays or lists)."""
+        try:
+            kind = d["kind"]
+            offset = np.asarray(d["offset"], dtype=np.float64)
+            scale = np.asarray(d["scale"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"scaler parameters are incomplete or not numbers: {exc}") from None
+        if kind not in SCALERS:
+            raise DataError(f"scaler kind {kind!r} is not one of: {', '.join(SCALERS)}")
+        if offset.ndim != 1 or offset.shape != scale.shape:
+            raise DataError(
+                f"scaler offset and scale must be vectors of one length, got shapes "
+                f"{offset.shape} and {scale.shape}"
+            )
+        if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise DataError("scaler parameters must be finite, with positive scales")
+        return cls(kind, offset, scale)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 65536) -> np.ndarray:
+    """Class probabilities ``softmax(model(scaler(X)))`` for raw features ``X`` (N, F), in order.
+
+    Runs in eval mode, in chunks of ``batch_size`` rows; the rows are never reordered.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(5, 3))
+    >>> p = predict_proba(build_mlp(MLPSpec(3, 2)), Scaler.fit(X), X)
+    >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
+    ((5, 2), True)
+    """
+    Xs = scaler.transform(X)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        out = [
+            torch.softmax(model(torch.from_numpy(Xs[i : i + batch_size]).to(device)), dim=1).cpu()
+            for i in range(0, len(Xs), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, model.output.out_features), np.float32)
+    return torch.cat(out).numpy()

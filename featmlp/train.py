@@ -1,0 +1,920 @@
+"""Training: settings, optimisers, schedules, presets and the loop that records one history.
+
+Read top to bottom: :class:`TrainConfig` (every setting of a run, a frozen dataclass that is written
+as JSON), the registries (:data:`OPTIMIZERS`, :data:`SCHEDULES`, :data:`PRESETS`), then
+:func:`train`, a plain epoch loop. Each epoch appends one dict to the run's history; callbacks
+(printing, live plots, anything else) read that history and may stop the run.
+
+Two engines run the steps of an epoch. Both update one flat parameter vector with the same
+optimiser code and write the epoch's logits into one buffer, from which the epoch's loss and
+accuracy are computed in a single vectorised pass (no ``.item()`` per step):
+
+- ``_FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
+  norm), in a feature-major layout. Per-step overhead, not arithmetic, dominates small networks.
+  The measurements behind it are in the comments there.
+- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout and batch norm.
+
+The lecture's gradient descent
+------------------------------
+``optimizer="gd"`` is full-batch gradient descent on the mean loss over all training samples: the
+whole training set is one tensor, one forward and backward pass and one step ``w <- w - lr * grad``
+per epoch (~2 ms for 50,000 x 9 -> 6 -> 10 on this machine's CPU; the lecture's loop over a
+DataLoader took ~0.3-0.7 s for the same gradient). The ``"lecture"`` preset runs it at lr 10: slow
+descent at lr 10, faster at 50, jitter at 500 and a jump to saturated outputs at 5000, the
+behaviour the lecture's learning-rate experiment shows.
+
+The notebook's loop wrote the epoch's loss as the *sum* of the mean losses of its minibatches (64
+samples) and stepped on the gradient of that sum, which is ``ceil(N / 64)`` times the gradient of
+the mean loss (exactly when 64 divides N; in expectation over the shuffle otherwise: the last,
+smaller batch weighs its samples more). So the notebook's lr ``eta`` on its summed loss is lr
+``eta * ceil(N / 64)`` here (782 x for N = 50,000), and ``lecture_batch_size=64`` applies that
+factor for you, to rerun the notebook's loop literally. We always *report* the mean loss over
+samples (the lecture printed its sum of batch means divided by N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from featmlp.errors import ConfigError, DataError
+from featmlp.model import ACTIVATIONS, HEADS, SCALERS, MLPSpec, Scaler, build_mlp, predict_proba
+from featmlp.progress import ProgressHook
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; ``dataclasses.asdict`` gives its JSON form.
+
+    Start from a preset and override field by field:
+    ``dataclasses.replace(PRESETS["lecture"], lr=50.0)``.
+
+    Parameters
+    ----------
+    hidden, activation, dropout, batch_norm, head
+        The network (see :class:`featmlp.model.MLPSpec`); its input and output sizes come from
+        the data.
+    optimizer : str
+        A key of :data:`OPTIMIZERS`: ``"gd"`` (full-batch gradient descent, one step per epoch,
+        the lecture's), ``"sgd"`` (minibatch, with ``momentum``), ``"adam"``, ``"adamw"``.
+    lr : float
+        Learning rate (the peak one under a schedule).
+    epochs : int
+        Passes over the training set (the most, with early stopping).
+    batch_size : int
+        Minibatch size; unused by ``"gd"``.
+    momentum : float
+        Momentum of ``"sgd"``.
+    weight_decay : float
+        L2 penalty added to the gradient (``"gd"``, ``"sgd"``, ``"adam"``) or decoupled decay
+        (``"adamw"``).
+    schedule : str
+        A key of :data:`SCHEDULES`: ``"none"``, ``"cosine"``, ``"onecycle"``; applied per step.
+    lecture_batch_size : int or None
+        ``"gd"`` only: step on the gradient of the sum of the mean losses of batches of this size,
+        ``ceil(N / lecture_batch_size)`` times the mean loss's, as the notebook's loop literally
+        did (see the module docstring). None: the mean loss (the ``"lecture"`` preset).
+    scaler : str
+        A key of :data:`featmlp.model.SCALERS`, fitted on the training rows only.
+    val_fraction : float
+        Fraction of the training set held out (stratified, seeded) for validation, in [0, 1).
+    patience : int
+        Early stopping: stop after this many epochs without a lower validation loss and restore
+        the best weights. 0 turns it off; needs validation data.
+    class_weight : None, "balanced" or tuple of float
+        ``"balanced"`` weighs each class's loss by ``n_samples / (n_classes * count)``; a tuple
+        gives one weight per class index. Each step minimises its batch's weighted mean loss.
+    seed : int
+        Seeds initial weights, the validation split, the order of minibatches and dropout. A CPU
+        run with a given seed repeats exactly.
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    hidden: tuple[int, ...] = (64,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    head: str = "ce"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    lecture_batch_size: int | None = None
+    scaler: str = "standard"
+    val_fraction: float = 0.0
+    patience: int = 0
+    class_weight: str | tuple[float, ...] | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def spec(self, n_features: int, n_classes: int) -> MLPSpec:
+        """The :class:`MLPSpec` of this configuration for data of the given sizes."""
+        return MLPSpec(n_features, n_classes, tuple(self.hidden), self.activation,
+                       self.dropout, self.batch_norm, self.head)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value and what is accepted."""
+        self.spec(1, 1).validate()
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("scaler", self.scaler, SCALERS)
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or (
+                isinstance(cw, (tuple, list)) and cw and all(
+                    isinstance(w, (int, float, np.number)) and not isinstance(w, bool)
+                    and math.isfinite(w) and w >= 0 for w in cw) and sum(cw) > 0)):
+            raise ConfigError(
+                f"class_weight {cw!r} is not one of: None, 'balanced', or a tuple of one "
+                f"non-negative weight per class"
+            )
+        _check_number("lr", self.lr, low=0, low_open=True)
+        _check_int("epochs", self.epochs, low=1)
+        _check_int("batch_size", self.batch_size, low=1)
+        _check_number("momentum", self.momentum, low=0, high=1, high_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0)
+        _check_number("val_fraction", self.val_fraction, low=0, high=1, high_open=True)
+        _check_int("patience", self.patience, low=0)
+        _check_int("seed", self.seed, low=0)
+        if self.lecture_batch_size is not None:
+            _check_int("lecture_batch_size", self.lecture_batch_size, low=1)
+            if self.optimizer != "gd":
+                raise ConfigError(
+                    f"lecture_batch_size applies to optimizer 'gd' only, not {self.optimizer!r}: "
+                    f"set it to None"
+                )
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu") or self.device.startswith("cuda")
+        ):
+            raise ConfigError(f"device {self.device!r} is not one of: auto, cpu, cuda, cuda:N")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        if isinstance(self.class_weight, tuple):
+            d["class_weight"] = list(self.class_weight)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild a configuration from :meth:`to_dict` (e.g. a run's ``config.json``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting(s): {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(names))}"
+            )
+        d = dict(d)
+        for key in ("hidden", "class_weight"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} is not one of: {', '.join(choices)}")
+
+
+def _check_int(name: str, value, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_number(name, value, *, low=None, high=None, low_open=False, high_open=False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + str(low)
+        hi = "" if high is None else str(high) + (")" if high_open else "]")
+        rng = f"in {lo}, {hi}" if lo and hi else (f"> {low}" if low_open else f">= {low}")
+        raise ConfigError(f"{name} must be a finite number {rng}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisers: small classes updating one flat parameter vector in place (scikit-learn's shape).
+# Their arithmetic follows torch.optim's SGD, Adam and AdamW; tests compare them with it.
+# --------------------------------------------------------------------------------------------
+
+class GradientDescent:
+    """``w <- w - lr * (grad + weight_decay * w)``; with ``"gd"`` one step per epoch."""
+
+    full_batch = True
+
+    def __init__(self, params: torch.Tensor, config: TrainConfig):
+        self.params = params
+        self.weight_decay = config.weight_decay
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        if self.weight_decay:
+            grad.add_(self.params, alpha=self.weight_decay)
+        self.params.add_(grad, alpha=-lr)
+
+
+class SGD(GradientDescent):
+    """Minibatch SGD with (heavy-ball) momentum, as ``torch.optim.SGD``."""
+
+    full_batch = False
+
+    def __init__(self, params: torch.Tensor, config: TrainConfig):
+        super().__init__(params, config)
+        self.momentum = config.momentum
+        self.velocity: torch.Tensor | None = None
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        if self.weight_decay:
+            grad.add_(self.params, alpha=self.weight_decay)
+        if self.momentum:
+            if self.velocity is None:
+                self.velocity = grad.clone()
+            else:
+                self.velocity.mul_(self.momentum).add_(grad)
+            grad = self.velocity
+        self.params.add_(grad, alpha=-lr)
+
+
+class Adam:
+    """Adam (betas 0.9, 0.999, eps 1e-8) with L2 weight decay, as ``torch.optim.Adam``."""
+
+    full_batch = False
+    decoupled = False
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    # torch's fused kernel does the whole update in one call: ~3 us a step against ~15 us for the
+    # seven in-place ops below, ~10% of a 9 -> 64 -> 10 epoch at batch 256. (torch.optim.Adam's
+    # own step() adds 30-60 us of Python bookkeeping around the same kernels.)
+    _fused_name = "_fused_adam_"
+
+    def __init__(self, params: torch.Tensor, config: TrainConfig):
+        self.params = params
+        self.weight_decay = config.weight_decay
+        self.m = torch.zeros_like(params)
+        self.v = torch.zeros_like(params)
+        self.t = 0
+        self.fused = getattr(torch, self._fused_name, None)
+        self.fused_step = torch.zeros((), dtype=params.dtype, device=params.device)
+
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        self.t += 1
+        if self.fused is not None:
+            self.fused_step.add_(1)
+            try:
+                self.fused([self.params], [grad], [self.m], [self.v], [], [self.fused_step],
+                           lr=lr, beta1=self.beta1, beta2=self.beta2,
+                           weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
+                           maximize=False)
+                return
+            except (RuntimeError, NotImplementedError):
+                # A torch build without that kernel for this device: the plain ops below.
+                self.fused = None
+        if self.weight_decay:
+            if self.decoupled:
+                self.params.mul_(1 - lr * self.weight_decay)
+            else:
+                grad.add_(self.params, alpha=self.weight_decay)
+        self.m.lerp_(grad, 1 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        bias1 = 1 - self.beta1 ** self.t
+        bias2 = 1 - self.beta2 ** self.t
+        denom = self.v.sqrt().div_(math.sqrt(bias2)).add_(self.eps)
+        self.params.addcdiv_(self.m, denom, value=-lr / bias1)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW``."""
+
+    decoupled = True
+    _fused_name = "_fused_adamw_"
+
+
+# Name -> optimiser class ``cls(flat_params, config)`` with ``step(flat_grad, lr)``.
+OPTIMIZERS: dict[str, type] = {
+    "gd": GradientDescent,
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def _constant(t: float) -> float:
+    return 1.0
+
+
+def _cosine(t: float) -> float:
+    # torch's CosineAnnealingLR with eta_min 0 over all steps of the run.
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _one_cycle(t: float, warmup: float = 0.3, start: float = 1 / 25, end: float = 1 / 25e4) -> float:
+    # torch's OneCycleLR defaults: cosine warm-up from lr/25 over 30% of the steps, then cosine
+    # annealing down to lr/25e4.
+    if t < warmup:
+        return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * t / warmup))
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / (1.0 - warmup)))
+
+
+# Name -> ``f(t) -> lr multiplier`` where t in [0, 1) is the fraction of the run's steps done.
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "none": _constant,
+    "cosine": _cosine,
+    "onecycle": _one_cycle,
+}
+
+
+# Named configurations; override with dataclasses.replace(PRESETS[name], field=value, ...).
+PRESETS: dict[str, TrainConfig] = {
+    # The lecture notebook: minmax features (the fixed one), 9 -> 6 -> 10 ReLU, softmax + MSE
+    # against one-hot labels, full-batch gradient descent on the mean loss, lr 10, 20 epochs.
+    "lecture": TrainConfig(
+        hidden=(6,), activation="relu", head="mse", optimizer="gd", lr=10.0, epochs=20,
+        batch_size=64, scaler="minmax", val_fraction=0.0,
+    ),
+    # The best model we found on the lecture's 50,000 x 9 CIFAR-10 features (tuned on a
+    # validation split of the training set; see benchmarks/bench_train.py).
+    "default": TrainConfig(),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks and the run's record
+# --------------------------------------------------------------------------------------------
+
+class Callback:
+    """Base class of objects told about a run; override what you need.
+
+    A plain callable ``f(record, history)`` passed in ``callbacks`` acts as :meth:`on_epoch`.
+    """
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        """Called after each epoch with its record (also ``history[-1]``); return True to stop."""
+
+    def on_train_end(self, history: list[dict]) -> None:
+        """Called once after the last epoch, also after a divergence or a requested stop."""
+
+
+class LivePlot(Callback):
+    """Keep a loss plot current while a run goes: rewritten at most every ``every_seconds``
+    and once at the end (plotting every epoch would cost more than a fast epoch).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "loss.png"
+    >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> _ = train(X, y, TrainConfig(epochs=2), callbacks=[LivePlot(path)])
+    >>> path.exists()
+    True
+    """
+
+    def __init__(self, path, every_seconds: float = 2.0, log_scale: bool = False):
+        self.path = path
+        self.every_seconds = every_seconds
+        self.log_scale = log_scale
+        self._last = 0.0
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        self._last = time.perf_counter()
+
+    def on_epoch(self, record: dict, history: list[dict]) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.every_seconds:
+            self._plot(history)
+            self._last = time.perf_counter()
+
+    def on_train_end(self, history: list[dict]) -> None:
+        self._plot(history)
+
+    def _plot(self, history: list[dict]) -> None:
+        from featmlp.plots import plot_history
+
+        if history:
+            plot_history(history, self.path, log_scale=self.log_scale)
+
+
+class _CallableCallback(Callback):
+    def __init__(self, fn: Callable[[dict, list[dict]], Any]):
+        self.fn = fn
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        return self.fn(record, history)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : featmlp.model.MLP
+        The trained network, in eval mode (best weights under early stopping, last finite
+        weights after a divergence).
+    scaler : featmlp.model.Scaler
+        Fitted on the training rows; apply it to any features before the model.
+    spec, config
+        The network's spec and the run's settings.
+    history : list of dict
+        One record per finished epoch: ``epoch``, ``train_loss`` (mean over samples),
+        ``train_accuracy``, ``lr``, ``seconds`` (that epoch's training time), and
+        ``val_loss``/``val_accuracy`` with validation data.
+    diverged : bool
+        The loss or the weights became NaN or infinite; training stopped there.
+    stop_reason : str
+        ``"completed"``, ``"early_stopping"``, ``"callback"`` or ``"diverged"``.
+    best_epoch : int or None
+        Epoch of the lowest validation loss (the weights kept under early stopping).
+    """
+
+    model: nn.Module
+    scaler: Scaler
+    spec: MLPSpec
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)
+    diverged: bool = False
+    stop_reason: str = "completed"
+    best_epoch: int | None = None
+    device: str = "cpu"
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities for raw (unscaled) features ``X``, rows in order."""
+        return predict_proba(self.model, self.scaler, X)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class index for each row of raw features ``X``."""
+        return self.predict_proba(X).argmax(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Engines: one epoch of steps
+# --------------------------------------------------------------------------------------------
+
+# Activation forward (in place where the backward needs only the output) and backward
+# ``f(grad, output, pre_activation)`` for the hand-written pass.
+_FAST_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "relu": (torch.relu_, lambda g, a, z: torch.ops.aten.threshold_backward(g, a, 0)),
+    "tanh": (torch.tanh_, lambda g, a, z: torch.ops.aten.tanh_backward(g, a)),
+    "sigmoid": (torch.sigmoid_, lambda g, a, z: torch.ops.aten.sigmoid_backward(g, a)),
+    "gelu": (nn.functional.gelu, lambda g, a, z: torch.ops.aten.gelu_backward(g, z)),
+}
+
+
+def _flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make every parameter (and its ``.grad``) a view into one flat vector.
+
+    One vector lets each optimiser update all weights in a handful of ops per step; autograd
+    accumulates into the existing ``.grad`` views in place.
+    """
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat[offset : offset + n].view_as(p)
+        p.grad = grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat, grad
+
+
+def _unflatten_parameters(model: nn.Module) -> None:
+    # Give each parameter its own storage again: safetensors refuses tensors sharing memory.
+    for p in model.parameters():
+        p.data = p.data.clone()
+        p.grad = None
+
+
+class _FastEngine:
+    """Hand-written forward and backward for plain MLPs, in a feature-major layout.
+
+    Measured on this project's 2-core CPU, 50,000 x 9 -> 64 -> 10, batch 256, Adam, per epoch:
+    a plain autograd loop with torch.optim.Adam takes ~0.10 s; this engine ~0.03 s. Why:
+    - no autograd graph, no ``Optimizer.step`` bookkeeping: ~15 kernel calls per step in all;
+    - activations are (units, batch): MKL's (256, 64) @ (64, 10) takes ~28 us, the same product
+      as (10, 64) @ (64, 256) ~7 us, and softmax over 10 rows of a (10, 256) block ~4 us
+      against ~46 us over the last dim of (256, 10);
+    - the loss is computed once per epoch from the logits written in place, not per step.
+    Tests check its gradients against autograd.
+    """
+
+    def __init__(self, model, spec: MLPSpec, X: torch.Tensor, y: torch.Tensor):
+        linears = model.linear_layers()
+        self.weights = [layer.weight.detach() for layer in linears]
+        self.biases = [layer.bias.detach()[:, None] for layer in linears]
+        self.grad_w = [layer.weight.grad for layer in linears]
+        self.grad_b = [layer.bias.grad for layer in linears]
+        self.act, self.act_backward = _FAST_ACTIVATIONS[spec.activation]
+        self.keep_pre = spec.activation == "gelu"
+        self.mse = spec.head == "mse"
+        self.n_classes = spec.n_classes
+        self.class_dim = 0
+        self.XT = X.t().contiguous()
+        self.y = y
+        eye = torch.eye(spec.n_classes, dtype=X.dtype, device=X.device)
+        self.YT = eye[:, y].contiguous()  # one-hot targets, (C, N)
+
+    def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
+        """All steps of one epoch over the samples in ``perm`` order (None: as stored).
+
+        ``sw`` (N,) weighs each sample's loss within its batch. Returns the logits (C, N) each
+        sample had at its step, and for the MSE head the per-sample losses (else None).
+        """
+        XT, YT, y = (self.XT, self.YT, self.y) if perm is None else (
+            self.XT[:, perm], self.YT[:, perm], self.y[perm])
+        ZT = torch.empty_like(YT)
+        weights, biases, grad_w, grad_b = self.weights, self.biases, self.grad_w, self.grad_b
+        last = len(weights) - 1
+        act, act_backward, keep_pre, mse = self.act, self.act_backward, self.keep_pre, self.mse
+        LT = torch.empty_like(y, dtype=ZT.dtype)[None, :] if mse else ZT
+        if mse:
+            sw = sw * (2.0 / self.n_classes)  # d/dp of the mean over classes of (p - y)^2
+        # split() makes all batch views in one call instead of five slices per step.
+        batches = zip(XT.split(batch_size, 1), YT.split(batch_size, 1), y[None, :].split(batch_size, 1),
+                      sw[None, :].split(batch_size, 1), ZT.split(batch_size, 1),
+                      LT.split(batch_size, 1), lrs)
+        for xT, yT, yb, swb, zT, lT, lr in batches:
+            outs, pres, a = [xT], [None], xT
+            for k in range(last):
+                z = torch.addmm(biases[k], weights[k], a)
+                a = act(z)
+                outs.append(a)
+                pres.append(z if keep_pre else None)
+            torch.addmm(biases[last], weights[last], a, out=zT)
+            p = torch.softmax(zT, 0)
+            if mse:
+                # Per sample, sum_c (p_c - y_c)^2 = sum_c p_c^2 - 2 p_y + 1, and through the softmax
+                # dL/dz = k p * ((p - y) - (sum_c p_c^2 - p_y)) with k = 2 w / C. Sharing the two
+                # sums between loss and gradient saves three passes over (C, N): the lecture's
+                # full-batch epoch went from ~2.7 ms to ~1.8 ms.
+                p_true = p.gather(0, yb)
+                r = p.square().sum(0, keepdim=True).sub_(p_true)
+                torch.sub(r, p_true, out=lT)  # + 1, / C at the end of the epoch
+                g = (p - yT).sub_(r).mul_(p).mul_(swb)
+            else:
+                g = p.sub_(yT).mul_(swb)
+            for k in range(last, -1, -1):
+                torch.mm(g, outs[k].t(), out=grad_w[k])
+                torch.sum(g, 1, out=grad_b[k])
+                if k:
+                    g = act_backward(torch.mm(weights[k].t(), g), outs[k], pres[k])
+            step_fn(lr)
+        losses = LT[0].add_(1).div_(self.n_classes) if mse else None
+        return ZT, losses
+
+
+class _AutogradEngine:
+    """The ``nn.Module`` with autograd: for dropout and batch norm."""
+
+    def __init__(self, model, spec: MLPSpec, X: torch.Tensor, y: torch.Tensor):
+        self.model = model
+        self.loss_fn = HEADS[spec.head]
+        self.X, self.y = X, y
+        self.n_classes = spec.n_classes
+        self.class_dim = 1
+
+    def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
+        """As :meth:`_FastEngine.run_epoch`, with logits (N, C) and per-sample losses."""
+        X, y = (self.X, self.y) if perm is None else (self.X[perm], self.y[perm])
+        Z = torch.empty(len(y), self.n_classes, dtype=X.dtype, device=X.device)
+        L = torch.empty(len(y), dtype=X.dtype, device=X.device)
+        self.model.train()
+        params = list(self.model.parameters())
+        batches = zip(X.split(batch_size), y.split(batch_size), sw.split(batch_size),
+                      Z.split(batch_size), L.split(batch_size), lrs)
+        for xb, yb, swb, zb, lb, lr in batches:
+            out = self.model(xb)
+            losses = self.loss_fn(out, yb, 1)
+            for p in params:
+                p.grad.zero_()
+            (losses * swb).sum().backward()
+            step_fn(lr)
+            zb.copy_(out.detach())
+            lb.copy_(losses.detach())
+        return Z, L
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+def train(
+    X,
+    y,
+    config: TrainConfig | None = None,
+    *,
+    n_classes: int | None = None,
+    X_val=None,
+    y_val=None,
+    callbacks: Iterable[Callback | Callable] = (),
+    progress: ProgressHook | None = None,
+) -> TrainResult:
+    """Fit a scaler and an MLP to features ``X`` (N, F) and integer labels ``y`` (N,).
+
+    Parameters
+    ----------
+    X, y : array-like
+        Training features and labels ``0 .. n_classes - 1``.
+    config : TrainConfig, optional
+        Settings; ``PRESETS["default"]`` when omitted.
+    n_classes : int, optional
+        Number of classes (``len(class_names)``); defaults to the largest label + 1.
+    X_val, y_val : array-like, optional
+        Validation data, recorded each epoch; instead of ``config.val_fraction``, not with it.
+    callbacks : iterable of Callback or callable
+        Told about the run; a callable ``f(record, history)`` is called after each epoch. Any
+        of them returning True stops training after that epoch.
+    progress : callable, optional
+        Progress hook ``progress("train", epochs_done, epochs)``.
+
+    Returns
+    -------
+    TrainResult
+        Model, scaler and the history of the run. A loss or weights that become NaN or
+        infinite end the run with ``diverged=True`` and the last finite weights; no exception.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(300, 9, n_informative=5, n_classes=3, random_state=0)
+    >>> result = train(X, y, TrainConfig(epochs=5, val_fraction=0.2))
+    >>> [sorted(r) for r in result.history][0]
+    ['epoch', 'lr', 'seconds', 'train_accuracy', 'train_loss', 'val_accuracy', 'val_loss']
+    >>> result.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+    config = PRESETS["default"] if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    X, y = _check_data(X, y, "X", "y")
+    if n_classes is None:
+        n_classes = int(y.max()) + 1
+        if y_val is not None:
+            n_classes = max(n_classes, int(np.max(y_val)) + 1)
+    _check_labels(y, n_classes, "y")
+    if X_val is not None or y_val is not None:
+        if X_val is None or y_val is None:
+            raise ConfigError("pass both X_val and y_val, or neither")
+        if config.val_fraction:
+            raise ConfigError(
+                f"validation data was given and val_fraction is {config.val_fraction}: "
+                f"use one of them (set val_fraction=0)"
+            )
+        X_val, y_val = _check_data(X_val, y_val, "X_val", "y_val")
+        _check_labels(y_val, n_classes, "y_val")
+        if X_val.shape[1] != X.shape[1]:
+            raise DataError(
+                f"X_val has {X_val.shape[1]} features per sample but X has {X.shape[1]}"
+            )
+    elif config.val_fraction:
+        X, y, X_val, y_val = _split_validation(X, y, config.val_fraction, config.seed)
+    has_val = X_val is not None
+    if config.patience and not has_val:
+        raise ConfigError(
+            f"patience={config.patience} (early stopping) needs validation data: set "
+            f"val_fraction > 0 or pass X_val and y_val"
+        )
+
+    spec = config.spec(X.shape[1], n_classes)
+    device = _resolve_device(config.device)
+    scaler = Scaler.fit(X, config.scaler)
+    callbacks = [cb if isinstance(cb, Callback) else _CallableCallback(cb) for cb in callbacks]
+
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        # Seed the global generator (initial weights, dropout) inside fork_rng so a library call
+        # leaves the caller's random state as it was; the batch order has its own generator.
+        torch.manual_seed(config.seed)
+        model = build_mlp(spec).to(device)
+        order_rng = torch.Generator().manual_seed(config.seed)
+        result = _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng,
+                      callbacks, progress)
+    return result
+
+
+def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, progress):
+    n = len(y)
+    X_t = torch.from_numpy(scaler.transform(X)).to(device)
+    y_t = torch.from_numpy(y).to(device)
+    class_w = _class_weights(y, spec.n_classes, config.class_weight)
+    w_t = torch.from_numpy(class_w[y]).to(device)
+    if X_val is not None:
+        Xv_t = torch.from_numpy(scaler.transform(X_val)).to(device)
+        yv_t = torch.from_numpy(y_val).to(device)
+        wv_t = torch.from_numpy(class_w[y_val]).to(device)
+
+    flat, grad = _flatten_parameters(model)
+    plain = not spec.batch_norm and spec.dropout == 0
+    engine = (_FastEngine if plain else _AutogradEngine)(model, spec, X_t, y_t)
+    optimizer = OPTIMIZERS[config.optimizer](flat, config)
+    step_fn = lambda lr: optimizer.step(grad, lr)  # noqa: E731 (one closure per run)
+    loss_fn = HEADS[spec.head]
+    schedule = SCHEDULES[config.schedule]
+
+    full_batch = OPTIMIZERS[config.optimizer].full_batch
+    batch_size = n if full_batch else min(config.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    gd_scale = 1.0
+    if config.lecture_batch_size:
+        gd_scale = float(math.ceil(n / config.lecture_batch_size))
+
+    result = TrainResult(model, scaler, spec, config, device=str(device))
+    history = result.history
+    best_loss, best_state = math.inf, None
+    for cb in callbacks:
+        cb.on_train_begin(config)
+    previous_state = None
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        state = _snapshot(model, flat)
+        if full_batch:
+            # One step on all samples: their order does not matter, so no shuffle.
+            perm, y_ep, w_ep = None, y_t, w_t
+            sw = w_t * (gd_scale / w_t.sum())
+        else:
+            perm = torch.randperm(n, generator=order_rng).to(device)
+            y_ep, w_ep = y_t[perm], w_t[perm]
+            sw = _within_batch_weights(w_ep, batch_size)
+        first = (epoch - 1) * steps_per_epoch
+        lrs = [config.lr * schedule((first + s) / total_steps) for s in range(steps_per_epoch)]
+        logits, losses = engine.run_epoch(perm, sw, batch_size, step_fn, lrs)
+        with torch.no_grad():
+            train_loss, train_acc, finite = _loss_accuracy(logits, engine.class_dim, y_ep, w_ep,
+                                                           loss_fn, flat, losses)
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "lr": lrs[-1], "seconds": seconds}
+        if X_val is not None and finite and math.isfinite(train_loss):
+            record["val_loss"], record["val_accuracy"] = _evaluate(model, Xv_t, yv_t, wv_t, loss_fn)
+
+        if not (finite and all(math.isfinite(v) for v in record.values())):
+            # Keep the weights this epoch started from if they still give a finite loss (huge
+            # but finite weights may not), else those the previous epoch started from, whose
+            # loss that epoch's record shows finite. The record of this epoch is dropped.
+            _restore(model, flat, state)
+            if previous_state is not None and not math.isfinite(
+                    _evaluate(model, X_t, y_t, w_t, loss_fn)[0]):
+                _restore(model, flat, previous_state)
+            result.diverged, result.stop_reason = True, "diverged"
+            break
+        previous_state = state
+        history.append(record)
+        if progress is not None:
+            progress("train", epoch, config.epochs)
+
+        stop = False
+        if X_val is not None:
+            if record["val_loss"] < best_loss:
+                best_loss, result.best_epoch = record["val_loss"], epoch
+                if config.patience:
+                    best_state = _snapshot(model, flat)
+            elif config.patience and epoch - result.best_epoch >= config.patience:
+                result.stop_reason, stop = "early_stopping", True
+        for cb in callbacks:
+            if cb.on_epoch(record, history):
+                if not stop:
+                    result.stop_reason = "callback"
+                stop = True
+        if stop:
+            break
+
+    if best_state is not None:
+        _restore(model, flat, best_state)
+    _unflatten_parameters(model)
+    model.eval()
+    for cb in callbacks:
+        cb.on_train_end(history)
+    return result
+
+
+def _evaluate(model, X, y, w, loss_fn) -> tuple[float, float]:
+    """Weighted mean loss and accuracy of the model (eval mode) on ``X``, in chunks."""
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat([model(xb) for xb in X.split(65536)])
+        loss, acc, _ = _loss_accuracy(logits, 1, y, w, loss_fn, None)
+    model.train()
+    return loss, acc
+
+
+def _snapshot(model, flat) -> list[torch.Tensor]:
+    return [flat.clone()] + [b.clone() for b in model.buffers()]
+
+
+def _restore(model, flat, state) -> None:
+    flat.copy_(state[0])
+    for b, saved in zip(model.buffers(), state[1:]):
+        b.copy_(saved)
+
+
+def _within_batch_weights(w: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``w_i / sum of w over sample i's batch``: each step minimises its batch's weighted mean."""
+    n = len(w)
+    n_batches = math.ceil(n / batch_size)
+    padded = torch.nn.functional.pad(w, (0, n_batches * batch_size - n))
+    sums = padded.view(n_batches, batch_size).sum(1)
+    return w / sums.repeat_interleave(batch_size)[:n]
+
+
+def _loss_accuracy(logits, dim, y, w, loss_fn, flat, losses=None) -> tuple[float, float, bool]:
+    """Weighted mean loss, accuracy and whether ``flat`` is all finite, with one device sync.
+
+    ``dim`` is the class axis of ``logits``; ``losses`` the per-sample losses when already
+    known. Accuracy compares the true class's logit with the largest: on (10, 50,000) logits
+    ``amax`` + ``gather`` take ~0.1 ms, ``argmax`` ~6 ms.
+    """
+    if losses is None:
+        losses = loss_fn(logits, y, dim)
+    loss = (losses * w).sum() / w.sum()
+    true_logit = logits.gather(dim, y.unsqueeze(dim)).squeeze(dim)
+    acc = (true_logit >= logits.amax(dim)).to(logits.dtype).mean()
+    finite = torch.isfinite(flat).all().to(logits.dtype) if flat is not None else loss.new_ones(())
+    loss, acc, finite = torch.stack([loss, acc, finite]).tolist()
+    return loss, acc, bool(finite)
+
+
+def _class_weights(y: np.ndarray, n_classes: int, mode) -> np.ndarray:
+    if mode is None:
+        return np.ones(n_classes, np.float32)
+    if mode != "balanced":
+        if len(mode) != n_classes:
+            raise ConfigError(f"class_weight has {len(mode)} weights for {n_classes} classes")
+        return np.asarray(mode, np.float32)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def _split_validation(X, y, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    n_val = math.ceil(len(y) * fraction)
+    if n_val < 1 or len(y) - n_val < 1:
+        raise DataError(
+            f"val_fraction={fraction} leaves no training or validation rows out of {len(y)}"
+        )
+    idx = np.arange(len(y))
+    try:
+        tr, va = train_test_split(idx, test_size=n_val, stratify=y, random_state=seed)
+    except ValueError:
+        # Too few members in some class to stratify: split at random instead.
+        tr, va = train_test_split(idx, test_size=n_val, random_state=seed)
+    return X[tr], y[tr], X[va], y[va]
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available: use auto or cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not one of: auto, cpu, cuda, cuda:N") from None
+
+
+def _check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{xname} must be a numeric array of shape (N, F)") from None
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{xname} must have shape (N, F) with N, F >= 1, got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{xname} contains NaN or infinite values: clean or impute them first")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
+            raise DataError(f"{yname} must hold integer class indices, got dtype {y.dtype}")
+    return X, y.astype(np.int64)
+
+
+def _check_labels(y: np.ndarray, n_classes: int, name: str) -> None:
+    if y.min() < 0 or y.max() >= n_classes:
+        raise DataError(
+            f"{name} holds labels from {y.min()} to {y.max()}, outside 0 .. {n_classes - 1}"
+        )

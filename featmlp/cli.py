@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 from .errors import FeatmlpError
@@ -35,7 +36,7 @@ def data_options(f):
     """Options every command that reads images shares."""
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
                      help="Resize every image to WxH (needed when a folder mixes sizes).")(f)
-    f = click.option("--seed", default=0, show_default=True, type=int,
+    f = click.option("--split-seed", default=0, show_default=True, type=int,
                      help="Seed of the train/test split of a folder without one.")(f)
     f = click.option("--test-fraction", default=0.2, show_default=True, type=float,
                      help="Share of each class held out for testing when the folder has no train/test split.")(f)
@@ -78,7 +79,7 @@ def cli():
               help="Images per chunk: bounds memory; finished chunks survive an interruption.")
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def extract(source, features, output, workers, chunk_size, test_fraction, seed, image_size, quiet):
+def extract(source, features, output, workers, chunk_size, test_fraction, split_seed, image_size, quiet):
     """Extract a feature set from SOURCE's images into a feature file.
 
     An interrupted extraction resumes from its finished chunks when run again.
@@ -87,7 +88,7 @@ def extract(source, features, output, workers, chunk_size, test_fraction, seed, 
 
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
-    ds = _load(source, test_fraction, seed, image_size, progress)
+    ds = _load(source, test_fraction, split_seed, image_size, progress)
     t1 = time.perf_counter()
     table = extract_dataset(ds, features, output, chunk_size=chunk_size, workers=workers, progress=progress)
     t2 = time.perf_counter()
@@ -96,6 +97,258 @@ def extract(source, features, output, workers, chunk_size, test_fraction, seed, 
     click.echo(f"wrote {output}: {n_train} train + {n_test} test images x {len(table.feature_names)} "
                f"{features} features, {len(table.class_names)} classes "
                f"(load {t1 - t0:.1f} s, extract {t2 - t1:.1f} s = {(n_train + n_test) / max(t2 - t1, 1e-9):.0f} img/s)")
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------
+
+def _parse_hidden(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.replace(" ", "").split(",") if v != "")
+        if any(v < 1 for v in sizes):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not comma-separated positive layer sizes, e.g. 6 or 6,6 or 512,256") from None
+    return sizes
+
+
+def train_options(f):
+    """Every TrainConfig field as an option; unset options keep the preset's value."""
+    from .model import ACTIVATIONS, HEADS, SCALERS
+    from .train import OPTIMIZERS, PRESETS, SCHEDULES
+
+    opts = [
+        click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+                     help="Named configuration to start from (default: 'default'; 'lecture' = the notebook's). "
+                          "Any option below overrides its value."),
+        click.option("--hidden", callback=_parse_hidden, metavar="N[,N...]",
+                     help="Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
+        click.option("--activation", type=click.Choice(sorted(ACTIVATIONS))),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each hidden layer."),
+        click.option("--batch-norm/--no-batch-norm", default=None, help="Batch norm after each hidden layer."),
+        click.option("--head", type=click.Choice(sorted(HEADS)),
+                     help="ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
+        click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)),
+                     help="gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
+        click.option("--lr", type=float, help="Learning rate (peak under a schedule)."),
+        click.option("--epochs", type=click.IntRange(1), help="Epochs (the most, with early stopping)."),
+        click.option("--batch-size", type=click.IntRange(1)),
+        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), help="Momentum of sgd."),
+        click.option("--weight-decay", type=click.FloatRange(0)),
+        click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), help="Learning-rate schedule."),
+        click.option("--scaler", type=click.Choice(sorted(SCALERS)),
+                     help="Feature scaling fitted on train only: standard | minmax | none."),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+                     help="Share of train held out for validation curves and early stopping."),
+        click.option("--patience", type=click.IntRange(0),
+                     help="Early stopping: epochs without a better validation loss (0: off)."),
+        click.option("--class-weight", type=click.Choice(["none", "balanced"]),
+                     help="balanced: weigh classes inversely to their frequency (unbalanced folders)."),
+        click.option("--seed", type=click.IntRange(0), help="Seed of weights, batch order, validation split."),
+        click.option("--device", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
+        click.option("--log-scale", is_flag=True, help="Loss plots on a log scale."),
+        click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines or progress bars."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+_TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
+               "batch_size", "momentum", "weight_decay", "schedule", "scaler", "val_fraction", "patience",
+               "class_weight", "seed", "device")
+
+
+def _config_from(opts: dict, preset: str | None = None):
+    """The preset, overridden by every option the user gave."""
+    import dataclasses
+
+    from .train import PRESETS
+
+    base = PRESETS[opts.pop("preset", None) or preset or "default"]
+    given = {k: opts.pop(k) for k in _TRAIN_KEYS if opts.get(k) is not None}
+    if given.get("class_weight") == "none":
+        given["class_weight"] = None
+    if "optimizer" in given and given["optimizer"] != "gd":
+        given.setdefault("lecture_batch_size", None)  # the lecture's gradient scale is gd's only
+    for k in _TRAIN_KEYS:
+        opts.pop(k, None)
+    return dataclasses.replace(base, **given)
+
+
+def _fmt(v, spec=".4f"):
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+class EpochPrinter:
+    """One line per epoch on stdout, from the run's history record."""
+
+    def __init__(self, epochs: int, lecture: bool = False):
+        self.epochs = epochs
+        self.lecture = lecture
+
+    def __call__(self, record: dict, history: list[dict]) -> None:
+        if self.lecture:  # the notebook's print, with the mean loss over samples
+            click.echo(f"Epoch: {record['epoch']}, Loss: {_fmt(record['train_loss'], '.6f')}, "
+                       f"Time: {record['seconds']:.4f}s")
+            return
+        line = (f"epoch {record['epoch']:>{len(str(self.epochs))}}/{self.epochs}  "
+                f"loss {_fmt(record['train_loss'])}  acc {_fmt(record.get('train_accuracy'), '.3f')}")
+        if "val_loss" in record:
+            line += f"  val_loss {_fmt(record['val_loss'])}  val_acc {_fmt(record.get('val_accuracy'), '.3f')}"
+        click.echo(line + f"  {record['seconds']:.3f} s")
+
+
+def _report_run(run, lecture: bool = False) -> None:
+    m = run.metrics
+    if m["diverged"]:
+        last = m["epochs_run"]
+        click.echo(f"diverged: the loss became NaN or infinite after epoch {last}; kept the last finite "
+                   f"weights (try a smaller --lr)", err=True)
+    acc = m.get("test_accuracy")
+    if lecture:
+        click.echo(f"Accuracy of the network on the {m.get('n_test', 0)} test images: {_fmt(acc * 100 if acc is not None else None, '.2f')} %")
+    else:
+        click.echo(f"test accuracy {_fmt(acc)} on {m.get('n_test', 0)} images; {m['epochs_run']} epochs in "
+                   f"{m['train_seconds']:.2f} s ({m['stop_reason']})")
+    click.echo(f"run directory: {run.out}  (config.json, metrics.json, loss.png, confusion.png, model.safetensors)")
+
+
+def _default_out(kind: str) -> str:
+    return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False):
+    from .run import train_run
+
+    if lecture and not quiet:
+        click.echo(f"features: {len(table.X_train)} train, {len(table.X_test)} test x {len(table.feature_names)}; "
+                   f"network {table.X_train.shape[1]} -> {' -> '.join(map(str, config.hidden))} -> {len(table.class_names)}, "
+                   f"{config.head}, {config.optimizer} lr {config.lr:g}, {config.epochs} epochs")
+    callbacks = [] if quiet else [EpochPrinter(config.epochs, lecture=lecture)]
+    run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale)
+    _report_run(run, lecture=lecture)
+    return run
+
+
+@cli.command()
+@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@train_options
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/train-<time>).")
+def train(features_file, out, **opts):
+    """Train an MLP on a feature file and evaluate it on its test split."""
+    from .store import load_features
+
+    table = load_features(features_file)
+    quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    config = _config_from(opts)
+    _train_and_report(table, config, out or _default_out("train"),
+                      {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale)
+
+
+def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
+    from .store import extract_dataset
+
+    quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    config = _config_from(opts, preset)  # validate the options before the long extraction
+    config.validate()
+    out = Path(out or _default_out(kind))
+    data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
+                 "image_size": opts.pop("image_size")}
+    progress = TqdmProgress(unit="img", disable=True if quiet else None)
+    ds = _load(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress)
+    out.mkdir(parents=True, exist_ok=True)
+    table = extract_dataset(ds, features, out / "features.npz", progress=progress)
+    progress.close()
+    if not quiet:
+        click.echo(f"data: {ds.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
+                   f"{len(table.class_names)} classes; {features} features -> {out / 'features.npz'}")
+    return _train_and_report(table, config, out, {"source": data or "sample", **data_opts,
+                                                  "feature_file": str((out / "features.npz").resolve())},
+                             quiet, log_scale, lecture=lecture)
+
+
+@cli.command(epilog=SOURCE_HELP)
+@click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
+@features_option
+@train_options
+@data_options
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/run-<time>).")
+def run(data, features, out, **opts):
+    """Extract features, train, evaluate, plot and save: the whole job in one run directory."""
+    _run_pipeline(data, features, out, opts, "run")
+
+
+@cli.command(epilog=SOURCE_HELP)
+@click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
+@train_options
+@data_options
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/lecture-<time>).")
+def lecture(data, out, **opts):
+    """The lecture notebook, reproduced: 9 texture features, 9 -> 6 -> 10, softmax + MSE, GD lr 10, 20 epochs.
+
+    Options override the lecture's values, as in its experiments: --hidden 6,6, --lr 5000.
+    """
+    _run_pipeline(data, "lecture", out, opts, "lecture", preset="lecture", lecture=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("features_file", metavar="[FEATURES.npz]", required=False, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate(run_dir, features_file, as_json):
+    """Evaluate a saved model on the test split of a feature file (default: the run's own)."""
+    import json
+
+    from .bundle import load_bundle
+    from .evaluate import evaluate as evaluate_
+    from .run import CONFIG_FILE, read_json
+    from .store import load_features
+
+    bundle = load_bundle(run_dir)
+    if features_file is None:
+        features_file = read_json(Path(run_dir) / CONFIG_FILE).get("data", {}).get("feature_file")
+        if not features_file:
+            raise FeatmlpError(f"{run_dir} does not record its feature file: pass FEATURES.npz")
+    table = load_features(features_file)
+    if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
+        raise FeatmlpError(f"{features_file} has {len(table.feature_names)} features, the model takes "
+                           f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")
+    if tuple(table.class_names) != tuple(bundle.class_names):
+        raise FeatmlpError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
+                           f"{list(bundle.class_names)}")
+    m = evaluate_(table.y_test, bundle.predict(table.X_test), bundle.class_names)
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    click.echo(f"test accuracy {m['accuracy']:.4f} on {m['n_samples']} images ({features_file})")
+    width = max(len(c) for c in bundle.class_names)
+    click.echo(f"{'class':<{width}}  precision  recall     f1  support")
+    for row in m["per_class"]:
+        click.echo(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
+                   f"{row['support']:7d}")
+    click.echo(f"{'macro':<{width}}  {m['macro']['precision']:9.3f}  {m['macro']['recall']:6.3f}  "
+               f"{m['macro']['f1']:5.3f}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def predict(run_dir, images):
+    """Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability."""
+    from .bundle import load_bundle
+    from .data import read_images
+    from .features import extract_features
+
+    bundle = load_bundle(run_dir)
+    arrays = read_images(images)
+    proba = bundle.predict_proba(extract_features(arrays, bundle.feature_set))
+    best = proba.argmax(axis=1)
+    for path, k, p in zip(images, best, proba[np.arange(len(best)), best]):
+        click.echo(f"{path}\t{bundle.class_names[k]}\t{p:.4f}")
 
 
 def main(argv=None) -> None:

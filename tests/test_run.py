@@ -1,0 +1,151 @@
+"""Run directories and the train / run / lecture / evaluate / predict commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import make_classification
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from featmlp.bundle import load_bundle
+from featmlp.cli import main
+from featmlp.run import repeat_config, train_run
+from featmlp.store import FeatureTable, save_features
+from featmlp.train import PRESETS, TrainConfig
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture
+def table():
+    X, y = make_classification(600, 9, n_informative=6, n_classes=3, random_state=0)
+    return FeatureTable(X[:450], y[:450], X[450:], y[450:], tuple(f"f{i}" for i in range(9)),
+                        ("ant", "bee", "cow"), {"features": "lecture"})
+
+
+def test_run_directory_contents(tmp_path, table):
+    config = TrainConfig(hidden=(16,), epochs=8, val_fraction=0.2)
+    run = train_run(table, config, tmp_path / "r", data={"feature_file": "x.npz"})
+    out = tmp_path / "r"
+    for name in ("config.json", "metrics.json", "loss.png", "confusion.png", "model.safetensors", "model.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 8
+    for rec in metrics["history"]:
+        assert {"epoch", "train_loss", "seconds", "val_loss", "val_accuracy"} <= set(rec)
+        assert rec["seconds"] > 0
+    # test accuracy and confusion agree with scikit-learn on the saved model's predictions
+    bundle = load_bundle(out)
+    pred = bundle.predict(table.X_test)
+    assert metrics["test_accuracy"] == pytest.approx(accuracy_score(table.y_test, pred))
+    assert metrics["confusion_matrix"] == confusion_matrix(table.y_test, pred).tolist()
+    assert metrics["diverged"] is False
+    # config.json alone repeats the run exactly
+    data, again = repeat_config(out)
+    assert again == config and data["feature_file"] == "x.npz"
+    rerun = train_run(table, again, tmp_path / "r2")
+    assert [r["train_loss"] for r in rerun.result.history] == [r["train_loss"] for r in run.result.history]
+
+
+def test_divergence_is_recorded_not_raised(tmp_path, table):
+    config = dataclasses.replace(PRESETS["lecture"], head="ce", lr=1e30, epochs=10)
+    run = train_run(table, config, tmp_path / "d")
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())  # strict JSON: no NaN
+    assert metrics["diverged"] is True and run.result.diverged
+    assert len(metrics["history"]) <= 10
+    bundle = load_bundle(tmp_path / "d")  # last finite weights were saved
+    assert np.isfinite(bundle.predict_proba(table.X_test)).all()
+
+
+def test_train_evaluate_predict_commands(tmp_path, capsys, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    code, out, err = run_cli(["train", feats, "--hidden", "8,8", "--epochs", "3", "--out", tmp_path / "t"], capsys)
+    assert code == 0, err
+    assert out.count("epoch ") == 3 and "test accuracy" in out
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["train"]["hidden"] == [8, 8] and cfg["train"]["epochs"] == 3
+    assert cfg["train"]["optimizer"] == PRESETS["default"].optimizer  # unset options keep the preset
+
+    code, out, _ = run_cli(["evaluate", tmp_path / "t"], capsys)
+    assert code == 0
+    acc = json.loads((tmp_path / "t" / "metrics.json").read_text())["test_accuracy"]
+    assert f"test accuracy {acc:.4f}" in out
+
+    code, out, _ = run_cli(["evaluate", tmp_path / "t", feats, "--json"], capsys)
+    assert json.loads(out)["accuracy"] == pytest.approx(acc)
+
+
+def test_preset_overridden_by_options(tmp_path, capsys, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    code, _, err = run_cli(["train", feats, "--preset", "lecture", "--lr", "50", "--epochs", "2", "-q",
+                            "--out", tmp_path / "p"], capsys)
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
+    expected = dataclasses.replace(PRESETS["lecture"], lr=50.0, epochs=2).to_dict()
+    assert cfg == expected
+
+
+def test_lecture_command_and_predict(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for k, cls in enumerate(("dark", "light")):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            base = 60 + 120 * k
+            img = np.clip(base + rng.normal(0, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / cls / f"{i}.png")
+    code, out, err = run_cli(["lecture", "--data", root, "--test-fraction", "0.5", "--out", tmp_path / "lec"], capsys)
+    assert code == 0, err
+    assert "Epoch: 20, Loss:" in out and "Accuracy of the network on the 10 test images" in out
+    cfg = json.loads((tmp_path / "lec" / "config.json").read_text())
+    assert cfg["train"] == PRESETS["lecture"].to_dict()
+    assert cfg["data"]["features"] == "lecture"
+
+    imgs = sorted(root.rglob("*.png"))[:3]
+    code, out, _ = run_cli(["predict", tmp_path / "lec", *imgs], capsys)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 3
+    for line, path in zip(lines, imgs):
+        p, cls, prob = line.split("\t")
+        assert p == str(path) and cls in ("dark", "light") and 0 <= float(prob) <= 1
+
+
+def test_run_diverging_lr_exits_cleanly(tmp_path, capsys, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    code, out, err = run_cli(["train", feats, "--optimizer", "gd", "--lr", "1e30", "-q", "--out", tmp_path / "x"],
+                             capsys)
+    assert code == 0
+    assert "diverged" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "x" / "metrics.json").read_text())["diverged"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "missing.npz"], "does not exist"),
+    (["train", "F", "--hidden", "6,x"], "comma-separated"),
+    (["train", "F", "--optimizer", "lbfgs"], "lbfgs"),
+    (["evaluate", "nowhere"], "nowhere"),
+    (["predict", "nowhere", "a.png"], "nowhere"),
+])
+def test_bad_training_input(tmp_path, capsys, monkeypatch, table, args, message):
+    monkeypatch.chdir(tmp_path)
+    save_features(tmp_path / "F", table)
+    code, _, err = run_cli(args, capsys)
+    assert code != 0 and message in err and "Traceback" not in err
+
+
+def test_predict_unreadable_image(tmp_path, capsys, table):
+    train_run(table, TrainConfig(epochs=1), tmp_path / "m")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    code, _, err = run_cli(["predict", tmp_path / "m", tmp_path / "bad.png"], capsys)
+    assert code == 1 and "bad.png" in err

@@ -110,8 +110,18 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, 
     RunResult
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config.validate()
+    write_config(out, table, config, data)
+    live = LivePlot(out / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
+    result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+                   callbacks=[live, *callbacks], progress=progress)
+    return write_results(out, table, result, log_scale=log_scale)
+
+
+def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None) -> None:
+    """Write ``config.json``: the data it ran on and every training setting."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_FILE, {
         "featmlp_version": __version__,
         "data": {**(data or {}), "features": table.feature_set, "feature_names": list(table.feature_names),
@@ -119,9 +129,12 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, 
                  "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"}},
         "train": config.to_dict(),
     })
-    live = LivePlot(out / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
-    result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                   callbacks=[live, *callbacks], progress=progress)
+
+
+def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResult, *,
+                  log_scale: bool = False, plots: bool = True) -> RunResult:
+    """Evaluate a trained result on the test split; write metrics, plots and the model bundle."""
+    out = Path(out)
     metrics = {
         **score_test(result, table),
         "diverged": result.diverged,
@@ -132,12 +145,13 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, 
         "device": result.device,
         "history": result.history,
     }
-    if metrics.get("confusion_matrix") is not None:
+    if plots and metrics.get("confusion_matrix") is not None:
         plot_confusion(metrics["confusion_matrix"], table.class_names, out / CONFUSION_PLOT)
-    if result.history:
+    if plots and result.history:
         plot_history(result.history, out / LOSS_PLOT, log_scale=log_scale)
     save_bundle(out, result.model, result.spec, result.scaler, table.feature_set or "unknown",
-                table.class_names, extra={"train": config.to_dict(), "test_accuracy": metrics["test_accuracy"]})
+                table.class_names, extra={"train": result.config.to_dict(),
+                                          "test_accuracy": metrics["test_accuracy"]})
     write_json(out / METRICS_FILE, metrics)
     return RunResult(result, metrics, out)
 

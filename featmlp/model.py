@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
 

@@ -78,8 +78,10 @@ def test_minibatch_epochs_equal_a_plain_torch_loop(optimizer, engine):
         # Batch norm leaves the first bias a gradient of rounding noise (~1e-9), which AdamW's
         # normalised step turns into full-size, order-of-summation-dependent updates.
         extra = {"dropout": 0.25}
+    # Adam runs under the cosine schedule, checked against torch's CosineAnnealingLR per step.
+    schedule = "cosine" if optimizer == "adam" else "none"
     config = TrainConfig(hidden=(8,), optimizer=optimizer, lr=0.01, epochs=2, batch_size=16,
-                         momentum=0.9, weight_decay=0.01, seed=1, **extra)
+                         momentum=0.9, weight_decay=0.01, schedule=schedule, seed=1, **extra)
     ours = train(X, y, config)
 
     model, xt = _reference_model(config, X, 3)
@@ -88,6 +90,8 @@ def test_minibatch_epochs_equal_a_plain_torch_loop(optimizer, engine):
             "adam": lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01),
             "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01)}[optimizer]
     opt = make(model.parameters())
+    steps = config.epochs * math.ceil(len(y) / 16)
+    lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if schedule == "cosine" else None
     order = torch.Generator().manual_seed(config.seed)  # the documented source of batch order
     losses = []
     for _ in range(config.epochs):
@@ -98,6 +102,8 @@ def test_minibatch_epochs_equal_a_plain_torch_loop(optimizer, engine):
             loss = _reference_loss(model, "ce", xt[idx], yt[idx])
             loss.backward()
             opt.step()
+            if lr_schedule is not None:
+                lr_schedule.step()
             epoch_loss += loss.item() * len(idx)
         losses.append(epoch_loss / len(y))
     torch.testing.assert_close(_params(ours.model), _params(model), rtol=1e-4, atol=1e-5)
@@ -124,8 +130,9 @@ def test_notebook_loop_relation_sum_of_batch_means():
 def test_lecture_preset_is_the_notebooks_setup():
     lecture = PRESETS["lecture"]
     assert (lecture.hidden, lecture.activation, lecture.head, lecture.optimizer, lecture.lr,
-            lecture.epochs, lecture.scaler, lecture.val_fraction) == (
-        (6,), "relu", "mse", "gd", 10.0, 20, "minmax", 0.0)
+            lecture.epochs, lecture.scaler, lecture.val_fraction, lecture.schedule,
+            lecture.weight_decay, lecture.dropout, lecture.batch_norm, lecture.lecture_batch_size) == (
+        (6,), "relu", "mse", "gd", 10.0, 20, "minmax", 0.0, "none", 0.0, 0.0, False, None)
     assert dataclasses.replace(lecture, lr=50.0).lr == 50.0 and lecture.lr == 10.0
     assert PRESETS["default"].head == "ce" and PRESETS["default"].optimizer in ("adam", "adamw")
 
@@ -310,3 +317,13 @@ def test_spec_comes_from_config_and_data():
     result = train(X, y, TrainConfig(hidden=(4, 3), epochs=1), n_classes=5)
     assert result.spec == MLPSpec(5, 5, (4, 3))
     assert result.predict_proba(X).shape == (60, 5)
+
+
+def test_thread_count_is_restored_after_training():
+    X, y = _data()
+    before = torch.get_num_threads()
+    seen = []
+    train(X, y, TrainConfig(hidden=(4,), epochs=2),
+          callbacks=[lambda record, history: seen.append(torch.get_num_threads())])
+    assert torch.get_num_threads() == before
+    assert seen == [1, 1]  # a network this small trains on one thread

@@ -66,6 +66,8 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         Epochs run.
     diverged_ : bool
         The loss became NaN or infinite; the model holds the last finite weights.
+    best_epoch_ : int or None
+        Epoch of the lowest validation loss, when there was validation (``val_fraction``).
     n_features_in_ : int
         Number of features seen by fit.
 
@@ -156,8 +158,8 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
             weights = tuple(float(self.class_weight.get(c, 1.0)) for c in classes.tolist())
             config = dataclasses.replace(config, class_weight=weights)
             config.validate()
+        result = train(X, y_index, config, n_classes=len(classes))
         self.classes_ = classes
-        result = train(X, y_index, config, n_classes=len(self.classes_))
         self.config_ = config
         self.model_ = result.model
         self.scaler_ = result.scaler

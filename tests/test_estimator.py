@@ -72,6 +72,15 @@ def test_invalid_settings_raise_at_fit_not_init():
         clf.set_params(preset=None).fit(X, y)
 
 
+def test_class_weight_dict_maps_labels():
+    X, y = _data()
+    names = np.array(["cat", "dog", "frog"])[y]
+    clf = FeatMLPClassifier(hidden=(4,), epochs=1, class_weight={"dog": 3.0}, random_state=0)
+    assert clf.fit(X, names).config_.class_weight == (1.0, 3.0, 1.0)
+    with pytest.raises(ValueError, match="bird"):
+        clf.set_params(class_weight={"bird": 2.0}).fit(X, names)
+
+
 def test_random_state_repeats_fit():
     X, y = _data()
     a = FeatMLPClassifier(hidden=(8,), epochs=5, random_state=3).fit(X, y).predict_proba(X)

@@ -271,6 +271,7 @@ def test_validation_split_is_stratified_and_seeded():
     ({"lr": -1.0}, ["lr", "-1.0"]),
     ({"epochs": 0}, ["epochs", "0"]),
     ({"class_weight": "auto"}, ["'auto'", "balanced"]),
+    ({"class_weight": (1.0, 2.0)}, ["2 weights", "3 classes"]),
     ({"patience": 3}, ["patience", "val_fraction"]),
     ({"lecture_batch_size": 64}, ["lecture_batch_size", "gd"]),
     ({"val_fraction": 1.0}, ["val_fraction", "1.0"]),
@@ -303,11 +304,12 @@ def test_bad_data_raises_data_error():
 
 
 def test_config_dict_round_trip():
-    config = dataclasses.replace(PRESETS["lecture"], hidden=(6, 6))
     import json
 
-    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert dataclasses.asdict(config)["hidden"] == (6, 6)
+    for config in (dataclasses.replace(PRESETS["lecture"], hidden=(6, 6)),
+                   TrainConfig(class_weight=(1.0, 2.0, 0.5))):
+        assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert dataclasses.asdict(PRESETS["lecture"])["hidden"] == (6,)
     with pytest.raises(ConfigError, match="bogus"):
         TrainConfig.from_dict({"bogus": 1})
 

@@ -1,0 +1,227 @@
+"""featmlp.compare and featmlp.report: tables, overlaid curves and report.html, on run
+directories made with featmlp.run.train_run and a sweep directory put together here."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import json
+import re
+
+import pytest
+from sklearn.datasets import make_classification
+
+from featmlp.compare import RESULT_COLUMNS, compare_runs, format_table, plot_comparison
+from featmlp.errors import DataError
+from featmlp.report import render_report, write_report
+from featmlp.run import train_run
+from featmlp.store import FeatureTable
+from featmlp.train import PRESETS, TrainConfig
+
+EVIL = "<script>alert('x')</script>"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def table():
+    X, y = make_classification(400, 9, n_informative=6, n_classes=3, random_state=0)
+    return FeatureTable(X[:300], y[:300], X[300:], y[300:], tuple(f"f{i}" for i in range(9)),
+                        ("ant", EVIL, "cow & calf"), {"features": "lecture"})
+
+
+BASE = TrainConfig(hidden=(8,), epochs=4, batch_size=64, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, table):
+    """Three runs: two learning rates, a second architecture, one of them diverging."""
+    root = tmp_path_factory.mktemp("runs")
+    configs = {
+        "lr1e-3": dataclasses.replace(BASE, lr=1e-3),
+        "lr1e-2": dataclasses.replace(BASE, lr=1e-2),
+        "deep-diverged": dataclasses.replace(PRESETS["lecture"], head="ce", hidden=(8, 8),
+                                             lr=1e30, epochs=4, val_fraction=0.2),
+    }
+    return {name: train_run(table, config, root / name) for name, config in configs.items()}
+
+
+def test_compare_runs_rows_and_differing_settings(runs):
+    dirs = [r.out for r in runs.values()]
+    rows, differing = compare_runs(dirs)
+    assert [r["name"] for r in rows] == list(runs)
+    assert differing[:2] == ["hidden", "optimizer"] and "lr" in differing
+    assert "features" not in differing and "seed" not in differing
+    for row, run in zip(rows, runs.values()):
+        m = run.metrics
+        assert row["test_accuracy"] == m["test_accuracy"]
+        assert row["epochs"] == m["epochs_run"] and row["seconds"] == m["train_seconds"]
+        assert row["diverged"] is m["diverged"]
+        if m["history"]:
+            assert row["final_train_loss"] == m["history"][-1]["train_loss"]
+            assert row["final_val_loss"] == m["history"][-1]["val_loss"]
+        assert set(RESULT_COLUMNS) <= set(row)
+    assert rows[2]["diverged"] is True
+
+    # two runs differing in lr only
+    rows, differing = compare_runs(dirs[:2])
+    assert differing == ["lr"]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["name", "lr", *RESULT_COLUMNS]
+    assert lines[1].split()[:3] == ["lr1e-3", "0.001", f"{rows[0]['test_accuracy']:.4f}"]
+    assert lines[2].split()[-1] == "no"  # diverged
+
+    # one run: nothing differs
+    assert compare_runs(dirs[:1])[1] == []
+
+
+def test_format_table_chosen_columns_and_missing_values():
+    rows = [{"name": "a", "hidden": [6, 6], "test_accuracy": None, "diverged": True}]
+    assert format_table(rows, ["name", "hidden", "test_accuracy", "diverged"]).splitlines()[1] \
+        .split() == ["a", "6,6", "-", "yes"]
+
+
+def test_same_folder_names_are_told_apart_by_path(tmp_path, runs):
+    import shutil
+
+    other = tmp_path / "again" / "lr1e-3"
+    shutil.copytree(runs["lr1e-3"].out, other)
+    rows, _ = compare_runs([runs["lr1e-3"].out, other])
+    assert len({r["name"] for r in rows}) == 2
+
+
+def test_plot_comparison(tmp_path, runs):
+    path = plot_comparison([r.out for r in runs.values()], tmp_path / "cmp.png", log_scale=True)
+    assert path.read_bytes()[:8] == PNG
+
+
+def test_not_a_run_directory_is_a_clear_data_error(tmp_path, runs):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty is not a featmlp run directory: it has no "
+                                        r"config\.json or metrics\.json"):
+        compare_runs([runs["lr1e-3"].out, tmp_path / "empty"])
+    with pytest.raises(DataError, match="is not a directory"):
+        plot_comparison([tmp_path / "nope"], tmp_path / "x.png")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{")
+    (tmp_path / "bad" / "metrics.json").write_text("{}")
+    with pytest.raises(DataError, match="cannot read"):
+        compare_runs([tmp_path / "bad"])
+    with pytest.raises(DataError, match="no run directories"):
+        compare_runs([])
+    with pytest.raises(DataError, match="neither a featmlp run directory"):
+        write_report(tmp_path / "empty")
+
+
+def _check_self_contained(page: str) -> None:
+    assert "http://" not in page and "https://" not in page
+    for attr in re.findall(r'\b(?:src|href)\s*=\s*"([^"]*)"', page):
+        assert attr.startswith(("data:image/png;base64,", "#")), attr
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    # every embedded image decodes to a PNG
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert images
+    for data in images:
+        assert base64.b64decode(data)[:8] == PNG
+
+
+def test_run_report(runs):
+    run = runs["lr1e-2"]
+    path = write_report(run.out)
+    assert path == run.out / "report.html" and path.is_file()
+    page = path.read_text(encoding="utf-8")
+    _check_self_contained(page)
+    assert page.count("data:image/png;base64,") == 2  # loss curves and confusion matrix
+    m = json.loads((run.out / "metrics.json").read_text())
+    assert f"{m['test_accuracy']:.4f}" in page
+    assert f"{m['history'][-1]['train_loss']:.4g}" in page
+    assert f"{m['history'][-1]['val_loss']:.4g}" in page
+    for cls in m["per_class"]:
+        for key in ("precision", "recall", "f1"):
+            assert f"{cls[key]:.4f}" in page
+        assert f'<td class="num">{cls["support"]}</td>' in page
+    assert f"{m['macro']['f1']:.4f}" in page
+    # class names from files are escaped, never markup
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "cow &amp; calf" in page
+    # settings from config.json
+    assert "<th>optimizer</th><td>adam</td>" in page and "<th>hidden</th>" in page
+    # no file is left beside it
+    assert not list(run.out.glob(".report.html.*"))
+
+
+def test_run_report_draws_missing_plots_and_handles_no_epoch(tmp_path, runs):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(runs["lr1e-3"].out, d)
+    (d / "loss.png").unlink()
+    (d / "confusion.png").write_text("not a png")
+    page = render_report(d)
+    _check_self_contained(page)
+    assert page.count("data:image/png;base64,") == 2
+
+    diverged = write_report(runs["deep-diverged"].out).read_text(encoding="utf-8")
+    _check_self_contained(diverged)
+    assert "diverged" in diverged
+
+
+def _sweep_dir(root, runs, with_images: bool):
+    """A sweep directory as the sweep engine lays it out: results.csv, sweep.json, DIR/<name>/."""
+    import shutil
+
+    root.mkdir()
+    fields = ["name", "lr", "hidden", "final_train_loss", "test_accuracy", "diverged", "seconds"]
+    with open(root / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for name, run in runs.items():
+            shutil.copytree(run.out, root / name)
+            cfg = run.result.config
+            h = run.metrics["history"]
+            writer.writerow({"name": name, "lr": cfg.lr, "hidden": ",".join(map(str, cfg.hidden)),
+                             "final_train_loss": h[-1]["train_loss"] if h else "",
+                             "test_accuracy": run.metrics["test_accuracy"],
+                             "diverged": run.metrics["diverged"],
+                             "seconds": run.metrics["train_seconds"]})
+        writer.writerow({"name": "../escape", "lr": 1.0, "hidden": "4", "test_accuracy": "",
+                         "diverged": False})
+    (root / "sweep.json").write_text(json.dumps({"lr": [1e-3, 1e-2], "note": EVIL}))
+    if with_images:
+        shutil.copy(runs["lr1e-3"].out / "loss.png", root / "loss.png")
+        shutil.copy(runs["lr1e-3"].out / "loss.png", root / "accuracy_vs_lr.png")
+    return root
+
+
+@pytest.mark.parametrize("with_images", [True, False], ids=["sweep-plots", "drawn-here"])
+def test_sweep_report(tmp_path, runs, with_images):
+    d = _sweep_dir(tmp_path / "sweep", runs, with_images)
+    page = write_report(d).read_text(encoding="utf-8")
+    _check_self_contained(page)
+    # overlaid losses, accuracy vs lr, and per configuration its loss and confusion plots
+    # (the diverged one finished no epoch: confusion only)
+    diverged_epochs = len(runs["deep-diverged"].metrics["history"])
+    assert page.count("data:image/png;base64,") == 2 + 2 + 2 + (2 if diverged_epochs else 1)
+    # results sorted by test accuracy, best first; names link to their sections
+    accs = sorted(((r.metrics["test_accuracy"], n) for n, r in runs.items()), reverse=True)
+    positions = [page.index(f'href="#config-{list(runs).index(n)}">{n}</a>') for _, n in accs]
+    assert positions == sorted(positions)
+    for name in runs:
+        assert f'id="config-{list(runs).index(name)}"' in page
+    for acc, _ in accs:
+        assert f"{acc:.4f}" in page
+    assert 'class="diverged"' in page
+    # a name that would lead out of the directory is shown, not followed
+    assert "No run directory for ../escape" in page
+    assert EVIL not in page and "&lt;script&gt;" in page
+
+
+def test_sweep_report_without_results_csv(tmp_path, runs):
+    d = _sweep_dir(tmp_path / "sweep", runs, with_images=False)
+    (d / "results.csv").unlink()
+    page = render_report(d)
+    _check_self_contained(page)
+    for name in runs:
+        assert f">{name}</a>" in page

@@ -27,8 +27,9 @@ import torch
 from featmlp.errors import ConfigError
 from featmlp.model import HEADS, Scaler, build_mlp
 from featmlp.progress import ProgressHook
-from featmlp.train import (OPTIMIZERS, TrainConfig, _check_data, _check_labels, _class_weights,
-                           _flatten_parameters, _resolve_device, _split_validation)
+from featmlp.train import (OPTIMIZERS, PRESETS, TrainConfig, _check_data, _check_labels,
+                           _class_weights, _flatten_parameters, _resolve_device,
+                           _split_validation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,8 +281,6 @@ def lr_find(
     >>> 1e-7 <= r.suggested_lr <= 10 and len(r.lrs) == len(r.losses) <= 50
     True
     """
-    from featmlp.train import PRESETS
-
     config = PRESETS["default"] if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")

@@ -199,8 +199,10 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         for key in todo:
             finish(key, extract_features(images_of(key), fset))
     else:
-        # spawn, not fork: the parent may already run numba's and torch's thread pools.
-        ctx = multiprocessing.get_context("spawn")
+        # fork: workers start in milliseconds (spawn re-imports numba and torch: 7.0 s against
+        # 1.8 s for all of CIFAR-10 with 2 workers). Safe here: the workers only run the numba
+        # kernel with one thread, and numba's default workqueue layer is fork-safe.
+        ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
             futures = [(key, pool.submit(_extract_chunk, images_of(key), fset.name)) for key in todo]
             for key, fut in futures:

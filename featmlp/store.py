@@ -109,15 +109,9 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                         names, classes, meta)
 
 
-def _worker_init():
-    # One numba thread per worker process: the processes are the parallelism.
-    import numba
-
-    numba.set_num_threads(1)
-
-
 def _extract_chunk(images: np.ndarray, features: str) -> np.ndarray:
-    return extract_features(images, features)
+    # Serial kernel in each worker: the processes are the parallelism (and see the fork note).
+    return extract_features(images, features, parallel=False)
 
 
 def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
@@ -199,11 +193,11 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         for key in todo:
             finish(key, extract_features(images_of(key), fset))
     else:
-        # fork: workers start in milliseconds (spawn re-imports numba and torch: 7.0 s against
-        # 1.8 s for all of CIFAR-10 with 2 workers). Safe here: the workers only run the numba
-        # kernel with one thread, and numba's default workqueue layer is fork-safe.
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
+        # spawn, not fork: a process forked from one that ran numba's GNU OpenMP threads is
+        # killed by numba. A spawned worker imports only featmlp's extraction path (no torch:
+        # the CLI loads its commands lazily), about 0.4 s.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [(key, pool.submit(_extract_chunk, images_of(key), fset.name)) for key in todo]
             for key, fut in futures:
                 finish(key, fut.result())

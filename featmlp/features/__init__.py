@@ -19,7 +19,10 @@ from . import texture
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """A named feature extractor: ``fn(images) -> (N, len(names))`` float64."""
+    """A named feature extractor: ``fn(images, parallel=True) -> (N, len(names))`` float64.
+
+    ``parallel=False`` asks the function to stay in the calling thread (worker processes).
+    """
 
     name: str
     names: tuple[str, ...]
@@ -74,7 +77,7 @@ def _check_batch(images: np.ndarray) -> np.ndarray:
 
 
 def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | FeatureSet = DEFAULT_FEATURES,
-                     *, chunk_size: int = 4096, progress=None) -> np.ndarray:
+                     *, chunk_size: int = 4096, progress=None, parallel: bool = True) -> np.ndarray:
     """Compute a feature set for a batch of images.
 
     Parameters
@@ -88,6 +91,8 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
         Images per batch handed to the feature function (bounds memory).
     progress : callable, optional
         Progress hook ``progress("extract", done, total)``.
+    parallel : bool
+        Use several threads (False: the calling thread only).
 
     Returns
     -------
@@ -117,7 +122,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     for rows, batch in groups.values():
         for start in range(0, len(rows), chunk_size):
             stop = min(start + chunk_size, len(rows))
-            out[rows[start:stop]] = fset.fn(batch[start:stop])
+            out[rows[start:stop]] = fset.fn(batch[start:stop], parallel=parallel)
             done += stop - start
             if progress is not None:
                 progress("extract", done, n)

@@ -335,8 +335,7 @@ def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, p
     out[8] = s
 
 
-@numba.njit(cache=True, parallel=True)
-def _lecture_batch(gray, out, lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gim_off, gim_w,
+def _lecture_batch_py(gray, out, lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gim_off, gim_w,
                    rmap, cmap, gpad, n_threads):
     # n_threads comes from Python: numba.get_num_threads() inside would make the
     # function uncacheable (it reads a thread-local through a ctypes pointer).
@@ -362,8 +361,7 @@ def _lecture_batch(gray, out, lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gim_o
                          gim_off, gim_w, rmap, cmap, gpad)
 
 
-@numba.njit(cache=True, parallel=True)
-def _rgb_to_gray(rgb, gray):
+def _rgb_to_gray_py(rgb, gray):
     # PIL's convert('L'): L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16 (ITU-R 601-2).
     n, H, W, _ = rgb.shape
     for i in numba.prange(n):
@@ -373,13 +371,24 @@ def _rgb_to_gray(rgb, gray):
                                  + np.int32(rgb[i, r, c, 2]) * 7471 + 0x8000) >> 16
 
 
-def to_gray(images: np.ndarray) -> np.ndarray:
+# Threaded versions for this process, and serial ones for worker processes: a process forked
+# from one whose threads run on GNU OpenMP must not start threads (numba terminates it), while
+# a serial kernel never touches the threading layer. prange is plain range in the serial ones.
+_lecture_batch = numba.njit(cache=True, parallel=True)(_lecture_batch_py)
+_lecture_batch_serial = numba.njit(cache=True)(_lecture_batch_py)
+_rgb_to_gray = numba.njit(cache=True, parallel=True)(_rgb_to_gray_py)
+_rgb_to_gray_serial = numba.njit(cache=True)(_rgb_to_gray_py)
+
+
+def to_gray(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
     """Grayscale exactly as PIL's ``Image.convert('L')`` does it.
 
     Parameters
     ----------
     images : ndarray, shape (N, H, W, 3) or (N, H, W), uint8
         RGB images, or grayscale images (returned unchanged).
+    parallel : bool
+        Use all of numba's threads (False: this thread only).
 
     Returns
     -------
@@ -393,7 +402,7 @@ def to_gray(images: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         return images
     gray = np.empty(images.shape[:3], dtype=np.uint8)
-    _rgb_to_gray(np.ascontiguousarray(images), gray)
+    (_rgb_to_gray if parallel else _rgb_to_gray_serial)(np.ascontiguousarray(images), gray)
     return gray
 
 
@@ -450,7 +459,7 @@ def _gabor_taps(W: int):
     return (re_dy + pad) * Wp + re_dx + pad, re_w, (im_dy + pad) * Wp + im_dx + pad, im_w, pad
 
 
-def lecture_features(images: np.ndarray) -> np.ndarray:
+def lecture_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
     """The lecture's nine texture features for a batch of images.
 
     Parameters
@@ -458,6 +467,8 @@ def lecture_features(images: np.ndarray) -> np.ndarray:
     images : ndarray, shape (N, H, W, 3) or (N, H, W), uint8
         RGB images (converted to grayscale as PIL's ``convert('L')``) or
         grayscale images. Any size works; all images in one batch share it.
+    parallel : bool
+        Split the batch over numba's threads (False: compute in this thread only).
 
     Returns
     -------
@@ -479,14 +490,15 @@ def lecture_features(images: np.ndarray) -> np.ndarray:
     >>> lecture_features(x).shape
     (4, 9)
     """
-    gray = to_gray(images)
+    gray = to_gray(images, parallel=parallel)
     n, H, W = gray.shape
     out = np.empty((n, len(NAMES)), dtype=np.float64)
     if n == 0:
         return out
     lbp_off, lbp_w = _lbp_tables(H, W)
     re_off, re_w, im_off, im_w, pad = _gabor_taps(W)
-    _lecture_batch(np.ascontiguousarray(gray), out, lbp_off, lbp_w, _uniform_lut(), re_off, re_w,
+    kernel = _lecture_batch if parallel else _lecture_batch_serial
+    kernel(np.ascontiguousarray(gray), out, lbp_off, lbp_w, _uniform_lut(), re_off, re_w,
                    im_off, im_w, _reflect_index(H, pad), _reflect_index(W, pad), pad,
                    max(1, min(numba.get_num_threads(), n)))
     return out

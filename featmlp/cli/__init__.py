@@ -1,0 +1,74 @@
+"""The ``featmlp`` command: a thin layer over the Python API.
+
+Every choice list and its help text comes from a registry (feature sets,
+optimisers, presets ...), so adding an entry there adds it here. Errors a user
+can act on (:class:`featmlp.errors.FeatmlpError`) print one line and exit 1.
+
+Commands live in submodules loaded when used (click's lazy-group pattern), so
+``featmlp extract`` and the extraction worker processes never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import FeatmlpError
+
+# command name -> "module:function"; listed in this order by --help
+COMMANDS = {
+    "extract": "featmlp.cli.extract:extract",
+    "run": "featmlp.cli.training:run",
+    "lecture": "featmlp.cli.training:lecture",
+    "train": "featmlp.cli.training:train",
+    "evaluate": "featmlp.cli.training:evaluate",
+    "predict": "featmlp.cli.training:predict",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="featmlp")
+def cli():
+    """Classify images with multilayer perceptrons trained on extracted image features."""
+
+
+def main(argv=None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
+    except FeatmlpError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing half-written was kept; run the same command again to resume",
+                   err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,9 @@ COMMANDS = {
     "train": "featmlp.cli.training:train",
     "evaluate": "featmlp.cli.training:evaluate",
     "predict": "featmlp.cli.training:predict",
+    "lr-find": "featmlp.cli.experiments:lr_find",
+    "compare": "featmlp.cli.experiments:compare",
+    "report": "featmlp.cli.experiments:report",
 }
 
 

@@ -60,6 +60,8 @@ def train_options(f):
         click.option("--seed", type=click.IntRange(0), help="Seed of weights, batch order, validation split."),
         click.option("--device", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
         click.option("--log-scale", is_flag=True, help="Loss plots on a log scale."),
+        click.option("--tensorboard", is_flag=True,
+                     help="Also log every epoch for TensorBoard, in RUN_DIR/tensorboard (needs the tensorboard package)."),
         click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines or progress bars."),
     ]
     for opt in reversed(opts):
@@ -131,7 +133,7 @@ def _default_out(kind: str) -> str:
     return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False):
+def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False):
     from ..run import train_run
 
     if lecture and not quiet:
@@ -139,7 +141,15 @@ def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False)
                    f"network {table.X_train.shape[1]} -> {' -> '.join(map(str, config.hidden))} -> {len(table.class_names)}, "
                    f"{config.head}, {config.optimizer} lr {config.lr:g}, {config.epochs} epochs")
     callbacks = [] if quiet else [EpochPrinter(config.epochs, lecture=lecture)]
+    logger = None
+    if tensorboard:
+        from ..tensorboard import TensorBoardLogger
+
+        logger = TensorBoardLogger(Path(out) / "tensorboard")
+        callbacks.append(logger)
     run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale)
+    if logger is not None:
+        logger.log_metrics(run.metrics)
     _report_run(run, lecture=lecture)
     return run
 
@@ -153,16 +163,17 @@ def train(features_file, out, **opts):
     from ..store import load_features
 
     table = load_features(features_file)
-    quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     config = _config_from(opts)
     _train_and_report(table, config, out or _default_out("train"),
-                      {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale)
+                      {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
+                      tensorboard=tensorboard)
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     from ..store import extract_dataset
 
-    quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     config = _config_from(opts, preset)  # validate the options before the long extraction
     config.validate()
     out = Path(out or _default_out(kind))
@@ -178,7 +189,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
                    f"{len(table.class_names)} classes; {features} features -> {out / 'features.npz'}")
     return _train_and_report(table, config, out, {"source": data or "sample", **data_opts,
                                                   "feature_file": str((out / "features.npz").resolve())},
-                             quiet, log_scale, lecture=lecture)
+                             quiet, log_scale, lecture=lecture, tensorboard=tensorboard)
 
 
 @click.command(epilog=SOURCE_HELP)

@@ -1,0 +1,75 @@
+"""``featmlp lr-find | compare | report``: choosing settings and comparing what they gave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .training import _config_from, train_options
+
+
+@click.command("lr-find")
+@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@train_options
+@click.option("--start-lr", default=1e-7, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--end-lr", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--steps", "num_steps", default=100, show_default=True, type=click.IntRange(3))
+@click.option("--smoothing", default=0.98, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Weight of the past in the exponentially smoothed loss.")
+@click.option("--rule", default="steepest", show_default=True,
+              type=click.Choice(["steepest", "minimum/10"]),
+              help="steepest: where the smoothed loss falls fastest (before its minimum); "
+                   "minimum/10: a tenth of the lr at the smoothed minimum.")
+@click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to draw loss against learning rate.")
+def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_path, **opts):
+    """Learning-rate range test: train briefly with an exponentially growing lr, plot the loss.
+
+    The loss is smoothed and the test stops when it blows up. Always look at the plot: a
+    suggested value alone misleads on noisy losses. The last line is `suggested lr: <value>`.
+    """
+    from ..lr_find import lr_find as lr_find_
+    from ..progress import TqdmProgress
+    from ..store import load_features
+
+    table = load_features(features_file)
+    quiet = opts.pop("quiet")
+    opts.pop("log_scale"), opts.pop("tensorboard")
+    config = _config_from(opts)
+    progress = TqdmProgress(unit="step", disable=True if quiet else None)
+    result = lr_find_(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+                      start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing, rule=rule, progress=progress)
+    progress.close()
+    result.plot(plot_path)
+    click.echo(f"{len(result.lrs)} steps from lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} "
+               f"({result.stop_reason}); loss against lr: {plot_path}")
+    for name, value in result.suggestions.items():
+        click.echo(f"  rule {name}: {value:.3g}")
+    click.echo(f"rule: {result.rule}")
+    click.echo(f"suggested lr: {result.suggested_lr:.3g}")
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--plot", "plot_path", default="compare.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to draw the runs' loss curves overlaid.")
+@click.option("--log-scale", is_flag=True, help="Loss on a log scale.")
+def compare(run_dirs, plot_path, log_scale):
+    """Compare run directories: overlaid loss curves and a table of differing settings and results."""
+    from ..compare import compare_runs, format_table, plot_comparison
+
+    rows, _ = compare_runs(run_dirs)
+    plot_comparison(run_dirs, plot_path, log_scale=log_scale)
+    click.echo(format_table(rows))
+    click.echo(f"loss curves: {plot_path}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def report(directory):
+    """Write DIR/report.html: one self-contained page (plots embedded) for a run or a sweep."""
+    from ..report import write_report
+
+    path = write_report(directory)
+    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

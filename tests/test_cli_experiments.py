@@ -1,0 +1,70 @@
+"""lr-find, compare, report and --tensorboard from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sklearn.datasets import make_classification
+
+from featmlp.cli import main
+from featmlp.store import FeatureTable, save_features
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture
+def feats(tmp_path):
+    X, y = make_classification(500, 9, n_informative=6, n_classes=3, random_state=0)
+    return save_features(tmp_path / "f.npz", FeatureTable(X[:400], y[:400], X[400:], y[400:],
+                                                          tuple(f"f{i}" for i in range(9)), ("a", "b", "c"),
+                                                          {"features": "lecture"}))
+
+
+def test_lr_find_prints_suggestion_last_and_plots(tmp_path, capsys, feats):
+    code, out, err = run_cli(["lr-find", feats, "--steps", "40", "--batch-size", "32", "-q",
+                              "--plot", tmp_path / "lr.png"], capsys)
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("suggested lr: ")
+    lr = float(last.split(": ")[1])
+    assert 1e-7 <= lr <= 10
+    assert "rule: " in out
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_and_report(tmp_path, capsys, feats):
+    for name, lr in (("slow", "0.0001"), ("fast", "0.01")):
+        code, _, err = run_cli(["train", feats, "--epochs", "3", "--lr", lr, "-q", "--out", tmp_path / name], capsys)
+        assert code == 0, err
+    code, out, _ = run_cli(["compare", tmp_path / "slow", tmp_path / "fast", "--plot", tmp_path / "c.png"], capsys)
+    assert code == 0
+    header, *rows = out.strip().splitlines()[:3]
+    assert "lr" in header.split() and "test_accuracy" in header.split()
+    assert rows[0].split()[0] == "slow" and rows[1].split()[0] == "fast"
+    assert (tmp_path / "c.png").exists()
+
+    code, out, _ = run_cli(["report", tmp_path / "fast"], capsys)
+    assert code == 0
+    html = (tmp_path / "fast" / "report.html").read_text()
+    acc = json.loads((tmp_path / "fast" / "metrics.json").read_text())["test_accuracy"]
+    assert "data:image/png;base64," in html and f"{acc:.4f}" in html
+
+    code, _, err = run_cli(["compare", tmp_path / "nope"], capsys)
+    assert code == 1 and "nope" in err
+
+
+def test_tensorboard_logs(tmp_path, capsys, feats):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, err = run_cli(["train", feats, "--epochs", "4", "--tensorboard", "-q", "--out", tmp_path / "t"], capsys)
+    assert code == 0, err
+    acc = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train_loss")] == [1, 2, 3, 4]

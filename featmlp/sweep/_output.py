@@ -1,0 +1,149 @@
+"""What a sweep writes: results.csv, loss.png, accuracy_vs_lr.png, sweep.json, run directories."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from featmlp import __version__
+from featmlp._io import atomic_write
+from featmlp.plots import _figure, _save
+from featmlp.run import write_config, write_json, write_results
+from featmlp.store import FeatureTable
+
+from ._grid import format_value
+
+if TYPE_CHECKING:
+    from ._run import SweepResult
+
+RESULTS_FILE = "results.csv"
+LOSS_PLOT = "loss.png"
+ACCURACY_PLOT = "accuracy_vs_lr.png"
+SWEEP_FILE = "sweep.json"
+
+
+def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool) -> None:
+    """Write every file of a sweep directory ``out`` (created; files replaced atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for run in sweep:
+        write_config(out / run.name, table, run.config, {"sweep": str(out), "name": run.name})
+        write_results(out / run.name, table, run.result, log_scale=log_scale)
+    write_csv(out / RESULTS_FILE, sweep.table())
+    plot_losses(sweep, out / LOSS_PLOT, log_scale=log_scale)
+    plot_accuracy_vs_lr(sweep, out / ACCURACY_PLOT)
+    configs = [run.config for run in sweep]
+    write_json(out / SWEEP_FILE, {
+        "featmlp_version": __version__,
+        "grid": {f: _distinct([_jsonable(getattr(c, f)) for c in configs]) for f in sweep.varying},
+        "names": [run.name for run in sweep],
+        "configs": [{"name": run.name, "engine": run.engine, "group": run.group,
+                     "train": run.config.to_dict()} for run in sweep],
+        "train_seconds": sweep.seconds,
+    })
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """One row per dict, columns in the order keys first appear; None is written empty."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+
+
+def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) -> Path:
+    """Every configuration's training loss per epoch on one axes (validation loss beside it
+    when recorded); a diverged one ends where it diverged, with an ``x``."""
+    from matplotlib.ticker import MaxNLocator
+
+    has_val = any("val_loss" in r for run in sweep for r in run.result.history)
+    fig = _figure(13 if has_val else 8.5, 4.5)
+    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
+    colours = _colours(len(sweep))
+    for ax, key, title in zip(axes, ("train_loss", "val_loss"), ("training loss", "validation loss")):
+        for run, colour in zip(sweep, colours):
+            points = [(r["epoch"], r[key]) for r in run.result.history if key in r]
+            label = run.name
+            if run.diverged:
+                label += f" (diverged at epoch {run.diverged_epoch})"
+            xs, ys = zip(*points) if points else ((), ())
+            ax.plot(xs, ys, "-", color=colour, label=label, marker="." if len(xs) < 30 else None)
+            if run.diverged and points:
+                ax.plot(xs[-1:], ys[-1:], "x", color=colour, markersize=10, mew=2)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss (mean over samples)")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
+    """Test accuracy (final training accuracy without a test split) against the learning rate
+    on a log axis, one line per setting of the other varying fields (the architecture)."""
+    use_test = any(run.test_accuracy is not None for run in sweep)
+    others = [f for f in sweep.varying if f != "lr"]
+    lines: dict[str, list] = {}
+    for run in sweep:
+        label = ", ".join(f"{f} {format_value(f, getattr(run.config, f))}" for f in others)
+        lines.setdefault(label or "all", []).append(run)
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    for (label, runs), colour in zip(lines.items(), _colours(len(lines))):
+        points = sorted((run.config.lr, _accuracy(run, use_test), run.diverged) for run in runs)
+        points = [p for p in points if p[1] is not None]
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label)
+        bad = [p for p in points if p[2]]
+        if bad:
+            ax.plot([p[0] for p in bad], [p[1] for p in bad], "x", color="black", markersize=10,
+                    mew=2)
+    if any(run.diverged for run in sweep):
+        ax.plot([], [], "x", color="black", label="diverged (last finite weights)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("test accuracy" if use_test else "final training accuracy")
+    ax.set_title("accuracy versus learning rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _accuracy(run, use_test: bool):
+    if use_test:
+        return run.test_accuracy
+    history = run.result.history
+    return history[-1]["train_accuracy"] if history else None
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _distinct(values: list) -> list:
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,283 @@
+"""run_sweep: group the configurations, train each group together, the rest alone, report."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from featmlp.errors import ConfigError
+from featmlp.progress import ProgressHook
+from featmlp.store import FeatureTable
+from featmlp.train import TrainConfig, TrainResult, train
+
+from ._grid import config_names, format_value, stack_key, varying_fields
+from ._stacked import train_stacked
+
+
+@dataclass
+class SweepRun:
+    """One configuration of a sweep and what training it gave.
+
+    Attributes
+    ----------
+    name : str
+        Unique, filesystem-safe (``lr10_h6-6``); its run directory's name.
+    config : TrainConfig
+    result : TrainResult
+        Model, scaler, history, ``diverged`` and ``stop_reason``, as :func:`featmlp.train.train`
+        returns them.
+    test_accuracy : float or None
+        On the table's test split (None without one).
+    engine : str
+        ``"stacked"`` (trained together with its group) or ``"train"`` (alone).
+    group : int or None
+        Index of its stacked group.
+    """
+
+    name: str
+    config: TrainConfig
+    result: TrainResult
+    test_accuracy: float | None
+    engine: str
+    group: int | None
+
+    @property
+    def history(self) -> list[dict]:
+        return self.result.history
+
+    @property
+    def diverged(self) -> bool:
+        return self.result.diverged
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        """The epoch whose loss or weights were not finite (its record is not in the history)."""
+        return len(self.result.history) + 1 if self.result.diverged else None
+
+    @property
+    def seconds(self) -> float:
+        """Training time: the sum of the history's epoch times. A stacked group's epoch time
+        is shared equally among the configurations it trained, so a sweep's rows add up to
+        the time it trained for."""
+        return float(sum(r["seconds"] for r in self.result.history))
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: one :class:`SweepRun` per configuration, in order.
+
+    Index it by position or by name; :meth:`table` gives the rows of ``results.csv``.
+    """
+
+    runs: list[SweepRun]
+    varying: list[str]
+    seconds: float
+    out: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[SweepRun]:
+        return iter(self.runs)
+
+    def __getitem__(self, key: int | str) -> SweepRun:
+        if isinstance(key, str):
+            for run in self.runs:
+                if run.name == key:
+                    return run
+            raise KeyError(f"no configuration named {key!r}; names: "
+                           f"{', '.join(r.name for r in self.runs)}")
+        return self.runs[key]
+
+    @property
+    def names(self) -> list[str]:
+        return [run.name for run in self.runs]
+
+    def table(self) -> list[dict]:
+        """One dict per configuration: its name, ``lr``, ``hidden`` (``"6-6"``), the other
+        fields that vary, final losses and accuracies, ``test_accuracy``, ``diverged``,
+        ``diverged_epoch``, ``epochs_run``, ``stop_reason``, ``seconds`` and ``engine``."""
+        shown = ["lr", "hidden"] + [f for f in self.varying if f not in ("lr", "hidden")]
+        has_val = any("val_loss" in r for run in self.runs for r in run.history)
+        rows = []
+        for run in self.runs:
+            last = run.history[-1] if run.history else {}
+            row: dict = {"name": run.name}
+            for f in shown:
+                value = getattr(run.config, f)
+                row[f] = value if isinstance(value, (int, float, str, bool)) or value is None \
+                    else format_value(f, value)
+            row["final_train_loss"] = last.get("train_loss")
+            row["final_train_accuracy"] = last.get("train_accuracy")
+            if has_val:
+                row["final_val_loss"] = last.get("val_loss")
+                row["final_val_accuracy"] = last.get("val_accuracy")
+            row.update(test_accuracy=run.test_accuracy, diverged=run.diverged,
+                       diverged_epoch=run.diverged_epoch, epochs_run=len(run.history),
+                       stop_reason=run.result.stop_reason, seconds=round(run.seconds, 6),
+                       engine=run.engine)
+            rows.append(row)
+        return rows
+
+
+def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, workers: int = 1,
+              log_scale: bool = False, progress: ProgressHook | None = None,
+              on_epoch: Callable[[str, dict], bool | None] | None = None) -> SweepResult:
+    """Train every configuration on ``table``'s train split; those that can, together.
+
+    Configurations that differ only in per-configuration numbers (``lr``, ``weight_decay``,
+    ``momentum``, ``schedule``, ``epochs``, ``lecture_batch_size``) and share the network's
+    shape, loss, optimiser, data handling and minibatch order train in one stacked pass
+    (batched matrix products over a leading configuration axis): see ``stack_key`` in
+    ``featmlp/sweep/_grid.py`` for the exact rule. Each ends with the history
+    :func:`featmlp.train.train` gives it alone, to float rounding. The others (dropout,
+    batch norm, early stopping, or alone in their group) run :func:`~featmlp.train.train`,
+    in ``workers`` processes when ``workers > 1``.
+
+    A configuration whose loss or weights become NaN or infinite is marked diverged at that
+    epoch, keeps its last finite weights and stops; the others go on.
+
+    Parameters
+    ----------
+    table : FeatureTable
+        Features and labels; the test split (when not empty) gives ``test_accuracy``.
+    configs : list of TrainConfig
+        For example from :func:`expand_grid`.
+    out : path, optional
+        Sweep directory: ``results.csv``, ``loss.png``, ``accuracy_vs_lr.png``, ``sweep.json``
+        and one run directory per configuration (``out/<name>/``, as ``featmlp train`` writes).
+    workers : int
+        Processes for the configurations trained alone (1: one after another, here).
+    log_scale : bool
+        Logarithmic loss axis in the plots.
+    progress : callable, optional
+        ``progress("sweep", configurations_done, configurations)``.
+    on_epoch : callable, optional
+        ``on_epoch(name, record)`` after each epoch of each configuration; returning True stops
+        that configuration. Configurations trained in worker processes report their records
+        when they finish, and cannot be stopped.
+
+    Returns
+    -------
+    SweepResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featmlp.store import FeatureTable
+    >>> from featmlp.sweep import expand_grid, run_sweep
+    >>> from featmlp.train import PRESETS
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 9)); y = (X[:, 0] > 0).astype(int)
+    >>> table = FeatureTable(X[:150], y[:150], X[150:], y[150:], tuple("abcdefghi"), ("no", "yes"))
+    >>> sweep = run_sweep(table, expand_grid(PRESETS["lecture"], lr=[1, 10], hidden=[(6,), (6, 6)]))
+    >>> sweep.names
+    ['lr1_h6', 'lr1_h6-6', 'lr10_h6', 'lr10_h6-6']
+    >>> sorted(sweep.table()[0])[:4]
+    ['diverged', 'diverged_epoch', 'engine', 'epochs_run']
+    """
+    configs = list(configs)
+    if not configs:
+        raise ConfigError("a sweep needs at least one configuration")
+    for i, config in enumerate(configs):
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"configuration {i} is a {type(config).__name__}, not a TrainConfig")
+        try:
+            config.validate()
+        except ConfigError as e:
+            raise ConfigError(f"configuration {i} ({config_names(configs)[i]}): {e}") from None
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    names = config_names(configs)
+    n_classes = len(table.class_names)
+    X, y = table.X_train, table.y_train
+
+    groups: dict = {}
+    for i, config in enumerate(configs):
+        key = stack_key(config)
+        groups.setdefault(i if key is None else key, []).append(i)
+    stacked = [members for members in groups.values() if len(members) > 1]
+    alone = [members[0] for members in groups.values() if len(members) == 1]
+
+    results: list[TrainResult | None] = [None] * len(configs)
+    done = 0
+
+    def finished(i: int, result: TrainResult) -> None:
+        nonlocal done
+        results[i] = result
+        done += 1
+        if progress is not None:
+            progress("sweep", done, len(configs))
+
+    start = time.perf_counter()
+    pool = None
+    futures = {}
+    if alone and workers > 1:
+        # Spawn, not fork: a forked child of a process that has run torch's thread pools can
+        # deadlock. Each worker gets its share of the cores.
+        threads = max(1, (os.cpu_count() or 1) // min(workers, len(alone)))
+        pool = ProcessPoolExecutor(min(workers, len(alone)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(X, y, n_classes, threads))
+        futures = {i: pool.submit(_worker_train, configs[i]) for i in alone}
+    try:
+        for members in stacked:
+            train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
+                          n_classes, on_epoch=on_epoch,
+                          on_done=lambda j, result, members=members: finished(members[j], result))
+        if pool is None:
+            for i in alone:
+                callbacks = [] if on_epoch is None else [
+                    lambda record, history, name=names[i]: on_epoch(name, record)]
+                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=callbacks))
+        else:
+            for i, future in futures.items():
+                result = future.result()
+                if on_epoch is not None:
+                    for record in result.history:
+                        on_epoch(names[i], record)
+                finished(i, result)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    seconds = time.perf_counter() - start
+
+    group_of = {i: g for g, members in enumerate(stacked) for i in members}
+    runs = [SweepRun(names[i], configs[i], results[i], _test_accuracy(results[i], table),
+                     "stacked" if i in group_of else "train", group_of.get(i))
+            for i in range(len(configs))]
+    sweep = SweepResult(runs, varying_fields(configs), seconds,
+                        None if out is None else Path(out))
+    if out is not None:
+        from ._output import write_sweep
+
+        write_sweep(Path(out), sweep, table, log_scale=log_scale)
+    return sweep
+
+
+def _test_accuracy(result: TrainResult, table: FeatureTable) -> float | None:
+    if len(table.y_test) == 0:
+        return None
+    accuracy = float(np.mean(result.predict(table.X_test) == table.y_test))
+    return accuracy if math.isfinite(accuracy) else None
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(X, y, n_classes, threads) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.update(X=X, y=y, n_classes=n_classes)
+
+
+def _worker_train(config: TrainConfig) -> TrainResult:
+    return train(_WORKER["X"], _WORKER["y"], config, n_classes=_WORKER["n_classes"])

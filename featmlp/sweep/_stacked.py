@@ -1,0 +1,428 @@
+"""Many plain MLPs of one shape trained together: stacked weights and batched matrix products.
+
+Configuration ``k`` of a group is row ``k`` of one ``(K, P)`` tensor, laid out as the flat
+parameter vector :func:`featmlp.train.train` steps (``model.parameters()`` order). Each layer's
+weights are a ``(K, out, in)`` view of it and one ``torch.baddbmm`` computes that layer for all
+``K`` networks; the input batch is shared (``expand``, no copy). The layout is feature-major, as
+in ``featmlp.train._FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
+
+Everything that defines a run is reproduced per configuration: the initial weights (seed, then
+``build_mlp``), the minibatch order (one generator seeded as ``train()`` seeds it, shared by the
+group), the per-sample loss weights, the optimiser's arithmetic with per-configuration scalars
+(lr, schedule, weight decay, momentum, the lecture's gradient scale), the epoch record and the
+divergence rule. Only float rounding differs from ``train()`` (batched products sum in another
+order), so histories agree to float tolerance; tests check it.
+
+Measured on this project's 2-core CPU, the lecture's sweep (50,000 x 9, full-batch GD, 5 learning
+rates, hidden (6,)) takes ~1.3 ms per configuration-epoch stacked against ~1.8-3 ms for ``train()``
+alone; see ``benchmarks/bench_sweep.py`` for the whole sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from featmlp.model import HEADS, Scaler, build_mlp
+from featmlp.train import (_FAST_ACTIVATIONS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult,
+                           _check_data, _class_weights, _resolve_device, _split_validation,
+                           _within_batch_weights)
+
+# Full-batch epochs run in chunks of samples so that the (K, units, chunk) intermediates stay
+# in cache and the gradient accumulates chunk by chunk. Whole-epoch tensors for 5 networks
+# 9 -> 6 -> 10 on 50,000 samples (10 MB of logits) took ~7.7 ms per epoch, chunks of 10,000
+# samples ~6.6 ms, of 1,000 ~12 ms (per-op overhead): ~500k elements per logits chunk is best.
+_CHUNK_ELEMENTS = 500_000
+_MIN_CHUNK = 1024
+
+
+class _Optimizer:
+    """The optimisers of :data:`featmlp.train.OPTIMIZERS` on stacked rows, scalars per row.
+
+    Same arithmetic as ``featmlp.train.SGD``/``Adam``/``AdamW`` (torch.optim's), with the
+    learning rate, weight decay and momentum as ``(K, 1)`` columns.
+    """
+
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def __init__(self, name: str, params: torch.Tensor, configs: list[TrainConfig]):
+        col = lambda values: torch.tensor(values, dtype=params.dtype,  # noqa: E731
+                                          device=params.device)[:, None]
+        self.name = name
+        self.adam = name in ("adam", "adamw")
+        self.decoupled = name == "adamw"
+        self.weight_decay = col([c.weight_decay for c in configs])
+        self.any_decay = any(c.weight_decay for c in configs)
+        self.momentum = col([c.momentum for c in configs])
+        self.any_momentum = name == "sgd" and any(c.momentum for c in configs)
+        self.state: dict[str, torch.Tensor] = {}
+        if self.adam:
+            self.state = {"m": torch.zeros_like(params), "v": torch.zeros_like(params)}
+        self.t = 0
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (configurations that go on training)."""
+        self.weight_decay = self.weight_decay[rows]
+        self.momentum = self.momentum[rows]
+        self.state = {k: v[rows] for k, v in self.state.items()}
+
+    def step(self, params: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        self.t += 1
+        if self.any_decay and not self.decoupled:
+            grad.addcmul_(params, self.weight_decay)
+        if not self.adam:
+            if self.any_momentum:
+                # torch.optim.SGD: the first step's buffer is the gradient itself. A row with
+                # momentum 0 gets 0 * buffer + grad = grad, the plain step.
+                if "velocity" not in self.state:
+                    self.state["velocity"] = grad.clone()
+                else:
+                    self.state["velocity"].mul_(self.momentum).add_(grad)
+                grad = self.state["velocity"]
+            params.addcmul_(grad, lr, value=-1.0)
+            return
+        if self.any_decay and self.decoupled:
+            params.mul_(1 - lr * self.weight_decay)
+        m, v = self.state["m"], self.state["v"]
+        m.lerp_(grad, 1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        bias1 = 1 - self.beta1 ** self.t
+        bias2 = 1 - self.beta2 ** self.t
+        denom = v.sqrt().div_(math.sqrt(bias2)).add_(self.eps)
+        params.addcmul_(m.div(denom), lr, value=-1.0 / bias1)
+
+
+def _layer_views(flat: torch.Tensor, layer_shapes) -> tuple[list, list]:
+    """Weights (K, out, in) and biases (K, out, 1) of each layer, as views into ``flat``."""
+    K, W, b, offset = flat.shape[0], [], [], 0
+    for out, inp in layer_shapes:
+        W.append(flat[:, offset : offset + out * inp].view(K, out, inp))
+        offset += out * inp
+        b.append(flat[:, offset : offset + out].unsqueeze(2))
+        offset += out
+    return W, b
+
+
+class _Stack:
+    """``K`` networks of one shape: rows of ``flat``, with per-layer views and gradients."""
+
+    def __init__(self, flat: torch.Tensor, layer_shapes: list[tuple[int, int]]):
+        self.layer_shapes = layer_shapes
+        self.set_flat(flat)
+
+    def set_flat(self, flat: torch.Tensor) -> None:
+        self.flat = flat
+        K = flat.shape[0]
+        self.W, self.b = _layer_views(flat, self.layer_shapes)
+        self.grad = torch.zeros_like(flat)
+        self.gW = [torch.zeros(K, o, i, dtype=flat.dtype, device=flat.device)
+                   for o, i in self.layer_shapes]
+        self.gb = [torch.zeros(K, o, dtype=flat.dtype, device=flat.device)
+                   for o, _ in self.layer_shapes]
+
+    @property
+    def K(self) -> int:
+        return self.flat.shape[0]
+
+    def gather_grad(self) -> torch.Tensor:
+        """The per-layer gradients as rows laid out like ``flat``, in one op."""
+        K = self.K
+        parts = [t for gw, gb in zip(self.gW, self.gb) for t in (gw.view(K, -1), gb)]
+        return torch.cat(parts, 1, out=self.grad)
+
+
+class _Engine:
+    """Forward, backward and the steps of one epoch for a :class:`_Stack`."""
+
+    def __init__(self, stack: _Stack, spec, XT: torch.Tensor, y: torch.Tensor, weighted: bool):
+        self.stack = stack
+        self.act, self.act_backward = _FAST_ACTIVATIONS[spec.activation]
+        self.keep_pre = spec.activation == "gelu"
+        self.mse = spec.head == "mse"
+        self.loss_fn = HEADS[spec.head]
+        self.n_classes = spec.n_classes
+        self.widths = [o for o, _ in stack.layer_shapes]
+        self.weighted = weighted  # per-sample loss weights that differ within a batch
+        self.XT, self.y = XT, y
+        self.XTp, self.yp = torch.empty_like(XT), torch.empty_like(y)
+        self.minus_one = torch.full((1, 1, 1), -1.0, dtype=XT.dtype, device=XT.device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget buffers sized for the previous number of rows."""
+        K, N = self.stack.K, self.XT.shape[1]
+        like = dict(dtype=self.XT.dtype, device=self.XT.device)
+        # Per-sample results of the epoch: loss, true-class logit, largest logit.
+        self.loss, self.zy, self.zmax = (torch.empty(K, N, **like) for _ in range(3))
+        self._work: dict[int, tuple] = {}
+
+    def _workspace(self, n: int):
+        if n not in self._work:
+            K, like = self.stack.K, dict(dtype=self.XT.dtype, device=self.XT.device)
+            hidden = [torch.empty(K, w, n, **like) for w in self.widths[:-1]]
+            back = [torch.empty_like(h) for h in hidden]
+            Z, E, G = (torch.empty(K, self.n_classes, n, **like) for _ in range(3))
+            S, PY, R = (torch.empty(K, 1, n, **like) for _ in range(3))
+            self._work[n] = (hidden, back, Z, E, G, S, PY, R)
+        return self._work[n]
+
+    def chunk_size(self, n: int) -> int:
+        wide = max(self.widths)
+        return min(n, max(_MIN_CHUNK, _CHUNK_ELEMENTS // (self.stack.K * wide)))
+
+    def _step_gradient(self, xT, y, sl: slice, swb, first: bool) -> None:
+        """Forward and backward of samples ``xT`` (F, n) for all rows; gradients accumulate
+        into ``stack.gW``/``gb`` (overwritten when ``first``)."""
+        st, K, n = self.stack, self.stack.K, xT.shape[1]
+        hidden, back, Z, E, G, S, PY, R = self._workspace(n)
+        yi = y.view(1, 1, n).expand(K, 1, n)
+        last = len(st.W) - 1
+        a = xT.expand(K, xT.shape[0], n)
+        outs, pres = [a], [None]
+        for k in range(last):
+            z = torch.baddbmm(st.b[k], st.W[k], a, out=hidden[k])
+            a = self.act(z)
+            outs.append(a)
+            pres.append(z if self.keep_pre else None)
+        torch.baddbmm(st.b[last], st.W[last], a, out=Z)
+        loss, zy, zmax = (t[:, None, sl] for t in (self.loss, self.zy, self.zmax))
+        torch.amax(Z, 1, keepdim=True, out=zmax)
+        torch.gather(Z, 1, yi, out=zy)
+        torch.softmax(Z, 1, out=E)
+        if self.mse:
+            # As _FastEngine: sum_c (p_c - y_c)^2 = S - 2 p_y + 1 with S = sum_c p_c^2, and
+            # dL/dz = k p (p - y - R) with R = S - p_y: G = p^2 - p R, then p_y off the true
+            # class. The constant k = 2 w / C is applied to the gradient sums instead.
+            torch.gather(E, 1, yi, out=PY)
+            torch.sum(torch.mul(E, E, out=G), 1, keepdim=True, out=S)
+            torch.sub(S, PY, out=R)
+            torch.sub(R, PY, out=loss)  # + 1, / C at the end of the epoch
+            G.addcmul_(E, R, value=-1.0).scatter_add_(1, yi, PY.neg_())
+        else:
+            # log_softmax's loss, max - z_y + log(sum exp(z - max)), where the sum is
+            # 1 / (largest probability): that is >= 1/C, so it never underflows, and the loss
+            # stays finite wherever torch's log_softmax is (a diverging run is judged alike).
+            torch.amax(E, 1, keepdim=True, out=PY)
+            torch.sub(zmax, zy, out=loss).sub_(PY.log_())
+            G = E.scatter_add_(1, yi, self.minus_one.expand(K, 1, n))
+        if swb is not None:
+            G.mul_(swb)
+        g = G
+        for k in range(last, -1, -1):
+            aT = outs[k].transpose(1, 2)
+            if first:
+                torch.bmm(g, aT, out=st.gW[k])
+                torch.sum(g, 2, out=st.gb[k])
+            else:
+                st.gW[k].baddbmm_(g, aT)
+                st.gb[k].add_(g.sum(2))
+            if k:
+                d = torch.bmm(st.W[k].transpose(1, 2), g, out=back[k - 1])
+                g = self.act_backward(d, outs[k], pres[k])
+
+    def run_epoch(self, perm, sw, batch_size: int, lrs: torch.Tensor, grad_scale,
+                  optimizer: _Optimizer) -> torch.Tensor:
+        """All steps of one epoch (one step when ``perm`` is None: full batch, chunked).
+
+        ``sw`` (N,) weighs each sample's loss (None: uniform, folded into ``grad_scale``, a
+        float or a (K, 1) column). ``lrs`` (K, steps). Fills ``self.loss/zy/zmax`` per sample
+        in epoch order and returns the labels in that order.
+        """
+        st = self.stack
+        n = self.XT.shape[1]
+        if perm is None:
+            XT, y = self.XT, self.y
+            step = self.chunk_size(n)
+            starts = range(0, n, step)
+            for i, s in enumerate(starts):
+                sl = slice(s, min(s + step, n))
+                swb = None if sw is None else sw[sl].view(1, 1, -1)
+                self._step_gradient(XT[:, sl], y[sl], sl, swb, i == 0)
+            optimizer.step(st.flat, st.gather_grad().mul_(grad_scale), lrs[:, :1])
+        else:
+            XT = torch.index_select(self.XT, 1, perm, out=self.XTp)
+            y = torch.index_select(self.y, 0, perm, out=self.yp)
+            for i, s in enumerate(range(0, n, batch_size)):
+                sl = slice(s, min(s + batch_size, n))
+                swb = None if sw is None else sw[sl].view(1, 1, -1)
+                self._step_gradient(XT[:, sl], y[sl], sl, swb, True)
+                scale = grad_scale if sw is not None else grad_scale / (sl.stop - sl.start)
+                optimizer.step(st.flat, st.gather_grad().mul_(scale), lrs[:, i : i + 1])
+        if self.mse:
+            self.loss.add_(1).div_(self.n_classes)
+        return y
+
+    @torch.no_grad()
+    def evaluate(self, flat: torch.Tensor, XT: torch.Tensor, y: torch.Tensor,
+                 w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean loss and accuracy of the networks in ``flat`` rows on ``XT`` (F, N)."""
+        W, b = _layer_views(flat, self.stack.layer_shapes)
+        K, n = flat.shape[0], XT.shape[1]
+        loss_sum = flat.new_zeros(K)
+        correct = flat.new_zeros(K)
+        step = self.chunk_size(n)
+        for s in range(0, n, step):
+            xT, yb = XT[:, s : s + step], y[s : s + step]
+            a = xT.expand(K, *xT.shape)
+            for k in range(len(W)):
+                a = torch.baddbmm(b[k], W[k], a)
+                if k < len(W) - 1:
+                    a = self.act(a)
+            yk = yb.expand(K, len(yb))
+            loss_sum += (self.loss_fn(a, yk, 1) * w[s : s + step]).sum(1)
+            true = a.gather(1, yk.unsqueeze(1)).squeeze(1)
+            correct += (true >= a.amax(1)).to(a.dtype).sum(1)
+        return loss_sum / w.sum(), correct / n
+
+
+class _Member:
+    """One configuration of a group: its settings, model, result and schedule."""
+
+    def __init__(self, index: int, name: str, config: TrainConfig, result: TrainResult):
+        self.index, self.name, self.config, self.result = index, name, config, result
+        self.schedule = SCHEDULES[config.schedule]
+
+
+def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes: int, *,
+                  on_epoch: Callable | None = None,
+                  on_done: Callable[[int, TrainResult], None] | None = None) -> list[TrainResult]:
+    """Train ``configs`` (one :func:`featmlp.sweep._grid.stack_key`) together.
+
+    Returns one :class:`~featmlp.train.TrainResult` per configuration, as ``train()`` would.
+    ``on_epoch(name, record)`` is told each epoch of each configuration (True stops that one);
+    ``on_done(i, result)`` each configuration as it finishes.
+    """
+    c0 = configs[0]
+    X, y = _check_data(X, y, "X", "y")
+    X_val = y_val = None
+    if c0.val_fraction:
+        X, y, X_val, y_val = _split_validation(X, y, c0.val_fraction, c0.seed)
+    spec = c0.spec(X.shape[1], n_classes)
+    device = _resolve_device(c0.device)
+    scaler = Scaler.fit(X, c0.scaler)
+
+    # Initial weights exactly as train() draws them: its seed, then build_mlp, inside fork_rng
+    # so the caller's random state is left as it was.
+    members, rows = [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for i, (config, name) in enumerate(zip(configs, names)):
+            torch.manual_seed(config.seed)
+            model = build_mlp(config.spec(X.shape[1], n_classes)).to(device)
+            rows.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+            members.append(_Member(i, name, config,
+                                   TrainResult(model, scaler, spec, config, device=str(device))))
+    order_rng = torch.Generator().manual_seed(c0.seed)
+    layers = members[0].result.model.linear_layers()
+    stack = _Stack(torch.stack(rows), [tuple(layer.weight.shape) for layer in layers])
+
+    X_t = torch.from_numpy(scaler.transform(X)).to(device)
+    y_t = torch.from_numpy(y).to(device)
+    class_w = _class_weights(y, n_classes, c0.class_weight)
+    w_t = torch.from_numpy(class_w[y]).to(device)
+    weighted = bool(np.ptp(class_w[np.unique(y)]) > 0)
+    if X_val is not None:
+        Xv_T = torch.from_numpy(scaler.transform(X_val)).to(device).t().contiguous()
+        yv_t = torch.from_numpy(y_val).to(device)
+        wv_t = torch.from_numpy(class_w[y_val]).to(device)
+    engine = _Engine(stack, spec, X_t.t().contiguous(), y_t, weighted)
+    optimizer = _Optimizer(c0.optimizer, stack.flat, configs)
+
+    n = len(y)
+    full_batch = OPTIMIZERS[c0.optimizer].full_batch
+    batch_size = n if full_batch else min(c0.batch_size, n)
+    steps = math.ceil(n / batch_size)
+    mse_k = 2.0 / n_classes if spec.head == "mse" else 1.0
+    if full_batch:
+        # train(): the step's sample weights are w * gd_scale / sum(w), gd_scale the lecture's
+        # ceil(N / lecture_batch_size) per configuration.
+        gd_scale = torch.tensor([math.ceil(n / c.lecture_batch_size) if c.lecture_batch_size
+                                 else 1 for c in configs], dtype=X_t.dtype, device=device)[:, None]
+        sw_gd = (w_t / w_t.sum()) if weighted else None
+        gd_grad_scale = gd_scale * (mse_k if weighted else mse_k / n)
+
+    def finish(m: _Member, row: int, reason: str) -> None:
+        model = m.result.model
+        offset = 0
+        for p in model.parameters():
+            k = p.numel()
+            p.data = stack.flat[row, offset : offset + k].clone().view_as(p)
+            offset += k
+        model.eval()
+        m.result.stop_reason = reason
+        if on_done is not None:
+            on_done(m.index, m.result)
+
+    active = list(members)
+    best_loss = [math.inf] * len(members)
+    previous_state = None
+    for epoch in range(1, max(c.epochs for c in configs) + 1):
+        start = time.perf_counter()
+        state = stack.flat.clone()
+        if full_batch:
+            perm, w_ep, sw, grad_scale = None, w_t, sw_gd, gd_grad_scale
+        else:
+            perm = torch.randperm(n, generator=order_rng).to(device)
+            w_ep = w_t[perm]
+            sw = _within_batch_weights(w_ep, batch_size) if weighted else None
+            grad_scale = mse_k
+        first = (epoch - 1) * steps
+        lrs = [[m.config.lr * m.schedule((first + s) / (steps * m.config.epochs))
+                for s in range(steps)] for m in active]
+        lrs_t = torch.tensor(lrs, dtype=X_t.dtype, device=device)
+        y_ep = engine.run_epoch(perm, sw, batch_size, lrs_t, grad_scale, optimizer)
+        with torch.no_grad():
+            stats = [(engine.loss * w_ep).sum(1) / w_ep.sum(),
+                     (engine.zy >= engine.zmax).to(X_t.dtype).mean(1),
+                     torch.isfinite(stack.flat).all(1).to(X_t.dtype)]
+            if X_val is not None:
+                stats += engine.evaluate(stack.flat, Xv_T, yv_t, wv_t)
+            stats = torch.stack(stats, 1).tolist()  # one device sync per epoch
+        seconds = (time.perf_counter() - start) / len(active)
+
+        keep, finished = [], []
+        for row, (m, values) in enumerate(zip(active, stats)):
+            train_loss, train_acc, finite = values[0], values[1], bool(values[2])
+            record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "lr": lrs[row][-1], "seconds": seconds}
+            if X_val is not None and finite and math.isfinite(train_loss):
+                record["val_loss"], record["val_accuracy"] = values[3], values[4]
+            if not (finite and all(math.isfinite(v) for v in record.values())):
+                # train()'s rule: back to the weights this epoch started from if their loss is
+                # finite, else to those of the epoch before; this epoch's record is dropped.
+                stack.flat[row] = state[row]
+                if previous_state is not None and not math.isfinite(float(engine.evaluate(
+                        state[row : row + 1], engine.XT, engine.y, w_t)[0][0])):
+                    stack.flat[row] = previous_state[row]
+                m.result.diverged = True
+                finished.append((m, row, "diverged"))
+                continue
+            m.result.history.append(record)
+            if X_val is not None and record["val_loss"] < best_loss[m.index]:
+                best_loss[m.index], m.result.best_epoch = record["val_loss"], epoch
+            stop = on_epoch is not None and bool(on_epoch(m.name, record))
+            if stop:
+                finished.append((m, row, "callback"))
+            elif epoch >= m.config.epochs:
+                finished.append((m, row, "completed"))
+            else:
+                keep.append(row)
+        for m, row, reason in finished:
+            finish(m, row, reason)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            # Drop finished rows: the others go on without computing for them.
+            rows_t = torch.tensor(keep, device=device)
+            stack.set_flat(stack.flat[rows_t].contiguous())
+            optimizer.select(rows_t)
+            state = state[rows_t]
+            if full_batch:
+                gd_grad_scale = gd_grad_scale[rows_t]
+            engine.reset()
+            active = [active[r] for r in keep]
+        previous_state = state
+    return [m.result for m in members]

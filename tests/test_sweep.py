@@ -1,0 +1,205 @@
+"""featmlp.sweep against featmlp.train.train, configuration by configuration.
+
+``train()`` is the reference: it is tested against plain PyTorch loops (tests/test_train.py),
+and a stacked sweep must end each configuration where ``train()`` alone ends it, up to float
+rounding (batched products sum in another order).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+
+from featmlp.errors import ConfigError
+from featmlp.store import FeatureTable
+from featmlp.sweep import config_names, expand_grid, run_sweep
+from featmlp.train import PRESETS, TrainConfig, train
+
+N_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def table():
+    X, y = make_classification(360, 9, n_informative=5, n_redundant=0, n_classes=N_CLASSES,
+                               n_clusters_per_class=1, random_state=0)
+    return FeatureTable(X[:300], y[:300], X[300:], y[300:], tuple(f"f{i}" for i in range(9)),
+                        tuple("abcd"))
+
+
+def _params(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _assert_same_as_train(table, run, rtol=1e-5):
+    ref = train(table.X_train, table.y_train, run.config, n_classes=N_CLASSES)
+    assert (run.diverged, run.result.stop_reason, run.result.best_epoch) == \
+        (ref.diverged, ref.stop_reason, ref.best_epoch), run.name
+    assert len(run.history) == len(ref.history), run.name
+    for ours, theirs in zip(run.history, ref.history):
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            if key != "seconds":
+                assert ours[key] == pytest.approx(theirs[key], rel=rtol, abs=1e-7), (run.name, key)
+    torch.testing.assert_close(_params(run.result.model), _params(ref.model), rtol=rtol, atol=1e-6)
+    assert not run.result.model.training
+    np.testing.assert_array_equal(run.result.predict(table.X_test), ref.predict(table.X_test))
+
+
+GRIDS = {
+    # The lecture: full-batch GD, softmax + MSE, minmax features; two architectures.
+    "lecture": (PRESETS["lecture"], dict(lr=[1, 10, 30], hidden=[(6,), (6, 6)])),
+    # The notebook's literal gradient scale, per configuration, with a schedule.
+    "lecture_batch_size": (dataclasses.replace(PRESETS["lecture"], epochs=8, schedule="cosine"),
+                           dict(lr=[0.005, 0.02], lecture_batch_size=[None, 64])),
+    "sgd": (TrainConfig(hidden=(16,), optimizer="sgd", epochs=4, batch_size=32,
+                        schedule="onecycle"),
+            dict(lr=[0.01, 0.1], momentum=[0.0, 0.9], weight_decay=[0.0, 1e-3])),
+    "adam_validation": (TrainConfig(hidden=(16, 8), optimizer="adam", epochs=4, batch_size=64,
+                                    val_fraction=0.2),
+                        dict(lr=[1e-3, 1e-2], weight_decay=[0.0, 1e-3])),
+    "adamw_weighted": (TrainConfig(hidden=(12,), activation="gelu", head="mse",
+                                   optimizer="adamw", epochs=3, batch_size=50,
+                                   class_weight="balanced"),
+                       dict(lr=[1e-3, 1e-2], weight_decay=[0.0, 1e-2])),
+    # Full-batch GD ignores the order of samples: different seeds (initial weights) stack.
+    "gd_seeds_tanh": (TrainConfig(hidden=(8,), activation="tanh", optimizer="gd", epochs=5,
+                                  schedule="none", class_weight=(1.0, 2.0, 0.5, 1.0)),
+                      dict(lr=[0.3, 1.0], seed=[0, 1])),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_stacked_configurations_end_as_train_alone(table, grid):
+    base, values = GRIDS[grid]
+    sweep = run_sweep(table, expand_grid(base, **values))
+    assert all(run.engine == "stacked" for run in sweep)
+    for run in sweep:
+        _assert_same_as_train(table, run)
+
+
+def test_configurations_with_different_epochs_share_a_group(table):
+    configs = expand_grid(dataclasses.replace(PRESETS["default"], hidden=(8,), batch_size=64),
+                          epochs=[2, 5], lr=[1e-3, 3e-3])
+    sweep = run_sweep(table, configs)
+    assert [run.engine for run in sweep] == ["stacked"] * 4
+    assert [len(run.history) for run in sweep] == [2, 2, 5, 5]
+    for run in sweep:
+        _assert_same_as_train(table, run)
+
+
+def test_a_diverging_configuration_stops_alone(table):
+    configs = expand_grid(TrainConfig(hidden=(8,), head="ce", optimizer="gd", epochs=6,
+                                      schedule="none"), lr=[0.5, 1e30, 2.0])
+    sweep = run_sweep(table, configs)
+    good, bad, other = sweep
+    assert bad.diverged and bad.result.stop_reason == "diverged"
+    assert bad.diverged_epoch == len(bad.history) + 1 <= 3
+    assert all(math.isfinite(r["train_loss"]) for r in bad.history)
+    assert torch.isfinite(_params(bad.result.model)).all()
+    for run in (good, other):
+        assert not run.diverged and len(run.history) == 6
+    for run in sweep:
+        _assert_same_as_train(table, run)
+
+
+def test_fallback_configurations_train_alone_as_train_does(table):
+    # Dropout needs autograd per network: train() itself, here one after another.
+    configs = expand_grid(TrainConfig(hidden=(8,), dropout=0.2, epochs=2, batch_size=64),
+                          lr=[1e-3, 1e-2])
+    configs.append(TrainConfig(hidden=(8,), optimizer="sgd", epochs=2, batch_size=64))
+    sweep = run_sweep(table, configs)
+    assert [run.engine for run in sweep] == ["train"] * 3
+    for run in sweep:
+        _assert_same_as_train(table, run, rtol=0)
+
+
+def test_fallback_in_worker_processes(table):
+    configs = [TrainConfig(hidden=(8,), dropout=0.1, epochs=2, batch_size=64, lr=lr)
+               for lr in (1e-3, 1e-2)]
+    seen = []
+    sweep = run_sweep(table, configs, workers=2, on_epoch=lambda name, r: seen.append(name))
+    assert sorted(seen) == sorted(config_names(configs) * 2)
+    for run in sweep:
+        _assert_same_as_train(table, run, rtol=0)
+
+
+def test_on_epoch_can_stop_one_configuration(table):
+    configs = expand_grid(PRESETS["lecture"], lr=[1.0, 10.0], epochs=[5])
+    stop = lambda name, record: name == "lr10_h6" and record["epoch"] == 2  # noqa: E731
+    sweep = run_sweep(table, configs, on_epoch=stop)
+    assert [len(run.history) for run in sweep] == [5, 2]
+    assert [run.result.stop_reason for run in sweep] == ["completed", "callback"]
+
+
+def test_sweep_directory(table, tmp_path):
+    configs = expand_grid(TrainConfig(hidden=(8,), head="ce", optimizer="gd", epochs=4,
+                                      schedule="none"), lr=[1.0, 1e30], hidden=[(8,), (8, 8)])
+    sweep = run_sweep(table, configs, tmp_path / "sweep", log_scale=True)
+    with open(tmp_path / "sweep" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["lr1_h8", "lr1_h8-8", "lr1e+30_h8", "lr1e+30_h8-8"]
+    for column in ("lr", "hidden", "final_train_loss", "test_accuracy", "diverged", "seconds"):
+        assert column in rows[0]
+    assert [r["hidden"] for r in rows] == ["8", "8-8", "8", "8-8"]
+    assert [r["diverged"] for r in rows] == ["False", "False", "True", "True"]
+    for row, run in zip(rows, sweep):
+        assert float(row["lr"]) == run.config.lr
+        assert float(row["test_accuracy"]) == pytest.approx(
+            np.mean(run.result.predict(table.X_test) == table.y_test))
+        metrics = json.loads((tmp_path / "sweep" / run.name / "metrics.json").read_text())
+        assert metrics["diverged"] == run.diverged
+        assert metrics["test_accuracy"] == pytest.approx(run.test_accuracy)
+        assert (tmp_path / "sweep" / run.name / "config.json").exists()
+        assert (tmp_path / "sweep" / run.name / "model.safetensors").exists()
+    for name in ("loss.png", "accuracy_vs_lr.png"):
+        assert (tmp_path / "sweep" / name).read_bytes()[:4] == b"\x89PNG"
+    meta = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert meta["names"] == sweep.names
+    assert meta["grid"] == {"hidden": [[8], [8, 8]], "lr": [1.0, 1e30]}
+
+
+def test_expand_grid_is_the_cartesian_product():
+    configs = expand_grid(PRESETS["lecture"], lr=[1, 10, 50, 500, 5000], hidden=[(6,), [6, 6], 4])
+    assert len(configs) == 15
+    assert [(c.lr, c.hidden) for c in configs[:4]] == [(1.0, (6,)), (1.0, (6, 6)), (1.0, (4,)),
+                                                       (10.0, (6,))]
+    assert all(dataclasses.replace(c, lr=10.0, hidden=(6,)) == PRESETS["lecture"]
+               for c in configs)
+    names = config_names(configs)
+    assert names[:3] == ["lr1_h6", "lr1_h6-6", "lr1_h4"] and len(set(names)) == 15
+
+
+@pytest.mark.parametrize("values, words", [
+    (dict(lr=[10, -1]), ["lr", "-1"]),
+    (dict(hidden=[(6,), (0,)]), ["hidden", "(0,)"]),
+    (dict(optimizer=["gd", "rmsprop"]), ["optimizer", "rmsprop"]),
+    (dict(learning_rate=[1]), ["learning_rate"]),
+    (dict(lr=[]), ["lr", "non-empty"]),
+    (dict(lr=0.1), ["lr", "list"]),
+    (dict(lecture_batch_size=[64], optimizer=["gd", "adam"]), ["lecture_batch_size", "adam"]),
+])
+def test_expand_grid_rejects_bad_values(values, words):
+    with pytest.raises(ConfigError) as err:
+        expand_grid(PRESETS["lecture"], **values)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_run_sweep_checks_its_arguments(table):
+    with pytest.raises(ConfigError, match="at least one"):
+        run_sweep(table, [])
+    with pytest.raises(ConfigError, match="workers"):
+        run_sweep(table, [PRESETS["lecture"]], workers=0)
+    with pytest.raises(ConfigError, match="lr"):
+        run_sweep(table, [dataclasses.replace(PRESETS["lecture"], lr=-1.0)])
+
+
+def test_sweep_leaves_the_global_random_state_alone(table):
+    before = torch.get_rng_state()
+    run_sweep(table, expand_grid(PRESETS["lecture"], lr=[1, 10], epochs=[2]))
+    assert torch.equal(before, torch.get_rng_state())

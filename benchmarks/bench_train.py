@@ -25,6 +25,7 @@ import dataclasses
 import math
 import os
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,18 +38,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from featmlp.model import Scaler
 from featmlp.train import PRESETS, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import lecture_features  # noqa: E402
+
 DEFAULT_FEATURES = Path(__file__).resolve().parent.parent / "runs" / "cifar-features.npz"
 
 
 def load_data(path: Path | None):
-    if path is not None and path.exists():
-        d = np.load(path, allow_pickle=False)
-        return d["X_train"], d["y_train"], d["X_test"], d["y_test"], f"CIFAR-10 features ({path})"
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60_000, 9))
-    W = rng.normal(size=(9, 10))
-    y = np.argmax(X @ W + 2.0 * rng.normal(size=(60_000, 10)), axis=1)
-    return X[:50_000], y[:50_000], X[50_000:], y[50_000:], "synthetic gaussian features"
+    return lecture_features(path)
 
 
 def lecture_loop(X: np.ndarray, y: np.ndarray, n_classes: int, hidden: int, lr: float, epochs: int,

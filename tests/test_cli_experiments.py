@@ -68,3 +68,33 @@ def test_tensorboard_logs(tmp_path, capsys, feats):
     acc = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train_loss")] == [1, 2, 3, 4]
+
+
+def test_sweep_command(tmp_path, capsys, feats):
+    import csv
+
+    code, out, err = run_cli(["sweep", feats, "--preset", "lecture", "--lr", "1,10,1e30", "--head", "ce",
+                              "--hidden", "6", "--hidden", "6,6", "--epochs", "5", "--out", tmp_path / "s"], capsys)
+    assert code == 0, err
+    with open(tmp_path / "s" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert {"lr", "hidden", "final_train_loss", "test_accuracy", "diverged", "seconds"} <= set(rows[0])
+    assert sorted({r["hidden"] for r in rows}) == ["6", "6-6"]
+    by_lr = {(float(r["lr"]), r["hidden"]): r for r in rows}
+    assert by_lr[(1e30, "6")]["diverged"].lower() in ("true", "1", "yes")
+    assert by_lr[(10.0, "6")]["diverged"].lower() in ("false", "0", "no")
+    diverged_names = [r["name"] for r in rows if r["diverged"].lower() in ("true", "1", "yes")]
+    assert len(diverged_names) == 2 and all(name in err for name in diverged_names)
+    for name in ("loss.png", "accuracy_vs_lr.png", "sweep.json"):
+        assert (tmp_path / "s" / name).is_file()
+    for r in rows:
+        assert (tmp_path / "s" / r["name"] / "metrics.json").is_file()
+    # the sweep directory gets a report like a run does
+    code, _, _ = run_cli(["report", tmp_path / "s"], capsys)
+    assert code == 0 and (tmp_path / "s" / "report.html").is_file()
+
+
+def test_sweep_bad_value(tmp_path, capsys, feats):
+    code, _, err = run_cli(["sweep", feats, "--lr", "1,x"], capsys)
+    assert code == 2 and "x" in err

@@ -26,6 +26,7 @@ COMMANDS = {
     "train": "featmlp.cli.training:train",
     "evaluate": "featmlp.cli.training:evaluate",
     "predict": "featmlp.cli.training:predict",
+    "sweep": "featmlp.cli.experiments:sweep",
     "lr-find": "featmlp.cli.experiments:lr_find",
     "compare": "featmlp.cli.experiments:compare",
     "report": "featmlp.cli.experiments:report",

@@ -73,3 +73,46 @@ def report(directory):
 
     path = write_report(directory)
     click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
+
+
+@click.command()
+@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@train_options(sweep=True)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes for configurations that cannot train together (dropout, batch norm, early stopping).")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/sweep-<time>).")
+def sweep(features_file, workers, out, **opts):
+    """Train every combination of the listed values; those that share data train together.
+
+    \b
+    featmlp sweep feats.npz --preset lecture --lr 1,10,50,500,5000 --hidden 6 --hidden 6,6
+    featmlp sweep feats.npz --lr 1e-4,1e-3,1e-2 --weight-decay 0,1e-4 --epochs 20
+
+    Writes DIR/results.csv (one row per configuration), DIR/loss.png (every curve overlaid),
+    DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration.
+    """
+    from ..store import load_features
+    from ..sweep import run_sweep
+    from .training import _default_out, _fmt, _grid_from
+
+    table = load_features(features_file)
+    quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    if opts.pop("tensorboard"):
+        raise click.UsageError("--tensorboard applies to single runs (train, run, lecture), not to sweeps")
+    configs = _grid_from(opts)
+    out = Path(out or _default_out("sweep"))
+    if not quiet:
+        click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")
+
+    result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale)
+    rows = result.table()
+    width = max(len(r["name"]) for r in rows)
+    click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  {'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {_fmt(r['final_train_loss'], '.6f'):>16}  "
+                   f"{_fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  {r['seconds']:8.3f}")
+    diverged = [r["name"] for r in rows if r["diverged"]]
+    if diverged:
+        click.echo(f"diverged (loss became NaN or infinite; drawn up to there): {', '.join(diverged)}", err=True)
+    click.echo(f"trained in {result.seconds:.2f} s; wrote {out}/results.csv, loss.png, accuracy_vs_lr.png "
+               f"and {len(rows)} run directories")

@@ -25,8 +25,23 @@ def _parse_hidden(ctx, param, value):
     return sizes
 
 
-def train_options(f):
-    """Every TrainConfig field as an option; unset options keep the preset's value."""
+def _list_of(type_):
+    """Callback parsing 'a,b,c' into a list of ``type_`` values (the sweep's options)."""
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        return [type_.convert(v.strip(), param, ctx) for v in value.split(",") if v.strip()]
+    return parse
+
+
+def train_options(f=None, *, sweep: bool = False):
+    """Every TrainConfig field as an option; unset options keep the preset's value.
+
+    With ``sweep=True`` each option takes a comma-separated list of values to try, and
+    ``--hidden`` may be repeated (one architecture each).
+    """
+    if f is None:
+        return lambda g: train_options(g, sweep=sweep)
     from ..model import ACTIVATIONS, HEADS, SCALERS
     from ..train import OPTIMIZERS, PRESETS, SCHEDULES
 
@@ -64,9 +79,26 @@ def train_options(f):
                      help="Also log every epoch for TensorBoard, in RUN_DIR/tensorboard (needs the tensorboard package)."),
         click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines or progress bars."),
     ]
+    if sweep:
+        opts = [_as_list_option(o) for o in opts]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _as_list_option(decorator):
+    """The same option, taking a list of values: repeatable --hidden, comma lists otherwise."""
+    probe = decorator(lambda: None).__click_params__[0]
+    name = probe.name
+    if probe.is_flag or name in ("preset", "device"):
+        return decorator
+    decls = [d for d in probe.opts + probe.secondary_opts]
+    metavar_type = getattr(probe.type, "name", "value").upper()
+    if name == "hidden":
+        return click.option(*decls, "hidden", multiple=True, callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None,
+                            metavar="N[,N...]", help="Hidden layer sizes of one architecture; repeat for several: --hidden 6 --hidden 6,6.")
+    return click.option(*decls, name, default=None, callback=_list_of(probe.type), metavar=f"{metavar_type}[,...]",
+                        help=(probe.help or "") + " Comma-separated values to try.")
 
 
 _TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
@@ -82,13 +114,28 @@ def _config_from(opts: dict, preset: str | None = None):
 
     base = PRESETS[opts.pop("preset", None) or preset or "default"]
     given = {k: opts.pop(k) for k in _TRAIN_KEYS if opts.get(k) is not None}
-    if given.get("class_weight") == "none":
+    for k in _TRAIN_KEYS:
+        opts.pop(k, None)
+    if isinstance(given.get("class_weight"), str) and given["class_weight"] == "none":
         given["class_weight"] = None
     if "optimizer" in given and given["optimizer"] != "gd":
         given.setdefault("lecture_batch_size", None)  # the lecture's gradient scale is gd's only
+    return dataclasses.replace(base, **given)
+
+
+def _grid_from(opts: dict, preset: str | None = None):
+    """The sweep's configurations: the preset, with every listed value tried."""
+    from ..sweep import expand_grid
+
+    lists = {k: opts.pop(k) for k in _TRAIN_KEYS if opts.get(k) is not None}
     for k in _TRAIN_KEYS:
         opts.pop(k, None)
-    return dataclasses.replace(base, **given)
+    if "class_weight" in lists:
+        lists["class_weight"] = [None if v == "none" else v for v in lists["class_weight"]]
+    base = _config_from(opts, preset)
+    if any(v != "gd" for v in lists.get("optimizer", [])):
+        lists.setdefault("lecture_batch_size", [None])  # the lecture's gradient scale is gd's only
+    return expand_grid(base, **lists)
 
 
 def _fmt(v, spec=".4f"):

@@ -82,6 +82,20 @@ def test_stacked_configurations_end_as_train_alone(table, grid):
         _assert_same_as_train(table, run)
 
 
+def test_full_batch_gradient_summed_over_chunks(table, monkeypatch):
+    # Full-batch epochs run in chunks of samples (the 300 here fit one): force ~40-sample
+    # chunks, of two sizes, and a validation split.
+    from featmlp.sweep import _stacked
+
+    monkeypatch.setattr(_stacked, "_CHUNK_ELEMENTS", 40 * 2 * 6)
+    monkeypatch.setattr(_stacked, "_MIN_CHUNK", 1)
+    base = dataclasses.replace(PRESETS["lecture"], epochs=6, val_fraction=0.1)
+    sweep = run_sweep(table, expand_grid(base, lr=[2.0, 5.0], head=["mse", "ce"]))
+    assert [run.engine for run in sweep] == ["stacked"] * 4
+    for run in sweep:
+        _assert_same_as_train(table, run)
+
+
 def test_configurations_with_different_epochs_share_a_group(table):
     configs = expand_grid(dataclasses.replace(PRESETS["default"], hidden=(8,), batch_size=64),
                           epochs=[2, 5], lr=[1e-3, 3e-3])
@@ -131,7 +145,9 @@ def test_fallback_in_worker_processes(table):
 def test_on_epoch_can_stop_one_configuration(table):
     configs = expand_grid(PRESETS["lecture"], lr=[1.0, 10.0], epochs=[5])
     stop = lambda name, record: name == "lr10_h6" and record["epoch"] == 2  # noqa: E731
-    sweep = run_sweep(table, configs, on_epoch=stop)
+    progress = []
+    sweep = run_sweep(table, configs, on_epoch=stop, progress=lambda *a: progress.append(a))
+    assert progress == [("sweep", 1, 2), ("sweep", 2, 2)]
     assert [len(run.history) for run in sweep] == [5, 2]
     assert [run.result.stop_reason for run in sweep] == ["completed", "callback"]
 

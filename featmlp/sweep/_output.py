@@ -66,7 +66,8 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
     fig = _figure(13 if has_val else 8.5, 4.5)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
     colours = _colours(len(sweep))
-    for ax, key, title in zip(axes, ("train_loss", "val_loss"), ("training loss", "validation loss")):
+    titles = {"train_loss": "training loss", "val_loss": "validation loss"}
+    for ax, (key, title) in zip(axes, titles.items()):
         for run, colour in zip(sweep, colours):
             points = [(r["epoch"], r[key]) for r in run.result.history if key in r]
             label = run.name

@@ -223,8 +223,9 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     if alone and workers > 1:
         # Spawn, not fork: a forked child of a process that has run torch's thread pools can
         # deadlock. Each worker gets its share of the cores.
-        threads = max(1, (os.cpu_count() or 1) // min(workers, len(alone)))
-        pool = ProcessPoolExecutor(min(workers, len(alone)), mp_context=multiprocessing.get_context("spawn"),
+        n_workers = min(workers, len(alone))
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(X, y, n_classes, threads))
         futures = {i: pool.submit(_worker_train, configs[i]) for i in alone}
     try:

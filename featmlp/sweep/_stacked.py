@@ -13,9 +13,15 @@ group), the per-sample loss weights, the optimiser's arithmetic with per-configu
 divergence rule. Only float rounding differs from ``train()`` (batched products sum in another
 order), so histories agree to float tolerance; tests check it.
 
-Measured on this project's 2-core CPU, the lecture's sweep (50,000 x 9, full-batch GD, 5 learning
-rates, hidden (6,)) takes ~1.3 ms per configuration-epoch stacked against ~1.8-3 ms for ``train()``
-alone; see ``benchmarks/bench_sweep.py`` for the whole sweep.
+Speed (``benchmarks/bench_sweep.py``, this project's 2-core CPU): the lecture's sweep (10
+networks, 20 full-batch epochs over 50,000 x 9) trains in ~0.33 s, ~1.6 ms per network-epoch,
+against ~2.2-2.5 ms for ``train()`` alone. Such an epoch is arithmetic over 50,000 samples, not
+per-op overhead, so stacking saves little per network there; it saves more where steps are small.
+Tried and left out: running the chunks of an epoch on 2 threads of one core each (0.47 s against
+0.35 s for the sweep: the OpenMP team of the main thread spin-waits against them), and a numba
+kernel fusing forward, softmax and backward per block of samples (on one core 6.1 ms against
+9.6 ms for these ops per epoch of 5 networks; torch on both cores 6.6 ms): a second engine to
+keep equal to ``train()`` for a gain that would not reach issue 4's 3x goal either.
 """
 
 from __future__ import annotations
@@ -97,18 +103,18 @@ class _Optimizer:
 
 
 def _layer_views(flat: torch.Tensor, layer_shapes) -> tuple[list, list]:
-    """Weights (K, out, in) and biases (K, out, 1) of each layer, as views into ``flat``."""
+    """Weights (K, out, in) and biases (K, out) of each layer, as views into ``flat`` (K, P)."""
     K, W, b, offset = flat.shape[0], [], [], 0
     for out, inp in layer_shapes:
         W.append(flat[:, offset : offset + out * inp].view(K, out, inp))
         offset += out * inp
-        b.append(flat[:, offset : offset + out].unsqueeze(2))
+        b.append(flat[:, offset : offset + out])
         offset += out
     return W, b
 
 
 class _Stack:
-    """``K`` networks of one shape: rows of ``flat``, with per-layer views and gradients."""
+    """``K`` networks of one shape: rows of ``flat`` with per-layer views, and their gradient."""
 
     def __init__(self, flat: torch.Tensor, layer_shapes: list[tuple[int, int]]):
         self.layer_shapes = layer_shapes
@@ -116,23 +122,14 @@ class _Stack:
 
     def set_flat(self, flat: torch.Tensor) -> None:
         self.flat = flat
-        K = flat.shape[0]
-        self.W, self.b = _layer_views(flat, self.layer_shapes)
+        W, b = _layer_views(flat, self.layer_shapes)
+        self.W, self.b = W, [bias.unsqueeze(2) for bias in b]
         self.grad = torch.zeros_like(flat)
-        self.gW = [torch.zeros(K, o, i, dtype=flat.dtype, device=flat.device)
-                   for o, i in self.layer_shapes]
-        self.gb = [torch.zeros(K, o, dtype=flat.dtype, device=flat.device)
-                   for o, _ in self.layer_shapes]
+        self.grad_views = _layer_views(self.grad, self.layer_shapes)
 
     @property
     def K(self) -> int:
         return self.flat.shape[0]
-
-    def gather_grad(self) -> torch.Tensor:
-        """The per-layer gradients as rows laid out like ``flat``, in one op."""
-        K = self.K
-        parts = [t for gw, gb in zip(self.gW, self.gb) for t in (gw.view(K, -1), gb)]
-        return torch.cat(parts, 1, out=self.grad)
 
 
 class _Engine:
@@ -153,14 +150,19 @@ class _Engine:
         self.reset()
 
     def reset(self) -> None:
-        """Forget buffers sized for the previous number of rows."""
+        """Size the buffers for the stack's current number of rows."""
         K, N = self.stack.K, self.XT.shape[1]
         like = dict(dtype=self.XT.dtype, device=self.XT.device)
         # Per-sample results of the epoch: loss, true-class logit, largest logit.
         self.loss, self.zy, self.zmax = (torch.empty(K, N, **like) for _ in range(3))
+        # Full-batch epochs: chunks of (nearly) equal size, so two workspaces at most.
+        n_chunks = math.ceil(N / self.chunk_size(N))
+        bounds = [N * i // n_chunks for i in range(n_chunks + 1)]
+        self.chunks = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         self._work: dict[int, tuple] = {}
 
     def _workspace(self, n: int):
+        """Buffers for batches of ``n`` samples (two sizes per run at most)."""
         if n not in self._work:
             K, like = self.stack.K, dict(dtype=self.XT.dtype, device=self.XT.device)
             hidden = [torch.empty(K, w, n, **like) for w in self.widths[:-1]]
@@ -174,9 +176,9 @@ class _Engine:
         wide = max(self.widths)
         return min(n, max(_MIN_CHUNK, _CHUNK_ELEMENTS // (self.stack.K * wide)))
 
-    def _step_gradient(self, xT, y, sl: slice, swb, first: bool) -> None:
-        """Forward and backward of samples ``xT`` (F, n) for all rows; gradients accumulate
-        into ``stack.gW``/``gb`` (overwritten when ``first``)."""
+    def _gradient(self, xT, y, sl: slice, swb, accumulate: bool) -> None:
+        """Forward and backward of samples ``xT`` (F, n) for all rows: the gradient of the sum
+        of their (``swb``-weighted) losses, written into (or added to) ``stack.grad``."""
         st, K, n = self.stack, self.stack.K, xT.shape[1]
         hidden, back, Z, E, G, S, PY, R = self._workspace(n)
         yi = y.view(1, 1, n).expand(K, 1, n)
@@ -211,15 +213,15 @@ class _Engine:
             G = E.scatter_add_(1, yi, self.minus_one.expand(K, 1, n))
         if swb is not None:
             G.mul_(swb)
+        gW, gb = st.grad_views
         g = G
         for k in range(last, -1, -1):
-            aT = outs[k].transpose(1, 2)
-            if first:
-                torch.bmm(g, aT, out=st.gW[k])
-                torch.sum(g, 2, out=st.gb[k])
+            if accumulate:
+                gW[k].baddbmm_(g, outs[k].transpose(1, 2))
+                gb[k].add_(g.sum(2))
             else:
-                st.gW[k].baddbmm_(g, aT)
-                st.gb[k].add_(g.sum(2))
+                torch.bmm(g, outs[k].transpose(1, 2), out=gW[k])
+                torch.sum(g, 2, out=gb[k])
             if k:
                 d = torch.bmm(st.W[k].transpose(1, 2), g, out=back[k - 1])
                 g = self.act_backward(d, outs[k], pres[k])
@@ -236,22 +238,19 @@ class _Engine:
         n = self.XT.shape[1]
         if perm is None:
             XT, y = self.XT, self.y
-            step = self.chunk_size(n)
-            starts = range(0, n, step)
-            for i, s in enumerate(starts):
-                sl = slice(s, min(s + step, n))
+            for i, sl in enumerate(self.chunks):
                 swb = None if sw is None else sw[sl].view(1, 1, -1)
-                self._step_gradient(XT[:, sl], y[sl], sl, swb, i == 0)
-            optimizer.step(st.flat, st.gather_grad().mul_(grad_scale), lrs[:, :1])
+                self._gradient(XT[:, sl], y[sl], sl, swb, accumulate=i > 0)
+            optimizer.step(st.flat, st.grad.mul_(grad_scale), lrs[:, :1])
         else:
             XT = torch.index_select(self.XT, 1, perm, out=self.XTp)
             y = torch.index_select(self.y, 0, perm, out=self.yp)
             for i, s in enumerate(range(0, n, batch_size)):
                 sl = slice(s, min(s + batch_size, n))
                 swb = None if sw is None else sw[sl].view(1, 1, -1)
-                self._step_gradient(XT[:, sl], y[sl], sl, swb, True)
+                self._gradient(XT[:, sl], y[sl], sl, swb, accumulate=False)
                 scale = grad_scale if sw is not None else grad_scale / (sl.stop - sl.start)
-                optimizer.step(st.flat, st.gather_grad().mul_(scale), lrs[:, i : i + 1])
+                optimizer.step(st.flat, st.grad.mul_(scale), lrs[:, i : i + 1])
         if self.mse:
             self.loss.add_(1).div_(self.n_classes)
         return y
@@ -269,7 +268,7 @@ class _Engine:
             xT, yb = XT[:, s : s + step], y[s : s + step]
             a = xT.expand(K, *xT.shape)
             for k in range(len(W)):
-                a = torch.baddbmm(b[k], W[k], a)
+                a = torch.baddbmm(b[k].unsqueeze(2), W[k], a)
                 if k < len(W) - 1:
                     a = self.act(a)
             yk = yb.expand(K, len(yb))

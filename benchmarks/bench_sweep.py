@@ -13,8 +13,9 @@ written; it includes scaling the data and scoring the test split once per config
 in brackets, the training alone (the sum of the epochs' seconds). Each figure is the best of
 ``--repeat`` runs: other processes share this machine's 2 cores.
 
-Data: the lecture's CIFAR-10 features from /tmp/full.npz (``featmlp.store.load_features``) when
-present, else random gaussian features of the same shape.
+Data: the lecture's CIFAR-10 features (runs/cifar-features.npz, extracted once from
+../shared/data/cifar10-jpg.tar.gz when missing: see benchmarks/_data.py), else random gaussian
+features of the same shape.
 
     python benchmarks/bench_sweep.py [--features FILE] [--repeat 3] [--minibatch-epochs 3]
 """
@@ -24,25 +25,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from featmlp.store import FeatureTable, load_features
+from featmlp.store import FeatureTable
 from featmlp.sweep import expand_grid, run_sweep
 from featmlp.train import PRESETS, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import lecture_features  # noqa: E402
 
-def load_table(path: Path) -> tuple[FeatureTable, str]:
-    if path.exists():
-        return load_features(path), f"CIFAR-10 lecture features ({path})"
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60_000, 9))
-    y = np.argmax(X @ rng.normal(size=(9, 10)) + 2.0 * rng.normal(size=(60_000, 10)), axis=1)
-    names = tuple(f"f{i}" for i in range(9)), tuple(f"c{i}" for i in range(10))
-    return FeatureTable(X[:50_000], y[:50_000], X[50_000:], y[50_000:], *names), "random gaussian"
+
+def load_table(path: Path | None) -> tuple[FeatureTable, str]:
+    X_train, y_train, X_test, y_test, what = lecture_features(path)
+    names = tuple(f"f{i}" for i in range(X_train.shape[1])), tuple(f"c{i}" for i in range(10))
+    return FeatureTable(X_train, y_train, X_test, y_test, *names), what
 
 
 def best_of(repeat: int, fn) -> tuple[float, float, object]:
@@ -91,7 +92,7 @@ def compare(title, table, configs, alone, repeat):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=Path, default=Path("/tmp/full.npz"))
+    parser.add_argument("--features", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--minibatch-epochs", type=int, default=3)
     args = parser.parse_args()

@@ -26,3 +26,17 @@ def tiny_dataset() -> Dataset:
 def sample_dataset() -> Dataset:
     """The bundled CIFAR-10 sample (5,000 + 1,000 images), loaded once per session."""
     return load_dataset("sample")
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the featmlp command in-process: ``code, stdout, stderr = run_cli([...])``."""
+    from featmlp.cli import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return e.value.code, out, err
+
+    return run

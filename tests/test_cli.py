@@ -10,14 +10,7 @@ import pytest
 from PIL import Image
 
 from featmlp import extract_features
-from featmlp.cli import main
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def make_folder(root, sizes=((20, 20),), per_class=6):
@@ -29,10 +22,10 @@ def make_folder(root, sizes=((20, 20),), per_class=6):
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
 
 
-def test_extract_folder(tmp_path, capsys):
+def test_extract_folder(tmp_path, run_cli):
     make_folder(tmp_path / "imgs")
     out = tmp_path / "f.npz"
-    code, stdout, _ = run_cli(["extract", tmp_path / "imgs", "-o", out, "--test-fraction", "0.5", "-q"], capsys)
+    code, stdout, _ = run_cli(["extract", tmp_path / "imgs", "-o", out, "--test-fraction", "0.5", "-q"])
     assert code == 0, stdout
     assert "6 train + 6 test images x 9 lecture features, 2 classes" in stdout
     with np.load(out, allow_pickle=False) as z:
@@ -45,9 +38,9 @@ def test_extract_folder(tmp_path, capsys):
             assert np.any(np.all(ref == row, axis=1))
 
 
-def test_extract_bundled_sample_default(tmp_path, capsys, monkeypatch):
+def test_extract_bundled_sample_default(tmp_path, run_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, stdout, _ = run_cli(["extract", "-q"], capsys)
+    code, stdout, _ = run_cli(["extract", "-q"])
     assert code == 0
     assert "5000 train + 1000 test images x 9" in stdout
     assert (tmp_path / "features.npz").exists()
@@ -58,21 +51,20 @@ def test_extract_bundled_sample_default(tmp_path, capsys, monkeypatch):
     (["extract", "--image-size", "32by32"], "WIDTHxHEIGHT"),
     (["extract", "--features", "nope"], "nope"),
 ])
-def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
+def test_bad_input_is_one_line(tmp_path, run_cli, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(args, capsys)
+    code, out, err = run_cli(args)
     assert code != 0
     assert message in err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_mixed_sizes_error_then_resize(tmp_path, capsys):
+def test_mixed_sizes_error_then_resize(tmp_path, run_cli):
     make_folder(tmp_path / "imgs", sizes=((20, 20), (24, 16)))
-    code, _, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q"], capsys)
+    code, _, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q"])
     assert code == 1 and "image-size" in err and len(err.strip().splitlines()) == 1
-    code, out, _ = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q", "--image-size", "16x16"],
-                           capsys)
+    code, out, _ = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q", "--image-size", "16x16"])
     assert code == 0
 
 

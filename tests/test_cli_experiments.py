@@ -7,15 +7,8 @@ import json
 import pytest
 from sklearn.datasets import make_classification
 
-from featmlp.cli import main
 from featmlp.store import FeatureTable, save_features
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.fixture
@@ -26,9 +19,9 @@ def feats(tmp_path):
                                                           {"features": "lecture"}))
 
 
-def test_lr_find_prints_suggestion_last_and_plots(tmp_path, capsys, feats):
+def test_lr_find_prints_suggestion_last_and_plots(tmp_path, run_cli, feats):
     code, out, err = run_cli(["lr-find", feats, "--steps", "40", "--batch-size", "32", "-q",
-                              "--plot", tmp_path / "lr.png"], capsys)
+                              "--plot", tmp_path / "lr.png"])
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("suggested lr: ")
@@ -38,43 +31,43 @@ def test_lr_find_prints_suggestion_last_and_plots(tmp_path, capsys, feats):
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_and_report(tmp_path, capsys, feats):
+def test_compare_and_report(tmp_path, run_cli, feats):
     for name, lr in (("slow", "0.0001"), ("fast", "0.01")):
-        code, _, err = run_cli(["train", feats, "--epochs", "3", "--lr", lr, "-q", "--out", tmp_path / name], capsys)
+        code, _, err = run_cli(["train", feats, "--epochs", "3", "--lr", lr, "-q", "--out", tmp_path / name])
         assert code == 0, err
-    code, out, _ = run_cli(["compare", tmp_path / "slow", tmp_path / "fast", "--plot", tmp_path / "c.png"], capsys)
+    code, out, _ = run_cli(["compare", tmp_path / "slow", tmp_path / "fast", "--plot", tmp_path / "c.png"])
     assert code == 0
     header, *rows = out.strip().splitlines()[:3]
     assert "lr" in header.split() and "test_accuracy" in header.split()
     assert rows[0].split()[0] == "slow" and rows[1].split()[0] == "fast"
     assert (tmp_path / "c.png").exists()
 
-    code, out, _ = run_cli(["report", tmp_path / "fast"], capsys)
+    code, out, _ = run_cli(["report", tmp_path / "fast"])
     assert code == 0
     html = (tmp_path / "fast" / "report.html").read_text()
     acc = json.loads((tmp_path / "fast" / "metrics.json").read_text())["test_accuracy"]
     assert "data:image/png;base64," in html and f"{acc:.4f}" in html
 
-    code, _, err = run_cli(["compare", tmp_path / "nope"], capsys)
+    code, _, err = run_cli(["compare", tmp_path / "nope"])
     assert code == 1 and "nope" in err
 
 
-def test_tensorboard_logs(tmp_path, capsys, feats):
+def test_tensorboard_logs(tmp_path, run_cli, feats):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    code, _, err = run_cli(["train", feats, "--epochs", "4", "--tensorboard", "-q", "--out", tmp_path / "t"], capsys)
+    code, _, err = run_cli(["train", feats, "--epochs", "4", "--tensorboard", "-q", "--out", tmp_path / "t"])
     assert code == 0, err
     acc = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train_loss")] == [1, 2, 3, 4]
 
 
-def test_sweep_command(tmp_path, capsys, feats):
+def test_sweep_command(tmp_path, run_cli, feats):
     import csv
 
     code, out, err = run_cli(["sweep", feats, "--preset", "lecture", "--lr", "1,10,1e30", "--head", "ce",
-                              "--hidden", "6", "--hidden", "6,6", "--epochs", "5", "--out", tmp_path / "s"], capsys)
+                              "--hidden", "6", "--hidden", "6,6", "--epochs", "5", "--out", tmp_path / "s"])
     assert code == 0, err
     with open(tmp_path / "s" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -91,10 +84,10 @@ def test_sweep_command(tmp_path, capsys, feats):
     for r in rows:
         assert (tmp_path / "s" / r["name"] / "metrics.json").is_file()
     # the sweep directory gets a report like a run does
-    code, _, _ = run_cli(["report", tmp_path / "s"], capsys)
+    code, _, _ = run_cli(["report", tmp_path / "s"])
     assert code == 0 and (tmp_path / "s" / "report.html").is_file()
 
 
-def test_sweep_bad_value(tmp_path, capsys, feats):
-    code, _, err = run_cli(["sweep", feats, "--lr", "1,x"], capsys)
+def test_sweep_bad_value(tmp_path, run_cli, feats):
+    code, _, err = run_cli(["sweep", feats, "--lr", "1,x"])
     assert code == 2 and "x" in err

@@ -13,17 +13,10 @@ from sklearn.datasets import make_classification
 from sklearn.metrics import accuracy_score, confusion_matrix
 
 from featmlp.bundle import load_bundle
-from featmlp.cli import main
 from featmlp.run import repeat_config, train_run
 from featmlp.store import FeatureTable, save_features
 from featmlp.train import PRESETS, TrainConfig
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.fixture
@@ -67,35 +60,35 @@ def test_divergence_is_recorded_not_raised(tmp_path, table):
     assert np.isfinite(bundle.predict_proba(table.X_test)).all()
 
 
-def test_train_evaluate_predict_commands(tmp_path, capsys, table):
+def test_train_evaluate_predict_commands(tmp_path, run_cli, table):
     feats = save_features(tmp_path / "f.npz", table)
-    code, out, err = run_cli(["train", feats, "--hidden", "8,8", "--epochs", "3", "--out", tmp_path / "t"], capsys)
+    code, out, err = run_cli(["train", feats, "--hidden", "8,8", "--epochs", "3", "--out", tmp_path / "t"])
     assert code == 0, err
     assert out.count("epoch ") == 3 and "test accuracy" in out
     cfg = json.loads((tmp_path / "t" / "config.json").read_text())
     assert cfg["train"]["hidden"] == [8, 8] and cfg["train"]["epochs"] == 3
     assert cfg["train"]["optimizer"] == PRESETS["default"].optimizer  # unset options keep the preset
 
-    code, out, _ = run_cli(["evaluate", tmp_path / "t"], capsys)
+    code, out, _ = run_cli(["evaluate", tmp_path / "t"])
     assert code == 0
     acc = json.loads((tmp_path / "t" / "metrics.json").read_text())["test_accuracy"]
     assert f"test accuracy {acc:.4f}" in out
 
-    code, out, _ = run_cli(["evaluate", tmp_path / "t", feats, "--json"], capsys)
+    code, out, _ = run_cli(["evaluate", tmp_path / "t", feats, "--json"])
     assert json.loads(out)["accuracy"] == pytest.approx(acc)
 
 
-def test_preset_overridden_by_options(tmp_path, capsys, table):
+def test_preset_overridden_by_options(tmp_path, run_cli, table):
     feats = save_features(tmp_path / "f.npz", table)
     code, _, err = run_cli(["train", feats, "--preset", "lecture", "--lr", "50", "--epochs", "2", "-q",
-                            "--out", tmp_path / "p"], capsys)
+                            "--out", tmp_path / "p"])
     assert code == 0, err
     cfg = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
     expected = dataclasses.replace(PRESETS["lecture"], lr=50.0, epochs=2).to_dict()
     assert cfg == expected
 
 
-def test_lecture_command_and_predict(tmp_path, capsys):
+def test_lecture_command_and_predict(tmp_path, run_cli):
     rng = np.random.default_rng(0)
     root = tmp_path / "imgs"
     for k, cls in enumerate(("dark", "light")):
@@ -104,7 +97,7 @@ def test_lecture_command_and_predict(tmp_path, capsys):
             base = 60 + 120 * k
             img = np.clip(base + rng.normal(0, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / cls / f"{i}.png")
-    code, out, err = run_cli(["lecture", "--data", root, "--test-fraction", "0.5", "--out", tmp_path / "lec"], capsys)
+    code, out, err = run_cli(["lecture", "--data", root, "--test-fraction", "0.5", "--out", tmp_path / "lec"])
     assert code == 0, err
     assert "Epoch: 20, Loss:" in out and "Accuracy of the network on the 10 test images" in out
     cfg = json.loads((tmp_path / "lec" / "config.json").read_text())
@@ -112,7 +105,7 @@ def test_lecture_command_and_predict(tmp_path, capsys):
     assert cfg["data"]["features"] == "lecture"
 
     imgs = sorted(root.rglob("*.png"))[:3]
-    code, out, _ = run_cli(["predict", tmp_path / "lec", *imgs], capsys)
+    code, out, _ = run_cli(["predict", tmp_path / "lec", *imgs])
     assert code == 0
     lines = out.strip().splitlines()
     assert len(lines) == 3
@@ -121,10 +114,9 @@ def test_lecture_command_and_predict(tmp_path, capsys):
         assert p == str(path) and cls in ("dark", "light") and 0 <= float(prob) <= 1
 
 
-def test_run_diverging_lr_exits_cleanly(tmp_path, capsys, table):
+def test_run_diverging_lr_exits_cleanly(tmp_path, run_cli, table):
     feats = save_features(tmp_path / "f.npz", table)
-    code, out, err = run_cli(["train", feats, "--optimizer", "gd", "--lr", "1e30", "-q", "--out", tmp_path / "x"],
-                             capsys)
+    code, out, err = run_cli(["train", feats, "--optimizer", "gd", "--lr", "1e30", "-q", "--out", tmp_path / "x"])
     assert code == 0
     assert "diverged" in err and "Traceback" not in err
     assert json.loads((tmp_path / "x" / "metrics.json").read_text())["diverged"] is True
@@ -137,15 +129,15 @@ def test_run_diverging_lr_exits_cleanly(tmp_path, capsys, table):
     (["evaluate", "nowhere"], "nowhere"),
     (["predict", "nowhere", "a.png"], "nowhere"),
 ])
-def test_bad_training_input(tmp_path, capsys, monkeypatch, table, args, message):
+def test_bad_training_input(tmp_path, run_cli, monkeypatch, table, args, message):
     monkeypatch.chdir(tmp_path)
     save_features(tmp_path / "F", table)
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_cli(args)
     assert code != 0 and message in err and "Traceback" not in err
 
 
-def test_predict_unreadable_image(tmp_path, capsys, table):
+def test_predict_unreadable_image(tmp_path, run_cli, table):
     train_run(table, TrainConfig(epochs=1), tmp_path / "m")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    code, _, err = run_cli(["predict", tmp_path / "m", tmp_path / "bad.png"], capsys)
+    code, _, err = run_cli(["predict", tmp_path / "m", tmp_path / "bad.png"])
     assert code == 1 and "bad.png" in err

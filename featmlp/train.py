@@ -150,7 +150,8 @@ class TrainConfig:
                 f"class_weight {cw!r} is not one of: None, 'balanced', or a tuple of one "
                 f"non-negative weight per class"
             )
-        _check_number("lr", self.lr, low=0, low_open=True)
+        # the weights are float32: a larger lr cannot even be applied (torch raises)
+        _check_number("lr", self.lr, low=0, low_open=True, high=float(torch.finfo(torch.float32).max))
         _check_int("epochs", self.epochs, low=1)
         _check_int("batch_size", self.batch_size, low=1)
         _check_number("momentum", self.momentum, low=0, high=1, high_open=True)

@@ -165,8 +165,9 @@ def _report_run(run, lecture: bool = False) -> None:
     m = run.metrics
     if m["diverged"]:
         last = m["epochs_run"]
-        click.echo(f"diverged: the loss became NaN or infinite after epoch {last}; kept the last finite "
-                   f"weights (try a smaller --lr)", err=True)
+        kept = f"the weights after epoch {last}" if last else "the initial weights"
+        click.echo(f"diverged: the loss became NaN or infinite in epoch {last + 1}; kept {kept} "
+                   f"(try a smaller --lr)", err=True)
     acc = m.get("test_accuracy")
     if lecture:
         click.echo(f"Accuracy of the network on the {m.get('n_test', 0)} test images: {_fmt(acc * 100 if acc is not None else None, '.2f')} %")

@@ -13,15 +13,14 @@ group), the per-sample loss weights, the optimiser's arithmetic with per-configu
 divergence rule. Only float rounding differs from ``train()`` (batched products sum in another
 order), so histories agree to float tolerance; tests check it.
 
-Speed (``benchmarks/bench_sweep.py``, this project's 2-core CPU): the lecture's sweep (10
-networks, 20 full-batch epochs over 50,000 x 9) trains in ~0.33 s, ~1.6 ms per network-epoch,
-against ~2.2-2.5 ms for ``train()`` alone. Such an epoch is arithmetic over 50,000 samples, not
-per-op overhead, so stacking saves little per network there; it saves more where steps are small.
-Tried and left out: running the chunks of an epoch on 2 threads of one core each (0.47 s against
-0.35 s for the sweep: the OpenMP team of the main thread spin-waits against them), and a numba
-kernel fusing forward, softmax and backward per block of samples (on one core 6.1 ms against
-9.6 ms for these ops per epoch of 5 networks; torch on both cores 6.6 ms): a second engine to
-keep equal to ``train()`` for a gain that would not reach issue 4's 3x goal either.
+Speed (``benchmarks/bench_sweep.py``, this project's 2-core CPU): such a full-batch epoch is
+arithmetic over 50,000 samples, not per-op overhead. With torch ops the lecture's sweep (10
+networks, 20 epochs over 50,000 x 9) trained in ~0.32 s, ~1.6 ms per network-epoch against
+~2.2 ms for ``train()`` alone (7x one configuration). Full-batch ReLU groups on the CPU
+therefore run in one fused numba kernel (``_fused.py``: forward, softmax, loss and gradients per
+256-sample block that stays in L1, on both cores, float64 gradient sums per chunk): ~0.12 s,
+~0.6 ms per network-epoch, 2.8x one configuration. Tried and left out: running torch chunks on 2
+threads (slower: the OpenMP team spin-waits), and torch at 2 threads beside the kernel (same).
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ from featmlp.model import HEADS, Scaler, build_mlp
 from featmlp.train import (_FAST_ACTIVATIONS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult,
                            _check_data, _class_weights, _resolve_device, _split_validation,
                            _within_batch_weights)
+
+from . import _fused
 
 # Full-batch epochs run in chunks of samples so that the (K, units, chunk) intermediates stay
 # in cache and the gradient accumulates chunk by chunk. Whole-epoch tensors for 5 networks
@@ -135,8 +136,12 @@ class _Stack:
 class _Engine:
     """Forward, backward and the steps of one epoch for a :class:`_Stack`."""
 
-    def __init__(self, stack: _Stack, spec, XT: torch.Tensor, y: torch.Tensor, weighted: bool):
+    def __init__(self, stack: _Stack, spec, XT: torch.Tensor, y: torch.Tensor, weighted: bool,
+                 fused: bool = False):
         self.stack = stack
+        # Full-batch epochs of ReLU networks on the CPU run in one numba kernel (_fused.py):
+        # forward, softmax, loss and gradients per block of samples, on all cores.
+        self.fused = fused
         self.act, self.act_backward = _FAST_ACTIVATIONS[spec.activation]
         self.keep_pre = spec.activation == "gelu"
         self.mse = spec.head == "mse"
@@ -154,6 +159,15 @@ class _Engine:
         K, N = self.stack.K, self.XT.shape[1]
         like = dict(dtype=self.XT.dtype, device=self.XT.device)
         # Per-sample results of the epoch: loss, true-class logit, largest logit.
+        if self.fused:
+            shapes = self.stack.layer_shapes
+            self.shapes = np.array(shapes, dtype=np.int64)
+            self.offsets = np.cumsum([0] + [o * i + o for o, i in shapes[:-1]], dtype=np.int64)
+            n_chunks = _fused.n_chunks(N)
+            self.fused_grad = np.empty((n_chunks, K, self.stack.flat.shape[1]))
+            self.fused_stats = np.empty((n_chunks, K, 2))
+            self.ones = np.ones(N, np.float32)
+            return
         self.loss, self.zy, self.zmax = (torch.empty(K, N, **like) for _ in range(3))
         # Full-batch epochs: chunks of (nearly) equal size, so two workspaces at most.
         n_chunks = math.ceil(N / self.chunk_size(N))
@@ -236,6 +250,14 @@ class _Engine:
         """
         st = self.stack
         n = self.XT.shape[1]
+        if perm is None and self.fused:
+            gw = self.ones if sw is None else sw.numpy()
+            _fused.epoch(self.XT.numpy(), self.y.numpy(), gw, self.w_loss.numpy(),
+                         st.flat.numpy(), self.shapes, self.offsets, self.mse,
+                         self.fused_grad.shape[0], self.fused_grad, self.fused_stats)
+            st.grad.copy_(torch.from_numpy(self.fused_grad.sum(0)))
+            optimizer.step(st.flat, st.grad.mul_(grad_scale), lrs[:, :1])
+            return self.y
         if perm is None:
             XT, y = self.XT, self.y
             for i, sl in enumerate(self.chunks):
@@ -254,6 +276,18 @@ class _Engine:
         if self.mse:
             self.loss.add_(1).div_(self.n_classes)
         return y
+
+    @torch.no_grad()
+    def epoch_stats(self, w_ep: torch.Tensor) -> list[torch.Tensor]:
+        """Weighted mean training loss and accuracy (K,) of the epoch just run."""
+        if self.fused:
+            sums = torch.from_numpy(self.fused_stats.sum(0)).to(self.XT.dtype)
+            loss, correct = sums[:, 0], sums[:, 1]
+            if self.mse:
+                loss = (loss + w_ep.sum()) / self.n_classes  # the + 1 and / C of each sample
+            return [loss / w_ep.sum(), correct / self.XT.shape[1]]
+        return [(self.loss * w_ep).sum(1) / w_ep.sum(),
+                (self.zy >= self.zmax).to(self.XT.dtype).mean(1)]
 
     @torch.no_grad()
     def evaluate(self, flat: torch.Tensor, XT: torch.Tensor, y: torch.Tensor,
@@ -296,6 +330,26 @@ def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes:
     ``on_done(i, result)`` each configuration as it finishes.
     """
     c0 = configs[0]
+    if not _uses_fused(c0):
+        return _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done)
+    # The fused kernel runs on numba's threads; torch's OpenMP team, left at 2 threads, would
+    # spin-wait on the same cores after each small op of the step (see the module docstring).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _uses_fused(c0: TrainConfig) -> bool:
+    """Whether a group's epochs run in the fused kernel: full-batch ReLU networks, CPU."""
+    return (OPTIMIZERS[c0.optimizer].full_batch and c0.activation == "relu"
+            and _resolve_device(c0.device).type == "cpu")
+
+
+def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
+    c0 = configs[0]
     X, y = _check_data(X, y, "X", "y")
     X_val = y_val = None
     if c0.val_fraction:
@@ -327,7 +381,9 @@ def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes:
         Xv_T = torch.from_numpy(scaler.transform(X_val)).to(device).t().contiguous()
         yv_t = torch.from_numpy(y_val).to(device)
         wv_t = torch.from_numpy(class_w[y_val]).to(device)
-    engine = _Engine(stack, spec, X_t.t().contiguous(), y_t, weighted)
+    fused = _uses_fused(c0) and X_t.dtype == torch.float32
+    engine = _Engine(stack, spec, X_t.t().contiguous(), y_t, weighted, fused)
+    engine.w_loss = w_t
     optimizer = _Optimizer(c0.optimizer, stack.flat, configs)
 
     n = len(y)
@@ -374,9 +430,7 @@ def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes:
         lrs_t = torch.tensor(lrs, dtype=X_t.dtype, device=device)
         y_ep = engine.run_epoch(perm, sw, batch_size, lrs_t, grad_scale, optimizer)
         with torch.no_grad():
-            stats = [(engine.loss * w_ep).sum(1) / w_ep.sum(),
-                     (engine.zy >= engine.zmax).to(X_t.dtype).mean(1),
-                     torch.isfinite(stack.flat).all(1).to(X_t.dtype)]
+            stats = engine.epoch_stats(w_ep) + [torch.isfinite(stack.flat).all(1).to(X_t.dtype)]
             if X_val is not None:
                 stats += engine.evaluate(stack.flat, Xv_T, yv_t, wv_t)
             stats = torch.stack(stats, 1).tolist()  # one device sync per epoch

@@ -93,7 +93,12 @@ def _as_list_option(decorator):
     if probe.is_flag or name in ("preset", "device"):
         return decorator
     decls = [d for d in probe.opts + probe.secondary_opts]
-    metavar_type = getattr(probe.type, "name", "value").upper()
+    if isinstance(probe.type, click.Choice):
+        metavar_type = "|".join(probe.type.choices)
+    elif isinstance(probe.type, (click.IntRange, click.FloatRange)):
+        metavar_type = "INT" if isinstance(probe.type, click.IntRange) else "FLOAT"
+    else:
+        metavar_type = getattr(probe.type, "name", "value").upper()
     if name == "hidden":
         return click.option(*decls, "hidden", multiple=True, callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None,
                             metavar="N[,N...]", help="Hidden layer sizes of one architecture; repeat for several: --hidden 6 --hidden 6,6.")

@@ -428,7 +428,7 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
         lrs = [[m.config.lr * m.schedule((first + s) / (steps * m.config.epochs))
                 for s in range(steps)] for m in active]
         lrs_t = torch.tensor(lrs, dtype=X_t.dtype, device=device)
-        y_ep = engine.run_epoch(perm, sw, batch_size, lrs_t, grad_scale, optimizer)
+        engine.run_epoch(perm, sw, batch_size, lrs_t, grad_scale, optimizer)
         with torch.no_grad():
             stats = engine.epoch_stats(w_ep) + [torch.isfinite(stack.flat).all(1).to(X_t.dtype)]
             if X_val is not None:

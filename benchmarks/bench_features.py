@@ -1,15 +1,23 @@
-"""Lecture features: featmlp's batch extractor vs scikit-image one image at a time.
+"""Feature sets: featmlp's batch extractors vs scikit-image one image at a time.
 
-The reference is the notebook's loop body: PIL grayscale read as int64, then
-scikit-image's local_binary_pattern, graycomatrix/graycoprops and gabor, with
-np.histogram for the energies and entropies. Both run in this one process, on
-the same images, so the ratio holds even when the machine is busy.
+References, one image at a time as a user would write them:
 
-    python benchmarks/bench_features.py [--n 2000] [--data PATH]
+- lecture: the notebook's loop body: PIL grayscale read as int64, then scikit-image's
+  local_binary_pattern, graycomatrix/graycoprops and gabor, with np.histogram for the
+  energies and entropies;
+- hog: ``skimage.feature.hog(gray, 9, (8, 8), (2, 2), "L2-Hys")`` of the PIL grayscale image;
+- color: channel means and deviations (np.mean, np.std), ``skimage.color.rgb2hsv`` and three
+  np.histogram calls;
+- lecture+hog+color: the three references in turn.
 
-Prints images/s for the reference (one core: it is single-threaded) and for
-featmlp (all cores, and one thread), the ratios, and the largest deviation
-between the two over the images timed.
+Both sides run in this one process, on the same images, so the ratio holds even when the
+machine is busy.
+
+    python benchmarks/bench_features.py [--n 2000] [--data PATH] [--features lecture,hog,color]
+
+Prints, per feature set, images/s for the reference (one core: it is single-threaded) and for
+featmlp (all threads, and the serial build used by worker processes), the ratios, and the
+largest deviation between the two over the images compared.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
-def reference(rgb: np.ndarray) -> np.ndarray:
+def reference_lecture(rgb: np.ndarray) -> np.ndarray:
     from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
     from skimage.filters import gabor
 
@@ -49,6 +57,32 @@ def reference(rgb: np.ndarray) -> np.ndarray:
     return np.array(f)
 
 
+def reference_hog(rgb: np.ndarray) -> np.ndarray:
+    from skimage.feature import hog
+
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    return hog(gray, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys",
+               feature_vector=True)
+
+
+def reference_color(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2hsv
+
+    hsv = rgb2hsv(rgb)
+    f = [rgb[..., c].mean() for c in range(3)] + [rgb[..., c].std() for c in range(3)]
+    for channel, bins in ((0, 8), (1, 4), (2, 4)):
+        counts, _ = np.histogram(hsv[..., channel], bins, range=(0, 1))
+        f += list(counts / counts.sum())
+    return np.array(f)
+
+
+REFERENCES = {"lecture": reference_lecture, "hog": reference_hog, "color": reference_color}
+
+
+def reference(name: str, rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([REFERENCES[part](rgb) for part in name.split("+")])
+
+
 def best_of(fn, repeats):
     best = float("inf")
     for _ in range(repeats):
@@ -63,31 +97,39 @@ def main():
     ap.add_argument("--n", type=int, default=2000, help="images timed for the reference (default 2000)")
     ap.add_argument("--data", default=str(SHARED) if SHARED.exists() else "sample",
                     help="data source (default: the shared CIFAR-10 JPEGs if present, else the bundled sample)")
+    ap.add_argument("--features", default="lecture,hog,color,lecture+hog+color",
+                    help="comma-separated feature sets to time (default: %(default)s)")
     args = ap.parse_args()
 
     ds = load_dataset(args.data)
     images = ds.test_images[: args.n]
     n = len(images)
     big = ds.train_images  # ours is timed on many more images so the timing is not noise
-
-    featmlp.extract_features(images[:8])  # load the compiled kernel (cached on disk) before timing
-    t_ref = best_of(lambda: [reference(x) for x in images], 1)
-    ref = np.stack([reference(x) for x in images[:500]])
     threads = numba.get_num_threads()
-    t_ours = best_of(lambda: featmlp.extract_features(big), 3)
-    numba.set_num_threads(1)
-    t_one = best_of(lambda: featmlp.extract_features(big), 2)
-    numba.set_num_threads(threads)
-    ours = featmlp.extract_features(images[:500])
+    print(f"data: {ds.source}; reference on {n} images, featmlp on {len(big)}; {os.cpu_count()} cores")
+    print(f"{'':42s}{'images/s':>12s}{'vs scikit-image':>18s}")
+    for name in args.features.split(","):
+        bench(name, images, big, threads)
+
+
+def bench(name, images, big, threads):
+    """Print one feature set's rows."""
+    n = len(images)
+    featmlp.extract_features(images[:8], name)  # load the compiled kernels (cached on disk) before timing
+    featmlp.extract_features(images[:8], name, parallel=False)
+    t_ref = best_of(lambda: [reference(name, x) for x in images], 1)
+    ref = np.stack([reference(name, x) for x in images[:500]])
+    t_ours = best_of(lambda: featmlp.extract_features(big, name), 3)
+    t_one = best_of(lambda: featmlp.extract_features(big, name, parallel=False), 2)
+    ours = featmlp.extract_features(images[:500], name)
 
     rate_ref, rate_ours, rate_one = n / t_ref, len(big) / t_ours, len(big) / t_one
     rel = np.abs(ours - ref) / np.maximum(np.abs(ref), 1.0)
-    print(f"data: {ds.source}; reference on {n} images, featmlp on {len(big)}; {os.cpu_count()} cores")
-    print(f"{'':34s}{'images/s':>12s}{'vs scikit-image':>18s}")
-    print(f"{'scikit-image, one image at a time':34s}{rate_ref:12,.0f}{1.0:17.1f}x")
-    print(f"{f'featmlp batch ({threads} threads)':34s}{rate_ours:12,.0f}{rate_ours / rate_ref:17.1f}x")
-    print(f"{'featmlp batch (1 thread)':34s}{rate_one:12,.0f}{rate_one / rate_ref:17.1f}x")
-    print(f"largest deviation over {len(ref)} images (relative, or absolute below 1): {rel.max():.2e}")
+    print(f"{name} ({ours.shape[1]} values)")
+    print(f"{'  scikit-image, one image at a time':42s}{rate_ref:12,.0f}{1.0:17.1f}x")
+    print(f"{f'  featmlp batch ({threads} threads)':42s}{rate_ours:12,.0f}{rate_ours / rate_ref:17.1f}x")
+    print(f"{'  featmlp batch (serial build, 1 thread)':42s}{rate_one:12,.0f}{rate_one / rate_ref:17.1f}x")
+    print(f"  largest deviation over {len(ref)} images (relative, or absolute below 1): {rel.max():.2e}")
 
 
 if __name__ == "__main__":

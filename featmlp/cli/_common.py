@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..features import DEFAULT_FEATURES, FEATURE_SETS
+from ..errors import ConfigError
+from ..features import DEFAULT_FEATURES, FEATURE_SETS, get_feature_set
 
 
 def _parse_size(ctx, param, value):
@@ -30,10 +31,18 @@ def data_options(f):
     return f
 
 
+def _parse_features(ctx, param, value):
+    try:
+        return get_feature_set(value).name  # canonical: "lecture + hog" -> "lecture+hog"
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def features_option(f):
-    help_text = "Feature set: " + "; ".join(f"{k}: {v.description}" for k, v in FEATURE_SETS.items())
+    help_text = ("Feature set, or several joined by '+' (their columns side by side, in that order, "
+                 "e.g. lecture+hog+color). " + "; ".join(f"{k}: {v.description}" for k, v in FEATURE_SETS.items()))
     return click.option("--features", "features", default=DEFAULT_FEATURES, show_default=True,
-                        type=click.Choice(sorted(FEATURE_SETS)), help=help_text)(f)
+                        metavar="NAME[+NAME...]", callback=_parse_features, help=help_text)(f)
 
 
 SOURCE_HELP = """SOURCE is one of: nothing or 'sample' (the CIFAR-10 sample bundled with featmlp),

@@ -151,7 +151,9 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
         plot_history(result.history, out / LOSS_PLOT, log_scale=log_scale)
     save_bundle(out, result.model, result.spec, result.scaler, table.feature_set or "unknown",
                 table.class_names, extra={"train": result.config.to_dict(),
-                                          "test_accuracy": metrics["test_accuracy"]})
+                                          "test_accuracy": metrics["test_accuracy"],
+                                          # new images are resized to this before their features
+                                          "image_size": table.meta.get("image_size")})
     write_json(out / METRICS_FILE, metrics)
     return RunResult(result, metrics, out)
 

@@ -146,7 +146,9 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         raise DataError(f"chunk size must be at least 1, got {chunk_size}")
     if workers < 1:
         raise DataError(f"workers must be at least 1, got {workers}")
+    height, width = dataset.train_images.shape[1:3]
     meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
+            "image_size": [int(width), int(height)],
             "featmlp_version": __version__}
     splits = {"train": dataset.train_images, "test": dataset.test_images}
     chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
@@ -202,13 +204,16 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
             for key, fut in futures:
                 finish(key, fut.result())
 
+    # Some sets (hog) have as many columns as the image size gives: name them for this size.
+    names = fset.names_for(*dataset.train_images.shape[1:3])
+
     def stacked(split):
         parts = [results[k] for k in chunks if k[0] == split]
-        return np.concatenate(parts) if parts else np.empty((0, len(fset.names)))
+        return np.concatenate(parts) if parts else np.empty((0, len(names)))
 
     table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
                          stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
-                         fset.names, tuple(dataset.class_names), meta)
+                         names, tuple(dataset.class_names), meta)
     if output is not None:
         save_features(output, table)
         shutil.rmtree(partial, ignore_errors=True)

@@ -293,8 +293,6 @@ def test_cli_run_and_predict_recompute_the_combination(tmp_path, run_cli):
     assert len(out.strip().splitlines()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="featmlp.store.extract_dataset names the columns with FeatureSet.names "
-                   "(HOG's for 32x32 images) instead of names_for(H, W); a one-line fix outside featmlp.features")
 def test_extract_dataset_names_hog_columns_of_other_sizes(tiny_dataset):
     from dataclasses import replace
 

@@ -140,3 +140,26 @@ def test_predict_unreadable_image(tmp_path, run_cli, table):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     code, _, err = run_cli(["predict", tmp_path / "m", tmp_path / "bad.png"])
     assert code == 1 and "bad.png" in err
+
+
+def test_predict_resizes_to_training_size(tmp_path, run_cli):
+    # hog's length depends on the image size: a model trained on 32x32 images must see new
+    # images at 32x32, whatever their size.
+    rng = np.random.default_rng(1)
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    code, _, err = run_cli(["run", "--data", root, "--features", "hog+color", "--epochs", "2", "-q",
+                            "--test-fraction", "0.25", "--out", tmp_path / "m"])
+    assert code == 0, err
+    assert load_bundle(tmp_path / "m").extra["image_size"] == [32, 32]
+    big = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(big)
+    code, out, err = run_cli(["predict", tmp_path / "m", big])
+    assert code == 0, err
+    path, cls, prob = out.strip().split("\t")
+    assert cls in ("a", "b") and 0 <= float(prob) <= 1
+    code, _, err = run_cli(["predict", tmp_path / "m", big, "--no-resize"])
+    assert code == 1 and "size" in err and len(err.strip().splitlines()) == 1

@@ -311,15 +311,27 @@ def evaluate(run_dir, features_file, as_json):
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def predict(run_dir, images):
-    """Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability."""
+@click.option("--no-resize", is_flag=True,
+              help="Keep each image's size instead of resizing it to the training images' size.")
+def predict(run_dir, images, no_resize):
+    """Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability.
+
+    Images are resized (bilinear) to the size of the images the model was trained on, so their
+    features describe the same scale; the run records that size.
+    """
     from ..bundle import load_bundle
     from ..data import read_images
     from ..features import extract_features
 
     bundle = load_bundle(run_dir)
-    arrays = read_images(images)
-    proba = bundle.predict_proba(extract_features(arrays, bundle.feature_set))
+    size = None if no_resize else bundle.extra.get("image_size")
+    arrays = read_images(images, image_size=tuple(size) if size else None)
+    X = extract_features(arrays, bundle.feature_set)
+    if X.shape[1] != bundle.spec.n_features:
+        raise FeatmlpError(f"the {bundle.feature_set} features of these images have {X.shape[1]} values, the model "
+                           f"takes {bundle.spec.n_features}: their size differs from the training images'"
+                           + ("; drop --no-resize" if no_resize else ""))
+    proba = bundle.predict_proba(X)
     best = proba.argmax(axis=1)
     for path, k, p in zip(images, best, proba[np.arange(len(best)), best]):
         click.echo(f"{path}\t{bundle.class_names[k]}\t{p:.4f}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,3 +44,26 @@ def run_cli(capsys):
         return e.value.code, out, err
 
     return run
+
+
+CIFAR_JPG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar_images() -> np.ndarray:
+    """The first 300 images of ../shared/data/cifar10-jpg.tar.gz as (300, 32, 32, 3) uint8.
+
+    Skips the test when the archive is absent (a clone of the project alone has no shared/).
+    """
+    from PIL import Image
+
+    if not CIFAR_JPG.exists():
+        pytest.skip(f"needs {CIFAR_JPG} (the shared CIFAR-10 JPEG archive)")
+    images = []
+    with tarfile.open(CIFAR_JPG) as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".jpg"):
+                images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
+                if len(images) == 300:
+                    break
+    return np.stack(images)

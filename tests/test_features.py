@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +15,6 @@ skimage = pytest.importorskip("skimage")
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern  # noqa: E402
 from skimage.filters import gabor, gabor_kernel  # noqa: E402
 
-CIFAR_JPG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
 def _hist_energy_entropy(x):
@@ -144,14 +140,5 @@ def test_bad_input():
 
 
 @pytest.mark.cifar
-def test_real_cifar_images():
-    if not CIFAR_JPG.exists():
-        pytest.skip(f"needs {CIFAR_JPG} (the shared CIFAR-10 JPEG archive)")
-    images = []
-    with tarfile.open(CIFAR_JPG) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".jpg"):
-                images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
-                if len(images) == 300:
-                    break
-    assert_parity(np.stack(images))
+def test_real_cifar_images(cifar_images):
+    assert_parity(cifar_images)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +16,6 @@ skimage = pytest.importorskip("skimage")
 from skimage.color import rgb2hsv  # noqa: E402
 from skimage.feature import hog as sk_hog  # noqa: E402
 
-CIFAR_JPG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
 def reference_hog(rgb_or_gray: np.ndarray) -> np.ndarray:
@@ -306,16 +302,7 @@ def test_extract_dataset_names_hog_columns_of_other_sizes(tiny_dataset):
 
 
 @pytest.mark.cifar
-def test_real_cifar_images():
-    if not CIFAR_JPG.exists():
-        pytest.skip(f"needs {CIFAR_JPG} (the shared CIFAR-10 JPEG archive)")
-    images = []
-    with tarfile.open(CIFAR_JPG) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".jpg"):
-                images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
-                if len(images) == 200:
-                    break
-    images = np.stack(images)
+def test_real_cifar_images(cifar_images):
+    images = cifar_images[:200]
     assert_hog_parity(images)
     assert_color_parity(images)

@@ -128,3 +128,9 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
                         color="white" if shown[i, j] > threshold else "black")
     ax.set_title(title or "confusion matrix")
     return _save(fig, path)
+
+
+def render(job) -> Path:
+    """Draw one plot described as data, ``(function, args)``: a task for a worker process."""
+    fn, args = job
+    return fn(*args)

@@ -163,3 +163,11 @@ def test_predict_resizes_to_training_size(tmp_path, run_cli):
     assert cls in ("a", "b") and 0 <= float(prob) <= 1
     code, _, err = run_cli(["predict", tmp_path / "m", big, "--no-resize"])
     assert code == 1 and "size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_wide_preset_is_default_with_dropout(tmp_path, run_cli, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    code, _, err = run_cli(["train", feats, "--preset", "wide", "--epochs", "2", "-q", "--out", tmp_path / "w"])
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "w" / "config.json").read_text())["train"]
+    assert cfg == dataclasses.replace(PRESETS["default"], dropout=0.3, epochs=2).to_dict()

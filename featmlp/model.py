@@ -65,6 +65,20 @@ def _choice_error(what: str, value, choices) -> ConfigError:
     return ConfigError(f"{what} {value!r} is not one of: {', '.join(map(str, choices))}")
 
 
+
+def settings_from_dict(cls, d: dict, what: str):
+    """Rebuild a frozen settings dataclass from its JSON form (a run's ``config.json``, a bundle).
+
+    JSON lists come back as the tuples the dataclasses hold; an unknown key is a
+    :class:`ConfigError` naming it and the known ones.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s): {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 @dataclass(frozen=True)
 class MLPSpec:
     """The shape of a multilayer perceptron.
@@ -134,14 +148,7 @@ class MLPSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "MLPSpec":
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ConfigError(f"unknown model spec field(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
+        return settings_from_dict(cls, d, "model spec field")
 
 
 class MLP(nn.Module):

@@ -48,7 +48,7 @@ from torch import nn
 from featmlp._engines import (_FAST_ACTIVATIONS, _AutogradEngine, _FastEngine,  # noqa: F401
                               _flatten_parameters, _unflatten_parameters)
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import HEADS, SCALERS, MLPSpec, Scaler, build_mlp, predict_proba
+from featmlp.model import HEADS, SCALERS, MLPSpec, Scaler, build_mlp, predict_proba, settings_from_dict
 from featmlp.progress import ProgressHook
 
 
@@ -184,18 +184,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Rebuild a configuration from :meth:`to_dict` (e.g. a run's ``config.json``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(
-                f"unknown training setting(s): {', '.join(sorted(unknown))}; known: "
-                f"{', '.join(sorted(names))}"
-            )
-        d = dict(d)
-        for key in ("hidden", "class_weight"):
-            if isinstance(d.get(key), list):
-                d[key] = tuple(d[key])
-        return cls(**d)
+        return settings_from_dict(cls, d, "training setting")
 
 
 def _check_choice(name: str, value, choices) -> None:

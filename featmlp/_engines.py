@@ -168,10 +168,53 @@ class _FastEngine:
         return ZT, losses, y[0]
 
 
-class _AutogradEngine:
-    """The ``nn.Module`` with autograd: for dropout and batch norm."""
+class ScaledRows:
+    """Training rows scaled per batch as they are gathered, instead of one scaled copy of ``X``.
 
-    def __init__(self, model, spec: MLPSpec, X: torch.Tensor, y: torch.Tensor):
+    ``X`` (N, F) stays as stored (float32 or float64; the arithmetic is in its dtype, as
+    :meth:`featmlp.model.Scaler.transform`). With ``mirror``, rows ``N .. 2N-1`` are the mirror
+    images of rows ``0 .. N-1``: their columns permuted by ``mirror``, so flip augmentation of
+    a mirror-symmetric feature set needs no second copy either.
+    """
+
+    def __init__(self, X, scaler, mirror, device):
+        self.X = torch.from_numpy(X)
+        self.offset = torch.from_numpy(scaler.offset.astype(X.dtype))
+        self.scale = torch.from_numpy(scaler.scale.astype(X.dtype))
+        self.mirror = None if mirror is None else torch.from_numpy(mirror)
+        self.n_stored = len(X)
+        self.device = device
+        self.dtype = torch.float32
+
+    def __len__(self) -> int:
+        return self.n_stored * (1 if self.mirror is None else 2)
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Scaled float32 rows ``idx`` (a 1-d index tensor), on the device."""
+        idx = idx.cpu()
+        if self.mirror is None:
+            xb = self.X.index_select(0, idx)
+        else:
+            xb = self.X.index_select(0, idx % self.n_stored)
+            flipped = idx >= self.n_stored
+            if flipped.any():
+                xb[flipped] = xb[flipped][:, self.mirror]
+        return ((xb - self.offset) / self.scale).to(torch.float32).to(self.device)
+
+    def split(self, size: int):
+        """Scaled rows in order, ``size`` at a time (as ``Tensor.split``)."""
+        for start in range(0, len(self), size):
+            yield self.rows(torch.arange(start, min(start + size, len(self))))
+
+
+class _AutogradEngine:
+    """The ``nn.Module`` with autograd: for dropout, batch norm, a bottleneck, large inputs.
+
+    ``X`` is a scaled tensor or :class:`ScaledRows`; each batch is gathered as its step comes
+    (no shuffled copy of the epoch's rows).
+    """
+
+    def __init__(self, model, spec: MLPSpec, X, y: torch.Tensor):
         self.model = model
         self.loss_fn = HEADS[spec.head]
         self.X, self.y = X, y
@@ -181,17 +224,24 @@ class _AutogradEngine:
     def prepare(self, batch_size: int) -> None:
         pass
 
+    def _rows(self, idx):
+        if isinstance(self.X, ScaledRows):
+            return self.X.rows(idx)
+        return self.X.index_select(0, idx)
+
     def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
         """As :meth:`_FastEngine.run_epoch`: logits (N, C), per-sample losses, labels in order."""
-        X, y = (self.X, self.y) if perm is None else (self.X[perm], self.y[perm])
-        Z = torch.empty(len(y), self.n_classes, dtype=X.dtype, device=X.device)
-        L = torch.empty(len(y), dtype=X.dtype, device=X.device)
+        n = len(self.y)
+        order = torch.arange(n, device=self.y.device) if perm is None else perm
+        y = self.y if perm is None else self.y[perm]
+        Z = torch.empty(n, self.n_classes, dtype=torch.float32, device=self.y.device)
+        L = torch.empty(n, dtype=torch.float32, device=self.y.device)
         self.model.train()
         params = list(self.model.parameters())
-        batches = zip(X.split(batch_size), y.split(batch_size), sw.split(batch_size),
+        batches = zip(order.split(batch_size), y.split(batch_size), sw.split(batch_size),
                       Z.split(batch_size), L.split(batch_size), lrs)
-        for xb, yb, swb, zb, lb, lr in batches:
-            out = self.model(xb)
+        for idx, yb, swb, zb, lb, lr in batches:
+            out = self.model(self._rows(idx))
             losses = self.loss_fn(out, yb, 1)
             for p in params:
                 p.grad.zero_()

@@ -1,12 +1,16 @@
 """A trained model on disk: weights in safetensors, everything else in JSON.
 
-A bundle directory holds two files:
+A bundle directory holds two files, and a third for fitted feature sets:
 
 - ``model.safetensors``: the network's tensors (safetensors holds tensors only, so reading it
   cannot run code, unlike a pickle);
 - ``model.json``: the :class:`~featmlp.model.MLPSpec`, the scaler's parameters, the feature set's
   name, the class names, the featmlp version, caller's extras and the SHA-256 of the weights file,
-  so a weights file from another save is caught.
+  so a weights file from another save is caught;
+- ``features.safetensors``: the fitted state of a fitted feature set (kmeans: patch mean,
+  whitening, dictionary; its settings in ``model.json``) so ``predict`` computes the very
+  features the model was trained on, and, for test-time flip averaging, the column
+  permutation of mirrored images (``mirror``). Its SHA-256 is in ``model.json`` too.
 
 Both are written atomically; :func:`load_bundle` rebuilds the network from the spec and loads the
 tensors into it, with a :class:`~featmlp.errors.DataError` naming what is missing or wrong.
@@ -30,6 +34,7 @@ from featmlp.model import MLPSpec, Scaler, build_mlp, predict_proba
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+FEATURE_STATE_FILE = "features.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -56,10 +61,16 @@ class Bundle:
     class_names: tuple[str, ...]
     extra: dict = field(default_factory=dict)
     version: str = ""
+    feature_state: dict = field(default_factory=dict)
+    mirror: np.ndarray | None = None
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities for raw features ``X`` (N, F), scaled as in training; rows in order."""
-        return predict_proba(self.model, self.scaler, X)
+        """Class probabilities for raw features ``X`` (N, F), scaled as in training; rows in order.
+
+        A model trained with test-time flip averaging (``mirror`` set) averages each row with
+        its mirror image.
+        """
+        return predict_proba(self.model, self.scaler, X, mirror=self.mirror)
 
     def predict(self, X) -> np.ndarray:
         """Index of the most probable class of each row (``class_names[i]`` is its name)."""
@@ -74,6 +85,9 @@ def save_bundle(
     feature_set: str,
     class_names,
     extra: dict | None = None,
+    *,
+    feature_state: dict | None = None,
+    mirror=None,
 ) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
 
@@ -89,6 +103,11 @@ def save_bundle(
         One name per output, in order.
     extra : dict, optional
         JSON-serialisable information to keep beside (training config, metrics ...).
+    feature_state : dict, optional
+        Fitted state of the feature set (:func:`featmlp.features.fit_features`).
+    mirror : array of int, optional
+        Column permutation of mirrored images' features: predictions average each row with
+        its mirror image (test-time flip averaging).
 
     Returns
     -------
@@ -120,12 +139,29 @@ def save_bundle(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": extra or {},
     }
+    state_bytes = None
+    if feature_state or mirror is not None:
+        from safetensors.numpy import save as save_arrays
+
+        from featmlp.features import state_to_arrays
+
+        settings, arrays = state_to_arrays(feature_state or {})
+        if mirror is not None:
+            mirror = np.asarray(mirror, np.int64)
+            if mirror.shape != (spec.n_features,) or not np.array_equal(np.sort(mirror), np.arange(spec.n_features)):
+                raise DataError(f"mirror must be a permutation of the model's {spec.n_features} inputs")
+            arrays["mirror"] = mirror
+        state_bytes = save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        meta["feature_state"] = {"settings": settings, "sha256": hashlib.sha256(state_bytes).hexdigest()}
     try:
         meta_text = json.dumps(meta, indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise DataError(f"bundle metadata (extra) is not JSON-serialisable: {exc}") from None
     with atomic_write(directory / WEIGHTS_FILE, "wb") as f:
         f.write(weights)
+    if state_bytes is not None:
+        with atomic_write(directory / FEATURE_STATE_FILE, "wb") as f:
+            f.write(state_bytes)
     with atomic_write(directory / META_FILE, "w") as f:
         f.write(meta_text + "\n")
     return directory
@@ -144,24 +180,7 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
 
     directory = Path(directory)
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
-    for path in (meta_path, weights_path):
-        if not path.is_file():
-            raise DataError(
-                f"{path} not found: a model bundle directory holds {META_FILE} and {WEIGHTS_FILE} "
-                f"(written by training with --out)"
-            )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{meta_path} is not readable JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{meta_path} does not hold a JSON object")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise DataError(
-            f"{meta_path} has format_version {version!r}; this featmlp ({__version__}) reads "
-            f"versions up to {FORMAT_VERSION}: upgrade featmlp"
-        )
+    meta = _read_meta(directory)
     try:
         spec = MLPSpec.from_dict(meta["spec"])
         spec.validate()
@@ -182,6 +201,11 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
         raise DataError(
             f"{meta_path}: scaler has {scaler.n_features} features, model takes {spec.n_features}"
         )
+    feature_state, mirror = _read_state(directory, meta)
+    if mirror is not None and (mirror.shape != (spec.n_features,)
+                               or not np.array_equal(np.sort(mirror), np.arange(spec.n_features))):
+        raise DataError(f"{directory / FEATURE_STATE_FILE}: 'mirror' is not a permutation of the "
+                        f"model's {spec.n_features} inputs")
 
     try:
         weights = weights_path.read_bytes()
@@ -211,4 +235,62 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     model.load_state_dict(tensors)
     model.to(device).eval()
     return Bundle(model, spec, scaler, feature_set, class_names, extra,
-                  str(meta.get("featmlp_version", "")))
+                  str(meta.get("featmlp_version", "")), feature_state, mirror)
+
+
+def read_feature_state(directory: str | os.PathLike) -> tuple[str, dict]:
+    """A bundle's feature set name and fitted feature state, without loading the network."""
+    meta = _read_meta(Path(directory))
+    return str(meta.get("feature_set", "unknown")), _read_state(Path(directory), meta)[0]
+
+
+def _read_state(directory: Path, meta: dict) -> tuple[dict, np.ndarray | None]:
+    info = meta.get("feature_state")
+    if info is None:
+        return {}, None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_arrays
+
+    from featmlp.features import state_from_arrays
+
+    path = directory / FEATURE_STATE_FILE
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path} (the model's fitted feature state): {exc}") from None
+    if not isinstance(info, dict) or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise DataError(f"{path} does not match {directory / META_FILE} (different checksum): the files "
+                        f"come from different saves or one is damaged; save the model again")
+    try:
+        arrays = load_arrays(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path} is not a valid safetensors file: {exc}") from None
+    mirror = arrays.pop("mirror", None)
+    try:
+        state = state_from_arrays(info.get("settings") or {}, arrays)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return state, mirror
+
+
+def _read_meta(directory: Path) -> dict:
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise DataError(
+                f"{path} not found: a model bundle directory holds {META_FILE} and {WEIGHTS_FILE} "
+                f"(written by training with --out)"
+            )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{meta_path} is not readable JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} does not hold a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(
+            f"{meta_path} has format_version {version!r}; this featmlp ({__version__}) reads "
+            f"versions up to {FORMAT_VERSION}: upgrade featmlp"
+        )
+    return meta

@@ -29,8 +29,10 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-# The TrainConfig fields the estimator exposes (seed comes from random_state).
-_CONFIG_PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+# The TrainConfig fields the estimator exposes (seed comes from random_state; flips need the
+# feature set's mirror permutation, which a feature matrix does not carry).
+_CONFIG_PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                       if f.name not in ("seed", "flip", "test_flip"))
 
 
 class FeatMLPClassifier(ClassifierMixin, BaseEstimator):
@@ -102,6 +104,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         device=None,
         preset=None,
         random_state=None,
+        bottleneck=None,
     ):
         self.hidden = hidden
         self.activation = activation
@@ -123,6 +126,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         self.device = device
         self.preset = preset
         self.random_state = random_state
+        self.bottleneck = bottleneck
 
     def _config(self) -> TrainConfig:
         preset = "default" if self.preset is None else self.preset
@@ -136,7 +140,9 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
             hidden = overrides["hidden"]
             overrides["hidden"] = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        config = dataclasses.replace(PRESETS[preset], seed=int(seed), **overrides)
+        # A feature matrix alone does not say which columns mirror which: no flips here (the
+        # "kmeans" preset's flips apply through featmlp run / train, which know the feature set).
+        config = dataclasses.replace(PRESETS[preset], seed=int(seed), flip=False, test_flip=False, **overrides)
         config.validate()
         return config
 

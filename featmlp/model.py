@@ -97,6 +97,10 @@ class MLPSpec:
         Batch normalisation after each hidden linear layer (before the activation).
     head : str
         A key of :data:`HEADS`: ``"ce"`` or the lecture's ``"mse"``.
+    bottleneck : int
+        Width of a linear layer (no activation, no dropout) between the input and the first
+        hidden layer; 0: none. For thousands of features it is a low-rank first layer: 14,400
+        learned features -> 128 -> 1024 costs a ninth of 14,400 -> 1024.
 
     Examples
     --------
@@ -113,6 +117,7 @@ class MLPSpec:
     dropout: float = 0.0
     batch_norm: bool = False
     head: str = "ce"
+    bottleneck: int = 0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field and what is accepted."""
@@ -138,6 +143,9 @@ class MLPSpec:
             raise ConfigError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
         if not isinstance(self.batch_norm, (bool, np.bool_)):
             raise ConfigError(f"batch_norm must be true or false, got {self.batch_norm!r}")
+        if not isinstance(self.bottleneck, (int, np.integer)) or isinstance(self.bottleneck, bool) \
+                or self.bottleneck < 0:
+            raise ConfigError(f"bottleneck must be a layer width >= 1, or 0 for none, got {self.bottleneck!r}")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``hidden`` as a list)."""
@@ -164,6 +172,10 @@ class MLP(nn.Module):
         self.spec = spec
         blocks = []
         width_in = spec.n_features
+        # Registered only when used: the parameter names of other models stay as they were.
+        self.bottleneck = nn.Linear(width_in, spec.bottleneck) if spec.bottleneck else None
+        if spec.bottleneck:
+            width_in = spec.bottleneck
         for width in spec.hidden:
             layers: list[nn.Module] = [nn.Linear(width_in, width)]
             if spec.batch_norm:
@@ -177,13 +189,16 @@ class MLP(nn.Module):
         self.output = nn.Linear(width_in, spec.n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bottleneck is not None:
+            x = self.bottleneck(x)
         for block in self.hidden:
             x = block(x)
         return self.output(x)
 
     def linear_layers(self) -> list[nn.Linear]:
-        """The linear layers in order, input to output."""
-        return [block[0] for block in self.hidden] + [self.output]
+        """The linear layers in order, input to output (the bottleneck first, when there is one)."""
+        first = [] if self.bottleneck is None else [self.bottleneck]
+        return first + [block[0] for block in self.hidden] + [self.output]
 
 
 def build_mlp(spec: MLPSpec) -> MLP:
@@ -203,7 +218,15 @@ def build_mlp(spec: MLPSpec) -> MLP:
 
 
 def _standard_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return X.mean(axis=0), X.std(axis=0)
+    if X.dtype == np.float64:
+        return X.mean(axis=0), X.std(axis=0)
+    # float32 tables (learned features) can be GBs: two passes in float64, a block at a time,
+    # instead of X.std's float64 temporaries of the whole table.
+    mean = X.mean(axis=0, dtype=np.float64)
+    sq = np.zeros(X.shape[1])
+    for i in range(0, len(X), 4096):
+        sq += np.square(X[i:i + 4096] - mean).sum(axis=0)
+    return mean, np.sqrt(sq / len(X))
 
 
 def _minmax_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,14 +269,28 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X, kind: str = "standard") -> "Scaler":
-        """Learn offset and scale of each column of ``X`` (N, F) with the method ``kind``."""
+    def fit(cls, X, kind: str = "standard", *, mirror=None) -> "Scaler":
+        """Learn offset and scale of each column of ``X`` (N, F) with the method ``kind``.
+
+        With ``mirror`` (a column permutation), the scaling of the rows of ``X`` and of
+        ``X[:, mirror]`` together (flip augmentation), computed without building those rows.
+        """
         if kind not in SCALERS:
             raise _choice_error("scaler", kind, SCALERS)
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise DataError(f"cannot fit a scaler on features of shape {X.shape}: need (N, F), N >= 1")
-        offset, scale = SCALERS[kind](X)
+        offset, scale = (np.asarray(v, np.float64) for v in SCALERS[kind](X))
+        if mirror is not None and kind == "standard":
+            # mean and mean square of the two halves, averaged
+            mean = (offset + offset[mirror]) / 2
+            square = (scale ** 2 + offset ** 2 + scale[mirror] ** 2 + offset[mirror] ** 2) / 2
+            offset, scale = mean, np.sqrt(np.clip(square - mean ** 2, 0, None))
+        elif mirror is not None and kind == "minmax":
+            lo = np.minimum(offset, offset[mirror])
+            offset, scale = lo, np.maximum(offset + scale, (offset + scale)[mirror]) - lo
         scale = np.where(scale > 0, scale, 1.0)
         return cls(kind, np.asarray(offset, np.float64), np.asarray(scale, np.float64))
 
@@ -263,13 +300,18 @@ class Scaler:
 
     def transform(self, X) -> np.ndarray:
         """Scale ``X`` (N, F); returns float32, the dtype the network uses."""
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(
                 f"features have shape {X.shape}, but the scaler was fitted on {self.n_features} "
                 f"features per sample"
             )
-        return ((X - self.offset) / self.scale).astype(np.float32)
+        out = np.empty(X.shape, np.float32)
+        for i in range(0, len(X), 4096):  # float64 arithmetic a block at a time
+            out[i:i + 4096] = (X[i:i + 4096] - self.offset) / self.scale
+        return out
 
     def to_dict(self) -> dict:
         """``{"kind": str, "offset": array, "scale": array}``; :meth:`from_dict` inverts it."""
@@ -297,10 +339,13 @@ class Scaler:
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 65536) -> np.ndarray:
+def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 65536,
+                  mirror=None) -> np.ndarray:
     """Class probabilities ``softmax(model(scaler(X)))`` for raw features ``X`` (N, F), in order.
 
-    Runs in eval mode, in chunks of ``batch_size`` rows; the rows are never reordered.
+    Runs in eval mode, in chunks of ``batch_size`` rows; the rows are never reordered. With
+    ``mirror`` (the column permutation of mirrored images' features), the mean of the
+    probabilities of each row and its mirror image (test-time flip averaging).
 
     Examples
     --------
@@ -309,15 +354,20 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
     >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
     ((5, 2), True)
     """
-    Xs = scaler.transform(X)
+    X = np.asarray(X)
+    batch_size = max(1, min(batch_size, (1 << 26) // max(X.shape[-1], 1)))  # <= 256 MB a chunk
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+
+    def proba(rows):
+        p = torch.softmax(model(torch.from_numpy(scaler.transform(rows)).to(device)), dim=1)
+        if mirror is not None:
+            p = (p + torch.softmax(model(torch.from_numpy(scaler.transform(rows[:, mirror])).to(device)), 1)) / 2
+        return p.cpu()
+
     try:
-        out = [
-            torch.softmax(model(torch.from_numpy(Xs[i : i + batch_size]).to(device)), dim=1).cpu()
-            for i in range(0, len(Xs), batch_size)
-        ]
+        out = [proba(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
     finally:
         model.train(was_training)
     if not out:

@@ -113,8 +113,9 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, 
     config.validate()
     write_config(out, table, config, data)
     live = LivePlot(out / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
+    mirror = table.mirror() if config.flip or config.test_flip else None
     result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                   callbacks=[live, *callbacks], progress=progress)
+                   callbacks=[live, *callbacks], progress=progress, mirror=mirror)
     return write_results(out, table, result, log_scale=log_scale)
 
 
@@ -153,7 +154,8 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
                 table.class_names, extra={"train": result.config.to_dict(),
                                           "test_accuracy": metrics["test_accuracy"],
                                           # new images are resized to this before their features
-                                          "image_size": table.meta.get("image_size")})
+                                          "image_size": table.meta.get("image_size")},
+                feature_state=table.fitted, mirror=result.mirror if result.config.test_flip else None)
     write_json(out / METRICS_FILE, metrics)
     return RunResult(result, metrics, out)
 

@@ -3,9 +3,14 @@
 A feature file is a plain ``.npz`` that ``np.load(path, allow_pickle=False)``
 reads: ``X_train``, ``y_train``, ``X_test``, ``y_test``, ``feature_names``,
 ``class_names`` and ``meta`` (a JSON string: feature set, data source, dataset
-fingerprint, featmlp version). Extraction works in chunks: each finished chunk
-is saved in ``<output>.partial/``, so an interrupted run picks up where it
-stopped, and memory stays bounded by the chunk size.
+fingerprint, featmlp version). The features keep their dtype: float64 for the
+handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
+so, 5.8 GB in float64). A fitted feature set's state is kept beside, as arrays
+``fitted.<set>.<name>`` and its settings in ``meta["fitted"]``.
+
+Extraction works in chunks: each finished chunk is saved in ``<output>.partial/``
+(after the fitted state, fitted on the training images only), so an interrupted
+run picks up where it stopped, and memory stays bounded by the chunk size.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_write
-from .errors import DataError
-from .features import extract_features, get_feature_set
+from .errors import DataError, FeatmlpError
+from .features import (extract_features, feature_names, fit_features, get_feature_set, mirror_permutation,
+                       parse_feature_options, state_from_arrays, state_to_arrays)
 
 REQUIRED_KEYS = ("X_train", "y_train", "X_test", "y_test", "feature_names", "class_names")
 
@@ -39,11 +45,23 @@ class FeatureTable:
     feature_names: tuple[str, ...]
     class_names: tuple[str, ...]
     meta: dict = field(default_factory=dict)
+    fitted: dict = field(default_factory=dict)
 
     @property
     def feature_set(self) -> str | None:
         """Name of the feature set that made this table, when known."""
         return self.meta.get("features")
+
+    def mirror(self) -> np.ndarray | None:
+        """Column permutation giving the features of mirrored images (None: the set has none)."""
+        if not self.feature_set:
+            return None
+        try:
+            width, height = self.meta.get("image_size") or (32, 32)
+            perm = mirror_permutation(self.feature_set, self.fitted, image_shape=(height, width))
+        except FeatmlpError:
+            return None
+        return perm if perm is not None and len(perm) == len(self.feature_names) else None
 
 
 def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
@@ -59,18 +77,29 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
     ('a', 'b')
     """
     path = Path(path)
+    meta = dict(table.meta)
+    fitted_arrays = {}
+    if table.fitted:
+        meta["fitted"], arrays = state_to_arrays(table.fitted)
+        fitted_arrays = {f"fitted.{k}": v for k, v in arrays.items()}
     with atomic_write(path, "wb") as f:
         np.savez(
             f,
-            X_train=np.asarray(table.X_train, dtype=np.float64),
+            X_train=_float_array(table.X_train),
             y_train=np.asarray(table.y_train, dtype=np.int64),
-            X_test=np.asarray(table.X_test, dtype=np.float64),
+            X_test=_float_array(table.X_test),
             y_test=np.asarray(table.y_test, dtype=np.int64),
             feature_names=np.array(table.feature_names, dtype=str),
             class_names=np.array(table.class_names, dtype=str),
-            meta=np.array(json.dumps(table.meta, sort_keys=True)),
+            meta=np.array(json.dumps(meta, sort_keys=True)),
+            **fitted_arrays,
         )
     return path
+
+
+def _float_array(X) -> np.ndarray:
+    X = np.asarray(X)
+    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
 
 
 def load_features(path: str | os.PathLike) -> FeatureTable:
@@ -90,6 +119,7 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                                 f"(expected {', '.join(REQUIRED_KEYS)})")
             arrays = {k: z[k] for k in REQUIRED_KEYS}
             meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+            fitted_arrays = {k[len("fitted."):]: z[k] for k in z.files if k.startswith("fitted.")}
     except DataError:
         raise
     except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
@@ -104,17 +134,24 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                             f"{len(names)} feature names")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
             raise DataError(f"{path}: y_{split} has labels outside 0..{len(classes) - 1}")
-    return FeatureTable(X_train.astype(np.float64), arrays["y_train"].astype(np.int64),
-                        X_test.astype(np.float64), arrays["y_test"].astype(np.int64),
-                        names, classes, meta)
+    fitted = {}
+    if "fitted" in meta:
+        try:
+            fitted = state_from_arrays(meta.pop("fitted"), fitted_arrays)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+    return FeatureTable(_float_array(X_train), arrays["y_train"].astype(np.int64),
+                        _float_array(X_test), arrays["y_test"].astype(np.int64),
+                        names, classes, meta, fitted)
 
 
-def _extract_chunk(images: np.ndarray, features: str) -> np.ndarray:
+def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray:
     # Serial kernel in each worker: the processes are the parallelism (and see the fork note).
-    return extract_features(images, features, parallel=False)
+    return extract_features(images, features, state=state, parallel=False)
 
 
 def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
+                    options: dict | None = None, fitted: dict | None = None,
                     chunk_size: int = 5000, workers: int = 1, progress=None) -> FeatureTable:
     """Extract a feature set from a :class:`featmlp.data.Dataset`, optionally to a file.
 
@@ -123,17 +160,24 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     dataset : featmlp.data.Dataset
         Train and test images with labels.
     features : str
-        Name of a feature set (``featmlp.FEATURE_SETS``).
+        Name of a feature set (``featmlp.FEATURE_SETS``), or several joined by ``+``.
     output : path, optional
         Where to write the ``.npz``. Finished chunks are kept in
         ``<output>.partial/`` until the file is complete, so rerunning an
         interrupted extraction skips them; the directory is removed at the end.
+    options : dict, optional
+        Settings of the fitted sets (``{"k": 4000}``; see
+        :func:`featmlp.features.parse_feature_options`).
+    fitted : dict, optional
+        An existing fitted state to apply instead of fitting (e.g. from
+        :func:`load_fitted`); the sets it lacks are fitted here.
     chunk_size : int
         Images per chunk (bounds memory and the work lost to an interruption).
     workers : int
         Processes to use; 1 computes in this process (with all its threads).
     progress : callable, optional
-        Progress hook, called as ``progress("extract", done, total)``.
+        Progress hook, called as ``progress("extract", done, total)`` (and
+        ``progress("kmeans", iteration, n_iter)`` while a dictionary is fitted).
 
     Returns
     -------
@@ -146,10 +190,17 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         raise DataError(f"chunk size must be at least 1, got {chunk_size}")
     if workers < 1:
         raise DataError(f"workers must be at least 1, got {workers}")
+    options = parse_feature_options(fset, options or {})
+    fitted = {k: v for k, v in (fitted or {}).items() if k in fset.needs_fit}
+    if options and fitted and set(fset.needs_fit) <= set(fitted):
+        raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
+                        f"drop them, or fit anew without --fitted-from")
     height, width = dataset.train_images.shape[1:3]
     meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
             "image_size": [int(width), int(height)],
             "featmlp_version": __version__}
+    if fset.needs_fit:
+        meta["feature_options"] = options
     splits = {"train": dataset.train_images, "test": dataset.test_images}
     chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
     total = sum(len(imgs) for imgs in splits.values())
@@ -157,13 +208,16 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     partial = None
     if output is not None:
         partial = Path(str(output) + ".partial")
-        spec = {**meta, "chunk_size": chunk_size}
+        spec = {**meta, "chunk_size": chunk_size,
+                "given_state": state_to_arrays(fitted)[0] if fitted else None}
         spec_file = partial / "spec.json"
         if partial.is_dir() and (not spec_file.is_file() or json.loads(spec_file.read_text()) != spec):
             shutil.rmtree(partial)  # left by a different extraction: not ours to resume
         partial.mkdir(parents=True, exist_ok=True)
         with atomic_write(spec_file, "w") as f:
             json.dump(spec, f)
+
+    state = _fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
 
     results: dict[tuple[str, int], np.ndarray] = {}
     todo = []
@@ -193,28 +247,97 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
 
     if workers == 1 or len(todo) <= 1:
         for key in todo:
-            finish(key, extract_features(images_of(key), fset))
+            finish(key, extract_features(images_of(key), fset, state=state))
     else:
         # spawn, not fork: a process forked from one that ran numba's GNU OpenMP threads is
         # killed by numba. A spawned worker imports only featmlp's extraction path (no torch:
         # the CLI loads its commands lazily), about 0.4 s.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [(key, pool.submit(_extract_chunk, images_of(key), fset.name)) for key in todo]
+            futures = [(key, pool.submit(_extract_chunk, images_of(key), fset.name, state)) for key in todo]
             for key, fut in futures:
                 finish(key, fut.result())
 
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
-    names = fset.names_for(*dataset.train_images.shape[1:3])
+    names = feature_names(fset, image_shape=(height, width), state=state)
+    dtype = np.float32 if fset.needs_fit else np.float64
 
     def stacked(split):
-        parts = [results[k] for k in chunks if k[0] == split]
-        return np.concatenate(parts) if parts else np.empty((0, len(names)))
+        keys = [k for k in chunks if k[0] == split]
+        out = np.empty((sum(len(results[k]) for k in keys), len(names)), dtype)
+        row = 0
+        for k in keys:  # one copy at a time, each chunk released once copied
+            part = results.pop(k)
+            out[row:row + len(part)] = part
+            row += len(part)
+        return out
 
     table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
                          stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
-                         names, tuple(dataset.class_names), meta)
+                         names, tuple(dataset.class_names), meta, state)
     if output is not None:
         save_features(output, table)
         shutil.rmtree(partial, ignore_errors=True)
     return table
+
+
+_STATE_FILE = "fitted.npz"
+
+
+def _fitted_state(fset, train_images, options, fitted, partial, progress) -> dict:
+    """The fitted state: given, saved by an interrupted run of this extraction, or fitted now."""
+    if not fset.needs_fit or set(fset.needs_fit) <= set(fitted):
+        return fitted
+    state_file = partial / _STATE_FILE if partial is not None else None
+    if state_file is not None and state_file.is_file():
+        try:
+            with np.load(state_file, allow_pickle=False) as z:
+                settings = json.loads(str(z["settings"]))
+                return state_from_arrays(settings, {k: z[k] for k in z.files if k != "settings"})
+        except (OSError, ValueError, KeyError, EOFError, DataError):
+            pass  # damaged: fit again
+    state = fit_features(fset, train_images, options, state=fitted, progress=progress)
+    if state_file is not None:
+        settings, arrays = state_to_arrays(state)
+        with atomic_write(state_file, "wb") as f:
+            np.savez(f, settings=np.array(json.dumps(settings)), **arrays)
+    return state
+
+
+def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
+    """The feature set and fitted state of a feature file or a run directory (``--fitted-from``).
+
+    Returns ``(feature set name, state)``; a :class:`DataError` when the path holds none.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from .bundle import read_feature_state
+
+        feature_set, state = read_feature_state(path)
+        if not state:
+            raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
+                            f"state: use a run of a fitted set such as kmeans")
+        return feature_set, state
+    table_meta, state = _read_fitted_only(path)
+    if not state:
+        raise DataError(f"{path} holds no fitted feature state (its features are "
+                        f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
+    return table_meta.get("features", "+".join(state)), state
+
+
+def _read_fitted_only(path: Path) -> tuple[dict, dict]:
+    if not path.is_file():
+        raise DataError(f"{path} is neither a run directory nor a feature file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+            arrays = {k[len("fitted."):]: z[k] for k in z.files if k.startswith("fitted.")}
+    except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path} as a feature file (.npz): {e}") from None
+    settings = meta.get("fitted")
+    if not settings:
+        return meta, {}
+    try:
+        return meta, state_from_arrays(settings, arrays)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None

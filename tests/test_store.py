@@ -62,9 +62,9 @@ def test_interrupted_extraction_resumes(tmp_path, monkeypatch):
     computed = []
     real = store.extract_features
 
-    def counting(images, fset):
+    def counting(images, fset, **kwargs):
         computed.append(len(images))
-        return real(images, fset)
+        return real(images, fset, **kwargs)
 
     monkeypatch.setattr(store, "extract_features", counting)
     table = extract_dataset(ds, "lecture", out, chunk_size=5)

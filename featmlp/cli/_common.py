@@ -38,6 +38,48 @@ def _parse_features(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _parse_pairs(ctx, param, value):
+    for pair in value:
+        key, sep, _ = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE, e.g. k=4000")
+    return tuple(value)
+
+
+def fitted_options(f):
+    """--feature-option and --fitted-from: settings or an existing state of fitted sets (kmeans)."""
+    f = click.option("--fitted-from", "fitted_from", metavar="RUN_OR_FEATURES", type=click.Path(exists=True),
+                     help="Apply the fitted state (kmeans dictionary, whitening) of a run directory or a feature "
+                          "file instead of fitting it on these training images.")(f)
+    f = click.option("--feature-option", "feature_option", multiple=True, metavar="KEY=VALUE",
+                     callback=_parse_pairs,
+                     help="A setting of a fitted feature set, repeatable: --feature-option k=4000 "
+                          "--feature-option pool=4. kmeans: k (1600), patch_size (6), stride (1), pool (3), "
+                          "whiten_eps (0.1), norm_eps (10), encoding (triangle|hard), n_iter (10), "
+                          "n_patches (400000), power (0.5), mirror (true), seed (0).")(f)
+    return f
+
+
+def resolve_fitted(features: str, feature_option, fitted_from):
+    """(options, fitted state) for extract_dataset, checked against the feature set."""
+    from ..features import parse_feature_options
+
+    try:
+        options = parse_feature_options(features, list(feature_option))
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="'--feature-option'") from None
+    fitted = None
+    if fitted_from:
+        from ..store import load_fitted
+
+        fitted_set, fitted = load_fitted(fitted_from)
+        missing = [p for p in get_feature_set(features).needs_fit if p not in fitted]
+        if missing:
+            raise ConfigError(f"{fitted_from} holds a fitted state for {', '.join(fitted)} "
+                              f"(features {fitted_set}), not for {', '.join(missing)}: use --features {fitted_set}")
+    return options, fitted
+
+
 def features_option(f):
     help_text = ("Feature set, or several joined by '+' (their columns side by side, in that order, "
                  "e.g. lecture+hog+color). " + "; ".join(f"{k}: {v.description}" for k, v in FEATURE_SETS.items()))

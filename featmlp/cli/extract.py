@@ -7,7 +7,7 @@ import time
 import click
 
 from ..progress import TqdmProgress
-from ._common import SOURCE_HELP, _load, data_options, features_option
+from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_options, resolve_fitted
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -19,20 +19,25 @@ from ._common import SOURCE_HELP, _load, data_options, features_option
               help="Processes to extract with (1 = this process, using all its threads).")
 @click.option("--chunk-size", default=5000, show_default=True, type=click.IntRange(1),
               help="Images per chunk: bounds memory; finished chunks survive an interruption.")
+@fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def extract(source, features, output, workers, chunk_size, test_fraction, split_seed, image_size, quiet):
+def extract(source, features, output, workers, chunk_size, feature_option, fitted_from, test_fraction,
+            split_seed, image_size, quiet):
     """Extract a feature set from SOURCE's images into a feature file.
 
-    An interrupted extraction resumes from its finished chunks when run again.
+    Fitted sets (kmeans) are fitted on the training images only, and their state is kept in
+    the file. An interrupted extraction resumes from its finished chunks when run again.
     """
     from ..store import extract_dataset
 
+    options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
     ds = _load(source, test_fraction, split_seed, image_size, progress)
     t1 = time.perf_counter()
-    table = extract_dataset(ds, features, output, chunk_size=chunk_size, workers=workers, progress=progress)
+    table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
+                            workers=workers, progress=progress)
     t2 = time.perf_counter()
     progress.close()
     n_train, n_test = len(table.X_train), len(table.X_test)

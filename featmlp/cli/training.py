@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import FeatmlpError
 from ..progress import TqdmProgress
-from ._common import SOURCE_HELP, _load, data_options, features_option
+from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_options, resolve_fitted
 
 
 def _parse_hidden(ctx, param, value):
@@ -47,11 +47,15 @@ def train_options(f=None, *, sweep: bool = False):
 
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Named configuration to start from (default: 'default', the best on the 9 lecture "
-                          "features; 'lecture' = the notebook's; 'wide' = default with dropout 0.3, for wide "
-                          "feature sets such as lecture+hog+color). Any option below overrides its value."),
+                     help="Named configuration to start from (default: 'kmeans' for kmeans features, else "
+                          "'default', the best on the 9 lecture features; 'lecture' = the notebook's; 'wide' = "
+                          "default with dropout 0.3, for wide feature sets such as lecture+hog+color; 'kmeans' = "
+                          "128 linear bottleneck -> 1024, dropout 0.5, flips). Any option below overrides its value."),
         click.option("--hidden", callback=_parse_hidden, metavar="N[,N...]",
                      help="Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
+        click.option("--bottleneck", type=click.IntRange(0),
+                     help="Width of a linear layer before the hidden layers (0: none): a low-rank first layer "
+                          "for thousands of features."),
         click.option("--activation", type=click.Choice(sorted(ACTIVATIONS))),
         click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each hidden layer."),
         click.option("--batch-norm/--no-batch-norm", default=None, help="Batch norm after each hidden layer."),
@@ -74,6 +78,11 @@ def train_options(f=None, *, sweep: bool = False):
         click.option("--class-weight", type=click.Choice(["none", "balanced"]),
                      help="balanced: weigh classes inversely to their frequency (unbalanced folders)."),
         click.option("--seed", type=click.IntRange(0), help="Seed of weights, batch order, validation split."),
+        click.option("--flip/--no-flip", default=None,
+                     help="Also train on the mirror image of every training image (feature sets whose "
+                          "mirrored features are a column permutation: kmeans, color)."),
+        click.option("--test-flip/--no-test-flip", default=None,
+                     help="Predict with the mean of each image's and its mirror image's probabilities."),
         click.option("--device", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
         click.option("--log-scale", is_flag=True, help="Loss plots on a log scale."),
         click.option("--tensorboard", is_flag=True,
@@ -109,7 +118,7 @@ def _as_list_option(decorator):
 
 _TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
                "batch_size", "momentum", "weight_decay", "schedule", "scaler", "val_fraction", "patience",
-               "class_weight", "seed", "device")
+               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip")
 
 
 def _config_from(opts: dict, preset: str | None = None):
@@ -218,17 +227,27 @@ def train(features_file, out, **opts):
 
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
-    config = _config_from(opts)
+    config = _config_from(opts, _recommended_preset(table.feature_set))
     _train_and_report(table, config, out or _default_out("train"),
                       {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
                       tensorboard=tensorboard)
+
+
+def _recommended_preset(features) -> str | None:
+    from ..features import get_feature_set
+
+    try:
+        return get_feature_set(features).preset if features else None
+    except FeatmlpError:
+        return None
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     from ..store import extract_dataset
 
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
-    config = _config_from(opts, preset)  # validate the options before the long extraction
+    options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
+    config = _config_from(opts, preset or _recommended_preset(features))  # checked before the long extraction
     config.validate()
     out = Path(out or _default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
@@ -236,7 +255,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
     ds = _load(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress)
     out.mkdir(parents=True, exist_ok=True)
-    table = extract_dataset(ds, features, out / "features.npz", progress=progress)
+    table = extract_dataset(ds, features, out / "features.npz", options=options, fitted=fitted, progress=progress)
     progress.close()
     if not quiet:
         click.echo(f"data: {ds.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
@@ -249,6 +268,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
 @click.command(epilog=SOURCE_HELP)
 @click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
 @features_option
+@fitted_options
 @train_options
 @data_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/run-<time>).")
@@ -327,7 +347,7 @@ def predict(run_dir, images, no_resize):
     bundle = load_bundle(run_dir)
     size = None if no_resize else bundle.extra.get("image_size")
     arrays = read_images(images, image_size=tuple(size) if size else None)
-    X = extract_features(arrays, bundle.feature_set)
+    X = extract_features(arrays, bundle.feature_set, state=bundle.feature_state)
     if X.shape[1] != bundle.spec.n_features:
         raise FeatmlpError(f"the {bundle.feature_set} features of these images have {X.shape[1]} values, the model "
                            f"takes {bundle.spec.n_features}: their size differs from the training images'"

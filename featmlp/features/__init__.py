@@ -2,9 +2,15 @@
 
 Each entry of :data:`FEATURE_SETS` maps a name (the CLI's ``--features`` choices)
 to a :class:`FeatureSet`: its column names and a function
-``images (N, H, W, 3) or (N, H, W) uint8 -> (N, F) float64``. No file access, no
+``images (N, H, W, 3) or (N, H, W) uint8 -> (N, F) float``. No file access, no
 global state; adding a feature set is one entry here. Names joined by ``+``
 (``"lecture+hog+color"``) are the sets side by side, columns in that order.
+
+*Fitted* sets (``kmeans``) are learned from the training images first
+(:func:`fit_features`, never on test images) and then applied as a pure function of
+the images and that fitted state: a dict ``{set name: fitted transformer}``, the
+``state=`` of :func:`extract_features`. The state is arrays and JSON settings
+(:func:`state_to_arrays`), kept in feature files and model bundles.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import color, hog, texture
+from .kmeans import KMeansFeatures
 
 
 @dataclass(frozen=True)
@@ -26,17 +33,39 @@ class FeatureSet:
     ``parallel=False`` asks the function to stay in the calling thread (worker processes).
     When the number of columns depends on the image size (HOG), ``names`` are those of
     32x32 images and ``sized_names(height, width)`` gives them for any size.
+
+    A fitted set has ``fitted``, the transformer class (``fit(images)``, ``transform(images)``,
+    ``state()``, ``from_state(settings, arrays)``, ``feature_names()``,
+    ``mirror_permutation()``); its ``fn`` and ``names`` come from the fitted transformer.
+    ``mirror(height, width)`` gives the column permutation of mirrored images' features for
+    a pure set whose features mirror that way (None: they do not). ``preset`` names the
+    training preset recommended for the set (None: the default). ``parts`` are the sets of a
+    combination.
     """
 
     name: str
     names: tuple[str, ...]
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Callable[[np.ndarray], np.ndarray] | None
     description: str
     sized_names: Callable[[int, int], tuple[str, ...]] | None = None
+    fitted: type | None = None
+    mirror: Callable[[int, int], np.ndarray] | None = None
+    preset: str | None = None
+    parts: tuple["FeatureSet", ...] = ()
 
     def names_for(self, height: int, width: int) -> tuple[str, ...]:
         """Column names for ``height`` x ``width`` images (raises DataError where a size is too small)."""
         return self.names if self.sized_names is None else self.sized_names(height, width)
+
+    @property
+    def components(self) -> tuple["FeatureSet", ...]:
+        """The single sets this one is made of (itself, for a single set)."""
+        return self.parts or (self,)
+
+    @property
+    def needs_fit(self) -> tuple[str, ...]:
+        """Names of the fitted sets among the components."""
+        return tuple(p.name for p in self.components if p.fitted is not None)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {
@@ -59,6 +88,18 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         color.NAMES,
         color.color_features,
         "22 colour values: mean and deviation of R, G, B; 8-bin hue, 4-bin saturation and value histograms",
+        # every value is a statistic over all pixels: a mirror image has the same features
+        mirror=lambda height, width: np.arange(len(color.NAMES)),
+    ),
+    "kmeans": FeatureSet(
+        "kmeans",
+        (),
+        None,
+        "learned patch features (Coates et al. 2011), fitted on the training images: k-means "
+        "dictionary of whitened 6x6 patches, triangle encoding, 3x3 sum pooling (14,400 values at k=1600; "
+        "--feature-option k=N, pool=N, ...)",
+        fitted=KMeansFeatures,
+        preset="kmeans",
     ),
 }
 
@@ -106,13 +147,188 @@ def _combined(parts: tuple[str, ...]) -> FeatureSet:
         raise ConfigError(f"feature set {twice!r} appears twice in {'+'.join(parts)!r}; name each set once")
     sets = tuple(FEATURE_SETS[p] for p in parts)
     sized = any(s.sized_names is not None for s in sets)
+    fitted = any(s.fitted is not None for s in sets)
     return FeatureSet("+".join(parts), tuple(n for s in sets for n in s.names),
-                      functools.partial(_concat_fn, sets), " + ".join(parts),
-                      sized_names=functools.partial(_concat_names, sets) if sized else None)
+                      None if fitted else functools.partial(_concat_fn, sets), " + ".join(parts),
+                      sized_names=functools.partial(_concat_names, sets) if sized else None,
+                      preset=next((s.preset for s in sets if s.preset), None), parts=sets)
+
+
+# -- fitted sets ------------------------------------------------------------------------------
+
+def feature_options(features: str | FeatureSet) -> dict[str, object]:
+    """The settings a fitted set (or combination) accepts, with their defaults.
+
+    Examples
+    --------
+    >>> feature_options("kmeans")["k"]
+    1600
+    >>> feature_options("lecture")
+    {}
+    """
+    fset = get_feature_set(features)
+    out: dict[str, object] = {}
+    for part in fset.components:
+        if part.fitted is not None:
+            out.update(part.fitted().get_params())
+    return out
+
+
+def parse_feature_options(features: str | FeatureSet, pairs) -> dict[str, object]:
+    """``["k=4000", "pool=4"]`` (or a dict) as typed settings of the fitted sets in ``features``.
+
+    Each value takes the type of the setting's default (int, float, bool, str); an unknown
+    key, a bad value or options for a set that takes none are a :class:`ConfigError`.
+    """
+    fset = get_feature_set(features)
+    known = feature_options(fset)
+    items = pairs.items() if isinstance(pairs, dict) else [_split_pair(p) for p in pairs]
+    if items and not known:
+        raise ConfigError(f"feature set {fset.name!r} takes no options (only fitted sets do: "
+                          f"{', '.join(k for k, v in FEATURE_SETS.items() if v.fitted)})")
+    options = {}
+    for key, value in items:
+        if key not in known:
+            raise ConfigError(f"unknown feature option {key!r} for {fset.name!r}; known: {', '.join(known)}")
+        options[key] = _typed(key, value, known[key])
+    return options
+
+
+def _split_pair(pair: str) -> tuple[str, str]:
+    key, sep, value = str(pair).partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"feature option {pair!r} is not KEY=VALUE (e.g. k=4000)")
+    return key.strip(), value.strip()
+
+
+def _typed(key: str, value, default):
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"feature option {key}={value!r}: expected {type(default).__name__} "
+                          f"like {default!r}") from None
+    return value
+
+
+def fit_features(features: str | FeatureSet, images, options: dict | None = None, *,
+                 state: dict | None = None, progress=None) -> dict:
+    """Fit the fitted sets of ``features`` on training images; the state for :func:`extract_features`.
+
+    Parameters
+    ----------
+    features : str or FeatureSet
+    images : ndarray (N, H, W, 3) or (N, H, W), uint8
+        Training images only.
+    options : dict, optional
+        Settings of the fitted sets (:func:`parse_feature_options`).
+    state : dict, optional
+        Already fitted sets to keep (not fitted again).
+    progress : callable, optional
+        Progress hook, e.g. ``progress("kmeans", iteration, n_iter)``.
+
+    Returns
+    -------
+    dict
+        ``{set name: fitted transformer}``, empty for pure sets.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(10, 12, 12), dtype=np.uint8)
+    >>> state = fit_features("kmeans", images, {"k": 8, "patch_size": 4, "pool": 2, "n_patches": 200})
+    >>> extract_features(images, "kmeans+color", state=state).shape
+    (10, 54)
+    """
+    fset = get_feature_set(features)
+    options = parse_feature_options(fset, options or {})
+    state = dict(state or {})
+    for part in fset.components:
+        if part.fitted is not None and part.name not in state:
+            state[part.name] = part.fitted(**{k: v for k, v in options.items()
+                                               if k in part.fitted().get_params()}).fit(images, progress=progress)
+    return state
+
+
+def _part_fn(part: FeatureSet, state: dict | None):
+    if part.fitted is None:
+        return part.fn
+    fitted = (state or {}).get(part.name)
+    if fitted is None:
+        raise ConfigError(f"feature set {part.name!r} must be fitted on training images first "
+                          f"(fit_features, or featmlp extract / --fitted-from RUN_OR_FEATURES)")
+    return fitted.transform
+
+
+def _part_names(part: FeatureSet, state: dict | None, height: int, width: int) -> tuple[str, ...]:
+    if part.fitted is None:
+        return part.names_for(height, width)
+    _part_fn(part, state)  # the error for a missing state
+    return state[part.name].feature_names()
+
+
+def mirror_permutation(features: str | FeatureSet, state: dict | None = None, *,
+                       image_shape: tuple[int, int] = (32, 32)) -> np.ndarray | None:
+    """Columns ``perm`` with ``features(mirrored images) == features(images)[:, perm]``, or None.
+
+    Defined when every set in ``features`` mirrors that way (``kmeans`` with ``mirror=True``,
+    ``color``); flip augmentation (``TrainConfig.flip``) needs it.
+    """
+    fset = get_feature_set(features)
+    perms, offset = [], 0
+    for part in fset.components:
+        if part.fitted is not None:
+            _part_fn(part, state)  # the error for a missing state
+            perm = state[part.name].mirror_permutation()
+        else:
+            perm = part.mirror(*image_shape) if part.mirror is not None else None
+        if perm is None:
+            return None
+        perms.append(perm + offset)
+        offset += len(perm)
+    return np.concatenate(perms)
+
+
+def state_to_arrays(state: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(settings, arrays)`` of a fitted state: JSON settings per set, arrays ``"<set>.<name>"``."""
+    settings, arrays = {}, {}
+    for name, fitted in sorted(state.items()):
+        settings[name], part_arrays = fitted.state()
+        arrays.update({f"{name}.{key}": value for key, value in part_arrays.items()})
+    return settings, arrays
+
+
+def state_from_arrays(settings: dict, arrays: dict) -> dict:
+    """Inverse of :func:`state_to_arrays`; a :class:`DataError` names what does not fit."""
+    if not isinstance(settings, dict):
+        raise DataError("fitted feature state settings must be a JSON object")
+    state = {}
+    for name, part_settings in settings.items():
+        fset = FEATURE_SETS.get(name)
+        if fset is None or fset.fitted is None:
+            raise DataError(f"fitted feature state names {name!r}, which is not a fitted feature set")
+        prefix = name + "."
+        state[name] = fset.fitted.from_state(
+            part_settings, {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+    return state
+
+
+def check_state(features: str | FeatureSet, state: dict | None) -> None:
+    """Raise a :class:`ConfigError` when a fitted set of ``features`` lacks its state."""
+    for part in get_feature_set(features).components:
+        _part_fn(part, state)
 
 
 def feature_names(features: str | FeatureSet = DEFAULT_FEATURES, *,
-                  image_shape: tuple[int, int] | None = None) -> tuple[str, ...]:
+                  image_shape: tuple[int, int] | None = None, state: dict | None = None) -> tuple[str, ...]:
     """Column names of a feature set (or a combination ``"a+b"``).
 
     Parameters
@@ -121,6 +337,8 @@ def feature_names(features: str | FeatureSet = DEFAULT_FEATURES, *,
     image_shape : (height, width), optional
         Image size, for sets whose columns depend on it (``hog``); without it, the
         names for 32x32 images.
+    state : dict, optional
+        The fitted state (:func:`fit_features`) of fitted sets.
 
     Examples
     --------
@@ -130,7 +348,10 @@ def feature_names(features: str | FeatureSet = DEFAULT_FEATURES, *,
     1260
     """
     fset = get_feature_set(features)
-    return fset.names if image_shape is None else fset.names_for(*image_shape)
+    if not fset.needs_fit:
+        return fset.names if image_shape is None else fset.names_for(*image_shape)
+    height, width = image_shape or (32, 32)
+    return tuple(n for part in fset.components for n in _part_names(part, state, height, width))
 
 
 def _check_batch(images: np.ndarray) -> np.ndarray:
@@ -146,7 +367,8 @@ def _check_batch(images: np.ndarray) -> np.ndarray:
 
 
 def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | FeatureSet = DEFAULT_FEATURES,
-                     *, chunk_size: int = 4096, progress=None, parallel: bool = True) -> np.ndarray:
+                     *, state: dict | None = None, chunk_size: int = 4096, progress=None,
+                     parallel: bool = True) -> np.ndarray:
     """Compute a feature set for a batch of images.
 
     Parameters
@@ -157,6 +379,8 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     features : str or FeatureSet
         A key of :data:`FEATURE_SETS` (default ``"lecture"``), or keys joined by ``+``
         (``"lecture+hog+color"``: the sets' columns side by side, in that order).
+    state : dict, optional
+        Fitted state of the fitted sets in ``features`` (:func:`fit_features`).
     chunk_size : int
         Images per batch handed to the feature function (bounds memory).
     progress : callable, optional
@@ -166,7 +390,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
 
     Returns
     -------
-    ndarray, shape (N, F), float64
+    ndarray, shape (N, F), float64 (float32 when a fitted set is among the sets)
         ``F = len(feature_names(features, image_shape=(H, W)))``; for sets whose width
         depends on the size (``hog``) a sequence of images must share one size.
 
@@ -180,6 +404,8 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     (2, 355)
     """
     fset = get_feature_set(features)
+    check_state(fset, state)
+    fns = [_part_fn(part, state) for part in fset.components]
     if isinstance(images, np.ndarray):
         groups = {None: (np.arange(len(images)), _check_batch(images))}
         n = len(images)
@@ -191,22 +417,26 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
             by_shape.setdefault(im.shape, []).append(i)
         groups = {shape: (np.asarray(idx), _check_batch(np.stack([images[i] for i in idx])))
                   for shape, idx in by_shape.items()}
-    widths = {len(fset.names_for(*batch.shape[1:3])) for _, batch in groups.values()}
+    widths = {len(feature_names(fset, image_shape=batch.shape[1:3], state=state)) for _, batch in groups.values()}
     if len(widths) > 1:
         sizes = ", ".join(f"{b.shape[1]}x{b.shape[2]}" for _, b in groups.values())
         raise DataError(f"feature set {fset.name!r} gives a different number of values for each image "
                         f"size ({sizes}, HxW): resize the images to one size (e.g. --image-size 32x32)")
-    out = np.empty((n, widths.pop() if widths else len(fset.names)), dtype=np.float64)
+    # Learned features are wide (thousands of columns): float32, as they are computed.
+    dtype = np.float32 if fset.needs_fit else np.float64
+    out = np.empty((n, widths.pop() if widths else len(fset.names)), dtype=dtype)
     done = 0
     for rows, batch in groups.values():
         for start in range(0, len(rows), chunk_size):
             stop = min(start + chunk_size, len(rows))
-            out[rows[start:stop]] = fset.fn(batch[start:stop], parallel=parallel)
+            part = batch[start:stop]
+            out[rows[start:stop]] = np.concatenate([fn(part, parallel=parallel) for fn in fns], axis=1)
             done += stop - start
             if progress is not None:
                 progress("extract", done, n)
     return out
 
 
-__all__ = ["FeatureSet", "FEATURE_SETS", "DEFAULT_FEATURES", "extract_features", "feature_names",
-           "get_feature_set"]
+__all__ = ["FeatureSet", "FEATURE_SETS", "DEFAULT_FEATURES", "KMeansFeatures", "check_state",
+           "extract_features", "feature_names", "feature_options", "fit_features", "get_feature_set",
+           "mirror_permutation", "parse_feature_options", "state_from_arrays", "state_to_arrays"]

@@ -200,6 +200,7 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train
+    mirror = table.mirror() if any(c.flip or c.test_flip for c in configs) else None
 
     groups: dict = {}
     for i, config in enumerate(configs):
@@ -227,7 +228,7 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
         n_workers = min(workers, len(alone))
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(X, y, n_classes, threads))
+                                   initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
         futures = {i: pool.submit(_worker_train, configs[i]) for i in alone}
     try:
         for members in stacked:
@@ -238,7 +239,8 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
             for i in alone:
                 callbacks = [] if on_epoch is None else [
                     lambda record, history, name=names[i]: on_epoch(name, record)]
-                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=callbacks))
+                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=callbacks,
+                                  mirror=mirror))
         else:
             for i, future in futures.items():
                 result = future.result()
@@ -277,6 +279,9 @@ def _test_accuracies(results: list[TrainResult], table: FeatureTable) -> list[fl
     scaled: dict = {}
     accuracies = []
     for result in results:
+        if result.config.test_flip:  # flip-averaged: as result.predict gives it
+            accuracies.append(float(np.mean(result.predict(table.X_test) == table.y_test)))
+            continue
         s = result.scaler
         key = (s.kind, s.offset.tobytes(), s.scale.tobytes())
         if key not in scaled:
@@ -293,12 +298,12 @@ def _test_accuracies(results: list[TrainResult], table: FeatureTable) -> list[fl
 _WORKER: dict = {}
 
 
-def _worker_init(X, y, n_classes, threads) -> None:
+def _worker_init(X, y, n_classes, threads, mirror=None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.update(X=X, y=y, n_classes=n_classes)
+    _WORKER.update(X=X, y=y, n_classes=n_classes, mirror=mirror)
 
 
 def _worker_train(config: TrainConfig) -> TrainResult:
-    return train(_WORKER["X"], _WORKER["y"], config, n_classes=_WORKER["n_classes"])
+    return train(_WORKER["X"], _WORKER["y"], config, n_classes=_WORKER["n_classes"], mirror=_WORKER["mirror"])

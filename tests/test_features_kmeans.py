@@ -277,3 +277,134 @@ def test_bad_input_is_one_clear_error():
     arrays = {**arrays, "centroids": arrays["centroids"][:3]}
     with pytest.raises(DataError, match="do not fit its settings"):
         KMeansFeatures.from_state(settings, arrays)
+
+
+# --------------------------------------------------------------------------- runs, bundles, CLI
+
+KM_OPTS = ["--feature-option", "k=8", "--feature-option", "patch_size=4", "--feature-option", "n_patches=3000",
+           "--feature-option", "pool=2"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """ROOT/train|test/<class>/*.png: 3 classes of 16x16 RGB images with a class-specific pattern."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for split, n in (("train", 16), ("test", 6)):
+        for c, name in enumerate(("bars", "blob", "noise")):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                im = rng.integers(0, 80, (16, 16, 3))
+                if c == 0:
+                    im[:, ::4] += 170
+                elif c == 1:
+                    im[4:12, 4:12] += 170
+                Image.fromarray(im.astype(np.uint8)).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_run_predict_evaluate_agree_and_bundle_keeps_the_state(image_folder, tmp_path, run_cli):
+    from featmlp.bundle import load_bundle
+
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["run", "--data", image_folder, "--features", "kmeans+color", *KM_OPTS,
+                                 "--epochs", "3", "--out", out, "-q"])
+    assert code == 0, err
+    assert "features.safetensors" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["flip"] is True and config["train"]["test_flip"] is True  # the kmeans preset
+    assert config["train"]["bottleneck"] == 128
+    assert config["data"]["feature_options"] == {"k": 8, "patch_size": 4, "n_patches": 3000, "pool": 2}
+
+    bundle = load_bundle(out)
+    table = load_features(out / "features.npz")
+    assert bundle.mirror is not None
+    # the bundle's state computes the feature file's features from the images
+    files = sorted((image_folder / "test").glob("*/*.png"))
+    from featmlp.data import read_images
+
+    X = extract_features(read_images(files), "kmeans+color", state=bundle.feature_state)
+    np.testing.assert_allclose(X, table.X_test, rtol=1e-6, atol=1e-5)
+    expected = [bundle.class_names[k] for k in bundle.predict(table.X_test)]
+
+    code, stdout, err = run_cli(["predict", out, *files])
+    assert code == 0, err
+    predicted = [line.split("\t")[1] for line in stdout.splitlines()]
+    assert predicted == expected
+    code, stdout, _ = run_cli(["evaluate", out, "--json"])
+    accuracy = json.loads(stdout)["accuracy"]
+    truth = [f.parent.name for f in files]
+    assert accuracy == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
+    assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_fitted_from_a_run_or_a_feature_file_reuses_the_state(image_folder, tmp_path, run_cli):
+    code, _, err = run_cli(["extract", image_folder, "--features", "kmeans", *KM_OPTS, "-o", tmp_path / "a.npz", "-q"])
+    assert code == 0, err
+    code, _, err = run_cli(["extract", image_folder / "test", "--features", "kmeans", "--fitted-from", tmp_path / "a.npz",
+                            "-o", tmp_path / "b.npz", "-q"])
+    assert code == 0, err
+    a, b = load_features(tmp_path / "a.npz"), load_features(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.fitted["kmeans"].centroids_, b.fitted["kmeans"].centroids_)
+    # the images of b are a's test images, split anew: each row of b is one of a's test rows
+    # (to float32 rounding: the BLAS blocks differ with the batch)
+    B = np.concatenate([b.X_train, b.X_test])
+    nearest = np.abs(B[:, None, :] - a.X_test[None]).max(-1).min(1)
+    assert nearest.max() < 1e-5 * np.abs(a.X_test).max()
+
+
+def test_flip_training_equals_training_on_mirrored_rows():
+    from featmlp.train import TrainConfig, train
+
+    images = _images(n=30, h=10, w=10)
+    y = np.arange(30) % 3
+    km = KMeansFeatures(**SMALL).fit(images)
+    X, perm = km.transform(images), km.mirror_permutation()
+    config = TrainConfig(hidden=(16,), epochs=3, batch_size=8, flip=True)
+    flipped = train(X, y, config, mirror=perm)
+    # by hand: the mirrored images' features as extra rows, no flip option
+    X2 = np.concatenate([X, km.transform(images[:, :, ::-1])])
+    plain = train(X2, np.concatenate([y, y]), TrainConfig(hidden=(16,), epochs=3, batch_size=8))
+    for a, b in zip(flipped.model.parameters(), plain.model.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(flipped.scaler.offset, plain.scaler.offset, rtol=1e-4, atol=1e-5)
+    # test-time flip averaging: the mean of the two probabilities
+    tta = train(X, y, TrainConfig(hidden=(16,), epochs=2, test_flip=True), mirror=perm)
+    p = (tta.model.eval()(__import__("torch").from_numpy(tta.scaler.transform(X))).softmax(1)
+         + tta.model(__import__("torch").from_numpy(tta.scaler.transform(X[:, perm]))).softmax(1)) / 2
+    np.testing.assert_allclose(tta.predict_proba(X), p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_flip_without_a_mirror_is_a_clear_error(tmp_path, run_cli):
+    code, _, err = run_cli(["run", "--features", "lecture", "--flip", "--epochs", "1", "--out", tmp_path / "r", "-q"])
+    assert code != 0
+    assert "mirror permutation" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--feature-option", "patch_size=20"], "smaller than the 20x20 patches"),
+    (["--feature-option", "k=8000"], "sampled patches"),
+    (["--feature-option", "k=abc"], "expected int"),
+    (["--feature-option", "kk=3"], "unknown feature option"),
+])
+def test_bad_kmeans_input_is_one_line(image_folder, tmp_path, run_cli, args, message):
+    code, out, err = run_cli(["extract", image_folder, "--features", "kmeans", *KM_OPTS, *args,
+                              "-o", tmp_path / "x.npz", "-q"])
+    assert code != 0 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_fitted_state_from_other_images_is_one_line(image_folder, tmp_path, run_cli):
+    code, _, err = run_cli(["extract", image_folder, "--features", "kmeans", *KM_OPTS, "-o", tmp_path / "a.npz", "-q"])
+    assert code == 0, err
+    # (image folders are read as RGB, so a colour-mode mismatch only comes through the API:
+    # test_bad_input_is_one_clear_error)
+    code, _, err = run_cli(["extract", image_folder, "--features", "kmeans", "--fitted-from", tmp_path / "a.npz",
+                            "--image-size", "20x20", "-o", tmp_path / "b.npz", "-q"])
+    assert code != 0 and "fitted on 16x16 RGB images" in err and "these are 20x20" in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "b.npz").exists()

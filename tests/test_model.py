@@ -121,7 +121,7 @@ def test_scaler_dict_round_trip_and_errors():
         Scaler.from_dict({"kind": "minmax", "offset": [0.0], "scale": [0.0]})
     with pytest.raises(ConfigError, match="'robust'"):
         Scaler.fit(X, "robust")
-    assert set(SCALERS) == {"standard", "minmax", "none"}
+    assert set(SCALERS) == {"standard", "minmax", "global", "none"}
 
 
 def test_predict_proba_keeps_row_order_across_chunks():
@@ -134,3 +134,52 @@ def test_predict_proba_keeps_row_order_across_chunks():
         expected = torch.softmax(model(torch.from_numpy(scaler.transform(X))), 1).numpy()
     np.testing.assert_allclose(whole, expected, rtol=1e-6)
     np.testing.assert_allclose(whole.sum(1), 1, rtol=1e-6)
+
+
+def test_global_scaler_centres_columns_with_one_scale():
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, [1.0, 2.0, 5.0], size=(400, 3))
+    s = Scaler.fit(X, "global")
+    np.testing.assert_allclose(s.offset, X.mean(0))
+    np.testing.assert_allclose(s.scale, np.sqrt(np.mean(X.var(0))) * np.ones(3))
+    np.testing.assert_allclose(s.transform(X).mean(0), 0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["standard", "global", "minmax", "none"])
+def test_mirror_scaler_is_that_of_the_rows_and_their_mirror_images(kind):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6)) * [1, 2, 3, 4, 5, 6] + [0, 1, 2, 3, 4, 5]
+    mirror = np.array([3, 4, 5, 0, 1, 2])
+    by_hand = Scaler.fit(np.concatenate([X, X[:, mirror]]), kind)
+    s = Scaler.fit(X, kind, mirror=mirror)
+    np.testing.assert_allclose(s.offset, by_hand.offset, atol=1e-12)
+    np.testing.assert_allclose(s.scale, by_hand.scale, rtol=1e-12)
+
+
+def test_float32_tables_are_scaled_without_float64_copies_and_match_sklearn():
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(5, 2, size=(10_000, 7)).astype(np.float32)
+    s = Scaler.fit(X)
+    ref = StandardScaler().fit(X.astype(np.float64))
+    np.testing.assert_allclose(s.offset, ref.mean_, rtol=1e-6)
+    np.testing.assert_allclose(s.scale, ref.scale_, rtol=1e-6)
+    out = s.transform(X)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref.transform(X.astype(np.float64)), atol=1e-5)
+
+
+def test_bottleneck_is_a_linear_layer_before_the_hidden_ones():
+    spec = MLPSpec(20, 3, hidden=(8,), bottleneck=4, dropout=0.5)
+    model = build_mlp(spec)
+    assert [l.weight.shape for l in model.linear_layers()] == [(4, 20), (8, 4), (3, 8)]
+    model.eval()
+    x = torch.randn(5, 20)
+    b = model.bottleneck
+    h = torch.relu(model.hidden[0][0](b(x)))  # no activation after the bottleneck
+    torch.testing.assert_close(model(x), model.output(h))
+    assert "bottleneck.weight" in model.state_dict()
+    assert "bottleneck.weight" not in build_mlp(MLPSpec(20, 3, hidden=(8,))).state_dict()
+    with pytest.raises(ConfigError, match="bottleneck"):
+        MLPSpec(20, 3, bottleneck=-1).validate()

@@ -54,10 +54,15 @@ def fitted_options(f):
     f = click.option("--feature-option", "feature_option", multiple=True, metavar="KEY=VALUE",
                      callback=_parse_pairs,
                      help="A setting of a fitted feature set, repeatable: --feature-option k=4000 "
-                          "--feature-option pool=4. kmeans: k (1600), patch_size (6), stride (1), pool (3), "
-                          "whiten_eps (0.1), norm_eps (10), encoding (triangle|hard), n_iter (10), "
-                          "n_patches (400000), power (0.5), mirror (true), seed (0).")(f)
+                          "--feature-option pool=4. " + _fitted_settings_help())(f)
     return f
+
+
+def _fitted_settings_help() -> str:
+    from ..features import feature_options
+
+    return "; ".join(f"{name}: " + ", ".join(f"{k} (default {v})" for k, v in feature_options(name).items())
+                     for name, fset in FEATURE_SETS.items() if fset.fitted is not None) + "."
 
 
 def resolve_fitted(features: str, feature_option, fitted_from):

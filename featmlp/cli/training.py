@@ -70,7 +70,7 @@ def train_options(f=None, *, sweep: bool = False):
         click.option("--weight-decay", type=click.FloatRange(0)),
         click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), help="Learning-rate schedule."),
         click.option("--scaler", type=click.Choice(sorted(SCALERS)),
-                     help="Feature scaling fitted on train only: standard | minmax | none."),
+                     help="Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all columns) | none."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
                      help="Share of train held out for validation curves and early stopping."),
         click.option("--patience", type=click.IntRange(0),
@@ -189,7 +189,8 @@ def _report_run(run, lecture: bool = False) -> None:
     else:
         click.echo(f"test accuracy {_fmt(acc)} on {m.get('n_test', 0)} images; {m['epochs_run']} epochs in "
                    f"{m['train_seconds']:.2f} s ({m['stop_reason']})")
-    click.echo(f"run directory: {run.out}  (config.json, metrics.json, loss.png, confusion.png, model.safetensors)")
+    files = sorted(p.name for p in Path(run.out).iterdir() if p.is_file())
+    click.echo(f"run directory: {run.out}  ({', '.join(files)})")
 
 
 def _default_out(kind: str) -> str:

@@ -32,13 +32,13 @@ References
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import ConfigError, DataError
+from ._builds import serial_twin
 
 ENCODINGS = ("triangle", "hard")
 
@@ -138,15 +138,8 @@ def _encode_pool_py(S, xx, cc, n_img, nr, nc, wr, wc, hard, out):
                                     out[i, g, h, k] += w * v
 
 
-def _serial(py_func):
-    # numba's disk cache keys a function by name and line, not parallel= (see texture.py)
-    f = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial")
-    f.__qualname__ = py_func.__qualname__ + "_serial"
-    return f
-
-
 _encode_pool = numba.njit(cache=True, parallel=True, fastmath=True)(_encode_pool_py)
-_encode_pool_serial = numba.njit(cache=True, fastmath=True)(_serial(_encode_pool_py))
+_encode_pool_serial = numba.njit(cache=True, fastmath=True)(serial_twin(_encode_pool_py))
 
 
 class KMeansFeatures(TransformerMixin, BaseEstimator):

@@ -44,10 +44,11 @@ and precision as the reference, so results match scikit-image to rounding:
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 import numpy as np
+
+from ._builds import serial_twin
 
 NAMES: tuple[str, ...] = (
     "lbp_energy",
@@ -372,25 +373,13 @@ def _rgb_to_gray_py(rgb, gray):
                                  + np.int32(rgb[i, r, c, 2]) * 7471 + 0x8000) >> 16
 
 
-def _serial(py_func):
-    """``py_func`` renamed ``<name>_serial``, for its serial build.
-
-    numba's disk cache keys a function by module, name and line, not by ``parallel=``:
-    two builds of one function share one cache entry, and the serial build then loads
-    the threaded code (it did: ``parallel=False`` ran on all threads).
-    """
-    f = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial")
-    f.__qualname__ = py_func.__qualname__ + "_serial"
-    return f
-
-
 # Threaded versions for this process, and serial ones for worker processes: a process forked
 # from one whose threads run on GNU OpenMP must not start threads (numba terminates it), while
 # a serial kernel never touches the threading layer. prange is plain range in the serial ones.
 _lecture_batch = numba.njit(cache=True, parallel=True)(_lecture_batch_py)
-_lecture_batch_serial = numba.njit(cache=True)(_serial(_lecture_batch_py))
+_lecture_batch_serial = numba.njit(cache=True)(serial_twin(_lecture_batch_py))
 _rgb_to_gray = numba.njit(cache=True, parallel=True)(_rgb_to_gray_py)
-_rgb_to_gray_serial = numba.njit(cache=True)(_serial(_rgb_to_gray_py))
+_rgb_to_gray_serial = numba.njit(cache=True)(serial_twin(_rgb_to_gray_py))
 
 
 def to_gray(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:

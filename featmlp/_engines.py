@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from featmlp.model import HEADS, MLPSpec
+from featmlp.model import MLPSpec, loss_function
 
 
 # Activation forward, in place where the backward needs only the output, and backward
@@ -74,7 +74,7 @@ class _FastEngine:
     Tests check it against plain torch loops.
     """
 
-    def __init__(self, model, spec: MLPSpec, X: torch.Tensor, y: torch.Tensor):
+    def __init__(self, model, spec: MLPSpec, X: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0):
         linears = model.linear_layers()
         self.weights = [layer.weight.detach() for layer in linears]
         self.biases = [layer.bias.detach()[:, None] for layer in linears]
@@ -89,6 +89,8 @@ class _FastEngine:
         self.y = y[None, :]
         eye = torch.eye(spec.n_classes, dtype=X.dtype, device=X.device)
         self.YT = eye[:, y].contiguous()  # one-hot targets, (C, N)
+        if label_smoothing:  # the cross-entropy gradient is p - target for smoothed targets too
+            self.YT.mul_(1 - label_smoothing).add_(label_smoothing / spec.n_classes)
         # Epoch-sized buffers: shuffled copies, logits, per-sample losses. Zero-filled, not
         # empty, so their memory is touched here in the set-up rather than in the first epoch.
         self.XTp, self.YTp, self.yp = (torch.zeros_like(t) for t in (self.XT, self.YT, self.y))
@@ -214,9 +216,9 @@ class _AutogradEngine:
     (no shuffled copy of the epoch's rows).
     """
 
-    def __init__(self, model, spec: MLPSpec, X, y: torch.Tensor):
+    def __init__(self, model, spec: MLPSpec, X, y: torch.Tensor, label_smoothing: float = 0.0):
         self.model = model
-        self.loss_fn = HEADS[spec.head]
+        self.loss_fn = loss_function(spec.head, label_smoothing)
         self.X, self.y = X, y
         self.n_classes = spec.n_classes
         self.class_dim = 1

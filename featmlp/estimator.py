@@ -105,6 +105,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         preset=None,
         random_state=None,
         bottleneck=None,
+        label_smoothing=None,
     ):
         self.hidden = hidden
         self.activation = activation
@@ -127,6 +128,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         self.preset = preset
         self.random_state = random_state
         self.bottleneck = bottleneck
+        self.label_smoothing = label_smoothing
 
     def _config(self) -> TrainConfig:
         preset = "default" if self.preset is None else self.preset

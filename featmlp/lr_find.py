@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from featmlp.errors import ConfigError
-from featmlp.model import HEADS, Scaler, build_mlp
+from featmlp.model import Scaler, build_mlp, loss_function
 from featmlp.progress import ProgressHook
 from featmlp.train import (OPTIMIZERS, PRESETS, TrainConfig, _check_data, _check_labels,
                            _class_weights, _flatten_parameters, _resolve_device,
@@ -326,7 +326,7 @@ def _range_test(model, spec, config, scaler, X, y, device, order_rng, start_lr, 
     w_t = torch.from_numpy(_class_weights(y, spec.n_classes, config.class_weight)[y]).to(device)
     flat, grad = _flatten_parameters(model)
     optimizer = OPTIMIZERS[config.optimizer](flat, config)
-    loss_fn = HEADS[spec.head]
+    loss_fn = loss_function(spec.head, config.label_smoothing)
     full_batch = OPTIMIZERS[config.optimizer].full_batch
     # "gd" with lecture_batch_size steps on ceil(N / size) times the mean loss's gradient, as
     # train() does, so that the lrs found here mean what config.lr means there.

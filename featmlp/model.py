@@ -16,6 +16,7 @@ features and new images are scaled exactly as the training set was.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,12 +35,19 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, dim: int = 1) -> torch.Tensor:
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, dim: int = 1,
+                       smoothing: float = 0.0) -> torch.Tensor:
     """Per-sample cross-entropy of ``logits`` against integer labels ``y`` (N,).
 
     ``dim`` is the class axis of ``logits``: 1 for (N, C), 0 for the (C, N) layout training uses.
+    ``smoothing`` ``e``: against the target ``(1 - e) one_hot + e / C``, as
+    ``torch.nn.functional.cross_entropy(..., label_smoothing=e)``.
     """
-    return -torch.log_softmax(logits, dim).gather(dim, y.unsqueeze(dim)).squeeze(dim)
+    log_p = torch.log_softmax(logits, dim)
+    loss = -log_p.gather(dim, y.unsqueeze(dim)).squeeze(dim)
+    if smoothing:
+        loss = (1 - smoothing) * loss - smoothing * log_p.mean(dim)
+    return loss
 
 
 def softmax_mse_loss(logits: torch.Tensor, y: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -59,6 +67,13 @@ HEADS: dict[str, Callable[..., torch.Tensor]] = {
     "ce": cross_entropy_loss,
     "mse": softmax_mse_loss,
 }
+
+
+def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
+    """The per-sample training loss of ``head``, with label smoothing for ``"ce"``."""
+    if label_smoothing:
+        return functools.partial(cross_entropy_loss, smoothing=label_smoothing)
+    return HEADS[head]
 
 
 def _choice_error(what: str, value, choices) -> ConfigError:

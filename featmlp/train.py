@@ -48,7 +48,8 @@ from torch import nn
 from featmlp._engines import (_FAST_ACTIVATIONS, _AutogradEngine, _FastEngine,  # noqa: F401
                               ScaledRows, _flatten_parameters, _unflatten_parameters)
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import HEADS, SCALERS, MLPSpec, Scaler, build_mlp, predict_proba, settings_from_dict
+from featmlp.model import (SCALERS, MLPSpec, Scaler, build_mlp, loss_function, predict_proba,
+                           settings_from_dict)
 from featmlp.progress import ProgressHook
 
 
@@ -111,6 +112,8 @@ class TrainConfig:
         :func:`train`; feature sets ``kmeans`` and ``color`` have one).
     test_flip : bool
         Predict with the mean of the probabilities of each image and its mirror image.
+    label_smoothing : float
+        ``"ce"`` only: train against ``(1 - e) one_hot + e / C`` instead of the one-hot labels.
     """
 
     # The defaults are PRESETS["default"]: the best of the settings we tried on the lecture's
@@ -140,6 +143,7 @@ class TrainConfig:
     bottleneck: int = 0
     flip: bool = False
     test_flip: bool = False
+    label_smoothing: float = 0.0
 
     def spec(self, n_features: int, n_classes: int) -> MLPSpec:
         """The :class:`MLPSpec` of this configuration for data of the given sizes."""
@@ -177,6 +181,9 @@ class TrainConfig:
                     f"lecture_batch_size applies to optimizer 'gd' only, not {self.optimizer!r}: "
                     f"set it to None"
                 )
+        _check_number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
+        if self.label_smoothing and self.head != "ce":
+            raise ConfigError(f"label_smoothing applies to head 'ce' only, not {self.head!r}: set it to 0")
         for name in ("flip", "test_flip"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -659,10 +666,11 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
         wv_t = torch.from_numpy(class_w[y_val]).to(device)
 
     flat, grad = _flatten_parameters(model)
-    engine = (_FastEngine if plain else _AutogradEngine)(model, spec, X_t, y_t)
+    engine = (_FastEngine if plain else _AutogradEngine)(model, spec, X_t, y_t,
+                                                         label_smoothing=config.label_smoothing)
     optimizer = OPTIMIZERS[config.optimizer](flat, config)
     step_fn = lambda lr: optimizer.step(grad, lr)  # noqa: E731 (one closure per run)
-    loss_fn = HEADS[spec.head]
+    loss_fn = loss_function(spec.head, config.label_smoothing)
     schedule = SCHEDULES[config.schedule]
 
     full_batch = OPTIMIZERS[config.optimizer].full_batch

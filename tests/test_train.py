@@ -329,3 +329,41 @@ def test_thread_count_is_restored_after_training():
           callbacks=[lambda record, history: seen.append(torch.get_num_threads())])
     assert torch.get_num_threads() == before
     assert seen == [1, 1]  # a network this small trains on one thread
+
+
+@pytest.mark.parametrize("engine", ["fast", "autograd"])
+def test_label_smoothing_equals_torch_cross_entropy_with_label_smoothing(engine):
+    X, y = _data(n=70)
+    extra = {} if engine == "fast" else {"dropout": 0.25}
+    config = TrainConfig(hidden=(8,), optimizer="sgd", lr=0.05, epochs=2, batch_size=16, momentum=0.9,
+                         schedule="none", seed=1, label_smoothing=0.2, **extra)
+    ours = train(X, y, config)
+    model, xt = _reference_model(config, X, 3)
+    yt = torch.from_numpy(y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    order = torch.Generator().manual_seed(config.seed)
+    losses = []
+    for _ in range(config.epochs):
+        epoch_loss = 0.0
+        for idx in torch.randperm(len(y), generator=order).split(16):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xt[idx]), yt[idx], label_smoothing=0.2)
+            loss.backward()
+            opt.step()
+            epoch_loss += loss.item() * len(idx)
+        losses.append(epoch_loss / len(y))
+    torch.testing.assert_close(_params(ours.model), _params(model), rtol=1e-4, atol=1e-5)
+    assert [r["train_loss"] for r in ours.history] == pytest.approx(losses, rel=1e-4)
+    with pytest.raises(ConfigError, match="label_smoothing applies to head 'ce'"):
+        TrainConfig(head="mse", label_smoothing=0.1).validate()
+
+
+def test_large_tables_train_from_per_batch_scaled_rows_as_from_a_scaled_copy(monkeypatch):
+    import featmlp.train as train_module
+
+    X, y = _data(n=90)
+    config = TrainConfig(hidden=(8,), epochs=2, batch_size=16, seed=3)
+    copy = train(X.astype(np.float32), y, config)
+    monkeypatch.setattr(train_module, "_FAST_ENGINE_BYTES", 0)  # as if X were GBs
+    rows = train(X.astype(np.float32), y, config)
+    torch.testing.assert_close(_params(rows.model), _params(copy.model), rtol=1e-4, atol=1e-5)

@@ -81,6 +81,8 @@ def train_options(f=None, *, sweep: bool = False):
         click.option("--flip/--no-flip", default=None,
                      help="Also train on the mirror image of every training image (feature sets whose "
                           "mirrored features are a column permutation: kmeans, color)."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+                     help="Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
         click.option("--test-flip/--no-test-flip", default=None,
                      help="Predict with the mean of each image's and its mirror image's probabilities."),
         click.option("--device", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
@@ -118,7 +120,7 @@ def _as_list_option(decorator):
 
 _TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
                "batch_size", "momentum", "weight_decay", "schedule", "scaler", "val_fraction", "patience",
-               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip")
+               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip", "label_smoothing")
 
 
 def _config_from(opts: dict, preset: str | None = None):

@@ -144,7 +144,8 @@ def stack_key(config: TrainConfig):
     autograd per configuration, and early stopping restores per-configuration best weights:
     those configurations train alone with :func:`featmlp.train.train`.
     """
-    if config.dropout or config.batch_norm or config.patience or config.bottleneck or config.flip:
+    if config.dropout or config.batch_norm or config.patience or config.bottleneck or config.flip \
+            or config.label_smoothing:
         return None
     full_batch = OPTIMIZERS[config.optimizer].full_batch
     seed_matters = not full_batch or config.val_fraction > 0

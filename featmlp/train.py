@@ -375,10 +375,15 @@ PRESETS: dict[str, TrainConfig] = {
     # 0.654, 0.5 0.649; on the 9 lecture features dropout 0.3 costs 0.008 (0.348 vs 0.356).
     "wide": TrainConfig(dropout=0.3),
     # For thousands of learned features (kmeans: 14,400 columns at K=1600, 3x3 pooling): a
-    # linear bottleneck, one wide hidden layer with dropout, flipped training images and
-    # flip-averaged predictions. Chosen on a 45,000 / 5,000 split of CIFAR-10's train.
+    # linear bottleneck, one wide hidden layer with dropout, label smoothing, centred columns
+    # with one common scale, flipped training images and flip-averaged predictions. Chosen on
+    # a 45,000 / 5,000 split of CIFAR-10's train (validation accuracy with test flips, 12
+    # epochs unless said): standard scaling 0.777 (30 epochs) -> global scaling 0.786 (30) /
+    # 0.777 (12); + label smoothing 0.1 0.784 (0.2: 0.784); AdamW weight decay 0.05 0.775;
+    # dropout 0.2 after the bottleneck 0.761; input dropout 0.2 no better at twice the time;
+    # a 4x4 pooling grid 0.782 at twice the time.
     "kmeans": TrainConfig(hidden=(1024,), bottleneck=128, dropout=0.5, lr=1e-3, epochs=30,
-                          flip=True, test_flip=True),
+                          scaler="global", label_smoothing=0.1, flip=True, test_flip=True),
 }
 
 

@@ -316,7 +316,7 @@ def test_run_predict_evaluate_agree_and_bundle_keeps_the_state(image_folder, tmp
     assert "features.safetensors" in stdout
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["flip"] is True and config["train"]["test_flip"] is True  # the kmeans preset
-    assert config["train"]["bottleneck"] == 128
+    assert config["train"]["bottleneck"] == 256
     assert config["data"]["feature_options"] == {"k": 8, "patch_size": 4, "n_patches": 3000, "pool": 2}
 
     bundle = load_bundle(out)

@@ -50,7 +50,7 @@ def train_options(f=None, *, sweep: bool = False):
                      help="Named configuration to start from (default: 'kmeans' for kmeans features, else "
                           "'default', the best on the 9 lecture features; 'lecture' = the notebook's; 'wide' = "
                           "default with dropout 0.3, for wide feature sets such as lecture+hog+color; 'kmeans' = "
-                          "128 linear bottleneck -> 1024, dropout 0.5, flips). Any option below overrides its value."),
+                          "256 linear bottleneck -> 2048, dropout 0.5, label smoothing, flips). Any option below overrides its value."),
         click.option("--hidden", callback=_parse_hidden, metavar="N[,N...]",
                      help="Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
         click.option("--bottleneck", type=click.IntRange(0),

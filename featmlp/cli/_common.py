@@ -52,10 +52,21 @@ def fitted_options(f):
                      help="Apply the fitted state (kmeans dictionary, whitening) of a run directory or a feature "
                           "file instead of fitting it on these training images.")(f)
     f = click.option("--feature-option", "feature_option", multiple=True, metavar="KEY=VALUE",
-                     callback=_parse_pairs,
+                     callback=_parse_pairs, cls=_LazyHelpOption,
                      help="A setting of a fitted feature set, repeatable: --feature-option k=4000 "
-                          "--feature-option pool=4. " + _fitted_settings_help())(f)
+                          "--feature-option pool=4. ")(f)
     return f
+
+
+class _LazyHelpOption(click.Option):
+    """--feature-option: the fitted sets' settings and defaults are looked up when help is shown
+    (reading them imports scikit-learn, ~1 s, which a plain extraction does not need)."""
+
+    def get_help_record(self, ctx):
+        if not getattr(self, "_completed", False):
+            self.help = (self.help or "") + _fitted_settings_help()
+            self._completed = True
+        return super().get_help_record(ctx)
 
 
 def _fitted_settings_help() -> str:

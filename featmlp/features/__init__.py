@@ -23,7 +23,6 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import color, hog, texture
-from .kmeans import KMeansFeatures
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,10 @@ class FeatureSet:
     When the number of columns depends on the image size (HOG), ``names`` are those of
     32x32 images and ``sized_names(height, width)`` gives them for any size.
 
-    A fitted set has ``fitted``, the transformer class (``fit(images)``, ``transform(images)``,
-    ``state()``, ``from_state(settings, arrays)``, ``feature_names()``,
-    ``mirror_permutation()``); its ``fn`` and ``names`` come from the fitted transformer.
+    A fitted set has ``fitted``, a function returning the transformer class (``fit(images)``,
+    ``transform(images)``, ``state()``, ``from_state(settings, arrays)``, ``feature_names()``,
+    ``mirror_permutation()``), imported on first use; its ``fn`` and ``names`` come from the
+    fitted transformer.
     ``mirror(height, width)`` gives the column permutation of mirrored images' features for
     a pure set whose features mirror that way (None: they do not). ``preset`` names the
     training preset recommended for the set (None: the default). ``parts`` are the sets of a
@@ -48,7 +48,7 @@ class FeatureSet:
     fn: Callable[[np.ndarray], np.ndarray] | None
     description: str
     sized_names: Callable[[int, int], tuple[str, ...]] | None = None
-    fitted: type | None = None
+    fitted: Callable[[], type] | None = None
     mirror: Callable[[int, int], np.ndarray] | None = None
     preset: str | None = None
     parts: tuple["FeatureSet", ...] = ()
@@ -98,12 +98,26 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "learned patch features (Coates et al. 2011), fitted on the training images: k-means "
         "dictionary of whitened 6x6 patches, triangle encoding, 3x3 sum pooling (14,400 values at k=1600; "
         "--feature-option k=N, pool=N, ...)",
-        fitted=KMeansFeatures,
+        fitted=lambda: _kmeans_class(),
         preset="kmeans",
     ),
 }
 
 DEFAULT_FEATURES = "lecture"
+
+
+def _kmeans_class():
+    # Imported when used: kmeans.py imports scikit-learn's BaseEstimator, ~1.1 s, which every
+    # `featmlp extract` and each of its worker processes would pay for the handcrafted sets too.
+    from .kmeans import KMeansFeatures
+
+    return KMeansFeatures
+
+
+def __getattr__(name: str):
+    if name == "KMeansFeatures":
+        return _kmeans_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_feature_set(features: str | FeatureSet) -> FeatureSet:
@@ -170,7 +184,7 @@ def feature_options(features: str | FeatureSet) -> dict[str, object]:
     out: dict[str, object] = {}
     for part in fset.components:
         if part.fitted is not None:
-            out.update(part.fitted().get_params())
+            out.update(part.fitted()().get_params())
     return out
 
 
@@ -253,8 +267,9 @@ def fit_features(features: str | FeatureSet, images, options: dict | None = None
     state = dict(state or {})
     for part in fset.components:
         if part.fitted is not None and part.name not in state:
-            state[part.name] = part.fitted(**{k: v for k, v in options.items()
-                                               if k in part.fitted().get_params()}).fit(images, progress=progress)
+            cls = part.fitted()
+            known = cls().get_params()
+            state[part.name] = cls(**{k: v for k, v in options.items() if k in known}).fit(images, progress=progress)
     return state
 
 
@@ -316,7 +331,7 @@ def state_from_arrays(settings: dict, arrays: dict) -> dict:
         if fset is None or fset.fitted is None:
             raise DataError(f"fitted feature state names {name!r}, which is not a fitted feature set")
         prefix = name + "."
-        state[name] = fset.fitted.from_state(
+        state[name] = fset.fitted().from_state(
             part_settings, {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
     return state
 

@@ -340,6 +340,13 @@ def test_run_predict_evaluate_agree_and_bundle_keeps_the_state(image_folder, tmp
     assert accuracy == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
     assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["test_accuracy"])
 
+    # the run directory's state applies to another dataset (--fitted-from RUN)
+    code, _, err = run_cli(["extract", image_folder / "test", "--features", "kmeans+color", "--fitted-from", out,
+                            "-o", tmp_path / "c.npz", "-q"])
+    assert code == 0, err
+    np.testing.assert_array_equal(load_features(tmp_path / "c.npz").fitted["kmeans"].whitening_,
+                                  bundle.feature_state["kmeans"].whitening_)
+
 
 def test_fitted_from_a_run_or_a_feature_file_reuses_the_state(image_folder, tmp_path, run_cli):
     code, _, err = run_cli(["extract", image_folder, "--features", "kmeans", *KM_OPTS, "-o", tmp_path / "a.npz", "-q"])
@@ -354,6 +361,14 @@ def test_fitted_from_a_run_or_a_feature_file_reuses_the_state(image_folder, tmp_
     B = np.concatenate([b.X_train, b.X_test])
     nearest = np.abs(B[:, None, :] - a.X_test[None]).max(-1).min(1)
     assert nearest.max() < 1e-5 * np.abs(a.X_test).max()
+
+
+def test_fitted_from_a_run_without_a_fitted_set_is_one_line(tmp_path, run_cli):
+    code, _, err = run_cli(["run", "--epochs", "1", "--out", tmp_path / "lec", "-q"])
+    assert code == 0, err
+    code, _, err = run_cli(["extract", "--features", "kmeans", "--fitted-from", tmp_path / "lec", "-o", tmp_path / "x.npz"])
+    assert code != 0 and "no fitted state" in err and "Traceback" not in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_flip_training_equals_training_on_mirrored_rows():

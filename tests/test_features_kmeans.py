@@ -423,3 +423,49 @@ def test_fitted_state_from_other_images_is_one_line(image_folder, tmp_path, run_
     assert code != 0 and "fitted on 16x16 RGB images" in err and "these are 20x20" in err
     assert "Traceback" not in err and err.strip().count("\n") == 0
     assert not (tmp_path / "b.npz").exists()
+
+
+def test_mirror_agreement_tells_mirror_changing_classes_apart():
+    from featmlp.store import FeatureTable, mirror_agreement
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 22)).astype(np.float32)  # color-like columns: the colour set's mirror is the identity
+    y = np.arange(400) % 2
+    X[y == 1] += 2
+    table = FeatureTable(X, y, X[:0], y[:0], tuple(f"c{i}" for i in range(22)), ("a", "b"), {"features": "color"})
+    same, mirrored = mirror_agreement(table)
+    assert same == mirrored and same > 0.9
+    # learned features whose mirror swaps the classes: left-bright vs right-bright images
+    images = rng.integers(0, 60, (60, 12, 12), dtype=np.uint8)
+    labels = np.arange(60) % 2
+    images[labels == 0, :, :6] += 150
+    images[labels == 1, :, 6:] += 150
+    state = fit_features("kmeans", images, SMALL)
+    Xk = extract_features(images, "kmeans", state=state)
+    table = FeatureTable(Xk, labels, Xk[:0], labels[:0], feature_names("kmeans", state=state), ("left", "right"),
+                         {"features": "kmeans", "image_size": [12, 12]}, state)
+    same, mirrored = mirror_agreement(table)
+    assert same > 0.9 and mirrored < 0.1
+
+
+def test_preset_flips_are_turned_off_where_mirrors_change_the_class(tmp_path, run_cli):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "lr"
+    for split, n in (("train", 20), ("test", 6)):
+        for c, name in enumerate(("left", "right")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                im = rng.integers(0, 60, (16, 16, 3))
+                im[:, :8] += 150 if c == 0 else 0
+                im[:, 8:] += 150 if c == 1 else 0
+                Image.fromarray(im.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    code, _, err = run_cli(["run", "--data", root, "--features", "kmeans", *KM_OPTS, "--epochs", "2",
+                            "--out", tmp_path / "a", "-q"])
+    assert code == 0 and "flips off" in err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["flip"] is False
+    code, _, err = run_cli(["train", tmp_path / "a" / "features.npz", "--flip", "--epochs", "1",
+                            "--out", tmp_path / "b", "-q"])
+    assert code == 0 and "flips off" not in err  # asked for: kept
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["flip"] is True

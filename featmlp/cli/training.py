@@ -199,8 +199,33 @@ def _default_out(kind: str) -> str:
     return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False):
+# Flips are left on when the mirror images are classified as their own class nearly as often as
+# the images themselves (see featmlp.store.mirror_agreement).
+_MIRROR_AGREEMENT = 0.9
+
+
+def _check_flips(table, config, flips_given: bool):
+    """The preset's flips, turned off (with one line) where mirror images change the class."""
+    import dataclasses
+
+    from ..store import mirror_agreement
+
+    if flips_given or not (config.flip or config.test_flip):
+        return config
+    agreement = mirror_agreement(table)
+    if agreement is None or agreement[1] >= _MIRROR_AGREEMENT * agreement[0]:
+        return config
+    click.echo(f"flips off: mirror images of the training images keep their class for {agreement[1]:.0%} of them "
+               f"against {agreement[0]:.0%} for the images (nearest class mean), so mirroring changes what these "
+               f"images show (as for characters); --flip / --test-flip force them", err=True)
+    return dataclasses.replace(config, flip=False, test_flip=False)
+
+
+def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
+                      flips_given=True):
     from ..run import train_run
+
+    config = _check_flips(table, config, flips_given)
 
     if lecture and not quiet:
         click.echo(f"features: {len(table.X_train)} train, {len(table.X_test)} test x {len(table.feature_names)}; "
@@ -230,10 +255,11 @@ def train(features_file, out, **opts):
 
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
+    flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = _config_from(opts, _recommended_preset(table.feature_set))
     _train_and_report(table, config, out or _default_out("train"),
                       {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
-                      tensorboard=tensorboard)
+                      tensorboard=tensorboard, flips_given=flips_given)
 
 
 def _recommended_preset(features) -> str | None:
@@ -250,6 +276,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
 
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
+    flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = _config_from(opts, preset or _recommended_preset(features))  # checked before the long extraction
     config.validate()
     out = Path(out or _default_out(kind))
@@ -265,7 +292,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
                    f"{len(table.class_names)} classes; {features} features -> {out / 'features.npz'}")
     return _train_and_report(table, config, out, {"source": data or "sample", **data_opts,
                                                   "feature_file": str((out / "features.npz").resolve())},
-                             quiet, log_scale, lecture=lecture, tensorboard=tensorboard)
+                             quiet, log_scale, lecture=lecture, tensorboard=tensorboard, flips_given=flips_given)
 
 
 @click.command(epilog=SOURCE_HELP)

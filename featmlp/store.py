@@ -70,7 +70,7 @@ def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0
     Returns ``(accuracy of the rows, accuracy of their mirror images)`` for up to ``max_rows``
     seeded training rows, standardised, against the class means of the rows themselves; None
     when the feature set has no mirror permutation. Photographs score about the same both
-    ways (CIFAR-10's kmeans features: 0.471 and 0.466); characters do not (8x8 digits: 0.917
+    ways (CIFAR-10's kmeans features: 0.467 and 0.457); characters do not (8x8 digits: 0.917
     and 0.348), and flip augmentation would teach them wrong labels.
     """
     perm = table.mirror()

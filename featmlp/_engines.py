@@ -2,7 +2,8 @@
 
 - ``_FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
   norm), in a feature-major layout; per-step overhead, not arithmetic, dominates small networks.
-- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout and batch norm.
+- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
+  large inputs, reading its batches through :class:`ScaledRows`.
 
 Both update one flat parameter vector (:func:`_flatten_parameters`) with the optimiser's
 ``step`` and write the epoch's logits into one buffer.
@@ -186,7 +187,6 @@ class ScaledRows:
         self.mirror = None if mirror is None else torch.from_numpy(mirror)
         self.n_stored = len(X)
         self.device = device
-        self.dtype = torch.float32
 
     def __len__(self) -> int:
         return self.n_stored * (1 if self.mirror is None else 2)
@@ -216,8 +216,8 @@ class ScaledRows:
 class _AutogradEngine:
     """The ``nn.Module`` with autograd: for dropout, batch norm, a bottleneck, large inputs.
 
-    ``X`` is a scaled tensor or :class:`ScaledRows`; each batch is gathered as its step comes
-    (no shuffled copy of the epoch's rows).
+    ``X`` is a :class:`ScaledRows`: each batch is gathered and scaled as its step comes (no
+    scaled or shuffled copy of the epoch's rows).
     """
 
     def __init__(self, model, spec: MLPSpec, X, y: torch.Tensor, label_smoothing: float = 0.0):
@@ -229,11 +229,6 @@ class _AutogradEngine:
 
     def prepare(self, batch_size: int) -> None:
         pass
-
-    def _rows(self, idx):
-        if isinstance(self.X, ScaledRows):
-            return self.X.rows(idx)
-        return self.X.index_select(0, idx)
 
     def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
         """As :meth:`_FastEngine.run_epoch`: logits (N, C), per-sample losses, labels in order."""
@@ -247,7 +242,7 @@ class _AutogradEngine:
         batches = zip(order.split(batch_size), y.split(batch_size), sw.split(batch_size),
                       Z.split(batch_size), L.split(batch_size), lrs)
         for idx, yb, swb, zb, lb, lr in batches:
-            out = self.model(self._rows(idx))
+            out = self.model(self.X.rows(idx))
             losses = self.loss_fn(out, yb, 1)
             for p in params:
                 p.grad.zero_()

@@ -30,7 +30,7 @@ from torch import nn
 from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.model import MLPSpec, Scaler, build_mlp, predict_proba
+from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, predict_proba
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -148,7 +148,7 @@ def save_bundle(
         settings, arrays = state_to_arrays(feature_state or {})
         if mirror is not None:
             mirror = np.asarray(mirror, np.int64)
-            if mirror.shape != (spec.n_features,) or not np.array_equal(np.sort(mirror), np.arange(spec.n_features)):
+            if not is_permutation(mirror, spec.n_features):
                 raise DataError(f"mirror must be a permutation of the model's {spec.n_features} inputs")
             arrays["mirror"] = mirror
         state_bytes = save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()})
@@ -202,8 +202,7 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
             f"{meta_path}: scaler has {scaler.n_features} features, model takes {spec.n_features}"
         )
     feature_state, mirror = _read_state(directory, meta)
-    if mirror is not None and (mirror.shape != (spec.n_features,)
-                               or not np.array_equal(np.sort(mirror), np.arange(spec.n_features))):
+    if mirror is not None and not is_permutation(mirror, spec.n_features):
         raise DataError(f"{directory / FEATURE_STATE_FILE}: 'mirror' is not a permutation of the "
                         f"model's {spec.n_features} inputs")
 

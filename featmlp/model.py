@@ -69,6 +69,12 @@ HEADS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def is_permutation(perm, n: int) -> bool:
+    """Whether ``perm`` reorders ``n`` columns (each index 0..n-1 once): a mirror map's check."""
+    perm = np.asarray(perm)
+    return perm.shape == (n,) and np.array_equal(np.sort(perm), np.arange(n))
+
+
 def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
     """The per-sample training loss of ``head``, with label smoothing for ``"ce"``."""
     if label_smoothing:

@@ -105,11 +105,7 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
     ('a', 'b')
     """
     path = Path(path)
-    meta = dict(table.meta)
-    fitted_arrays = {}
-    if table.fitted:
-        meta["fitted"], arrays = state_to_arrays(table.fitted)
-        fitted_arrays = {f"fitted.{k}": v for k, v in arrays.items()}
+    meta, fitted_arrays = _with_state(table.meta, table.fitted)
     with atomic_write(path, "wb") as f:
         np.savez(
             f,
@@ -123,6 +119,28 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
             **fitted_arrays,
         )
     return path
+
+
+_FITTED = "fitted."
+
+
+def _with_state(meta: dict, state: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """``meta`` with the state's settings under ``"fitted"``, and its arrays as ``fitted.<set>.<name>``."""
+    if not state:
+        return dict(meta), {}
+    settings, arrays = state_to_arrays(state)
+    return {**meta, "fitted": settings}, {_FITTED + k: v for k, v in arrays.items()}
+
+
+def _state_in(z, meta: dict, path) -> dict:
+    """The fitted state an open npz holds (see :func:`_with_state`); pops ``meta["fitted"]``."""
+    settings = meta.pop("fitted", None)
+    if not settings:
+        return {}
+    try:
+        return state_from_arrays(settings, {k[len(_FITTED):]: z[k] for k in z.files if k.startswith(_FITTED)})
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def _float_array(X) -> np.ndarray:
@@ -147,7 +165,7 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                                 f"(expected {', '.join(REQUIRED_KEYS)})")
             arrays = {k: z[k] for k in REQUIRED_KEYS}
             meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-            fitted_arrays = {k[len("fitted."):]: z[k] for k in z.files if k.startswith("fitted.")}
+            fitted = _state_in(z, meta, path)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
@@ -162,12 +180,6 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                             f"{len(names)} feature names")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
             raise DataError(f"{path}: y_{split} has labels outside 0..{len(classes) - 1}")
-    fitted = {}
-    if "fitted" in meta:
-        try:
-            fitted = state_from_arrays(meta.pop("fitted"), fitted_arrays)
-        except DataError as e:
-            raise DataError(f"{path}: {e}") from None
     return FeatureTable(_float_array(X_train), arrays["y_train"].astype(np.int64),
                         _float_array(X_test), arrays["y_test"].astype(np.int64),
                         names, classes, meta, fitted)
@@ -288,11 +300,10 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
 
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
     names = feature_names(fset, image_shape=(height, width), state=state)
-    dtype = np.float32 if fset.needs_fit else np.float64
 
     def stacked(split):
         keys = [k for k in chunks if k[0] == split]
-        out = np.empty((sum(len(results[k]) for k in keys), len(names)), dtype)
+        out = np.empty((sum(len(results[k]) for k in keys), len(names)), fset.dtype)
         row = 0
         for k in keys:  # one copy at a time, each chunk released once copied
             part = results.pop(k)
@@ -319,16 +330,14 @@ def _fitted_state(fset, train_images, options, fitted, partial, progress) -> dic
     state_file = partial / _STATE_FILE if partial is not None else None
     if state_file is not None and state_file.is_file():
         try:
-            with np.load(state_file, allow_pickle=False) as z:
-                settings = json.loads(str(z["settings"]))
-                return state_from_arrays(settings, {k: z[k] for k in z.files if k != "settings"})
-        except (OSError, ValueError, KeyError, EOFError, DataError):
+            return _read_fitted(state_file)[1]
+        except DataError:
             pass  # damaged: fit again
     state = fit_features(fset, train_images, options, state=fitted, progress=progress)
-    if state_file is not None:
-        settings, arrays = state_to_arrays(state)
+    if state_file is not None:  # as a feature file keeps it
+        meta, arrays = _with_state({}, state)
         with atomic_write(state_file, "wb") as f:
-            np.savez(f, settings=np.array(json.dumps(settings)), **arrays)
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
     return state
 
 
@@ -346,26 +355,22 @@ def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
             raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
                             f"state: use a run of a fitted set such as kmeans")
         return feature_set, state
-    table_meta, state = _read_fitted_only(path)
+    table_meta, state = _read_fitted(path)
     if not state:
         raise DataError(f"{path} holds no fitted feature state (its features are "
                         f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
     return table_meta.get("features", "+".join(state)), state
 
 
-def _read_fitted_only(path: Path) -> tuple[dict, dict]:
+def _read_fitted(path: Path) -> tuple[dict, dict]:
+    """``(meta, fitted state)`` of a feature file, without reading its feature matrices."""
     if not path.is_file():
         raise DataError(f"{path} is neither a run directory nor a feature file")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-            arrays = {k[len("fitted."):]: z[k] for k in z.files if k.startswith("fitted.")}
+            return meta, _state_in(z, meta, path)
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read {path} as a feature file (.npz): {e}") from None
-    settings = meta.get("fitted")
-    if not settings:
-        return meta, {}
-    try:
-        return meta, state_from_arrays(settings, arrays)
-    except DataError as e:
-        raise DataError(f"{path}: {e}") from None

@@ -12,7 +12,8 @@ accuracy are computed in a single vectorised pass (no ``.item()`` per step):
 - ``_FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
   norm), in a feature-major layout. Per-step overhead, not arithmetic, dominates small networks.
   The measurements behind it are in the comments there.
-- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout and batch norm.
+- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
+  tables too large for the hand-written engine's copies.
 
 The lecture's gradient descent
 ------------------------------
@@ -48,7 +49,7 @@ from torch import nn
 from featmlp._engines import (_FAST_ACTIVATIONS, _AutogradEngine, _FastEngine,  # noqa: F401
                               ScaledRows, _flatten_parameters, _unflatten_parameters)
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import (SCALERS, MLPSpec, Scaler, build_mlp, loss_function, predict_proba,
+from featmlp.model import (SCALERS, MLPSpec, Scaler, build_mlp, is_permutation, loss_function, predict_proba,
                            settings_from_dict)
 from featmlp.progress import ProgressHook
 
@@ -597,7 +598,7 @@ def train(
                               "features have none (kmeans and color have one; lecture and hog do not): "
                               "use --features kmeans, or train without --flip / --test-flip")
         mirror = np.asarray(mirror)
-        if mirror.shape != (X.shape[1],) or not np.array_equal(np.sort(mirror), np.arange(X.shape[1])):
+        if not is_permutation(mirror, X.shape[1]):
             raise ConfigError(f"mirror must be a permutation of the {X.shape[1]} feature columns")
     mirror = mirror.astype(np.int64) if config.flip or config.test_flip else None
 

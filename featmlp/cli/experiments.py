@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .training import _config_from, _recommended_preset, train_options
+from ..features import recommended_preset
+from .training import _config_from, train_options
 
 
 @click.command("lr-find")
@@ -36,7 +37,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
     table = load_features(features_file)
     quiet = opts.pop("quiet")
     opts.pop("log_scale"), opts.pop("tensorboard")
-    config = _config_from(opts, _recommended_preset(table.feature_set))
+    config = _config_from(opts, recommended_preset(table.feature_set))
     progress = TqdmProgress(unit="step", disable=True if quiet else None)
     result = lr_find_(table.X_train, table.y_train, config, n_classes=len(table.class_names),
                       start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing, rule=rule, progress=progress)
@@ -99,7 +100,7 @@ def sweep(features_file, workers, out, **opts):
     quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
     if opts.pop("tensorboard"):
         raise click.UsageError("--tensorboard applies to single runs (train, run, lecture), not to sweeps")
-    configs = _grid_from(opts, _recommended_preset(table.feature_set))
+    configs = _grid_from(opts, recommended_preset(table.feature_set))
     out = Path(out or _default_out("sweep"))
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")

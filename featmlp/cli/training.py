@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..errors import FeatmlpError
+from ..features import recommended_preset
 from ..progress import TqdmProgress
 from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_options, resolve_fitted
 
@@ -256,19 +257,10 @@ def train(features_file, out, **opts):
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = _config_from(opts, _recommended_preset(table.feature_set))
+    config = _config_from(opts, recommended_preset(table.feature_set))
     _train_and_report(table, config, out or _default_out("train"),
                       {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
                       tensorboard=tensorboard, flips_given=flips_given)
-
-
-def _recommended_preset(features) -> str | None:
-    from ..features import get_feature_set
-
-    try:
-        return get_feature_set(features).preset if features else None
-    except FeatmlpError:
-        return None
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
@@ -277,7 +269,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = _config_from(opts, preset or _recommended_preset(features))  # checked before the long extraction
+    config = _config_from(opts, preset or recommended_preset(features))  # checked before the long extraction
     config.validate()
     out = Path(out or _default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),

@@ -67,6 +67,11 @@ class FeatureSet:
         """Names of the fitted sets among the components."""
         return tuple(p.name for p in self.components if p.fitted is not None)
 
+    @property
+    def dtype(self) -> type:
+        """float32 for learned features (wide: thousands of columns, computed so), else float64."""
+        return np.float32 if self.needs_fit else np.float64
+
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
@@ -166,6 +171,22 @@ def _combined(parts: tuple[str, ...]) -> FeatureSet:
                       None if fitted else functools.partial(_concat_fn, sets), " + ".join(parts),
                       sized_names=functools.partial(_concat_names, sets) if sized else None,
                       preset=next((s.preset for s in sets if s.preset), None), parts=sets)
+
+
+def recommended_preset(features) -> str | None:
+    """The training preset recommended for a feature set (``"kmeans"`` for learned features), or None.
+
+    None too for a missing or unknown name (a table of unknown provenance): the default applies.
+
+    Examples
+    --------
+    >>> recommended_preset("kmeans+color"), recommended_preset("lecture")
+    ('kmeans', None)
+    """
+    try:
+        return get_feature_set(features).preset if features else None
+    except ConfigError:
+        return None
 
 
 # -- fitted sets ------------------------------------------------------------------------------
@@ -273,21 +294,23 @@ def fit_features(features: str | FeatureSet, images, options: dict | None = None
     return state
 
 
-def _part_fn(part: FeatureSet, state: dict | None):
-    if part.fitted is None:
-        return part.fn
+def _fitted_part(part: FeatureSet, state: dict | None):
+    """The fitted transformer of a fitted set, or a ConfigError saying how to get one."""
     fitted = (state or {}).get(part.name)
     if fitted is None:
         raise ConfigError(f"feature set {part.name!r} must be fitted on training images first "
                           f"(fit_features, or featmlp extract / --fitted-from RUN_OR_FEATURES)")
-    return fitted.transform
+    return fitted
+
+
+def _part_fn(part: FeatureSet, state: dict | None):
+    return part.fn if part.fitted is None else _fitted_part(part, state).transform
 
 
 def _part_names(part: FeatureSet, state: dict | None, height: int, width: int) -> tuple[str, ...]:
     if part.fitted is None:
         return part.names_for(height, width)
-    _part_fn(part, state)  # the error for a missing state
-    return state[part.name].feature_names()
+    return _fitted_part(part, state).feature_names()
 
 
 def mirror_permutation(features: str | FeatureSet, state: dict | None = None, *,
@@ -301,8 +324,7 @@ def mirror_permutation(features: str | FeatureSet, state: dict | None = None, *,
     perms, offset = [], 0
     for part in fset.components:
         if part.fitted is not None:
-            _part_fn(part, state)  # the error for a missing state
-            perm = state[part.name].mirror_permutation()
+            perm = _fitted_part(part, state).mirror_permutation()
         else:
             perm = part.mirror(*image_shape) if part.mirror is not None else None
         if perm is None:
@@ -334,12 +356,6 @@ def state_from_arrays(settings: dict, arrays: dict) -> dict:
         state[name] = fset.fitted().from_state(
             part_settings, {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
     return state
-
-
-def check_state(features: str | FeatureSet, state: dict | None) -> None:
-    """Raise a :class:`ConfigError` when a fitted set of ``features`` lacks its state."""
-    for part in get_feature_set(features).components:
-        _part_fn(part, state)
 
 
 def feature_names(features: str | FeatureSet = DEFAULT_FEATURES, *,
@@ -419,8 +435,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     (2, 355)
     """
     fset = get_feature_set(features)
-    check_state(fset, state)
-    fns = [_part_fn(part, state) for part in fset.components]
+    fns = [_part_fn(part, state) for part in fset.components]  # a missing fitted state fails here
     if isinstance(images, np.ndarray):
         groups = {None: (np.arange(len(images)), _check_batch(images))}
         n = len(images)
@@ -437,9 +452,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
         sizes = ", ".join(f"{b.shape[1]}x{b.shape[2]}" for _, b in groups.values())
         raise DataError(f"feature set {fset.name!r} gives a different number of values for each image "
                         f"size ({sizes}, HxW): resize the images to one size (e.g. --image-size 32x32)")
-    # Learned features are wide (thousands of columns): float32, as they are computed.
-    dtype = np.float32 if fset.needs_fit else np.float64
-    out = np.empty((n, widths.pop() if widths else len(fset.names)), dtype=dtype)
+    out = np.empty((n, widths.pop() if widths else len(fset.names)), dtype=fset.dtype)
     done = 0
     for rows, batch in groups.values():
         for start in range(0, len(rows), chunk_size):
@@ -452,6 +465,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     return out
 
 
-__all__ = ["FeatureSet", "FEATURE_SETS", "DEFAULT_FEATURES", "KMeansFeatures", "check_state",
+__all__ = ["FeatureSet", "FEATURE_SETS", "DEFAULT_FEATURES", "KMeansFeatures",
            "extract_features", "feature_names", "feature_options", "fit_features", "get_feature_set",
-           "mirror_permutation", "parse_feature_options", "state_from_arrays", "state_to_arrays"]
+           "mirror_permutation", "parse_feature_options", "recommended_preset", "state_from_arrays",
+           "state_to_arrays"]

@@ -447,9 +447,10 @@ def _lloyd(X: np.ndarray, k: int, n_iter: int, rng, progress=None, block: int = 
             d2 += cc
             a = d2.argmin(axis=1)
             total += float(np.maximum(d2[np.arange(len(xb)), a] + xx[start:start + block], 0).sum())
-            counts += np.bincount(a, minlength=k)
+            block_counts = np.bincount(a, minlength=k)
+            counts += block_counts
             order = np.argsort(a, kind="stable")
-            present = np.flatnonzero(np.bincount(a, minlength=k))
+            present = np.flatnonzero(block_counts)
             starts = np.searchsorted(a[order], present)
             sums[present] += np.add.reduceat(xb[order].astype(np.float64), starts, axis=0)
         objective.append(total / n)

@@ -42,3 +42,61 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npz(path: str | os.PathLike, select=None, *, what: str = "feature file") -> dict:
+    """The arrays of an ``.npz`` (those whose name ``select(name)`` accepts), read without unpickling.
+
+    Every way a file can fail to be one (not a zip, a ``.npy`` or text renamed ``.npz``, truncated,
+    a bad CRC, arrays of Python objects) is a :class:`~featmlp.errors.DataError` naming the file;
+    the advice numpy gives for object arrays (load them with ``allow_pickle``) is never passed on,
+    since unpickling a file runs code from it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npz"
+    >>> np.savez(p, a=np.arange(3), b=np.zeros(2))
+    >>> sorted(read_npz(p, lambda k: k == "a"))
+    ['a']
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if not head.startswith(_ZIP_MAGIC):
+        if not head:
+            kind = "it is empty"
+        elif head.startswith(_NPY_MAGIC):
+            kind = "it is a single .npy array (np.save), not an .npz archive of named arrays (np.savez)"
+        elif head.startswith(b"PK"):
+            kind = "it is a damaged zip"
+        else:
+            kind = "it does not start as a zip archive does (is it text, or another format renamed .npz?)"
+        raise DataError(f"{path} is not a {what} (.npz): {kind}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files if select is None or select(k)}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path} holds arrays of Python objects, which featmlp never reads (unpickling "
+                            f"runs code from the file): write numbers and strings only") from None
+        raise DataError(f"{path} is damaged ({e}): write it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+        raise DataError(f"{path} is damaged or truncated ({type(e).__name__}: {e}): write it again "
+                        f"(a feature file: featmlp extract)") from None

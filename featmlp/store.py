@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write
+from ._io import atomic_write, read_npz
 from .errors import DataError, FeatmlpError
 from .features import (extract_features, feature_names, fit_features, get_feature_set, mirror_permutation,
                        parse_feature_options, state_from_arrays, state_to_arrays)
@@ -138,7 +138,7 @@ def _state_in(z, meta: dict, path) -> dict:
     if not settings:
         return {}
     try:
-        return state_from_arrays(settings, {k[len(_FITTED):]: z[k] for k in z.files if k.startswith(_FITTED)})
+        return state_from_arrays(settings, {k[len(_FITTED):]: z[k] for k in z if k.startswith(_FITTED)})
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
 
@@ -157,19 +157,14 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"feature file {path} does not exist; create one with `featmlp extract -o {path}`")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in REQUIRED_KEYS if k not in z.files]
-            if missing:
-                raise DataError(f"{path} is not a featmlp feature file: missing {', '.join(missing)} "
-                                f"(expected {', '.join(REQUIRED_KEYS)})")
-            arrays = {k: z[k] for k in REQUIRED_KEYS}
-            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-            fitted = _state_in(z, meta, path)
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path} as a feature file (.npz): {e}") from None
+    z = read_npz(path)
+    missing = [k for k in REQUIRED_KEYS if k not in z]
+    if missing:
+        raise DataError(f"{path} is not a featmlp feature file: missing {', '.join(missing)} "
+                        f"(expected {', '.join(REQUIRED_KEYS)})")
+    arrays = {k: z[k] for k in REQUIRED_KEYS}
+    meta = _meta_of(z, path)
+    fitted = _state_in(z, meta, path)
     X_train, X_test = arrays["X_train"], arrays["X_test"]
     names = tuple(str(s) for s in arrays["feature_names"])
     classes = tuple(str(s) for s in arrays["class_names"])
@@ -366,11 +361,19 @@ def _read_fitted(path: Path) -> tuple[dict, dict]:
     """``(meta, fitted state)`` of a feature file, without reading its feature matrices."""
     if not path.is_file():
         raise DataError(f"{path} is neither a run directory nor a feature file")
+    z = read_npz(path, lambda k: k == "meta" or k.startswith(_FITTED))  # not the feature matrices
+    meta = _meta_of(z, path)
+    return meta, _state_in(z, meta, path)
+
+
+def _meta_of(arrays: dict, path) -> dict:
+    """The JSON ``meta`` entry of a feature file's arrays ({} when absent)."""
+    if "meta" not in arrays:
+        return {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-            return meta, _state_in(z, meta, path)
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path} as a feature file (.npz): {e}") from None
+        meta = json.loads(str(arrays["meta"]))
+    except (json.JSONDecodeError, UnicodeError) as e:
+        raise DataError(f"{path}: its meta entry is not JSON ({e}): write the file again") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its meta entry is not a JSON object: write the file again")
+    return meta

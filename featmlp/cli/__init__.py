@@ -10,6 +10,7 @@ Commands live in submodules loaded when used (click's lazy-group pattern), so
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -71,7 +72,22 @@ def main(argv=None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
+    except OSError as e:  # the disk, not featmlp: full, read-only, no permission ...
+        click.echo(f"error: {os_error_line(e)}", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and what to do."""
+    where = f" ({e.filename})" if e.filename else ""
+    text = f"{e.strerror or e}{where}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{text}: the disk is full; nothing half-written was kept. Free some space (or write "
+                f"elsewhere) and run the same command again")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{text}: no permission to write or read there; choose another place"
+    return f"{text}"
 
 
 if __name__ == "__main__":

@@ -266,8 +266,9 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
     >>> plot_comparison(["runs/lr10", "runs/lr50"], "compare.png")   # doctest: +SKIP
     PosixPath('compare.png')
     """
-    from featmlp.plots import _save
+    from featmlp.plots import _save, plot_format
 
+    plot_format(path)  # before reading the runs
     return _save(comparison_figure(read_runs(run_dirs), log_scale, title), path)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp._io import atomic_write
+from featmlp.errors import ConfigError
 
 
 def _figure(width: float, height: float):
@@ -25,10 +26,31 @@ def _figure(width: float, height: float):
     return fig
 
 
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format a plot written to ``path`` gets: its suffix (``png`` when it has none).
+
+    Raises ConfigError, naming the formats matplotlib can write, when the suffix is not one
+    of them: callers check before any work, so a typo in ``--plot`` does not cost a run.
+
+    Examples
+    --------
+    >>> plot_format("lr_find.png"), plot_format("curves.PDF"), plot_format("loss")
+    ('png', 'pdf', 'png')
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise ConfigError(f"cannot draw a plot as {str(path)!r}: .{fmt} is not an image format "
+                          f"matplotlib writes; use one of {', '.join('.' + f for f in sorted(supported))}")
+    return fmt
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png")
+    fig.savefig(buf, format=plot_format(path))
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
     return path

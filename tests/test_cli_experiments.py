@@ -91,3 +91,24 @@ def test_sweep_command(tmp_path, run_cli, feats):
 def test_sweep_bad_value(tmp_path, run_cli, feats):
     code, _, err = run_cli(["sweep", feats, "--lr", "1,x"])
     assert code == 2 and "x" in err
+
+
+def test_sweep_on_a_given_device(tmp_path, run_cli, feats):
+    code, out, err = run_cli(["sweep", feats, "--device", "cpu", "--lr", "0.01,0.1", "--epochs", "2",
+                              "-q", "--out", tmp_path / "s"])
+    assert code == 0, err
+    sweep = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [c["train"]["device"] for c in sweep["configs"]] == ["cpu", "cpu"]
+    assert "device" not in sweep["grid"]  # one value: it does not vary, nor name the runs
+    assert sweep["names"] == ["lr0.01_h256-256", "lr0.1_h256-256"]
+
+
+@pytest.mark.parametrize("command", ["lr-find", "compare"])
+def test_plot_to_an_unknown_format_fails_first_in_one_line(tmp_path, run_cli, command):
+    # The input does not exist either: the plot's suffix is checked before anything is read.
+    target = tmp_path / ("missing.npz" if command == "lr-find" else "missing_run")
+    code, out, err = run_cli([command, target, "--plot", tmp_path / "x.txt"])
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "x.txt" in err and ".png" in err and "missing" not in err
+    assert not (tmp_path / "x.txt").exists()

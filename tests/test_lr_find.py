@@ -162,3 +162,14 @@ def test_plot_and_json(tmp_path, data):
     # an empty curve (loss not finite at once) still plots
     empty = LRFinderResult(np.array([]), np.array([]), np.array([]), 1e-7, "none")
     assert empty.plot(tmp_path / "empty.png").exists()
+
+
+def test_plot_to_an_unknown_format_is_refused_and_writes_nothing(tmp_path):
+    result = LRFinderResult(np.logspace(-3, 0, 4), np.array([1.0, .8, .5, 2.]),
+                            np.array([1.0, .9, .7, 1.2]), 1e-2, "a rule")
+    with pytest.raises(ConfigError, match=r"\.txt .*\.png.*\.svg"):
+        result.plot(tmp_path / "lr.txt")
+    assert list(tmp_path.iterdir()) == []
+    # the formats matplotlib writes other than png still work, whatever the suffix's case
+    assert result.plot(tmp_path / "lr.SVG").read_bytes().lstrip().startswith(b"<?xml")
+    assert result.plot(tmp_path / "lr.pdf").read_bytes()[:5] == b"%PDF-"

@@ -31,9 +31,11 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
     suggested value alone misleads on noisy losses. The last line is `suggested lr: <value>`.
     """
     from ..lr_find import lr_find as lr_find_
+    from ..plots import plot_format
     from ..progress import TqdmProgress
     from ..store import load_features
 
+    plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
     table = load_features(features_file)
     quiet = opts.pop("quiet")
     opts.pop("log_scale"), opts.pop("tensorboard")
@@ -59,7 +61,9 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
 def compare(run_dirs, plot_path, log_scale):
     """Compare run directories: overlaid loss curves and a table of differing settings and results."""
     from ..compare import compare_runs, format_table, plot_comparison
+    from ..plots import plot_format
 
+    plot_format(plot_path)
     rows, _ = compare_runs(run_dirs)
     plot_comparison(run_dirs, plot_path, log_scale=log_scale)
     click.echo(format_table(rows))
@@ -98,6 +102,10 @@ def sweep(features_file, workers, out, **opts):
 
     table = load_features(features_file)
     quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
+    if opts.get("device") is not None:
+        # --device takes one value (every configuration runs where the sweep runs), while the
+        # grid takes a list per field: the one value is a one-entry list, so it does not vary.
+        opts["device"] = [opts["device"]]
     if opts.pop("tensorboard"):
         raise click.UsageError("--tensorboard applies to single runs (train, run, lecture), not to sweeps")
     configs = _grid_from(opts, recommended_preset(table.feature_set))

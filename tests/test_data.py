@@ -596,3 +596,115 @@ def test_sample_is_rebuilt_identically(tmp_path):
         name = small.getnames()[0]
         original = next(m for m in full if m.name.removeprefix("./") == name)
         assert small.extractfile(name).read() == full.extractfile(original).read()
+
+
+# --------------------------------------------------------------------------- damaged archives
+
+def _many_images(n_per_class=40) -> dict[str, bytes]:
+    """Enough members (noisy PNGs, ~3 KB each) that damage can land in the middle of an archive."""
+    rng = np.random.default_rng(3)
+    files = {}
+    for split, n in (("train", n_per_class), ("test", n_per_class // 4)):
+        for c in ("ant", "bee"):
+            for i in range(n):
+                img = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+                files[f"{split}/{c}/{i:03d}.png"] = encode(img, "PNG")
+    return files
+
+
+def _plain_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _damage(path: Path, offset: int, data: bytes) -> Path:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    return path
+
+
+DAMAGED = r"is damaged at byte [\d,]+ .*the archive is truncated or corrupt; download or copy it again"
+
+
+@pytest.mark.parametrize("how", ["zeros-near-end", "truncated", "flipped-mid-file", "truncated-header"])
+def test_damaged_tar_gz_is_refused_not_read_partially(tmp_path, how):
+    good = write_tar(tmp_path / "good.tar.gz", _many_images())
+    assert len(load_dataset(good).train_images) == 80  # the intact archive loads
+    data = bytearray(good.read_bytes())
+    bad = tmp_path / "bad.tar.gz"
+    if how == "zeros-near-end":  # the issue's dd command: 64 zero bytes near the end
+        data[-200:-136] = bytes(64)
+    elif how == "truncated":
+        data = data[:len(data) * 2 // 3]
+    elif how == "flipped-mid-file":
+        data[len(data) // 2] ^= 0x10
+    else:  # a cut right after a member: the gzip stream ends early
+        data = data[:-30]
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=str(bad) + " " + DAMAGED):
+        load_dataset(bad)
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_bad_header_inside_intact_compression(tmp_path, compression):
+    # The compressed stream is intact (its CRC matches) but the tar inside it has a bad header
+    # where test/ begins: it used to load as train/ only, with exit 0 or a layout diagnosis.
+    tar = _plain_tar(tmp_path / "x.tar", _many_images())
+    with tarfile.open(tar) as tf:
+        first_test = next(m for m in tf if m.name.startswith("test/"))
+    _damage(tar, first_test.offset + 100, b"\xff" * 8)
+    import bz2, gzip, lzma
+    packed = tmp_path / f"x.tar.{compression}"
+    packed.write_bytes({"gz": gzip, "bz2": bz2, "xz": lzma}[compression].compress(tar.read_bytes()))
+    name = {"gz": "gzip", "bz2": "bzip2", "xz": "xz"}[compression]
+    with pytest.raises(DataError, match=f"x.tar.{compression} is damaged at byte {first_test.offset:,} of the "
+                                        f"uncompressed {name} stream .*download or copy it again"):
+        load_dataset(packed)
+
+
+def test_damaged_header_in_plain_tar_is_not_the_end(tmp_path):
+    # tarfile takes a bad header after the first one for the end of the archive: before this
+    # was checked, the archive loaded as train/ only and the message blamed the layout.
+    files = _many_images()
+    tar = _plain_tar(tmp_path / "x.tar", files)
+    with tarfile.open(tar) as tf:
+        first_test = next(m for m in tf if m.name.startswith("test/"))
+    _damage(tar, first_test.offset + 100, b"\xff" * 8)  # inside that member's header
+    with pytest.raises(DataError, match=f"x.tar is damaged at byte {first_test.offset:,} of the archive"):
+        load_dataset(tar)
+    # truncated in the middle of a member's data
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(tar.read_bytes()[:first_test.offset_data + 10])
+    with pytest.raises(DataError, match="cut.tar.*(damaged|only 10 of its)"):
+        load_dataset(cut)
+
+
+def test_trailing_garbage_after_end_marker(tmp_path):
+    tar = _plain_tar(tmp_path / "x.tar", {"a/1.png": encode(Image.new("L", (4, 4)), "PNG"),
+                                          "b/1.png": encode(Image.new("L", (4, 4)), "PNG")})
+    size = tar.stat().st_size
+    _damage(tar, size - 100, b"junk")
+    with pytest.raises(DataError, match=f"damaged at byte {size - 100:,}"):
+        load_dataset(tar)
+
+
+def test_zip_crc_error_names_the_member(tmp_path):
+    files = {"a/1.bmp": encode(Image.new("RGB", (8, 8), (1, 2, 3)), "BMP"),
+             "a/2.bmp": encode(Image.new("RGB", (8, 8), (4, 5, 6)), "BMP"),
+             "b/1.bmp": encode(Image.new("RGB", (8, 8), (7, 8, 9)), "BMP"),
+             "b/2.bmp": encode(Image.new("RGB", (8, 8), (7, 8, 9)), "BMP")}
+    z = tmp_path / "x.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    raw = bytearray(z.read_bytes())
+    at = raw.index(files["b/1.bmp"]) + 60  # a pixel byte of b/1.bmp, stored as is
+    raw[at] ^= 0xFF
+    z.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"x.zip:b/1.bmp is damaged \(BadZipFile: Bad CRC-32.*download or copy"):
+        load_dataset(z)

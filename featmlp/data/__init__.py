@@ -10,7 +10,10 @@
 * an image folder ``ROOT/<class>/<images>`` or ``ROOT/train/<class>/<images>`` +
   ``ROOT/test/<class>/<images>``, as a directory or a .zip/.tar/.tar.gz/.tgz archive.
 
-Archives are read in memory, never unpacked to disk.
+Image folders and archives are listed first (every tar verified to its end, each file's
+header read, sizes checked); their images are decoded when indexed, chunk by chunk
+(:class:`ImageArray`), so memory does not grow with the number of images. Archives are
+never unpacked to disk.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
                      is_cifar_name, read_cifar_batches)
+from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
-from ._images import (LAYOUT_HELP, Files, check_image_size, decode_groups, group_by_class,
-                      is_archive, list_folder, read_archive, read_images)
+from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, Files, check_image_size, group_by_class,
+                      is_archive, list_folder, read_archive, read_images, scan_groups)
+from ._lazy import ImageArray
 
 __all__ = [
-    "Dataset", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
+    "Dataset", "ImageArray", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
     "SAMPLE_SOURCE", "CIFAR10_SOURCE", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_CLASSES",
 ]
 
@@ -48,7 +53,9 @@ _ACCEPTED = (f"expected one of: None or {SAMPLE_SOURCE!r} (the bundled CIFAR-10 
 
 def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
                  seed: int = 0, image_size: tuple[int, int] | None = None, cache_dir=None,
-                 url: str | None = None, md5: str | None = None, progress=None) -> Dataset:
+                 url: str | None = None, md5: str | None = None, progress=None,
+                 skip_bad: bool = False, max_file_bytes: int | None = None,
+                 max_image_pixels: int | None = None) -> Dataset:
     """Load a train/test image dataset from the bundled sample, CIFAR-10 or an image folder.
 
     Parameters
@@ -75,13 +82,28 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
         / ``$FEATMLP_CIFAR10_MD5``, else the official ones.
     progress : callable, optional
         Progress hook ``progress(desc, done, total)``: ``"download"`` in bytes,
-        ``"decode"`` in images.
+        ``"read"`` in images (listing an image folder or archive).
+    skip_bad : bool, default False
+        Image folders and archives: leave out files that are not readable images (a
+        README.txt in a class folder, a truncated JPEG) and list them in
+        ``Dataset.skipped``. This decodes every image once more while listing, to find
+        the files that only fail when decoded. Without it only headers are read while
+        listing, and a file that fails later, when its chunk is decoded, raises a
+        DataError naming it.
+    max_file_bytes : int, optional
+        Largest file or archive member read, default ``$FEATMLP_MAX_FILE_BYTES``, else
+        256 MiB; checked on the member's header, before anything is inflated.
+    max_image_pixels : int, optional
+        Largest image (width x height, from its header), default
+        ``$FEATMLP_MAX_IMAGE_PIXELS``, else Pillow's ``MAX_IMAGE_PIXELS`` (89.5 Mpx).
 
     Returns
     -------
     Dataset
-        Images ``(N, H, W, 3)`` uint8 RGB; labels index ``class_names``, which image
-        folders take from their class folders, sorted alphabetically.
+        Images ``(N, H, W, 3)`` uint8 RGB: an ndarray for CIFAR-10 batches, an
+        :class:`ImageArray` (decoded when indexed) for image folders and archives; labels
+        index ``class_names``, which image folders take from their class folders, sorted
+        alphabetically.
 
     Raises
     ------
@@ -106,8 +128,14 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     if (url is not None or md5 is not None) and not (is_name and source == CIFAR10_SOURCE):
         raise ConfigError(f"url and md5 only apply to source={CIFAR10_SOURCE!r}, "
                           f"not to {source!r}")
+    if not isinstance(skip_bad, (bool, np.bool_)):
+        raise ConfigError(f"skip_bad must be True or False, got {skip_bad!r}")
     options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size,
-                   progress=progress)
+                   progress=progress, skip_bad=bool(skip_bad),
+                   max_file_bytes=limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES",
+                                                 DEFAULT_MAX_FILE_BYTES, "max_file_bytes"),
+                   max_pixels=limit_from_env(max_image_pixels, "FEATMLP_MAX_IMAGE_PIXELS",
+                                             DEFAULT_MAX_PIXELS, "max_image_pixels"))
     if source is None or (is_name and source == SAMPLE_SOURCE):
         sample = resources.files("featmlp") / "_sample" / SAMPLE_FILE
         with resources.as_file(sample) as path:
@@ -138,19 +166,19 @@ def _load_path(path: Path, description: str | None, **options) -> Dataset:
                      if f.is_file() and is_cifar_name(f.name)}
             return _cifar_dataset(files, description or f"CIFAR-10 python batches in {cifar_dir}",
                                   options["image_size"])
-        return _folder_dataset(list_folder(path), description or f"image folder {path}",
-                               str(path), **options)
+        files = list_folder(path, max_file_bytes=options["max_file_bytes"])
+        return _folder_dataset(files, description or f"image folder {path}", str(path), **options)
     if not is_archive(path):
         raise DataError(f"{path} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
-    files = read_archive(path)
-    cifar = {parts[-1]: (f"{path}:{'/'.join(parts)}", data)
-             for parts, data in files if is_cifar_name(parts[-1])}
+    files = read_archive(path, max_file_bytes=options["max_file_bytes"])
+    cifar = {parts[-1]: (f"{path}:{'/'.join(parts)}", blob)
+             for parts, blob in files if is_cifar_name(parts[-1])}
     if cifar:
         names = [parts[-1] for parts, _ in files if is_cifar_name(parts[-1])]
         if len(names) != len(cifar):
             raise DataError(f"{path} holds several copies of the CIFAR-10 batches; keep one")
         del files  # drop references to the readme & co. before the arrays are built
-        readers = {n: (where, (lambda d=data: d)) for n, (where, data) in cifar.items()}
+        readers = {n: (where, blob.read) for n, (where, blob) in cifar.items()}
         return _cifar_dataset(readers, description or f"CIFAR-10 python batches from {path}",
                               options["image_size"])
     return _folder_dataset(files, description or f"image archive {path}", str(path), **options)
@@ -181,12 +209,13 @@ def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def _folder_dataset(files: Files, description: str, where: str, *, test_fraction, seed,
-                    image_size, progress) -> Dataset:
+                    image_size, progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
     if not files:
         raise DataError(f"{where} contains no files; {LAYOUT_HELP}")
     groups = group_by_class(files, where)
     del files
-    decoded, class_names = decode_groups(groups, image_size, progress)
+    decoded, class_names, skipped = scan_groups(groups, image_size, progress, skip_bad=skip_bad,
+                                                max_pixels=max_pixels)
     if image_size is not None:
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     if "train" in decoded:
@@ -194,7 +223,8 @@ def _folder_dataset(files: Files, description: str, where: str, *, test_fraction
     else:
         images, labels = decoded[None]
         train, test = stratified_split(labels, class_names, test_fraction, seed)
-        train_x, train_y, test_x, test_y = images[train], labels[train], images[test], labels[test]
+        train_x, train_y = images.take(train), labels[train]
+        test_x, test_y = images.take(test), labels[test]
         description += f", no train/test split: held out test_fraction={test_fraction} " \
                        f"per class with seed={seed}"
-    return Dataset(train_x, train_y, test_x, test_y, class_names, description)
+    return Dataset(train_x, train_y, test_x, test_y, class_names, description, skipped)

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ._lazy import ImageArray
 
 # Bump when the hashed byte layout changes, so old fingerprints can never collide with new ones.
+# v1: decoded pixels (arrays in memory); v2 adds image files, hashed by name and encoded bytes.
 _FINGERPRINT_VERSION = "featmlp-dataset-v1"
+_FILES_FINGERPRINT_VERSION = "featmlp-dataset-v2-files"
 _FINGERPRINT_CHARS = 16
 
 
@@ -23,8 +26,8 @@ class Dataset:
 
     Attributes
     ----------
-    train_images : ndarray, shape (N, H, W, 3), uint8
-        RGB training images.
+    train_images : ndarray or ImageArray, shape (N, H, W, 3), uint8
+        RGB training images (an :class:`ImageArray` decodes image files when indexed).
     train_labels : ndarray, shape (N,), int64
         Index of each training image's class in ``class_names``.
     test_images : ndarray, shape (M, H, W, 3), uint8
@@ -34,6 +37,8 @@ class Dataset:
         Class names; label ``k`` means ``class_names[k]``.
     source : str
         Human-readable description of where the data came from (for provenance).
+    skipped : tuple of (str, str)
+        Files left out as unreadable (``load_dataset(skip_bad=True)``): (file, reason).
 
     The arrays are shared, not copied: treat them as read-only.
 
@@ -52,6 +57,7 @@ class Dataset:
     test_labels: np.ndarray
     class_names: tuple[str, ...]
     source: str
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         # Validated once here so every consumer can trust shapes and label ranges.
@@ -64,7 +70,7 @@ class Dataset:
         for split in ("train", "test"):
             images = getattr(self, f"{split}_images")
             labels = np.asarray(getattr(self, f"{split}_labels"))
-            if not (isinstance(images, np.ndarray) and images.dtype == np.uint8
+            if not (isinstance(images, (np.ndarray, ImageArray)) and images.dtype == np.uint8
                     and images.ndim == 4 and images.shape[3] == 3):
                 got = f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
                 raise DataError(f"{split}_images must be a uint8 array of shape (N, H, W, 3), "
@@ -95,6 +101,9 @@ def fingerprint(dataset: Dataset) -> str:
 
     The source description is not hashed: the same data loaded from a folder or from an
     archive has the same fingerprint. Feature files record it to detect stale features.
+    Images in memory are hashed by their pixels; image files (:class:`ImageArray`) by their
+    names and encoded bytes, hashed while they were listed, and the size they are resized
+    to, so nothing is decoded for it.
 
     Parameters
     ----------
@@ -117,12 +126,19 @@ def fingerprint(dataset: Dataset) -> str:
     16
     """
     h = hashlib.sha256()
-    header = {"version": _FINGERPRINT_VERSION, "class_names": list(dataset.class_names),
+    files = [isinstance(x, ImageArray) for x in (dataset.train_images, dataset.test_images)]
+    header = {"version": _FILES_FINGERPRINT_VERSION if any(files) else _FINGERPRINT_VERSION,
+              "class_names": list(dataset.class_names),
               "train": list(dataset.train_images.shape), "test": list(dataset.test_images.shape)}
+    if any(files):
+        header["files"] = files
     h.update(json.dumps(header, sort_keys=True).encode())
     for images, labels in ((dataset.train_images, dataset.train_labels),
                            (dataset.test_images, dataset.test_labels)):
-        h.update(np.ascontiguousarray(images).data)
+        if isinstance(images, ImageArray):
+            images.update_hash(h)  # the shape in the header says what they are resized to
+        else:
+            h.update(np.ascontiguousarray(images).data)
         # Fixed byte order so the hash is the same on any machine.
         h.update(np.ascontiguousarray(labels, dtype="<i8").data)
     return h.hexdigest()[:_FINGERPRINT_CHARS]

@@ -1,24 +1,30 @@
-"""Image files: decoding with Pillow, reading folders and archives in memory, class layouts."""
+"""Image files: decoding with Pillow, listing folders and archives, class layouts, header checks."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
-import tarfile
-import zipfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
 from ..progress import null_progress
+from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, too_large
+from ._archive import read_archive as _read_archive
 
-# One file of an image folder: its path split into parts, and its bytes (archives) or its
-# path on disk (folders, read when decoded).
+# What decode_image reads: encoded bytes, or a path on disk.
 FileData = Union[bytes, Path]
-Files = list[tuple[tuple[str, ...], FileData]]
+# The listing of an image folder or archive: each file's path parts (valid text) and a blob
+# whose read() gives its bytes when they are needed.
+Files = list[tuple[tuple[str, ...], object]]
+# Largest image decoded (env FEATMLP_MAX_IMAGE_PIXELS): Pillow's own MAX_IMAGE_PIXELS, the
+# size at which it starts to warn of a decompression bomb (89.5 Mpx, 268 MB as RGB), made
+# an error checked on the header; Pillow itself only refuses twice that (179 Mpx).
+DEFAULT_MAX_PIXELS = 89_478_485
 
 LAYOUT_HELP = ("expected an image folder, or a .zip/.tar/.tar.gz/.tgz archive of one, laid out as "
                "ROOT/<class>/<images> (split into train and test by test_fraction) or as "
@@ -89,38 +95,78 @@ def _size_text(shape) -> str:
     return f"{shape[1]}x{shape[0]}"  # array shape (H, W, ...) as WxH
 
 
-class _Decoder:
-    """Decodes many images into one preallocated array, checking they share one size."""
+_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
-    def __init__(self, image_size, progress, total: int):
-        self.image_size = image_size
+
+def _header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as decoded, from the header alone (no pixels are decoded)."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        # Same test as decode_image: the orientation is applied when the header carries EXIF.
+        if "exif" in im.info and im.getexif().get(_ORIENTATION) in _TRANSPOSED:
+            w, h = h, w
+        return w, h
+
+
+class _Scanner:
+    """Reads each file once while listing: its hash, its size from the header, (skip_bad) a full decode."""
+
+    def __init__(self, image_size, progress, total: int, skip_bad: bool, max_pixels: int):
+        self.image_size, self.skip_bad, self.max_pixels = image_size, skip_bad, max_pixels
         self.progress = progress or null_progress
         self.total, self.done = total, 0
-        self.first: tuple[str, tuple[int, int]] | None = None  # first file and its size
+        self.first: tuple[str, tuple[int, int]] | None = None  # first file and its (H, W)
+        self.skipped: list[tuple[str, str]] = []
 
-    def decode(self, items: list[tuple[str, FileData]]) -> np.ndarray:
-        out = None
-        for i, (where, data) in enumerate(items):
-            img = decode_image(data, where, self.image_size)
+    def _problem(self, where: str, data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+        """(reason it cannot be used, None) or (None, its (H, W) once decoded)."""
+        try:
+            w, h = _header_size(data)
+        except UnidentifiedImageError:
+            return "not an image", None
+        except Exception as e:  # Pillow reports broken headers with many exception types
+            return f"unreadable ({type(e).__name__}: {e})", None
+        if w * h > self.max_pixels:
+            return (f"{w}x{h} = {w * h / 1e6:.1f} Mpx, over the limit of {self.max_pixels / 1e6:.1f} Mpx "
+                    f"per image (FEATMLP_MAX_IMAGE_PIXELS, max_image_pixels=)"), None
+        if self.skip_bad:
+            try:
+                decode_image(data, where, self.image_size)
+            except DataError as e:
+                return f"truncated or corrupt ({str(e.__cause__ or e)})", None
+        return None, (self.image_size[::-1] if self.image_size is not None else (h, w))
+
+    def scan(self, items: list[tuple[str, object]]):
+        """The usable items, their SHA-256 digests and the common (H, W)."""
+        from ._lazy import SKIP_HINT
+
+        kept, digests = [], []
+        for where, blob in items:
+            data = blob.read()
+            reason, hw = self._problem(where, data)
+            self.done += 1
+            if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
+                self.progress("read", self.done, self.total)
+            if reason is not None:
+                if self.skip_bad:
+                    self.skipped.append((where, reason))
+                    continue
+                if reason == "not an image":
+                    reason = "not a readable image (Pillow cannot identify it)"
+                raise DataError(f"cannot read image {where}: {reason}; {SKIP_HINT}")
             if self.first is None:
-                self.first = (where, img.shape[:2])
-            if img.shape[:2] != self.first[1]:
+                self.first = (where, hw)
+            if hw != self.first[1]:
                 h, w = self.first[1]
                 raise DataError(
                     f"images have different sizes (width x height): {self.first[0]} is "
-                    f"{_size_text(self.first[1])} but {where} is {_size_text(img.shape)}; pass "
+                    f"{_size_text(self.first[1])} but {where} is {_size_text(hw)}; pass "
                     f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
                     f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
-            if out is None:
-                out = np.empty((len(items),) + img.shape, np.uint8)
-            out[i] = img
-            self.done += 1
-            if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
-                self.progress("decode", self.done, self.total)
-        if out is None:
-            h, w = self.first[1] if self.first else (self.image_size or (0, 0))[::-1]
-            out = np.empty((0, h, w, 3), np.uint8)
-        return out
+            kept.append((where, blob))
+            digests.append(np.frombuffer(hashlib.sha256(data).digest(), np.uint8))
+        return kept, digests
 
 
 def read_images(paths, *, image_size: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -162,7 +208,8 @@ def read_images(paths, *, image_size: tuple[int, int] | None = None) -> list[np.
 
 # --------------------------------------------------------------------------- reading files
 
-def _parts(name: str) -> tuple[str, ...] | None:
+def split_name(name: str) -> tuple[str, ...] | None:
+    """A member or file name as path parts; None for names that would leave the root."""
     # Archives made on Windows sometimes use backslashes; "./x" and "x" are the same file.
     parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
     if not parts or ".." in parts:
@@ -175,14 +222,58 @@ def _is_junk(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p in _JUNK_NAMES for p in parts)
 
 
-def list_folder(root: Path) -> Files:
-    """Every non-hidden file under ``root``, as (relative path parts, path)."""
+def valid_text(name: str) -> str:
+    """``name`` as valid UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    ``os.walk`` and ``tarfile`` hand over such bytes as lone surrogates
+    (``surrogateescape``), which JSON files, plots and terminals cannot write.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that did not come from bytes
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class _TextNames:
+    """Makes path parts valid text, refusing two folders that become the same text."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.folders: dict[tuple[str, ...], tuple[str, ...]] = {}  # text parts -> raw parts
+
+    def __call__(self, raw: tuple[str, ...]) -> tuple[str, ...]:
+        parts = tuple(valid_text(p) for p in raw)
+        for depth in range(1, len(parts)):
+            seen = self.folders.setdefault(parts[:depth], raw[:depth])
+            if seen != raw[:depth]:
+                a, b = (os.fsencode("/".join(p)) for p in (seen, raw[:depth]))
+                raise DataError(f"{self.where}: the folders {a!r} and {b!r} have the same name "
+                                f"{'/'.join(parts[:depth])!r} once their bytes that are not UTF-8 are "
+                                f"written as \\x escapes; rename one of them")
+        return parts
+
+
+def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list:
+    """Every non-hidden file under ``root``, as (relative path parts, blob); read when decoded."""
     files = []
+    text = _TextNames(str(root))
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not _is_junk((d,)))
         rel = Path(dirpath).relative_to(root).parts
-        files.extend((rel + (f,), Path(dirpath, f)) for f in sorted(filenames)
-                     if not _is_junk((f,)))
+        for f in sorted(filenames):
+            if _is_junk((f,)):
+                continue
+            path = Path(dirpath, f)
+            parts = text(rel + (f,))
+            where = "/".join(parts)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = 0  # reported when it is read
+            if size > max_file_bytes:
+                raise too_large(f"{root}/{where}", size, max_file_bytes)
+            files.append((parts, PathBlob(path, where)))
     return files
 
 
@@ -190,30 +281,14 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def read_archive(path: Path) -> Files:
-    """Every regular, non-hidden file of a zip or tar archive, read into memory.
+def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list:
+    """Every regular, non-hidden file of a zip or tar archive, as (path parts, blob).
 
-    Nothing is written to disk, so member names cannot escape anywhere.
+    The archive is verified to its end, but its members are not held in memory (see
+    :mod:`featmlp.data._archive`). Nothing is written to disk but a temporary file, so
+    member names cannot escape anywhere.
     """
-    lower = path.name.lower()
-    files: Files = []
-    try:
-        if lower.endswith(".zip") or (not lower.endswith(TAR_SUFFIXES) and zipfile.is_zipfile(path)):
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    parts = _parts(info.filename)
-                    if not info.is_dir() and parts and not _is_junk(parts):
-                        files.append((parts, zf.read(info)))
-        else:
-            # Members are read in archive order: a gzip stream is only fast read forwards.
-            with tarfile.open(path, "r:*") as tf:
-                for member in tf:
-                    parts = _parts(member.name)
-                    if member.isfile() and parts and not _is_junk(parts):
-                        files.append((parts, tf.extractfile(member).read()))
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as e:
-        raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from e
-    return files
+    return _read_archive(path, _TextNames(str(path)), is_junk=_is_junk, max_file_bytes=max_file_bytes)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -269,19 +344,30 @@ def group_by_class(files: Files, where: str):
     return groups
 
 
-def decode_groups(groups, image_size, progress):
-    """Decode grouped files; returns ``{split: (images, labels)}`` and the class names.
+def scan_groups(groups, image_size, progress, *, skip_bad: bool = False,
+                max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Read the headers of grouped files: ``{split: (ImageArray, labels)}``, class names, skipped files.
 
-    Images come in class order, then file-name order within a class.
+    Images come in class order, then file-name order within a class. Every file is read
+    once (hashed, its size taken from its header); with ``skip_bad`` it is also decoded, and
+    files that fail are left out and listed as ``(file, reason)``.
     """
+    from ._lazy import ImageArray
+
     class_names = tuple(sorted(groups["train" if "train" in groups else None]))
     total = sum(len(items) for by_class in groups.values() for items in by_class.values())
-    decoder = _Decoder(image_size, progress, total)
-    out = {}
+    scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)
+    scanned = {}
     for key, by_class in groups.items():
-        items, labels = [], []
+        items, digests, labels = [], [], []
         for k, name in enumerate(class_names):
-            items += by_class.get(name, [])
-            labels += [k] * len(by_class.get(name, []))
-        out[key] = decoder.decode(items), np.asarray(labels, dtype=np.int64)
-    return out, class_names
+            kept, kept_digests = scanner.scan(by_class.get(name, []))
+            items += kept
+            digests += kept_digests
+            labels += [k] * len(kept)
+        scanned[key] = items, digests, np.asarray(labels, dtype=np.int64)
+    h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
+    out = {key: (ImageArray(items, np.array(digests, np.uint8).reshape(len(items), 32), h, w, image_size),
+                 labels)
+           for key, (items, digests, labels) in scanned.items()}
+    return out, class_names, tuple(scanner.skipped)

@@ -1,0 +1,300 @@
+"""Files of folders and archives as a manifest: names, where their bytes are, their sizes.
+
+Nothing is unpacked to disk and nothing is read whole into memory. A member of an
+uncompressed .tar or of a .zip is read by offset when it is needed; the members of a
+compressed tar (a gzip/bzip2/xz stream cannot be read at an offset) are copied once into
+a spooled temporary file, in memory up to ``SPOOL_BYTES`` and on disk beyond, deleted when
+the dataset is dropped (or by the kernel when the process dies).
+
+Every tar is read to its end and verified: ``tarfile`` takes a damaged header after the
+first one for the end of the archive and returns what came before it, so the stream after
+the last member must be zero padding, and a compressed stream is read to its end so that
+gzip checks its CRC and length (xz and bzip2 their own checksums).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+
+# Largest member or file read (env FEATMLP_MAX_FILE_BYTES): no image format needs more for
+# an image under the pixel cap, and it stops a small archive that inflates to gigabytes
+# before a byte of it is inflated (the size is in the member's header).
+DEFAULT_MAX_FILE_BYTES = 256 << 20
+# Compressed tars are copied into memory up to this, then into an unlinked temporary file.
+SPOOL_BYTES = 256 << 20
+_COPY_BLOCK = 1 << 20
+_DAMAGED = "the archive is truncated or corrupt; download or copy it again"
+
+
+def limit_from_env(value, env: str, default: int, what: str) -> int:
+    """``value``, else ``$env``, else ``default``, as a positive int (ConfigError otherwise)."""
+    source = value if value is not None else os.environ.get(env)
+    if source is None:
+        return default
+    try:
+        n = int(source)
+        if n < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        where = f"${env}" if value is None else what
+        raise ConfigError(f"{where} must be a positive integer, got {source!r}") from None
+    return n
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def too_large(where: str, size: int, limit: int) -> DataError:
+    return DataError(f"{where} is {_mib(size)}, over the limit of {_mib(limit)} per file (a file that "
+                     f"large is more likely a decompression bomb or a stray file than an image); if it "
+                     f"is genuine, raise the limit: FEATMLP_MAX_FILE_BYTES={size} (or max_file_bytes=)")
+
+
+class PathBlob:
+    """A file on disk, read when needed."""
+
+    def __init__(self, path: Path, where: str):
+        self.path, self.where = path, where
+
+    def read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"cannot read image {self.where}: no such file (was it moved or "
+                            f"deleted after listing?)") from None
+        except OSError as e:
+            raise DataError(f"cannot read image {self.where}: {e.strerror or e}") from None
+
+
+class _Region:
+    """``size`` bytes at ``offset`` of a file object shared by many members."""
+
+    def __init__(self, store, offset: int, size: int, where: str):
+        self.store, self.offset, self.size, self.where = store, offset, size, where
+
+    def read(self) -> bytes:
+        data = self.store.pread(self.offset, self.size)
+        if len(data) != self.size:
+            raise DataError(f"{self.where}: only {len(data)} of its {self.size} bytes are there; "
+                            f"{_DAMAGED}")
+        return data
+
+
+class _FileStore:
+    """Reads by offset from an uncompressed archive on disk (opened per read: no open handles kept)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def pread(self, offset: int, size: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+
+class _SpoolStore:
+    """The members of a compressed tar, copied once; deleted when no member refers to it any more."""
+
+    def __init__(self):
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="featmlp-")
+        self.size = 0
+
+    def append(self, src, size: int) -> int:
+        offset = self.size
+        self.file.seek(offset)
+        left = size
+        while left:
+            block = src.read(min(left, _COPY_BLOCK))
+            if not block:
+                break  # the caller checks the count
+            self.file.write(block)
+            left -= len(block)
+        self.size += size - left
+        return offset if not left else -1
+
+    def pread(self, offset: int, size: int) -> bytes:
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def __del__(self):
+        self.file.close()
+
+
+class _ZipMember:
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
+        self.zf, self.info, self.where = zf, info, where
+
+    def read(self) -> bytes:
+        try:
+            return self.zf.read(self.info)  # checks the CRC once the member is read
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+            raise DataError(f"{self.where} is damaged ({type(e).__name__}: {e}): {_DAMAGED}") from None
+
+
+class _Tracking:
+    """A read-only stream that remembers its position and its last read.
+
+    tarfile ends on the first block that is not a valid header after consuming it; the
+    check of the end needs that block, and a compressed stream cannot seek back cheaply.
+    """
+
+    def __init__(self, f):
+        self.f, self.pos = f, 0
+        self.last_pos, self.last = 0, b""
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.last_pos, self.last = self.pos, data
+        self.pos += len(data)
+        return data
+
+    def seek(self, offset, whence=0):
+        if whence != 0:
+            raise OSError("only absolute seeks")
+        if offset < self.pos:  # never needed by tarfile reading forwards; costly on a compressed stream
+            self.f.seek(offset)
+            self.pos = offset
+        while self.pos < offset:
+            if not self.read(min(offset - self.pos, _COPY_BLOCK)):
+                break
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+
+_MAGIC = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "gzip"),
+          (b"BZh", lambda f: bz2.BZ2File(f, "rb"), "bzip2"),
+          (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb"), "xz"))
+
+
+def _decompressor(raw):
+    head = raw.read(6)
+    raw.seek(0)
+    for magic, opener, name in _MAGIC:
+        if head.startswith(magic):
+            return opener(raw), name
+    return None, None
+
+
+def read_archive(path: Path, text, *, is_junk, max_file_bytes: int) -> list:
+    """Every regular, non-hidden file of a zip or tar archive as ``(name parts, blob)``.
+
+    ``text(raw parts)`` makes the parts valid text; ``is_junk(parts)`` says what to leave out.
+    The archive is verified to its end (see the module docstring); a member larger than
+    ``max_file_bytes`` is refused on its header. Nothing is written outside a temporary file,
+    so member names cannot escape anywhere.
+    """
+    from ._images import TAR_SUFFIXES
+
+    lower = path.name.lower()
+    if lower.endswith(".zip") or (not lower.endswith(TAR_SUFFIXES) and zipfile.is_zipfile(path)):
+        return _read_zip(path, text, is_junk, max_file_bytes)
+    return _read_tar(path, text, is_junk, max_file_bytes)
+
+
+def _read_zip(path, text, is_junk, max_file_bytes):
+    from ._images import split_name
+
+    try:
+        zf = zipfile.ZipFile(path)
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from e
+    files = []
+    for info in infos:
+        raw = split_name(info.filename)
+        if info.is_dir() or not raw:
+            continue
+        parts = text(raw)
+        if is_junk(parts):
+            continue
+        where = f"{path}:{'/'.join(parts)}"
+        if info.file_size > max_file_bytes:
+            raise too_large(where, info.file_size, max_file_bytes)
+        files.append((parts, _ZipMember(zf, info, where)))
+    return files
+
+
+def _read_tar(path, text, is_junk, max_file_bytes):
+    from ._images import split_name
+
+    raw = open(path, "rb")
+    files = []
+    try:
+        inner, kind = _decompressor(raw)
+        stream = _Tracking(inner if inner is not None else raw)
+        store = _SpoolStore() if inner is not None else _FileStore(path)
+        try:
+            tf = tarfile.open(fileobj=stream, mode="r:")
+            for member in tf:
+                if not member.isfile():
+                    continue
+                name = split_name(member.name)
+                parts = text(name) if name else None
+                where = f"{path}:{'/'.join(parts) if parts else member.name}"
+                if member.size > max_file_bytes:
+                    raise too_large(where, member.size, max_file_bytes)
+                if not parts or is_junk(parts):
+                    continue  # tarfile skips its data when it reads the next header
+                if isinstance(store, _FileStore) and not member.issparse():
+                    offset = member.offset_data
+                else:
+                    offset = store.append(tf.extractfile(member), member.size)
+                    if offset < 0:
+                        raise EOFError(f"{where} ends early")
+                files.append((parts, _Region(store, offset, member.size, where)))
+            _check_end(path, stream, tf.offset, kind)
+        except DataError:
+            raise
+        except tarfile.ReadError as e:
+            if stream.pos <= tarfile.BLOCKSIZE and not files:
+                raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from None
+            raise _damaged(path, stream.pos, e, kind) from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as e:
+            raise _damaged(path, stream.pos, e, kind) from None
+    finally:
+        raw.close()
+    return files
+
+
+def _stream_name(kind) -> str:
+    return f"of the uncompressed {kind} stream" if kind else "of the archive"
+
+
+def _damaged(path, pos, error, kind) -> DataError:
+    return DataError(f"{path} is damaged at byte {pos:,} {_stream_name(kind)} ({type(error).__name__}: {error}): {_DAMAGED}")
+
+
+def _check_end(path, stream: _Tracking, end: int, kind) -> None:
+    """After the last member, only zero blocks (end-of-archive marker and padding) may follow."""
+    if stream.last_pos == end:
+        first = stream.last  # the block tarfile read and took for the end
+    else:
+        stream.seek(end)
+        first = stream.read(tarfile.BLOCKSIZE)
+    block, pos = first, end
+    while block:
+        if block.count(0) != len(block):
+            bad = pos + next(i for i, b in enumerate(block) if b)
+            raise DataError(f"{path} is damaged at byte {bad:,} {_stream_name(kind)} (a member header "
+                            f"was expected at byte {end:,}, or only zero padding): {_DAMAGED}")
+        pos += len(block)
+        block = stream.read(_COPY_BLOCK)  # to the end: gzip checks its CRC and length there

@@ -15,6 +15,8 @@ run picks up where it stopped, and memory stays bounded by the chunk size.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import shutil
@@ -217,9 +219,13 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     Returns
     -------
     FeatureTable
-    """
-    from .data import fingerprint
 
+    Raises
+    ------
+    DataError
+        When another extraction is writing the same ``output`` (an exclusive lock on
+        ``<output>.lock``, released by the kernel however that process ends).
+    """
     fset = get_feature_set(features)
     if chunk_size < 1:
         raise DataError(f"chunk size must be at least 1, got {chunk_size}")
@@ -230,6 +236,13 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     if options and fitted and set(fset.needs_fit) <= set(fitted):
         raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
                         f"drop them, or fit anew without --fitted-from")
+    with _exclusive(Path(output)) if output is not None else contextlib.nullcontext():
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+
+
+def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
+    from .data import fingerprint
+
     height, width = dataset.train_images.shape[1:3]
     meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
             "image_size": [int(width), int(height)],
@@ -246,20 +259,24 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         spec = {**meta, "chunk_size": chunk_size,
                 "given_state": state_to_arrays(fitted)[0] if fitted else None}
         spec_file = partial / "spec.json"
-        if partial.is_dir() and (not spec_file.is_file() or json.loads(spec_file.read_text()) != spec):
-            shutil.rmtree(partial)  # left by a different extraction: not ours to resume
+        if partial.is_dir() and _read_spec(spec_file) != spec:
+            shutil.rmtree(partial)  # left by a different extraction (or damaged): not ours to resume
         partial.mkdir(parents=True, exist_ok=True)
         with atomic_write(spec_file, "w") as f:
             json.dump(spec, f)
 
     state = _fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
+    # Some sets (hog) have as many columns as the image size gives: name them for this size.
+    names = feature_names(fset, image_shape=(height, width), state=state)
 
     results: dict[tuple[str, int], np.ndarray] = {}
     todo = []
     for key in chunks:
         chunk_file = partial / f"{key[0]}-{key[1]:09d}.npy" if partial else None
-        if chunk_file is not None and chunk_file.is_file():
-            results[key] = np.load(chunk_file, allow_pickle=False)
+        rows = min(chunk_size, len(splits[key[0]]) - key[1])
+        X = _saved_chunk(chunk_file, (rows, len(names)), fset.dtype) if chunk_file is not None else None
+        if X is not None:
+            results[key] = X
         else:
             todo.append(key)
     done = sum(len(r) for r in results.values())
@@ -289,12 +306,17 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         # the CLI loads its commands lazily), about 0.4 s.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [(key, pool.submit(_extract_chunk, images_of(key), fset.name, state)) for key in todo]
-            for key, fut in futures:
+            # Chunks are decoded here as they are submitted: keep only one more in flight
+            # than there are workers, so memory stays bounded by the chunk.
+            pending = collections.deque()
+            for key in todo:
+                pending.append((key, pool.submit(_extract_chunk, images_of(key), fset.name, state)))
+                if len(pending) > workers:
+                    key, fut = pending.popleft()
+                    finish(key, fut.result())
+            while pending:
+                key, fut = pending.popleft()
                 finish(key, fut.result())
-
-    # Some sets (hog) have as many columns as the image size gives: name them for this size.
-    names = feature_names(fset, image_shape=(height, width), state=state)
 
     def stacked(split):
         keys = [k for k in chunks if k[0] == split]
@@ -313,6 +335,67 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         save_features(output, table)
         shutil.rmtree(partial, ignore_errors=True)
     return table
+
+
+def _read_spec(spec_file: Path):
+    try:
+        return json.loads(spec_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _saved_chunk(chunk_file: Path, shape: tuple[int, int], dtype) -> np.ndarray | None:
+    """A finished chunk of an interrupted run, or None when it is missing or damaged (redone then)."""
+    if not chunk_file.is_file():
+        return None
+    try:
+        X = np.load(chunk_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # truncated, not .npy, an object array ...
+        return None
+    if not isinstance(X, np.ndarray) or X.shape != shape or X.dtype != np.dtype(dtype):
+        return None
+    return X
+
+
+@contextlib.contextmanager
+def _exclusive(output: Path):
+    """Hold ``<output>.lock`` exclusively, or refuse with one line naming the holder's pid.
+
+    flock is released by the kernel when its holder dies, even by kill -9; a lock file
+    left behind then is taken over. The file is removed while still held, so a process that
+    opened it just before must check that it locked the file now at that path.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    lock_path = Path(str(output) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataError(f"another featmlp extract is writing {output} (pid {holder}): wait for it, "
+                            f"or write to another file") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder finished and removed it: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
 
 
 _STATE_FILE = "fitted.npz"

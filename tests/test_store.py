@@ -117,3 +117,120 @@ def test_roundtrip_and_validation(tmp_path):
              class_names=np.array(["p"]))
     with pytest.raises(DataError, match="cannot read"):
         load_features(tmp_path / "obj.npz")
+
+
+def _interrupted(ds, out, after=10):
+    def stop(desc, done, total):
+        if done >= after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_dataset(ds, "lecture", out, chunk_size=5, progress=stop)
+
+
+def test_damaged_chunks_are_redone_on_resume(tmp_path, monkeypatch):
+    ds = small_dataset()
+    clean = extract_dataset(ds, "lecture", chunk_size=5)
+    out = tmp_path / "f.npz"
+    _interrupted(ds, out)
+    partial = tmp_path / "f.npz.partial"
+    first, second = sorted(partial.glob("*.npy"))
+    first.write_bytes(first.read_bytes()[:-20])  # truncated, as by a full disk or a crash
+    np.save(second, np.zeros((5, 3)))  # the wrong columns
+    (partial / "train-000000010.npy").write_bytes(b"not an npy file")  # a stray, unreadable chunk
+
+    computed = []
+    real = store.extract_features
+    monkeypatch.setattr(store, "extract_features",
+                        lambda images, fset, **kw: computed.append(len(images)) or real(images, fset, **kw))
+    table = extract_dataset(ds, "lecture", out, chunk_size=5)
+    assert sum(computed) == 23 + 7  # every chunk redone: none of the three could be trusted
+    np.testing.assert_array_equal(table.X_train, clean.X_train)
+    np.testing.assert_array_equal(load_features(out).X_test, clean.X_test)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
+
+    # a good chunk beside a damaged spec.json: the partial is not trusted, the result still right
+    _interrupted(ds, out)
+    (partial / "spec.json").write_text("{trunc")
+    np.testing.assert_array_equal(extract_dataset(ds, "lecture", out, chunk_size=5).X_train, clean.X_train)
+
+
+def test_wrong_dtype_or_rows_chunk_is_redone(tmp_path):
+    ds = small_dataset()
+    out = tmp_path / "f.npz"
+    _interrupted(ds, out)
+    partial = tmp_path / "f.npz.partial"
+    first, second = sorted(partial.glob("*.npy"))
+    np.save(first, np.load(first).astype(np.float32))
+    np.save(second, np.load(second)[:4])
+    table = extract_dataset(ds, "lecture", out, chunk_size=5)
+    np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_extraction_to_the_same_output_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    ds = small_dataset()
+    out = tmp_path / "f.npz"
+    # Another process holds the lock as a running `featmlp extract -o f.npz` does.
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out) + ".lock"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DataError, match=f"another featmlp extract is writing {out} \\(pid {holder.pid}\\): "
+                                            f"wait for it, or write to another file"):
+            extract_dataset(ds, "lecture", out, chunk_size=5)
+        assert not out.exists()
+        holder.kill()  # kill -9: the kernel releases the lock, the stale lock file is taken over
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+    table = extract_dataset(ds, "lecture", out, chunk_size=5)
+    np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]  # lock file removed
+
+
+def test_workers_keep_few_chunks_in_flight(monkeypatch):
+    # With workers, chunks are decoded as they are submitted: no more than workers + 1 at once.
+    ds = small_dataset(n_train=60, n_test=10)
+    from concurrent.futures import Future
+
+    in_flight, peak = [0], [0]
+
+    class InlinePool:  # runs each chunk at submit; counts what was submitted but not collected
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def submit(self, fn, *args):
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            f = Future()
+            f.set_result(fn(*args))
+            real_result = f.result
+            f.result = lambda: (in_flight.__setitem__(0, in_flight[0] - 1), real_result())[1]
+            return f
+
+    monkeypatch.setattr(store, "ProcessPoolExecutor", InlinePool)
+    table = extract_dataset(ds, "lecture", chunk_size=5, workers=2)
+    assert peak[0] == 3
+    np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))

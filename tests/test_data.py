@@ -708,3 +708,132 @@ def test_zip_crc_error_names_the_member(tmp_path):
     z.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"x.zip:b/1.bmp is damaged \(BadZipFile: Bad CRC-32.*download or copy"):
         load_dataset(z)
+
+
+# --------------------------------------------------------------------------- unreadable files, --skip-bad
+
+def _noisy_jpeg(seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return encode(Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)), "JPEG")
+
+
+def _with_bad_files(root: Path) -> Path:
+    for name, data in folder_files({"ant": 4, "bee": 4}, kinds=dict(list(KINDS.items())[:2])).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "ant" / "README.txt").write_text("where these came from")
+    (root / "bee" / "cut.jpg").write_bytes(_noisy_jpeg()[:900])  # header intact, pixels cut off
+    (root / "bee" / "notes.png").write_bytes(b"\x89PNG but not really")
+    return root
+
+
+def test_skip_bad_leaves_out_and_lists_unreadable_files(tmp_path):
+    root = _with_bad_files(tmp_path / "d")
+    ds = load_dataset(root, skip_bad=True, test_fraction=0.25)
+    assert len(ds.train_images) + len(ds.test_images) == 8
+    assert [name for name, _ in ds.skipped] == ["ant/README.txt", "bee/cut.jpg", "bee/notes.png"]
+    reasons = dict(ds.skipped)
+    assert reasons["ant/README.txt"] == "not an image" and reasons["bee/notes.png"] == "not an image"
+    assert reasons["bee/cut.jpg"].startswith("truncated or corrupt")
+    np.asarray(ds.train_images)  # what is left decodes
+    # the same files from an archive: same choice, same data
+    zipped = load_dataset(write_zip(tmp_path / "d.zip", {str(p.relative_to(root)): p.read_bytes()
+                                                          for p in root.rglob("*") if p.is_file()}),
+                          skip_bad=True, test_fraction=0.25)
+    assert zipped.skipped == ds.skipped and fingerprint(zipped) == fingerprint(ds)
+
+
+def test_without_skip_bad_an_unreadable_file_is_one_clear_error(tmp_path):
+    root = _with_bad_files(tmp_path / "d")
+    with pytest.raises(DataError, match=r"cannot read image ant/README.txt: not a readable image .*--skip-bad"):
+        load_dataset(root)
+    (root / "ant" / "README.txt").unlink()
+    (root / "bee" / "notes.png").unlink()
+    # only the headers are read while listing: the cut JPEG fails when its chunk is decoded
+    ds = load_dataset(root, test_fraction=0.25)
+    with pytest.raises(DataError, match=r"cannot read image bee/cut.jpg: .*--skip-bad"):
+        np.asarray(ds.train_images) if "bee/cut.jpg" in ds.train_images.names else np.asarray(ds.test_images)
+
+
+def test_extraction_decodes_chunk_by_chunk(tmp_path, monkeypatch):
+    from featmlp.store import extract_dataset
+    import featmlp.data._lazy as lazy
+
+    root = tmp_path / "d"
+    for name, data in folder_files({"ant": 6, "bee": 6}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    ds = load_dataset(root, test_fraction=0.25)
+    assert isinstance(ds.train_images, lazy.ImageArray) and not isinstance(ds.train_images, np.ndarray)
+    sizes = []
+    real = lazy.ImageArray._decode
+    monkeypatch.setattr(lazy.ImageArray, "_decode", lambda self, idx: sizes.append(len(idx)) or real(self, idx))
+    table = extract_dataset(ds, "color", chunk_size=4)
+    assert max(sizes) == 4 and sum(sizes) == 12  # never more than a chunk decoded at once, each image once
+    monkeypatch.undo()
+    from featmlp import extract_features
+    np.testing.assert_array_equal(table.X_train, extract_features(np.asarray(ds.train_images), "color"))
+
+
+def test_missing_last_cifar_batches_warn(tmp_path):
+    batches, test, meta = make_batches(sizes=(3, 2, 4, 1, 2))
+    files = batch_files(batches, test, meta)
+    with warnings_as_list() as caught:
+        load_dataset(write_folder(tmp_path / "full", files))
+    assert caught == []  # the official five: nothing to say
+    del files["data_batch_5"], files["data_batch_4"]
+    with pytest.warns(UserWarning, match=r"CIFAR-10: data_batch_4, data_batch_5 missing .*training on the 9 "
+                                         r"images of data_batch_1\.\.3"):
+        ds = load_dataset(write_tar(tmp_path / "c.tar.gz", files, "cifar-10-batches-py/"))
+    assert len(ds.train_images) == 9
+
+
+def warnings_as_list():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def caught():
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            yield w
+
+    return caught()
+
+
+# --------------------------------------------------------------------------- names that are not UTF-8
+
+def _bytes_folder(root: Path, names: list[bytes], n=3) -> Path:
+    root.mkdir()
+    for k, name in enumerate(names):
+        d = os.fsencode(root) + b"/" + name
+        os.mkdir(d)
+        for i in range(n):
+            with open(d + f"/{i}.png".encode(), "wb") as f:
+                f.write(encode(Image.new("L", (W, H), 10 * i + k), "PNG"))
+    return root
+
+
+def test_class_folders_that_are_not_utf8_become_valid_text(tmp_path):
+    import json
+
+    root = _bytes_folder(tmp_path / "d", [b"caf\xe9", b"na\xefve", "ünï".encode()])
+    ds = load_dataset(root, test_fraction=0.34)
+    assert ds.class_names == ("caf\\xe9", "na\\xefve", "ünï")
+    json.dumps(ds.class_names).encode("utf-8")  # writable as JSON and by matplotlib
+    for name in ds.train_images.names:
+        name.encode("utf-8")
+    np.asarray(ds.train_images)  # the files themselves are still found by their real names
+    # a tar made of the same folder has the same names (tarfile hands them over surrogate-escaped)
+    tar = tmp_path / "d.tar"
+    with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as tf:
+        tf.add(os.fsencode(root).decode("utf-8", "surrogateescape"), arcname="d")
+    from_tar = load_dataset(tar, test_fraction=0.34)
+    assert from_tar.class_names == ds.class_names and fingerprint(from_tar) == fingerprint(ds)
+
+
+def test_two_folders_that_become_the_same_text_are_refused(tmp_path):
+    root = _bytes_folder(tmp_path / "d", [b"caf\xe9", b"caf\\xe9"])
+    with pytest.raises(DataError, match=r"the folders .* have the same name 'caf\\\\xe9'.*rename one") as e:
+        load_dataset(root)
+    assert "b'caf\\xe9'" in str(e.value) and "b'caf\\\\xe9'" in str(e.value)  # both, as bytes

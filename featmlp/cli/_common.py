@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from ..errors import ConfigError
@@ -28,6 +30,10 @@ def data_options(f):
                      help="Seed of the train/test split of a folder without one.")(f)
     f = click.option("--test-fraction", default=0.2, show_default=True, type=float,
                      help="Share of each class held out for testing when the folder has no train/test split.")(f)
+    f = click.option("--skip-bad", "skip_bad", is_flag=True,
+                     help="Leave out files that are not readable images (a README.txt in a class folder, a "
+                          "truncated JPEG) and list them, instead of stopping; decodes every image once more "
+                          "while listing.")(f)
     return f
 
 
@@ -109,8 +115,25 @@ archive or cifar-10-batches-py folder, or an image folder ROOT/<class>/* or
 ROOT/train/<class>/* + ROOT/test/<class>/*, as a folder or a .zip/.tar/.tar.gz archive."""
 
 
-def _load(source, test_fraction, seed, image_size, progress):
+def _load(source, test_fraction, seed, image_size, progress, *, skip_bad=False):
+    """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr."""
     from ..data import load_dataset
 
-    return load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
-                        progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
+                          progress=progress, skip_bad=skip_bad)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    return ds
+
+
+def report_skipped(dataset, shown: int = 3) -> None:
+    """One line on stderr naming the files ``--skip-bad`` left out (the first few, and how many)."""
+    skipped = getattr(dataset, "skipped", ())
+    if not skipped:
+        return
+    n = len(skipped)
+    listed = ", ".join(f"{name} ({reason})" for name, reason in skipped[:shown])
+    more = f", and {n - shown} more" if n > shown else ""
+    click.echo(f"skipped {n} unreadable file{'s' if n > 1 else ''}: {listed}{more}", err=True)

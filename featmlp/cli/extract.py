@@ -7,7 +7,8 @@ import time
 import click
 
 from ..progress import TqdmProgress
-from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_options, resolve_fitted
+from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_options, report_skipped,
+                      resolve_fitted)
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -23,7 +24,7 @@ from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_o
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def extract(source, features, output, workers, chunk_size, feature_option, fitted_from, test_fraction,
-            split_seed, image_size, quiet):
+            split_seed, image_size, skip_bad, quiet):
     """Extract a feature set from SOURCE's images into a feature file.
 
     Fitted sets (kmeans) are fitted on the training images only, and their state is kept in
@@ -34,7 +35,8 @@ def extract(source, features, output, workers, chunk_size, feature_option, fitte
     options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
-    ds = _load(source, test_fraction, split_seed, image_size, progress)
+    ds = _load(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad)
+    report_skipped(ds)
     t1 = time.perf_counter()
     table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
                             workers=workers, progress=progress)

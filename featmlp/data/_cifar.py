@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import warnings
 from typing import Callable, Mapping
 
 import numpy as np
@@ -28,6 +29,7 @@ _ROW = 3 * _SIDE * _SIDE  # one image: R, G then B plane, each 32x32 row-major
 _TRAIN_BATCH = re.compile(r"data_batch_(\d+)")
 _META = "batches.meta"
 _TEST = "test_batch"
+_OFFICIAL_TRAIN_BATCHES = 5
 
 
 def _numpy_pickle_names() -> dict[tuple[str, str], object]:
@@ -163,12 +165,21 @@ def read_cifar_batches(files: Mapping[str, tuple[str, Callable[[], bytes]]]):
     if train_ids != list(range(1, len(train_ids) + 1)):
         raise DataError(f"CIFAR-10 training batches must be numbered data_batch_1 .. "
                         f"data_batch_{max(train_ids)} without gaps, found {train_ids}")
+    if len(train_ids) < _OFFICIAL_TRAIN_BATCHES:
+        missing = ", ".join(f"data_batch_{i}" for i in range(len(train_ids) + 1, _OFFICIAL_TRAIN_BATCHES + 1))
+        warn = (missing, len(train_ids))
+    else:
+        warn = None
     class_names = _parse_meta(files[_META][1](), files[_META][0])
     parts = [_parse_batch(files[f"data_batch_{i}"][1](), files[f"data_batch_{i}"][0])
              for i in train_ids]
     # concatenate keeps the transposed layout of its inputs: ask for C order explicitly.
     train_images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     train_labels = np.concatenate([p[1] for p in parts])
+    if warn is not None:  # a copy that lost its last batches would otherwise train on less, silently
+        warnings.warn(f"CIFAR-10: {warn[0]} missing (the official set has data_batch_1..{_OFFICIAL_TRAIN_BATCHES}): "
+                      f"training on the {len(train_labels):,} images of data_batch_1..{warn[1]}; copy or "
+                      f"download the full set for all 50,000", UserWarning, stacklevel=2)
     test_images, test_labels = _parse_batch(files[_TEST][1](), files[_TEST][0])
     test_images = np.ascontiguousarray(test_images)
     for split, labels in (("training", train_labels), ("test", test_labels)):

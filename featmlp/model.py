@@ -75,6 +75,21 @@ def is_permutation(perm, n: int) -> bool:
     return perm.shape == (n,) and np.array_equal(np.sort(perm), np.arange(n))
 
 
+def nonfinite_rows(X) -> np.ndarray:
+    """Indices of the rows of ``X`` (N, F) holding a NaN or an infinity, a block at a time.
+
+    Examples
+    --------
+    >>> nonfinite_rows([[0.0, 1.0], [np.nan, 2.0], [3.0, np.inf]]).tolist()
+    [1, 2]
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        X = X.reshape(len(X), -1)
+    bad = [np.flatnonzero(~np.isfinite(X[i:i + 4096]).all(axis=1)) + i for i in range(0, len(X), 4096)]
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
 def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
     """The per-sample training loss of ``head``, with label smoothing for ``"ce"``."""
     if label_smoothing:
@@ -238,6 +253,52 @@ def build_mlp(spec: MLPSpec) -> MLP:
     return MLP(spec)
 
 
+def parameter_count(spec: MLPSpec) -> int:
+    """Number of learned values of the network ``spec`` describes, without building it.
+
+    Examples
+    --------
+    >>> parameter_count(MLPSpec(9, 10, hidden=(6,)))  # 9*6 + 6 + 6*10 + 10
+    130
+    >>> sum(p.numel() for p in build_mlp(MLPSpec(9, 10, hidden=(6,))).parameters())
+    130
+    """
+    widths = [spec.n_features, *([spec.bottleneck] if spec.bottleneck else []), *spec.hidden, spec.n_classes]
+    linear = sum(int(a) * int(b) + int(b) for a, b in zip(widths, widths[1:]))
+    return linear + (2 * sum(int(w) for w in spec.hidden) if spec.batch_norm else 0)
+
+
+# Copies of the parameters a run holds at once (float32): the weights, their gradient, Adam's
+# two moments, and the epoch-start, previous-epoch and best-epoch snapshots training keeps to
+# step back from a divergence or restore the best epoch.
+_PARAMETER_COPIES = 7
+# Per sample of a batch and unit of a layer: its output, the pre-activation and its gradient.
+_ACTIVATION_COPIES = 3
+
+
+def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int) -> int:
+    """Rough bytes training ``spec`` needs beyond the feature table itself.
+
+    The parameters and their optimiser state and snapshots, the activations of one batch of
+    ``batch_size`` rows (all ``n_rows`` for full-batch gradient descent) forward and back, the
+    scaled copies of the ``n_rows`` training rows the hand-written engine keeps (when they fit
+    its 1 GB limit), and the epoch's logits. An estimate to refuse what cannot fit (a
+    ``--hidden 100000000``), not an accounting: torch's own workspace comes on top.
+
+    Examples
+    --------
+    >>> training_bytes(MLPSpec(9, 10, hidden=(6,)), 64, 1000) < 2**20
+    True
+    """
+    widths = [*([spec.bottleneck] if spec.bottleneck else []), *spec.hidden, spec.n_classes]
+    batch = min(int(batch_size), int(n_rows))
+    data = int(n_rows) * int(spec.n_features) * 4
+    scaled = 3 * data if data <= 1 << 30 else 2 * batch * int(spec.n_features) * 4
+    return (4 * _PARAMETER_COPIES * parameter_count(spec)
+            + 4 * _ACTIVATION_COPIES * batch * sum(int(w) for w in widths)
+            + scaled + 2 * 4 * int(n_rows) * int(spec.n_classes))
+
+
 def _standard_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if X.dtype == np.float64:
         return X.mean(axis=0), X.std(axis=0)
@@ -300,8 +361,11 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X, kind: str = "standard", *, mirror=None) -> "Scaler":
+    def fit(cls, X, kind: str = "standard", *, mirror=None, names=None) -> "Scaler":
         """Learn offset and scale of each column of ``X`` (N, F) with the method ``kind``.
+
+        Columns whose offset or scale overflows (values near 1e300) are refused with a
+        :class:`DataError` naming them (by ``names`` when given, else by index).
 
         With ``mirror`` (a column permutation), the scaling of the rows of ``X`` and of
         ``X[:, mirror]`` together (flip augmentation), computed without building those rows.
@@ -313,18 +377,31 @@ class Scaler:
             X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise DataError(f"cannot fit a scaler on features of shape {X.shape}: need (N, F), N >= 1")
-        offset, scale = (np.asarray(v, np.float64) for v in SCALERS[kind](X))
-        if mirror is not None and kind in ("standard", "global"):
-            # mean and mean square of the two halves, averaged
-            offset, scale = (np.asarray(v, np.float64) for v in _standard_params(X))
-            mean = (offset + offset[mirror]) / 2
-            square = (scale ** 2 + offset ** 2 + scale[mirror] ** 2 + offset[mirror] ** 2) / 2
-            offset, scale = mean, np.sqrt(np.clip(square - mean ** 2, 0, None))
-            if kind == "global":
-                scale = np.full_like(scale, np.sqrt(np.mean(np.square(scale))))
-        elif mirror is not None and kind == "minmax":
-            lo = np.minimum(offset, offset[mirror])
-            offset, scale = lo, np.maximum(offset + scale, (offset + scale)[mirror]) - lo
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, by column
+            offset, scale = (np.asarray(v, np.float64) for v in SCALERS[kind](X))
+            if mirror is not None and kind in ("standard", "global"):
+                # mean and mean square of the two halves, averaged
+                offset, scale = (np.asarray(v, np.float64) for v in _standard_params(X))
+                mean = (offset + offset[mirror]) / 2
+                square = (scale ** 2 + offset ** 2 + scale[mirror] ** 2 + offset[mirror] ** 2) / 2
+                offset, scale = mean, np.sqrt(np.clip(square - mean ** 2, 0, None))
+                if kind == "global":
+                    scale = np.full_like(scale, np.sqrt(np.mean(np.square(scale))))
+            elif mirror is not None and kind == "minmax":
+                lo = np.minimum(offset, offset[mirror])
+                offset, scale = lo, np.maximum(offset + scale, (offset + scale)[mirror]) - lo
+        bad = np.flatnonzero(~(np.isfinite(offset) & np.isfinite(scale)))
+        if kind == "none" and not len(bad):
+            # unscaled values go into float32 as they are: beyond its range they become inf
+            top = np.zeros(X.shape[1])
+            for i in range(0, len(X), 4096):
+                top = np.maximum(top, np.abs(X[i:i + 4096]).max(axis=0))
+            bad = np.flatnonzero(top > np.finfo(np.float32).max)
+        if len(bad):
+            cols = ", ".join(names[i] if names is not None else str(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            raise DataError(f"{len(bad)} feature column(s) ({'' if names is not None else 'index '}{cols}) hold values too "
+                            f"large to scale with {kind!r} (their {'size' if kind == 'none' else 'spread'} overflows "
+                            f"floating point): rescale or drop them before training")
         scale = np.where(scale > 0, scale, 1.0)
         return cls(kind, np.asarray(offset, np.float64), np.asarray(scale, np.float64))
 

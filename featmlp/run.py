@@ -10,12 +10,24 @@
 - ``loss.png`` (kept current while training runs), ``confusion.png``;
 - ``model.safetensors`` + ``model.json``: the model bundle (:mod:`featmlp.bundle`);
 - ``features.npz`` when the run extracted its own features (so ``evaluate DIR`` needs no data).
+
+Paths a run records are relative to the run when they lie inside it (``cp -r A B`` gives a
+``B`` that reads its own files), and ``config.json`` records the feature table's fingerprint
+(:func:`featmlp.store.table_fingerprint`), so ``evaluate`` notices a feature file that is not
+the data the model was trained on.
+
+A run is built in a staging directory beside ``DIR`` (``.DIR.incomplete``, see
+:class:`RunDirectory`) and renamed onto ``DIR`` only when every file is written: a failed or
+killed run leaves ``DIR`` as it was (absent, or the previous run, whole). An existing ``DIR`` is
+replaced only when asked (``overwrite=True``, ``--force``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +36,22 @@ import numpy as np
 from . import __version__
 from ._io import atomic_write
 from .bundle import save_bundle
+from .errors import DataError
 from .evaluate import evaluate
+from .model import Scaler, nonfinite_rows
 from .plots import plot_confusion, plot_history
-from .store import FeatureTable
-from .train import LivePlot, TrainConfig, TrainResult, train
+from .store import FeatureTable, table_fingerprint
+from .train import LivePlot, TrainConfig, TrainResult, check_training, train
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LOSS_PLOT = "loss.png"
 CONFUSION_PLOT = "confusion.png"
 FEATURES_FILE = "features.npz"
+TENSORBOARD_DIR = "tensorboard"
+# Where an extraction into the run keeps its finished chunks (featmlp.store.extract_dataset):
+# kept when a run fails or is killed, so running it again resumes the extraction.
+FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 
 
 @dataclass
@@ -86,8 +104,152 @@ def score_test(result: TrainResult, table: FeatureTable) -> dict:
             "macro": m["macro"], "weighted": m["weighted"], "confusion_matrix": m["confusion_matrix"]}
 
 
-def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, *, data: dict | None = None,
-              callbacks=(), progress=None, live_plot_seconds: float = 2.0, log_scale: bool = False) -> RunResult:
+def staging_dir(out: str | os.PathLike) -> Path:
+    """Where a run into ``out`` is built: ``.<name>.incomplete`` beside it, the same each time
+    (so a rerun finds the extraction an interrupted ``featmlp run`` left there)."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.incomplete"
+
+
+def _aside_dir(out: Path) -> Path:
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.replaced"
+
+
+def check_out(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise :class:`DataError` unless a run may be written to ``out``: absent, an empty
+    directory, or (``overwrite``) a directory to replace."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory: choose another --out")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise DataError(f"{out} already exists: pass --force (overwrite=True) to replace it once the new run "
+                        f"is complete, or choose another --out")
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable once the directory holding it is synced.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class RunDirectory:
+    """A run directory being written: files go to :attr:`path` (the staging directory beside
+    ``out``), which :meth:`commit` renames onto ``out`` once everything is there.
+
+    Used as a context manager, it commits when the block ends normally and, on an error or
+    an interrupt, removes the staging directory except the entries named in ``keep`` (the
+    resumable state of an extraction). With ``overwrite`` an existing ``out`` is renamed
+    aside, the new run renamed in, then the old one deleted: a kill in between leaves the
+    old run (``.<name>.replaced``, put back by the next run) or the new one whole.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with RunDirectory(out) as rd:
+    ...     _ = (rd.path / "a.txt").write_text("a")
+    ...     out.exists()
+    False
+    >>> sorted(p.name for p in out.iterdir())
+    ['a.txt']
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, keep=()):
+        self.out = Path(out)
+        self.path = staging_dir(out)
+        self.keep = tuple(keep)
+        aside = _aside_dir(self.out)
+        if aside.exists():  # left by a replacement that was killed
+            if self.out.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, self.out)  # the old run is put back
+        check_out(self.out, overwrite=overwrite)
+        self._clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.committed = False
+
+    def _clear(self) -> None:
+        """Empty the staging directory, but for the entries in ``keep``; removed when nothing is kept."""
+        if not self.path.is_dir():
+            return
+        kept = False
+        for entry in self.path.iterdir():
+            if entry.name in self.keep:
+                kept = True
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if not kept:
+            self.path.rmdir()
+
+    def commit(self) -> Path:
+        """Move the finished run onto ``out`` (replacing the old one); returns ``out``."""
+        _fsync_dir(self.path)
+        aside = _aside_dir(self.out)
+        if self.out.exists():
+            os.replace(self.out, aside)
+            os.replace(self.path, self.out)
+            _fsync_dir(self.out.parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, self.out)
+        _fsync_dir(self.out.parent)
+        self.committed = True
+        return self.out
+
+    def discard(self) -> None:
+        """Remove what this run wrote, but for the entries in ``keep``."""
+        with contextlib.suppress(OSError):
+            self._clear()
+
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if not self.committed:
+                self.commit()
+        else:
+            self.discard()
+
+
+def check_run(table: FeatureTable, config: TrainConfig) -> None:
+    """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
+
+    The settings, the device, what :func:`featmlp.train.check_training` checks on the training
+    rows (NaN, validation split, early stopping, memory), at least two classes in training,
+    test rows without NaN or infinities (they would be scored as if they were images), and
+    columns too large to scale.
+    """
+    n_classes = len(table.class_names)
+    mirror = table.mirror() if config.flip or config.test_flip else None
+    check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror)
+    present = np.unique(np.asarray(table.y_train))
+    if len(present) < 2:
+        only = table.class_names[int(present[0])] if len(present) else "none"
+        raise DataError(f"the training set holds one class ({only!r}, {len(table.y_train)} rows): a classifier "
+                        f"needs at least 2 classes in train")
+    if len(table.y_test):
+        bad = nonfinite_rows(table.X_test)
+        if len(bad):
+            # Refused, not left out: leaving rows out would change what the test accuracy
+            # is measured on, and such rows mean the extraction went wrong for those images.
+            raise DataError(f"the test features hold NaN or infinite values in {len(bad)} of "
+                            f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
+    Scaler.fit(table.X_train, config.scaler, names=table.feature_names)
+
+
+def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike | RunDirectory, *,
+              data: dict | None = None, callbacks=(), progress=None, live_plot_seconds: float = 2.0,
+              log_scale: bool = False, overwrite: bool = False, tensorboard: bool = False) -> RunResult:
     """Train on ``table``'s train split, evaluate on its test split, write everything to ``out``.
 
     Parameters
@@ -96,38 +258,107 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike, 
         Features and labels (see :func:`featmlp.store.load_features`).
     config : TrainConfig
         Every training setting (a preset, overridden field by field).
-    out : path
-        Run directory (created; files in it are replaced atomically).
+    out : path or RunDirectory
+        Run directory. It is built beside (:func:`staging_dir`, where ``loss.png`` shows
+        the loss while training runs) and renamed onto ``out`` when complete; an error or a
+        kill leaves ``out`` as it was. An open :class:`RunDirectory` is written into and
+        left for its owner to commit (``featmlp run`` extracts into it first).
     data : dict, optional
-        How the features were made (source, feature file ...), recorded in ``config.json``.
+        How the features were made (source, ``feature_file`` ...), recorded in ``config.json``;
+        a ``feature_file`` inside the run is recorded relative to it.
     callbacks : iterable
         Passed to :func:`featmlp.train.train` (e.g. a per-epoch printer).
     live_plot_seconds : float
         ``loss.png`` is rewritten at most this often while training runs.
+    overwrite : bool
+        Replace an existing ``out`` (once the new run is complete); without it an existing,
+        non-empty ``out`` is refused before anything is done.
+    tensorboard : bool
+        Also log every epoch and the test metrics for TensorBoard, in ``out/tensorboard``.
 
     Returns
     -------
     RunResult
+        With ``out`` the final run directory.
+
+    Raises
+    ------
+    FeatmlpError
+        Bad settings or data (checked before anything is written, see :func:`check_run`).
     """
-    out = Path(out)
-    config.validate()
-    write_config(out, table, config, data)
-    live = LivePlot(out / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
+    check_run(table, config)
+    if not isinstance(out, RunDirectory):
+        check_out(out, overwrite=overwrite)
+    logger = None
+    if tensorboard:  # a missing package is refused here, before any file is written
+        from .tensorboard import TensorBoardLogger
+
+        staging = out.path if isinstance(out, RunDirectory) else staging_dir(out)
+        logger = TensorBoardLogger(staging / TENSORBOARD_DIR)
+    if isinstance(out, RunDirectory):
+        return _train_into(out, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+    with RunDirectory(out, overwrite=overwrite) as rd:
+        return _train_into(rd, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+
+
+def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live_plot_seconds, log_scale,
+                logger) -> RunResult:
+    data = _recorded_data(dict(data or {}), rd)
+    write_config(rd.path, table, config, data)
+    live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
     mirror = table.mirror() if config.flip or config.test_flip else None
     result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                   callbacks=[live, *callbacks], progress=progress, mirror=mirror)
-    return write_results(out, table, result, log_scale=log_scale)
+                   callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror)
+    run = write_results(rd.path, table, result, log_scale=log_scale)
+    if logger is not None:
+        logger.log_metrics(run.metrics)
+    return RunResult(run.result, run.metrics, rd.out)
 
 
-def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None) -> None:
-    """Write ``config.json``: the data it ran on and every training setting."""
+def _recorded_data(data: dict, rd: RunDirectory) -> dict:
+    """``data`` with its ``feature_file`` relative to the run when it lies inside it, else as given.
+
+    A feature file inside the run being replaced (``train DIR/features.npz --out DIR
+    --force``) is linked into the new run first, so the replacement does not delete it.
+    """
+    given = data.get("feature_file")
+    if not given:
+        return data
+    path = Path(os.path.abspath(given))
+    for root in (rd.path, Path(os.path.abspath(rd.out))):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if root != rd.path:
+            target = rd.path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+        data["feature_file"] = rel.as_posix()
+        return data
+    return data  # outside the run: as given (the CLI gives absolute paths)
+
+
+def resolve_feature_file(run_dir: str | os.PathLike, recorded: str) -> Path:
+    """The feature file a run's ``config.json`` records, found relative to the run directory."""
+    path = Path(recorded)
+    return path if path.is_absolute() else Path(run_dir) / path
+
+
+def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None, *,
+                 fingerprint: str | None = None) -> None:
+    """Write ``config.json``: the data it ran on (with the table's fingerprint) and every training setting."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_FILE, {
         "featmlp_version": __version__,
         "data": {**(data or {}), "features": table.feature_set, "feature_names": list(table.feature_names),
                  "class_names": list(table.class_names), "n_train": len(table.y_train),
-                 "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"}},
+                 "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"},
+                 "table_fingerprint": fingerprint or table_fingerprint(table)},
         "train": config.to_dict(),
     })
 

@@ -49,8 +49,8 @@ from torch import nn
 from featmlp._engines import (_FAST_ACTIVATIONS, _AutogradEngine, _FastEngine,  # noqa: F401
                               ScaledRows, _flatten_parameters, _unflatten_parameters)
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import (SCALERS, MLPSpec, Scaler, build_mlp, is_permutation, loss_function, predict_proba,
-                           settings_from_dict)
+from featmlp.model import (SCALERS, MLPSpec, Scaler, build_mlp, is_permutation, loss_function, nonfinite_rows,
+                           predict_proba, settings_from_dict)
 from featmlp.progress import ProgressHook
 
 
@@ -560,50 +560,10 @@ def train(
     (2, 3)
     """
     config = PRESETS["default"] if config is None else config
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
-    config.validate()
-    X, y = _check_data(X, y, "X", "y")
-    if n_classes is None:
-        n_classes = int(y.max()) + 1
-        if y_val is not None:
-            n_classes = max(n_classes, int(np.max(y_val)) + 1)
-    _check_labels(y, n_classes, "y")
-    if X_val is not None or y_val is not None:
-        if X_val is None or y_val is None:
-            raise ConfigError("pass both X_val and y_val, or neither")
-        if config.val_fraction:
-            raise ConfigError(
-                f"validation data was given and val_fraction is {config.val_fraction}: "
-                f"use one of them (set val_fraction=0)"
-            )
-        X_val, y_val = _check_data(X_val, y_val, "X_val", "y_val")
-        _check_labels(y_val, n_classes, "y_val")
-        if X_val.shape[1] != X.shape[1]:
-            raise DataError(
-                f"X_val has {X_val.shape[1]} features per sample but X has {X.shape[1]}"
-            )
-    elif config.val_fraction:
+    X, y, X_val, y_val, n_classes, mirror, device = _checked_inputs(X, y, config, n_classes, X_val, y_val, mirror)
+    if config.val_fraction:
         X, y, X_val, y_val = _split_validation(X, y, config.val_fraction, config.seed)
-    has_val = X_val is not None
-    if config.patience and not has_val:
-        raise ConfigError(
-            f"patience={config.patience} (early stopping) needs validation data: set "
-            f"val_fraction > 0 or pass X_val and y_val"
-        )
-
-    if config.flip or config.test_flip:
-        if mirror is None:
-            raise ConfigError("flip / test_flip need the feature set's mirror permutation, and these "
-                              "features have none (kmeans and color have one; lecture and hog do not): "
-                              "use --features kmeans, or train without --flip / --test-flip")
-        mirror = np.asarray(mirror)
-        if not is_permutation(mirror, X.shape[1]):
-            raise ConfigError(f"mirror must be a permutation of the {X.shape[1]} feature columns")
-    mirror = mirror.astype(np.int64) if config.flip or config.test_flip else None
-
     spec = config.spec(X.shape[1], n_classes)
-    device = _resolve_device(config.device)
     # With flips the scaler is that of the training rows and their mirror images together.
     scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None)
     callbacks = [cb if isinstance(cb, Callback) else _CallableCallback(cb) for cb in callbacks]
@@ -836,6 +796,110 @@ def _split_validation(X, y, fraction, seed):
     return X[tr], y[tr], X[va], y[va]
 
 
+def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
+    """Raise the error :func:`train` would raise on these settings alone, whatever the data:
+    a bad value, a device this machine lacks (``cuda`` without CUDA), early stopping without
+    validation (``validation_data``: X_val and y_val will be passed).
+
+    ``featmlp run`` checks this before a long extraction.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    _resolve_device(config.device)
+    if config.patience and not (config.val_fraction or validation_data):
+        raise ConfigError(
+            f"patience={config.patience} (early stopping) needs validation data: set "
+            f"val_fraction > 0 or pass X_val and y_val"
+        )
+
+
+def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | None = None,
+                   X_val=None, y_val=None, mirror=None) -> None:
+    """Raise the error :func:`train` would raise on these arguments before its first epoch.
+
+    Checks the settings, the data (shapes, labels, NaN or infinite values), that the
+    validation split leaves rows on both sides, early stopping's need of validation data,
+    flips' need of a mirror permutation, that the device exists and that the network fits in
+    its memory, without copying or training anything: a run directory calls it before it
+    writes a file.
+
+    Examples
+    --------
+    >>> check_training(np.zeros((4, 2)), [0, 1, 0, 1], TrainConfig(patience=3))
+    Traceback (most recent call last):
+    ...
+    featmlp.errors.ConfigError: patience=3 (early stopping) needs validation data: set val_fraction > 0 or pass X_val and y_val
+    """
+    _checked_inputs(X, y, PRESETS["default"] if config is None else config, n_classes, X_val, y_val, mirror)
+
+
+def _checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
+    """The arguments of :func:`train`, checked and converted (the validation split is not made)."""
+    from featmlp._memory import check_memory
+    from featmlp.model import training_bytes
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    X, y = _check_data(X, y, "X", "y")
+    if n_classes is None:
+        n_classes = int(y.max()) + 1
+        if y_val is not None:
+            n_classes = max(n_classes, int(np.max(y_val)) + 1)
+    _check_labels(y, n_classes, "y")
+    if X_val is not None or y_val is not None:
+        if X_val is None or y_val is None:
+            raise ConfigError("pass both X_val and y_val, or neither")
+        if config.val_fraction:
+            raise ConfigError(
+                f"validation data was given and val_fraction is {config.val_fraction}: "
+                f"use one of them (set val_fraction=0)"
+            )
+        X_val, y_val = _check_data(X_val, y_val, "X_val", "y_val")
+        _check_labels(y_val, n_classes, "y_val")
+        if X_val.shape[1] != X.shape[1]:
+            raise DataError(
+                f"X_val has {X_val.shape[1]} features per sample but X has {X.shape[1]}"
+            )
+    n_train = len(y)
+    if config.val_fraction:
+        n_val = math.ceil(len(y) * config.val_fraction)
+        if n_val < 1 or len(y) - n_val < 1:
+            raise DataError(
+                f"val_fraction={config.val_fraction} leaves no training or validation rows out of {len(y)}"
+            )
+        n_train -= n_val
+    has_val = X_val is not None or bool(config.val_fraction)
+    if config.patience and not has_val:
+        raise ConfigError(
+            f"patience={config.patience} (early stopping) needs validation data: set "
+            f"val_fraction > 0 or pass X_val and y_val"
+        )
+
+    if config.flip or config.test_flip:
+        if mirror is None:
+            raise ConfigError("flip / test_flip need the feature set's mirror permutation, and these "
+                              "features have none (kmeans and color have one; lecture and hog do not): "
+                              "use --features kmeans, or train without --flip / --test-flip")
+        mirror = np.asarray(mirror)
+        if not is_permutation(mirror, X.shape[1]):
+            raise ConfigError(f"mirror must be a permutation of the {X.shape[1]} feature columns")
+    mirror = mirror.astype(np.int64) if config.flip or config.test_flip else None
+
+    spec = config.spec(X.shape[1], n_classes)
+    spec.validate()
+    device = _resolve_device(config.device)
+    rows = 2 * n_train if config.flip else n_train
+    batch = rows if OPTIMIZERS[config.optimizer].full_batch else config.batch_size
+    sizes = " -> ".join(str(w) for w in (spec.n_features, *([spec.bottleneck] if spec.bottleneck else []),
+                                         *spec.hidden, spec.n_classes))
+    check_memory(training_bytes(spec, batch, rows), f"training the network {sizes} on {rows} rows"
+                 f" (batch {min(batch, rows)})", "use smaller layers (--hidden, --bottleneck) or a smaller "
+                 "--batch-size", device=str(device))
+    return X, y, X_val, y_val, n_classes, mirror, device
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -856,8 +920,10 @@ def _check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{xname} must be a numeric array of shape (N, F)") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"{xname} must have shape (N, F) with N, F >= 1, got {X.shape}")
-    if not all(np.isfinite(X[i:i + 4096]).all() for i in range(0, len(X), 4096)):
-        raise DataError(f"{xname} contains NaN or infinite values: clean or impute them first")
+    bad = nonfinite_rows(X)
+    if len(bad):
+        raise DataError(f"{xname} contains NaN or infinite values in {len(bad)} of {len(X)} rows (first: row "
+                        f"{bad[0]}): clean or impute them first")
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.datasets import make_classification
 from sklearn.metrics import accuracy_score, confusion_matrix
 
 from featmlp.bundle import load_bundle
-from featmlp.run import repeat_config, train_run
-from featmlp.store import FeatureTable, save_features
+from featmlp.errors import DataError
+from featmlp.run import RunDirectory, repeat_config, train_run
+from featmlp.store import FeatureTable, save_features, table_fingerprint
 from featmlp.train import PRESETS, TrainConfig
 
 
@@ -171,3 +179,268 @@ def test_wide_preset_is_default_with_dropout(tmp_path, run_cli, table):
     assert code == 0, err
     cfg = json.loads((tmp_path / "w" / "config.json").read_text())["train"]
     assert cfg == dataclasses.replace(PRESETS["default"], dropout=0.3, epochs=2).to_dict()
+
+
+# ------------------------------------------------------------------ run directories: whole or not at all
+
+def snapshot(directory):
+    """Every file under ``directory`` with its bytes: what 'left as it was' is checked against."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def bad_table(table, **changes):
+    return dataclasses.replace(table, **changes)
+
+
+def nan_train(table):
+    X = table.X_train.copy()
+    X[5, 2] = np.nan
+    return bad_table(table, X_train=X)
+
+
+def nan_test(table):
+    X = table.X_test.copy()
+    X[[3, 7], 1] = np.inf
+    return bad_table(table, X_test=X)
+
+
+def huge_column(table):
+    X, Xt = table.X_train.copy(), table.X_test.copy()
+    X[:, 4] *= 1e300
+    Xt[:, 4] *= 1e300
+    return bad_table(table, X_train=X, X_test=Xt)
+
+
+def one_class(table):
+    return bad_table(table, y_train=np.zeros_like(table.y_train))
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (nan_train, [], "NaN or infinite values in 1 of 450 rows"),
+    (nan_test, [], "test features hold NaN or infinite values in 2 of 150 rows"),
+    (huge_column, [], "(f4) hold values too large to scale"),
+    (one_class, [], "needs at least 2 classes in train"),
+    (None, ["--patience", "3"], "needs validation data"),
+    (None, ["--hidden", "100000000"], "9 -> 100000000 -> 3"),
+    pytest.param(None, ["--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_failed_run_writes_nothing(tmp_path, run_cli, table, make, args, message):
+    feats = save_features(tmp_path / "f.npz", make(table) if make else table)
+    # into a new directory: nothing is left behind
+    code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", *args, "--out", tmp_path / "new"])
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
+    # into an existing run, with --force: that run stays as it was
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), tmp_path / "old")
+    before = snapshot(tmp_path / "old")
+    code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", *args, "--out", tmp_path / "old", "--force"])
+    assert code == 1 and message in err
+    assert snapshot(tmp_path / "old") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "old"]
+
+
+def test_existing_run_needs_force(tmp_path, run_cli, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    out = tmp_path / "r"
+    assert run_cli(["train", feats, "--hidden", "4", "--epochs", "1", "-q", "--out", out])[0] == 0
+    before = snapshot(out)
+    code, _, err = run_cli(["train", feats, "--hidden", "8", "--epochs", "2", "-q", "--out", out])
+    assert code == 1 and "already exists" in err and "--force" in err
+    assert snapshot(out) == before
+    with pytest.raises(DataError, match="already exists"):
+        train_run(table, TrainConfig(epochs=1), out)
+    code, _, err = run_cli(["train", feats, "--hidden", "8", "--epochs", "2", "-q", "--out", out, "--force"])
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert cfg["hidden"] == [8] and metrics["epochs_run"] == 2 and load_bundle(out).spec.hidden == (8,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "r"]  # no staging or old run left
+    # an empty directory is no run to lose
+    (tmp_path / "empty").mkdir()
+    assert run_cli(["train", feats, "--epochs", "1", "-q", "--out", tmp_path / "empty"])[0] == 0
+    assert (tmp_path / "empty" / "model.json").is_file()
+
+
+def test_kill_during_training_leaves_the_old_run(tmp_path, table):
+    # A slow run (a wide network, tiny batches, many epochs) into an existing run, killed with
+    # SIGKILL once its first epoch is printed: the old run must be byte for byte as it was.
+    rng = np.random.default_rng(0)
+    big = FeatureTable(rng.normal(size=(20000, 9)), rng.integers(0, 3, 20000), table.X_test, table.y_test,
+                       table.feature_names, table.class_names, {"features": "lecture"})
+    feats = save_features(tmp_path / "big.npz", big)
+    out = tmp_path / "run"
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), out)
+    before = snapshot(out)
+    cmd = [sys.executable, "-m", "featmlp.cli", "train", str(feats), "--hidden", "512,512", "--batch-size", "8",
+           "--epochs", "1000", "--out", str(out), "--force"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("epoch "):
+                break
+        assert any(line.startswith("epoch ") for line in lines), "".join(lines) + proc.stderr.read()
+        assert any(".run.incomplete" in line for line in lines)  # where the loss plot is, said once
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert snapshot(out) == before
+    # the next run clears what the killed one left and replaces the old run
+    train_run(table, TrainConfig(hidden=(5,), epochs=1), out, overwrite=True)
+    assert load_bundle(out).spec.hidden == (5,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "run"]
+
+
+def test_interrupted_replacement_is_put_back(tmp_path, table):
+    # A kill between "old run renamed aside" and "new run renamed in": the next run puts the
+    # old one back before deciding anything.
+    out = tmp_path / "run"
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), out)
+    before = snapshot(out)
+    os.replace(out, tmp_path / ".run.replaced")
+    with pytest.raises(DataError, match="already exists"):
+        train_run(table, TrainConfig(epochs=1), out)
+    assert snapshot(out) == before and not (tmp_path / ".run.replaced").exists()
+
+
+def test_disk_full_while_writing_keeps_the_old_run(tmp_path, table, monkeypatch):
+    import featmlp.run
+
+    out = tmp_path / "run"
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), out)
+    before = snapshot(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(featmlp.run, "save_bundle", full)
+    with pytest.raises(OSError) as e:
+        train_run(table, TrainConfig(hidden=(8,), epochs=2), out, overwrite=True)
+    assert e.value.errno == errno.ENOSPC
+    assert snapshot(out) == before
+    with pytest.raises(OSError):
+        train_run(table, TrainConfig(epochs=1), tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging directory left
+
+
+def test_staging_keeps_only_the_resumable_extraction(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with RunDirectory(out, keep=("features.npz.partial",)) as rd:
+            (rd.path / "features.npz.partial").mkdir()
+            (rd.path / "features.npz.partial" / "train-000000000.npy").write_bytes(b"chunk")
+            (rd.path / "config.json").write_text("{}")
+            raise KeyboardInterrupt
+    staging = tmp_path / ".run.incomplete"
+    assert not out.exists() and snapshot(staging) == {"features.npz.partial/train-000000000.npy": b"chunk"}
+    with RunDirectory(out, keep=("features.npz.partial",)) as rd:  # the rerun finds the chunk
+        assert (rd.path / "features.npz.partial" / "train-000000000.npy").read_bytes() == b"chunk"
+        (rd.path / "features.npz").write_bytes(b"done")
+    assert not staging.exists() and snapshot(out)["features.npz"] == b"done"
+
+
+def image_folder(root, n=10, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    for k, cls in enumerate(("dark", "light")):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            img = np.clip(60 + 120 * k + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
+    import featmlp.store
+
+    root = image_folder(tmp_path / "imgs")
+    monkeypatch.setitem(featmlp.store.extract_dataset.__kwdefaults__, "chunk_size", 4)
+    real, calls = featmlp.store.extract_features, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(featmlp.store, "extract_features", interrupted)
+    args = ["run", "--data", root, "--test-fraction", "0.5", "--epochs", "1", "-q", "--out", tmp_path / "r"]
+    code, _, err = run_cli(args)
+    assert code == 130, err
+    assert not (tmp_path / "r").exists()
+    staging = tmp_path / ".r.incomplete"
+    assert [p.name for p in staging.iterdir()] == ["features.npz.partial"]
+    assert len(list((staging / "features.npz.partial").glob("*.npy"))) == 1
+    calls.clear()
+    monkeypatch.setattr(featmlp.store, "extract_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    code, _, err = run_cli(args)
+    assert code == 0, err
+    assert len(calls) == 6 - 1  # 10 + 10 images in chunks of 4: the finished chunk was not redone
+    assert not staging.exists() and (tmp_path / "r" / "features.npz").is_file()
+
+
+# ------------------------------------------------------------------ relocatable runs, checked data
+
+def test_copied_run_evaluates_its_own_data(tmp_path, run_cli):
+    root = image_folder(tmp_path / "imgs")
+    a, b = tmp_path / "A", tmp_path / "B"
+    code, _, err = run_cli(["run", "--data", root, "--test-fraction", "0.5", "--epochs", "3", "-q", "--out", a])
+    assert code == 0, err
+    assert json.loads((a / "config.json").read_text())["data"]["feature_file"] == "features.npz"
+    shutil.copytree(a, b)
+    b_acc = json.loads((b / "metrics.json").read_text())["test_accuracy"]
+    # a new run into A on other images (another split of a brighter folder)
+    other = image_folder(tmp_path / "imgs2", n=15, seed=5)
+    code, _, err = run_cli(["run", "--data", other, "--test-fraction", "0.4", "--epochs", "3", "-q", "--out", a,
+                            "--force"])
+    assert code == 0, err
+    code, out, err = run_cli(["evaluate", b, "--json"])
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["n_samples"] == 10 and m["accuracy"] == pytest.approx(b_acc)
+    assert json.loads(run_cli(["evaluate", a, "--json"])[1])["n_samples"] == 12
+    # B's features replaced by A's: refused, unless passed explicitly
+    shutil.copy(a / "features.npz", b / "features.npz")
+    code, _, err = run_cli(["evaluate", b])
+    assert code == 1 and "is not the data this model was trained on" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(["evaluate", b, b / "features.npz", "--json"])
+    assert code == 0 and json.loads(out)["n_samples"] == 12
+
+
+def test_evaluate_notices_a_changed_feature_file(tmp_path, run_cli, table):
+    feats = save_features(tmp_path / "f.npz", table)
+    assert run_cli(["train", feats, "--epochs", "2", "-q", "--out", tmp_path / "r"])[0] == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
+    assert cfg["feature_file"] == str(feats.resolve()) and cfg["table_fingerprint"] == table_fingerprint(table)
+    assert run_cli(["evaluate", tmp_path / "r"])[0] == 0
+    X = table.X_test.copy()
+    X[0] += 1
+    save_features(feats, dataclasses.replace(table, X_test=X))
+    code, _, err = run_cli(["evaluate", tmp_path / "r"])
+    assert code == 1 and "not the data this model was trained on" in err
+    assert run_cli(["evaluate", tmp_path / "r", feats])[0] == 0
+    # NaN rows are refused when evaluating too, with their count
+    X[[1, 2, 3]] = np.nan
+    save_features(feats, dataclasses.replace(table, X_test=X))
+    code, _, err = run_cli(["evaluate", tmp_path / "r", feats])
+    assert code == 1 and "3 of 150 rows" in err
+
+
+def test_retrain_on_the_runs_own_features_with_force(tmp_path, run_cli):
+    # `train DIR/features.npz --out DIR --force`: replacing DIR must not lose the features it reads
+    root = image_folder(tmp_path / "imgs")
+    out = tmp_path / "r"
+    assert run_cli(["run", "--data", root, "--test-fraction", "0.5", "--epochs", "2", "-q", "--out", out])[0] == 0
+    features = (out / "features.npz").read_bytes()
+    code, _, err = run_cli(["train", out / "features.npz", "--epochs", "3", "-q", "--out", out, "--force"])
+    assert code == 0, err
+    assert (out / "features.npz").read_bytes() == features
+    assert json.loads((out / "config.json").read_text())["data"]["feature_file"] == "features.npz"
+    assert run_cli(["evaluate", out])[0] == 0

@@ -11,7 +11,8 @@ import numpy as np
 from ..errors import FeatmlpError
 from ..features import recommended_preset
 from ..progress import TqdmProgress
-from ._common import SOURCE_HELP, _load, data_options, features_option, fitted_options, resolve_fitted
+from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_options, report_skipped,
+                      resolve_fitted)
 
 
 def _parse_hidden(ctx, param, value):
@@ -222,9 +223,10 @@ def _check_flips(table, config, flips_given: bool):
     return dataclasses.replace(config, flip=False, test_flip=False)
 
 
-def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
-                      flips_given=True):
-    from ..run import train_run
+def _train(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
+           flips_given=True, overwrite=False):
+    """Train into ``out`` (a path, or the RunDirectory ``featmlp run`` extracted into)."""
+    from ..run import RunDirectory, staging_dir, train_run
 
     config = _check_flips(table, config, flips_given)
 
@@ -233,58 +235,79 @@ def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False,
                    f"network {table.X_train.shape[1]} -> {' -> '.join(map(str, config.hidden))} -> {len(table.class_names)}, "
                    f"{config.head}, {config.optimizer} lr {config.lr:g}, {config.epochs} epochs")
     callbacks = [] if quiet else [EpochPrinter(config.epochs, lecture=lecture)]
-    logger = None
-    if tensorboard:
-        from ..tensorboard import TensorBoardLogger
+    if not quiet and not isinstance(out, RunDirectory):
+        click.echo(f"training in {staging_dir(out)} (its loss.png follows the loss); moved to {out} when complete")
+    return train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
+                     overwrite=overwrite, tensorboard=tensorboard)
 
-        logger = TensorBoardLogger(Path(out) / "tensorboard")
-        callbacks.append(logger)
-    run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale)
-    if logger is not None:
-        logger.log_metrics(run.metrics)
+
+def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
+                      flips_given=True, overwrite=False):
+    run = _train(table, config, out, data, quiet, log_scale, lecture=lecture, tensorboard=tensorboard,
+                 flips_given=flips_given, overwrite=overwrite)
     _report_run(run, lecture=lecture)
     return run
+
+
+_FORCE_HELP = ("Replace an existing run directory (only once the new run is complete; a failed run "
+               "leaves it as it was).")
 
 
 @click.command()
 @click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
 @train_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/train-<time>).")
-def train(features_file, out, **opts):
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def train(features_file, out, force, **opts):
     """Train an MLP on a feature file and evaluate it on its test split."""
+    from ..run import check_out
     from ..store import load_features
 
+    out = out or _default_out("train")
+    check_out(out, overwrite=force)  # before reading a large feature file
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = _config_from(opts, recommended_preset(table.feature_set))
-    _train_and_report(table, config, out or _default_out("train"),
-                      {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
-                      tensorboard=tensorboard, flips_given=flips_given)
+    _train_and_report(table, config, out, {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
+                      tensorboard=tensorboard, flips_given=flips_given, overwrite=force)
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
+    from ..run import FEATURES_FILE, FEATURES_PARTIAL, RunDirectory
     from ..store import extract_dataset
+    from ..train import check_config
 
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
+    force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = _config_from(opts, preset or recommended_preset(features))  # checked before the long extraction
-    config.validate()
+    config = _config_from(opts, preset or recommended_preset(features))
+    check_config(config)  # settings and device, before the long extraction
     out = Path(out or _default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
-    ds = _load(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress)
-    out.mkdir(parents=True, exist_ok=True)
-    table = extract_dataset(ds, features, out / "features.npz", options=options, fitted=fitted, progress=progress)
-    progress.close()
-    if not quiet:
-        click.echo(f"data: {ds.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
-                   f"{len(table.class_names)} classes; {features} features -> {out / 'features.npz'}")
-    return _train_and_report(table, config, out, {"source": data or "sample", **data_opts,
-                                                  "feature_file": str((out / "features.npz").resolve())},
-                             quiet, log_scale, lecture=lecture, tensorboard=tensorboard, flips_given=flips_given)
+    # The run is built beside `out`; a failed or killed one keeps only its extraction's finished
+    # chunks there, which the same command resumes from.
+    with RunDirectory(out, overwrite=force, keep=(FEATURES_PARTIAL,)) as rd:
+        if not quiet:
+            click.echo(f"building the run in {rd.path} (its loss.png follows the loss while training); "
+                       f"moved to {out} when complete")
+        ds = _load(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress,
+                   skip_bad=skip_bad)
+        report_skipped(ds)
+        table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
+                                progress=progress)
+        progress.close()
+        if not quiet:
+            click.echo(f"data: {ds.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
+                       f"{len(table.class_names)} classes; {features} features -> {out / FEATURES_FILE}")
+        run = _train(table, config, rd, {"source": data or "sample", **data_opts,
+                                         "feature_file": str(rd.path / FEATURES_FILE)},
+                     quiet, log_scale, lecture=lecture, tensorboard=tensorboard, flips_given=flips_given)
+    _report_run(run, lecture=lecture)
+    return run
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -294,6 +317,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
 @train_options
 @data_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/run-<time>).")
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
 def run(data, features, out, **opts):
     """Extract features, train, evaluate, plot and save: the whole job in one run directory."""
     _run_pipeline(data, features, out, opts, "run")
@@ -304,6 +328,7 @@ def run(data, features, out, **opts):
 @train_options
 @data_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/lecture-<time>).")
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
 def lecture(data, out, **opts):
     """The lecture notebook, reproduced: 9 texture features, 9 -> 6 -> 10, softmax + MSE, GD lr 10, 20 epochs.
 
@@ -322,15 +347,26 @@ def evaluate(run_dir, features_file, as_json):
 
     from ..bundle import load_bundle
     from ..evaluate import evaluate as evaluate_
-    from ..run import CONFIG_FILE, read_json
-    from ..store import load_features
+    from ..model import nonfinite_rows
+    from ..run import CONFIG_FILE, read_json, resolve_feature_file
+    from ..store import load_features, table_fingerprint
 
     bundle = load_bundle(run_dir)
+    recorded = None
     if features_file is None:
-        features_file = read_json(Path(run_dir) / CONFIG_FILE).get("data", {}).get("feature_file")
-        if not features_file:
+        data = read_json(Path(run_dir) / CONFIG_FILE).get("data", {})
+        if not data.get("feature_file"):
             raise FeatmlpError(f"{run_dir} does not record its feature file: pass FEATURES.npz")
+        features_file = resolve_feature_file(run_dir, data["feature_file"])
+        recorded = data.get("table_fingerprint")  # runs before featmlp recorded it have none
     table = load_features(features_file)
+    if recorded is not None and table_fingerprint(table) != recorded:
+        raise FeatmlpError(f"{features_file} is not the data this model was trained on (its contents differ from "
+                           f"the run's record): pass the feature file to evaluate on explicitly")
+    bad = nonfinite_rows(table.X_test)
+    if len(bad):
+        raise FeatmlpError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
+                           f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
     if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
         raise FeatmlpError(f"{features_file} has {len(table.feature_names)} features, the model takes "
                            f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -101,7 +102,11 @@ _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 def _header_size(data: bytes) -> tuple[int, int]:
     """(width, height) as decoded, from the header alone (no pixels are decoded)."""
-    with Image.open(io.BytesIO(data)) as im:
+    with warnings.catch_warnings():
+        # Our own pixel cap is checked on this size next; Pillow's warning would only repeat it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))
+    with im:
         w, h = im.size
         # Same test as decode_image: the orientation is applied when the header carries EXIF.
         if "exif" in im.info and im.getexif().get(_ORIENTATION) in _TRANSPOSED:

@@ -264,7 +264,12 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             Progress hook ``progress("kmeans", iteration, n_iter)``.
         """
         self._validate()
-        images = _check_images(images)
+        # A lazy image array (featmlp.data.ImageArray: decoded when indexed) is read chunk by
+        # chunk below instead of being decoded whole.
+        lazy = not isinstance(images, np.ndarray) and getattr(images, "ndim", None) == 4 \
+            and hasattr(images, "shape") and getattr(images, "dtype", None) == np.uint8
+        if not lazy:
+            images = _check_images(images)
         n_img, H, W, C = images.shape
         p = self.patch_size
         if n_img == 0:
@@ -283,9 +288,12 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         which = rng.integers(0, n_img, n_sample)
         rows = rng.integers(0, H - p + 1, n_sample)
         cols = rng.integers(0, W - p + 1, n_sample)
-        ar = np.arange(p)
-        X = images[which[:, None, None], rows[:, None, None] + ar[None, :, None],
-                   cols[:, None, None] + ar[None, None, :]]  # (n, p, p, C)
+        if lazy:
+            X = _sample_patches_by_chunk(images, which, rows, cols, p)
+        else:
+            ar = np.arange(p)
+            X = images[which[:, None, None], rows[:, None, None] + ar[None, :, None],
+                       cols[:, None, None] + ar[None, None, :]]  # (n, p, p, C)
         X = X.reshape(n_sample, -1).astype(np.float32)
         d = X.shape[1]
         mirror = _mirror_dims(p, C)
@@ -424,6 +432,33 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         self.objective_ = objective
         self.n_features_out_ = self.pool * self.pool * self.k
         return self
+
+
+# Decoded images held at once while a lazy array's patches are sampled.
+_FIT_CHUNK_BYTES = 256 << 20
+
+
+def _sample_patches_by_chunk(images, which, rows, cols, p: int) -> np.ndarray:
+    """The patches ``images[which, rows:rows+p, cols:cols+p]`` (n, p, p, C), one decoded chunk at a time.
+
+    The same values, in the same order, as the fancy index over the decoded array.
+    """
+    n_img, H, W, C = images.shape
+    per_chunk = max(1, _FIT_CHUNK_BYTES // max(H * W * C, 1))
+    X = np.empty((len(which), p, p, C), np.uint8)
+    ar = np.arange(p)
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(0, n_img + per_chunk, per_chunk))
+    for c, start in enumerate(range(0, n_img, per_chunk)):
+        sel = order[bounds[c]:bounds[c + 1]]
+        if not len(sel):
+            continue  # no patch sampled from these images: not decoded at all
+        block = np.asarray(images[start:start + per_chunk])
+        if block.ndim == 3:
+            block = block[..., None]
+        X[sel] = block[(which[sel] - start)[:, None, None], rows[sel, None, None] + ar[None, :, None],
+                       cols[sel, None, None] + ar[None, None, :]]
+    return X
 
 
 def _lloyd(X: np.ndarray, k: int, n_iter: int, rng, progress=None, block: int = 32768):

@@ -112,3 +112,16 @@ def test_plot_to_an_unknown_format_fails_first_in_one_line(tmp_path, run_cli, co
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert "x.txt" in err and ".png" in err and "missing" not in err
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_sweep_resumes_refuses_another_and_force_replaces(tmp_path, run_cli, feats):
+    args = ["sweep", feats, "--preset", "lecture", "--epochs", "2", "--out", tmp_path / "s"]
+    code, _, err = run_cli([*args, "--lr", "1,10"])
+    assert code == 0, err
+    code, out, err = run_cli([*args, "--lr", "1,10"])
+    assert code == 0 and "resumed: 2 configuration(s)" in out
+    code, out, err = run_cli([*args, "--lr", "1,50"])
+    assert code == 1 and err.count("\n") == 1 and "other configurations" in err and "--force" in err
+    code, out, err = run_cli([*args, "--lr", "1,50", "--force"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["names"] == ["lr1_h6", "lr50_h6"]

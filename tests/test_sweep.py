@@ -240,3 +240,133 @@ def test_sweep_leaves_the_global_random_state_alone(table):
     before = torch.get_rng_state()
     run_sweep(table, expand_grid(PRESETS["lecture"], lr=[1, 10], epochs=[2]))
     assert torch.equal(before, torch.get_rng_state())
+
+
+# A sweep killed (SIGKILL) once all configurations but the last finished: three of two kinds
+# (a stacked pair, one trained alone) and a last one, alone, that waits until killed.
+_KILLED_SWEEP = """
+import json, sys, time
+from featmlp.store import load_features
+from featmlp.sweep import config_names, run_sweep
+from featmlp.train import TrainConfig
+
+table = load_features(sys.argv[1])
+configs = [TrainConfig.from_dict(d) for d in json.load(open(sys.argv[2]))]
+last = config_names(configs)[-1]
+
+def on_epoch(name, record):
+    if name == last:
+        time.sleep(600)
+
+run_sweep(table, configs, sys.argv[3], on_epoch=on_epoch)
+"""
+
+
+def _resumable_configs():
+    pair = expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=5), lr=[1, 10])
+    alone = expand_grid(TrainConfig(hidden=(16,), dropout=0.1, optimizer="adam", epochs=3,
+                                    batch_size=64), lr=[1e-3, 1e-2])
+    return pair + alone
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(table, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from featmlp.store import save_features
+
+    configs = _resumable_configs()
+    names = config_names(configs)
+    feats = save_features(tmp_path / "f.npz", table)
+    (tmp_path / "configs.json").write_text(json.dumps([c.to_dict() for c in configs]))
+    (tmp_path / "killed.py").write_text(_KILLED_SWEEP)
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "killed.py"), str(feats),
+                             str(tmp_path / "configs.json"), str(out)])
+    try:
+        deadline = time.monotonic() + 120
+        finished = []
+        while len(finished) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                finished = json.loads((out / "progress.json").read_text())["finished"]
+            except (OSError, ValueError, KeyError):
+                pass
+        assert sorted(finished) == sorted(names[:3]), "the sweep did not get to its last configuration"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "results.csv").exists()  # killed before the end
+    saved = {n: {f: ((out / n / f).stat().st_mtime_ns, (out / n / f).read_bytes())
+                 for f in ("model.safetensors", "metrics.json", "config.json")} for n in names[:3]}
+    # what a kill while writing leaves: atomic_write's temporary files, ours; not the user's
+    strays = [out / ".results.csv.abcd1234.part", out / ".progress.json.x_y9z0w1.part",
+              out / names[3] / ".metrics.json.0o2kq9ab.part"]
+    for p in strays:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"half")
+    (out / ".keep").write_text("")
+
+    trained = []
+    resumed = run_sweep(table, configs, out, on_epoch=lambda name, record: trained.append(name))
+    assert resumed.resumed == tuple(names[:3])
+    assert set(trained) == {names[3]}
+    for n, files in saved.items():
+        for f, (mtime, data) in files.items():
+            assert (out / n / f).stat().st_mtime_ns == mtime and (out / n / f).read_bytes() == data
+    assert not any(p.exists() for p in strays) and (out / ".keep").exists()
+    assert [run.engine for run in resumed] == ["stacked", "stacked", "train", "train"]
+    for name in ("results.csv", "loss.png", "accuracy_vs_lr.png", "sweep.json"):
+        assert (out / name).is_file()
+    for n in names:  # each run directory whole, plots included
+        assert (out / n / "loss.png").is_file() and (out / n / "confusion.png").is_file()
+
+    # the same table as a sweep that was never interrupted (training time aside)
+    clean = run_sweep(table, configs)
+    with open(out / "results.csv", newline="") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == names
+    ours, theirs = resumed.table(), clean.table()
+    for row in ours + theirs:
+        row.pop("seconds")
+    assert ours == theirs
+    assert [run.test_accuracy for run in resumed] == [run.test_accuracy for run in clean]
+    for a, b in zip(resumed, clean):
+        np.testing.assert_array_equal(a.result.predict(table.X_test), b.result.predict(table.X_test))
+        assert a.history == [dict(r, seconds=a_r["seconds"]) for r, a_r in zip(b.history, a.history)]
+
+
+def test_another_sweep_into_a_sweep_directory_is_refused_unless_forced(table, tmp_path):
+    configs = expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=2), lr=[1, 10])
+    out = tmp_path / "sweep"
+    run_sweep(table, configs, out)
+    before = (out / "results.csv").read_text()
+    other = expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=2), lr=[1, 50])
+    with pytest.raises(ConfigError, match="other configurations.*--force"):
+        run_sweep(table, other, out)
+    shifted = dataclasses.replace(table, X_train=table.X_train + 1.0)
+    with pytest.raises(ConfigError, match="other data"):
+        run_sweep(shifted, configs, out)
+    assert (out / "results.csv").read_text() == before  # refused before touching anything
+
+    # The same sweep again trains nothing and writes the same table.
+    trained = []
+    again = run_sweep(table, configs, out, on_epoch=lambda name, record: trained.append(name))
+    assert trained == [] and again.resumed == ("lr1_h6", "lr10_h6")
+    assert (out / "results.csv").read_text() == before
+
+    forced = run_sweep(table, other, out, force=True)
+    assert forced.resumed == () and not (out / "lr10_h6").exists()  # the old sweep's own run, gone
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["lr1_h6", "lr50_h6"]
+    assert json.loads((out / "sweep.json").read_text())["names"] == ["lr1_h6", "lr50_h6"]
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a resumable featmlp sweep"):
+        run_sweep(table, configs, foreign)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(run_sweep(table, configs, empty)) == 2  # an empty folder is fine

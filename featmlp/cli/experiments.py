@@ -85,8 +85,11 @@ def report(directory):
 @train_options(sweep=True)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes for configurations that cannot train together (dropout, batch norm, early stopping).")
-@click.option("--out", "out", type=click.Path(file_okay=False), help="Sweep directory (default: runs/sweep-<time>).")
-def sweep(features_file, workers, out, **opts):
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Sweep directory (default: runs/sweep-<time>). The same sweep run again into it resumes: "
+                   "configurations already finished there are not trained again.")
+@click.option("--force", is_flag=True, help="Replace what --out holds (another sweep, other files) instead of refusing.")
+def sweep(features_file, workers, out, force, **opts):
     """Train every combination of the listed values; those that share data train together.
 
     \b
@@ -94,7 +97,9 @@ def sweep(features_file, workers, out, **opts):
     featmlp sweep feats.npz --lr 1e-4,1e-3,1e-2 --weight-decay 0,1e-4 --epochs 20
 
     Writes DIR/results.csv (one row per configuration), DIR/loss.png (every curve overlaid),
-    DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration.
+    DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration, each
+    written as soon as its configuration finishes: a sweep killed midway keeps them, and the
+    same command again trains only the rest.
     """
     from ..store import load_features
     from ..sweep import run_sweep
@@ -113,7 +118,9 @@ def sweep(features_file, workers, out, **opts):
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")
 
-    result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale)
+    result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale, force=force)
+    if result.resumed and not quiet:
+        click.echo(f"resumed: {len(result.resumed)} configuration(s) already finished in {out}, not trained again")
     rows = result.table()
     width = max(len(r["name"]) for r in rows)
     click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  {'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")

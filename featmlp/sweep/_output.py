@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp.plots import _figure, _save, plot_confusion, plot_history, render
-from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_config, write_json, write_results
+from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
 from featmlp.store import FeatureTable
 
 from ._grid import format_value
@@ -28,18 +28,22 @@ ACCURACY_PLOT = "accuracy_vs_lr.png"
 SWEEP_FILE = "sweep.json"
 
 
-def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool) -> None:
-    """Write every file of a sweep directory ``out`` (created; files replaced atomically)."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool,
+                metrics: dict[str, dict]) -> None:
+    """Write the summary files of a sweep directory ``out``.
+
+    The run directories were written as each configuration finished
+    (``featmlp/sweep/_resume.py``); a read-back one whose plots were deleted gets them again
+    (``metrics`` holds each run's ``metrics.json`` by name).
+    """
     jobs = []
     for run in sweep:
-        write_config(out / run.name, table, run.config, {"sweep": str(out), "name": run.name})
-        written = write_results(out / run.name, table, run.result, log_scale=log_scale, plots=False)
-        if run.history:
-            jobs.append((plot_history, (run.history, out / run.name / RUN_LOSS_PLOT, log_scale)))
-        if written.metrics.get("confusion_matrix") is not None:
-            jobs.append((plot_confusion, (written.metrics["confusion_matrix"], table.class_names,
-                                          out / run.name / CONFUSION_PLOT)))
+        loss, confusion = out / run.name / RUN_LOSS_PLOT, out / run.name / CONFUSION_PLOT
+        cm = metrics[run.name].get("confusion_matrix")
+        if run.history and not loss.is_file():
+            jobs.append((plot_history, (run.history, loss, log_scale)))
+        if cm is not None and not confusion.is_file():
+            jobs.append((plot_confusion, (cm, table.class_names, confusion)))
     write_csv(out / RESULTS_FILE, sweep.table())
     _render_all(jobs, lambda: (plot_losses(sweep, out / LOSS_PLOT, log_scale=log_scale),
                                plot_accuracy_vs_lr(sweep, out / ACCURACY_PLOT)))
@@ -51,6 +55,8 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
         "configs": [{"name": run.name, "engine": run.engine, "group": run.group,
                      "train": run.config.to_dict()} for run in sweep],
         "train_seconds": sweep.seconds,
+        # read back from an interrupted run of the same sweep, not trained again
+        "resumed": list(sweep.resumed),
     })
 
 

@@ -6,7 +6,7 @@ import math
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -20,6 +20,7 @@ from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, train
 
 from ._grid import config_names, format_value, stack_key, varying_fields
+from ._resume import SweepDirectory
 from ._stacked import train_stacked
 
 
@@ -82,6 +83,8 @@ class SweepResult:
     varying: list[str]
     seconds: float
     out: Path | None = None
+    resumed: tuple[str, ...] = ()
+    """Names of the configurations read back from an interrupted run of the same sweep."""
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -131,7 +134,8 @@ class SweepResult:
 
 def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, workers: int = 1,
               log_scale: bool = False, progress: ProgressHook | None = None,
-              on_epoch: Callable[[str, dict], bool | None] | None = None) -> SweepResult:
+              on_epoch: Callable[[str, dict], bool | None] | None = None,
+              force: bool = False) -> SweepResult:
     """Train every configuration on ``table``'s train split; those that can, together.
 
     Configurations that differ only in per-configuration numbers (``lr``, ``weight_decay``,
@@ -155,6 +159,10 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     out : path, optional
         Sweep directory: ``results.csv``, ``loss.png``, ``accuracy_vs_lr.png``, ``sweep.json``
         and one run directory per configuration (``out/<name>/``, as ``featmlp train`` writes).
+        Each run directory is written as soon as its configuration finishes and recorded in
+        ``progress.json``; the summary files are written at the end. Running the same sweep
+        (same data, same configurations) into the same ``out`` again resumes it: finished
+        configurations are read back, not trained again.
     workers : int
         Processes for the configurations trained alone (1: one after another, here).
     log_scale : bool
@@ -165,6 +173,8 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
         ``on_epoch(name, record)`` after each epoch of each configuration; returning True stops
         that configuration. Configurations trained in worker processes report their records
         when they finish, and cannot be stopped.
+    force : bool
+        Replace what ``out`` holds (another sweep, other files) instead of refusing.
 
     Returns
     -------
@@ -210,39 +220,58 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     alone = [members[0] for members in groups.values() if len(members) == 1]
 
     results: list[TrainResult | None] = [None] * len(configs)
+    metrics: dict[str, dict] = {}
     done = 0
+    saving = 0.0  # seconds spent writing run directories, not counted as training
+    directory = None if out is None else SweepDirectory(Path(out), table, configs, names, force=force)
+    resumed = {} if directory is None else directory.resume()
 
     def finished(i: int, result: TrainResult) -> None:
-        nonlocal done
+        nonlocal done, saving
         results[i] = result
+        if directory is not None and i not in resumed:
+            t = time.perf_counter()
+            metrics[names[i]] = directory.save(i, result, log_scale=log_scale)
+            saving += time.perf_counter() - t
         done += 1
         if progress is not None:
             progress("sweep", done, len(configs))
 
+    for i, (result, written) in resumed.items():
+        metrics[names[i]] = written
+        finished(i, result)
+    # Only what is not read back trains; the groups (and the engine and group each run is
+    # reported with) stay those of the whole sweep.
+    to_stack = [left for left in ([i for i in members if i not in resumed] for members in stacked)
+                if left]
+    pending = [i for i in alone if i not in resumed]
+
     start = time.perf_counter()
     pool = None
     futures = {}
-    if alone and workers > 1:
+    if pending and workers > 1:
         # Spawn, not fork: a forked child of a process that has run torch's thread pools can
         # deadlock. Each worker gets its share of the cores.
-        n_workers = min(workers, len(alone))
+        n_workers = min(workers, len(pending))
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
-        futures = {i: pool.submit(_worker_train, configs[i]) for i in alone}
+        futures = {pool.submit(_worker_train, configs[i]): i for i in pending}
     try:
-        for members in stacked:
+        for members in to_stack:
             train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
                           n_classes, on_epoch=on_epoch,
                           on_done=lambda j, result, members=members: finished(members[j], result))
         if pool is None:
-            for i in alone:
+            for i in pending:
                 callbacks = [] if on_epoch is None else [
                     lambda record, history, name=names[i]: on_epoch(name, record)]
                 finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=callbacks,
                                   mirror=mirror))
         else:
-            for i, future in futures.items():
+            # As they complete, so that each is saved as soon as it can be.
+            for future in as_completed(futures):
+                i = futures[future]
                 result = future.result()
                 if on_epoch is not None:
                     for record in result.history:
@@ -251,7 +280,9 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    seconds = time.perf_counter() - start
+    # Saving blocks training only when everything trains here; beside worker processes the
+    # wall clock is the measure.
+    seconds = time.perf_counter() - start - (saving if pool is None else 0.0)
 
     group_of = {i: g for g, members in enumerate(stacked) for i in members}
     accuracies = _test_accuracies(results, table)
@@ -259,11 +290,12 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
                      "stacked" if i in group_of else "train", group_of.get(i))
             for i in range(len(configs))]
     sweep = SweepResult(runs, varying_fields(configs), seconds,
-                        None if out is None else Path(out))
+                        None if out is None else Path(out),
+                        tuple(names[i] for i in sorted(resumed)))
     if out is not None:
         from ._output import write_sweep
 
-        write_sweep(Path(out), sweep, table, log_scale=log_scale)
+        write_sweep(Path(out), sweep, table, log_scale=log_scale, metrics=metrics)
     return sweep
 
 

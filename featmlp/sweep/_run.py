@@ -17,7 +17,7 @@ import torch
 from featmlp.errors import ConfigError
 from featmlp.progress import ProgressHook
 from featmlp.store import FeatureTable
-from featmlp.train import TrainConfig, TrainResult, train
+from featmlp.train import TrainConfig, TrainResult, threads_override, train
 
 from ._grid import config_names, format_value, stack_key, varying_fields
 from ._resume import SweepDirectory
@@ -251,9 +251,10 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     futures = {}
     if pending and workers > 1:
         # Spawn, not fork: a forked child of a process that has run torch's thread pools can
-        # deadlock. Each worker gets its share of the cores.
+        # deadlock. Each worker gets its share of the cores, or the count the user set
+        # (featmlp.train.threads_override), and train() applies its policy within that.
         n_workers = min(workers, len(pending))
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        threads = threads_override() or max(1, (os.cpu_count() or 1) // n_workers)
         pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
         futures = {pool.submit(_worker_train, configs[i]): i for i in pending}

@@ -29,8 +29,9 @@ from torch import nn
 
 from featmlp import __version__
 from featmlp._io import atomic_write
+from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, predict_proba
+from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, parameter_count, predict_proba
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -157,6 +158,10 @@ def save_bundle(
         meta_text = json.dumps(meta, indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise DataError(f"bundle metadata (extra) is not JSON-serialisable: {exc}") from None
+    try:  # what load_bundle would refuse is not written
+        _check_fields(json.loads(meta_text))
+    except (FeatmlpError, ValueError) as exc:
+        raise DataError(f"cannot save this model: {exc}") from None
     with atomic_write(directory / WEIGHTS_FILE, "wb") as f:
         f.write(weights)
     if state_bytes is not None:
@@ -182,12 +187,13 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     meta = _read_meta(directory)
     try:
+        _check_fields(meta)
         spec = MLPSpec.from_dict(meta["spec"])
         spec.validate()
         scaler = Scaler.from_dict(meta["scaler"])
-        class_names = tuple(str(c) for c in meta["class_names"])
-        feature_set = str(meta["feature_set"])
-        expected_sha = str(meta["weights_sha256"])
+        class_names = tuple(meta["class_names"])
+        feature_set = meta["feature_set"]
+        expected_sha = meta["weights_sha256"]
         extra = meta.get("extra") or {}
     except KeyError as exc:
         raise DataError(f"{meta_path} lacks the field {exc.args[0]!r}") from None
@@ -210,6 +216,14 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
         weights = weights_path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {weights_path}: {exc}") from None
+    # The spec decides what build_mlp allocates: a spec of more float32 parameters than the
+    # weights file holds cannot be this file's network, and is refused before it is built.
+    n_params = parameter_count(spec)
+    if 4 * n_params > len(weights):
+        raise DataError(f"{meta_path} describes a network of {n_params:,} parameters ({format_bytes(4 * n_params)}), "
+                        f"and {weights_path} holds {format_bytes(len(weights))}: the files do not belong together")
+    check_memory(2 * 4 * n_params, f"loading the network in {meta_path} ({n_params:,} parameters)",
+                 "free memory or load it on a larger machine")
     if hashlib.sha256(weights).hexdigest() != expected_sha:
         raise DataError(
             f"{weights_path} does not match {meta_path} (different checksum): the files come from "
@@ -235,6 +249,90 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     model.to(device).eval()
     return Bundle(model, spec, scaler, feature_set, class_names, extra,
                   str(meta.get("featmlp_version", "")), feature_state, mirror)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# The largest image a bundle may ask new images to be resized to: Pillow's own
+# decompression-bomb limit (89.5 Mpx), what reading an image file allows.
+MAX_IMAGE_PIXELS = 89_478_485
+# Bytes per pixel of predicting on an image: its RGB values, and the float64 work arrays of
+# the feature sets (lecture's LBP, GLCM and Gabor arrays peak at 63 bytes a pixel, hog at 13,
+# measured with tracemalloc on 512x512 images).
+PREDICT_BYTES_PER_PIXEL = 3 + 64
+
+
+def image_bytes(image_size, n_images: int = 1) -> int:
+    """Rough bytes that decoding ``n_images`` images of ``image_size`` (width, height) and
+    computing their features needs (:data:`PREDICT_BYTES_PER_PIXEL` a pixel).
+
+    Examples
+    --------
+    >>> image_bytes((32, 32), 256) // 2**20  # MB
+    16
+    """
+    w, h = image_size
+    return int(w) * int(h) * int(n_images) * PREDICT_BYTES_PER_PIXEL
+
+
+def _check_fields(meta: dict) -> None:
+    """Raise ``ValueError`` naming the first field of ``model.json`` of a wrong type or range.
+
+    :meth:`MLPSpec.validate` and :meth:`Scaler.from_dict` check their own values; this checks
+    the types JSON could hold instead (strings for numbers, numbers for names ...).
+    """
+    from featmlp.features import get_feature_set
+
+    spec = meta["spec"]
+    if not isinstance(spec, dict):
+        raise ValueError(f"spec must be an object, got {spec!r:.80}")
+    scaler = meta["scaler"]
+    if not isinstance(scaler, dict):
+        raise ValueError(f"scaler must be an object, got {scaler!r:.80}")
+    for key in ("offset", "scale"):
+        values = scaler.get(key)
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise ValueError(f"scaler {key} must be a list of numbers, got {values!r:.80}")
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
+        raise ValueError(f"class_names must be a list of non-empty strings, got {names!r:.80}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be distinct, got {names!r:.80}")
+    feature_set = meta["feature_set"]
+    if not isinstance(feature_set, str):
+        raise ValueError(f"feature_set must be a name, got {feature_set!r:.80}")
+    if feature_set != "unknown":  # a model trained on features of no known set (the API)
+        get_feature_set(feature_set)
+    sha = meta["weights_sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise ValueError(f"weights_sha256 must be 64 hexadecimal digits, got {sha!r:.80}")
+    if not isinstance(meta.get("featmlp_version", ""), str):
+        raise ValueError(f"featmlp_version must be a string, got {meta['featmlp_version']!r:.80}")
+    extra = meta.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra must be an object, got {extra!r:.80}")
+    size = extra.get("image_size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+            raise ValueError(f"extra.image_size must be [width, height], two positive integers, got {size!r:.80}")
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ValueError(f"extra.image_size {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} Mpx, over the "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.1f} Mpx an image may have")
+    if extra.get("train") is not None:
+        from featmlp.train import TrainConfig
+
+        if not isinstance(extra["train"], dict):
+            raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
+        TrainConfig.from_dict(extra["train"]).validate()
+    state = meta.get("feature_state")
+    if state is not None and not (isinstance(state, dict) and isinstance(state.get("settings", {}), dict)):
+        raise ValueError(f"feature_state must be an object with its settings, got {state!r:.80}")
 
 
 def read_feature_state(directory: str | os.PathLike) -> tuple[str, dict]:

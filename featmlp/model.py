@@ -391,6 +391,12 @@ class Scaler:
                 lo = np.minimum(offset, offset[mirror])
                 offset, scale = lo, np.maximum(offset + scale, (offset + scale)[mirror]) - lo
         bad = np.flatnonzero(~(np.isfinite(offset) & np.isfinite(scale)))
+        if kind == "global" and len(bad):
+            # one scale for all: name the columns whose own spread overflows it
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean, std = _standard_params(X)
+                bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(np.square(std) * X.shape[1])))
+            bad = bad if len(bad) else np.arange(X.shape[1])  # only their sum overflows: all of them
         if kind == "none" and not len(bad):
             # unscaled values go into float32 as they are: beyond its range they become inf
             top = np.zeros(X.shape[1])

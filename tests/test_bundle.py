@@ -136,3 +136,71 @@ def test_save_checks_what_it_is_given(tmp_path):
     with pytest.raises(DataError, match="JSON"):
         save_bundle(tmp_path, build_mlp(spec), spec, scaler, "lecture", "abc", {"x": object()})
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["spec"].update(n_features="4"), "n_features"),
+    (lambda m: m["spec"].update(hidden=[5, 0]), "hidden"),
+    (lambda m: m["spec"].update(dropout=1.5), "dropout"),
+    (lambda m: m["spec"].update(batch_norm="yes"), "batch_norm"),
+    (lambda m: m["spec"].update(extra_field=1), "extra_field"),
+    (lambda m: m["scaler"].update(offset=[str(v) for v in m["scaler"]["offset"]]), "scaler offset"),
+    (lambda m: m["scaler"].update(scale=m["scaler"]["scale"][:3]), "one length"),
+    (lambda m: m["scaler"].update(scale=[float("inf")] * 4), "finite"),
+    (lambda m: m["scaler"].update(kind="robust"), "robust"),
+    (lambda m: m.update(class_names=[1, 2, 3]), "class_names"),
+    (lambda m: m.update(class_names=["a", "a", "b"]), "distinct"),
+    (lambda m: m.update(feature_set="nope"), "nope"),
+    (lambda m: m.update(feature_set=7), "feature_set"),
+    (lambda m: m.update(weights_sha256=123), "weights_sha256"),
+    (lambda m: m.update(extra={"image_size": [32]}), "image_size"),
+    (lambda m: m.update(extra={"image_size": [32, "32"]}), "image_size"),
+    (lambda m: m.update(extra={"image_size": [0, 32]}), "image_size"),
+    (lambda m: m.update(extra={"image_size": [100000, 100000]}), "100000x100000"),
+    (lambda m: m.update(extra={"train": {"lr": -1.0}}), "lr"),
+    (lambda m: m.update(extra={"train": {"bogus": 1}}), "bogus"),
+    (lambda m: m.update(extra=[1]), "extra"),
+])
+def test_every_field_is_checked(saved, edit, message):
+    directory = saved[0]
+    meta = json.loads((directory / META_FILE).read_text())
+    edit(meta)
+    (directory / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="invalid model description") as e:
+        load_bundle(directory)
+    assert message in str(e.value)
+
+
+def test_a_spec_larger_than_its_weights_is_not_built(saved, monkeypatch):
+    # A spec of 1.3e9 parameters (4*1e8 + 1e8, batch norm 2*(1e8 + 6), 1e8*6 + 6, 6*3 + 3) for a
+    # weights file of a few KB: refused before build_mlp allocates 5 GB.
+    import featmlp.bundle
+
+    directory = saved[0]
+    meta = json.loads((directory / META_FILE).read_text())
+    meta["spec"]["hidden"] = [100_000_000, 6]
+    (directory / META_FILE).write_text(json.dumps(meta))
+    monkeypatch.setattr(featmlp.bundle, "build_mlp", lambda spec: pytest.fail("built"))
+    with pytest.raises(DataError, match="describes a network of 1,300,000,039 parameters"):
+        load_bundle(directory)
+
+
+def test_loading_checks_memory(saved, monkeypatch):
+    import featmlp._memory
+    from featmlp.errors import ConfigError
+
+    monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 100)
+    with pytest.raises(ConfigError, match=r"needs about .* of memory, and 100 B is available"):
+        load_bundle(saved[0])
+    monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": None)  # unknown: no refusal
+    assert load_bundle(saved[0]).class_names == ("a", "b", "c")
+
+
+def test_save_refuses_what_load_would(tmp_path):
+    spec = MLPSpec(4, 3)
+    scaler = Scaler.fit(np.zeros((2, 4)))
+    with pytest.raises(DataError, match="distinct"):
+        save_bundle(tmp_path, build_mlp(spec), spec, scaler, "lecture", ["a", "a", "b"])
+    with pytest.raises(DataError, match="image_size"):
+        save_bundle(tmp_path, build_mlp(spec), spec, scaler, "lecture", ["a", "b", "c"], {"image_size": [0, 4]})
+    assert not any(tmp_path.iterdir())

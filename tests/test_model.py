@@ -8,8 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import (ACTIVATIONS, HEADS, SCALERS, MLPSpec, Scaler, build_mlp,
-                           predict_proba)
+from featmlp.model import (ACTIVATIONS, HEADS, SCALERS, MLPSpec, Scaler, build_mlp, nonfinite_rows,
+                           parameter_count, predict_proba, training_bytes)
 
 
 def test_build_mlp_layers_follow_the_spec():
@@ -183,3 +183,44 @@ def test_bottleneck_is_a_linear_layer_before_the_hidden_ones():
     assert "bottleneck.weight" not in build_mlp(MLPSpec(20, 3, hidden=(8,))).state_dict()
     with pytest.raises(ConfigError, match="bottleneck"):
         MLPSpec(20, 3, bottleneck=-1).validate()
+
+
+@pytest.mark.parametrize("kind", sorted(SCALERS))
+def test_scaler_refuses_columns_too_large_to_scale(kind):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4))
+    odd = np.arange(50) % 2 == 1
+    X[:, 2] = np.where(odd, 1e308, -1e308)  # spread, range, square: all overflow float64
+    X[:, 3] = np.where(odd, 9e307, -9e307)
+    with pytest.raises(DataError, match=r"column\(s\) \(c2, c3\) hold values too large") as e:
+        Scaler.fit(X, kind, names=["c0", "c1", "c2", "c3"])
+    assert str(e.value).startswith("2 feature")
+    with pytest.raises(DataError, match=r"index 2, 3"):
+        Scaler.fit(X, kind)
+    # large but scalable values are fine: the scaled columns are finite
+    X[:, 2:] = rng.normal(size=(50, 2)) * (1e30 if kind != "none" else 1e5)
+    assert np.isfinite(Scaler.fit(X, kind).transform(X)).all()
+
+
+def test_nonfinite_rows():
+    X = np.zeros((10000, 3))
+    X[[4, 4097, 9999], [0, 2, 1]] = [np.nan, np.inf, -np.inf]
+    assert nonfinite_rows(X).tolist() == [4, 4097, 9999]
+    assert nonfinite_rows(np.zeros((0, 3))).tolist() == []
+
+
+@pytest.mark.parametrize("spec", [
+    MLPSpec(9, 10, hidden=(6,)),
+    MLPSpec(30, 4, hidden=(16, 8), batch_norm=True, dropout=0.2),
+    MLPSpec(300, 10, hidden=(64,), bottleneck=12),
+    MLPSpec(5, 2, hidden=()),
+])
+def test_parameter_count_is_torchs(spec):
+    assert parameter_count(spec) == sum(p.numel() for p in build_mlp(spec).parameters())
+
+
+def test_training_memory_grows_with_the_network():
+    small = training_bytes(MLPSpec(9, 10, hidden=(64,)), 256, 50000)
+    assert training_bytes(MLPSpec(9, 10, hidden=(100_000_000,)), 256, 50000) > 100 * 2**30 > 1000 * small
+    # the parameters' copies at least: 7 float32 copies of 10^9 values
+    assert training_bytes(MLPSpec(9, 10, hidden=(100_000_000,)), 1, 1) >= 7 * 4 * 1_900_000_010

@@ -444,3 +444,81 @@ def test_retrain_on_the_runs_own_features_with_force(tmp_path, run_cli):
     assert (out / "features.npz").read_bytes() == features
     assert json.loads((out / "config.json").read_text())["data"]["feature_file"] == "features.npz"
     assert run_cli(["evaluate", out])[0] == 0
+
+
+# ------------------------------------------------------------------ predict: every good file, one line per bad
+
+def unescape(field):
+    """Inverse of predict's escaping (backslash escapes as PostgreSQL COPY), written independently."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\":
+            out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[field[i + 1]])
+            i += 2
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def test_predict_reports_bad_files_and_classifies_the_rest(tmp_path, run_cli):
+    root = image_folder(tmp_path / "imgs")
+    assert run_cli(["run", "--data", root, "--test-fraction", "0.5", "--epochs", "2", "-q",
+                    "--out", tmp_path / "m"])[0] == 0
+    odd = tmp_path / "new"
+    odd.mkdir()
+    names = ["plain.png", "tab\there.png", "line\nbreak.png", "back\\slash.png"]
+    src = sorted(root.rglob("*.png"))
+    for name, s in zip(names, src):
+        shutil.copy(s, odd / name)
+    (odd / "README.txt").write_text("not an image")
+    paths = [odd / names[0], odd / "README.txt", odd / names[1], tmp_path / "missing.png", odd / names[2],
+             odd / names[3]]
+    code, out, err = run_cli(["predict", tmp_path / "m", *paths])
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 4  # the four images, in order, each on one line
+    assert [unescape(line.split("\t")[0]) for line in lines] == [str(odd / n) for n in names]
+    bundle = load_bundle(tmp_path / "m")
+    from featmlp.data import read_images
+    from featmlp.features import extract_features
+
+    expected = bundle.predict_proba(extract_features(read_images([odd / n for n in names], image_size=(16, 16)),
+                                                     "lecture"))
+    for line, p in zip(lines, expected):
+        _, cls, prob = line.split("\t")
+        assert cls == bundle.class_names[p.argmax()] and float(prob) == pytest.approx(p.max(), abs=1e-4)
+    errors = err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"error: {odd / 'README.txt'}: ") and errors[1].startswith(f"error: {tmp_path / 'missing.png'}: ")
+    # all good: exit 0
+    code, out, err = run_cli(["predict", tmp_path / "m", odd / names[0]])
+    assert code == 0 and err == "" and len(out.splitlines()) == 1
+
+
+def test_predict_help_says_how_names_are_escaped(run_cli):
+    code, out, _ = run_cli(["predict", "--help"])
+    assert code == 0 and "PostgreSQL COPY" in out and "\\t" in out
+
+
+def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, monkeypatch):
+    import featmlp._memory
+
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), tmp_path / "m")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["extra"]["image_size"] = [100000, 100000]  # 10^10 pixels: 30 GB for one image's RGB values
+    meta_file.write_text(json.dumps(meta))
+    code, out, err = run_cli(["predict", tmp_path / "m", img])
+    assert code == 1 and out == "" and "100000x100000" in err and len(err.strip().splitlines()) == 1
+    # a valid size that does not fit this (pretended) memory: refused before any image is read
+    meta["extra"]["image_size"] = [4000, 4000]
+    meta_file.write_text(json.dumps(meta))
+    monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 100 * 2**20)
+    monkeypatch.setattr("featmlp.data.read_images", lambda *a, **k: pytest.fail("read"))
+    code, out, err = run_cli(["predict", tmp_path / "m", img])
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "resized to 4000x4000" in err and "1 at once, needs about 1022.3 MB of memory, and 100.0 MB is available" in err
+    # 4000 * 4000 pixels * (3 RGB + 64 feature work) bytes = 1022.3 MB

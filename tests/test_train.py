@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, Scaler, build_mlp
 from featmlp.train import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, LivePlot, TrainConfig,
-                           _split_validation, train)
+                           _split_validation, check_training, train)
 
 
 def _data(n=60, f=5, classes=3, seed=0, weights=None):
@@ -367,3 +367,51 @@ def test_large_tables_train_from_per_batch_scaled_rows_as_from_a_scaled_copy(mon
     monkeypatch.setattr(train_module, "_FAST_ENGINE_BYTES", 0)  # as if X were GBs
     rows = train(X.astype(np.float32), y, config)
     torch.testing.assert_close(_params(rows.model), _params(copy.model), rtol=1e-4, atol=1e-5)
+
+
+def test_network_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    import featmlp._memory
+
+    X, y = make_classification(200, 9, n_classes=3, n_informative=5, random_state=0)
+    monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 2**20)
+    monkeypatch.setattr("featmlp.train.build_mlp", lambda spec: pytest.fail("allocated"))
+    with pytest.raises(ConfigError, match=r"training the network 9 -> 512 -> 3 on 200 rows \(batch 200\) needs "
+                                          r"about .* MB of memory, and 1.0 MB is available"):
+        train(X, y, TrainConfig(hidden=(512,), epochs=1, batch_size=256))
+    with pytest.raises(ConfigError, match="9 -> 512 -> 3"):
+        check_training(X, y, TrainConfig(hidden=(512,)))
+
+
+def test_real_huge_network_is_refused():
+    # 9 -> 10^8 -> 3 holds 1.3e9 parameters: ~36 GB of weights, gradients and optimiser state alone
+    X, y = make_classification(200, 9, n_classes=3, n_informative=5, random_state=0)
+    with pytest.raises(ConfigError, match="9 -> 100000000 -> 3"):
+        check_training(X, y, TrainConfig(hidden=(100_000_000,)))
+
+
+def test_available_memory_without_psutil(monkeypatch):
+    import sys
+
+    import featmlp._memory
+
+    with_psutil = featmlp._memory.available_memory()
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError
+    without = featmlp._memory.available_memory()
+    meminfo = {l.split(":")[0]: int(l.split()[1]) * 1024 for l in open("/proc/meminfo")}
+    assert without is not None and 0 < without <= meminfo["MemTotal"]
+    assert with_psutil is not None and abs(with_psutil - without) < meminfo["MemTotal"] / 4
+
+
+@pytest.mark.parametrize("config, message", [
+    (TrainConfig(patience=2), "needs validation data"),
+    (TrainConfig(val_fraction=0.999), "leaves no training"),
+    pytest.param(TrainConfig(device="cuda"), "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_check_training_raises_what_train_raises(config, message):
+    X, y = make_classification(50, 4, random_state=0)
+    with pytest.raises(Exception, match=message) as checked:
+        check_training(X, y, config)
+    with pytest.raises(Exception, match=message) as trained:
+        train(X, y, config)
+    assert type(checked.value) is type(trained.value)

@@ -387,30 +387,111 @@ def evaluate(run_dir, features_file, as_json):
                f"{m['macro']['f1']:5.3f}")
 
 
+def _tsv_field(text: str) -> str:
+    r"""A file name as one TSV field: backslash, tab, newline and carriage return escaped as
+    ``\\``, ``\t``, ``\n``, ``\r`` (PostgreSQL COPY's text format)."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+# Images whose features are computed together by predict: up to this many, and up to this many
+# pixels (about 1 GB of feature work at PREDICT_BYTES_PER_PIXEL).
+_PREDICT_CHUNK_IMAGES = 256
+_PREDICT_CHUNK_PIXELS = 1 << 24
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--no-resize", is_flag=True,
               help="Keep each image's size instead of resizing it to the training images' size.")
-def predict(run_dir, images, no_resize):
+@click.pass_context
+def predict(ctx, run_dir, images, no_resize):
     """Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability.
 
     Images are resized (bilinear) to the size of the images the model was trained on, so their
     features describe the same scale; the run records that size.
+
+    In the output a backslash, tab, newline or carriage return in a file name is written as
+    \\\\, \\t, \\n, \\r (PostgreSQL COPY's text format), so each image is one line of three
+    fields. A file that cannot be read or classified gets one line 'error: <file>: <reason>' on
+    stderr and the others are still classified; the exit status is 1 when any failed.
     """
-    from ..bundle import load_bundle
+    from .._memory import check_memory
+    from ..bundle import MAX_IMAGE_PIXELS, image_bytes, load_bundle
     from ..data import read_images
+    from ..errors import DataError
     from ..features import extract_features
+    from ..model import nonfinite_rows
 
     bundle = load_bundle(run_dir)
     size = None if no_resize else bundle.extra.get("image_size")
-    arrays = read_images(images, image_size=tuple(size) if size else None)
-    X = extract_features(arrays, bundle.feature_set, state=bundle.feature_state)
-    if X.shape[1] != bundle.spec.n_features:
-        raise FeatmlpError(f"the {bundle.feature_set} features of these images have {X.shape[1]} values, the model "
-                           f"takes {bundle.spec.n_features}: their size differs from the training images'"
-                           + ("; drop --no-resize" if no_resize else ""))
-    proba = bundle.predict_proba(X)
-    best = proba.argmax(axis=1)
-    for path, k, p in zip(images, best, proba[np.arange(len(best)), best]):
-        click.echo(f"{path}\t{bundle.class_names[k]}\t{p:.4f}")
+    size = tuple(size) if size else None
+    if size:
+        per_chunk = max(1, min(_PREDICT_CHUNK_IMAGES, len(images), _PREDICT_CHUNK_PIXELS // (size[0] * size[1])))
+        check_memory(image_bytes(size, per_chunk), f"predicting on images resized to {size[0]}x{size[1]} "
+                     f"(image_size in {Path(run_dir) / 'model.json'}), {per_chunk} at once,",
+                     "check that image_size, or pass --no-resize")
+    failed = 0
+
+    def fail(path, reason):
+        nonlocal failed
+        failed += 1
+        reason = str(reason)
+        if reason.startswith(f"{path}: "):
+            reason = reason[len(str(path)) + 2:]
+        click.echo(f"error: {_tsv_field(str(path))}: {reason}", err=True)
+
+    def classify(chunk):
+        """Features and classes of decoded images [(path, array)], printed in order."""
+        by_shape = {}
+        for i, (_, arr) in enumerate(chunk):
+            by_shape.setdefault(arr.shape, []).append(i)  # --no-resize: one batch per size
+        lines = [None] * len(chunk)
+        for shape, rows in by_shape.items():
+            paths = [chunk[i][0] for i in rows]
+            try:
+                X = extract_features(np.stack([chunk[i][1] for i in rows]), bundle.feature_set,
+                                     state=bundle.feature_state)
+            except FeatmlpError as e:
+                for path in paths:
+                    fail(path, e)
+                continue
+            if X.shape[1] != bundle.spec.n_features:
+                for path in paths:
+                    fail(path, f"its {bundle.feature_set} features have {X.shape[1]} values, the model takes "
+                               f"{bundle.spec.n_features}: its size {shape[1]}x{shape[0]} differs from the training "
+                               f"images'" + ("; drop --no-resize" if no_resize else ""))
+                continue
+            bad = set(nonfinite_rows(X).tolist())
+            for j in sorted(bad):
+                fail(paths[j], f"its {bundle.feature_set} features are NaN or infinite")
+            keep = [j for j in range(len(rows)) if j not in bad]
+            if not keep:
+                continue
+            proba = bundle.predict_proba(X[keep])
+            best = proba.argmax(axis=1)
+            for j, k, p in zip(keep, best, proba[np.arange(len(best)), best]):
+                lines[rows[j]] = f"{_tsv_field(str(paths[j]))}\t{_tsv_field(bundle.class_names[k])}\t{p:.4f}"
+        for line in lines:
+            if line is not None:
+                click.echo(line)
+
+    chunk, pixels = [], 0
+    for path in images:
+        try:
+            arr = read_images([path], image_size=size)[0]
+        except (DataError, OSError) as e:
+            fail(path, e)
+            continue
+        if no_resize and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+            fail(path, f"{arr.shape[1]}x{arr.shape[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx an image may have")
+            continue
+        chunk.append((path, arr))
+        pixels += arr.shape[0] * arr.shape[1]
+        if len(chunk) >= _PREDICT_CHUNK_IMAGES or pixels >= _PREDICT_CHUNK_PIXELS:
+            classify(chunk)
+            chunk, pixels = [], 0
+    if chunk:
+        classify(chunk)
+    if failed:
+        ctx.exit(1)

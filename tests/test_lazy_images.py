@@ -181,3 +181,22 @@ def test_kmeans_fit_on_a_lazy_array_is_identical_and_chunked(tmp_path, monkeypat
     for attr in ("mean_", "whitening_", "centroids_"):
         np.testing.assert_array_equal(getattr(got, attr), getattr(ref, attr))
     assert got.objective_ == ref.objective_ and got.image_shape_ == ref.image_shape_
+
+
+@pytest.mark.parametrize("mode, options", [("RGB", {}), ("RGB", {"progressive": True}), ("L", {}),
+                                           ("CMYK", {}), ("RGB", {"quality": 95, "subsampling": 0})])
+def test_header_sizes_agree_with_pillow(tmp_path, mode, options):
+    # Sizes are read from JPEG frame / PNG IHDR headers without Pillow where possible: they must
+    # be Pillow's, or the up-front size check would pass images that decode to another size.
+    rng = np.random.default_rng(0)
+    files = _files(n=2, size=(37, 21))
+    for i, size in enumerate([(37, 21), (1, 1), (300, 17)]):
+        img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", **options)
+        files[f"train/ant/j{i}.jpg"] = buf.getvalue()
+    with pytest.raises(DataError, match=r"train/ant/j1.jpg is 1x1"):
+        load_dataset(_write_folder(tmp_path / "d", files))
+    del files["train/ant/j1.jpg"], files["train/ant/j2.jpg"]
+    ds = load_dataset(_write_folder(tmp_path / "e", files))
+    assert np.asarray(ds.train_images).shape == (7, 21, 37, 3)

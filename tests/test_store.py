@@ -102,7 +102,7 @@ def test_roundtrip_and_validation(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_features(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="is not a feature file"):
         load_features(tmp_path / "junk.npz")
     np.savez(tmp_path / "partial.npz", X_train=np.ones((2, 2)))
     with pytest.raises(DataError, match="missing"):

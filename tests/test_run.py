@@ -522,3 +522,39 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "resized to 4000x4000" in err and "1 at once, needs about 1022.3 MB of memory, and 100.0 MB is available" in err
     # 4000 * 4000 pixels * (3 RGB + 64 feature work) bytes = 1022.3 MB
+
+
+def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, monkeypatch):
+    import featmlp.run
+
+    feats = save_features(tmp_path / "f.npz", table)
+    out = tmp_path / "run"
+    assert run_cli(["train", feats, "--epochs", "1", "-q", "--out", out])[0] == 0
+    before = snapshot(out)
+    real = featmlp.run.write_json
+
+    def full(path, obj):
+        if str(path).endswith("metrics.json"):  # the last file a run writes
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, obj)
+
+    monkeypatch.setattr(featmlp.run, "write_json", full)
+    code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", "--out", out, "--force"])
+    assert code == 1 and "disk is full" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "run"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--patience", "3"], "needs validation data"),
+    pytest.param(["--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_run_refuses_settings_before_extracting(tmp_path, run_cli, monkeypatch, args, message):
+    import featmlp.store
+
+    root = image_folder(tmp_path / "imgs")
+    monkeypatch.setattr(featmlp.store, "extract_features", lambda *a, **k: pytest.fail("extracted"))
+    code, _, err = run_cli(["run", "--data", root, "-q", *args, "--out", tmp_path / "r"])
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

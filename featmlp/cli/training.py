@@ -236,7 +236,14 @@ def _train(table, config, out, data, quiet, log_scale, lecture=False, tensorboar
                    f"{config.head}, {config.optimizer} lr {config.lr:g}, {config.epochs} epochs")
     callbacks = [] if quiet else [EpochPrinter(config.epochs, lecture=lecture)]
     if not quiet and not isinstance(out, RunDirectory):
-        click.echo(f"training in {staging_dir(out)} (its loss.png follows the loss); moved to {out} when complete")
+        from ..train import Callback
+
+        class SayWhere(Callback):  # once training starts: the checks before it passed, the directory exists
+            def on_train_begin(self, config):
+                click.echo(f"training in {staging_dir(out)} (its loss.png follows the loss); "
+                           f"moved to {out} when complete")
+
+        callbacks.insert(0, SayWhere())
     return train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
                      overwrite=overwrite, tensorboard=tensorboard)
 

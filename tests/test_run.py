@@ -558,3 +558,12 @@ def test_run_refuses_settings_before_extracting(tmp_path, run_cli, monkeypatch, 
     code, _, err = run_cli(["run", "--data", root, "-q", *args, "--out", tmp_path / "r"])
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_tensorboard_logs_travel_with_the_run(tmp_path, run_cli, table):
+    pytest.importorskip("tensorboard")
+    feats = save_features(tmp_path / "f.npz", table)
+    code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", "--tensorboard", "--out", tmp_path / "r"])
+    assert code == 0, err
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "r"]

@@ -79,12 +79,15 @@ def epoch_seconds(X, y, config: TrainConfig, threads: str | None, epochs: int) -
 def measure(networks, repeats: int, epochs: int, label: str) -> dict:
     figures = {}
     for name, (X, y, config) in networks.items():
-        for threads, setting in SETTINGS:
-            runs = [epoch_seconds(X, y, config, threads, epochs) for _ in range(repeats)]
-            figures[name, setting] = ([s for s, _ in runs], sorted({t for _, t in runs}))
-            times = figures[name, setting][0]
-            print(f"  [{label}] {name:30s} {setting:10s} median {statistics.median(times):8.3f} s/epoch",
-                  file=sys.stderr, flush=True)
+        runs = {setting: [] for _, setting in SETTINGS}
+        # The settings take turns, so a load that comes and goes weighs on all of them alike.
+        for _ in range(repeats):
+            for threads, setting in SETTINGS:
+                runs[setting].append(epoch_seconds(X, y, config, threads, epochs))
+        for _, setting in SETTINGS:
+            figures[name, setting] = ([s for s, _ in runs[setting]], sorted({t for _, t in runs[setting]}))
+            print(f"  [{label}] {name:30s} {setting:10s} median "
+                  f"{statistics.median(figures[name, setting][0]):8.3f} s/epoch", file=sys.stderr, flush=True)
     return figures
 
 

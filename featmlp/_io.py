@@ -100,3 +100,47 @@ def read_npz(path: str | os.PathLike, select=None, *, what: str = "feature file"
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
         raise DataError(f"{path} is damaged or truncated ({type(e).__name__}: {e}): write it again "
                         f"(a feature file: featmlp extract)") from None
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively, or raise a DataError: ``busy`` with ``{pid}`` replaced by the holder's.
+
+    One writer per output: two extractions (or two runs) into one place would remove each
+    other's unfinished files. flock is released by the kernel when its holder dies, even by
+    kill -9, so a lock file left behind is taken over. The file is removed while still held,
+    so a process that opened it just before checks that it locked the file now at that path.
+    On systems without flock nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    from .errors import DataError
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataError(busy.replace("{pid}", holder)) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder finished and removed it: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)

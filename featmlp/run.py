@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write
+from ._io import atomic_write, exclusive
 from .bundle import save_bundle
 from .errors import DataError
 from .evaluate import evaluate
@@ -111,6 +111,11 @@ def staging_dir(out: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.incomplete"
 
 
+def _lock_file(out: Path) -> Path:
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.lock"
+
+
 def _aside_dir(out: Path) -> Path:
     out = Path(os.path.abspath(out))
     return out.parent / f".{out.name}.replaced"
@@ -163,6 +168,17 @@ class RunDirectory:
         self.out = Path(out)
         self.path = staging_dir(out)
         self.keep = tuple(keep)
+        # One writer per run directory: a second run into it would clear this one's staging.
+        self._lock = contextlib.ExitStack()
+        busy = f"another featmlp run is writing {self.out} (pid {{pid}}): wait for it, or choose another --out"
+        self._lock.enter_context(exclusive(_lock_file(self.out), busy))
+        try:
+            self._start(overwrite)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _start(self, overwrite: bool) -> None:
         aside = _aside_dir(self.out)
         if aside.exists():  # left by a replacement that was killed
             if self.out.exists():
@@ -203,12 +219,16 @@ class RunDirectory:
             os.replace(self.path, self.out)
         _fsync_dir(self.out.parent)
         self.committed = True
+        self._lock.close()
         return self.out
 
     def discard(self) -> None:
         """Remove what this run wrote, but for the entries in ``keep``."""
-        with contextlib.suppress(OSError):
-            self._clear()
+        try:
+            with contextlib.suppress(OSError):
+                self._clear()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> "RunDirectory":
         return self

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write, read_npz
+from ._io import atomic_write, exclusive, read_npz
 from .errors import DataError, FeatmlpError
 from .features import (extract_features, feature_names, fit_features, get_feature_set, mirror_permutation,
                        parse_feature_options, state_from_arrays, state_to_arrays)
@@ -262,7 +262,8 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     if options and fitted and set(fset.needs_fit) <= set(fitted):
         raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
                         f"drop them, or fit anew without --fitted-from")
-    with _exclusive(Path(output)) if output is not None else contextlib.nullcontext():
+    busy = f"another featmlp extract is writing {output} (pid {{pid}}): wait for it, or write to another file"
+    with exclusive(Path(str(output) + ".lock"), busy) if output is not None else contextlib.nullcontext():
         return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
 
 
@@ -381,47 +382,6 @@ def _saved_chunk(chunk_file: Path, shape: tuple[int, int], dtype) -> np.ndarray 
     if not isinstance(X, np.ndarray) or X.shape != shape or X.dtype != np.dtype(dtype):
         return None
     return X
-
-
-@contextlib.contextmanager
-def _exclusive(output: Path):
-    """Hold ``<output>.lock`` exclusively, or refuse with one line naming the holder's pid.
-
-    flock is released by the kernel when its holder dies, even by kill -9; a lock file
-    left behind then is taken over. The file is removed while still held, so a process that
-    opened it just before must check that it locked the file now at that path.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock
-        yield
-        return
-    lock_path = Path(str(output) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise DataError(f"another featmlp extract is writing {output} (pid {holder}): wait for it, "
-                            f"or write to another file") from None
-        try:
-            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # its holder finished and removed it: lock the one there now
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        os.close(fd)
 
 
 _STATE_FILE = "fitted.npz"

@@ -111,7 +111,8 @@ def staging_dir(out: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.incomplete"
 
 
-def _lock_file(out: Path) -> Path:
+def lock_file(out: str | os.PathLike) -> Path:
+    """The lock a writer of run or sweep directory ``out`` holds: ``.<name>.lock`` beside it."""
     out = Path(os.path.abspath(out))
     return out.parent / f".{out.name}.lock"
 
@@ -171,7 +172,7 @@ class RunDirectory:
         # One writer per run directory: a second run into it would clear this one's staging.
         self._lock = contextlib.ExitStack()
         busy = f"another featmlp run is writing {self.out} (pid {{pid}}): wait for it, or choose another --out"
-        self._lock.enter_context(exclusive(_lock_file(self.out), busy))
+        self._lock.enter_context(exclusive(lock_file(self.out), busy))
         try:
             self._start(overwrite)
         except BaseException:

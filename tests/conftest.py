@@ -67,3 +67,36 @@ def cifar_images() -> np.ndarray:
                 if len(images) == 300:
                     break
     return np.stack(images)
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(path)`` starts a process holding an flock on ``path`` as a running featmlp writer
+    does and returns it once the lock is held; killed (if still alive) when the test ends."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(path):
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield hold
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()

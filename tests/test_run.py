@@ -299,36 +299,18 @@ def test_kill_during_training_leaves_the_old_run(tmp_path, table):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "run"]
 
 
-_HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, f"{os.getpid()}\\n".encode())
-print("locked", flush=True)
-time.sleep(60)
-"""
-
-
-def test_a_second_run_into_the_same_directory_is_refused(tmp_path, run_cli, table):
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path, run_cli, table, lock_holder):
     # Two runs into one DIR would clear each other's staging directory: the second is refused
     # while the first holds DIR's lock, and runs once the holder is gone (even by kill -9).
     feats = save_features(tmp_path / "f.npz", table)
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / ".run.lock")],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        code, _, err = run_cli(["train", feats, "--epochs", "1", "--out", out, "-q"])
-        assert code == 1
-        assert err == f"error: another featmlp run is writing {out} (pid {holder.pid}): wait for it, or choose another --out\n"
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "f.npz"]
-        holder.kill()
-        holder.wait()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        holder.stdout.close()
+    holder = lock_holder(tmp_path / ".run.lock")
+    code, _, err = run_cli(["train", feats, "--epochs", "1", "--out", out, "-q"])
+    assert code == 1
+    assert err == f"error: another featmlp run is writing {out} (pid {holder.pid}): wait for it, or choose another --out\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "f.npz"]
+    holder.kill()
+    holder.wait()
     code, _, _ = run_cli(["train", feats, "--epochs", "1", "--out", out, "-q"])
     assert code == 0 and load_bundle(out).spec.n_classes == len(table.class_names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "run"]  # the stale lock file is gone

@@ -167,38 +167,17 @@ def test_wrong_dtype_or_rows_chunk_is_redone(tmp_path):
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
 
 
-_HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, f"{os.getpid()}\\n".encode())
-print("locked", flush=True)
-time.sleep(60)
-"""
-
-
-def test_a_second_extraction_to_the_same_output_is_refused(tmp_path):
-    import subprocess
-    import sys
-
+def test_a_second_extraction_to_the_same_output_is_refused(tmp_path, lock_holder):
     ds = small_dataset()
     out = tmp_path / "f.npz"
     # Another process holds the lock as a running `featmlp extract -o f.npz` does.
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out) + ".lock"], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(DataError, match=f"another featmlp extract is writing {out} \\(pid {holder.pid}\\): "
-                                            f"wait for it, or write to another file"):
-            extract_dataset(ds, "lecture", out, chunk_size=5)
-        assert not out.exists()
-        holder.kill()  # kill -9: the kernel releases the lock, the stale lock file is taken over
-        holder.wait()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        holder.stdout.close()
+    holder = lock_holder(str(out) + ".lock")
+    with pytest.raises(DataError, match=f"another featmlp extract is writing {out} \\(pid {holder.pid}\\): "
+                                        f"wait for it, or write to another file"):
+        extract_dataset(ds, "lecture", out, chunk_size=5)
+    assert not out.exists()
+    holder.kill()  # kill -9: the kernel releases the lock, the stale lock file is taken over
+    holder.wait()
     table = extract_dataset(ds, "lecture", out, chunk_size=5)
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]  # lock file removed

@@ -370,3 +370,18 @@ def test_another_sweep_into_a_sweep_directory_is_refused_unless_forced(table, tm
     empty = tmp_path / "empty"
     empty.mkdir()
     assert len(run_sweep(table, configs, empty)) == 2  # an empty folder is fine
+
+
+def test_a_second_sweep_into_the_same_directory_is_refused(table, tmp_path, lock_holder):
+    from featmlp.errors import DataError
+
+    out = tmp_path / "sweep"
+    holder = lock_holder(tmp_path / ".sweep.lock")  # as a sweep or run writing into it holds
+    configs = expand_grid(PRESETS["lecture"], lr=[1, 10], epochs=[2])
+    with pytest.raises(DataError, match=f"another featmlp sweep or run is writing {out} \\(pid {holder.pid}\\)"):
+        run_sweep(table, configs, out)
+    assert not out.exists()
+    holder.kill()
+    holder.wait()
+    assert run_sweep(table, configs, out).names == config_names(configs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]

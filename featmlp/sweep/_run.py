@@ -14,8 +14,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from featmlp._io import exclusive
 from featmlp.errors import ConfigError
 from featmlp.progress import ProgressHook
+from featmlp.run import lock_file
 from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, threads_override, train
 
@@ -207,6 +209,15 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
             raise ConfigError(f"configuration {i} ({config_names(configs)[i]}): {e}") from None
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if out is None:
+        return _run_sweep(table, configs, None, workers, log_scale, progress, on_epoch, force)
+    # One writer per sweep directory: two sweeps into it would train and record over each other.
+    busy = f"another featmlp sweep or run is writing {out} (pid {{pid}}): wait for it, or choose another --out"
+    with exclusive(lock_file(out), busy):
+        return _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, force)
+
+
+def _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, force) -> SweepResult:
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train

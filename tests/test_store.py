@@ -213,3 +213,22 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
     table = extract_dataset(ds, "lecture", chunk_size=5, workers=2)
     assert peak[0] == 3
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
+
+
+def test_default_chunks_hold_a_bounded_number_of_pixels(monkeypatch):
+    # 5,000 small images a chunk, but never more than 256 MB of decoded pixels.
+    from featmlp.store import default_chunk_size
+
+    assert default_chunk_size((32, 32)) == 5000
+    assert default_chunk_size((256, 256)) == (256 << 20) // (256 * 256 * 3) == 1365
+    assert default_chunk_size((20000, 20000)) == 1
+    import featmlp.store
+
+    seen = []
+    real = featmlp.store.extract_features
+    monkeypatch.setattr(featmlp.store, "_CHUNK_BYTES", 16 * 16 * 3 * 4)  # four 16x16 images a chunk
+    monkeypatch.setattr(featmlp.store, "extract_features",
+                        lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
+    ds = small_dataset()
+    extract_dataset(ds, "lecture")
+    assert max(seen) == 4 and sum(seen) == len(ds.train_labels) + len(ds.test_labels)

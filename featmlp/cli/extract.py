@@ -18,8 +18,9 @@ from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_
               help="Feature file to write (.npz: X_train, y_train, X_test, y_test, feature_names, class_names).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes to extract with (1 = this process, using all its threads).")
-@click.option("--chunk-size", default=5000, show_default=True, type=click.IntRange(1),
-              help="Images per chunk: bounds memory; finished chunks survive an interruption.")
+@click.option("--chunk-size", default=None, type=click.IntRange(1),
+              help="Images per chunk: bounds memory; finished chunks survive an interruption. "
+                   "Default: 5000, or fewer so that a chunk holds at most 256 MB of pixels (1365 of 256x256).")
 @fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

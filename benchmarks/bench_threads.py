@@ -137,8 +137,8 @@ def main() -> None:
     report("Quiet machine (no competing process of ours):", quiet, networks)
     report(f"With {args.competitors} CPU-bound process(es) competing (a Python busy loop each):",
            contended, networks)
-    print(f"\n1t/2t: 1-thread epoch time / 2-thread epoch time (above 1: two threads are faster). "
-          f"featmlp: FEATMLP_NUM_THREADS unset, the threads it chose in brackets.")
+    print("\n1t/2t: 1-thread epoch time / 2-thread epoch time (above 1: two threads are faster). "
+          "featmlp: FEATMLP_NUM_THREADS unset, the threads it chose in brackets.")
 
 
 if __name__ == "__main__":

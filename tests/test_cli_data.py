@@ -7,7 +7,6 @@ import os
 import tarfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
 

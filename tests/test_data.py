@@ -23,6 +23,8 @@ from PIL import Image
 from featmlp.data import (CIFAR10_CLASSES, Dataset, fingerprint, load_dataset, read_images)
 from featmlp.errors import ConfigError, DataError
 
+from _files import write_folder, write_tar
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_JPG = Path(__file__).parents[1] / "../shared/data/cifar10-jpg.tar.gz"
 
@@ -80,22 +82,6 @@ def batch_files(batches, test, meta, dump=dump_py2) -> dict[str, bytes]:
     files["test_batch"] = dump(test)
     files["batches.meta"] = dump(meta)
     return files
-
-
-def write_folder(root: Path, files: dict[str, bytes]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    return root
-
-
-def write_tar(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(prefix + name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
 
 
 def write_zip(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:

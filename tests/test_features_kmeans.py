@@ -13,7 +13,7 @@ from featmlp.errors import ConfigError, DataError
 from featmlp.features import (KMeansFeatures, extract_features, feature_names, fit_features,
                               mirror_permutation, parse_feature_options, state_from_arrays, state_to_arrays)
 from featmlp.features.kmeans import pool_weights
-from featmlp.store import extract_dataset, load_features, load_fitted, save_features
+from featmlp.store import extract_dataset, load_features, load_fitted
 
 SMALL = dict(k=8, patch_size=3, pool=2, n_patches=2000, n_iter=5)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,8 @@ from PIL import Image
 
 from featmlp.data import ImageArray, fingerprint, load_dataset
 from featmlp.errors import DataError
+
+from _files import write_folder, write_tar
 
 
 def _png(img: Image.Image) -> bytes:
@@ -29,25 +29,9 @@ def _files(n=5, size=(20, 16), seed=0) -> dict[str, bytes]:
             for split in ("train", "test") for c in ("ant", "bee", "cow") for i in range(n)}
 
 
-def _write_folder(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
-
-
-def _write_tgz(path: Path, files: dict[str, bytes], prefix="") -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(prefix + name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_image_array_behaves_like_the_decoded_array(tmp_path):
     files = _files()
-    ds = load_dataset(_write_folder(tmp_path / "d", files))
+    ds = load_dataset(write_folder(tmp_path / "d", files))
     lazy = ds.train_images
     assert isinstance(lazy, ImageArray)
     full = np.asarray(lazy)
@@ -72,8 +56,8 @@ def test_image_array_behaves_like_the_decoded_array(tmp_path):
 
 def test_same_files_from_folder_and_archives_have_one_fingerprint(tmp_path):
     files = _files()
-    folder = load_dataset(_write_folder(tmp_path / "d", files))
-    tgz = load_dataset(_write_tgz(tmp_path / "d.tar.gz", files, "wrapped/"))
+    folder = load_dataset(write_folder(tmp_path / "d", files))
+    tgz = load_dataset(write_tar(tmp_path / "d.tar.gz", files, "wrapped/"))
     with zipfile.ZipFile(tmp_path / "d.zip", "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data)
@@ -82,9 +66,9 @@ def test_same_files_from_folder_and_archives_have_one_fingerprint(tmp_path):
     # ... and it follows the content: one byte of one file, a name, the resize
     changed = dict(files)
     changed["test/cow/04.png"] = _png(Image.new("RGB", (20, 16), (1, 2, 3)))
-    assert fingerprint(load_dataset(_write_folder(tmp_path / "e", changed))) != fingerprint(folder)
+    assert fingerprint(load_dataset(write_folder(tmp_path / "e", changed))) != fingerprint(folder)
     renamed = {k.replace("ant/00", "ant/99"): v for k, v in files.items()}
-    assert fingerprint(load_dataset(_write_folder(tmp_path / "r", renamed))) != fingerprint(folder)
+    assert fingerprint(load_dataset(write_folder(tmp_path / "r", renamed))) != fingerprint(folder)
     assert fingerprint(load_dataset(tmp_path / "d", image_size=(10, 8))) != fingerprint(folder)
     # images in memory still hash their pixels (and differ from the same images as files)
     from featmlp.data import Dataset
@@ -103,7 +87,7 @@ def test_sizes_are_checked_on_headers_before_any_decoding(tmp_path, monkeypatch)
     monkeypatch.setattr(images_mod, "decode_image", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
     with pytest.raises(DataError, match=r"images have different sizes .*train/ant/00.png is 20x16 but "
                                         r"train/bee/77.png is 30x16.*--image-size 20x16"):
-        load_dataset(_write_folder(tmp_path / "d", files))
+        load_dataset(write_folder(tmp_path / "d", files))
     assert decoded == []
 
 
@@ -115,7 +99,7 @@ def test_exif_orientation_counts_in_the_header_size(tmp_path):
     buf = io.BytesIO()
     rotated.save(buf, "JPEG", exif=exif)
     files["train/ant/zz.jpg"] = buf.getvalue()
-    ds = load_dataset(_write_folder(tmp_path / "d", files))
+    ds = load_dataset(write_folder(tmp_path / "d", files))
     assert ds.train_images.shape == (7, 24, 40, 3)
     img = ds.train_images[2]
     assert img.shape == (24, 40, 3) and img[12, 20, 0] > 150
@@ -134,12 +118,12 @@ def test_a_member_over_the_size_cap_is_refused_on_its_header(tmp_path, monkeypat
     # a real, small archive with one 300 kB member, refused with a small cap set in the environment
     files = _files(n=2)
     files["train/ant/big.bmp"] = b"BM" + bytes(300_000)
-    small = _write_tgz(tmp_path / "s.tar.gz", files)
+    small = write_tar(tmp_path / "s.tar.gz", files)
     monkeypatch.setenv("FEATMLP_MAX_FILE_BYTES", "100000")
     with pytest.raises(DataError, match="s.tar.gz:train/ant/big.bmp is 0.3 MiB, over the limit of 0.1 MiB"):
         load_dataset(small)
     with pytest.raises(DataError, match="big.bmp is 0.3 MiB, over the limit"):
-        load_dataset(_write_folder(tmp_path / "d", files))
+        load_dataset(write_folder(tmp_path / "d", files))
     monkeypatch.delenv("FEATMLP_MAX_FILE_BYTES")
     with pytest.raises(DataError, match="big.bmp is 0.3 MiB"):
         load_dataset(small, max_file_bytes=100_000)
@@ -148,7 +132,7 @@ def test_a_member_over_the_size_cap_is_refused_on_its_header(tmp_path, monkeypat
 def test_an_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path, monkeypatch):
     files = _files(n=2)
     files["train/bee/wide.png"] = _png(Image.new("1", (1000, 400)))
-    root = _write_folder(tmp_path / "d", files)
+    root = write_folder(tmp_path / "d", files)
     with pytest.raises(DataError, match=r"cannot read image train/bee/wide.png: 1000x400 = 0.4 Mpx, over the limit "
                                         r"of 0.1 Mpx per image"):
         load_dataset(root, max_image_pixels=100_000, image_size=(20, 16))
@@ -156,7 +140,7 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path, monkey
     assert [n for n, _ in ds.skipped] == ["train/bee/wide.png"]
     # the default: Pillow's MAX_IMAGE_PIXELS (89.5 Mpx), where Pillow itself only warns
     big = tmp_path / "b"
-    _write_folder(big, _files(n=2))
+    write_folder(big, _files(n=2))
     Image.new("1", (10_000, 9_000)).save(big / "train" / "ant" / "bomb.png")  # 90 Mpx, 11 MB as pixels, 14 kB as PNG
     with pytest.raises(DataError, match=r"bomb.png: 10000x9000 = 90.0 Mpx, over the limit of 89.5 Mpx"):
         load_dataset(big, image_size=(20, 16))
@@ -166,7 +150,7 @@ def test_kmeans_fit_on_a_lazy_array_is_identical_and_chunked(tmp_path, monkeypat
     import featmlp.data._lazy as lazy_mod
     import featmlp.features.kmeans as km
 
-    ds = load_dataset(_write_folder(tmp_path / "d", _files(n=8)))
+    ds = load_dataset(write_folder(tmp_path / "d", _files(n=8)))
     lazy = ds.train_images
     full = np.asarray(lazy)
     settings = dict(k=8, patch_size=4, pool=2, n_patches=600, n_iter=3, seed=1)
@@ -196,7 +180,7 @@ def test_header_sizes_agree_with_pillow(tmp_path, mode, options):
         img.save(buf, "JPEG", **options)
         files[f"train/ant/j{i}.jpg"] = buf.getvalue()
     with pytest.raises(DataError, match=r"train/ant/j1.jpg is 1x1"):
-        load_dataset(_write_folder(tmp_path / "d", files))
+        load_dataset(write_folder(tmp_path / "d", files))
     del files["train/ant/j1.jpg"], files["train/ant/j2.jpg"]
-    ds = load_dataset(_write_folder(tmp_path / "e", files))
+    ds = load_dataset(write_folder(tmp_path / "e", files))
     assert np.asarray(ds.train_images).shape == (7, 21, 37, 3)

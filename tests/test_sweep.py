@@ -270,7 +270,6 @@ def _resumable_configs():
 
 
 def test_a_killed_sweep_resumes_where_it_stopped(table, tmp_path):
-    import os
     import signal
     import subprocess
     import sys

@@ -295,7 +295,6 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             X = images[which[:, None, None], rows[:, None, None] + ar[None, :, None],
                        cols[:, None, None] + ar[None, None, :]]  # (n, p, p, C)
         X = X.reshape(n_sample, -1).astype(np.float32)
-        d = X.shape[1]
         mirror = _mirror_dims(p, C)
         if self.mirror:
             X = np.concatenate([X, X[:, mirror]])

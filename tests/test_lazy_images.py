@@ -184,3 +184,21 @@ def test_header_sizes_agree_with_pillow(tmp_path, mode, options):
     del files["train/ant/j1.jpg"], files["train/ant/j2.jpg"]
     ds = load_dataset(write_folder(tmp_path / "e", files))
     assert np.asarray(ds.train_images).shape == (7, 21, 37, 3)
+
+
+@pytest.mark.parametrize("features", ["lecture", "hog+color"])
+def test_extract_features_decodes_a_lazy_array_chunk_by_chunk(tmp_path, monkeypatch, features):
+    from featmlp import extract_features
+
+    lazy = load_dataset(write_folder(tmp_path / "d", _files())).train_images
+    decoded = []
+    real = ImageArray._decode
+    monkeypatch.setattr(ImageArray, "_decode", lambda self, idx: decoded.append(len(idx)) or real(self, idx))
+    X = extract_features(lazy, features, chunk_size=4)
+    assert decoded == [4, 4, 4, 3]  # never more than a chunk decoded at once
+    # the same rows as on the images decoded by Pillow
+    reference = np.stack([np.asarray(Image.open(lazy_path)) for lazy_path in
+                          sorted((tmp_path / "d" / "train").rglob("*.png"))])
+    np.testing.assert_array_equal(X, extract_features(reference, features))
+    empty = extract_features(lazy.take([]), features)
+    assert empty.shape == (0, X.shape[1])

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import DataError
 
+_DIGEST_BYTES = 32  # a SHA-256 of each file
 SKIP_HINT = "leave unreadable files out with --skip-bad (skip_bad=True)"
 
 
@@ -41,7 +42,7 @@ class ImageArray:
 
         self._decode_image = decode_image
         self._items = list(items)  # (name, blob): blob.read() gives the encoded bytes
-        self._digests = np.asarray(digests, np.uint8).reshape(len(self._items), -1)
+        self._digests = np.asarray(digests, np.uint8).reshape(len(self._items), _DIGEST_BYTES)
         self._hw = (int(height), int(width))
         self._image_size = image_size
 

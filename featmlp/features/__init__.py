@@ -407,6 +407,8 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     images : ndarray (N, H, W, 3) or (N, H, W), uint8, or a sequence of (H, W, 3) / (H, W) arrays
         RGB or grayscale images. A sequence may mix sizes: images are grouped by
         size, each group is computed as one batch, rows come back in input order.
+        Images decoded when indexed (a :class:`featmlp.data.ImageArray`, as ``load_dataset``
+        gives for folders and archives) are decoded ``chunk_size`` at a time.
     features : str or FeatureSet
         A key of :data:`FEATURE_SETS` (default ``"lecture"``), or keys joined by ``+``
         (``"lecture+hog+color"``: the sets' columns side by side, in that order).
@@ -436,6 +438,20 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     """
     fset = get_feature_set(features)
     fns = [_part_fn(part, state) for part in fset.components]  # a missing fitted state fails here
+    if not isinstance(images, np.ndarray) and hasattr(images, "chunks"):
+        # Images decoded when indexed (featmlp.data.ImageArray): one chunk in memory at a time.
+        out, done = None, 0
+        for batch in images.chunks(chunk_size):
+            part = extract_features(batch, fset, state=state, chunk_size=chunk_size, parallel=parallel)
+            if out is None:
+                out = np.empty((len(images), part.shape[1]), part.dtype)
+            out[done:done + len(part)] = part
+            done += len(part)
+            if progress is not None:
+                progress("extract", done, len(images))
+        if out is None:
+            out = np.empty((0, len(feature_names(fset, image_shape=images.shape[1:3], state=state))), fset.dtype)
+        return out
     if isinstance(images, np.ndarray):
         groups = {None: (np.arange(len(images)), _check_batch(images))}
         n = len(images)

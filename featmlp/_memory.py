@@ -14,21 +14,37 @@ from pathlib import Path
 from featmlp.errors import ConfigError
 
 
-def _cgroup_room() -> int | None:
+def _cgroup_room(root: str = "/sys/fs/cgroup") -> int | None:
     """Bytes the container's cgroup still allows (v2, then v1); None without a limit."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file, stat_file, cache_key in (
+            (f"{root}/memory.max", f"{root}/memory.current", f"{root}/memory.stat", "inactive_file"),
+            (f"{root}/memory/memory.limit_in_bytes", f"{root}/memory/memory.usage_in_bytes",
+             f"{root}/memory/memory.stat", "total_inactive_file")):
         try:
             limit = Path(limit_file).read_text().strip()
             if limit == "max":
                 return None
-            room = int(limit) - int(Path(usage_file).read_text().strip())
+            # The usage counts page cache the kernel gives back on demand; without its
+            # inactive part (the working set, as container runtimes count it) a machine
+            # that has just read a large file would look full.
+            room = int(limit) - int(Path(usage_file).read_text().strip()) + _stat(stat_file, cache_key)
         except (OSError, ValueError):
             continue
         # v1 reports "no limit" as a huge number
         return room if int(limit) < 1 << 60 else None
     return None
+
+
+def _stat(path: str, key: str) -> int:
+    """One counter of a cgroup's memory.stat (0 when absent)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def available_memory(device: str = "cpu") -> int | None:

@@ -402,6 +402,27 @@ def test_available_memory_without_psutil(monkeypatch):
     assert with_psutil is not None and abs(with_psutil - without) < meminfo["MemTotal"] / 4
 
 
+def test_cgroup_room_counts_reclaimable_page_cache(tmp_path):
+    # A container at 7 of its 8 GiB, 3 GiB of which is inactive page cache, has 4 GiB to give.
+    from featmlp._memory import _cgroup_room
+
+    gib = 2**30
+    (tmp_path / "memory.max").write_text(f"{8 * gib}\n")
+    (tmp_path / "memory.current").write_text(f"{7 * gib}\n")
+    (tmp_path / "memory.stat").write_text(f"anon {4 * gib}\nfile {3 * gib}\ninactive_file {3 * gib}\n")
+    assert _cgroup_room(str(tmp_path)) == 4 * gib
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _cgroup_room(str(tmp_path)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # v1's "no limit"
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{gib}\n")
+    assert _cgroup_room(str(v1)) is None
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 * gib}\n")
+    (v1 / "memory" / "memory.stat").write_text(f"total_inactive_file {gib // 2}\n")
+    assert _cgroup_room(str(v1)) == gib + gib // 2
+
+
 @pytest.mark.parametrize("config, message", [
     (TrainConfig(patience=2), "needs validation data"),
     (TrainConfig(val_fraction=0.999), "leaves no training"),

@@ -80,6 +80,29 @@ def evaluate(y_true, y_pred, class_names) -> dict:
     }
 
 
+def run_metrics(y_true, y_pred, class_names) -> dict:
+    """The test-split scores as a run's ``metrics.json`` holds them (and ``featmlp evaluate --json``
+    prints them): :func:`evaluate`'s numbers under the run's key names.
+
+    Returns
+    -------
+    dict
+        ``test_accuracy``, ``n_test``, ``per_class``, ``macro``, ``weighted``,
+        ``confusion_matrix``; with no test samples only ``test_accuracy`` None and ``n_test`` 0.
+
+    Examples
+    --------
+    >>> m = run_metrics([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
+    >>> m["test_accuracy"], m["n_test"]
+    (0.75, 4)
+    """
+    if len(y_true) == 0:
+        return {"test_accuracy": None, "n_test": 0}
+    m = evaluate(y_true, y_pred, class_names)
+    return {"test_accuracy": m["accuracy"], "n_test": m["n_samples"], "per_class": m["per_class"],
+            "macro": m["macro"], "weighted": m["weighted"], "confusion_matrix": m["confusion_matrix"]}
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num = np.asarray(num, np.float64)
     den = np.asarray(den, np.float64)

@@ -37,7 +37,7 @@ from . import __version__
 from ._io import atomic_write, exclusive
 from .bundle import save_bundle
 from .errors import DataError
-from .evaluate import evaluate
+from .evaluate import run_metrics
 from .model import Scaler, nonfinite_rows
 from .plots import plot_confusion, plot_history
 from .store import FeatureTable, table_fingerprint
@@ -97,11 +97,9 @@ def read_json(path: str | os.PathLike) -> dict:
 def score_test(result: TrainResult, table: FeatureTable) -> dict:
     """Accuracy, per-class scores and confusion matrix on the table's test split, in order."""
     if len(table.y_test) == 0:
-        return {"test_accuracy": None, "n_test": 0}
+        return run_metrics(table.y_test, [], table.class_names)
     pred = result.predict(table.X_test)  # never shuffled: rows stay aligned with y_test
-    m = evaluate(table.y_test, pred, table.class_names)
-    return {"test_accuracy": m["accuracy"], "n_test": m["n_samples"], "per_class": m["per_class"],
-            "macro": m["macro"], "weighted": m["weighted"], "confusion_matrix": m["confusion_matrix"]}
+    return run_metrics(table.y_test, pred, table.class_names)
 
 
 def staging_dir(out: str | os.PathLike) -> Path:

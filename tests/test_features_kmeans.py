@@ -335,7 +335,7 @@ def test_run_predict_evaluate_agree_and_bundle_keeps_the_state(image_folder, tmp
     predicted = [line.split("\t")[1] for line in stdout.splitlines()]
     assert predicted == expected
     code, stdout, _ = run_cli(["evaluate", out, "--json"])
-    accuracy = json.loads(stdout)["accuracy"]
+    accuracy = json.loads(stdout)["test_accuracy"]
     truth = [f.parent.name for f in files]
     assert accuracy == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
     assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["test_accuracy"])

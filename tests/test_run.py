@@ -82,7 +82,22 @@ def test_train_evaluate_predict_commands(tmp_path, run_cli, table):
     assert f"test accuracy {acc:.4f}" in out
 
     code, out, _ = run_cli(["evaluate", tmp_path / "t", feats, "--json"])
-    assert json.loads(out)["accuracy"] == pytest.approx(acc)
+    assert json.loads(out)["test_accuracy"] == pytest.approx(acc)
+
+
+@pytest.mark.parametrize("args", [["--features", "lecture"], ["--features", "color", "--flip", "--test-flip"]])
+def test_evaluate_json_is_the_runs_metrics(tmp_path, run_cli, args):
+    # color features mirror by a column permutation: with --test-flip both average two predictions
+    root = image_folder(tmp_path / "imgs")
+    code, _, err = run_cli(["run", "--data", root, "--test-fraction", "0.5", *args, "--hidden", "8",
+                            "--epochs", "3", "-q", "--out", tmp_path / "r"])
+    assert code == 0, err
+    code, out, err = run_cli(["evaluate", tmp_path / "r", "--json"])
+    assert code == 0, err
+    printed = json.loads(out)
+    stored = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(printed) == {"test_accuracy", "n_test", "per_class", "macro", "weighted", "confusion_matrix"}
+    assert printed == {k: stored[k] for k in printed} and printed["n_test"] == 10
 
 
 def test_preset_overridden_by_options(tmp_path, run_cli, table):
@@ -421,14 +436,14 @@ def test_copied_run_evaluates_its_own_data(tmp_path, run_cli):
     code, out, err = run_cli(["evaluate", b, "--json"])
     assert code == 0, err
     m = json.loads(out)
-    assert m["n_samples"] == 10 and m["accuracy"] == pytest.approx(b_acc)
-    assert json.loads(run_cli(["evaluate", a, "--json"])[1])["n_samples"] == 12
+    assert m["n_test"] == 10 and m["test_accuracy"] == pytest.approx(b_acc)
+    assert json.loads(run_cli(["evaluate", a, "--json"])[1])["n_test"] == 12
     # B's features replaced by A's: refused, unless passed explicitly
     shutil.copy(a / "features.npz", b / "features.npz")
     code, _, err = run_cli(["evaluate", b])
     assert code == 1 and "is not the data this model was trained on" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli(["evaluate", b, b / "features.npz", "--json"])
-    assert code == 0 and json.loads(out)["n_samples"] == 12
+    assert code == 0 and json.loads(out)["n_test"] == 12
 
 
 def test_evaluate_notices_a_changed_feature_file(tmp_path, run_cli, table):

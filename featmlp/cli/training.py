@@ -347,13 +347,15 @@ def lecture(data, out, **opts):
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("features_file", metavar="[FEATURES.npz]", required=False, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the metrics as JSON, with the keys of the run's metrics.json (test_accuracy, n_test, "
+                   "per_class, macro, weighted, confusion_matrix).")
 def evaluate(run_dir, features_file, as_json):
     """Evaluate a saved model on the test split of a feature file (default: the run's own)."""
     import json
 
     from ..bundle import load_bundle
-    from ..evaluate import evaluate as evaluate_
+    from ..evaluate import run_metrics
     from ..model import nonfinite_rows
     from ..run import CONFIG_FILE, read_json, resolve_feature_file
     from ..store import load_features, table_fingerprint
@@ -380,11 +382,14 @@ def evaluate(run_dir, features_file, as_json):
     if tuple(table.class_names) != tuple(bundle.class_names):
         raise FeatmlpError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
                            f"{list(bundle.class_names)}")
-    m = evaluate_(table.y_test, bundle.predict(table.X_test), bundle.class_names)
+    # run_metrics: the keys and numbers of the run's metrics.json, so the two compare directly
+    m = run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(f"test accuracy {m['accuracy']:.4f} on {m['n_samples']} images ({features_file})")
+    click.echo(f"test accuracy {_fmt(m['test_accuracy'])} on {m['n_test']} images ({features_file})")
+    if not m["n_test"]:
+        return
     width = max(len(c) for c in bundle.class_names)
     click.echo(f"{'class':<{width}}  precision  recall     f1  support")
     for row in m["per_class"]:

@@ -16,11 +16,12 @@ Examples
 (2, 9)
 """
 
-from .features import FEATURE_SETS, extract_features, feature_names
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    "FEATURE_SETS": "featmlp.features",
+    "extract_features": "featmlp.features",
+    "feature_names": "featmlp.features",
     "load_dataset": "featmlp.data",
     "TrainConfig": "featmlp.train",
     "PRESETS": "featmlp.train",
@@ -31,7 +32,9 @@ _LAZY = {
 
 
 def __getattr__(name):
-    # torch is imported only when training is asked for: extracting features stays light.
+    # Each name's module is imported when it is first asked for: torch only for training, numpy
+    # and the feature registry only for features, so `featmlp --help` (which reads
+    # __version__) imports neither.
     if name in _LAZY:
         import importlib
 
@@ -39,4 +42,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'featmlp' has no attribute {name!r}")
 
 
-__all__ = ["FEATURE_SETS", "extract_features", "feature_names", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]

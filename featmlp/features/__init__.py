@@ -16,13 +16,14 @@ the images and that fitted state: a dict ``{set name: fitted transformer}``, the
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from . import color, hog, texture
+from . import columns
 
 
 @dataclass(frozen=True)
@@ -73,28 +74,42 @@ class FeatureSet:
         return np.float32 if self.needs_fit else np.float64
 
 
+def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
+    """A handcrafted set's function, imported from ``module`` on its first call.
+
+    The kernel modules import numba (~0.4 s, and its compiled-code cache): the registry, the
+    column names and the CLI's help do without them.
+    """
+    def compute(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), function)(images, parallel=parallel)
+
+    compute.__name__ = compute.__qualname__ = function
+    compute.__doc__ = f"{function} of featmlp.features.{module}, imported on first use."
+    return compute
+
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
         "lecture",
-        texture.NAMES,
-        texture.lecture_features,
+        columns.TEXTURE_NAMES,
+        _kernel("texture", "lecture_features"),
         "the lecture's 9 texture features: LBP energy/entropy, 5 GLCM properties, Gabor energy/entropy",
     ),
     "hog": FeatureSet(
         "hog",
-        hog.NAMES,
-        hog.hog_features,
+        columns.HOG_NAMES,
+        _kernel("hog", "hog_features"),
         "histogram of oriented gradients of the grayscale image (9 orientations, 8x8 cells, "
         "2x2 blocks, L2-Hys; 324 values for 32x32 images)",
-        sized_names=hog.names,
+        sized_names=columns.hog_names,
     ),
     "color": FeatureSet(
         "color",
-        color.NAMES,
-        color.color_features,
+        columns.COLOR_NAMES,
+        _kernel("color", "color_features"),
         "22 colour values: mean and deviation of R, G, B; 8-bin hue, 4-bin saturation and value histograms",
         # every value is a statistic over all pixels: a mirror image has the same features
-        mirror=lambda height, width: np.arange(len(color.NAMES)),
+        mirror=lambda height, width: np.arange(len(columns.COLOR_NAMES)),
     ),
     "kmeans": FeatureSet(
         "kmeans",

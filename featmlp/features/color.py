@@ -25,18 +25,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-HUE_BINS = 8
-SAT_BINS = 4
-VAL_BINS = 4
-_CHANNELS = ("r", "g", "b")
-
-NAMES: tuple[str, ...] = (
-    *(f"color_mean_{c}" for c in _CHANNELS),
-    *(f"color_std_{c}" for c in _CHANNELS),
-    *(f"color_hue_{k}" for k in range(HUE_BINS)),
-    *(f"color_sat_{k}" for k in range(SAT_BINS)),
-    *(f"color_val_{k}" for k in range(VAL_BINS)),
-)
+from .columns import COLOR_NAMES as NAMES
+from .columns import HUE_BINS, SAT_BINS, VAL_BINS
 
 _INV_255 = 1.0 / 255  # img_as_float multiplies by this (not a division by 255)
 

@@ -42,50 +42,15 @@ import math
 import numba
 import numpy as np
 
-from ..errors import DataError
+from .columns import BLOCK, CELL, ORIENTATIONS
+from .columns import HOG_NAMES as NAMES
+from .columns import hog_grid as grid
+from .columns import hog_names as names
 from .texture import to_gray
 
-ORIENTATIONS = 9
-CELL = 8  # pixels per cell, both directions
-BLOCK = 2  # cells per block, both directions
 CLIP = 0.2  # L2-Hys clipping
 _EPS2 = 1e-5**2  # scikit-image's eps**2 in _hog_normalize_block
 _MAX_GRAD = 255
-
-
-def grid(height: int, width: int) -> tuple[int, int, int, int]:
-    """Cells and blocks of an image: ``(cell_rows, cell_cols, block_rows, block_cols)``.
-
-    Raises
-    ------
-    DataError
-        If the image has no complete block (smaller than 16x16).
-    """
-    n_cr, n_cc = height // CELL, width // CELL
-    n_br, n_bc = n_cr - BLOCK + 1, n_cc - BLOCK + 1
-    if n_br <= 0 or n_bc <= 0:
-        raise DataError(f"hog needs images of at least {BLOCK * CELL}x{BLOCK * CELL} pixels "
-                        f"({BLOCK}x{BLOCK} cells of {CELL}x{CELL}), got {height}x{width} (HxW); "
-                        f"resize them, e.g. --image-size 32x32")
-    return n_cr, n_cc, n_br, n_bc
-
-
-def names(height: int = 32, width: int = 32) -> tuple[str, ...]:
-    """Column names for ``height`` x ``width`` images, in output order.
-
-    Examples
-    --------
-    >>> n = names(32, 32)
-    >>> len(n), n[0], n[-1]
-    (324, 'hog_b0_0_c0_0_o0', 'hog_b2_2_c1_1_o8')
-    """
-    _, _, n_br, n_bc = grid(height, width)
-    return tuple(f"hog_b{br}_{bc}_c{cr}_{cc}_o{o}"
-                 for br in range(n_br) for bc in range(n_bc)
-                 for cr in range(BLOCK) for cc in range(BLOCK) for o in range(ORIENTATIONS))
-
-
-NAMES = names(32, 32)
 
 _TABLES = None
 

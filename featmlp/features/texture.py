@@ -49,18 +49,7 @@ import numba
 import numpy as np
 
 from ._builds import serial_twin
-
-NAMES: tuple[str, ...] = (
-    "lbp_energy",
-    "lbp_entropy",
-    "glcm_contrast",
-    "glcm_dissimilarity",
-    "glcm_homogeneity",
-    "glcm_energy",
-    "glcm_correlation",
-    "gabor_energy",
-    "gabor_entropy",
-)
+from .columns import TEXTURE_NAMES as NAMES
 
 # The lecture's parameters, one place each.
 LBP_POINTS = 5

@@ -599,3 +599,26 @@ def test_tensorboard_logs_travel_with_the_run(tmp_path, run_cli, table):
     assert code == 0, err
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "r"]
+
+
+def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, run_cli, table):
+    pytest.importorskip("tensorboard")
+    feats = save_features(tmp_path / "f.npz", table)
+    code, out, err = run_cli(["train", feats, "--hidden", "16,8", "--bottleneck", "4", "--dropout", "0.25",
+                              "--epochs", "2", "--tensorboard", "--out", tmp_path / "t"])
+    assert code == 0, err
+    assert ("features: 450 train, 150 test x 9; network 9 -> 4 (linear) -> 16 -> 8 -> 3, dropout 0.25, ce, "
+            "adam lr 0.003 cosine, batch 256, 2 epochs\n") in out
+    listed = out.strip().splitlines()[-1].split("(")[1].rstrip(")").split(", ")
+    assert listed == sorted(p.name + ("/" if p.is_dir() else "") for p in (tmp_path / "t").iterdir())
+    assert "tensorboard/" in listed and "model.safetensors" in listed
+
+    root = image_folder(tmp_path / "imgs")
+    code, out, err = run_cli(["run", "--data", root, "--features", "color", "--test-fraction", "0.5", "--flip",
+                              "--hidden", "6", "--optimizer", "sgd", "--lr", "0.1", "--epochs", "2",
+                              "--out", tmp_path / "r"])
+    assert code == 0, err
+    assert "x 22; network 22 -> 6 -> 2, ce, sgd lr 0.1 cosine momentum 0.9, batch 256, 2 epochs, flip\n" in out
+    assert "features.npz" in out.strip().splitlines()[-1]
+    code, out, _ = run_cli(["train", feats, "--epochs", "2", "-q", "--out", tmp_path / "q"])
+    assert "network" not in out and "run directory" in out  # -q: only the result

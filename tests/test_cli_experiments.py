@@ -125,3 +125,20 @@ def test_sweep_resumes_refuses_another_and_force_replaces(tmp_path, run_cli, fea
     code, out, err = run_cli([*args, "--lr", "1,50", "--force"])
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "sweep.json").read_text())["names"] == ["lr1_h6", "lr50_h6"]
+
+
+def test_sweep_shows_progress_unless_quiet(tmp_path, run_cli, feats, monkeypatch):
+    import featmlp.progress
+
+    class Shown(featmlp.progress.TqdmProgress):  # a bar even though stderr is no terminal here
+        def __init__(self, unit="it", disable=None):
+            super().__init__(unit, disable=disable or False)
+
+    monkeypatch.setattr(featmlp.progress, "TqdmProgress", Shown)
+    # dropout: each configuration trains alone, one after another
+    args = ["sweep", feats, "--dropout", "0.1,0.2,0.3", "--hidden", "4", "--epochs", "1"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "s"])
+    assert code == 0, err
+    assert "sweep" in err and "3/3" in err and "config" in err
+    code, _, err = run_cli([*args, "-q", "--out", tmp_path / "q"])
+    assert code == 0 and err == ""

@@ -101,6 +101,7 @@ def sweep(features_file, workers, out, force, **opts):
     written as soon as its configuration finishes: a sweep killed midway keeps them, and the
     same command again trains only the rest.
     """
+    from ..progress import TqdmProgress
     from ..store import load_features
     from ..sweep import run_sweep
     from .training import _default_out, _fmt, _grid_from
@@ -118,7 +119,13 @@ def sweep(features_file, workers, out, force, **opts):
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")
 
-    result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale, force=force)
+    # One bar over all configurations: those trained together finish at once, the others one by one.
+    progress = TqdmProgress(unit="config", disable=True if quiet else None)
+    try:
+        result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale, force=force,
+                           progress=progress)
+    finally:
+        progress.close()
     if result.resumed and not quiet:
         click.echo(f"resumed: {len(result.resumed)} configuration(s) already finished in {out}, not trained again")
     rows = result.table()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from featmlp.errors import DataError
-from featmlp.run import CONFIG_FILE, METRICS_FILE, read_json
+from featmlp.layout import CONFIG_FILE, METRICS_FILE, read_json
 
 # What each row reports of a run's results, in table order.
 RESULT_COLUMNS = ("test_accuracy", "final_train_loss", "final_val_loss", "epochs", "seconds",

@@ -31,7 +31,7 @@ from featmlp._io import atomic_write
 from featmlp.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir,
                              read_run)
 from featmlp.errors import DataError
-from featmlp.run import CONFUSION_PLOT, LOSS_PLOT, read_json
+from featmlp.layout import CONFUSION_PLOT, LOSS_PLOT, read_json
 
 REPORT_FILE = "report.html"
 SWEEP_FILE = "sweep.json"

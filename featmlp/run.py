@@ -25,7 +25,6 @@ replaced only when asked (``overwrite=True``, ``--force``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,24 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write, exclusive
+from ._io import exclusive
 from .bundle import save_bundle
 from .errors import DataError
 from .evaluate import run_metrics
+# The run directory's file names and JSON helpers live in the torch-free featmlp.layout (so
+# compare and report import no torch); re-exported here, where they have always been imported from.
+from .layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURES_FILE, FEATURES_PARTIAL, LOSS_PLOT,  # noqa: F401
+                     METRICS_FILE, TENSORBOARD_DIR, read_json, resolve_feature_file, write_json)
 from .model import Scaler, nonfinite_rows
 from .plots import plot_confusion, plot_history
 from .store import FeatureTable, table_fingerprint
 from .train import LivePlot, TrainConfig, TrainResult, check_training, train
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-LOSS_PLOT = "loss.png"
-CONFUSION_PLOT = "confusion.png"
-FEATURES_FILE = "features.npz"
-TENSORBOARD_DIR = "tensorboard"
-# Where an extraction into the run keeps its finished chunks (featmlp.store.extract_dataset):
-# kept when a run fails or is killed, so running it again resumes the extraction.
-FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 
 
 @dataclass
@@ -61,37 +54,6 @@ class RunResult:
     result: TrainResult
     metrics: dict
     out: Path
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically, with NaN/inf written as null (strict JSON readers reject NaN)."""
-    with atomic_write(path, "w") as f:
-        json.dump(_finite(obj), f, indent=2)
-        f.write("\n")
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    from .errors import DataError
-
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: is {path.parent} a featmlp run directory?") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
 
 
 def score_test(result: TrainResult, table: FeatureTable) -> dict:
@@ -359,12 +321,6 @@ def _recorded_data(data: dict, rd: RunDirectory) -> dict:
         data["feature_file"] = rel.as_posix()
         return data
     return data  # outside the run: as given (the CLI gives absolute paths)
-
-
-def resolve_feature_file(run_dir: str | os.PathLike, recorded: str) -> Path:
-    """The feature file a run's ``config.json`` records, found relative to the run directory."""
-    path = Path(recorded)
-    return path if path.is_absolute() else Path(run_dir) / path
 
 
 def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None, *,

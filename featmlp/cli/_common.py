@@ -7,7 +7,7 @@ import warnings
 import click
 
 from ..errors import ConfigError
-from ..features import DEFAULT_FEATURES, FEATURE_SETS, get_feature_set
+from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
 
 
 def _parse_size(ctx, param, value):
@@ -58,26 +58,14 @@ def fitted_options(f):
                      help="Apply the fitted state (kmeans dictionary, whitening) of a run directory or a feature "
                           "file instead of fitting it on these training images.")(f)
     f = click.option("--feature-option", "feature_option", multiple=True, metavar="KEY=VALUE",
-                     callback=_parse_pairs, cls=_LazyHelpOption,
+                     callback=_parse_pairs,
                      help="A setting of a fitted feature set, repeatable: --feature-option k=4000 "
-                          "--feature-option pool=4. ")(f)
+                          "--feature-option pool=4. " + _fitted_settings_help())(f)
     return f
 
 
-class _LazyHelpOption(click.Option):
-    """--feature-option: the fitted sets' settings and defaults are looked up when help is shown
-    (reading them imports scikit-learn, ~1 s, which a plain extraction does not need)."""
-
-    def get_help_record(self, ctx):
-        if not getattr(self, "_completed", False):
-            self.help = (self.help or "") + _fitted_settings_help()
-            self._completed = True
-        return super().get_help_record(ctx)
-
-
 def _fitted_settings_help() -> str:
-    from ..features import feature_options
-
+    # From the registry: the fitted sets' own modules (scikit-learn, numba) are not imported for help.
     return "; ".join(f"{name}: " + ", ".join(f"{k} (default {v})" for k, v in feature_options(name).items())
                      for name, fset in FEATURE_SETS.items() if fset.fitted is not None) + "."
 

@@ -1,4 +1,7 @@
-"""``featmlp lr-find | compare | report``: choosing settings and comparing what they gave."""
+"""``featmlp lr-find | sweep``: choosing settings by trying them.
+
+``compare`` and ``report``, which only read what runs wrote, are in :mod:`featmlp.cli.runs`
+(this module's options import torch)."""
 
 from __future__ import annotations
 
@@ -51,33 +54,6 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
         click.echo(f"  rule {name}: {value:.3g}")
     click.echo(f"rule: {result.rule}")
     click.echo(f"suggested lr: {result.suggested_lr:.3g}")
-
-
-@click.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--plot", "plot_path", default="compare.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to draw the runs' loss curves overlaid.")
-@click.option("--log-scale", is_flag=True, help="Loss on a log scale.")
-def compare(run_dirs, plot_path, log_scale):
-    """Compare run directories: overlaid loss curves and a table of differing settings and results."""
-    from ..compare import compare_runs, format_table, plot_comparison
-    from ..plots import plot_format
-
-    plot_format(plot_path)
-    rows, _ = compare_runs(run_dirs)
-    plot_comparison(run_dirs, plot_path, log_scale=log_scale)
-    click.echo(format_table(rows))
-    click.echo(f"loss curves: {plot_path}")
-
-
-@click.command()
-@click.argument("directory", type=click.Path(file_okay=False))
-def report(directory):
-    """Write DIR/report.html: one self-contained page (plots embedded) for a run or a sweep."""
-    from ..report import write_report
-
-    path = write_report(directory)
-    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
 
 
 @click.command()

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from ..layout import FEATURES_FILE
 from ..progress import TqdmProgress
 from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_options, report_skipped,
                       resolve_fitted)
@@ -14,7 +15,7 @@ from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_
 @click.command(epilog=SOURCE_HELP)
 @click.argument("source", required=False)
 @features_option
-@click.option("-o", "--output", default="features.npz", show_default=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", default=FEATURES_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="Feature file to write (.npz: X_train, y_train, X_test, y_test, feature_names, class_names).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes to extract with (1 = this process, using all its threads).")

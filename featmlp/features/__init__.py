@@ -37,7 +37,9 @@ class FeatureSet:
     A fitted set has ``fitted``, a function returning the transformer class (``fit(images)``,
     ``transform(images)``, ``state()``, ``from_state(settings, arrays)``, ``feature_names()``,
     ``mirror_permutation()``), imported on first use; its ``fn`` and ``names`` come from the
-    fitted transformer.
+    fitted transformer. ``options`` are the transformer's settings as ``(name, default)``
+    pairs, its ``get_params()`` (listed here so that help and option checks need not import
+    it; tests/test_startup.py compares them).
     ``mirror(height, width)`` gives the column permutation of mirrored images' features for
     a pure set whose features mirror that way (None: they do not). ``preset`` names the
     training preset recommended for the set (None: the default). ``parts`` are the sets of a
@@ -53,6 +55,7 @@ class FeatureSet:
     mirror: Callable[[int, int], np.ndarray] | None = None
     preset: str | None = None
     parts: tuple["FeatureSet", ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
 
     def names_for(self, height: int, width: int) -> tuple[str, ...]:
         """Column names for ``height`` x ``width`` images (raises DataError where a size is too small)."""
@@ -120,6 +123,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "--feature-option k=N, pool=N, ...)",
         fitted=lambda: _kmeans_class(),
         preset="kmeans",
+        options=(("encoding", "triangle"), ("k", 1600), ("mirror", True), ("n_iter", 10),
+                 ("n_patches", 400_000), ("norm_eps", 10.0), ("patch_size", 6), ("pool", 3),
+                 ("power", 0.5), ("seed", 0), ("stride", 1), ("whiten_eps", 0.1)),
     ),
 }
 
@@ -219,8 +225,7 @@ def feature_options(features: str | FeatureSet) -> dict[str, object]:
     fset = get_feature_set(features)
     out: dict[str, object] = {}
     for part in fset.components:
-        if part.fitted is not None:
-            out.update(part.fitted()().get_params())
+        out.update(part.options)
     return out
 
 

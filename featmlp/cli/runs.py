@@ -1,0 +1,39 @@
+"""``featmlp compare | report``: reading finished run and sweep directories.
+
+Apart from the training commands (whose options are built from the training registries, which
+import torch), so comparing runs and writing their report start at once; matplotlib is
+imported only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--plot", "plot_path", default="compare.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to draw the runs' loss curves overlaid.")
+@click.option("--log-scale", is_flag=True, help="Loss on a log scale.")
+def compare(run_dirs, plot_path, log_scale):
+    """Compare run directories: overlaid loss curves and a table of differing settings and results."""
+    from ..compare import compare_runs, format_table, plot_comparison
+    from ..plots import plot_format
+
+    plot_format(plot_path)
+    rows, _ = compare_runs(run_dirs)
+    plot_comparison(run_dirs, plot_path, log_scale=log_scale)
+    click.echo(format_table(rows))
+    click.echo(f"loss curves: {plot_path}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def report(directory):
+    """Write DIR/report.html: one self-contained page (plots embedded) for a run or a sweep."""
+    from ..report import write_report
+
+    path = write_report(directory)
+    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

@@ -10,15 +10,19 @@ from pathlib import Path
 import click
 
 from ..features import recommended_preset
-from .training import _config_from, train_options
+from .training import LR_FIND_UNUSED, SWEEP_UNUSED, _config_from, train_options
 
 
 @click.command("lr-find")
 @click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
-@train_options
-@click.option("--start-lr", default=1e-7, show_default=True, type=click.FloatRange(0, min_open=True))
-@click.option("--end-lr", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True))
-@click.option("--steps", "num_steps", default=100, show_default=True, type=click.IntRange(3))
+@train_options(omit=LR_FIND_UNUSED)
+@click.option("--start-lr", default=1e-7, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Learning rate of the first step.")
+@click.option("--end-lr", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Learning rate of the last step (the lr grows geometrically in between).")
+# featmlp.lr_find.lr_find takes at least 5 steps: the smallest curve its rules can read
+@click.option("--steps", "num_steps", default=100, show_default=True, type=click.IntRange(5),
+              help="Optimiser steps, at least 5 (fewer are taken when the loss blows up).")
 @click.option("--smoothing", default=0.98, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Weight of the past in the exponentially smoothed loss.")
 @click.option("--rule", default="steepest", show_default=True,
@@ -41,7 +45,6 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
     plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
     table = load_features(features_file)
     quiet = opts.pop("quiet")
-    opts.pop("log_scale"), opts.pop("tensorboard")
     config = _config_from(opts, recommended_preset(table.feature_set))
     progress = TqdmProgress(unit="step", disable=True if quiet else None)
     result = lr_find_(table.X_train, table.y_train, config, n_classes=len(table.class_names),
@@ -58,7 +61,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
 
 @click.command()
 @click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
-@train_options(sweep=True)
+@train_options(sweep=True, omit=SWEEP_UNUSED)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes for configurations that cannot train together (dropout, batch norm, early stopping).")
 @click.option("--out", "out", type=click.Path(file_okay=False),
@@ -88,8 +91,6 @@ def sweep(features_file, workers, out, force, **opts):
         # --device takes one value (every configuration runs where the sweep runs), while the
         # grid takes a list per field: the one value is a one-entry list, so it does not vary.
         opts["device"] = [opts["device"]]
-    if opts.pop("tensorboard"):
-        raise click.UsageError("--tensorboard applies to single runs (train, run, lecture), not to sweeps")
     configs = _grid_from(opts, recommended_preset(table.feature_set))
     out = Path(out or _default_out("sweep"))
     if not quiet:

@@ -36,88 +36,132 @@ def _list_of(type_):
     return parse
 
 
-def train_options(f=None, *, sweep: bool = False):
+# The options of the training settings some commands do not use, so do not offer.
+LR_FIND_UNUSED = ("lr", "epochs", "schedule", "patience", "flip", "test_flip", "log_scale", "tensorboard")
+SWEEP_UNUSED = ("tensorboard",)  # TensorBoard logs one run; a sweep's runs share results.csv and loss.png
+
+
+def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit: tuple[str, ...] = ()):
     """Every TrainConfig field as an option; unset options keep the preset's value.
 
-    With ``sweep=True`` each option takes a comma-separated list of values to try, and
-    ``--hidden`` may be repeated (one architecture each).
+    Each option's help ends with its value in ``preset`` (the one the command starts from) and in
+    the other presets where it differs, read from :data:`featmlp.train.PRESETS`. Options named
+    in ``omit`` (settings the command does not use) are left out, so passing one is a usage
+    error rather than silently ignored. With ``sweep=True`` each option takes a comma-separated
+    list of values to try, and ``--hidden`` may be repeated (one architecture each).
     """
     if f is None:
-        return lambda g: train_options(g, sweep=sweep)
+        return lambda g: train_options(g, sweep=sweep, preset=preset, omit=omit)
     from ..model import ACTIVATIONS, HEADS, SCALERS
     from ..train import OPTIMIZERS, PRESETS, SCHEDULES
 
-    opts = [
-        click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Named configuration to start from (default: 'kmeans' for kmeans features, else "
-                          "'default', the best on the 9 lecture features; 'lecture' = the notebook's; 'wide' = "
-                          "default with dropout 0.3, for wide feature sets such as lecture+hog+color; 'kmeans' = "
-                          "256 linear bottleneck -> 2048, dropout 0.5, label smoothing, flips). Any option below overrides its value."),
-        click.option("--hidden", callback=_parse_hidden, metavar="N[,N...]",
-                     help="Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
-        click.option("--bottleneck", type=click.IntRange(0),
-                     help="Width of a linear layer before the hidden layers (0: none): a low-rank first layer "
-                          "for thousands of features."),
-        click.option("--activation", type=click.Choice(sorted(ACTIVATIONS))),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout after each hidden layer."),
-        click.option("--batch-norm/--no-batch-norm", default=None, help="Batch norm after each hidden layer."),
-        click.option("--head", type=click.Choice(sorted(HEADS)),
-                     help="ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
-        click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)),
-                     help="gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
-        click.option("--lr", type=float, help="Learning rate (peak under a schedule)."),
-        click.option("--epochs", type=click.IntRange(1), help="Epochs (the most, with early stopping)."),
-        click.option("--batch-size", type=click.IntRange(1)),
-        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), help="Momentum of sgd."),
-        click.option("--weight-decay", type=click.FloatRange(0)),
-        click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), help="Learning-rate schedule."),
-        click.option("--scaler", type=click.Choice(sorted(SCALERS)),
-                     help="Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all columns) | none."),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
-                     help="Share of train held out for validation curves and early stopping."),
-        click.option("--patience", type=click.IntRange(0),
-                     help="Early stopping: epochs without a better validation loss (0: off)."),
-        click.option("--class-weight", type=click.Choice(["none", "balanced"]),
-                     help="balanced: weigh classes inversely to their frequency (unbalanced folders)."),
-        click.option("--seed", type=click.IntRange(0), help="Seed of weights, batch order, validation split."),
-        click.option("--flip/--no-flip", default=None,
-                     help="Also train on the mirror image of every training image (feature sets whose "
-                          "mirrored features are a column permutation: kmeans, color)."),
-        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
-                     help="Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
-        click.option("--test-flip/--no-test-flip", default=None,
-                     help="Predict with the mean of each image's and its mirror image's probabilities."),
-        click.option("--device", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
-        click.option("--log-scale", is_flag=True, help="Loss plots on a log scale."),
-        click.option("--tensorboard", is_flag=True,
-                     help="Also log every epoch for TensorBoard, in RUN_DIR/tensorboard (needs the tensorboard package)."),
-        click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines or progress bars."),
+    if preset == "lecture":
+        start = "default: 'lecture', the notebook's; 'default' = the best on the 9 lecture features"
+    else:
+        start = ("default: 'kmeans' for kmeans features, else 'default', the best on the 9 lecture features; "
+                 "'lecture' = the notebook's")
+    # (field, declarations, click settings, what it does); the defaults are added below
+    specs = [
+        ("preset", ("--preset",), dict(type=click.Choice(sorted(PRESETS))),
+         f"Named configuration to start from ({start}; 'wide' = default with dropout 0.3, for wide feature "
+         "sets such as lecture+hog+color; 'kmeans' = 256 linear bottleneck -> 2048, dropout 0.5, label "
+         "smoothing, flips). Any option below overrides its value."),
+        ("hidden", ("--hidden",), dict(callback=_parse_hidden, metavar="N[,N...]"),
+         "Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
+        ("bottleneck", ("--bottleneck",), dict(type=click.IntRange(0)),
+         "Width of a linear layer before the hidden layers (0: none): a low-rank first layer for thousands "
+         "of features."),
+        ("activation", ("--activation",), dict(type=click.Choice(sorted(ACTIVATIONS))),
+         "Activation of the hidden layers."),
+        ("dropout", ("--dropout",), dict(type=click.FloatRange(0, 1, max_open=True)),
+         "Dropout after each hidden layer."),
+        ("batch_norm", ("--batch-norm/--no-batch-norm",), dict(default=None), "Batch norm after each hidden layer."),
+        ("head", ("--head",), dict(type=click.Choice(sorted(HEADS))),
+         "ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
+        ("optimizer", ("--optimizer",), dict(type=click.Choice(sorted(OPTIMIZERS))),
+         "gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
+        ("lr", ("--lr",), dict(type=float), "Learning rate (peak under a schedule)."),
+        ("epochs", ("--epochs",), dict(type=click.IntRange(1)), "Epochs (the most, with early stopping)."),
+        ("batch_size", ("--batch-size",), dict(type=click.IntRange(1)),
+         "Training rows per optimiser step (not used by gd, which steps once per epoch on all of them)."),
+        ("momentum", ("--momentum",), dict(type=click.FloatRange(0, 1, max_open=True)), "Momentum of sgd."),
+        ("weight_decay", ("--weight-decay",), dict(type=click.FloatRange(0)),
+         "L2 penalty on the weights (decoupled from the gradient with adamw)."),
+        ("schedule", ("--schedule",), dict(type=click.Choice(sorted(SCHEDULES))),
+         "Learning-rate schedule over the run's steps: none | cosine (down to 0) | onecycle (warm-up, then down)."),
+        ("scaler", ("--scaler",), dict(type=click.Choice(sorted(SCALERS))),
+         "Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all "
+         "columns) | none."),
+        ("val_fraction", ("--val-fraction",), dict(type=click.FloatRange(0, 1, max_open=True)),
+         "Share of train held out for validation curves and early stopping."),
+        ("patience", ("--patience",), dict(type=click.IntRange(0)),
+         "Early stopping: epochs without a better validation loss (0: off)."),
+        ("class_weight", ("--class-weight",), dict(type=click.Choice(["none", "balanced"])),
+         "balanced: weigh classes inversely to their frequency (unbalanced folders)."),
+        ("seed", ("--seed",), dict(type=click.IntRange(0)), "Seed of weights, batch order, validation split."),
+        ("flip", ("--flip/--no-flip",), dict(default=None),
+         "Also train on the mirror image of every training image (feature sets whose mirrored features are a "
+         "column permutation: kmeans, color)."),
+        ("label_smoothing", ("--label-smoothing",), dict(type=click.FloatRange(0, 1, max_open=True)),
+         "Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
+        ("test_flip", ("--test-flip/--no-test-flip",), dict(default=None),
+         "Predict with the mean of each image's and its mirror image's probabilities."),
+        ("device", ("--device",), {}, "auto (CUDA when available) | cpu | cuda | cuda:N."),
+        ("log_scale", ("--log-scale",), dict(is_flag=True), "Loss plots on a log scale."),
+        ("tensorboard", ("--tensorboard",), dict(is_flag=True),
+         "Also log every epoch for TensorBoard, in RUN_DIR/tensorboard (needs the tensorboard package)."),
+        ("quiet", ("-q", "--quiet"), dict(is_flag=True), "No per-epoch lines or progress bars."),
     ]
-    if sweep:
-        opts = [_as_list_option(o) for o in opts]
-    for opt in reversed(opts):
-        f = opt(f)
+    for name, decls, settings, text in reversed(specs):
+        if name in omit:
+            continue
+        if sweep and name == "hidden":
+            settings = dict(multiple=True, metavar="N[,N...]",
+                            callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None)
+            text = "Hidden layer sizes of one architecture; repeat for several: --hidden 6 --hidden 6,6."
+        elif sweep and not settings.get("is_flag") and "/" not in decls[0] and name not in ("preset", "device"):
+            settings = _as_list(settings)
+            text += " Comma-separated values to try."
+        if name in _TRAIN_KEYS:
+            text = f"{text} {preset_defaults(name, preset)}"
+        f = click.option(*decls, name, help=text, **settings)(f)
     return f
 
 
-def _as_list_option(decorator):
-    """The same option, taking a list of values: repeatable --hidden, comma lists otherwise."""
-    probe = decorator(lambda: None).__click_params__[0]
-    name = probe.name
-    if probe.is_flag or name in ("preset", "device"):
-        return decorator
-    decls = [d for d in probe.opts + probe.secondary_opts]
-    if isinstance(probe.type, click.Choice):
-        metavar_type = "|".join(probe.type.choices)
-    elif isinstance(probe.type, (click.IntRange, click.FloatRange)):
-        metavar_type = "INT" if isinstance(probe.type, click.IntRange) else "FLOAT"
+def _as_list(settings: dict) -> dict:
+    """The settings of an option taking a comma-separated list of values of the same type."""
+    type_ = click.types.convert_type(settings.get("type"))
+    if isinstance(type_, click.Choice):
+        metavar_type = "|".join(type_.choices)
+    elif isinstance(type_, (click.IntRange, click.FloatRange)):
+        metavar_type = "INT" if isinstance(type_, click.IntRange) else "FLOAT"
     else:
-        metavar_type = getattr(probe.type, "name", "value").upper()
-    if name == "hidden":
-        return click.option(*decls, "hidden", multiple=True, callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None,
-                            metavar="N[,N...]", help="Hidden layer sizes of one architecture; repeat for several: --hidden 6 --hidden 6,6.")
-    return click.option(*decls, name, default=None, callback=_list_of(probe.type), metavar=f"{metavar_type}[,...]",
-                        help=(probe.help or "") + " Comma-separated values to try.")
+        metavar_type = getattr(type_, "name", "value").upper()
+    return dict(default=None, callback=_list_of(type_), metavar=f"{metavar_type}[,...]")
+
+
+def preset_defaults(field: str, preset: str = "default") -> str:
+    """``Default: 256,256 (preset 'default'); other presets: lecture 6, kmeans 2048.`` for an option's help.
+
+    Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``).
+    """
+    from ..train import PRESETS
+
+    value = getattr(PRESETS[preset], field)
+    others = [f"{name} {_as_typed(field, getattr(config, field))}" for name, config in PRESETS.items()
+              if name != preset and getattr(config, field) != value]
+    text = f"Default: {_as_typed(field, value)} (preset '{preset}')"
+    return text + ("; other presets: " + ", ".join(others) if others else "; the same in every preset") + "."
+
+
+def _as_typed(field: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{field.replace('_', '-')}"
+    if field == "hidden":
+        return ",".join(map(str, value)) or "''"
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 _TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
@@ -373,17 +417,22 @@ def run(data, features, out, **opts):
     _run_pipeline(data, features, out, opts, "run")
 
 
-@click.command(epilog=SOURCE_HELP)
+def _lecture_help() -> str:
+    from ..train import PRESETS
+
+    config = PRESETS["lecture"]
+    return (f"The lecture notebook, reproduced: its 9 texture features and preset 'lecture', "
+            f"{network_line(config, 9, 10).removeprefix('network ')} (on CIFAR-10), {config.scaler} scaling."
+            "\n\nOptions override the lecture's values, as in its experiments: --hidden 6,6, --lr 5000.")
+
+
+@click.command(epilog=SOURCE_HELP, help=_lecture_help())
 @click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
-@train_options
+@train_options(preset="lecture")
 @data_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/lecture-<time>).")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def lecture(data, out, **opts):
-    """The lecture notebook, reproduced: 9 texture features, 9 -> 6 -> 10, softmax + MSE, GD lr 10, 20 epochs.
-
-    Options override the lecture's values, as in its experiments: --hidden 6,6, --lr 5000.
-    """
     _run_pipeline(data, "lecture", out, opts, "lecture", preset="lecture", lecture=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sklearn.datasets import make_classification
@@ -142,3 +143,30 @@ def test_sweep_shows_progress_unless_quiet(tmp_path, run_cli, feats, monkeypatch
     assert "sweep" in err and "3/3" in err and "config" in err
     code, _, err = run_cli([*args, "-q", "--out", tmp_path / "q"])
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("command, kind, name", [("lr-find", "lr-find", "lr_find.png"),
+                                                 ("compare", "compare", "compare.png")])
+def test_plots_go_into_a_named_folder_not_the_working_directory(tmp_path, run_cli, feats, monkeypatch,
+                                                                  command, kind, name):
+    if command == "lr-find":
+        args = ["lr-find", feats, "--steps", "20", "-q"]
+    else:
+        for run in ("a", "b"):
+            assert run_cli(["train", feats, "--epochs", "2", "-q", "--out", tmp_path / run])[0] == 0
+        args = ["compare", tmp_path / "a", tmp_path / "b"]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, err = run_cli(args)
+    assert code == 0, err
+    (folder,) = (work / "runs").iterdir()  # runs/<kind>-<time>, and nothing else in the working directory
+    assert [p.name for p in work.iterdir()] == ["runs"] and folder.name.startswith(f"{kind}-")
+    assert [p.name for p in folder.iterdir()] == [name]
+    assert f"{Path('runs') / folder.name / name}" in out  # said where
+
+    code, out, err = run_cli([*args, "--out", tmp_path / "mine"])
+    assert code == 0, err
+    assert (tmp_path / "mine" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(tmp_path / "mine" / name) in out
+    code, _, err = run_cli([*args, "--out", tmp_path / "x", "--plot", tmp_path / "y.png"])
+    assert code == 2 and "not both" in err and not (tmp_path / "x").exists() and not (tmp_path / "y.png").exists()

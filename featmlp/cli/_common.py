@@ -125,3 +125,21 @@ def report_skipped(dataset, shown: int = 3) -> None:
     listed = ", ".join(f"{name} ({reason})" for name, reason in skipped[:shown])
     more = f", and {n - shown} more" if n > shown else ""
     click.echo(f"skipped {n} unreadable file{'s' if n > 1 else ''}: {listed}{more}", err=True)
+
+
+def default_out(kind: str) -> str:
+    """Where a command writes when not told: ``runs/<kind>-<time>`` (never the working directory itself)."""
+    import time
+    from pathlib import Path
+
+    return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def plot_file(out, plot, kind: str, name: str):
+    """The file a plotting command draws into: ``--plot FILE`` as given, else ``name`` in ``--out``
+    (default ``runs/<kind>-<time>``), so that a plot never lands silently in the working directory."""
+    from pathlib import Path
+
+    if out is not None and plot is not None:
+        raise click.UsageError("give --out (a folder for the plot) or --plot (its file), not both")
+    return Path(plot) if plot is not None else Path(out or default_out(kind)) / name

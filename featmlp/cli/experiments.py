@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..features import recommended_preset
+from ._common import default_out, plot_file
 from .training import LR_FIND_UNUSED, SWEEP_UNUSED, _config_from, train_options
 
 
@@ -29,9 +30,11 @@ from .training import LR_FIND_UNUSED, SWEEP_UNUSED, _config_from, train_options
               type=click.Choice(["steepest", "minimum/10"]),
               help="steepest: where the smoothed loss falls fastest (before its minimum); "
                    "minimum/10: a tenth of the lr at the smoothed minimum.")
-@click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to draw loss against learning rate.")
-def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_path, **opts):
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Folder to draw loss against learning rate in, as lr_find.png (default: runs/lr-find-<time>).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw it into this file instead (its suffix picks the format: .png, .svg, .pdf).")
+def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, plot_path, **opts):
     """Learning-rate range test: train briefly with an exponentially growing lr, plot the loss.
 
     The loss is smoothed and the test stops when it blows up. Always look at the plot: a
@@ -42,6 +45,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, plot_pa
     from ..progress import TqdmProgress
     from ..store import load_features
 
+    plot_path = plot_file(out, plot_path, "lr-find", "lr_find.png")
     plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
     table = load_features(features_file)
     quiet = opts.pop("quiet")
@@ -83,7 +87,7 @@ def sweep(features_file, workers, out, force, **opts):
     from ..progress import TqdmProgress
     from ..store import load_features
     from ..sweep import run_sweep
-    from .training import _default_out, _fmt, _grid_from
+    from .training import _fmt, _grid_from
 
     table = load_features(features_file)
     quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
@@ -92,7 +96,7 @@ def sweep(features_file, workers, out, force, **opts):
         # grid takes a list per field: the one value is a one-entry list, so it does not vary.
         opts["device"] = [opts["device"]]
     configs = _grid_from(opts, recommended_preset(table.feature_set))
-    out = Path(out or _default_out("sweep"))
+    out = Path(out or default_out("sweep"))
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")
 

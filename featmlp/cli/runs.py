@@ -14,14 +14,18 @@ import click
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--plot", "plot_path", default="compare.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to draw the runs' loss curves overlaid.")
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Folder to draw the runs' loss curves overlaid in, as compare.png (default: runs/compare-<time>).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw them into this file instead (its suffix picks the format: .png, .svg, .pdf).")
 @click.option("--log-scale", is_flag=True, help="Loss on a log scale.")
-def compare(run_dirs, plot_path, log_scale):
+def compare(run_dirs, out, plot_path, log_scale):
     """Compare run directories: overlaid loss curves and a table of differing settings and results."""
     from ..compare import compare_runs, format_table, plot_comparison
     from ..plots import plot_format
+    from ._common import plot_file
 
+    plot_path = plot_file(out, plot_path, "compare", "compare.png")
     plot_format(plot_path)
     rows, _ = compare_runs(run_dirs)
     plot_comparison(run_dirs, plot_path, log_scale=log_scale)

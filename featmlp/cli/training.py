@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -11,8 +10,8 @@ import numpy as np
 from ..errors import FeatmlpError
 from ..features import recommended_preset
 from ..progress import TqdmProgress
-from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_options, report_skipped,
-                      resolve_fitted)
+from ._common import (SOURCE_HELP, _load, data_options, default_out, features_option, fitted_options,
+                      report_skipped, resolve_fitted)
 
 
 def _parse_hidden(ctx, param, value):
@@ -241,10 +240,6 @@ def _report_run(run, lecture: bool = False) -> None:
     click.echo(f"run directory: {run.out}  ({', '.join(files)})")
 
 
-def _default_out(kind: str) -> str:
-    return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
 # Flips are left on when the mirror images are classified as their own class nearly as often as
 # the images themselves (see featmlp.store.mirror_agreement).
 _MIRROR_AGREEMENT = 0.9
@@ -357,7 +352,7 @@ def train(features_file, out, force, **opts):
     from ..run import check_out
     from ..store import load_features
 
-    out = out or _default_out("train")
+    out = out or default_out("train")
     check_out(out, overwrite=force)  # before reading a large feature file
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
@@ -378,7 +373,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = _config_from(opts, preset or recommended_preset(features))
     check_config(config)  # settings and device, before the long extraction
-    out = Path(out or _default_out(kind))
+    out = Path(out or default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)

@@ -1,0 +1,123 @@
+"""Start-up of the featmlp command, before and after issue 9's "a CLI that starts instantly".
+
+Times, as wall clock of a fresh process each (what a user waits for), ``python -c pass`` and
+
+- ``featmlp --help``, ``featmlp extract --help``, ``featmlp compare --help``;
+- ``featmlp report RUN`` (a run directory made here, its plots embedded as they are);
+- ``featmlp train F.npz --preset lecture -q``: the lecture's network on the bundled sample's
+  lecture features, with the training time its ``metrics.json`` records beside the wall time;
+
+with the code of commit ``--old`` (checked out with ``git worktree add`` into a temporary folder,
+removed at the end) and with this working tree, each run as ``PYTHONPATH=<tree> python -c "from
+featmlp.cli import main; main()" ARGS`` (what the ``featmlp`` script does). The two take turns
+in every repeat, so a passing load weighs on both alike; the first round warms the disk cache
+and numba's compiled-code cache and is not counted. Prints the median of ``--repeats`` rounds,
+the spread (min..max), the before/after ratio and the after time over ``python -c pass``.
+
+    python benchmarks/bench_startup.py [--old 5469665] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The last commit before the start-up work of issue 9.
+OLD = "546966503ae875238cd655e5013b6a7fdf064a4c"
+ENTRY = "from featmlp.cli import main; main()"
+
+
+def timed(args, tree: Path | None, cwd: Path) -> float:
+    """Wall seconds of ``python -c ENTRY ARGS`` with featmlp from ``tree`` (None: ``python -c pass``)."""
+    env = dict(os.environ)
+    if tree is None:
+        cmd = [sys.executable, "-c", "pass"]
+    else:
+        cmd = [sys.executable, "-c", ENTRY, *map(str, args)]
+        env["PYTHONPATH"] = str(tree)
+    start = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, args))} failed with {tree}:\n{r.stdout}{r.stderr}")
+    return seconds
+
+
+def spread(values) -> str:
+    return f"{statistics.median(values):6.3f} [{min(values):.3f}..{max(values):.3f}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old", default=OLD, help="commit to compare with (default: before the start-up work)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="featmlp-bench-startup-"))
+    old_tree = Path("/tmp/startup-old")
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(old_tree), args.old],
+                   check=True, capture_output=True)
+    try:
+        trees = {"before": old_tree, "after": ROOT}
+        features, run = work / "f.npz", work / "run"
+        print(f"featmlp extract sample -> {features} (after's code) ...", file=sys.stderr)
+        timed(["extract", "sample", "-o", features, "-q"], ROOT, work)
+        timed(["train", features, "--preset", "lecture", "-q", "--out", run], ROOT, work)
+        commands = {
+            "featmlp --help": ["--help"],
+            "featmlp extract --help": ["extract", "--help"],
+            "featmlp compare --help": ["compare", "--help"],
+            "featmlp report RUN": ["report", run],
+            "featmlp train F.npz --preset lecture -q": None,  # its --out differs per tree
+        }
+        times = {(name, side): [] for name in commands for side in trees}
+        python, trained = [], {side: [] for side in trees}
+        for round_ in range(args.repeats + 1):
+            order = list(trees) if round_ % 2 == 0 else list(trees)[::-1]
+            t_python = timed([], None, work)
+            for name, cmd in commands.items():
+                for side in order:
+                    out = work / f"lecture-{side}"
+                    argv = cmd if cmd is not None else ["train", features, "--preset", "lecture", "-q",
+                                                        "--out", out, "--force"]
+                    seconds = timed(argv, trees[side], work)
+                    if round_:
+                        times[name, side].append(seconds)
+                        if cmd is None:
+                            metrics = json.loads((out / "metrics.json").read_text())
+                            trained[side].append(metrics["train_seconds"])
+            if round_:
+                python.append(t_python)
+            print(f"round {round_}/{args.repeats} done" + (" (warm-up)" if not round_ else ""), file=sys.stderr)
+
+        print(f"\nwall seconds of a fresh process, median [min..max] of {args.repeats} rounds; "
+              f"before = {args.old[:10]}, after = this working tree")
+        print(f"{'command':<42} {'before':>22} {'after':>22} {'before/after':>12} {'after/python':>12}")
+        base = statistics.median(python)
+        print(f"{'python -c pass':<42} {'':>22} {spread(python):>22} {'':>12} {1.0:>11.1f}x")
+        for name in commands:
+            old, new = times[name, "before"], times[name, "after"]
+            print(f"{name:<42} {spread(old):>22} {spread(new):>22} "
+                  f"{statistics.median(old) / statistics.median(new):>11.1f}x {statistics.median(new) / base:>11.1f}x")
+        for side in trees:
+            wall, train = statistics.median(times["featmlp train F.npz --preset lecture -q", side]), \
+                statistics.median(trained[side])
+            print(f"lecture train, {side:<6}: wall {wall:.3f} s for {train:.3f} s of training "
+                  f"(metrics.json train_seconds; {wall - train:.3f} s around it)")
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)],
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,10 +47,23 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { font-size: 1.6em; border-bottom: 2px solid #ccc; padding-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; }
 h3 { font-size: 1.05em; margin-top: 1.4em; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: .9em; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .9em; max-width: 100%; }
+/* Headers break after their underscores, configuration names too, and a word longer than its
+   column (a path, a long name) anywhere ("anywhere", unlike "break-word", lets the column shrink
+   below that word); other words and numbers stay whole. So a table fits the page's width
+   instead of widening it. */
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top;
+         overflow-wrap: break-word; }
+table.kv td, td.name { overflow-wrap: anywhere; }
+td.name { min-width: 8em; }
 th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+/* The last resort for a table with more columns than the page has room for: it scrolls in its
+   own box; the page keeps its width. */
+div.scroll { overflow-x: auto; max-width: 100%; }
+div.scroll > table { margin: 0; }
+table.results { font-size: .8em; }
+table.results td, table.results th { padding: .2em .35em; }
 tr.diverged td { color: #a00; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .muted { color: #777; font-size: .85em; }
@@ -241,13 +254,16 @@ def _sweep_page(directory: Path) -> str:
         for c in header:
             value = r.get(c)
             if c == "name" and value in anchors and runs[names.index(value)] is not None:
-                cells.append(f'<td><a href="#{anchors[value]}">{_e(value)}</a></td>')
+                cells.append(f'<td class="name"><a href="#{anchors[value]}">{_breakable(value)}</a></td>')
+            elif c == "name":
+                cells.append(f'<td class="name">{_breakable(value or "")}</td>')
             else:
                 # CSV cells are text: show numbers as the other tables do.
                 cells.append(_td(_csv_value(value), c))
         table_rows.append((cells, _truthy(r.get("diverged"))))
-    body.append(_table(header, [c for c, _ in table_rows],
-                       row_classes=["diverged" if d else "" for _, d in table_rows]))
+    body.append('<div class="scroll">' + _table(header, [c for c, _ in table_rows],
+                                               row_classes=["diverged" if d else "" for _, d in table_rows],
+                                               cls="results") + "</div>")
 
     body.append("<h2>Loss curves</h2>")
     if found or _is_png(directory / SWEEP_LOSS_PLOT):
@@ -260,8 +276,7 @@ def _sweep_page(directory: Path) -> str:
                                         lambda p: _plot_accuracy_vs_lr(rows, p)),
                          "test accuracy against learning rate"))
     if isinstance(sweep, dict):
-        body.append("<h2>Sweep settings</h2>")
-        body.append(_key_value_table([(k, k, v) for k, v in _flatten(sweep).items()]))
+        body.extend(_sweep_settings(sweep))
 
     body.append("<h2>Configurations</h2>")
     for name, run in zip(names, runs):
@@ -272,6 +287,51 @@ def _sweep_page(directory: Path) -> str:
             body.append(_run_body(run, level=4))
         body.append("</section>")
     return _page(f"featmlp sweep {directory.resolve().name}", body)
+
+
+def _sweep_settings(sweep: dict) -> list[str]:
+    """sweep.json as tables: what the sweep varied and its other facts; the training settings
+    every configuration shares; then one row per configuration with those that differ."""
+    configs = sweep.get("configs")
+    trains = ([c.get("train") for c in configs] if isinstance(configs, list)
+              and all(isinstance(c, dict) and isinstance(c.get("train"), dict) for c in configs) else None)
+    facts = []
+    for key, value in sweep.items():
+        if key == "configs" and trains:
+            continue
+        if key == "names" and isinstance(value, list):
+            facts.append(("configurations", "count", len(value)))
+        elif key == "grid" and isinstance(value, dict):
+            facts.extend((f"varied: {k}", k, _listing(k, v)) for k, v in value.items())
+        elif isinstance(value, dict):
+            facts.extend((f"{key}.{k}", k, _listing(k, v)) for k, v in _flatten(value).items())
+        else:
+            facts.append((key, key, _listing(key, value)))
+    out = ["<h2>Sweep settings</h2>", _key_value_table(facts)]
+    if trains:
+        keys = list(dict.fromkeys(k for t in trains for k in t))
+        shared = [k for k in keys if all(k in t and t[k] == trains[0][k] for t in trains)]
+        differing = [k for k in keys if k not in shared]
+        out.append("<h3>Training settings shared by every configuration</h3>")
+        out.append(_key_value_table([(k, k, trains[0][k]) for k in shared]))
+        columns = ["name", *(k for k in ("engine", "group") if any(k in c for c in configs)), *differing]
+        rows = [[f'<td class="name">{_breakable(c.get("name", ""))}</td>']
+                + [_td(c.get(k), k) for k in columns[1:len(columns) - len(differing)]]
+                + [_td(t.get(k), k) for k in differing] for c, t in zip(configs, trains)]
+        out.append("<h3>Training settings of each configuration (those that differ)</h3>")
+        out.append('<div class="scroll">' + _table(columns, rows, cls="results") + "</div>")
+    return out
+
+
+def _listing(key: str, value):
+    """A list of values as words that wrap: ``1, 10, 50``; layer lists as ``6 | 6,6``."""
+    if isinstance(value, list) and not value:
+        return "none"
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return " | ".join(format_value(key, v) for v in value)
+    if isinstance(value, list) and all(isinstance(v, (int, float, str, bool)) or v is None for v in value):
+        return ", ".join(format_value(key, v) for v in value)
+    return value
 
 
 def _read_results(path: Path) -> tuple[list[str], list[dict]]:
@@ -441,9 +501,10 @@ def _td(value, key: str = "") -> str:
     return f'<td class="num">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
 
 
-def _table(header: Sequence[str], rows: list[list[str]], row_classes: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    lines = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
+def _table(header: Sequence[str], rows: list[list[str]], row_classes: Sequence[str] = (),
+           cls: str = "") -> str:
+    head = "".join(f"<th>{_breakable(h)}</th>" for h in header)
+    lines = [(f'<table class="{cls}">' if cls else "<table>") + f"<thead><tr>{head}</tr></thead><tbody>"]
     for i, cells in enumerate(rows):
         cls = row_classes[i] if i < len(row_classes) and row_classes[i] else ""
         lines.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
@@ -453,4 +514,10 @@ def _table(header: Sequence[str], rows: list[list[str]], row_classes: Sequence[s
 
 def _key_value_table(items) -> str:
     rows = [[f"<th>{_e(label)}</th>", _td(value, key)] for label, key, value in items]
-    return _table(["name", "value"], rows)
+    return _table(["name", "value"], rows, cls="kv")
+
+
+def _breakable(text) -> str:
+    """Escaped text that may break after its underscores (final_train_accuracy,
+    lr0.01_h16_bs32), not inside its words."""
+    return _e(text).replace("_", "_<wbr>")

@@ -225,3 +225,89 @@ def test_sweep_report_without_results_csv(tmp_path, runs):
     _check_self_contained(page)
     for name in runs:
         assert f">{name}</a>" in page
+
+
+# ------------------------------------------------------------------ a real sweep's page, in a browser
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory, table):
+    """A sweep over four settings: a wide results table with long configuration names."""
+    from featmlp.sweep import expand_grid, run_sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    configs = expand_grid(dataclasses.replace(BASE, val_fraction=0.0, epochs=2), lr=[1e-3, 1e-2],
+                          weight_decay=[0.0, 1e-4], batch_size=[32, 64], schedule=["cosine", "onecycle"])
+    run_sweep(table, configs, out)
+    return out
+
+
+def test_sweep_settings_are_tables_not_json(sweep_dir):
+    page = render_report(sweep_dir)
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert "{&quot;" not in page and "[&quot;" not in page  # no JSON dump of the settings
+    assert "<th>varied: lr</th><td>0.001, 0.01</td>" in page
+    assert "<th>varied: schedule</th><td>cosine, onecycle</td>" in page
+    assert f'<th>configurations</th><td class="num">{len(sweep["names"])}</td>' in page
+    shared = page.split("Training settings shared by every configuration")[1].split("</table>")[0]
+    assert "<th>optimizer</th><td>adam</td>" in shared and "<th>lr</th>" not in shared
+    each = page.split("Training settings of each configuration")[1].split("</table>")[0]
+    head = each.split("</thead>")[0]
+    for column in ("name", "lr", "batch_<wbr>size", "weight_<wbr>decay", "schedule"):
+        assert f"<th>{column}</th>" in head
+    assert "optimizer" not in head
+    assert each.count("<tr>") == 1 + len(sweep["configs"])
+
+
+def _browser():
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chromium-headless-shell", "headless_shell"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless Chromium here (apt-get install chromium) to render report.html in")
+
+
+def _chromium(browser, tmp_path, *args):
+    import subprocess
+
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900", *map(str, args)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_sweep_report_fits_a_1200_px_page(tmp_path, sweep_dir):
+    from PIL import Image
+
+    browser = _browser()
+    page = write_report(sweep_dir).read_text(encoding="utf-8")
+    # Measured in the page by a script added to a copy (the report itself has none).
+    measure = """<script>addEventListener("load", () => {
+      const results = document.querySelector("table.results");
+      document.body.dataset.m = JSON.stringify({width: innerWidth,
+        page: document.documentElement.scrollWidth,
+        results: results.getBoundingClientRect().width, room: results.parentElement.clientWidth});
+    });</script>"""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", measure + "</body>"), encoding="utf-8")
+    dom = _chromium(browser, tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    m = json.loads(html_unescape(re.search(r'data-m="([^"]*)"', dom).group(1)))
+    assert m["width"] == 1200
+    assert m["page"] <= 1200, m          # no horizontal scrolling of the page
+    assert m["results"] <= m["room"], m  # the results table fits without its scroll box
+
+    shot = tmp_path / "shot.png"
+    _chromium(browser, tmp_path, f"--screenshot={shot}", (sweep_dir / "report.html").as_uri())
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 900)
+    # the page's right margin (outside the centred 1100 px column) is empty: nothing runs into it
+    right = image.crop((1170, 0, 1200, 900))
+    assert right.getextrema()[0] >= 250, "something is drawn in the right margin"
+    assert image.crop((50, 150, 1150, 900)).getextrema()[0] < 100  # while the table itself is drawn
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)

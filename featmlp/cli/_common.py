@@ -25,7 +25,7 @@ def _parse_size(ctx, param, value):
 def data_options(f):
     """Options every command that reads images shares."""
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH (needed when a folder mixes sizes).")(f)
+                     help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
     f = click.option("--split-seed", default=0, show_default=True, type=int,
                      help="Seed of the train/test split of a folder without one.")(f)
     f = click.option("--test-fraction", default=0.2, show_default=True, type=float,

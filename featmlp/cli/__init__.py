@@ -4,8 +4,10 @@ Every choice list and its help text comes from a registry (feature sets,
 optimisers, presets ...), so adding an entry there adds it here. Errors a user
 can act on (:class:`featmlp.errors.FeatmlpError`) print one line and exit 1.
 
-Commands live in submodules loaded when used (click's lazy-group pattern), so
-``featmlp extract`` and the extraction worker processes never import torch.
+Commands live in submodules loaded when used (click's lazy-group pattern), and
+``featmlp --help`` lists them from :data:`COMMANDS` without loading any: only the training
+commands import torch (their options come from its registries); ``extract``, its worker
+processes, ``compare`` and ``report`` never do (tests/test_startup.py).
 """
 
 from __future__ import annotations

@@ -208,9 +208,9 @@ def _differing_in_rows(rows: Sequence[dict]) -> list[str]:
 
 def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str | None = None):
     """The matplotlib figure of :func:`plot_comparison` for runs already read."""
-    from featmlp.plots import _figure
+    from featmlp.plots import new_figure
 
-    fig = _figure(8, 5)
+    fig = new_figure(8, 5)
     ax = fig.subplots()
     colors = _colors(len(runs))
     has_val = False
@@ -266,10 +266,10 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
     >>> plot_comparison(["runs/lr10", "runs/lr50"], "compare.png")   # doctest: +SKIP
     PosixPath('compare.png')
     """
-    from featmlp.plots import _save, plot_format
+    from featmlp.plots import plot_format, save_figure
 
     plot_format(path)  # before reading the runs
-    return _save(comparison_figure(read_runs(run_dirs), log_scale, title), path)
+    return save_figure(comparison_figure(read_runs(run_dirs), log_scale, title), path)
 
 
 def _colors(n: int) -> list:

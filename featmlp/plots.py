@@ -17,7 +17,9 @@ from featmlp._io import atomic_write
 from featmlp.errors import ConfigError
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """An empty ``width`` x ``height`` inch figure (100 dpi, constrained layout) on its own Agg
+    canvas: no pyplot, so no global state. Every featmlp plot starts from one."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -47,7 +49,8 @@ def plot_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` atomically to ``path``, in the format its suffix names (:func:`plot_format`)."""
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=plot_format(path))
@@ -80,7 +83,7 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
     """
     epochs = [r["epoch"] for r in history]
     has_acc = any("train_accuracy" in r or "val_accuracy" in r for r in history)
-    fig = _figure(10 if has_acc else 6, 4)
+    fig = new_figure(10 if has_acc else 6, 4)
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
 
     def curve(ax, key, label, style):
@@ -110,7 +113,7 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
         ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = False,
@@ -132,7 +135,7 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
         raise ValueError(f"confusion matrix of shape {cm.shape} for {len(names)} class names")
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     size = max(4.0, 0.6 * len(names) + 2.5)
-    fig = _figure(size + 1, size)
+    fig = new_figure(size + 1, size)
     ax = fig.subplots()
     image = ax.imshow(shown, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -149,7 +152,7 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="white" if shown[i, j] > threshold else "black")
     ax.set_title(title or "confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def render(job) -> Path:

@@ -428,14 +428,14 @@ def _plot_confusion(cm, names, path):
 
 
 def _save_fig(fig, path):
-    from featmlp.plots import _save
+    from featmlp.plots import save_figure
 
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:
     """Test accuracy against lr (log axis), one line per architecture (``hidden``)."""
-    from featmlp.plots import _figure
+    from featmlp.plots import new_figure
 
     groups: dict[str, list[tuple[float, float, bool]]] = {}
     for r in rows:
@@ -445,7 +445,7 @@ def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:
         hidden = r.get("hidden")
         key = format_value("hidden", hidden) if hidden is not None else "all"
         groups.setdefault(key, []).append((lr, acc, _truthy(r.get("diverged"))))
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.subplots()
     for key, points in groups.items():
         points.sort()

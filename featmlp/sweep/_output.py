@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from featmlp import __version__
 from featmlp._io import atomic_write
-from featmlp.plots import _figure, _save, plot_confusion, plot_history, render
+from featmlp.plots import new_figure, plot_confusion, plot_history, render, save_figure
 from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
 from featmlp.store import FeatureTable
 
@@ -99,7 +99,7 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
     from matplotlib.ticker import MaxNLocator
 
     has_val = any("val_loss" in r for run in sweep for r in run.result.history)
-    fig = _figure(13 if has_val else 8.5, 4.5)
+    fig = new_figure(13 if has_val else 8.5, 4.5)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
     colours = _colours(len(sweep))
     titles = {"train_loss": "training loss", "val_loss": "validation loss"}
@@ -121,7 +121,7 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
@@ -133,7 +133,7 @@ def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
     for run in sweep:
         label = ", ".join(f"{f} {format_value(f, getattr(run.config, f))}" for f in others)
         lines.setdefault(label or "all", []).append(run)
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.subplots()
     for (label, runs), colour in zip(lines.items(), _colours(len(lines))):
         points = sorted((run.config.lr, _accuracy(run, use_test), run.diverged) for run in runs)
@@ -153,7 +153,7 @@ def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
     ax.set_title("accuracy versus learning rate")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _accuracy(run, use_test: bool):

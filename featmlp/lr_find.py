@@ -25,11 +25,13 @@ import numpy as np
 import torch
 
 from featmlp.errors import ConfigError
-from featmlp.model import Scaler, build_mlp, loss_function
+from featmlp.model import Scaler, loss_function
 from featmlp.progress import ProgressHook
-from featmlp.train import (OPTIMIZERS, PRESETS, TrainConfig, _check_data, _check_labels,
-                           _class_weights, _flatten_parameters, _resolve_device,
-                           _split_validation)
+from featmlp.training.config import PRESETS, TrainConfig
+from featmlp.training.optim import OPTIMIZERS
+from featmlp.training.params import flatten_parameters
+from featmlp.training.prepare import (batch_order_rng, check_data, check_labels, class_weights, gd_gradient_scale,
+                                      initial_model, resolve_device, seeded, split_validation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,22 +290,21 @@ def lr_find(
     _check_range(start_lr, end_lr, num_steps, smoothing, diverge_factor)
     if rule not in RULES:
         raise ConfigError(f"rule {rule!r} is not one of: {', '.join(RULES)}")
-    X, y = _check_data(X, y, "X", "y")
+    X, y = check_data(X, y, "X", "y")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes
-    _check_labels(y, n_classes, "y")
+    check_labels(y, n_classes, "y")
     if config.val_fraction:
         # The rows train() would train on, so that the scaler and the data match its run.
-        X, y, _, _ = _split_validation(X, y, config.val_fraction, config.seed)
+        X, y, _, _ = split_validation(X, y, config.val_fraction, config.seed)
 
     spec = config.spec(X.shape[1], n_classes)
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     scaler = Scaler.fit(X, config.scaler)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with seeded(device):
         # As train(): seed the global generator for the initial weights (and dropout), and give
         # the batch order its own generator.
-        torch.manual_seed(config.seed)
-        model = build_mlp(spec).to(device)
-        order_rng = torch.Generator().manual_seed(config.seed)
+        model = initial_model(spec, config.seed, device)
+        order_rng = batch_order_rng(config.seed)
         lrs, losses, smoothed, stop_reason = _range_test(
             model, spec, config, scaler, X, y, device, order_rng, start_lr, end_lr, num_steps,
             smoothing, diverge_factor, progress)
@@ -323,15 +324,14 @@ def _range_test(model, spec, config, scaler, X, y, device, order_rng, start_lr, 
     n = len(y)
     X_t = torch.from_numpy(scaler.transform(X)).to(device)
     y_t = torch.from_numpy(y).to(device)
-    w_t = torch.from_numpy(_class_weights(y, spec.n_classes, config.class_weight)[y]).to(device)
-    flat, grad = _flatten_parameters(model)
+    w_t = torch.from_numpy(class_weights(y, spec.n_classes, config.class_weight)[y]).to(device)
+    flat, grad = flatten_parameters(model)
     optimizer = OPTIMIZERS[config.optimizer](flat, config)
     loss_fn = loss_function(spec.head, config.label_smoothing)
     full_batch = OPTIMIZERS[config.optimizer].full_batch
     # "gd" with lecture_batch_size steps on ceil(N / size) times the mean loss's gradient, as
     # train() does, so that the lrs found here mean what config.lr means there.
-    grad_scale = math.ceil(n / config.lecture_batch_size) if (
-        full_batch and config.lecture_batch_size) else 1
+    grad_scale = gd_gradient_scale(config, n)
     batches = _batches(n, n if full_batch else min(config.batch_size, n), order_rng, device)
 
     lrs, losses, smoothed = [], [], []

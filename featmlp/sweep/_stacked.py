@@ -4,7 +4,7 @@ Configuration ``k`` of a group is row ``k`` of one ``(K, P)`` tensor, laid out a
 parameter vector :func:`featmlp.train.train` steps (``model.parameters()`` order). Each layer's
 weights are a ``(K, out, in)`` view of it and one ``torch.baddbmm`` computes that layer for all
 ``K`` networks; the input batch is shared (``expand``, no copy). The layout is feature-major, as
-in ``featmlp.train._FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
+in ``featmlp.training.engines.FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
 
 Everything that defines a run is reproduced per configuration: the initial weights (seed, then
 ``build_mlp``), the minibatch order (one generator seeded as ``train()`` seeds it, shared by the
@@ -32,10 +32,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from featmlp.model import HEADS, Scaler, build_mlp
-from featmlp.train import (_FAST_ACTIVATIONS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult,
-                           _check_data, _class_weights, _resolve_device, _split_validation,
-                           _within_batch_weights)
+from featmlp.model import HEADS, Scaler
+from featmlp.training.config import TrainConfig
+from featmlp.training.engines import FAST_ACTIVATIONS
+from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, diverged,
+                                      epoch_record)
+from featmlp.training.loop import TrainResult
+from featmlp.training.optim import OPTIMIZERS, SCHEDULES
+from featmlp.training.prepare import (batch_order_rng, check_data, class_weights, gd_gradient_scale,
+                                      initial_model, resolve_device, seeded, split_validation,
+                                      within_batch_weights)
 
 from . import _fused
 
@@ -142,7 +148,7 @@ class _Engine:
         # Full-batch epochs of ReLU networks on the CPU run in one numba kernel (_fused.py):
         # forward, softmax, loss and gradients per block of samples, on all cores.
         self.fused = fused
-        self.act, self.act_backward = _FAST_ACTIVATIONS[spec.activation]
+        self.act, self.act_backward = FAST_ACTIVATIONS[spec.activation]
         self.keep_pre = spec.activation == "gelu"
         self.mse = spec.head == "mse"
         self.loss_fn = HEADS[spec.head]
@@ -210,7 +216,7 @@ class _Engine:
         torch.gather(Z, 1, yi, out=zy)
         torch.softmax(Z, 1, out=E)
         if self.mse:
-            # As _FastEngine: sum_c (p_c - y_c)^2 = S - 2 p_y + 1 with S = sum_c p_c^2, and
+            # As FastEngine: sum_c (p_c - y_c)^2 = S - 2 p_y + 1 with S = sum_c p_c^2, and
             # dL/dz = k p (p - y - R) with R = S - p_y: G = p^2 - p R, then p_y off the true
             # class. The constant k = 2 w / C is applied to the gradient sums instead.
             torch.gather(E, 1, yi, out=PY)
@@ -345,36 +351,35 @@ def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes:
 def _uses_fused(c0: TrainConfig) -> bool:
     """Whether a group's epochs run in the fused kernel: full-batch ReLU networks, CPU."""
     return (OPTIMIZERS[c0.optimizer].full_batch and c0.activation == "relu"
-            and _resolve_device(c0.device).type == "cpu")
+            and resolve_device(c0.device).type == "cpu")
 
 
 def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
     c0 = configs[0]
-    X, y = _check_data(X, y, "X", "y")
+    X, y = check_data(X, y, "X", "y")
     X_val = y_val = None
     if c0.val_fraction:
-        X, y, X_val, y_val = _split_validation(X, y, c0.val_fraction, c0.seed)
+        X, y, X_val, y_val = split_validation(X, y, c0.val_fraction, c0.seed)
     spec = c0.spec(X.shape[1], n_classes)
-    device = _resolve_device(c0.device)
+    device = resolve_device(c0.device)
     scaler = Scaler.fit(X, c0.scaler)
 
-    # Initial weights exactly as train() draws them: its seed, then build_mlp, inside fork_rng
+    # Initial weights exactly as train() draws them (initial_model), inside a fork of the generators
     # so the caller's random state is left as it was.
     members, rows = [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with seeded(device):
         for i, (config, name) in enumerate(zip(configs, names)):
-            torch.manual_seed(config.seed)
-            model = build_mlp(config.spec(X.shape[1], n_classes)).to(device)
+            model = initial_model(config.spec(X.shape[1], n_classes), config.seed, device)
             rows.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
             members.append(_Member(i, name, config,
                                    TrainResult(model, scaler, spec, config, device=str(device))))
-    order_rng = torch.Generator().manual_seed(c0.seed)
+    order_rng = batch_order_rng(c0.seed)
     layers = members[0].result.model.linear_layers()
     stack = _Stack(torch.stack(rows), [tuple(layer.weight.shape) for layer in layers])
 
     X_t = torch.from_numpy(scaler.transform(X)).to(device)
     y_t = torch.from_numpy(y).to(device)
-    class_w = _class_weights(y, n_classes, c0.class_weight)
+    class_w = class_weights(y, n_classes, c0.class_weight)
     w_t = torch.from_numpy(class_w[y]).to(device)
     weighted = bool(np.ptp(class_w[np.unique(y)]) > 0)
     if X_val is not None:
@@ -394,8 +399,8 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
     if full_batch:
         # train(): the step's sample weights are w * gd_scale / sum(w), gd_scale the lecture's
         # ceil(N / lecture_batch_size) per configuration.
-        gd_scale = torch.tensor([math.ceil(n / c.lecture_batch_size) if c.lecture_batch_size
-                                 else 1 for c in configs], dtype=X_t.dtype, device=device)[:, None]
+        gd_scale = torch.tensor([gd_gradient_scale(c, n) for c in configs], dtype=X_t.dtype,
+                                device=device)[:, None]
         sw_gd = (w_t / w_t.sum()) if weighted else None
         gd_grad_scale = gd_scale * (mse_k if weighted else mse_k / n)
 
@@ -422,7 +427,7 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
         else:
             perm = torch.randperm(n, generator=order_rng).to(device)
             w_ep = w_t[perm]
-            sw = _within_batch_weights(w_ep, batch_size) if weighted else None
+            sw = within_batch_weights(w_ep, batch_size) if weighted else None
             grad_scale = mse_k
         first = (epoch - 1) * steps
         lrs = [[m.config.lr * m.schedule((first + s) / (steps * m.config.epochs))
@@ -439,11 +444,10 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
         keep, finished = [], []
         for row, (m, values) in enumerate(zip(active, stats)):
             train_loss, train_acc, finite = values[0], values[1], bool(values[2])
-            record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "lr": lrs[row][-1], "seconds": seconds}
-            if X_val is not None and finite and math.isfinite(train_loss):
-                record["val_loss"], record["val_accuracy"] = values[3], values[4]
-            if not (finite and all(math.isfinite(v) for v in record.values())):
+            record = epoch_record(epoch, train_loss, train_acc, lrs[row][-1], seconds)
+            if X_val is not None and can_validate(record, finite):
+                record[VAL_LOSS], record[VAL_ACCURACY] = values[3], values[4]
+            if diverged(record, finite):
                 # train()'s rule: back to the weights this epoch started from if their loss is
                 # finite, else to those of the epoch before; this epoch's record is dropped.
                 stack.flat[row] = state[row]
@@ -454,8 +458,8 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
                 finished.append((m, row, "diverged"))
                 continue
             m.result.history.append(record)
-            if X_val is not None and record["val_loss"] < best_loss[m.index]:
-                best_loss[m.index], m.result.best_epoch = record["val_loss"], epoch
+            if X_val is not None and record[VAL_LOSS] < best_loss[m.index]:
+                best_loss[m.index], m.result.best_epoch = record[VAL_LOSS], epoch
             stop = on_epoch is not None and bool(on_epoch(m.name, record))
             if stop:
                 finished.append((m, row, "callback"))

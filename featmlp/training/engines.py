@@ -1,11 +1,11 @@
-"""The two engines that run the steps of one training epoch (used by :func:`featmlp.train.train`).
+"""The two engines that run the steps of one training epoch (used by :func:`featmlp.training.loop.train`).
 
-- ``_FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
+- ``FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
   norm), in a feature-major layout; per-step overhead, not arithmetic, dominates small networks.
-- ``_AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
+- ``AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
   large inputs, reading its batches through :class:`ScaledRows`.
 
-Both update one flat parameter vector (:func:`_flatten_parameters`) with the optimiser's
+Both update one flat parameter vector (:func:`featmlp.training.params.flatten_parameters`) with the optimiser's
 ``step`` and write the epoch's logits into one buffer.
 """
 
@@ -23,7 +23,7 @@ from featmlp.model import MLPSpec, loss_function
 # ``f(grad, output, pre_activation)`` written over ``grad`` (aten's grad_input variants) for the
 # hand-written pass.
 _aten = torch.ops.aten
-_FAST_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+FAST_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "relu": (torch.relu_,
              lambda g, a, z: _aten.threshold_backward.grad_input(g, a, 0, grad_input=g)),
     "tanh": (torch.tanh_, lambda g, a, z: _aten.tanh_backward.grad_input(g, a, grad_input=g)),
@@ -34,32 +34,7 @@ _FAST_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def _flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Make every parameter (and its ``.grad``) a view into one flat vector.
-
-    One vector lets each optimiser update all weights in a handful of ops per step; autograd
-    accumulates into the existing ``.grad`` views in place.
-    """
-    params = list(model.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    grad = torch.zeros_like(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat[offset : offset + n].view_as(p)
-        p.grad = grad[offset : offset + n].view_as(p)
-        offset += n
-    return flat, grad
-
-
-def _unflatten_parameters(model: nn.Module) -> None:
-    # Give each parameter its own storage again: safetensors refuses tensors sharing memory.
-    for p in model.parameters():
-        p.data = p.data.clone()
-        p.grad = None
-
-
-class _FastEngine:
+class FastEngine:
     """Hand-written forward and backward for plain MLPs, in a feature-major layout.
 
     Measured on this project's 2-core CPU, 50,000 x 9 -> 64 -> 10, batch 256, Adam, per epoch:
@@ -81,7 +56,7 @@ class _FastEngine:
         self.biases = [layer.bias.detach()[:, None] for layer in linears]
         self.grad_w = [layer.weight.grad for layer in linears]
         self.grad_b = [layer.bias.grad for layer in linears]
-        self.act, self.act_backward = _FAST_ACTIVATIONS[spec.activation]
+        self.act, self.act_backward = FAST_ACTIVATIONS[spec.activation]
         self.keep_pre = spec.activation == "gelu"
         self.mse = spec.head == "mse"
         self.n_classes = spec.n_classes
@@ -213,7 +188,7 @@ class ScaledRows:
             yield self.rows(torch.arange(start, min(start + size, len(self))))
 
 
-class _AutogradEngine:
+class AutogradEngine:
     """The ``nn.Module`` with autograd: for dropout, batch norm, a bottleneck, large inputs.
 
     ``X`` is a :class:`ScaledRows`: each batch is gathered and scaled as its step comes (no
@@ -231,7 +206,7 @@ class _AutogradEngine:
         pass
 
     def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
-        """As :meth:`_FastEngine.run_epoch`: logits (N, C), per-sample losses, labels in order."""
+        """As :meth:`FastEngine.run_epoch`: logits (N, C), per-sample losses, labels in order."""
         n = len(self.y)
         order = torch.arange(n, device=self.y.device) if perm is None else perm
         y = self.y if perm is None else self.y[perm]

@@ -1,0 +1,85 @@
+"""What a run tells as it goes: :class:`Callback`, :class:`LivePlot` and the adapter for plain callables.
+
+A callback reads the run's history (:mod:`featmlp.training.history`) after each epoch and may
+stop the run by returning True.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from featmlp.training.config import TrainConfig
+
+
+class Callback:
+    """Base class of objects told about a run; override what you need.
+
+    A plain callable ``f(record, history)`` passed in ``callbacks`` acts as :meth:`on_epoch`.
+    """
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        """Called after each epoch with its record (also ``history[-1]``); return True to stop."""
+
+    def on_train_end(self, history: list[dict]) -> None:
+        """Called once after the last epoch, also after a divergence or a requested stop."""
+
+
+class LivePlot(Callback):
+    """Keep a loss plot current while a run goes: rewritten at most every ``every_seconds``
+    and once at the end (plotting every epoch would cost more than a fast epoch).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "loss.png"
+    >>> import numpy as np
+    >>> from featmlp.train import TrainConfig, train
+    >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> _ = train(X, y, TrainConfig(epochs=2), callbacks=[LivePlot(path)])
+    >>> path.exists()
+    True
+    """
+
+    def __init__(self, path, every_seconds: float = 2.0, log_scale: bool = False):
+        self.path = path
+        self.every_seconds = every_seconds
+        self.log_scale = log_scale
+        self._last = 0.0
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        self._last = time.perf_counter()
+
+    def on_epoch(self, record: dict, history: list[dict]) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.every_seconds:
+            self._plot(history)
+            self._last = time.perf_counter()
+
+    def on_train_end(self, history: list[dict]) -> None:
+        self._plot(history)
+
+    def _plot(self, history: list[dict]) -> None:
+        from featmlp.plots import plot_history
+
+        if history:
+            plot_history(history, self.path, log_scale=self.log_scale)
+
+
+class CallableCallback(Callback):
+    """A plain callable ``f(record, history)`` acting as :meth:`Callback.on_epoch`."""
+
+    def __init__(self, fn: Callable[[dict, list[dict]], Any]):
+        self.fn = fn
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        return self.fn(record, history)
+
+
+def as_callback(cb: Callback | Callable) -> Callback:
+    """``cb`` itself when it is a :class:`Callback`, else a callable ``f(record, history)`` wrapped."""
+    return cb if isinstance(cb, Callback) else CallableCallback(cb)

@@ -103,7 +103,7 @@ archive or cifar-10-batches-py folder, or an image folder ROOT/<class>/* or
 ROOT/train/<class>/* + ROOT/test/<class>/*, as a folder or a .zip/.tar/.tar.gz archive."""
 
 
-def _load(source, test_fraction, seed, image_size, progress, *, skip_bad=False):
+def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False):
     """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr."""
     from ..data import load_dataset
 

@@ -11,7 +11,7 @@ import click
 
 from ..features import recommended_preset
 from ._common import default_out, plot_file
-from .training import LR_FIND_UNUSED, SWEEP_UNUSED, _config_from, train_options
+from .options import LR_FIND_UNUSED, SWEEP_UNUSED, config_from, fmt, grid_from, train_options
 
 
 @click.command("lr-find")
@@ -49,7 +49,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
     table = load_features(features_file)
     quiet = opts.pop("quiet")
-    config = _config_from(opts, recommended_preset(table.feature_set))
+    config = config_from(opts, recommended_preset(table.feature_set))
     progress = TqdmProgress(unit="step", disable=True if quiet else None)
     result = lr_find_(table.X_train, table.y_train, config, n_classes=len(table.class_names),
                       start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing, rule=rule, progress=progress)
@@ -87,7 +87,6 @@ def sweep(features_file, workers, out, force, **opts):
     from ..progress import TqdmProgress
     from ..store import load_features
     from ..sweep import run_sweep
-    from .training import _fmt, _grid_from
 
     table = load_features(features_file)
     quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
@@ -95,7 +94,7 @@ def sweep(features_file, workers, out, force, **opts):
         # --device takes one value (every configuration runs where the sweep runs), while the
         # grid takes a list per field: the one value is a one-entry list, so it does not vary.
         opts["device"] = [opts["device"]]
-    configs = _grid_from(opts, recommended_preset(table.feature_set))
+    configs = grid_from(opts, recommended_preset(table.feature_set))
     out = Path(out or default_out("sweep"))
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")
@@ -113,8 +112,8 @@ def sweep(features_file, workers, out, force, **opts):
     width = max(len(r["name"]) for r in rows)
     click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  {'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {_fmt(r['final_train_loss'], '.6f'):>16}  "
-                   f"{_fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  {r['seconds']:8.3f}")
+        click.echo(f"{r['name']:<{width}}  {fmt(r['final_train_loss'], '.6f'):>16}  "
+                   f"{fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  {r['seconds']:8.3f}")
     diverged = [r["name"] for r in rows if r["diverged"]]
     if diverged:
         click.echo(f"diverged (loss became NaN or infinite; drawn up to there): {', '.join(diverged)}", err=True)

@@ -8,8 +8,8 @@ import click
 
 from ..layout import FEATURES_FILE
 from ..progress import TqdmProgress
-from ._common import (SOURCE_HELP, _load, data_options, features_option, fitted_options, report_skipped,
-                      resolve_fitted)
+from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source,
+                      report_skipped, resolve_fitted)
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -37,7 +37,7 @@ def extract(source, features, output, workers, chunk_size, feature_option, fitte
     options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
-    ds = _load(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad)
+    ds = load_source(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad)
     report_skipped(ds)
     t1 = time.perf_counter()
     table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,

@@ -10,198 +10,9 @@ import numpy as np
 from ..errors import FeatmlpError
 from ..features import recommended_preset
 from ..progress import TqdmProgress
-from ._common import (SOURCE_HELP, _load, data_options, default_out, features_option, fitted_options,
+from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, load_source,
                       report_skipped, resolve_fitted)
-
-
-def _parse_hidden(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in value.replace(" ", "").split(",") if v != "")
-        if any(v < 1 for v in sizes):
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not comma-separated positive layer sizes, e.g. 6 or 6,6 or 512,256") from None
-    return sizes
-
-
-def _list_of(type_):
-    """Callback parsing 'a,b,c' into a list of ``type_`` values (the sweep's options)."""
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        return [type_.convert(v.strip(), param, ctx) for v in value.split(",") if v.strip()]
-    return parse
-
-
-# The options of the training settings some commands do not use, so do not offer.
-LR_FIND_UNUSED = ("lr", "epochs", "schedule", "patience", "flip", "test_flip", "log_scale", "tensorboard")
-SWEEP_UNUSED = ("tensorboard",)  # TensorBoard logs one run; a sweep's runs share results.csv and loss.png
-
-
-def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit: tuple[str, ...] = ()):
-    """Every TrainConfig field as an option; unset options keep the preset's value.
-
-    Each option's help ends with its value in ``preset`` (the one the command starts from) and in
-    the other presets where it differs, read from :data:`featmlp.train.PRESETS`. Options named
-    in ``omit`` (settings the command does not use) are left out, so passing one is a usage
-    error rather than silently ignored. With ``sweep=True`` each option takes a comma-separated
-    list of values to try, and ``--hidden`` may be repeated (one architecture each).
-    """
-    if f is None:
-        return lambda g: train_options(g, sweep=sweep, preset=preset, omit=omit)
-    from ..model import ACTIVATIONS, HEADS, SCALERS
-    from ..train import OPTIMIZERS, PRESETS, SCHEDULES
-
-    if preset == "lecture":
-        start = "default: 'lecture', the notebook's; 'default' = the best on the 9 lecture features"
-    else:
-        start = ("default: 'kmeans' for kmeans features, else 'default', the best on the 9 lecture features; "
-                 "'lecture' = the notebook's")
-    # (field, declarations, click settings, what it does); the defaults are added below
-    specs = [
-        ("preset", ("--preset",), dict(type=click.Choice(sorted(PRESETS))),
-         f"Named configuration to start from ({start}; 'wide' = default with dropout 0.3, for wide feature "
-         "sets such as lecture+hog+color; 'kmeans' = 256 linear bottleneck -> 2048, dropout 0.5, label "
-         "smoothing, flips). Any option below overrides its value."),
-        ("hidden", ("--hidden",), dict(callback=_parse_hidden, metavar="N[,N...]"),
-         "Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
-        ("bottleneck", ("--bottleneck",), dict(type=click.IntRange(0)),
-         "Width of a linear layer before the hidden layers (0: none): a low-rank first layer for thousands "
-         "of features."),
-        ("activation", ("--activation",), dict(type=click.Choice(sorted(ACTIVATIONS))),
-         "Activation of the hidden layers."),
-        ("dropout", ("--dropout",), dict(type=click.FloatRange(0, 1, max_open=True)),
-         "Dropout after each hidden layer."),
-        ("batch_norm", ("--batch-norm/--no-batch-norm",), dict(default=None), "Batch norm after each hidden layer."),
-        ("head", ("--head",), dict(type=click.Choice(sorted(HEADS))),
-         "ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
-        ("optimizer", ("--optimizer",), dict(type=click.Choice(sorted(OPTIMIZERS))),
-         "gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
-        ("lr", ("--lr",), dict(type=float), "Learning rate (peak under a schedule)."),
-        ("epochs", ("--epochs",), dict(type=click.IntRange(1)), "Epochs (the most, with early stopping)."),
-        ("batch_size", ("--batch-size",), dict(type=click.IntRange(1)),
-         "Training rows per optimiser step (not used by gd, which steps once per epoch on all of them)."),
-        ("momentum", ("--momentum",), dict(type=click.FloatRange(0, 1, max_open=True)), "Momentum of sgd."),
-        ("weight_decay", ("--weight-decay",), dict(type=click.FloatRange(0)),
-         "L2 penalty on the weights (decoupled from the gradient with adamw)."),
-        ("schedule", ("--schedule",), dict(type=click.Choice(sorted(SCHEDULES))),
-         "Learning-rate schedule over the run's steps: none | cosine (down to 0) | onecycle (warm-up, then down)."),
-        ("scaler", ("--scaler",), dict(type=click.Choice(sorted(SCALERS))),
-         "Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all "
-         "columns) | none."),
-        ("val_fraction", ("--val-fraction",), dict(type=click.FloatRange(0, 1, max_open=True)),
-         "Share of train held out for validation curves and early stopping."),
-        ("patience", ("--patience",), dict(type=click.IntRange(0)),
-         "Early stopping: epochs without a better validation loss (0: off)."),
-        ("class_weight", ("--class-weight",), dict(type=click.Choice(["none", "balanced"])),
-         "balanced: weigh classes inversely to their frequency (unbalanced folders)."),
-        ("seed", ("--seed",), dict(type=click.IntRange(0)), "Seed of weights, batch order, validation split."),
-        ("flip", ("--flip/--no-flip",), dict(default=None),
-         "Also train on the mirror image of every training image (feature sets whose mirrored features are a "
-         "column permutation: kmeans, color)."),
-        ("label_smoothing", ("--label-smoothing",), dict(type=click.FloatRange(0, 1, max_open=True)),
-         "Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
-        ("test_flip", ("--test-flip/--no-test-flip",), dict(default=None),
-         "Predict with the mean of each image's and its mirror image's probabilities."),
-        ("device", ("--device",), {}, "auto (CUDA when available) | cpu | cuda | cuda:N."),
-        ("log_scale", ("--log-scale",), dict(is_flag=True), "Loss plots on a log scale."),
-        ("tensorboard", ("--tensorboard",), dict(is_flag=True),
-         "Also log every epoch for TensorBoard, in RUN_DIR/tensorboard (needs the tensorboard package)."),
-        ("quiet", ("-q", "--quiet"), dict(is_flag=True), "No per-epoch lines or progress bars."),
-    ]
-    for name, decls, settings, text in reversed(specs):
-        if name in omit:
-            continue
-        if sweep and name == "hidden":
-            settings = dict(multiple=True, metavar="N[,N...]",
-                            callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None)
-            text = "Hidden layer sizes of one architecture; repeat for several: --hidden 6 --hidden 6,6."
-        elif sweep and not settings.get("is_flag") and "/" not in decls[0] and name not in ("preset", "device"):
-            settings = _as_list(settings)
-            text += " Comma-separated values to try."
-        if name in _TRAIN_KEYS:
-            text = f"{text} {preset_defaults(name, preset)}"
-        f = click.option(*decls, name, help=text, **settings)(f)
-    return f
-
-
-def _as_list(settings: dict) -> dict:
-    """The settings of an option taking a comma-separated list of values of the same type."""
-    type_ = click.types.convert_type(settings.get("type"))
-    if isinstance(type_, click.Choice):
-        metavar_type = "|".join(type_.choices)
-    elif isinstance(type_, (click.IntRange, click.FloatRange)):
-        metavar_type = "INT" if isinstance(type_, click.IntRange) else "FLOAT"
-    else:
-        metavar_type = getattr(type_, "name", "value").upper()
-    return dict(default=None, callback=_list_of(type_), metavar=f"{metavar_type}[,...]")
-
-
-def preset_defaults(field: str, preset: str = "default") -> str:
-    """``Default: 256,256 (preset 'default'); other presets: lecture 6, kmeans 2048.`` for an option's help.
-
-    Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``).
-    """
-    from ..train import PRESETS
-
-    value = getattr(PRESETS[preset], field)
-    others = [f"{name} {_as_typed(field, getattr(config, field))}" for name, config in PRESETS.items()
-              if name != preset and getattr(config, field) != value]
-    text = f"Default: {_as_typed(field, value)} (preset '{preset}')"
-    return text + ("; other presets: " + ", ".join(others) if others else "; the same in every preset") + "."
-
-
-def _as_typed(field: str, value) -> str:
-    if isinstance(value, bool):
-        return f"--{'' if value else 'no-'}{field.replace('_', '-')}"
-    if field == "hidden":
-        return ",".join(map(str, value)) or "''"
-    if value is None:
-        return "none"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-_TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
-               "batch_size", "momentum", "weight_decay", "schedule", "scaler", "val_fraction", "patience",
-               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip", "label_smoothing")
-
-
-def _config_from(opts: dict, preset: str | None = None):
-    """The preset, overridden by every option the user gave."""
-    import dataclasses
-
-    from ..train import PRESETS
-
-    base = PRESETS[opts.pop("preset", None) or preset or "default"]
-    given = {k: opts.pop(k) for k in _TRAIN_KEYS if opts.get(k) is not None}
-    for k in _TRAIN_KEYS:
-        opts.pop(k, None)
-    if isinstance(given.get("class_weight"), str) and given["class_weight"] == "none":
-        given["class_weight"] = None
-    if "optimizer" in given and given["optimizer"] != "gd":
-        given.setdefault("lecture_batch_size", None)  # the lecture's gradient scale is gd's only
-    return dataclasses.replace(base, **given)
-
-
-def _grid_from(opts: dict, preset: str | None = None):
-    """The sweep's configurations: the preset, with every listed value tried."""
-    from ..sweep import expand_grid
-
-    lists = {k: opts.pop(k) for k in _TRAIN_KEYS if opts.get(k) is not None}
-    for k in _TRAIN_KEYS:
-        opts.pop(k, None)
-    if "class_weight" in lists:
-        lists["class_weight"] = [None if v == "none" else v for v in lists["class_weight"]]
-    base = _config_from(opts, preset)
-    if any(v != "gd" for v in lists.get("optimizer", [])):
-        lists.setdefault("lecture_batch_size", [None])  # the lecture's gradient scale is gd's only
-    return expand_grid(base, **lists)
-
-
-def _fmt(v, spec=".4f"):
-    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+from .options import config_from, fmt, train_options  # noqa: F401 (train_options: imported from here too)
 
 
 class EpochPrinter:
@@ -213,13 +24,13 @@ class EpochPrinter:
 
     def __call__(self, record: dict, history: list[dict]) -> None:
         if self.lecture:  # the notebook's print, with the mean loss over samples
-            click.echo(f"Epoch: {record['epoch']}, Loss: {_fmt(record['train_loss'], '.6f')}, "
+            click.echo(f"Epoch: {record['epoch']}, Loss: {fmt(record['train_loss'], '.6f')}, "
                        f"Time: {record['seconds']:.4f}s")
             return
         line = (f"epoch {record['epoch']:>{len(str(self.epochs))}}/{self.epochs}  "
-                f"loss {_fmt(record['train_loss'])}  acc {_fmt(record.get('train_accuracy'), '.3f')}")
+                f"loss {fmt(record['train_loss'])}  acc {fmt(record.get('train_accuracy'), '.3f')}")
         if "val_loss" in record:
-            line += f"  val_loss {_fmt(record['val_loss'])}  val_acc {_fmt(record.get('val_accuracy'), '.3f')}"
+            line += f"  val_loss {fmt(record['val_loss'])}  val_acc {fmt(record.get('val_accuracy'), '.3f')}"
         click.echo(line + f"  {record['seconds']:.3f} s")
 
 
@@ -232,9 +43,9 @@ def _report_run(run, lecture: bool = False) -> None:
                    f"(try a smaller --lr)", err=True)
     acc = m.get("test_accuracy")
     if lecture:
-        click.echo(f"Accuracy of the network on the {m.get('n_test', 0)} test images: {_fmt(acc * 100 if acc is not None else None, '.2f')} %")
+        click.echo(f"Accuracy of the network on the {m.get('n_test', 0)} test images: {fmt(acc * 100 if acc is not None else None, '.2f')} %")
     else:
-        click.echo(f"test accuracy {_fmt(acc)} on {m.get('n_test', 0)} images; {m['epochs_run']} epochs in "
+        click.echo(f"test accuracy {fmt(acc)} on {m.get('n_test', 0)} images; {m['epochs_run']} epochs in "
                    f"{m['train_seconds']:.2f} s ({m['stop_reason']})")
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(run.out).iterdir())
     click.echo(f"run directory: {run.out}  ({', '.join(files)})")
@@ -357,7 +168,7 @@ def train(features_file, out, force, **opts):
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = _config_from(opts, recommended_preset(table.feature_set))
+    config = config_from(opts, recommended_preset(table.feature_set))
     _train_and_report(table, config, out, {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
                       tensorboard=tensorboard, flips_given=flips_given, overwrite=force)
 
@@ -371,7 +182,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = _config_from(opts, preset or recommended_preset(features))
+    config = config_from(opts, preset or recommended_preset(features))
     check_config(config)  # settings and device, before the long extraction
     out = Path(out or default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
@@ -383,7 +194,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
         if not quiet:
             click.echo(f"building the run in {rd.path} (its loss.png follows the loss while training); "
                        f"moved to {out} when complete")
-        ds = _load(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress,
+        ds = load_source(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress,
                    skip_bad=skip_bad)
         report_skipped(ds)
         table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
@@ -474,7 +285,7 @@ def evaluate(run_dir, features_file, as_json):
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(f"test accuracy {_fmt(m['test_accuracy'])} on {m['n_test']} images ({features_file})")
+    click.echo(f"test accuracy {fmt(m['test_accuracy'])} on {m['n_test']} images ({features_file})")
     if not m["n_test"]:
         return
     width = max(len(c) for c in bundle.class_names)

@@ -23,8 +23,8 @@ _LAZY = {
     "extract_features": "featmlp.features",
     "feature_names": "featmlp.features",
     "load_dataset": "featmlp.data",
-    "TrainConfig": "featmlp.train",
-    "PRESETS": "featmlp.train",
+    "TrainConfig": "featmlp.training.config",  # torch-free: settings without loading torch
+    "PRESETS": "featmlp.training.config",
     "FeatMLPClassifier": "featmlp.estimator",
     "load_bundle": "featmlp.bundle",
     "load_features": "featmlp.store",

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from featmlp.errors import ConfigError
 from featmlp.model import predict_proba
 from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training.history import TRAIN_LOSS
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -172,7 +173,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         self.model_ = result.model
         self.scaler_ = result.scaler
         self.history_ = result.history
-        self.loss_curve_ = [record["train_loss"] for record in result.history]
+        self.loss_curve_ = result.history.column(TRAIN_LOSS)
         self.n_iter_ = len(result.history)
         self.diverged_ = result.diverged
         self.best_epoch_ = result.best_epoch

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from featmlp.errors import FeatmlpError
 from featmlp.train import Callback, TrainConfig
+from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 # Tag of the final test accuracy, declared in the HParams tab at the end of training and filled
 # by log_metrics() once the run has been evaluated.
@@ -83,9 +84,9 @@ class TensorBoardLogger(Callback):
         self._writer = self._writer_class(log_dir=str(self.log_dir))
 
     def on_epoch(self, record: dict, history: list[dict]) -> None:
-        step = int(record.get("epoch", len(history)))
+        step = int(record.get(EPOCH, len(history)))
         for key, value in record.items():
-            if key != "epoch" and _is_number(value):
+            if key != EPOCH and _is_number(value):
                 self._writer.add_scalar(key, float(value), step)
         self._last_epoch = step
 
@@ -94,9 +95,9 @@ class TensorBoardLogger(Callback):
 
         last = history[-1] if history else {}
         metrics = {f"final/{k}": last[k] for k in
-                   ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+                   (TRAIN_LOSS, TRAIN_ACCURACY, VAL_LOSS, VAL_ACCURACY)
                    if _is_number(last.get(k))}
-        val_losses = [r["val_loss"] for r in history if _is_number(r.get("val_loss"))]
+        val_losses = [r[VAL_LOSS] for r in history if _is_number(r.get(VAL_LOSS))]
         if val_losses:
             metrics["final/best_val_loss"] = min(val_losses)
         metrics["final/epochs"] = len(history)

@@ -16,6 +16,7 @@ from featmlp._io import atomic_write
 from featmlp.plots import new_figure, plot_confusion, plot_history, render, save_figure
 from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
 from featmlp.store import FeatureTable
+from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
 
 from ._grid import format_value
 
@@ -98,14 +99,14 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
     when recorded); a diverged one ends where it diverged, with an ``x``."""
     from matplotlib.ticker import MaxNLocator
 
-    has_val = any("val_loss" in r for run in sweep for r in run.result.history)
+    has_val = any(VAL_LOSS in r for run in sweep for r in run.result.history)
     fig = new_figure(13 if has_val else 8.5, 4.5)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
     colours = _colours(len(sweep))
-    titles = {"train_loss": "training loss", "val_loss": "validation loss"}
+    titles = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss"}
     for ax, (key, title) in zip(axes, titles.items()):
         for run, colour in zip(sweep, colours):
-            points = [(r["epoch"], r[key]) for r in run.result.history if key in r]
+            points = [(r[EPOCH], r[key]) for r in run.result.history if key in r]
             label = run.name
             if run.diverged:
                 label += f" (diverged at epoch {run.diverged_epoch})"
@@ -160,7 +161,7 @@ def _accuracy(run, use_test: bool):
     if use_test:
         return run.test_accuracy
     history = run.result.history
-    return history[-1]["train_accuracy"] if history else None
+    return history[-1][TRAIN_ACCURACY] if history else None
 
 
 def _colours(n: int) -> list:

@@ -20,6 +20,7 @@ from featmlp.progress import ProgressHook
 from featmlp.run import lock_file
 from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, threads_override, train
+from featmlp.training.history import SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 from ._grid import config_names, format_value, stack_key, varying_fields
 from ._resume import SweepDirectory
@@ -71,7 +72,7 @@ class SweepRun:
         """Training time: the sum of the history's epoch times. A stacked group's epoch time
         is shared equally among the configurations it trained, so a sweep's rows add up to
         the time it trained for."""
-        return float(sum(r["seconds"] for r in self.result.history))
+        return float(sum(r[SECONDS] for r in self.result.history))
 
 
 @dataclass
@@ -112,7 +113,7 @@ class SweepResult:
         fields that vary, final losses and accuracies, ``test_accuracy``, ``diverged``,
         ``diverged_epoch``, ``epochs_run``, ``stop_reason``, ``seconds`` and ``engine``."""
         shown = ["lr", "hidden"] + [f for f in self.varying if f not in ("lr", "hidden")]
-        has_val = any("val_loss" in r for run in self.runs for r in run.history)
+        has_val = any(VAL_LOSS in r for run in self.runs for r in run.history)
         rows = []
         for run in self.runs:
             last = run.history[-1] if run.history else {}
@@ -121,11 +122,11 @@ class SweepResult:
                 value = getattr(run.config, f)
                 row[f] = value if isinstance(value, (int, float, str, bool)) or value is None \
                     else format_value(f, value)
-            row["final_train_loss"] = last.get("train_loss")
-            row["final_train_accuracy"] = last.get("train_accuracy")
+            row["final_train_loss"] = last.get(TRAIN_LOSS)
+            row["final_train_accuracy"] = last.get(TRAIN_ACCURACY)
             if has_val:
-                row["final_val_loss"] = last.get("val_loss")
-                row["final_val_accuracy"] = last.get("val_accuracy")
+                row["final_val_loss"] = last.get(VAL_LOSS)
+                row["final_val_accuracy"] = last.get(VAL_ACCURACY)
             row.update(test_accuracy=run.test_accuracy, diverged=run.diverged,
                        diverged_epoch=run.diverged_epoch, epochs_run=len(run.history),
                        stop_reason=run.result.stop_reason, seconds=round(run.seconds, 6),

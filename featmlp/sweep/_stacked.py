@@ -38,7 +38,7 @@ from featmlp.training.engines import FAST_ACTIVATIONS
 from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, diverged,
                                       epoch_record)
 from featmlp.training.loop import TrainResult
-from featmlp.training.optim import OPTIMIZERS, SCHEDULES
+from featmlp.training.optim import OPTIMIZERS, SCHEDULES, RowOptimizer
 from featmlp.training.prepare import (batch_order_rng, check_data, class_weights, gd_gradient_scale,
                                       initial_model, resolve_device, seeded, split_validation,
                                       within_batch_weights)
@@ -51,62 +51,6 @@ from . import _fused
 # samples ~6.6 ms, of 1,000 ~12 ms (per-op overhead): ~500k elements per logits chunk is best.
 _CHUNK_ELEMENTS = 500_000
 _MIN_CHUNK = 1024
-
-
-class _Optimizer:
-    """The optimisers of :data:`featmlp.train.OPTIMIZERS` on stacked rows, scalars per row.
-
-    Same arithmetic as ``featmlp.train.SGD``/``Adam``/``AdamW`` (torch.optim's), with the
-    learning rate, weight decay and momentum as ``(K, 1)`` columns.
-    """
-
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-
-    def __init__(self, name: str, params: torch.Tensor, configs: list[TrainConfig]):
-        col = lambda values: torch.tensor(values, dtype=params.dtype,  # noqa: E731
-                                          device=params.device)[:, None]
-        self.name = name
-        self.adam = name in ("adam", "adamw")
-        self.decoupled = name == "adamw"
-        self.weight_decay = col([c.weight_decay for c in configs])
-        self.any_decay = any(c.weight_decay for c in configs)
-        self.momentum = col([c.momentum for c in configs])
-        self.any_momentum = name == "sgd" and any(c.momentum for c in configs)
-        self.state: dict[str, torch.Tensor] = {}
-        if self.adam:
-            self.state = {"m": torch.zeros_like(params), "v": torch.zeros_like(params)}
-        self.t = 0
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only these rows (configurations that go on training)."""
-        self.weight_decay = self.weight_decay[rows]
-        self.momentum = self.momentum[rows]
-        self.state = {k: v[rows] for k, v in self.state.items()}
-
-    def step(self, params: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        self.t += 1
-        if self.any_decay and not self.decoupled:
-            grad.addcmul_(params, self.weight_decay)
-        if not self.adam:
-            if self.any_momentum:
-                # torch.optim.SGD: the first step's buffer is the gradient itself. A row with
-                # momentum 0 gets 0 * buffer + grad = grad, the plain step.
-                if "velocity" not in self.state:
-                    self.state["velocity"] = grad.clone()
-                else:
-                    self.state["velocity"].mul_(self.momentum).add_(grad)
-                grad = self.state["velocity"]
-            params.addcmul_(grad, lr, value=-1.0)
-            return
-        if self.any_decay and self.decoupled:
-            params.mul_(1 - lr * self.weight_decay)
-        m, v = self.state["m"], self.state["v"]
-        m.lerp_(grad, 1 - self.beta1)
-        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        bias1 = 1 - self.beta1 ** self.t
-        bias2 = 1 - self.beta2 ** self.t
-        denom = v.sqrt().div_(math.sqrt(bias2)).add_(self.eps)
-        params.addcmul_(m.div(denom), lr, value=-1.0 / bias1)
 
 
 def _layer_views(flat: torch.Tensor, layer_shapes) -> tuple[list, list]:
@@ -247,7 +191,7 @@ class _Engine:
                 g = self.act_backward(d, outs[k], pres[k])
 
     def run_epoch(self, perm, sw, batch_size: int, lrs: torch.Tensor, grad_scale,
-                  optimizer: _Optimizer) -> torch.Tensor:
+                  optimizer: RowOptimizer) -> torch.Tensor:
         """All steps of one epoch (one step when ``perm`` is None: full batch, chunked).
 
         ``sw`` (N,) weighs each sample's loss (None: uniform, folded into ``grad_scale``, a
@@ -389,7 +333,7 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
     fused = _uses_fused(c0) and X_t.dtype == torch.float32
     engine = _Engine(stack, spec, X_t.t().contiguous(), y_t, weighted, fused)
     engine.w_loss = w_t
-    optimizer = _Optimizer(c0.optimizer, stack.flat, configs)
+    optimizer = RowOptimizer(c0.optimizer, stack.flat, configs)
 
     n = len(y)
     full_batch = OPTIMIZERS[c0.optimizer].full_batch

@@ -115,6 +115,65 @@ OPTIMIZERS: dict[str, type] = {
 }
 
 
+class RowOptimizer:
+    """The optimisers of :data:`OPTIMIZERS` on stacked rows ``(K, P)``, hyperparameters per row.
+
+    The stacked sweep trains K networks at once, one per row, each with its own learning rate,
+    weight decay and momentum (``(K, 1)`` columns). Same arithmetic as :class:`SGD`, :class:`Adam`
+    and :class:`AdamW` (torch.optim's) and the same constants; a separate class because the flat
+    ones step through torch's fused kernels with a scalar lr, whose rounding a per-row tensor
+    version would not repeat bit for bit.
+    """
+
+    beta1, beta2, eps = Adam.beta1, Adam.beta2, Adam.eps
+
+    def __init__(self, name: str, params: torch.Tensor, configs: list[TrainConfig]):
+        col = lambda values: torch.tensor(values, dtype=params.dtype,  # noqa: E731
+                                          device=params.device)[:, None]
+        self.name = name
+        self.adam = issubclass(OPTIMIZERS[name], Adam)
+        self.decoupled = self.adam and OPTIMIZERS[name].decoupled
+        self.weight_decay = col([c.weight_decay for c in configs])
+        self.any_decay = any(c.weight_decay for c in configs)
+        self.momentum = col([c.momentum for c in configs])
+        self.any_momentum = issubclass(OPTIMIZERS[name], SGD) and any(c.momentum for c in configs)
+        self.state: dict[str, torch.Tensor] = {}
+        if self.adam:
+            self.state = {"m": torch.zeros_like(params), "v": torch.zeros_like(params)}
+        self.t = 0
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (configurations that go on training)."""
+        self.weight_decay = self.weight_decay[rows]
+        self.momentum = self.momentum[rows]
+        self.state = {k: v[rows] for k, v in self.state.items()}
+
+    def step(self, params: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        self.t += 1
+        if self.any_decay and not self.decoupled:
+            grad.addcmul_(params, self.weight_decay)
+        if not self.adam:
+            if self.any_momentum:
+                # torch.optim.SGD: the first step's buffer is the gradient itself. A row with
+                # momentum 0 gets 0 * buffer + grad = grad, the plain step.
+                if "velocity" not in self.state:
+                    self.state["velocity"] = grad.clone()
+                else:
+                    self.state["velocity"].mul_(self.momentum).add_(grad)
+                grad = self.state["velocity"]
+            params.addcmul_(grad, lr, value=-1.0)
+            return
+        if self.any_decay and self.decoupled:
+            params.mul_(1 - lr * self.weight_decay)
+        m, v = self.state["m"], self.state["v"]
+        m.lerp_(grad, 1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        bias1 = 1 - self.beta1 ** self.t
+        bias2 = 1 - self.beta2 ** self.t
+        denom = v.sqrt().div_(math.sqrt(bias2)).add_(self.eps)
+        params.addcmul_(m.div(denom), lr, value=-1.0 / bias1)
+
+
 def _constant(t: float) -> float:
     return 1.0
 

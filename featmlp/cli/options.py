@@ -169,7 +169,7 @@ def config_from(opts: dict, preset: str | None = None):
     """The preset, overridden by every option the user gave."""
     import dataclasses
 
-    from ..train import PRESETS
+    from ..training.config import PRESETS, lecture_batch_size_applies
 
     base = PRESETS[opts.pop("preset", None) or preset or "default"]
     given = {k: opts.pop(k) for k in TRAIN_KEYS if opts.get(k) is not None}
@@ -177,7 +177,7 @@ def config_from(opts: dict, preset: str | None = None):
         opts.pop(k, None)
     if isinstance(given.get("class_weight"), str) and given["class_weight"] == "none":
         given["class_weight"] = None
-    if "optimizer" in given and given["optimizer"] != "gd":
+    if "optimizer" in given and not lecture_batch_size_applies(given["optimizer"]):
         given.setdefault("lecture_batch_size", None)  # the lecture's gradient scale is gd's only
     return dataclasses.replace(base, **given)
 
@@ -185,6 +185,7 @@ def config_from(opts: dict, preset: str | None = None):
 def grid_from(opts: dict, preset: str | None = None):
     """The sweep's configurations: the preset, with every listed value tried."""
     from ..sweep import expand_grid
+    from ..training.config import lecture_batch_size_applies
 
     lists = {k: opts.pop(k) for k in TRAIN_KEYS if opts.get(k) is not None}
     for k in TRAIN_KEYS:
@@ -192,7 +193,7 @@ def grid_from(opts: dict, preset: str | None = None):
     if "class_weight" in lists:
         lists["class_weight"] = [None if v == "none" else v for v in lists["class_weight"]]
     base = config_from(opts, preset)
-    if any(v != "gd" for v in lists.get("optimizer", [])):
+    if any(not lecture_batch_size_applies(v) for v in lists.get("optimizer", [])):
         lists.setdefault("lecture_batch_size", [None])  # the lecture's gradient scale is gd's only
     return expand_grid(base, **lists)
 

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from featmlp.errors import ConfigError
-from featmlp.model import Scaler, loss_function
+from featmlp.model import loss_function
 from featmlp.progress import ProgressHook
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
 from featmlp.training.params import flatten_parameters
 from featmlp.training.prepare import (batch_order_rng, check_data, check_labels, class_weights, gd_gradient_scale,
-                                      initial_model, resolve_device, seeded, split_validation)
+                                      initial_model, seeded, training_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,13 +293,11 @@ def lr_find(
     X, y = check_data(X, y, "X", "y")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes
     check_labels(y, n_classes, "y")
-    if config.val_fraction:
-        # The rows train() would train on, so that the scaler and the data match its run.
-        X, y, _, _ = split_validation(X, y, config.val_fraction, config.seed)
-
-    spec = config.spec(X.shape[1], n_classes)
-    device = resolve_device(config.device)
-    scaler = Scaler.fit(X, config.scaler)
+    # The rows train() would train on, so that the scaler and the data match its run (no mirror:
+    # lr_find steps on the rows alone, without flips).
+    prepared = training_rows(X, y, config)
+    X, y, device, scaler = prepared.X, prepared.y, prepared.device, prepared.scaler
+    spec = prepared.spec(config, n_classes)
     with seeded(device):
         # As train(): seed the global generator for the initial weights (and dropout), and give
         # the batch order its own generator.

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from featmlp.model import HEADS, Scaler
+from featmlp.model import HEADS
 from featmlp.training.config import TrainConfig
 from featmlp.training.engines import FAST_ACTIVATIONS
 from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, diverged,
@@ -40,7 +40,7 @@ from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, dive
 from featmlp.training.loop import TrainResult
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES, RowOptimizer
 from featmlp.training.prepare import (batch_order_rng, check_data, class_weights, gd_gradient_scale,
-                                      initial_model, resolve_device, seeded, split_validation,
+                                      initial_model, resolve_device, seeded, training_rows,
                                       within_batch_weights)
 
 from . import _fused
@@ -301,12 +301,10 @@ def _uses_fused(c0: TrainConfig) -> bool:
 def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
     c0 = configs[0]
     X, y = check_data(X, y, "X", "y")
-    X_val = y_val = None
-    if c0.val_fraction:
-        X, y, X_val, y_val = split_validation(X, y, c0.val_fraction, c0.seed)
-    spec = c0.spec(X.shape[1], n_classes)
-    device = resolve_device(c0.device)
-    scaler = Scaler.fit(X, c0.scaler)
+    prepared = training_rows(X, y, c0)  # stacked groups have no flips (see stack_key)
+    X, y, X_val, y_val = prepared.X, prepared.y, prepared.X_val, prepared.y_val
+    device, scaler = prepared.device, prepared.scaler
+    spec = prepared.spec(c0, n_classes)
 
     # Initial weights exactly as train() draws them (initial_model), inside a fork of the generators
     # so the caller's random state is left as it was.

@@ -1,12 +1,12 @@
-"""The two engines that run the steps of one training epoch (used by :func:`featmlp.training.loop.train`).
+"""The two engines that run the steps of one training epoch (for :func:`featmlp.training.loop.train`).
 
 - ``FastEngine``: a hand-written forward and backward pass for plain MLPs (no dropout, no batch
   norm), in a feature-major layout; per-step overhead, not arithmetic, dominates small networks.
 - ``AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
   large inputs, reading its batches through :class:`ScaledRows`.
 
-Both update one flat parameter vector (:func:`featmlp.training.params.flatten_parameters`) with the optimiser's
-``step`` and write the epoch's logits into one buffer.
+Both update one flat parameter vector (:func:`featmlp.training.params.flatten_parameters`) with
+the optimiser's ``step`` and write the epoch's logits into one buffer.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 :func:`train` is a plain epoch loop over the pieces of :mod:`featmlp.training`: the settings
 (:mod:`~featmlp.training.config`), the set-up (:mod:`~featmlp.training.prepare`), the optimisers and
 schedules (:mod:`~featmlp.training.optim`), the flat parameter vector
-(:mod:`~featmlp.training.params`) and the engines (:mod:`~featmlp.training.engines`). Each epoch appends one dict to the run's history; callbacks
+(:mod:`~featmlp.training.params`) and the engines (:mod:`~featmlp.training.engines`). Each
+epoch appends one dict to the run's history (:mod:`~featmlp.training.history`); callbacks
 (printing, live plots, anything else) read that history and may stop the run.
 
 Two engines run the steps of an epoch. Both update one flat parameter vector with the same
@@ -54,7 +55,7 @@ from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_valida
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters
 from featmlp.training.prepare import (batch_order_rng, checked_inputs, class_weights, evaluate, gd_gradient_scale,
-                                      initial_model, loss_accuracy, seeded, split_validation, within_batch_weights)
+                                      initial_model, loss_accuracy, seeded, training_rows, within_batch_weights)
 from featmlp.training.threads import threads_for
 
 
@@ -159,11 +160,9 @@ def train(
     """
     config = PRESETS["default"] if config is None else config
     X, y, X_val, y_val, n_classes, mirror, device = checked_inputs(X, y, config, n_classes, X_val, y_val, mirror)
-    if config.val_fraction:
-        X, y, X_val, y_val = split_validation(X, y, config.val_fraction, config.seed)
-    spec = config.spec(X.shape[1], n_classes)
-    # With flips the scaler is that of the training rows and their mirror images together.
-    scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None)
+    prepared = training_rows(X, y, config, X_val=X_val, y_val=y_val, mirror=mirror)
+    X, y, X_val, y_val, scaler = prepared.X, prepared.y, prepared.X_val, prepared.y_val, prepared.scaler
+    spec = prepared.spec(config, n_classes)
     callbacks = [as_callback(cb) for cb in callbacks]
 
     with seeded(device):

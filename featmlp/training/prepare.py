@@ -12,14 +12,45 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import MLPSpec, build_mlp, is_permutation, nonfinite_rows
+from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, nonfinite_rows
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
+
+
+@dataclass
+class TrainingRows:
+    """What a run trains on: the rows after the validation split, their device and their scaler."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    device: torch.device
+    scaler: Scaler
+
+    def spec(self, config: TrainConfig, n_classes: int) -> MLPSpec:
+        """The network of ``config`` for these rows."""
+        return config.spec(self.X.shape[1], n_classes)
+
+
+def training_rows(X, y, config: TrainConfig, *, X_val=None, y_val=None, mirror=None) -> TrainingRows:
+    """Hold out ``config.val_fraction`` of checked rows, pick the device, fit the scaler on the rest.
+
+    In that order, as :func:`featmlp.train.train`, :func:`featmlp.lr_find.lr_find` and the stacked
+    sweep did each on its own. With ``config.flip`` and ``mirror``, the scaler is that of the
+    training rows and their mirror images together.
+    """
+    if config.val_fraction:
+        X, y, X_val, y_val = split_validation(X, y, config.val_fraction, config.seed)
+    device = resolve_device(config.device)
+    scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None)
+    return TrainingRows(X, y, X_val, y_val, device, scaler)
 
 
 @contextlib.contextmanager

@@ -641,3 +641,87 @@ def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, ru
     assert "features.npz" in out.strip().splitlines()[-1]
     code, out, _ = run_cli(["train", feats, "--epochs", "2", "-q", "--out", tmp_path / "q"])
     assert "network" not in out and "run directory" in out  # -q: only the result
+
+
+# ------------------------------------------------------------------ run_job: featmlp run from Python
+
+def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
+    from featmlp.run import JobHook, run_job
+    from featmlp.store import load_features
+
+    root = image_folder(tmp_path / "imgs")
+    (root / "dark" / "README.txt").write_text("not an image")
+    events = []
+
+    class Record(JobHook):
+        def on_job_begin(self, staging, out):
+            events.append(("begin", staging, out, out.exists()))
+
+        def on_images(self, dataset):
+            events.append(("images", len(dataset.train_labels) + len(dataset.test_labels)))
+
+        def on_features(self, dataset, table):
+            events.append(("features", table.X_train.shape))
+
+        def on_config(self, table, config):
+            events.append(("config", config.hidden))
+
+        def on_epoch(self, record, history):
+            events.append(("epoch", record["epoch"]))
+
+    out = tmp_path / "r"
+    job = run_job(root, "lecture", out, config=TrainConfig(hidden=(4,), epochs=2), test_fraction=0.5,
+                  skip_bad=True, callbacks=[Record()])
+    assert job.out == out and not (tmp_path / ".r.incomplete").exists()
+    assert events == [("begin", tmp_path / ".r.incomplete", out, False), ("images", 20), ("features", (10, 9)),
+                      ("config", (4,)), ("epoch", 1), ("epoch", 2)]
+    assert [name for name, _ in job.skipped] == ["dark/README.txt"] and job.notices == ()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "confusion.png", "features.npz", "loss.png",
+                                                     "metrics.json", "model.json", "model.safetensors"]
+    saved = load_features(out / "features.npz")
+    np.testing.assert_array_equal(saved.X_test, job.table.X_test)
+    # the test accuracy is the saved model's on the saved test split
+    bundle = load_bundle(out)
+    assert job.metrics["test_accuracy"] == pytest.approx(accuracy_score(saved.y_test, bundle.predict(saved.X_test)))
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == job.metrics["test_accuracy"]
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert (data["source"], data["test_fraction"], data["feature_file"]) == (job.source, 0.5, "features.npz")
+    assert job.source.startswith(f"image folder {root}")
+    with pytest.raises(DataError, match="already exists"):  # refused before the images are read
+        run_job(tmp_path / "nowhere", "lecture", out)
+
+
+def test_decide_flips_turns_off_flips_where_mirrors_change_the_class(table, monkeypatch):
+    import featmlp.store
+    from featmlp.run import decide_flips
+
+    flips = TrainConfig(flip=True, test_flip=True)
+    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
+    assert decide_flips(table, flips) == (flips, None)
+    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: (0.9, 0.3))
+    config, message = decide_flips(table, flips)
+    assert (config.flip, config.test_flip) == (False, False) and config == dataclasses.replace(flips, flip=False,
+                                                                                              test_flip=False)
+    assert message.startswith("flips off: mirror images of the training images keep their class for 30% of them "
+                              "against 90% for the images")
+    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: pytest.fail("no flips to decide"))
+    assert decide_flips(table, TrainConfig()) == (TrainConfig(), None)
+
+
+def test_run_command_prints_the_jobs_lines(tmp_path, run_cli):
+    root = image_folder(tmp_path / "imgs")
+    (root / "dark" / "README.txt").write_text("not an image")
+    out = tmp_path / "r"
+    code, stdout, err = run_cli(["run", "--data", root, "--test-fraction", "0.5", "--hidden", "4", "--epochs", "2",
+                                 "--skip-bad", "--out", out])
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0] == (f"building the run in {tmp_path / '.r.incomplete'} (its loss.png follows the loss while "
+                        f"training); moved to {out} when complete")
+    assert lines[1].startswith(f"data: image folder {root}") and lines[1].endswith(
+        f": 10 train + 10 test images, 2 classes; lecture features -> {out / 'features.npz'}")
+    assert lines[2] == "features: 10 train, 10 test x 9; network 9 -> 4 -> 2, ce, adam lr 0.003 cosine, batch 256, 2 epochs"
+    assert lines[3].startswith("epoch 1/2  loss ") and lines[4].startswith("epoch 2/2  loss ")
+    assert lines[5].startswith("test accuracy ") and lines[6].startswith(f"run directory: {out}  (config.json")
+    assert len(lines) == 7
+    assert "skipped 1 unreadable file: dark/README.txt (not an image)" in err

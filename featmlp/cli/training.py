@@ -10,8 +10,8 @@ import numpy as np
 from ..errors import FeatmlpError
 from ..features import recommended_preset
 from ..progress import TqdmProgress
-from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, load_source,
-                      report_skipped, resolve_fitted)
+from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, report_skipped,
+                      resolve_fitted)
 from .options import config_from, fmt, train_options  # noqa: F401 (train_options: imported from here too)
 
 
@@ -49,28 +49,6 @@ def _report_run(run, lecture: bool = False) -> None:
                    f"{m['train_seconds']:.2f} s ({m['stop_reason']})")
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(run.out).iterdir())
     click.echo(f"run directory: {run.out}  ({', '.join(files)})")
-
-
-# Flips are left on when the mirror images are classified as their own class nearly as often as
-# the images themselves (see featmlp.store.mirror_agreement).
-_MIRROR_AGREEMENT = 0.9
-
-
-def _check_flips(table, config, flips_given: bool):
-    """The preset's flips, turned off (with one line) where mirror images change the class."""
-    import dataclasses
-
-    from ..store import mirror_agreement
-
-    if flips_given or not (config.flip or config.test_flip):
-        return config
-    agreement = mirror_agreement(table)
-    if agreement is None or agreement[1] >= _MIRROR_AGREEMENT * agreement[0]:
-        return config
-    click.echo(f"flips off: mirror images of the training images keep their class for {agreement[1]:.0%} of them "
-               f"against {agreement[0]:.0%} for the images (nearest class mean), so mirroring changes what these "
-               f"images show (as for characters); --flip / --test-flip force them", err=True)
-    return dataclasses.replace(config, flip=False, test_flip=False)
 
 
 def network_line(config, n_features: int, n_classes: int) -> str:
@@ -117,35 +95,34 @@ def network_line(config, n_features: int, n_classes: int) -> str:
     return ", ".join(parts)
 
 
-def _train(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
-           flips_given=True, overwrite=False):
-    """Train into ``out`` (a path, or the RunDirectory ``featmlp run`` extracted into)."""
-    from ..run import RunDirectory, staging_dir, train_run
+def _features_line(table, config) -> str:
+    return (f"features: {len(table.X_train)} train, {len(table.X_test)} test x {len(table.feature_names)}; "
+            f"{network_line(config, table.X_train.shape[1], len(table.class_names))}")
 
-    config = _check_flips(table, config, flips_given)
 
+def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=False, flips_given=True,
+                      overwrite=False):
+    """``featmlp train``: train into the run directory ``out`` and print the result."""
+    from ..run import decide_flips, staging_dir, train_run
+    from ..train import Callback
+
+    if not flips_given:
+        config, notice = decide_flips(table, config)
+        if notice:
+            click.echo(notice, err=True)
+    callbacks = []
     if not quiet:
-        click.echo(f"features: {len(table.X_train)} train, {len(table.X_test)} test x {len(table.feature_names)}; "
-                   f"{network_line(config, table.X_train.shape[1], len(table.class_names))}")
-    callbacks = [] if quiet else [EpochPrinter(config.epochs, lecture=lecture)]
-    if not quiet and not isinstance(out, RunDirectory):
-        from ..train import Callback
+        click.echo(_features_line(table, config))
 
         class SayWhere(Callback):  # once training starts: the checks before it passed, the directory exists
             def on_train_begin(self, config):
                 click.echo(f"training in {staging_dir(out)} (its loss.png follows the loss); "
                            f"moved to {out} when complete")
 
-        callbacks.insert(0, SayWhere())
-    return train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
-                     overwrite=overwrite, tensorboard=tensorboard)
-
-
-def _train_and_report(table, config, out, data, quiet, log_scale, lecture=False, tensorboard=False,
-                      flips_given=True, overwrite=False):
-    run = _train(table, config, out, data, quiet, log_scale, lecture=lecture, tensorboard=tensorboard,
-                 flips_given=flips_given, overwrite=overwrite)
-    _report_run(run, lecture=lecture)
+        callbacks = [SayWhere(), EpochPrinter(config.epochs)]
+    run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
+                    overwrite=overwrite, tensorboard=tensorboard)
+    _report_run(run)
     return run
 
 
@@ -174,40 +151,64 @@ def train(features_file, out, force, **opts):
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
-    from ..run import FEATURES_FILE, FEATURES_PARTIAL, RunDirectory
-    from ..store import extract_dataset
-    from ..train import check_config
+    from ..run import run_job
 
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = config_from(opts, preset or recommended_preset(features))
-    check_config(config)  # settings and device, before the long extraction
     out = Path(out or default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
-    # The run is built beside `out`; a failed or killed one keeps only its extraction's finished
-    # chunks there, which the same command resumes from.
-    with RunDirectory(out, overwrite=force, keep=(FEATURES_PARTIAL,)) as rd:
-        if not quiet:
-            click.echo(f"building the run in {rd.path} (its loss.png follows the loss while training); "
-                       f"moved to {out} when complete")
-        ds = load_source(data, data_opts["test_fraction"], data_opts["split_seed"], data_opts["image_size"], progress,
-                   skip_bad=skip_bad)
-        report_skipped(ds)
-        table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
-                                progress=progress)
-        progress.close()
-        if not quiet:
-            click.echo(f"data: {ds.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
-                       f"{len(table.class_names)} classes; {features} features -> {out / FEATURES_FILE}")
-        run = _train(table, config, rd, {"source": data or "sample", **data_opts,
-                                         "feature_file": str(rd.path / FEATURES_FILE)},
-                     quiet, log_scale, lecture=lecture, tensorboard=tensorboard, flips_given=flips_given)
+    callbacks = [_job_printer(features, progress, quiet)]
+    if not quiet:
+        callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
+    run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
+                  **data_opts, skip_bad=skip_bad, overwrite=force, progress=progress, callbacks=callbacks,
+                  log_scale=log_scale, tensorboard=tensorboard)
     _report_run(run, lecture=lecture)
     return run
+
+
+def _job_printer(features, progress, quiet):
+    """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines)."""
+    # Defined when used: featmlp.run (where JobHook is) imports more than this module needs for --help.
+    from ..layout import FEATURES_FILE
+    from ..run import JobHook
+
+    class JobPrinter(JobHook):
+        def __init__(self, features, progress, quiet):
+            self.features, self.progress, self.quiet = features, progress, quiet
+
+        def on_job_begin(self, staging, out):
+            self.out = out
+            if not self.quiet:
+                click.echo(f"building the run in {staging} (its loss.png follows the loss while training); "
+                           f"moved to {out} when complete")
+
+        def on_warning(self, message):
+            click.echo(f"warning: {message}", err=True)
+
+        def on_images(self, dataset):
+            report_skipped(dataset)
+
+        def on_features(self, dataset, table):
+            self.progress.close()
+            if not self.quiet:
+                click.echo(f"data: {dataset.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
+                           f"{len(table.class_names)} classes; {self.features} features -> "
+                           f"{self.out / FEATURES_FILE}")
+
+        def on_notice(self, message):
+            click.echo(message, err=True)
+
+        def on_config(self, table, config):
+            if not self.quiet:
+                click.echo(_features_line(table, config))
+
+    return JobPrinter(features, progress, quiet)
 
 
 @click.command(epilog=SOURCE_HELP)

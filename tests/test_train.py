@@ -360,12 +360,12 @@ def test_label_smoothing_equals_torch_cross_entropy_with_label_smoothing(engine)
 
 
 def test_large_tables_train_from_per_batch_scaled_rows_as_from_a_scaled_copy(monkeypatch):
-    import featmlp.training.loop as train_module
+    import featmlp.training.engines as train_module
 
     X, y = _data(n=90)
     config = TrainConfig(hidden=(8,), epochs=2, batch_size=16, seed=3)
     copy = train(X.astype(np.float32), y, config)
-    monkeypatch.setattr(train_module, "_FAST_ENGINE_BYTES", 0)  # as if X were GBs
+    monkeypatch.setattr(train_module, "FAST_ENGINE_BYTES", 0)  # as if X were GBs
     rows = train(X.astype(np.float32), y, config)
     torch.testing.assert_close(_params(rows.model), _params(copy.model), rtol=1e-4, atol=1e-5)
 

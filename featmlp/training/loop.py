@@ -50,7 +50,7 @@ from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback
 from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows
+from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows, fast_engine_fits
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters
@@ -176,18 +176,11 @@ def train(
     return result
 
 
-# The hand-written engine keeps three copies of the scaled features (stored, transposed,
-# shuffled); above this size the autograd engine, which scales each batch as it gathers it, runs
-# instead (14,400 learned features x 50,000 images are 2.9 GB a copy).
-_FAST_ENGINE_BYTES = 1 << 30
-
-
 def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, progress,
          mirror=None):
     flip = config.flip
     rows = 2 * len(y) if flip else len(y)  # with flips, rows N.. are the mirror images of 0..
-    plain = (not spec.batch_norm and spec.dropout == 0 and not spec.bottleneck
-             and rows * X.shape[1] * 4 <= _FAST_ENGINE_BYTES)
+    plain = fast_engine_fits(spec, rows, X.shape[1])
     class_w = class_weights(y, spec.n_classes, config.class_weight)
     if flip:
         y = np.concatenate([y, y])

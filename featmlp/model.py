@@ -161,27 +161,12 @@ class MLPSpec:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        hidden = self.hidden
-        if not isinstance(hidden, (tuple, list)) or not all(
-            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in hidden
-        ):
-            raise ConfigError(
-                f"hidden must be a sequence of positive layer widths such as (64,) or (512, 256), "
-                f"got {hidden!r}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise _choice_error("activation", self.activation, ACTIVATIONS)
-        if self.head not in HEADS:
-            raise _choice_error("head", self.head, HEADS)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-            0.0 <= self.dropout < 1.0
-        ):
-            raise ConfigError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.batch_norm, (bool, np.bool_)):
-            raise ConfigError(f"batch_norm must be true or false, got {self.batch_norm!r}")
-        if not isinstance(self.bottleneck, (int, np.integer)) or isinstance(self.bottleneck, bool) \
-                or self.bottleneck < 0:
-            raise ConfigError(f"bottleneck must be a layer width >= 1, or 0 for none, got {self.bottleneck!r}")
+        from featmlp.training.config import FIELDS, NETWORK_FIELDS
+
+        for name in NETWORK_FIELDS:  # the constraints TrainConfig.validate checks them with
+            message = FIELDS[name].error(name, getattr(self, name))
+            if message is not None:
+                raise ConfigError(message)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``hidden`` as a list)."""

@@ -13,6 +13,7 @@ torch, and a test holds the two lists equal.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -104,12 +105,7 @@ def _bool_error(f: Field, name, value):
 
 
 def _widths_error(f: Field, name, value):
-    # Shown as the tuple the network would get (TrainConfig.spec makes one).
-    try:
-        value = tuple(value)
-    except TypeError:
-        pass
-    if not isinstance(value, tuple) or not all(_is_int(w) and w >= 1 for w in value):
+    if not isinstance(value, (tuple, list)) or not all(_is_int(w) and w >= 1 for w in value):
         return f"{name} must be a sequence of positive layer widths such as (64,) or (512, 256), got {value!r}"
 
 
@@ -180,6 +176,10 @@ FIELDS: dict[str, Field] = {
     "test_flip": Field("bool", "predict with the mean over each image and its mirror image"),
     "device": Field("device", "auto (CUDA when available), cpu, cuda or cuda:N"),
 }
+
+
+# The fields of TrainConfig that are the network's (featmlp.model.MLPSpec checks them with this table).
+NETWORK_FIELDS = ("hidden", "activation", "head", "dropout", "batch_norm", "bottleneck")
 
 
 def lecture_batch_size_applies(optimizer: str) -> bool:
@@ -313,7 +313,12 @@ class TrainConfig:
         featmlp.errors.ConfigError: optimizer 'lbfgs' is not one of: gd, sgd, adam, adamw
         """
         for name, constraint in FIELDS.items():
-            message = constraint.error(name, getattr(self, name))
+            value = getattr(self, name)
+            if name == "hidden":
+                # checked as the tuple the network gets (spec() makes one), e.g. from [64] or "64"
+                with contextlib.suppress(TypeError):
+                    value = tuple(value)
+            message = constraint.error(name, value)
             if message is None:
                 message = next((m for after, rule in RULES if after == name
                                 for m in [rule(self)] if m is not None), None)

@@ -128,3 +128,18 @@ def test_importing_the_config_and_validating_imports_no_torch():
             "print(heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_network_s_fields_are_checked_by_the_same_table_in_mlpspec():
+    from featmlp.model import MLPSpec
+    from featmlp.training.config import NETWORK_FIELDS
+
+    assert set(NETWORK_FIELDS) == {f.name for f in dataclasses.fields(MLPSpec)} - {"n_features", "n_classes"}
+    for name, value, message in BAD:
+        if name in NETWORK_FIELDS:
+            with pytest.raises(ConfigError) as info:
+                MLPSpec(3, 2, **{name: value}).validate()
+            assert str(info.value) == message
+    # a list is a sequence of widths for both
+    MLPSpec(3, 2, hidden=[4, 4]).validate()
+    TrainConfig(hidden=[4, 4]).validate()

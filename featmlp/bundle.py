@@ -23,6 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from torch import nn
@@ -62,6 +63,7 @@ class Bundle:
     version: str = ""
     feature_state: dict = field(default_factory=dict)
     mirror: np.ndarray | None = None
+    directory: Path | None = None  # where it was loaded from (named in messages)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities for raw features ``X`` (N, F), scaled as in training; rows in order.
@@ -74,6 +76,114 @@ class Bundle:
     def predict(self, X) -> np.ndarray:
         """Index of the most probable class of each row (``class_names[i]`` is its name)."""
         return self.predict_proba(X).argmax(axis=1)
+
+    def predict_images(self, paths, *, resize: bool = True) -> list[ImagePrediction]:
+        """The class of each image file, in the order given: an :class:`ImagePrediction` per path,
+        with its most probable class and that probability, or the reason it has none (``error``:
+        unreadable, too large, features of another length, NaN features).
+
+        Images are resized (bilinear) to the size of the images the model was trained on
+        (``extra["image_size"]``), so their features describe the same scale; ``resize=False``
+        keeps each image's size. Features are computed with the bundle's fitted state, a chunk
+        of images at a time (:data:`PREDICT_CHUNK_IMAGES`, :data:`PREDICT_CHUNK_PIXELS`).
+
+        Raises
+        ------
+        FeatmlpError
+            A chunk of images of the model's image size would not fit in memory (before any is read).
+
+        Examples
+        --------
+        >>> [(p.class_name, p.error) for p in load_bundle("runs/r").predict_images(["cat.png", "x.txt"])]  # doctest: +SKIP
+        [('cat', None), (None, 'not a readable image (Pillow cannot identify it)')]
+        """
+        return sorted(self.iter_predict_images(paths, resize=resize), key=lambda r: r.index)
+
+    def iter_predict_images(self, paths, *, resize: bool = True):
+        """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
+        of images once computed (so not in the order given; ``index`` is each one's place)."""
+        from featmlp.data import read_images
+        from featmlp.features import extract_features
+        from featmlp.model import nonfinite_rows
+
+        paths = list(paths)
+        size = self.extra.get("image_size") if resize else None
+        size = tuple(size) if size else None
+        if size:
+            per_chunk = max(1, min(PREDICT_CHUNK_IMAGES, len(paths), PREDICT_CHUNK_PIXELS // (size[0] * size[1])))
+            where = f"image_size in {self.directory / META_FILE}" if self.directory is not None else "image_size"
+            check_memory(image_bytes(size, per_chunk), f"predicting on images resized to {size[0]}x{size[1]} "
+                         f"({where}), {per_chunk} at once,", "check that image_size, or pass --no-resize")
+
+        def failed(index, path, reason) -> ImagePrediction:
+            reason = str(reason)
+            if reason.startswith(f"{path}: "):  # the path is the prediction's own field
+                reason = reason[len(str(path)) + 2:]
+            return ImagePrediction(path, None, None, reason, index)
+
+        def classify(chunk):
+            """Predictions of decoded images [(index, path, array)]: errors first, then the classes in order."""
+            by_shape = {}
+            for j, (_, _, arr) in enumerate(chunk):
+                by_shape.setdefault(arr.shape, []).append(j)  # resize=False: one batch per size
+            results = [None] * len(chunk)
+            for shape, rows in by_shape.items():
+                items = [chunk[j] for j in rows]
+                try:
+                    X = extract_features(np.stack([arr for _, _, arr in items]), self.feature_set,
+                                         state=self.feature_state)
+                except FeatmlpError as e:
+                    for index, path, _ in items:
+                        yield failed(index, path, e)
+                    continue
+                if X.shape[1] != self.spec.n_features:
+                    for index, path, _ in items:
+                        yield failed(index, path, f"its {self.feature_set} features have {X.shape[1]} values, the "
+                                                  f"model takes {self.spec.n_features}: its size {shape[1]}x{shape[0]} "
+                                                  f"differs from the training images'"
+                                                  + ("" if resize else "; drop --no-resize"))
+                    continue
+                bad = set(nonfinite_rows(X).tolist())
+                for k in sorted(bad):
+                    yield failed(items[k][0], items[k][1], f"its {self.feature_set} features are NaN or infinite")
+                keep = [k for k in range(len(rows)) if k not in bad]
+                if not keep:
+                    continue
+                proba = self.predict_proba(X[keep])
+                best = proba.argmax(axis=1)
+                for k, c, p in zip(keep, best, proba[np.arange(len(best)), best]):
+                    results[rows[k]] = ImagePrediction(items[k][1], self.class_names[c], float(p), None, items[k][0])
+            yield from (r for r in results if r is not None)
+
+        chunk, pixels = [], 0
+        for index, path in enumerate(paths):
+            try:
+                arr = read_images([path], image_size=size)[0]
+            except (DataError, OSError) as e:
+                yield failed(index, path, e)
+                continue
+            if not resize and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+                yield failed(index, path, f"{arr.shape[1]}x{arr.shape[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
+                                          f"an image may have")
+                continue
+            chunk.append((index, path, arr))
+            pixels += arr.shape[0] * arr.shape[1]
+            if len(chunk) >= PREDICT_CHUNK_IMAGES or pixels >= PREDICT_CHUNK_PIXELS:
+                yield from classify(chunk)
+                chunk, pixels = [], 0
+        if chunk:
+            yield from classify(chunk)
+
+
+class ImagePrediction(NamedTuple):
+    """One image file's prediction (:meth:`Bundle.predict_images`): its most probable class and
+    that probability, or, for a file that could not be classified, ``error`` (why, without the path)."""
+
+    path: str | os.PathLike
+    class_name: str | None
+    probability: float | None
+    error: str | None = None
+    index: int = 0  # its place among the paths given
 
 
 def save_bundle(
@@ -246,7 +356,7 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     model.load_state_dict(tensors)
     model.to(device).eval()
     return Bundle(model, spec, scaler, feature_set, class_names, extra,
-                  str(meta.get("featmlp_version", "")), feature_state, mirror)
+                  str(meta.get("featmlp_version", "")), feature_state, mirror, directory)
 
 
 def _is_int(v) -> bool:
@@ -260,6 +370,10 @@ def _is_number(v) -> bool:
 # The largest image a bundle may ask new images to be resized to: Pillow's own
 # decompression-bomb limit (89.5 Mpx), what reading an image file allows.
 MAX_IMAGE_PIXELS = 89_478_485
+# Images whose features predict_images computes together: up to this many, and up to this many
+# pixels (about 1 GB of feature work at PREDICT_BYTES_PER_PIXEL).
+PREDICT_CHUNK_IMAGES = 256
+PREDICT_CHUNK_PIXELS = 1 << 24
 # Bytes per pixel of predicting on an image: its RGB values, and the float64 work arrays of
 # the feature sets (lecture's LBP, GLCM and Gabor arrays peak at 63 bytes a pixel, hog at 13,
 # measured with tracemalloc on 512x512 images).

@@ -725,3 +725,64 @@ def test_run_command_prints_the_jobs_lines(tmp_path, run_cli):
     assert lines[5].startswith("test accuracy ") and lines[6].startswith(f"run directory: {out}  (config.json")
     assert len(lines) == 7
     assert "skipped 1 unreadable file: dark/README.txt (not an image)" in err
+
+
+def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table):
+    from featmlp.run import evaluate_run
+
+    feats = save_features(tmp_path / "f.npz", table)
+    run = train_run(table, TrainConfig(hidden=(4,), epochs=2), tmp_path / "r",
+                    data={"feature_file": str(feats.resolve())})
+    stored = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    m = evaluate_run(tmp_path / "r")  # the run's own feature file, from its config.json
+    assert m == {k: stored[k] for k in m} and set(m) == {"test_accuracy", "n_test", "per_class", "macro",
+                                                         "weighted", "confusion_matrix"}
+    y_pred = load_bundle(tmp_path / "r").predict(table.X_test)
+    assert m["test_accuracy"] == pytest.approx(accuracy_score(table.y_test, y_pred)) == run.metrics["test_accuracy"]
+    assert m["confusion_matrix"] == confusion_matrix(table.y_test, y_pred).tolist()
+    other = save_features(tmp_path / "o.npz", dataclasses.replace(table, class_names=("ant", "bee", "cat")))
+    with pytest.raises(DataError, match=r"o.npz's classes \['ant', 'bee', 'cat'\] differ from the model's"):
+        evaluate_run(tmp_path / "r", other)
+    narrow = dataclasses.replace(table, X_train=table.X_train[:, :5], X_test=table.X_test[:, :5],
+                                 feature_names=table.feature_names[:5])
+    with pytest.raises(DataError, match="has 5 features, the model takes 9: extract with --features lecture"):
+        evaluate_run(tmp_path / "r", save_features(tmp_path / "n.npz", narrow))
+    save_features(feats, dataclasses.replace(table, y_test=table.y_test[::-1].copy()))  # the recorded file changed
+    with pytest.raises(DataError, match="not the data this model was trained on"):
+        evaluate_run(tmp_path / "r")
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), tmp_path / "mem")  # from a table in memory
+    with pytest.raises(DataError, match="does not record its feature file"):
+        evaluate_run(tmp_path / "mem")
+
+
+def test_bundle_predicts_image_files_in_order_with_an_error_for_each_bad_one(tmp_path):
+    from featmlp.bundle import ImagePrediction
+    from featmlp.data import read_images
+    from featmlp.features import extract_features
+    from featmlp.run import run_job
+
+    root = image_folder(tmp_path / "imgs")
+    run_job(root, "lecture", tmp_path / "m", config=TrainConfig(hidden=(4,), epochs=2), test_fraction=0.5)
+    bundle = load_bundle(tmp_path / "m")
+    good = sorted(root.rglob("*.png"))[::4]  # 5 of the 16x16 training-size images
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((40, 24, 3), 200, np.uint8)).save(big)  # resized to 16x16, like the training images
+    (tmp_path / "notes.txt").write_text("not an image")
+    paths = [good[0], tmp_path / "notes.txt", good[1], big, tmp_path / "missing.png", *good[2:]]
+    results = bundle.predict_images(paths)
+    assert [r.path for r in results] == paths and [r.index for r in results] == list(range(len(paths)))
+    ok = [r for r in results if r.error is None]
+    assert [r.path for r in ok] == [good[0], good[1], big, *good[2:]]
+    # independently: read (resized to the training size), lecture features, the bundle's probabilities
+    expected = bundle.predict_proba(extract_features(read_images([r.path for r in ok], image_size=(16, 16)), "lecture"))
+    for r, p in zip(ok, expected):
+        assert r.class_name == bundle.class_names[p.argmax()] and r.probability == pytest.approx(p.max(), rel=1e-6)
+    bad = [r for r in results if r.error is not None]
+    assert [r.path for r in bad] == [tmp_path / "notes.txt", tmp_path / "missing.png"]
+    assert all(r.class_name is None and r.probability is None for r in bad)
+    assert "not a readable image" in bad[0].error and "no such file" in bad[1].error
+    # without resizing the 24x40 image's features are still 9 lecture values: classified at its own size
+    unresized = bundle.predict_images([big], resize=False)
+    assert unresized == [ImagePrediction(big, unresized[0].class_name, unresized[0].probability, None, 0)]
+    p = bundle.predict_proba(extract_features(read_images([big]), "lecture"))[0]
+    assert unresized[0].probability == pytest.approx(p.max(), rel=1e-6)

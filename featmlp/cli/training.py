@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
-from ..errors import FeatmlpError
 from ..features import recommended_preset
 from ..progress import TqdmProgress
 from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, report_skipped,
                       resolve_fitted)
-from .options import config_from, fmt, train_options  # noqa: F401 (train_options: imported from here too)
+from .options import config_from, fmt, train_options
 
 
 class EpochPrinter:
@@ -253,43 +251,17 @@ def evaluate(run_dir, features_file, as_json):
     """Evaluate a saved model on the test split of a feature file (default: the run's own)."""
     import json
 
-    from ..bundle import load_bundle
-    from ..evaluate import run_metrics
-    from ..model import nonfinite_rows
-    from ..run import CONFIG_FILE, read_json, resolve_feature_file
-    from ..store import load_features, table_fingerprint
+    from ..run import evaluate_run, run_feature_file
 
-    bundle = load_bundle(run_dir)
-    recorded = None
-    if features_file is None:
-        data = read_json(Path(run_dir) / CONFIG_FILE).get("data", {})
-        if not data.get("feature_file"):
-            raise FeatmlpError(f"{run_dir} does not record its feature file: pass FEATURES.npz")
-        features_file = resolve_feature_file(run_dir, data["feature_file"])
-        recorded = data.get("table_fingerprint")  # runs before featmlp recorded it have none
-    table = load_features(features_file)
-    if recorded is not None and table_fingerprint(table) != recorded:
-        raise FeatmlpError(f"{features_file} is not the data this model was trained on (its contents differ from "
-                           f"the run's record): pass the feature file to evaluate on explicitly")
-    bad = nonfinite_rows(table.X_test)
-    if len(bad):
-        raise FeatmlpError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
-                           f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
-    if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
-        raise FeatmlpError(f"{features_file} has {len(table.feature_names)} features, the model takes "
-                           f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")
-    if tuple(table.class_names) != tuple(bundle.class_names):
-        raise FeatmlpError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
-                           f"{list(bundle.class_names)}")
-    # run_metrics: the keys and numbers of the run's metrics.json, so the two compare directly
-    m = run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
+    m = evaluate_run(run_dir, features_file)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(f"test accuracy {fmt(m['test_accuracy'])} on {m['n_test']} images ({features_file})")
+    shown = features_file if features_file is not None else run_feature_file(run_dir)[0]
+    click.echo(f"test accuracy {fmt(m['test_accuracy'])} on {m['n_test']} images ({shown})")
     if not m["n_test"]:
         return
-    width = max(len(c) for c in bundle.class_names)
+    width = max(len(row["class"]) for row in m["per_class"])
     click.echo(f"{'class':<{width}}  precision  recall     f1  support")
     for row in m["per_class"]:
         click.echo(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
@@ -302,12 +274,6 @@ def _tsv_field(text: str) -> str:
     r"""A file name as one TSV field: backslash, tab, newline and carriage return escaped as
     ``\\``, ``\t``, ``\n``, ``\r`` (PostgreSQL COPY's text format)."""
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-# Images whose features are computed together by predict: up to this many, and up to this many
-# pixels (about 1 GB of feature work at PREDICT_BYTES_PER_PIXEL).
-_PREDICT_CHUNK_IMAGES = 256
-_PREDICT_CHUNK_PIXELS = 1 << 24
 
 
 @click.command()
@@ -327,82 +293,14 @@ def predict(ctx, run_dir, images, no_resize):
     fields. A file that cannot be read or classified gets one line 'error: <file>: <reason>' on
     stderr and the others are still classified; the exit status is 1 when any failed.
     """
-    from .._memory import check_memory
-    from ..bundle import MAX_IMAGE_PIXELS, image_bytes, load_bundle
-    from ..data import read_images
-    from ..errors import DataError
-    from ..features import extract_features
-    from ..model import nonfinite_rows
+    from ..bundle import load_bundle
 
-    bundle = load_bundle(run_dir)
-    size = None if no_resize else bundle.extra.get("image_size")
-    size = tuple(size) if size else None
-    if size:
-        per_chunk = max(1, min(_PREDICT_CHUNK_IMAGES, len(images), _PREDICT_CHUNK_PIXELS // (size[0] * size[1])))
-        check_memory(image_bytes(size, per_chunk), f"predicting on images resized to {size[0]}x{size[1]} "
-                     f"(image_size in {Path(run_dir) / 'model.json'}), {per_chunk} at once,",
-                     "check that image_size, or pass --no-resize")
     failed = 0
-
-    def fail(path, reason):
-        nonlocal failed
-        failed += 1
-        reason = str(reason)
-        if reason.startswith(f"{path}: "):
-            reason = reason[len(str(path)) + 2:]
-        click.echo(f"error: {_tsv_field(str(path))}: {reason}", err=True)
-
-    def classify(chunk):
-        """Features and classes of decoded images [(path, array)], printed in order."""
-        by_shape = {}
-        for i, (_, arr) in enumerate(chunk):
-            by_shape.setdefault(arr.shape, []).append(i)  # --no-resize: one batch per size
-        lines = [None] * len(chunk)
-        for shape, rows in by_shape.items():
-            paths = [chunk[i][0] for i in rows]
-            try:
-                X = extract_features(np.stack([chunk[i][1] for i in rows]), bundle.feature_set,
-                                     state=bundle.feature_state)
-            except FeatmlpError as e:
-                for path in paths:
-                    fail(path, e)
-                continue
-            if X.shape[1] != bundle.spec.n_features:
-                for path in paths:
-                    fail(path, f"its {bundle.feature_set} features have {X.shape[1]} values, the model takes "
-                               f"{bundle.spec.n_features}: its size {shape[1]}x{shape[0]} differs from the training "
-                               f"images'" + ("; drop --no-resize" if no_resize else ""))
-                continue
-            bad = set(nonfinite_rows(X).tolist())
-            for j in sorted(bad):
-                fail(paths[j], f"its {bundle.feature_set} features are NaN or infinite")
-            keep = [j for j in range(len(rows)) if j not in bad]
-            if not keep:
-                continue
-            proba = bundle.predict_proba(X[keep])
-            best = proba.argmax(axis=1)
-            for j, k, p in zip(keep, best, proba[np.arange(len(best)), best]):
-                lines[rows[j]] = f"{_tsv_field(str(paths[j]))}\t{_tsv_field(bundle.class_names[k])}\t{p:.4f}"
-        for line in lines:
-            if line is not None:
-                click.echo(line)
-
-    chunk, pixels = [], 0
-    for path in images:
-        try:
-            arr = read_images([path], image_size=size)[0]
-        except (DataError, OSError) as e:
-            fail(path, e)
-            continue
-        if no_resize and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
-            fail(path, f"{arr.shape[1]}x{arr.shape[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx an image may have")
-            continue
-        chunk.append((path, arr))
-        pixels += arr.shape[0] * arr.shape[1]
-        if len(chunk) >= _PREDICT_CHUNK_IMAGES or pixels >= _PREDICT_CHUNK_PIXELS:
-            classify(chunk)
-            chunk, pixels = [], 0
-    if chunk:
-        classify(chunk)
+    for r in load_bundle(run_dir).iter_predict_images(images, resize=not no_resize):  # as each is known
+        if r.error is not None:
+            failed += 1
+            click.echo(f"error: {_tsv_field(str(r.path))}: {r.error}", err=True)
+        else:
+            click.echo(f"{_tsv_field(str(r.path))}\t{_tsv_field(r.class_name)}\t{r.probability:.4f}")
     if failed:
         ctx.exit(1)

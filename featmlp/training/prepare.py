@@ -136,15 +136,32 @@ def class_weights(y: np.ndarray, n_classes: int, mode) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def validation_size(n: int, fraction: float) -> int:
+    """Rows held out of ``n`` for validation; DataError when either side would be empty."""
+    n_val = math.ceil(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise DataError(f"val_fraction={fraction} leaves no training or validation rows out of {n}")
+    return n_val
+
+
+def _check_is_config(config) -> None:
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+
+
+def _check_patience(config: TrainConfig, has_validation: bool) -> None:
+    if config.patience and not has_validation:
+        raise ConfigError(
+            f"patience={config.patience} (early stopping) needs validation data: set "
+            f"val_fraction > 0 or pass X_val and y_val"
+        )
+
+
 def split_validation(X, y, fraction, seed):
     """``X, y, X_val, y_val``: ``fraction`` of the rows held out, stratified and seeded."""
     from sklearn.model_selection import train_test_split
 
-    n_val = math.ceil(len(y) * fraction)
-    if n_val < 1 or len(y) - n_val < 1:
-        raise DataError(
-            f"val_fraction={fraction} leaves no training or validation rows out of {len(y)}"
-        )
+    n_val = validation_size(len(y), fraction)
     idx = np.arange(len(y))
     try:
         tr, va = train_test_split(idx, test_size=n_val, stratify=y, random_state=seed)
@@ -161,15 +178,10 @@ def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
 
     ``featmlp run`` checks this before a long extraction.
     """
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_is_config(config)
     config.validate()
     resolve_device(config.device)
-    if config.patience and not (config.val_fraction or validation_data):
-        raise ConfigError(
-            f"patience={config.patience} (early stopping) needs validation data: set "
-            f"val_fraction > 0 or pass X_val and y_val"
-        )
+    _check_patience(config, bool(config.val_fraction) or validation_data)
 
 
 def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | None = None,
@@ -197,8 +209,7 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
     from featmlp._memory import check_memory
     from featmlp.model import training_bytes
 
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_is_config(config)
     config.validate()
     X, y = check_data(X, y, "X", "y")
     if n_classes is None:
@@ -222,18 +233,8 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
             )
     n_train = len(y)
     if config.val_fraction:
-        n_val = math.ceil(len(y) * config.val_fraction)
-        if n_val < 1 or len(y) - n_val < 1:
-            raise DataError(
-                f"val_fraction={config.val_fraction} leaves no training or validation rows out of {len(y)}"
-            )
-        n_train -= n_val
-    has_val = X_val is not None or bool(config.val_fraction)
-    if config.patience and not has_val:
-        raise ConfigError(
-            f"patience={config.patience} (early stopping) needs validation data: set "
-            f"val_fraction > 0 or pass X_val and y_val"
-        )
+        n_train -= validation_size(len(y), config.val_fraction)
+    _check_patience(config, X_val is not None or bool(config.val_fraction))
 
     if config.flip or config.test_flip:
         if mirror is None:

@@ -6,7 +6,9 @@ The pieces, in the order data flows through them:
 - :func:`extract_features`: a feature set (``"lecture"``: the nine texture features) for a batch;
 - :func:`featmlp.train.train` with a :class:`TrainConfig` (or a preset from :data:`PRESETS`), or the
   scikit-learn estimator :class:`FeatMLPClassifier`;
-- :func:`load_bundle`: a saved model, ready to predict.
+- :func:`run_job`: all of it into one run directory, as ``featmlp run`` does; :func:`evaluate_run`
+  scores a saved run on a feature file;
+- :func:`load_bundle`: a saved model, ready to predict (``Bundle.predict_images`` for image files).
 
 Examples
 --------
@@ -27,6 +29,8 @@ _LAZY = {
     "PRESETS": "featmlp.training.config",
     "FeatMLPClassifier": "featmlp.estimator",
     "load_bundle": "featmlp.bundle",
+    "run_job": "featmlp.run",
+    "evaluate_run": "featmlp.run",
     "load_features": "featmlp.store",
 }
 

@@ -168,6 +168,15 @@ class MLPSpec:
             if message is not None:
                 raise ConfigError(message)
 
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The width of every layer's input and of the output: features, bottleneck, hidden, classes.
+
+        >>> MLPSpec(9, 10, hidden=(6,), bottleneck=4).widths
+        (9, 4, 6, 10)
+        """
+        return (self.n_features, *([self.bottleneck] if self.bottleneck else []), *self.hidden, self.n_classes)
+
     def to_dict(self) -> dict:
         """JSON-ready dict (``hidden`` as a list)."""
         d = dataclasses.asdict(self)
@@ -248,7 +257,7 @@ def parameter_count(spec: MLPSpec) -> int:
     >>> sum(p.numel() for p in build_mlp(MLPSpec(9, 10, hidden=(6,))).parameters())
     130
     """
-    widths = [spec.n_features, *([spec.bottleneck] if spec.bottleneck else []), *spec.hidden, spec.n_classes]
+    widths = spec.widths
     linear = sum(int(a) * int(b) + int(b) for a, b in zip(widths, widths[1:]))
     return linear + (2 * sum(int(w) for w in spec.hidden) if spec.batch_norm else 0)
 
@@ -275,7 +284,7 @@ def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int) -> int:
     >>> training_bytes(MLPSpec(9, 10, hidden=(6,)), 64, 1000) < 2**20
     True
     """
-    widths = [*([spec.bottleneck] if spec.bottleneck else []), *spec.hidden, spec.n_classes]
+    widths = spec.widths[1:]
     batch = min(int(batch_size), int(n_rows))
     data = int(n_rows) * int(spec.n_features) * 4
     scaled = 3 * data if data <= 1 << 30 else 2 * batch * int(spec.n_features) * 4

@@ -251,8 +251,7 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
     device = resolve_device(config.device)
     rows = 2 * n_train if config.flip else n_train
     batch = rows if OPTIMIZERS[config.optimizer].full_batch else config.batch_size
-    sizes = " -> ".join(str(w) for w in (spec.n_features, *([spec.bottleneck] if spec.bottleneck else []),
-                                         *spec.hidden, spec.n_classes))
+    sizes = " -> ".join(str(w) for w in spec.widths)
     check_memory(training_bytes(spec, batch, rows), f"training the network {sizes} on {rows} rows"
                  f" (batch {min(batch, rows)})", "use smaller layers (--hidden, --bottleneck) or a smaller "
                  "--batch-size", device=str(device))

@@ -125,8 +125,7 @@ def idle_cores(seconds: float = 0.1) -> float | None:
 @contextlib.contextmanager
 def threads_for(spec: MLPSpec, config: TrainConfig, n: int, device: torch.device):
     """Train on :func:`training_threads`'s count; torch's own is restored afterwards."""
-    widths = [spec.n_features, *([spec.bottleneck] if spec.bottleneck else []), *spec.hidden,
-              spec.n_classes]
+    widths = spec.widths
     batch = n if OPTIMIZERS[config.optimizer].full_batch else min(config.batch_size, n)
     work = batch * sum(a * b for a, b in zip(widths, widths[1:]))
     before = torch.get_num_threads()

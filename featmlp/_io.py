@@ -90,7 +90,8 @@ def read_npz(path: str | os.PathLike, select=None, *, what: str = "feature file"
             kind = "it does not start as a zip archive does (is it text, or another format renamed .npz?)"
         raise DataError(f"{path} is not a {what} (.npz): {kind}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # Opened here, so the file is closed however np.load fails (it leaves its own open).
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             return {k: z[k] for k in z.files if select is None or select(k)}
     except ValueError as e:
         if "pickle" in str(e):

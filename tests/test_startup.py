@@ -102,6 +102,12 @@ def test_help_imports_nothing_heavy(tmp_path):
     assert _loaded_by(["compare", "--help"], tmp_path) == []
 
 
+@pytest.mark.parametrize("command", ["train", "run", "lecture", "sweep", "lr-find", "evaluate", "predict"])
+def test_training_commands_help_imports_no_torch(tmp_path, command):
+    # Their options come from the torch-free featmlp.training.config (PRESETS and the constraint table).
+    assert "torch" not in _loaded_by([command, "--help"], tmp_path)
+
+
 def test_feature_registry_loads_kernels_only_when_computing(tmp_path):
     names = ("from featmlp.features import FEATURE_SETS, feature_names, get_feature_set\n"
              "assert len(get_feature_set('lecture+hog+color').names) == 355\n"

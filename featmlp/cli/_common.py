@@ -108,7 +108,10 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
     from ..data import load_dataset
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        # What the data sources warn of; not, say, a ResourceWarning the garbage collector
+        # happens to emit meanwhile for a file of some earlier code.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", UserWarning)
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
                           progress=progress, skip_bad=skip_bad)
     for w in caught:

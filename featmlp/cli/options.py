@@ -2,8 +2,8 @@
 
 Shared by ``train``, ``run``, ``lecture`` (:mod:`featmlp.cli.training`) and ``lr-find``,
 ``sweep`` (:mod:`featmlp.cli.experiments`). Every option, its help and its default come from
-:data:`featmlp.train.PRESETS` and the training registries, imported only when a command's
-options are built (they import torch).
+:data:`featmlp.training.config.PRESETS` and its constraint table ``FIELDS`` (types, ranges,
+choices), which import no torch: ``featmlp train --help`` starts without it.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
     """
     if f is None:
         return lambda g: train_options(g, sweep=sweep, preset=preset, omit=omit)
-    from ..model import ACTIVATIONS, HEADS, SCALERS
-    from ..train import OPTIMIZERS, PRESETS, SCHEDULES
+    from ..training.config import PRESETS  # torch-free: building the options imports no torch
 
     if preset == "lecture":
         start = "default: 'lecture', the notebook's; 'default' = the best on the 9 lecture features"
@@ -64,41 +63,41 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
          "smoothing, flips). Any option below overrides its value."),
         ("hidden", ("--hidden",), dict(callback=_parse_hidden, metavar="N[,N...]"),
          "Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
-        ("bottleneck", ("--bottleneck",), dict(type=click.IntRange(0)),
+        ("bottleneck", ("--bottleneck",), dict(type=_click_type("bottleneck")),
          "Width of a linear layer before the hidden layers (0: none): a low-rank first layer for thousands "
          "of features."),
-        ("activation", ("--activation",), dict(type=click.Choice(sorted(ACTIVATIONS))),
+        ("activation", ("--activation",), dict(type=_click_type("activation")),
          "Activation of the hidden layers."),
-        ("dropout", ("--dropout",), dict(type=click.FloatRange(0, 1, max_open=True)),
+        ("dropout", ("--dropout",), dict(type=_click_type("dropout")),
          "Dropout after each hidden layer."),
         ("batch_norm", ("--batch-norm/--no-batch-norm",), dict(default=None), "Batch norm after each hidden layer."),
-        ("head", ("--head",), dict(type=click.Choice(sorted(HEADS))),
+        ("head", ("--head",), dict(type=_click_type("head")),
          "ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
-        ("optimizer", ("--optimizer",), dict(type=click.Choice(sorted(OPTIMIZERS))),
+        ("optimizer", ("--optimizer",), dict(type=_click_type("optimizer")),
          "gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
         ("lr", ("--lr",), dict(type=float), "Learning rate (peak under a schedule)."),
-        ("epochs", ("--epochs",), dict(type=click.IntRange(1)), "Epochs (the most, with early stopping)."),
-        ("batch_size", ("--batch-size",), dict(type=click.IntRange(1)),
+        ("epochs", ("--epochs",), dict(type=_click_type("epochs")), "Epochs (the most, with early stopping)."),
+        ("batch_size", ("--batch-size",), dict(type=_click_type("batch_size")),
          "Training rows per optimiser step (not used by gd, which steps once per epoch on all of them)."),
-        ("momentum", ("--momentum",), dict(type=click.FloatRange(0, 1, max_open=True)), "Momentum of sgd."),
-        ("weight_decay", ("--weight-decay",), dict(type=click.FloatRange(0)),
+        ("momentum", ("--momentum",), dict(type=_click_type("momentum")), "Momentum of sgd."),
+        ("weight_decay", ("--weight-decay",), dict(type=_click_type("weight_decay")),
          "L2 penalty on the weights (decoupled from the gradient with adamw)."),
-        ("schedule", ("--schedule",), dict(type=click.Choice(sorted(SCHEDULES))),
+        ("schedule", ("--schedule",), dict(type=_click_type("schedule")),
          "Learning-rate schedule over the run's steps: none | cosine (down to 0) | onecycle (warm-up, then down)."),
-        ("scaler", ("--scaler",), dict(type=click.Choice(sorted(SCALERS))),
+        ("scaler", ("--scaler",), dict(type=_click_type("scaler")),
          "Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all "
          "columns) | none."),
-        ("val_fraction", ("--val-fraction",), dict(type=click.FloatRange(0, 1, max_open=True)),
+        ("val_fraction", ("--val-fraction",), dict(type=_click_type("val_fraction")),
          "Share of train held out for validation curves and early stopping."),
-        ("patience", ("--patience",), dict(type=click.IntRange(0)),
+        ("patience", ("--patience",), dict(type=_click_type("patience")),
          "Early stopping: epochs without a better validation loss (0: off)."),
         ("class_weight", ("--class-weight",), dict(type=click.Choice(["none", "balanced"])),
          "balanced: weigh classes inversely to their frequency (unbalanced folders)."),
-        ("seed", ("--seed",), dict(type=click.IntRange(0)), "Seed of weights, batch order, validation split."),
+        ("seed", ("--seed",), dict(type=_click_type("seed")), "Seed of weights, batch order, validation split."),
         ("flip", ("--flip/--no-flip",), dict(default=None),
          "Also train on the mirror image of every training image (feature sets whose mirrored features are a "
          "column permutation: kmeans, color)."),
-        ("label_smoothing", ("--label-smoothing",), dict(type=click.FloatRange(0, 1, max_open=True)),
+        ("label_smoothing", ("--label-smoothing",), dict(type=_click_type("label_smoothing")),
          "Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
         ("test_flip", ("--test-flip/--no-test-flip",), dict(default=None),
          "Predict with the mean of each image's and its mirror image's probabilities."),
@@ -124,6 +123,25 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
     return f
 
 
+def _click_type(field: str):
+    """The click type of a TrainConfig field, from its entry in the one constraint table
+    (:data:`featmlp.training.config.FIELDS`), so the CLI accepts what ``validate()`` accepts."""
+    from ..training.config import FIELDS
+
+    f = FIELDS[field]
+    if f.kind == "choice":
+        return click.Choice(sorted(f.choices))
+    if f.kind == "int":
+        return click.IntRange(int(f.low))
+    if f.kind == "width0":
+        return click.IntRange(0)
+    if f.kind == "probability":
+        return click.FloatRange(0, 1, max_open=True)
+    if f.kind == "number":
+        return click.FloatRange(f.low, f.high, min_open=f.low_open, max_open=f.high_open)
+    raise ValueError(f"no click type for {field!r} ({f.kind})")
+
+
 def _as_list(settings: dict) -> dict:
     """The settings of an option taking a comma-separated list of values of the same type."""
     type_ = click.types.convert_type(settings.get("type"))
@@ -141,7 +159,7 @@ def preset_defaults(field: str, preset: str = "default") -> str:
 
     Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``).
     """
-    from ..train import PRESETS
+    from ..training.config import PRESETS
 
     value = getattr(PRESETS[preset], field)
     others = [f"{name} {_as_typed(field, getattr(config, field))}" for name, config in PRESETS.items()

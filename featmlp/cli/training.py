@@ -56,7 +56,7 @@ def network_line(config, n_features: int, n_classes: int) -> str:
     ``network 14400 -> 256 (linear) -> 2048 -> 10, dropout 0.5, ce, label smoothing 0.1, adam lr
     0.001 cosine, batch 256, 30 epochs, flip, test flip`` (the kmeans preset).
     """
-    from ..train import OPTIMIZERS
+    from ..training.config import FULL_BATCH_OPTIMIZERS
 
     layers = [str(n_features), *([f"{config.bottleneck} (linear)"] if config.bottleneck else []),
               *map(str, config.hidden), str(n_classes)]
@@ -78,7 +78,7 @@ def network_line(config, n_features: int, n_classes: int) -> str:
     if config.weight_decay:
         optimiser += f" weight decay {config.weight_decay:g}"
     parts.append(optimiser)
-    if not OPTIMIZERS[config.optimizer].full_batch:
+    if config.optimizer not in FULL_BATCH_OPTIMIZERS:
         parts.append(f"batch {config.batch_size}")
     elif config.lecture_batch_size:
         parts.append(f"gradient of the sum over batches of {config.lecture_batch_size}")
@@ -223,7 +223,7 @@ def run(data, features, out, **opts):
 
 
 def _lecture_help() -> str:
-    from ..train import PRESETS
+    from ..training.config import PRESETS
 
     config = PRESETS["lecture"]
     return (f"The lecture notebook, reproduced: its 9 texture features and preset 'lecture', "

@@ -2,7 +2,7 @@
 
 Times, as wall clock of a fresh process each (what a user waits for), ``python -c pass`` and
 
-- ``featmlp --help``, ``featmlp extract --help``, ``featmlp compare --help``;
+- ``featmlp --help``, ``featmlp extract --help``, ``featmlp compare --help``, ``featmlp train --help``;
 - ``featmlp report RUN`` (a run directory made here, its plots embedded as they are);
 - ``featmlp train F.npz --preset lecture -q``: the lecture's network on the bundled sample's
   lecture features, with the training time its ``metrics.json`` records beside the wall time;
@@ -76,6 +76,7 @@ def main() -> None:
             "featmlp --help": ["--help"],
             "featmlp extract --help": ["extract", "--help"],
             "featmlp compare --help": ["compare", "--help"],
+            "featmlp train --help": ["train", "--help"],
             "featmlp report RUN": ["report", run],
             "featmlp train F.npz --preset lecture -q": None,  # its --out differs per tree
         }

@@ -28,7 +28,7 @@ _LAZY = {
     "TrainConfig": "featmlp.training.config",  # torch-free: settings without loading torch
     "PRESETS": "featmlp.training.config",
     "FeatMLPClassifier": "featmlp.estimator",
-    "load_bundle": "featmlp.bundle",
+    "load_bundle": "featmlp.runs.bundle",
     "run_job": "featmlp.run",
     "evaluate_run": "featmlp.run",
     "load_features": "featmlp.store",

@@ -1,71 +1,18 @@
-"""What a run directory holds, by name, and its JSON files read and written.
+"""What a run directory holds, by name, and its JSON files: the public names of :mod:`featmlp.runs.layout`, re-exported.
 
-The one home of the run directory's file names (:mod:`featmlp.run` describes what each holds,
-:mod:`featmlp.bundle` writes the model's two files). It imports neither torch nor numpy, so
-what only reads a finished run (``featmlp compare``, ``featmlp report``) starts at once;
-``featmlp.run`` and ``featmlp.bundle`` re-export these names.
+The code lives in ``featmlp.runs.layout`` (run directories are in one package, :mod:`featmlp.runs`);
+this module stays so that user code importing ``featmlp.layout`` keeps working. featmlp's own
+code imports from ``featmlp.runs.layout``.
 """
 
-from __future__ import annotations
+from featmlp.runs.layout import (  # noqa: F401 (re-exported)
+    CONFIG_FILE, METRICS_FILE, LOSS_PLOT, CONFUSION_PLOT, FEATURES_FILE, TENSORBOARD_DIR,
+    FEATURES_PARTIAL, WEIGHTS_FILE, META_FILE, FEATURE_STATE_FILE, write_json, read_json,
+    resolve_feature_file,
+)
 
-import json
-import math
-import os
-import sys
-from pathlib import Path
-
-from ._io import atomic_write
-from .errors import DataError
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-LOSS_PLOT = "loss.png"
-CONFUSION_PLOT = "confusion.png"
-FEATURES_FILE = "features.npz"
-TENSORBOARD_DIR = "tensorboard"
-# Where an extraction into the run keeps its finished chunks (featmlp.store.extract_dataset):
-# kept when a run fails or is killed, so running it again resumes the extraction.
-FEATURES_PARTIAL = FEATURES_FILE + ".partial"
-
-# The model bundle (featmlp.bundle), in a run directory or on its own.
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
-FEATURE_STATE_FILE = "features.safetensors"
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically, with NaN/inf written as null (strict JSON readers reject NaN)."""
-    with atomic_write(path, "w") as f:
-        json.dump(_finite(obj), f, indent=2)
-        f.write("\n")
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    # A numpy scalar, without importing numpy: when it is not loaded, obj cannot be one.
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    """A run's JSON file; a :class:`DataError` says which is missing or unreadable."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: is {path.parent} a featmlp run directory?") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-
-
-def resolve_feature_file(run_dir: str | os.PathLike, recorded: str) -> Path:
-    """The feature file a run's ``config.json`` records, found relative to the run directory."""
-    path = Path(recorded)
-    return path if path.is_absolute() else Path(run_dir) / path
+__all__ = [
+    "CONFIG_FILE", "METRICS_FILE", "LOSS_PLOT", "CONFUSION_PLOT", "FEATURES_FILE",
+    "TENSORBOARD_DIR", "FEATURES_PARTIAL", "WEIGHTS_FILE", "META_FILE", "FEATURE_STATE_FILE",
+    "write_json", "read_json", "resolve_feature_file",
+]

@@ -188,7 +188,7 @@ class LRFinderResult:
         >>> r.plot(pathlib.Path(tempfile.mkdtemp()) / "lr_find.png").exists()
         True
         """
-        from featmlp.plots import new_figure, save_figure
+        from featmlp.runs.plots import new_figure, save_figure
 
         fig = new_figure(7, 4.5)
         ax = fig.subplots()

@@ -34,15 +34,15 @@ import numpy as np
 
 from . import __version__
 from ._io import exclusive
-from .bundle import save_bundle
+from .runs.bundle import save_bundle
 from .errors import DataError
-from .evaluate import run_metrics
+from .runs.evaluate import run_metrics
 # The run directory's file names and JSON helpers live in the torch-free featmlp.layout (so
 # compare and report import no torch); re-exported here, where they have always been imported from.
-from .layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURES_FILE, FEATURES_PARTIAL, LOSS_PLOT,  # noqa: F401
+from .runs.layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURES_FILE, FEATURES_PARTIAL, LOSS_PLOT,  # noqa: F401
                      METRICS_FILE, TENSORBOARD_DIR, read_json, resolve_feature_file, write_json)
 from .model import Scaler, nonfinite_rows
-from .plots import plot_confusion, plot_history
+from .runs.plots import plot_confusion, plot_history
 from .store import FeatureTable, table_fingerprint
 from .train import Callback, LivePlot, TrainConfig, TrainResult, check_training, train
 
@@ -272,7 +272,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         check_out(out, overwrite=overwrite)
     logger = None
     if tensorboard:  # a missing package is refused here, before any file is written
-        from .tensorboard import TensorBoardLogger
+        from .runs.tensorboard import TensorBoardLogger
 
         staging = out.path if isinstance(out, RunDirectory) else staging_dir(out)
         logger = TensorBoardLogger(staging / TENSORBOARD_DIR)
@@ -589,7 +589,7 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     >>> evaluate_run("runs/lecture-1")["test_accuracy"]  # doctest: +SKIP
     0.294
     """
-    from .bundle import load_bundle
+    from .runs.bundle import load_bundle
     from .store import load_features
 
     bundle = load_bundle(run_dir)

@@ -433,7 +433,7 @@ def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
     """
     path = Path(path)
     if path.is_dir():
-        from .bundle import read_feature_state
+        from .runs.bundle import read_feature_state
 
         feature_set, state = read_feature_state(path)
         if not state:

@@ -60,16 +60,16 @@ def test_run_directory_contents(tmp_path, table):
 def test_loss_curve_is_drawn_once(tmp_path, table, monkeypatch):
     # The live plot draws the final curve when training ends; writing the results does not draw
     # the same curve into the same file again (a tenth of a lecture run's time).
-    import featmlp.plots
+    import featmlp.runs.plots
     import featmlp.run
 
-    drawn, real = [], featmlp.plots.plot_history
+    drawn, real = [], featmlp.runs.plots.plot_history
 
     def counting(history, path, **kwargs):
         drawn.append((len(history), os.path.basename(path)))
         return real(history, path, **kwargs)
 
-    monkeypatch.setattr(featmlp.plots, "plot_history", counting)
+    monkeypatch.setattr(featmlp.runs.plots, "plot_history", counting)
     monkeypatch.setattr(featmlp.run, "plot_history", counting)
     train_run(table, TrainConfig(hidden=(4,), epochs=3), tmp_path / "r", live_plot_seconds=1e9)
     assert drawn == [(3, "loss.png")]

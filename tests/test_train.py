@@ -250,7 +250,7 @@ def test_callbacks_see_the_history_and_can_stop():
 def test_live_plot_is_throttled(tmp_path, monkeypatch):
     X, y = _data()
     writes = []
-    monkeypatch.setattr("featmlp.plots.plot_history", lambda h, p, log_scale=False: writes.append(len(h)))
+    monkeypatch.setattr("featmlp.runs.plots.plot_history", lambda h, p, log_scale=False: writes.append(len(h)))
     train(X, y, TrainConfig(hidden=(4,), epochs=5), callbacks=[LivePlot(tmp_path / "l.png", 3600)])
     assert writes == [5]  # only the final plot
     writes.clear()

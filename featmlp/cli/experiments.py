@@ -41,7 +41,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     suggested value alone misleads on noisy losses. The last line is `suggested lr: <value>`.
     """
     from ..lr_find import lr_find as lr_find_
-    from ..plots import plot_format
+    from ..runs.plots import plot_format
     from ..progress import TqdmProgress
     from ..store import load_features
 

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ..layout import FEATURES_FILE
+from ..runs.layout import FEATURES_FILE
 from ..progress import TqdmProgress
 from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source,
                       report_skipped, resolve_fitted)

@@ -21,8 +21,8 @@ import click
 @click.option("--log-scale", is_flag=True, help="Loss on a log scale.")
 def compare(run_dirs, out, plot_path, log_scale):
     """Compare run directories: overlaid loss curves and a table of differing settings and results."""
-    from ..compare import compare_runs, format_table, plot_comparison
-    from ..plots import plot_format
+    from ..runs.compare import compare_runs, format_table, plot_comparison
+    from ..runs.plots import plot_format
     from ._common import plot_file
 
     plot_path = plot_file(out, plot_path, "compare", "compare.png")
@@ -37,7 +37,7 @@ def compare(run_dirs, out, plot_path, log_scale):
 @click.argument("directory", type=click.Path(file_okay=False))
 def report(directory):
     """Write DIR/report.html: one self-contained page (plots embedded) for a run or a sweep."""
-    from ..report import write_report
+    from ..runs.report import write_report
 
     path = write_report(directory)
     click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

@@ -173,7 +173,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
 def _job_printer(features, progress, quiet):
     """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines)."""
     # Defined when used: featmlp.run (where JobHook is) imports more than this module needs for --help.
-    from ..layout import FEATURES_FILE
+    from ..runs.layout import FEATURES_FILE
     from ..run import JobHook
 
     class JobPrinter(JobHook):
@@ -293,7 +293,7 @@ def predict(ctx, run_dir, images, no_resize):
     fields. A file that cannot be read or classified gets one line 'error: <file>: <reason>' on
     stderr and the others are still classified; the exit status is 1 when any failed.
     """
-    from ..bundle import load_bundle
+    from ..runs.bundle import load_bundle
 
     failed = 0
     for r in load_bundle(run_dir).iter_predict_images(images, resize=not no_resize):  # as each is known

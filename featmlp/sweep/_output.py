@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from featmlp import __version__
 from featmlp._io import atomic_write
-from featmlp.plots import new_figure, plot_confusion, plot_history, render, save_figure
+from featmlp.runs.plots import new_figure, plot_confusion, plot_history, render, save_figure
 from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
 from featmlp.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
@@ -76,7 +76,7 @@ def _render_all(jobs: list, meanwhile) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(render, job) for job in jobs]  # featmlp.plots: no torch to import
+        futures = [pool.submit(render, job) for job in jobs]  # featmlp.runs.plots: no torch to import
         meanwhile()
         for future in futures:
             future.result()

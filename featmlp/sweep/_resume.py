@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from featmlp import __version__
-from featmlp.bundle import load_bundle
+from featmlp.runs.bundle import load_bundle
 from featmlp.errors import ConfigError, FeatmlpError
 from featmlp.run import (CONFIG_FILE, METRICS_FILE, RunDirectory, read_json, staging_dir,
                          write_config, write_json, write_results)

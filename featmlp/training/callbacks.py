@@ -64,7 +64,7 @@ class LivePlot(Callback):
         self._plot(history)
 
     def _plot(self, history: list[dict]) -> None:
-        from featmlp.plots import plot_history
+        from featmlp.runs.plots import plot_history
 
         if history:
             plot_history(history, self.path, log_scale=self.log_scale)

@@ -1,0 +1,505 @@
+"""A trained model on disk: weights in safetensors, everything else in JSON.
+
+A bundle directory holds two files, and a third for fitted feature sets:
+
+- ``model.safetensors``: the network's tensors (safetensors holds tensors only, so reading it
+  cannot run code, unlike a pickle);
+- ``model.json``: the :class:`~featmlp.model.MLPSpec`, the scaler's parameters, the feature set's
+  name, the class names, the featmlp version, caller's extras and the SHA-256 of the weights file,
+  so a weights file from another save is caught;
+- ``features.safetensors``: the fitted state of a fitted feature set (kmeans: patch mean,
+  whitening, dictionary; its settings in ``model.json``) so ``predict`` computes the very
+  features the model was trained on, and, for test-time flip averaging, the column
+  permutation of mirrored images (``mirror``). Its SHA-256 is in ``model.json`` too.
+
+Both are written atomically; :func:`load_bundle` rebuilds the network from the spec and loads the
+tensors into it, with a :class:`~featmlp.errors.DataError` naming what is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from torch import nn
+
+from featmlp import __version__
+from featmlp._io import atomic_write
+from featmlp._memory import check_memory, format_bytes
+from featmlp.errors import DataError, FeatmlpError
+from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
+from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, parameter_count, predict_proba
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A loaded model: network (eval mode), scaler and what the features and classes are.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> spec = MLPSpec(3, 2, hidden=(4,))
+    >>> X = np.random.default_rng(0).normal(size=(5, 3))
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save_bundle(d, build_mlp(spec), spec, Scaler.fit(X), "lecture", ["cat", "dog"])
+    >>> b = load_bundle(d)
+    >>> b.class_names, b.predict_proba(X).shape
+    (('cat', 'dog'), (5, 2))
+    """
+
+    model: nn.Module
+    spec: MLPSpec
+    scaler: Scaler
+    feature_set: str
+    class_names: tuple[str, ...]
+    extra: dict = field(default_factory=dict)
+    version: str = ""
+    feature_state: dict = field(default_factory=dict)
+    mirror: np.ndarray | None = None
+    directory: Path | None = None  # where it was loaded from (named in messages)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities for raw features ``X`` (N, F), scaled as in training; rows in order.
+
+        A model trained with test-time flip averaging (``mirror`` set) averages each row with
+        its mirror image.
+        """
+        return predict_proba(self.model, self.scaler, X, mirror=self.mirror)
+
+    def predict(self, X) -> np.ndarray:
+        """Index of the most probable class of each row (``class_names[i]`` is its name)."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def predict_images(self, paths, *, resize: bool = True) -> list[ImagePrediction]:
+        """The class of each image file, in the order given: an :class:`ImagePrediction` per path,
+        with its most probable class and that probability, or the reason it has none (``error``:
+        unreadable, too large, features of another length, NaN features).
+
+        Images are resized (bilinear) to the size of the images the model was trained on
+        (``extra["image_size"]``), so their features describe the same scale; ``resize=False``
+        keeps each image's size. Features are computed with the bundle's fitted state, a chunk
+        of images at a time (:data:`PREDICT_CHUNK_IMAGES`, :data:`PREDICT_CHUNK_PIXELS`).
+
+        Raises
+        ------
+        FeatmlpError
+            A chunk of images of the model's image size would not fit in memory (before any is read).
+
+        Examples
+        --------
+        >>> [(p.class_name, p.error) for p in load_bundle("runs/r").predict_images(["cat.png", "x.txt"])]  # doctest: +SKIP
+        [('cat', None), (None, 'not a readable image (Pillow cannot identify it)')]
+        """
+        return sorted(self.iter_predict_images(paths, resize=resize), key=lambda r: r.index)
+
+    def iter_predict_images(self, paths, *, resize: bool = True):
+        """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
+        of images once computed (so not in the order given; ``index`` is each one's place)."""
+        from featmlp.data import read_images
+        from featmlp.features import extract_features
+        from featmlp.model import nonfinite_rows
+
+        paths = list(paths)
+        size = self.extra.get("image_size") if resize else None
+        size = tuple(size) if size else None
+        if size:
+            per_chunk = max(1, min(PREDICT_CHUNK_IMAGES, len(paths), PREDICT_CHUNK_PIXELS // (size[0] * size[1])))
+            where = f"image_size in {self.directory / META_FILE}" if self.directory is not None else "image_size"
+            check_memory(image_bytes(size, per_chunk), f"predicting on images resized to {size[0]}x{size[1]} "
+                         f"({where}), {per_chunk} at once,", "check that image_size, or pass --no-resize")
+
+        def failed(index, path, reason) -> ImagePrediction:
+            reason = str(reason)
+            if reason.startswith(f"{path}: "):  # the path is the prediction's own field
+                reason = reason[len(str(path)) + 2:]
+            return ImagePrediction(path, None, None, reason, index)
+
+        def classify(chunk):
+            """Predictions of decoded images [(index, path, array)]: errors first, then the classes in order."""
+            by_shape = {}
+            for j, (_, _, arr) in enumerate(chunk):
+                by_shape.setdefault(arr.shape, []).append(j)  # resize=False: one batch per size
+            results = [None] * len(chunk)
+            for shape, rows in by_shape.items():
+                items = [chunk[j] for j in rows]
+                try:
+                    X = extract_features(np.stack([arr for _, _, arr in items]), self.feature_set,
+                                         state=self.feature_state)
+                except FeatmlpError as e:
+                    for index, path, _ in items:
+                        yield failed(index, path, e)
+                    continue
+                if X.shape[1] != self.spec.n_features:
+                    for index, path, _ in items:
+                        yield failed(index, path, f"its {self.feature_set} features have {X.shape[1]} values, the "
+                                                  f"model takes {self.spec.n_features}: its size {shape[1]}x{shape[0]} "
+                                                  f"differs from the training images'"
+                                                  + ("" if resize else "; drop --no-resize"))
+                    continue
+                bad = set(nonfinite_rows(X).tolist())
+                for k in sorted(bad):
+                    yield failed(items[k][0], items[k][1], f"its {self.feature_set} features are NaN or infinite")
+                keep = [k for k in range(len(rows)) if k not in bad]
+                if not keep:
+                    continue
+                proba = self.predict_proba(X[keep])
+                best = proba.argmax(axis=1)
+                for k, c, p in zip(keep, best, proba[np.arange(len(best)), best]):
+                    results[rows[k]] = ImagePrediction(items[k][1], self.class_names[c], float(p), None, items[k][0])
+            yield from (r for r in results if r is not None)
+
+        chunk, pixels = [], 0
+        for index, path in enumerate(paths):
+            try:
+                arr = read_images([path], image_size=size)[0]
+            except (DataError, OSError) as e:
+                yield failed(index, path, e)
+                continue
+            if not resize and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+                yield failed(index, path, f"{arr.shape[1]}x{arr.shape[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
+                                          f"an image may have")
+                continue
+            chunk.append((index, path, arr))
+            pixels += arr.shape[0] * arr.shape[1]
+            if len(chunk) >= PREDICT_CHUNK_IMAGES or pixels >= PREDICT_CHUNK_PIXELS:
+                yield from classify(chunk)
+                chunk, pixels = [], 0
+        if chunk:
+            yield from classify(chunk)
+
+
+class ImagePrediction(NamedTuple):
+    """One image file's prediction (:meth:`Bundle.predict_images`): its most probable class and
+    that probability, or, for a file that could not be classified, ``error`` (why, without the path)."""
+
+    path: str | os.PathLike
+    class_name: str | None
+    probability: float | None
+    error: str | None = None
+    index: int = 0  # its place among the paths given
+
+
+def save_bundle(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    spec: MLPSpec,
+    scaler: Scaler,
+    feature_set: str,
+    class_names,
+    extra: dict | None = None,
+    *,
+    feature_state: dict | None = None,
+    mirror=None,
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
+
+    Parameters
+    ----------
+    directory : path
+        Where to write; existing bundle files are replaced atomically.
+    model, spec, scaler
+        The trained network, its spec and the fitted scaler (e.g. from a ``TrainResult``).
+    feature_set : str
+        Name of the feature set the model was trained on, so predictions use the same.
+    class_names : sequence of str
+        One name per output, in order.
+    extra : dict, optional
+        JSON-serialisable information to keep beside (training config, metrics ...).
+    feature_state : dict, optional
+        Fitted state of the feature set (:func:`featmlp.features.fit_features`).
+    mirror : array of int, optional
+        Column permutation of mirrored images' features: predictions average each row with
+        its mirror image (test-time flip averaging).
+
+    Returns
+    -------
+    Path
+        The directory.
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != spec.n_classes:
+        raise DataError(f"{len(class_names)} class names for a model with {spec.n_classes} outputs")
+    if scaler.n_features != spec.n_features:
+        raise DataError(
+            f"scaler fitted on {scaler.n_features} features, model takes {spec.n_features}"
+        )
+    # Clone: safetensors refuses tensors that share storage, and it needs contiguous CPU tensors.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    weights = save(tensors)
+    scaler_dict = scaler.to_dict()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "featmlp_version": __version__,
+        "spec": spec.to_dict(),
+        "scaler": {"kind": scaler_dict["kind"], "offset": scaler_dict["offset"].tolist(),
+                   "scale": scaler_dict["scale"].tolist()},
+        "feature_set": str(feature_set),
+        "class_names": class_names,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "extra": extra or {},
+    }
+    state_bytes = None
+    if feature_state or mirror is not None:
+        from safetensors.numpy import save as save_arrays
+
+        from featmlp.features import state_to_arrays
+
+        settings, arrays = state_to_arrays(feature_state or {})
+        if mirror is not None:
+            mirror = np.asarray(mirror, np.int64)
+            if not is_permutation(mirror, spec.n_features):
+                raise DataError(f"mirror must be a permutation of the model's {spec.n_features} inputs")
+            arrays["mirror"] = mirror
+        state_bytes = save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        meta["feature_state"] = {"settings": settings, "sha256": hashlib.sha256(state_bytes).hexdigest()}
+    try:
+        meta_text = json.dumps(meta, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"bundle metadata (extra) is not JSON-serialisable: {exc}") from None
+    try:  # what load_bundle would refuse is not written
+        _check_fields(json.loads(meta_text))
+    except (FeatmlpError, ValueError) as exc:
+        raise DataError(f"cannot save this model: {exc}") from None
+    with atomic_write(directory / WEIGHTS_FILE, "wb") as f:
+        f.write(weights)
+    if state_bytes is not None:
+        with atomic_write(directory / FEATURE_STATE_FILE, "wb") as f:
+            f.write(state_bytes)
+    with atomic_write(directory / META_FILE, "w") as f:
+        f.write(meta_text + "\n")
+    return directory
+
+
+def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
+    """Read a bundle written by :func:`save_bundle`; never executes code from the files.
+
+    Raises
+    ------
+    DataError
+        A file is missing, unreadable, corrupt, or the two files do not match each other.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    directory = Path(directory)
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    meta = _read_meta(directory)
+    try:
+        _check_fields(meta)
+        spec = MLPSpec.from_dict(meta["spec"])
+        spec.validate()
+        scaler = Scaler.from_dict(meta["scaler"])
+        class_names = tuple(meta["class_names"])
+        feature_set = meta["feature_set"]
+        expected_sha = meta["weights_sha256"]
+        extra = meta.get("extra") or {}
+    except KeyError as exc:
+        raise DataError(f"{meta_path} lacks the field {exc.args[0]!r}") from None
+    except (FeatmlpError, TypeError, ValueError) as exc:
+        raise DataError(f"{meta_path} holds an invalid model description: {exc}") from None
+    if len(class_names) != spec.n_classes:
+        raise DataError(
+            f"{meta_path}: {len(class_names)} class names for a model with {spec.n_classes} outputs"
+        )
+    if scaler.n_features != spec.n_features:
+        raise DataError(
+            f"{meta_path}: scaler has {scaler.n_features} features, model takes {spec.n_features}"
+        )
+    feature_state, mirror = _read_state(directory, meta)
+    if mirror is not None and not is_permutation(mirror, spec.n_features):
+        raise DataError(f"{directory / FEATURE_STATE_FILE}: 'mirror' is not a permutation of the "
+                        f"model's {spec.n_features} inputs")
+
+    try:
+        weights = weights_path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {weights_path}: {exc}") from None
+    # The spec decides what build_mlp allocates: a spec of more float32 parameters than the
+    # weights file holds cannot be this file's network, and is refused before it is built.
+    n_params = parameter_count(spec)
+    if 4 * n_params > len(weights):
+        raise DataError(f"{meta_path} describes a network of {n_params:,} parameters ({format_bytes(4 * n_params)}), "
+                        f"and {weights_path} holds {format_bytes(len(weights))}: the files do not belong together")
+    check_memory(2 * 4 * n_params, f"loading the network in {meta_path} ({n_params:,} parameters)",
+                 "free memory or load it on a larger machine")
+    if hashlib.sha256(weights).hexdigest() != expected_sha:
+        raise DataError(
+            f"{weights_path} does not match {meta_path} (different checksum): the files come from "
+            f"different saves or one is damaged; save the model again"
+        )
+    try:
+        tensors = load(weights)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{weights_path} is not a valid safetensors file: {exc}") from None
+
+    model = build_mlp(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors)
+                   if tuple(tensors[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        raise DataError(
+            f"{weights_path} does not fit the model in {meta_path}: missing {missing}, "
+            f"unexpected {unexpected}, wrong shape {wrong}"
+        )
+    model.load_state_dict(tensors)
+    model.to(device).eval()
+    return Bundle(model, spec, scaler, feature_set, class_names, extra,
+                  str(meta.get("featmlp_version", "")), feature_state, mirror, directory)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# The largest image a bundle may ask new images to be resized to: Pillow's own
+# decompression-bomb limit (89.5 Mpx), what reading an image file allows.
+MAX_IMAGE_PIXELS = 89_478_485
+# Images whose features predict_images computes together: up to this many, and up to this many
+# pixels (about 1 GB of feature work at PREDICT_BYTES_PER_PIXEL).
+PREDICT_CHUNK_IMAGES = 256
+PREDICT_CHUNK_PIXELS = 1 << 24
+# Bytes per pixel of predicting on an image: its RGB values, and the float64 work arrays of
+# the feature sets (lecture's LBP, GLCM and Gabor arrays peak at 63 bytes a pixel, hog at 13,
+# measured with tracemalloc on 512x512 images).
+PREDICT_BYTES_PER_PIXEL = 3 + 64
+
+
+def image_bytes(image_size, n_images: int = 1) -> int:
+    """Rough bytes that decoding ``n_images`` images of ``image_size`` (width, height) and
+    computing their features needs (:data:`PREDICT_BYTES_PER_PIXEL` a pixel).
+
+    Examples
+    --------
+    >>> image_bytes((32, 32), 256) // 2**20  # MB
+    16
+    """
+    w, h = image_size
+    return int(w) * int(h) * int(n_images) * PREDICT_BYTES_PER_PIXEL
+
+
+def _check_fields(meta: dict) -> None:
+    """Raise ``ValueError`` naming the first field of ``model.json`` of a wrong type or range.
+
+    :meth:`MLPSpec.validate` and :meth:`Scaler.from_dict` check their own values; this checks
+    the types JSON could hold instead (strings for numbers, numbers for names ...).
+    """
+    from featmlp.features import get_feature_set
+
+    spec = meta["spec"]
+    if not isinstance(spec, dict):
+        raise ValueError(f"spec must be an object, got {spec!r:.80}")
+    scaler = meta["scaler"]
+    if not isinstance(scaler, dict):
+        raise ValueError(f"scaler must be an object, got {scaler!r:.80}")
+    for key in ("offset", "scale"):
+        values = scaler.get(key)
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise ValueError(f"scaler {key} must be a list of numbers, got {values!r:.80}")
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
+        raise ValueError(f"class_names must be a list of non-empty strings, got {names!r:.80}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be distinct, got {names!r:.80}")
+    feature_set = meta["feature_set"]
+    if not isinstance(feature_set, str):
+        raise ValueError(f"feature_set must be a name, got {feature_set!r:.80}")
+    if feature_set != "unknown":  # a model trained on features of no known set (the API)
+        get_feature_set(feature_set)
+    sha = meta["weights_sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise ValueError(f"weights_sha256 must be 64 hexadecimal digits, got {sha!r:.80}")
+    if not isinstance(meta.get("featmlp_version", ""), str):
+        raise ValueError(f"featmlp_version must be a string, got {meta['featmlp_version']!r:.80}")
+    extra = meta.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra must be an object, got {extra!r:.80}")
+    size = extra.get("image_size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+            raise ValueError(f"extra.image_size must be [width, height], two positive integers, got {size!r:.80}")
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ValueError(f"extra.image_size {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} Mpx, over the "
+                             f"{MAX_IMAGE_PIXELS / 1e6:.1f} Mpx an image may have")
+    if extra.get("train") is not None:
+        from featmlp.train import TrainConfig
+
+        if not isinstance(extra["train"], dict):
+            raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
+        TrainConfig.from_dict(extra["train"]).validate()
+    state = meta.get("feature_state")
+    if state is not None and not (isinstance(state, dict) and isinstance(state.get("settings", {}), dict)):
+        raise ValueError(f"feature_state must be an object with its settings, got {state!r:.80}")
+
+
+def read_feature_state(directory: str | os.PathLike) -> tuple[str, dict]:
+    """A bundle's feature set name and fitted feature state, without loading the network."""
+    meta = _read_meta(Path(directory))
+    return str(meta.get("feature_set", "unknown")), _read_state(Path(directory), meta)[0]
+
+
+def _read_state(directory: Path, meta: dict) -> tuple[dict, np.ndarray | None]:
+    info = meta.get("feature_state")
+    if info is None:
+        return {}, None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_arrays
+
+    from featmlp.features import state_from_arrays
+
+    path = directory / FEATURE_STATE_FILE
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path} (the model's fitted feature state): {exc}") from None
+    if not isinstance(info, dict) or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise DataError(f"{path} does not match {directory / META_FILE} (different checksum): the files "
+                        f"come from different saves or one is damaged; save the model again")
+    try:
+        arrays = load_arrays(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path} is not a valid safetensors file: {exc}") from None
+    mirror = arrays.pop("mirror", None)
+    try:
+        state = state_from_arrays(info.get("settings") or {}, arrays)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return state, mirror
+
+
+def _read_meta(directory: Path) -> dict:
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise DataError(
+                f"{path} not found: a model bundle directory holds {META_FILE} and {WEIGHTS_FILE} "
+                f"(written by training with --out)"
+            )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{meta_path} is not readable JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} does not hold a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(
+            f"{meta_path} has format_version {version!r}; this featmlp ({__version__}) reads "
+            f"versions up to {FORMAT_VERSION}: upgrade featmlp"
+        )
+    return meta

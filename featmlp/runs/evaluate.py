@@ -1,0 +1,127 @@
+"""Classification metrics from true and predicted labels, as JSON-ready numbers.
+
+Evaluation never shuffles: ``y_true[i]`` and ``y_pred[i]`` are the same sample. (The lecture's
+test loader shuffled the images and compared the predictions with unshuffled labels.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from featmlp.errors import DataError
+
+
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as ``j``.
+
+    Examples
+    --------
+    >>> confusion_matrix([0, 1, 1], [0, 0, 1], 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    y_true, y_pred = _labels(y_true, y_pred, n_classes)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
+
+
+def evaluate(y_true, y_pred, class_names) -> dict:
+    """Accuracy, per-class precision/recall/F1/support, their macro and weighted averages, and
+    the confusion matrix.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int
+        Class indices ``0 .. len(class_names) - 1``, one per sample, in the same order.
+    class_names : sequence of str
+        Name of each class index.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``n_samples``, ``per_class`` (one dict per class: ``class``,
+        ``precision``, ``recall``, ``f1``, ``support``), ``macro`` and ``weighted`` (precision,
+        recall, f1), ``confusion_matrix`` (list of lists, rows = true class). A ratio with a zero
+        denominator (a class never predicted, or absent) is 0, as scikit-learn's
+        ``zero_division=0``.
+
+    Examples
+    --------
+    >>> m = evaluate([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
+    >>> m["accuracy"], m["per_class"][1]["recall"], m["confusion_matrix"][1]
+    (0.75, 0.5, [0, 1, 1])
+    """
+    class_names = [str(c) for c in class_names]
+    n_classes = len(class_names)
+    if n_classes == 0:
+        raise DataError("class_names is empty")
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    n = int(cm.sum())
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    weights = support / n if n else np.zeros(n_classes)
+    return {
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "n_samples": n,
+        "per_class": [
+            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
+             "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        ],
+        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                  "f1": float(f1.mean())},
+        "weighted": {"precision": float(weights @ precision), "recall": float(weights @ recall),
+                     "f1": float(weights @ f1)},
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def run_metrics(y_true, y_pred, class_names) -> dict:
+    """The test-split scores as a run's ``metrics.json`` holds them (and ``featmlp evaluate --json``
+    prints them): :func:`evaluate`'s numbers under the run's key names.
+
+    Returns
+    -------
+    dict
+        ``test_accuracy``, ``n_test``, ``per_class``, ``macro``, ``weighted``,
+        ``confusion_matrix``; with no test samples only ``test_accuracy`` None and ``n_test`` 0.
+
+    Examples
+    --------
+    >>> m = run_metrics([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
+    >>> m["test_accuracy"], m["n_test"]
+    (0.75, 4)
+    """
+    if len(y_true) == 0:
+        return {"test_accuracy": None, "n_test": 0}
+    m = evaluate(y_true, y_pred, class_names)
+    return {"test_accuracy": m["accuracy"], "n_test": m["n_samples"], "per_class": m["per_class"],
+            "macro": m["macro"], "weighted": m["weighted"], "confusion_matrix": m["confusion_matrix"]}
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, np.float64)
+    den = np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def _labels(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise DataError(
+            f"y_true and y_pred must be 1-D and of one length, got shapes {y_true.shape} and "
+            f"{y_pred.shape}"
+        )
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise DataError(
+                f"{name} holds labels from {y.min()} to {y.max()}, outside 0 .. {n_classes - 1}"
+            )
+    return y_true.astype(np.int64), y_pred.astype(np.int64)

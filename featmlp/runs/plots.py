@@ -1,0 +1,161 @@
+"""Plots of a run: the loss curve (with validation beside training) and the confusion matrix.
+
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot: no global figure
+state, no GUI backend, safe in a training thread) and written atomically, so a viewer watching
+``loss.png`` during a run never reads half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from featmlp._io import atomic_write
+from featmlp.errors import ConfigError
+
+
+def new_figure(width: float, height: float):
+    """An empty ``width`` x ``height`` inch figure (100 dpi, constrained layout) on its own Agg
+    canvas: no pyplot, so no global state. Every featmlp plot starts from one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format a plot written to ``path`` gets: its suffix (``png`` when it has none).
+
+    Raises ConfigError, naming the formats matplotlib can write, when the suffix is not one
+    of them: callers check before any work, so a typo in ``--plot`` does not cost a run.
+
+    Examples
+    --------
+    >>> plot_format("lr_find.png"), plot_format("curves.PDF"), plot_format("loss")
+    ('png', 'pdf', 'png')
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise ConfigError(f"cannot draw a plot as {str(path)!r}: .{fmt} is not an image format "
+                          f"matplotlib writes; use one of {', '.join('.' + f for f in sorted(supported))}")
+    return fmt
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` atomically to ``path``, in the format its suffix names (:func:`plot_format`)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=plot_format(path))
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool = False,
+                 title: str | None = None) -> Path:
+    """Draw loss (train, and validation when recorded) and accuracy per epoch into ``path``.
+
+    Parameters
+    ----------
+    history : list of dict
+        Per-epoch records with ``epoch`` and ``train_loss``; ``val_loss``, ``train_accuracy``
+        and ``val_accuracy`` are drawn when present.
+    path : path
+        Image file to (over)write; its suffix picks the format (``.png``).
+    log_scale : bool
+        Logarithmic loss axis (useful to compare learning rates).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> h = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1},
+    ...      {"epoch": 2, "train_loss": 0.5, "val_loss": 0.7}]
+    >>> plot_history(h, pathlib.Path(tempfile.mkdtemp()) / "loss.png").exists()
+    True
+    """
+    epochs = [r["epoch"] for r in history]
+    has_acc = any("train_accuracy" in r or "val_accuracy" in r for r in history)
+    fig = new_figure(10 if has_acc else 6, 4)
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
+
+    def curve(ax, key, label, style):
+        points = [(e, r[key]) for e, r in zip(epochs, history) if key in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, style, label=label, marker="." if len(xs) < 50 else None)
+
+    ax = axes[0]
+    curve(ax, "train_loss", "train", "-")
+    curve(ax, "val_loss", "validation", "--")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (mean over samples)")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_title("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if has_acc:
+        ax = axes[1]
+        curve(ax, "train_accuracy", "train", "-")
+        curve(ax, "val_accuracy", "validation", "--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = False,
+                   title: str | None = None) -> Path:
+    """Draw a confusion matrix (rows: true class, columns: predicted) with counts in each cell.
+
+    With ``normalize=True`` each row is divided by its total (recall on the diagonal).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> plot_confusion([[3, 1], [0, 4]], ["cat", "dog"],
+    ...                pathlib.Path(tempfile.mkdtemp()) / "confusion.png").exists()
+    True
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    names = [str(c) for c in class_names]
+    if cm.shape != (len(names), len(names)):
+        raise ValueError(f"confusion matrix of shape {cm.shape} for {len(names)} class names")
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    size = max(4.0, 0.6 * len(names) + 2.5)
+    fig = new_figure(size + 1, size)
+    ax = fig.subplots()
+    image = ax.imshow(shown, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=45, ha="right")
+    ax.set_yticks(ticks, names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(names) <= 30:
+        threshold = shown.max() / 2 if shown.size else 0
+        for i in range(len(names)):
+            for j in range(len(names)):
+                text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if shown[i, j] > threshold else "black")
+    ax.set_title(title or "confusion matrix")
+    return save_figure(fig, path)
+
+
+def render(job) -> Path:
+    """Draw one plot described as data, ``(function, args)``: a task for a worker process."""
+    fn, args = job
+    return fn(*args)

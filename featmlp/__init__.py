@@ -29,8 +29,8 @@ _LAZY = {
     "PRESETS": "featmlp.training.config",
     "FeatMLPClassifier": "featmlp.estimator",
     "load_bundle": "featmlp.runs.bundle",
-    "run_job": "featmlp.run",
-    "evaluate_run": "featmlp.run",
+    "run_job": "featmlp.runs.job",
+    "evaluate_run": "featmlp.runs.evaluate",
     "load_features": "featmlp.store",
 }
 

@@ -61,7 +61,7 @@ def test_loss_curve_is_drawn_once(tmp_path, table, monkeypatch):
     # The live plot draws the final curve when training ends; writing the results does not draw
     # the same curve into the same file again (a tenth of a lecture run's time).
     import featmlp.runs.plots
-    import featmlp.run
+    import featmlp.runs.results
 
     drawn, real = [], featmlp.runs.plots.plot_history
 
@@ -70,7 +70,7 @@ def test_loss_curve_is_drawn_once(tmp_path, table, monkeypatch):
         return real(history, path, **kwargs)
 
     monkeypatch.setattr(featmlp.runs.plots, "plot_history", counting)
-    monkeypatch.setattr(featmlp.run, "plot_history", counting)
+    monkeypatch.setattr(featmlp.runs.results, "plot_history", counting)
     train_run(table, TrainConfig(hidden=(4,), epochs=3), tmp_path / "r", live_plot_seconds=1e9)
     assert drawn == [(3, "loss.png")]
     assert (tmp_path / "r" / "loss.png").read_bytes().startswith(b"\x89PNG")
@@ -363,7 +363,7 @@ def test_interrupted_replacement_is_put_back(tmp_path, table):
 
 
 def test_disk_full_while_writing_keeps_the_old_run(tmp_path, table, monkeypatch):
-    import featmlp.run
+    import featmlp.runs.results
 
     out = tmp_path / "run"
     train_run(table, TrainConfig(hidden=(4,), epochs=1), out)
@@ -372,7 +372,7 @@ def test_disk_full_while_writing_keeps_the_old_run(tmp_path, table, monkeypatch)
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(featmlp.run, "save_bundle", full)
+    monkeypatch.setattr(featmlp.runs.results, "save_bundle", full)
     with pytest.raises(OSError) as e:
         train_run(table, TrainConfig(hidden=(8,), epochs=2), out, overwrite=True)
     assert e.value.errno == errno.ENOSPC
@@ -576,20 +576,20 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
 
 
 def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, monkeypatch):
-    import featmlp.run
+    import featmlp.runs.results
 
     feats = save_features(tmp_path / "f.npz", table)
     out = tmp_path / "run"
     assert run_cli(["train", feats, "--epochs", "1", "-q", "--out", out])[0] == 0
     before = snapshot(out)
-    real = featmlp.run.write_json
+    real = featmlp.runs.results.write_json
 
     def full(path, obj):
         if str(path).endswith("metrics.json"):  # the last file a run writes
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, obj)
 
-    monkeypatch.setattr(featmlp.run, "write_json", full)
+    monkeypatch.setattr(featmlp.runs.results, "write_json", full)
     code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", "--out", out, "--force"])
     assert code == 1 and "disk is full" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert snapshot(out) == before

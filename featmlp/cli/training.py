@@ -101,7 +101,9 @@ def _features_line(table, config) -> str:
 def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=False, flips_given=True,
                       overwrite=False):
     """``featmlp train``: train into the run directory ``out`` and print the result."""
-    from ..run import decide_flips, staging_dir, train_run
+    from ..runs.directory import staging_dir
+    from ..runs.job import decide_flips
+    from ..runs.results import train_run
     from ..train import Callback
 
     if not flips_given:
@@ -135,7 +137,7 @@ _FORCE_HELP = ("Replace an existing run directory (only once the new run is comp
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def train(features_file, out, force, **opts):
     """Train an MLP on a feature file and evaluate it on its test split."""
-    from ..run import check_out
+    from ..runs.directory import check_out
     from ..store import load_features
 
     out = out or default_out("train")
@@ -149,7 +151,7 @@ def train(features_file, out, force, **opts):
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
-    from ..run import run_job
+    from ..runs.job import run_job
 
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
@@ -172,9 +174,9 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
 
 def _job_printer(features, progress, quiet):
     """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines)."""
-    # Defined when used: featmlp.run (where JobHook is) imports more than this module needs for --help.
+    # Defined when used: featmlp.runs.job (where JobHook is) imports more than this module needs for --help.
+    from ..runs.job import JobHook
     from ..runs.layout import FEATURES_FILE
-    from ..run import JobHook
 
     class JobPrinter(JobHook):
         def __init__(self, features, progress, quiet):
@@ -251,7 +253,7 @@ def evaluate(run_dir, features_file, as_json):
     """Evaluate a saved model on the test split of a feature file (default: the run's own)."""
     import json
 
-    from ..run import evaluate_run, run_feature_file
+    from ..runs.evaluate import evaluate_run, run_feature_file
 
     m = evaluate_run(run_dir, features_file)
     if as_json:

@@ -1,7 +1,7 @@
 """Compare run directories: their settings that differ, their results, their loss curves.
 
 Everything here reads what a run wrote (``config.json`` and ``metrics.json``, see
-:mod:`featmlp.run`); nothing is recomputed from the data.
+:mod:`featmlp.runs.results`); nothing is recomputed from the data.
 
 Examples
 --------

@@ -1,4 +1,5 @@
-"""Classification metrics from true and predicted labels, as JSON-ready numbers.
+"""Evaluation: classification metrics from true and predicted labels, as JSON-ready numbers, and
+a saved run scored again on a feature file (:func:`evaluate_run`, with its compatibility checks).
 
 Evaluation never shuffles: ``y_true[i]`` and ``y_pred[i]`` are the same sample. (The lecture's
 test loader shuffled the images and compared the predictions with unshuffled labels.)
@@ -6,9 +7,13 @@ test loader shuffled the images and compared the predictions with unshuffled lab
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from featmlp.errors import DataError
+from featmlp.runs.layout import CONFIG_FILE, read_json, resolve_feature_file
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
@@ -101,6 +106,66 @@ def run_metrics(y_true, y_pred, class_names) -> dict:
     m = evaluate(y_true, y_pred, class_names)
     return {"test_accuracy": m["accuracy"], "n_test": m["n_samples"], "per_class": m["per_class"],
             "macro": m["macro"], "weighted": m["weighted"], "confusion_matrix": m["confusion_matrix"]}
+
+
+def run_feature_file(run_dir: str | os.PathLike) -> tuple[Path, str | None]:
+    """The feature file a run recorded (found relative to the run, so a copied run reads its own)
+    and the fingerprint of the table it was trained on (None for runs from before featmlp recorded it).
+
+    Raises
+    ------
+    DataError
+        The run records no feature file (it was trained from the API on a table in memory).
+    """
+    data = read_json(Path(run_dir) / CONFIG_FILE).get("data", {})
+    if not data.get("feature_file"):
+        raise DataError(f"{run_dir} does not record its feature file: pass FEATURES.npz")
+    return resolve_feature_file(run_dir, data["feature_file"]), data.get("table_fingerprint")
+
+
+def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | None = None) -> dict:
+    """Evaluate a saved run's model on the test split of a feature file (default: the run's own).
+
+    Returns the metrics with the keys and numbers of the run's ``metrics.json`` (``test_accuracy``,
+    ``n_test``, ``per_class``, ``macro``, ``weighted``, ``confusion_matrix``), so the two compare
+    directly; what ``featmlp evaluate --json`` prints.
+
+    Raises
+    ------
+    DataError
+        The feature file does not fit the model: not the data the run recorded (its
+        fingerprint differs; only checked for the run's own file), NaN or infinite test
+        features, another number of features or other class names.
+
+    Examples
+    --------
+    >>> evaluate_run("runs/lecture-1")["test_accuracy"]  # doctest: +SKIP
+    0.294
+    """
+    # Loaded here: the metrics above need numpy only, a saved model needs torch.
+    from featmlp.model import nonfinite_rows
+    from featmlp.runs.bundle import load_bundle
+    from featmlp.store import load_features, table_fingerprint
+
+    bundle = load_bundle(run_dir)
+    recorded = None
+    if features_file is None:
+        features_file, recorded = run_feature_file(run_dir)
+    table = load_features(features_file)
+    if recorded is not None and table_fingerprint(table) != recorded:
+        raise DataError(f"{features_file} is not the data this model was trained on (its contents differ from "
+                        f"the run's record): pass the feature file to evaluate on explicitly")
+    bad = nonfinite_rows(table.X_test)
+    if len(bad):
+        raise DataError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
+                        f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
+    if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
+        raise DataError(f"{features_file} has {len(table.feature_names)} features, the model takes "
+                        f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")
+    if tuple(table.class_names) != tuple(bundle.class_names):
+        raise DataError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
+                        f"{list(bundle.class_names)}")
+    return run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """What a run directory holds, by name, and its JSON files read and written.
 
-The one home of the run directory's file names (:mod:`featmlp.run` describes what each holds,
-:mod:`featmlp.bundle` writes the model's two files). It imports neither torch nor numpy, so
-what only reads a finished run (``featmlp compare``, ``featmlp report``) starts at once;
-``featmlp.run`` and ``featmlp.bundle`` re-export these names.
+The one home of the run directory's file names (:mod:`featmlp.runs.results` describes what each
+holds, :mod:`featmlp.runs.bundle` writes the model's files). It imports neither torch nor numpy,
+so what only reads a finished run (``featmlp compare``, ``featmlp report``) starts at once;
+``featmlp.layout``, ``featmlp.run`` and ``featmlp.bundle`` re-export these names.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TENSORBOARD_DIR = "tensorboard"
 # kept when a run fails or is killed, so running it again resumes the extraction.
 FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 
-# The model bundle (featmlp.bundle), in a run directory or on its own.
+# The model bundle (featmlp.runs.bundle), in a run directory or on its own.
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FEATURE_STATE_FILE = "features.safetensors"

@@ -5,7 +5,7 @@ sheet is inline, and there are no scripts and no external links, so it can be ma
 a course page or opened offline. Every text that comes from a file (class names, settings, CSV
 cells) is HTML-escaped.
 
-- A run directory (``config.json`` + ``metrics.json``, see :mod:`featmlp.run`): results,
+- A run directory (``config.json`` + ``metrics.json``, see :mod:`featmlp.runs.results`): results,
   settings, data, loss curves, per-class precision/recall/F1 and the confusion matrix.
 - A sweep directory (``sweep.json`` and/or ``results.csv``, one run directory per
   configuration ``DIR/<name>/``): the results sorted by test accuracy, the overlaid loss

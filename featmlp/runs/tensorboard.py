@@ -65,7 +65,7 @@ class TensorBoardLogger(Callback):
 
     Examples
     --------
-    >>> from featmlp.run import train_run
+    >>> from featmlp.runs.results import train_run
     >>> logger = TensorBoardLogger("runs/tb/adam")                    # doctest: +SKIP
     >>> run = train_run(table, config, "runs/adam", callbacks=[logger])  # doctest: +SKIP
     >>> logger.log_metrics(run.metrics)                               # doctest: +SKIP
@@ -113,7 +113,7 @@ class TensorBoardLogger(Callback):
         self._writer = None
 
     def log_metrics(self, metrics: dict, prefix: str = "final/") -> None:
-        """Add a run's test metrics (e.g. :attr:`featmlp.run.RunResult.metrics`) after training.
+        """Add a run's test metrics (e.g. :attr:`featmlp.runs.results.RunResult.metrics`) after training.
 
         Every top-level number becomes a scalar ``prefix + name`` at the last epoch's step;
         ``test_accuracy`` lands in the HParams tab as :data:`TEST_ACCURACY_TAG`.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp.runs.plots import new_figure, plot_confusion, plot_history, render, save_figure
-from featmlp.run import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
+from featmlp.runs.layout import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
 from featmlp.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
 

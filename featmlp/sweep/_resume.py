@@ -4,7 +4,7 @@ in ``progress.json``, and read back when the same sweep runs again into the same
 ``progress.json`` names the data (a fingerprint of the table), every configuration (name and
 settings, in order) and those finished. A configuration is recorded only after its run
 directory is complete (config, metrics, model bundle, plots; built beside and renamed in, as
-:class:`featmlp.run.RunDirectory` does), so a kill at any moment leaves it either recorded and
+:class:`featmlp.runs.directory.RunDirectory` does), so a kill at any moment leaves it either recorded and
 whole, or unrecorded and trained again.
 """
 
@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 
 from featmlp import __version__
-from featmlp.runs.bundle import load_bundle
 from featmlp.errors import ConfigError, FeatmlpError
-from featmlp.run import (CONFIG_FILE, METRICS_FILE, RunDirectory, read_json, staging_dir,
-                         write_config, write_json, write_results)
+from featmlp.runs.bundle import load_bundle
+from featmlp.runs.directory import RunDirectory, staging_dir
+from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json, write_json
+from featmlp.runs.results import write_config, write_results
 from featmlp.store import FeatureTable, table_fingerprint
 from featmlp.train import TrainConfig, TrainResult
 

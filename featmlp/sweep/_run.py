@@ -17,7 +17,7 @@ import torch
 from featmlp._io import exclusive
 from featmlp.errors import ConfigError
 from featmlp.progress import ProgressHook
-from featmlp.run import lock_file
+from featmlp.runs.directory import lock_file
 from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, threads_override, train
 from featmlp.training.history import SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS

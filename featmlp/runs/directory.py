@@ -1,0 +1,159 @@
+"""A run directory being written: built in a staging directory beside it, renamed in when whole.
+
+A run into ``DIR`` is built in ``.DIR.incomplete`` beside it (:func:`staging_dir`, see
+:class:`RunDirectory`) and renamed onto ``DIR`` only when every file is written: a failed or
+killed run leaves ``DIR`` as it was (absent, or the previous run, whole). An existing ``DIR`` is
+replaced only when asked (``overwrite=True``, ``--force``). One writer at a time holds
+``.DIR.lock`` (:func:`lock_file`), the same lock a sweep into ``DIR`` takes.
+
+Only the file system: no numpy, no torch (what is written is :mod:`featmlp.runs.results`'s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from featmlp._io import exclusive
+from featmlp.errors import DataError
+
+
+def staging_dir(out: str | os.PathLike) -> Path:
+    """Where a run into ``out`` is built: ``.<name>.incomplete`` beside it, the same each time
+    (so a rerun finds the extraction an interrupted ``featmlp run`` left there)."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.incomplete"
+
+
+def lock_file(out: str | os.PathLike) -> Path:
+    """The lock a writer of run or sweep directory ``out`` holds: ``.<name>.lock`` beside it."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.lock"
+
+
+def _aside_dir(out: Path) -> Path:
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.replaced"
+
+
+def check_out(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise :class:`DataError` unless a run may be written to ``out``: absent, an empty
+    directory, or (``overwrite``) a directory to replace."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory: choose another --out")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise DataError(f"{out} already exists: pass --force (overwrite=True) to replace it once the new run "
+                        f"is complete, or choose another --out")
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable once the directory holding it is synced.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class RunDirectory:
+    """A run directory being written: files go to :attr:`path` (the staging directory beside
+    ``out``), which :meth:`commit` renames onto ``out`` once everything is there.
+
+    Used as a context manager, it commits when the block ends normally and, on an error or
+    an interrupt, removes the staging directory except the entries named in ``keep`` (the
+    resumable state of an extraction). With ``overwrite`` an existing ``out`` is renamed
+    aside, the new run renamed in, then the old one deleted: a kill in between leaves the
+    old run (``.<name>.replaced``, put back by the next run) or the new one whole.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with RunDirectory(out) as rd:
+    ...     _ = (rd.path / "a.txt").write_text("a")
+    ...     out.exists()
+    False
+    >>> sorted(p.name for p in out.iterdir())
+    ['a.txt']
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, keep=()):
+        self.out = Path(out)
+        self.path = staging_dir(out)
+        self.keep = tuple(keep)
+        # One writer per run directory: a second run into it would clear this one's staging.
+        self._lock = contextlib.ExitStack()
+        busy = f"another featmlp run is writing {self.out} (pid {{pid}}): wait for it, or choose another --out"
+        self._lock.enter_context(exclusive(lock_file(self.out), busy))
+        try:
+            self._start(overwrite)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _start(self, overwrite: bool) -> None:
+        aside = _aside_dir(self.out)
+        if aside.exists():  # left by a replacement that was killed
+            if self.out.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, self.out)  # the old run is put back
+        check_out(self.out, overwrite=overwrite)
+        self._clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.committed = False
+
+    def _clear(self) -> None:
+        """Empty the staging directory, but for the entries in ``keep``; removed when nothing is kept."""
+        if not self.path.is_dir():
+            return
+        kept = False
+        for entry in self.path.iterdir():
+            if entry.name in self.keep:
+                kept = True
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if not kept:
+            self.path.rmdir()
+
+    def commit(self) -> Path:
+        """Move the finished run onto ``out`` (replacing the old one); returns ``out``."""
+        _fsync_dir(self.path)
+        aside = _aside_dir(self.out)
+        if self.out.exists():
+            os.replace(self.out, aside)
+            os.replace(self.path, self.out)
+            _fsync_dir(self.out.parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, self.out)
+        _fsync_dir(self.out.parent)
+        self.committed = True
+        self._lock.close()
+        return self.out
+
+    def discard(self) -> None:
+        """Remove what this run wrote, but for the entries in ``keep``."""
+        try:
+            with contextlib.suppress(OSError):
+                self._clear()
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if not self.committed:
+                self.commit()
+        else:
+            self.discard()
+

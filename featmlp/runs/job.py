@@ -1,0 +1,200 @@
+"""What ``featmlp run`` (and ``featmlp lecture``) do, as one call: :func:`run_job`.
+
+Load images, extract their features into a new run directory, decide the flips
+(:func:`decide_flips`), then train, evaluate, plot and save there (:func:`featmlp.runs.results.train_run`).
+The steps before training are told to the :class:`JobHook` callbacks (library code prints
+nothing: the CLI's hook prints them); :class:`JobResult` says what was done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from featmlp.runs.directory import RunDirectory
+from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
+from featmlp.runs.results import RunResult, train_run
+from featmlp.store import FeatureTable
+from featmlp.train import Callback, TrainConfig
+
+
+# Flips are left on when the mirror images are classified as their own class nearly as often as
+# the images themselves (see featmlp.store.mirror_agreement).
+MIRROR_AGREEMENT = 0.9
+
+
+def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``config`` with its flips (``flip``, ``test_flip``) turned off where mirror images change
+    the class, and the line saying so (None when left as they are).
+
+    Mirroring teaches wrong labels where the mirror image of a class is another thing (characters,
+    digits): flips stay on when the mirror images keep their class, by nearest class mean, at
+    least :data:`MIRROR_AGREEMENT` times as often as the images themselves.
+    """
+    import dataclasses
+
+    from featmlp.store import mirror_agreement
+
+    if not (config.flip or config.test_flip):
+        return config, None
+    agreement = mirror_agreement(table)
+    if agreement is None or agreement[1] >= MIRROR_AGREEMENT * agreement[0]:
+        return config, None
+    message = (f"flips off: mirror images of the training images keep their class for {agreement[1]:.0%} of them "
+               f"against {agreement[0]:.0%} for the images (nearest class mean), so mirroring changes what these "
+               f"images show (as for characters); --flip / --test-flip force them")
+    return dataclasses.replace(config, flip=False, test_flip=False), message
+
+
+class JobHook(Callback):
+    """A callback that is also told what :func:`run_job` does before training; override what you need.
+
+    Passed among ``run_job``'s ``callbacks``, it gets these calls in this order, then the
+    training's (:class:`featmlp.train.Callback`). Library code prints nothing: the CLI's hook
+    prints these lines.
+    """
+
+    def on_job_begin(self, staging: Path, out: Path) -> None:
+        """The run is being built in ``staging``, renamed onto ``out`` when complete."""
+
+    def on_warning(self, message: str) -> None:
+        """A warning while loading the images (a missing CIFAR-10 batch ...)."""
+
+    def on_images(self, dataset) -> None:
+        """The images are loaded (``dataset.skipped``: the files ``skip_bad`` left out)."""
+
+    def on_features(self, dataset, table: FeatureTable) -> None:
+        """Their features are extracted, into the run's ``features.npz``."""
+
+    def on_notice(self, message: str) -> None:
+        """A setting run_job changed, and why (flips turned off)."""
+
+    def on_config(self, table: FeatureTable, config: TrainConfig) -> None:
+        """Training with ``config`` starts next."""
+
+
+@dataclass
+class JobResult(RunResult):
+    """What :func:`run_job` returns: the :class:`RunResult`, and how it came about."""
+
+    table: FeatureTable = None
+    config: TrainConfig = None  # what was trained (the flips decided)
+    source: str = ""  # the dataset's description
+    skipped: tuple = ()  # (file, reason) of the files skip_bad left out
+    notices: tuple[str, ...] = ()  # the settings run_job changed, and why
+
+
+def run_job(source=None, features: str = "lecture", out: str | os.PathLike | None = None, *,
+            config: TrainConfig | None = None, preset: str | None = None, auto_flips: bool | None = None,
+            options: dict | None = None, fitted: dict | None = None, test_fraction: float = 0.2,
+            split_seed: int = 0, image_size: tuple[int, int] | None = None, skip_bad: bool = False,
+            overwrite: bool = False, progress=None, callbacks=(), log_scale: bool = False,
+            tensorboard: bool = False, live_plot_seconds: float = 2.0) -> JobResult:
+    """Load images, extract their features into a run directory, train, evaluate, plot and save:
+    what ``featmlp run`` (and ``featmlp lecture``) do.
+
+    Parameters
+    ----------
+    source : str or path, optional
+        Images (:func:`featmlp.data.load_dataset`): None or ``"sample"`` for the bundled sample,
+        ``"cifar10"``, an archive or an image folder.
+    features : str
+        Feature set, or several joined by ``+``.
+    out : path, optional
+        Run directory (default ``runs/run-<time>``). Built beside and renamed onto ``out`` when
+        complete; a failed or killed run keeps only its extraction's finished chunks beside,
+        which the same call resumes from.
+    config : TrainConfig, optional
+        Training settings; default the preset ``preset``, else the one recommended for
+        ``features`` (:func:`featmlp.features.recommended_preset`), else ``"default"``.
+    auto_flips : bool, optional
+        Turn the flips off where mirror images change the class (:func:`decide_flips`); default:
+        when ``config`` is not given (the preset's flips).
+    options, fitted : dict, optional
+        Settings or an existing fitted state of a fitted feature set (kmeans), as
+        :func:`featmlp.store.extract_dataset` takes them.
+    test_fraction, split_seed, image_size, skip_bad
+        How the images are read and split (:func:`featmlp.data.load_dataset`).
+    overwrite : bool
+        Replace an existing ``out`` once the new run is complete.
+    progress : callable, optional
+        ``progress(desc, done, total)`` of loading and extraction (training tells its callbacks).
+    callbacks : iterable
+        Training callbacks (:func:`featmlp.train.train`); :class:`JobHook` instances among them
+        are also told about the steps before training.
+    log_scale, tensorboard, live_plot_seconds
+        As :func:`train_run` takes them.
+
+    Returns
+    -------
+    JobResult
+        The :class:`RunResult` (``out`` the final run directory), with the feature table, the
+        configuration trained, the dataset's description and skipped files, and the notices.
+
+    Raises
+    ------
+    FeatmlpError
+        Bad settings (checked before the images are read), data or an existing ``out``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> job = run_job(out=out, config=TrainConfig(hidden=(6,), epochs=2))  # doctest: +SKIP
+    >>> sorted(p.name for p in job.out.iterdir())[:3]  # doctest: +SKIP
+    ['config.json', 'confusion.png', 'features.npz']
+    """
+    import time
+    import warnings
+
+    from featmlp.data import load_dataset
+    from featmlp.features import get_feature_set, recommended_preset
+    from featmlp.store import extract_dataset
+    from featmlp.train import PRESETS, check_config
+
+    features = get_feature_set(features).name
+    if auto_flips is None:
+        auto_flips = config is None
+    if config is None:
+        config = PRESETS[preset or recommended_preset(features) or "default"]
+    check_config(config)  # settings and device, before the long extraction
+    out = Path(out if out is not None else Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+    callbacks = list(callbacks)
+    hooks = [c for c in callbacks if isinstance(c, JobHook)]
+    data = {"source": str(source or "sample"), "test_fraction": test_fraction, "split_seed": split_seed,
+            "image_size": image_size}
+    with RunDirectory(out, overwrite=overwrite, keep=(FEATURES_PARTIAL,)) as rd:
+        for h in hooks:
+            h.on_job_begin(rd.path, out)
+        # With hooks, loading's warnings (a missing CIFAR-10 batch) are theirs to tell; else they stay warnings.
+        with warnings.catch_warnings(record=True) if hooks else contextlib.nullcontext() as caught:
+            if hooks:
+                warnings.simplefilter("always")
+            ds = load_dataset(source, test_fraction=test_fraction, seed=split_seed, image_size=image_size,
+                              progress=progress, skip_bad=skip_bad)
+        for w in caught or ():
+            for h in hooks:
+                h.on_warning(str(w.message))
+        for h in hooks:
+            h.on_images(ds)
+        table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
+                                progress=progress)
+        for h in hooks:
+            h.on_features(ds, table)
+        notices = []
+        if auto_flips:
+            config, notice = decide_flips(table, config)
+            if notice:
+                notices.append(notice)
+                for h in hooks:
+                    h.on_notice(notice)
+        for h in hooks:
+            h.on_config(table, config)
+        run = train_run(table, config, rd, data={**data, "feature_file": str(rd.path / FEATURES_FILE)},
+                        callbacks=callbacks, live_plot_seconds=live_plot_seconds, log_scale=log_scale,
+                        tensorboard=tensorboard)
+    return JobResult(run.result, run.metrics, run.out, table=table, config=config, source=ds.source,
+                     skipped=tuple(getattr(ds, "skipped", ()) or ()), notices=tuple(notices))
+

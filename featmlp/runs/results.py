@@ -1,0 +1,233 @@
+"""A run directory: train on a feature table, evaluate, plot, save, all in one folder.
+
+``DIR/`` holds:
+
+- ``config.json``: everything needed to repeat the run (data, feature set, every training
+  setting); ``featmlp train --config DIR/config.json`` or :func:`repeat_config` reads it back;
+- ``metrics.json``: ``test_accuracy``, ``diverged``, ``stop_reason``, per-class scores, the
+  confusion matrix and ``history`` (one record per epoch: ``epoch``, ``train_loss``,
+  ``train_accuracy``, ``seconds``, ``lr``, and ``val_loss``/``val_accuracy`` with validation);
+- ``loss.png`` (kept current while training runs), ``confusion.png``;
+- ``model.safetensors`` + ``model.json``: the model bundle (:mod:`featmlp.runs.bundle`);
+- ``features.npz`` when the run extracted its own features (so ``evaluate DIR`` needs no data).
+
+Paths a run records are relative to the run when they lie inside it (``cp -r A B`` gives a
+``B`` that reads its own files), and ``config.json`` records the feature table's fingerprint
+(:func:`featmlp.store.table_fingerprint`), so ``evaluate`` notices a feature file that is not
+the data the model was trained on.
+
+A run is built in a staging directory beside ``DIR`` and renamed in when whole
+(:class:`featmlp.runs.directory.RunDirectory`). What ``featmlp run`` adds before training (load
+the images, extract their features into the run) is :mod:`featmlp.runs.job`'s; evaluating a
+saved run again is :mod:`featmlp.runs.evaluate`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featmlp import __version__
+from featmlp.errors import DataError
+from featmlp.model import Scaler, nonfinite_rows
+from featmlp.runs.bundle import save_bundle
+from featmlp.runs.directory import RunDirectory, check_out, staging_dir
+from featmlp.runs.evaluate import run_metrics
+from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR, read_json,
+                                 write_json)
+from featmlp.runs.plots import plot_confusion, plot_history
+from featmlp.store import FeatureTable, table_fingerprint
+from featmlp.train import LivePlot, TrainConfig, TrainResult, check_training, train
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` returns: the training result, the test metrics, where it is."""
+
+    result: TrainResult
+    metrics: dict
+    out: Path
+
+
+def score_test(result: TrainResult, table: FeatureTable) -> dict:
+    """Accuracy, per-class scores and confusion matrix on the table's test split, in order."""
+    if len(table.y_test) == 0:
+        return run_metrics(table.y_test, [], table.class_names)
+    pred = result.predict(table.X_test)  # never shuffled: rows stay aligned with y_test
+    return run_metrics(table.y_test, pred, table.class_names)
+
+def check_run(table: FeatureTable, config: TrainConfig) -> None:
+    """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
+
+    The settings, the device, what :func:`featmlp.train.check_training` checks on the training
+    rows (NaN, validation split, early stopping, memory), at least two classes in training,
+    test rows without NaN or infinities (they would be scored as if they were images), and
+    columns too large to scale.
+    """
+    n_classes = len(table.class_names)
+    mirror = table.mirror() if config.flip or config.test_flip else None
+    check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror)
+    present = np.unique(np.asarray(table.y_train))
+    if len(present) < 2:
+        only = table.class_names[int(present[0])] if len(present) else "none"
+        raise DataError(f"the training set holds one class ({only!r}, {len(table.y_train)} rows): a classifier "
+                        f"needs at least 2 classes in train")
+    if len(table.y_test):
+        bad = nonfinite_rows(table.X_test)
+        if len(bad):
+            # Refused, not left out: leaving rows out would change what the test accuracy
+            # is measured on, and such rows mean the extraction went wrong for those images.
+            raise DataError(f"the test features hold NaN or infinite values in {len(bad)} of "
+                            f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
+    Scaler.fit(table.X_train, config.scaler, names=table.feature_names)
+
+
+def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike | RunDirectory, *,
+              data: dict | None = None, callbacks=(), progress=None, live_plot_seconds: float = 2.0,
+              log_scale: bool = False, overwrite: bool = False, tensorboard: bool = False) -> RunResult:
+    """Train on ``table``'s train split, evaluate on its test split, write everything to ``out``.
+
+    Parameters
+    ----------
+    table : FeatureTable
+        Features and labels (see :func:`featmlp.store.load_features`).
+    config : TrainConfig
+        Every training setting (a preset, overridden field by field).
+    out : path or RunDirectory
+        Run directory. It is built beside (:func:`staging_dir`, where ``loss.png`` shows
+        the loss while training runs) and renamed onto ``out`` when complete; an error or a
+        kill leaves ``out`` as it was. An open :class:`RunDirectory` is written into and
+        left for its owner to commit (``featmlp run`` extracts into it first).
+    data : dict, optional
+        How the features were made (source, ``feature_file`` ...), recorded in ``config.json``;
+        a ``feature_file`` inside the run is recorded relative to it.
+    callbacks : iterable
+        Passed to :func:`featmlp.train.train` (e.g. a per-epoch printer).
+    live_plot_seconds : float
+        ``loss.png`` is rewritten at most this often while training runs.
+    overwrite : bool
+        Replace an existing ``out`` (once the new run is complete); without it an existing,
+        non-empty ``out`` is refused before anything is done.
+    tensorboard : bool
+        Also log every epoch and the test metrics for TensorBoard, in ``out/tensorboard``.
+
+    Returns
+    -------
+    RunResult
+        With ``out`` the final run directory.
+
+    Raises
+    ------
+    FeatmlpError
+        Bad settings or data (checked before anything is written, see :func:`check_run`).
+    """
+    check_run(table, config)
+    if not isinstance(out, RunDirectory):
+        check_out(out, overwrite=overwrite)
+    logger = None
+    if tensorboard:  # a missing package is refused here, before any file is written
+        from featmlp.runs.tensorboard import TensorBoardLogger
+
+        staging = out.path if isinstance(out, RunDirectory) else staging_dir(out)
+        logger = TensorBoardLogger(staging / TENSORBOARD_DIR)
+    if isinstance(out, RunDirectory):
+        return _train_into(out, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+    with RunDirectory(out, overwrite=overwrite) as rd:
+        return _train_into(rd, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+
+def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live_plot_seconds, log_scale,
+                logger) -> RunResult:
+    data = _recorded_data(dict(data or {}), rd)
+    write_config(rd.path, table, config, data)
+    live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
+    mirror = table.mirror() if config.flip or config.test_flip else None
+    result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+                   callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror)
+    run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True)  # by `live`
+    if logger is not None:
+        logger.log_metrics(run.metrics)
+    return RunResult(run.result, run.metrics, rd.out)
+
+
+def _recorded_data(data: dict, rd: RunDirectory) -> dict:
+    """``data`` with its ``feature_file`` relative to the run when it lies inside it, else as given.
+
+    A feature file inside the run being replaced (``train DIR/features.npz --out DIR
+    --force``) is linked into the new run first, so the replacement does not delete it.
+    """
+    given = data.get("feature_file")
+    if not given:
+        return data
+    path = Path(os.path.abspath(given))
+    for root in (rd.path, Path(os.path.abspath(rd.out))):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if root != rd.path:
+            target = rd.path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+        data["feature_file"] = rel.as_posix()
+        return data
+    return data  # outside the run: as given (the CLI gives absolute paths)
+
+
+def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None, *,
+                 fingerprint: str | None = None) -> None:
+    """Write ``config.json``: the data it ran on (with the table's fingerprint) and every training setting."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, {
+        "featmlp_version": __version__,
+        "data": {**(data or {}), "features": table.feature_set, "feature_names": list(table.feature_names),
+                 "class_names": list(table.class_names), "n_train": len(table.y_train),
+                 "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"},
+                 "table_fingerprint": fingerprint or table_fingerprint(table)},
+        "train": config.to_dict(),
+    })
+
+
+def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResult, *,
+                  log_scale: bool = False, plots: bool = True, loss_plotted: bool = False) -> RunResult:
+    """Evaluate a trained result on the test split; write metrics, plots and the model bundle.
+
+    ``loss_plotted``: ``out/loss.png`` already shows this history (train_run's live plot draws
+    it when training ends), so it is not drawn a second time (~0.3 s, a tenth of a lecture run).
+    """
+    out = Path(out)
+    metrics = {
+        **score_test(result, table),
+        "diverged": result.diverged,
+        "stop_reason": result.stop_reason,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "train_seconds": float(sum(r["seconds"] for r in result.history)),
+        "device": result.device,
+        "history": result.history,
+    }
+    if plots and metrics.get("confusion_matrix") is not None:
+        plot_confusion(metrics["confusion_matrix"], table.class_names, out / CONFUSION_PLOT)
+    if plots and result.history and not loss_plotted:
+        plot_history(result.history, out / LOSS_PLOT, log_scale=log_scale)
+    save_bundle(out, result.model, result.spec, result.scaler, table.feature_set or "unknown",
+                table.class_names, extra={"train": result.config.to_dict(),
+                                          "test_accuracy": metrics["test_accuracy"],
+                                          # new images are resized to this before their features
+                                          "image_size": table.meta.get("image_size")},
+                feature_state=table.fitted, mirror=result.mirror if result.config.test_flip else None)
+    write_json(out / METRICS_FILE, metrics)
+    return RunResult(result, metrics, out)
+
+
+def repeat_config(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
+    """The data settings and the :class:`TrainConfig` recorded in a run's ``config.json``."""
+    cfg = read_json(Path(run_dir) / CONFIG_FILE)
+    return cfg.get("data", {}), TrainConfig.from_dict(cfg["train"])

@@ -16,11 +16,13 @@ layer for all of them. Each ends with the history :func:`featmlp.train.train` gi
 Configurations that cannot share a pass train alone, in worker processes if asked.
 
 Modules: ``_grid`` (grid, names, which configurations stack), ``_stacked`` (the engine),
-``_run`` (:func:`run_sweep`, :class:`SweepResult`), ``_output`` (files and plots).
+``_run`` (:func:`run_sweep`), ``_output`` (files and plots), ``_result`` (:class:`SweepResult`,
+:class:`SweepRun`); ``_run`` -> ``_output`` -> ``_result``, one way.
 """
 
 from ._grid import config_names, expand_grid, varying_fields
-from ._run import SweepResult, SweepRun, run_sweep
+from ._result import SweepResult, SweepRun
+from ._run import run_sweep
 
 __all__ = ["expand_grid", "run_sweep", "SweepResult", "SweepRun", "config_names",
            "varying_fields"]

@@ -9,7 +9,6 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from featmlp import __version__
 from featmlp._io import atomic_write
@@ -19,9 +18,7 @@ from featmlp.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
 
 from ._grid import format_value
-
-if TYPE_CHECKING:
-    from ._run import SweepResult
+from ._result import SweepResult
 
 RESULTS_FILE = "results.csv"
 LOSS_PLOT = "loss.png"

@@ -8,6 +8,7 @@ import click
 
 from ..features import recommended_preset
 from ..progress import TqdmProgress
+from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, report_skipped,
                       resolve_fitted)
 from .options import config_from, fmt, train_options
@@ -22,14 +23,14 @@ class EpochPrinter:
 
     def __call__(self, record: dict, history: list[dict]) -> None:
         if self.lecture:  # the notebook's print, with the mean loss over samples
-            click.echo(f"Epoch: {record['epoch']}, Loss: {fmt(record['train_loss'], '.6f')}, "
-                       f"Time: {record['seconds']:.4f}s")
+            click.echo(f"Epoch: {record[EPOCH]}, Loss: {fmt(record[TRAIN_LOSS], '.6f')}, "
+                       f"Time: {record[SECONDS]:.4f}s")
             return
-        line = (f"epoch {record['epoch']:>{len(str(self.epochs))}}/{self.epochs}  "
-                f"loss {fmt(record['train_loss'])}  acc {fmt(record.get('train_accuracy'), '.3f')}")
-        if "val_loss" in record:
-            line += f"  val_loss {fmt(record['val_loss'])}  val_acc {fmt(record.get('val_accuracy'), '.3f')}"
-        click.echo(line + f"  {record['seconds']:.3f} s")
+        line = (f"epoch {record[EPOCH]:>{len(str(self.epochs))}}/{self.epochs}  "
+                f"loss {fmt(record[TRAIN_LOSS])}  acc {fmt(record.get(TRAIN_ACCURACY), '.3f')}")
+        if VAL_LOSS in record:
+            line += f"  val_loss {fmt(record[VAL_LOSS])}  val_acc {fmt(record.get(VAL_ACCURACY), '.3f')}"
+        click.echo(line + f"  {record[SECONDS]:.3f} s")
 
 
 def _report_run(run, lecture: bool = False) -> None:

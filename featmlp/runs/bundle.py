@@ -32,8 +32,8 @@ from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
 from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, parameter_count, predict_proba
+from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 

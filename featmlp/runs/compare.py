@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 from featmlp.errors import DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
+from featmlp.training.history import EPOCH, TRAIN_LOSS, VAL_LOSS
 
 # What each row reports of a run's results, in table order.
 RESULT_COLUMNS = ("test_accuracy", "final_train_loss", "final_val_loss", "epochs", "seconds",
@@ -59,8 +60,8 @@ class Run:
         epochs = m.get("epochs_run", len(self.history))
         return {
             "test_accuracy": m.get("test_accuracy"),
-            "final_train_loss": last.get("train_loss"),
-            "final_val_loss": last.get("val_loss"),
+            "final_train_loss": last.get(TRAIN_LOSS),
+            "final_val_loss": last.get(VAL_LOSS),
             "epochs": epochs,
             "seconds": m.get("train_seconds"),
             "diverged": m.get("diverged"),
@@ -217,8 +218,8 @@ def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str |
     for run, color in zip(runs, colors):
         history = run.history
         label = run.name + (" (diverged)" if run.metrics.get("diverged") else "")
-        train = [(r["epoch"], r["train_loss"]) for r in history
-                 if _finite(r.get("train_loss")) and "epoch" in r]
+        train = [(r[EPOCH], r[TRAIN_LOSS]) for r in history
+                 if _finite(r.get(TRAIN_LOSS)) and EPOCH in r]
         if not train:
             # Nothing finished: keep the run in the legend so it is not silently missing.
             ax.plot([], [], "-", color=color, label=label + " (no finished epoch)")
@@ -227,8 +228,8 @@ def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str |
         ax.plot(xs, ys, "-", color=color, label=label, marker="." if len(xs) < 30 else None)
         if run.metrics.get("diverged"):
             ax.plot(xs[-1:], ys[-1:], "x", color=color, markersize=9, mew=2)
-        val = [(r["epoch"], r["val_loss"]) for r in history
-               if _finite(r.get("val_loss")) and "epoch" in r]
+        val = [(r[EPOCH], r[VAL_LOSS]) for r in history
+               if _finite(r.get(VAL_LOSS)) and EPOCH in r]
         if val:
             has_val = True
             ax.plot(*zip(*val), "--", color=color)

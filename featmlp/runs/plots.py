@@ -15,6 +15,7 @@ import numpy as np
 
 from featmlp._io import atomic_write
 from featmlp.errors import ConfigError
+from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 
 def new_figure(width: float, height: float):
@@ -81,8 +82,8 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
     >>> plot_history(h, pathlib.Path(tempfile.mkdtemp()) / "loss.png").exists()
     True
     """
-    epochs = [r["epoch"] for r in history]
-    has_acc = any("train_accuracy" in r or "val_accuracy" in r for r in history)
+    epochs = [r[EPOCH] for r in history]
+    has_acc = any(TRAIN_ACCURACY in r or VAL_ACCURACY in r for r in history)
     fig = new_figure(10 if has_acc else 6, 4)
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
 
@@ -93,8 +94,8 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
             ax.plot(xs, ys, style, label=label, marker="." if len(xs) < 50 else None)
 
     ax = axes[0]
-    curve(ax, "train_loss", "train", "-")
-    curve(ax, "val_loss", "validation", "--")
+    curve(ax, TRAIN_LOSS, "train", "-")
+    curve(ax, VAL_LOSS, "validation", "--")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (mean over samples)")
     if log_scale:
@@ -104,8 +105,8 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
     ax.legend()
     if has_acc:
         ax = axes[1]
-        curve(ax, "train_accuracy", "train", "-")
-        curve(ax, "val_accuracy", "validation", "--")
+        curve(ax, TRAIN_ACCURACY, "train", "-")
+        curve(ax, VAL_ACCURACY, "validation", "--")
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title("accuracy")

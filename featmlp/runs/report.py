@@ -28,10 +28,11 @@ from typing import Sequence
 
 from featmlp import __version__
 from featmlp._io import atomic_write
-from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir,
-                             read_run)
 from featmlp.errors import DataError
+from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir,
+                                  read_run)
 from featmlp.runs.layout import CONFUSION_PLOT, LOSS_PLOT, read_json
+from featmlp.training.history import TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 REPORT_FILE = "report.html"
 SWEEP_FILE = "sweep.json"
@@ -141,10 +142,10 @@ def _run_body(run: Run, level: int) -> str:
         ("test samples", "n_test", m.get("n_test")),
         ("macro F1", "f1", (m.get("macro") or {}).get("f1")),
         ("weighted F1", "f1", (m.get("weighted") or {}).get("f1")),
-        ("final train loss", "loss", last.get("train_loss")),
-        ("final train accuracy", "train_accuracy", last.get("train_accuracy")),
-        ("final validation loss", "loss", last.get("val_loss")),
-        ("final validation accuracy", "val_accuracy", last.get("val_accuracy")),
+        ("final train loss", "loss", last.get(TRAIN_LOSS)),
+        ("final train accuracy", "train_accuracy", last.get(TRAIN_ACCURACY)),
+        ("final validation loss", "loss", last.get(VAL_LOSS)),
+        ("final validation accuracy", "val_accuracy", last.get(VAL_ACCURACY)),
         ("epochs run", "epochs", m.get("epochs_run", len(history))),
         ("best epoch (validation loss)", "epochs", m.get("best_epoch")),
         ("stop reason", "stop_reason", m.get("stop_reason")),

@@ -42,6 +42,7 @@ from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS
 from featmlp.runs.plots import plot_confusion, plot_history
 from featmlp.store import FeatureTable, table_fingerprint
 from featmlp.train import LivePlot, TrainConfig, TrainResult, check_training, train
+from featmlp.training.history import SECONDS
 
 
 @dataclass
@@ -209,7 +210,7 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
         "stop_reason": result.stop_reason,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
-        "train_seconds": float(sum(r["seconds"] for r in result.history)),
+        "train_seconds": float(sum(r[SECONDS] for r in result.history)),
         "device": result.device,
         "history": result.history,
     }

@@ -20,13 +20,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from featmlp.errors import ConfigError
 from featmlp.model import loss_function
-from featmlp.progress import ProgressHook
+from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
 from featmlp.training.params import flatten_parameters
@@ -233,7 +234,8 @@ def lr_find(
     smoothing: float = 0.98,
     diverge_factor: float = 4.0,
     rule: str = "steepest",
-    progress: ProgressHook | None = None,
+    progress: ProgressHook | Callback | None = None,
+    callbacks: Iterable[Callback] = (),
 ) -> LRFinderResult:
     """Run a learning-rate range test with the model and optimiser of ``config``.
 
@@ -268,8 +270,11 @@ def lr_find(
         Stop when the smoothed loss exceeds this multiple of its best (> 1).
     rule : str
         The rule behind ``suggested_lr``, a key of :data:`RULES` (see :func:`suggest_lr`).
-    progress : callable, optional
+    progress : callable or Callback, optional
         Progress hook ``progress("lr_find", steps_done, num_steps)``.
+    callbacks : iterable of Callback
+        Told the same progress (:meth:`~featmlp.progress.Callback.on_progress`); the test has no
+        epochs, so nothing else.
 
     Returns
     -------
@@ -290,6 +295,11 @@ def lr_find(
     _check_range(start_lr, end_lr, num_steps, smoothing, diverge_factor)
     if rule not in RULES:
         raise ConfigError(f"rule {rule!r} is not one of: {', '.join(RULES)}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):  # a plain f(record, history) has no epochs to hear here
+            raise ConfigError(f"lr_find's callbacks must be featmlp.progress.Callback objects, got {type(cb).__name__}")
+    callbacks = [*progress_callbacks(progress), *callbacks]
     X, y = check_data(X, y, "X", "y")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes
     check_labels(y, n_classes, "y")
@@ -305,7 +315,7 @@ def lr_find(
         order_rng = batch_order_rng(config.seed)
         lrs, losses, smoothed, stop_reason = _range_test(
             model, spec, config, scaler, X, y, device, order_rng, start_lr, end_lr, num_steps,
-            smoothing, diverge_factor, progress)
+            smoothing, diverge_factor, callbacks)
 
     suggestions = {name: suggest_lr(lrs, smoothed, name)[0] for name in RULES} if len(lrs) else {}
     if len(lrs):
@@ -318,7 +328,7 @@ def lr_find(
 
 
 def _range_test(model, spec, config, scaler, X, y, device, order_rng, start_lr, end_lr,
-                num_steps, beta, diverge_factor, progress):
+                num_steps, beta, diverge_factor, callbacks):
     n = len(y)
     X_t = torch.from_numpy(scaler.transform(X)).to(device)
     y_t = torch.from_numpy(y).to(device)
@@ -349,8 +359,8 @@ def _range_test(model, spec, config, scaler, X, y, device, order_rng, start_lr, 
         lrs.append(lr)
         losses.append(value)
         smoothed.append(smooth)
-        if progress is not None:
-            progress("lr_find", i + 1, num_steps)
+        for cb in callbacks:
+            cb.on_progress("lr_find", i + 1, num_steps)
         best = min(best, smooth)
         if smooth > diverge_factor * best:
             stop_reason = "diverged"

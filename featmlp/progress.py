@@ -1,15 +1,26 @@
-"""Progress reporting: library code calls a hook, the CLI decides how to show it.
+"""How library code tells what it does: the :class:`Callback` protocol; the CLI decides how to show it.
 
-A progress hook is any callable ``progress(desc, done, total)``: ``desc`` names the
-task (``"extract"``, ``"download"``), ``done`` is how much of it is finished and
-``total`` the whole (``None`` when unknown). Library functions take
-``progress=None`` and never print.
+One protocol for every hook. A :class:`Callback` is told a task's progress
+(:meth:`~Callback.on_progress`) and, while a network trains, its epochs (:meth:`~Callback.on_epoch`,
+named by configuration in a sweep: :meth:`~Callback.on_config_epoch`). ``train``, ``lr_find`` and
+``run_sweep`` take ``callbacks=[...]`` of them; the same object works in all three.
+
+A progress hook, the callable form, is any ``progress(desc, done, total)``: ``desc`` names the
+task (``"extract"``, ``"download"``, ``"train"``, ``"lr_find"``, ``"sweep"``), ``done`` is how much
+of it is finished and ``total`` the whole (``None`` when unknown). Functions that only have progress
+to tell (the data layer: ``extract_dataset``, ``load_dataset``) take ``progress=None``;
+:class:`TqdmProgress` is both a callable and a Callback. Library code never prints.
+
+This module imports nothing of featmlp's, so the data layer and training both use it.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from featmlp.training.config import TrainConfig
 
 ProgressHook = Callable[[str, int, Optional[int]], None]
 
@@ -18,10 +29,62 @@ def null_progress(desc: str, done: int, total: int | None) -> None:
     """The default hook: report nothing."""
 
 
-class TqdmProgress:
-    """Render progress hooks as tqdm bars on stderr, one bar per ``desc``.
+class Callback:
+    """Base class of objects told about a task as it goes; override what you need.
 
-    A bar closes when ``done`` reaches ``total``.
+    A plain callable ``f(record, history)`` passed in ``callbacks`` acts as :meth:`on_epoch`.
+    Who calls what: ``train`` calls all four (:meth:`on_progress` as ``("train", epoch,
+    epochs)``); ``lr_find`` only :meth:`on_progress` (``("lr_find", step, steps)``);
+    ``run_sweep`` :meth:`on_progress` (``("sweep", configurations_done, configurations)``) and
+    :meth:`on_config_epoch`.
+    """
+
+    def on_progress(self, desc: str, done: int, total: int | None) -> None:
+        """``done`` of ``total`` (None: unknown) of the task ``desc`` is finished."""
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        """Called after each epoch with its record (also ``history[-1]``); return True to stop."""
+
+    def on_config_epoch(self, name: str, record: dict, history: list[dict]) -> bool | None:
+        """An epoch of the sweep's configuration ``name``; return True to stop that one.
+
+        Epochs of configurations trained together interleave, so each call names its
+        configuration; ``history`` is that configuration's. By default :meth:`on_epoch`.
+        """
+        return self.on_epoch(record, history)
+
+    def on_train_end(self, history: list[dict]) -> None:
+        """Called once after the last epoch, also after a divergence or a requested stop."""
+
+
+class ProgressCallback(Callback):
+    """A progress hook ``progress(desc, done, total)`` as a :class:`Callback` (its :meth:`on_progress`)."""
+
+    def __init__(self, progress: ProgressHook):
+        self.progress = progress
+
+    def on_progress(self, desc: str, done: int, total: int | None) -> None:
+        self.progress(desc, done, total)
+
+
+def progress_callbacks(progress: ProgressHook | Callback | None) -> list[Callback]:
+    """The callbacks a ``progress=`` argument stands for: none, or one telling only its progress.
+
+    A :class:`Callback` given as ``progress`` is told its progress, not the epochs, as before.
+    """
+    if progress is None:
+        return []
+    return [ProgressCallback(progress.on_progress if isinstance(progress, Callback) else progress)]
+
+
+class TqdmProgress(Callback):
+    """Render progress as tqdm bars on stderr, one bar per ``desc``.
+
+    A :class:`Callback` (its :meth:`on_progress`) and a progress hook (called as
+    ``progress(desc, done, total)``). A bar closes when ``done`` reaches ``total``.
     """
 
     def __init__(self, unit: str = "it", disable: bool | None = None):
@@ -30,6 +93,9 @@ class TqdmProgress:
         self._bars: dict[str, object] = {}
 
     def __call__(self, desc: str, done: int, total: int | None) -> None:
+        self.on_progress(desc, done, total)
+
+    def on_progress(self, desc: str, done: int, total: int | None) -> None:
         from tqdm.auto import tqdm
 
         bar = self._bars.get(desc)

@@ -1,7 +1,9 @@
 """What a run tells as it goes: :class:`Callback`, :class:`LivePlot` and the adapter for plain callables.
 
 A callback reads the run's history (:mod:`featmlp.training.history`) after each epoch and may
-stop the run by returning True.
+stop the run by returning True. :class:`Callback` is defined in :mod:`featmlp.progress` (the one
+protocol of progress, epochs and the sweep's named epochs, which the data layer uses too, without
+training) and re-exported here.
 """
 
 from __future__ import annotations
@@ -9,24 +11,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from featmlp.progress import Callback, ProgressCallback, progress_callbacks
+
 if TYPE_CHECKING:
     from featmlp.training.config import TrainConfig
 
-
-class Callback:
-    """Base class of objects told about a run; override what you need.
-
-    A plain callable ``f(record, history)`` passed in ``callbacks`` acts as :meth:`on_epoch`.
-    """
-
-    def on_train_begin(self, config: TrainConfig) -> None:
-        """Called once before the first epoch."""
-
-    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
-        """Called after each epoch with its record (also ``history[-1]``); return True to stop."""
-
-    def on_train_end(self, history: list[dict]) -> None:
-        """Called once after the last epoch, also after a divergence or a requested stop."""
+__all__ = ["Callback", "CallableCallback", "LivePlot", "ProgressCallback", "as_callback", "progress_callbacks"]
 
 
 class LivePlot(Callback):

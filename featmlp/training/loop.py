@@ -48,7 +48,7 @@ from torch import nn
 
 from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
-from featmlp.training.callbacks import Callback, as_callback
+from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows, fast_engine_fits
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
@@ -133,10 +133,13 @@ def train(
     X_val, y_val : array-like, optional
         Validation data, recorded each epoch; instead of ``config.val_fraction``, not with it.
     callbacks : iterable of Callback or callable
-        Told about the run; a callable ``f(record, history)`` is called after each epoch. Any
-        of them returning True stops training after that epoch.
-    progress : callable, optional
-        Progress hook ``progress("train", epochs_done, epochs)``.
+        Told about the run (:class:`~featmlp.progress.Callback`: ``on_train_begin``, then
+        ``on_progress("train", epochs_done, epochs)`` and ``on_epoch`` after each epoch, then
+        ``on_train_end``); a callable ``f(record, history)`` is called after each epoch. Any of
+        them returning True stops training after that epoch.
+    progress : callable or Callback, optional
+        Progress hook ``progress("train", epochs_done, epochs)``: told as the callbacks'
+        ``on_progress`` is, and nothing else.
     mirror : array of int (F,), optional
         Column permutation giving the features of the horizontally mirrored images:
         ``features(flipped images) == X[:, mirror]`` (:func:`featmlp.features.mirror_permutation`).
@@ -163,7 +166,8 @@ def train(
     prepared = training_rows(X, y, config, X_val=X_val, y_val=y_val, mirror=mirror)
     X, y, X_val, y_val, scaler = prepared.X, prepared.y, prepared.X_val, prepared.y_val, prepared.scaler
     spec = prepared.spec(config, n_classes)
-    callbacks = [as_callback(cb) for cb in callbacks]
+    # The progress hook goes first, so it is told each epoch before the callbacks are (as before).
+    callbacks = [*progress_callbacks(progress), *(as_callback(cb) for cb in callbacks)]
 
     with seeded(device):
         # Seed the global generator (initial weights, dropout) inside a fork so a library call
@@ -172,12 +176,11 @@ def train(
         order_rng = batch_order_rng(config.seed)
         with threads_for(spec, config, len(y), device):
             result = _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng,
-                          callbacks, progress, mirror)
+                          callbacks, mirror)
     return result
 
 
-def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, progress,
-         mirror=None):
+def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, mirror=None):
     flip = config.flip
     rows = 2 * len(y) if flip else len(y)  # with flips, rows N.. are the mirror images of 0..
     plain = fast_engine_fits(spec, rows, X.shape[1])
@@ -252,8 +255,8 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
             break
         previous_state = state
         history.append(record)
-        if progress is not None:
-            progress("train", epoch, config.epochs)
+        for cb in callbacks:
+            cb.on_progress("train", epoch, config.epochs)
 
         stop = False
         if X_val is not None:

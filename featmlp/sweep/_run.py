@@ -6,19 +6,22 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from featmlp._io import exclusive
 from featmlp.errors import ConfigError
-from featmlp.progress import ProgressHook
+from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
 from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, threads_override, train
+from featmlp.training.callbacks import as_callback
+from featmlp.training.history import History
 
 from ._grid import config_names, stack_key, varying_fields
 from ._output import write_sweep
@@ -28,9 +31,9 @@ from ._stacked import train_stacked
 
 
 def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, workers: int = 1,
-              log_scale: bool = False, progress: ProgressHook | None = None,
+              log_scale: bool = False, progress: ProgressHook | Callback | None = None,
               on_epoch: Callable[[str, dict], bool | None] | None = None,
-              force: bool = False) -> SweepResult:
+              callbacks: Iterable[Callback] = (), force: bool = False) -> SweepResult:
     """Train every configuration on ``table``'s train split; those that can, together.
 
     Configurations that differ only in per-configuration numbers (``lr``, ``weight_decay``,
@@ -62,12 +65,19 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
         Processes for the configurations trained alone (1: one after another, here).
     log_scale : bool
         Logarithmic loss axis in the plots.
-    progress : callable, optional
-        ``progress("sweep", configurations_done, configurations)``.
+    progress : callable or Callback, optional
+        ``progress("sweep", configurations_done, configurations)``: told as the callbacks'
+        ``on_progress`` is, and nothing else.
     on_epoch : callable, optional
-        ``on_epoch(name, record)`` after each epoch of each configuration; returning True stops
-        that configuration. Configurations trained in worker processes report their records
-        when they finish, and cannot be stopped.
+        Deprecated (a DeprecationWarning): ``on_epoch(name, record)``, now a callback's
+        ``on_config_epoch``; still called as before.
+    callbacks : iterable of Callback
+        Told the sweep's progress, ``on_progress("sweep", configurations_done, configurations)``,
+        and after each epoch of each configuration ``on_config_epoch(name, record, history)``
+        (by default their ``on_epoch(record, history)``); True stops that configuration. Not
+        told ``on_train_begin``/``on_train_end`` or ``train``'s own progress (configurations
+        trained together have no run of their own). Configurations trained in worker processes
+        report their records when they finish, and cannot be stopped.
     force : bool
         Replace what ``out`` holds (another sweep, other files) instead of refusing.
 
@@ -102,15 +112,21 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
             raise ConfigError(f"configuration {i} ({config_names(configs)[i]}): {e}") from None
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if on_epoch is not None:
+        warnings.warn("run_sweep(on_epoch=f) is deprecated: pass callbacks=[a featmlp.progress.Callback] and "
+                      "override its on_config_epoch(name, record, history)", DeprecationWarning, stacklevel=2)
+    # The progress hook first, then the callbacks, then the old on_epoch: the order each was told in.
+    callbacks = [*progress_callbacks(progress), *(as_callback(cb) for cb in callbacks),
+                 *([_OnEpoch(on_epoch)] if on_epoch is not None else [])]
     if out is None:
-        return _run_sweep(table, configs, None, workers, log_scale, progress, on_epoch, force)
+        return _run_sweep(table, configs, None, workers, log_scale, callbacks, force)
     # One writer per sweep directory: two sweeps into it would train and record over each other.
     busy = f"another featmlp sweep or run is writing {out} (pid {{pid}}): wait for it, or choose another --out"
     with exclusive(lock_file(out), busy):
-        return _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, force)
+        return _run_sweep(table, configs, out, workers, log_scale, callbacks, force)
 
 
-def _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, force) -> SweepResult:
+def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> SweepResult:
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train
@@ -138,8 +154,8 @@ def _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, forc
             metrics[names[i]] = directory.save(i, result, log_scale=log_scale)
             saving += time.perf_counter() - t
         done += 1
-        if progress is not None:
-            progress("sweep", done, len(configs))
+        for cb in callbacks:
+            cb.on_progress("sweep", done, len(configs))
 
     for i, (result, written) in resumed.items():
         metrics[names[i]] = written
@@ -165,22 +181,22 @@ def _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, forc
     try:
         for members in to_stack:
             train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
-                          n_classes, on_epoch=on_epoch,
+                          n_classes, callbacks=callbacks,
                           on_done=lambda j, result, members=members: finished(members[j], result))
         if pool is None:
             for i in pending:
-                callbacks = [] if on_epoch is None else [
-                    lambda record, history, name=names[i]: on_epoch(name, record)]
-                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=callbacks,
-                                  mirror=mirror))
+                named = [_Named(cb, names[i]) for cb in callbacks]
+                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=named, mirror=mirror))
         else:
             # As they complete, so that each is saved as soon as it can be.
             for future in as_completed(futures):
                 i = futures[future]
                 result = future.result()
-                if on_epoch is not None:
-                    for record in result.history:
-                        on_epoch(names[i], record)
+                told = History()  # each record with the history up to it, as train() tells them
+                for record in result.history:
+                    told.append(record)
+                    for cb in callbacks:
+                        cb.on_config_epoch(names[i], record, told)
                 finished(i, result)
     finally:
         if pool is not None:
@@ -200,6 +216,29 @@ def _run_sweep(table, configs, out, workers, log_scale, progress, on_epoch, forc
     if out is not None:
         write_sweep(Path(out), sweep, table, log_scale=log_scale, metrics=metrics)
     return sweep
+
+
+class _OnEpoch(Callback):
+    """The deprecated ``on_epoch(name, record)`` of :func:`run_sweep` as a callback."""
+
+    def __init__(self, fn: Callable[[str, dict], bool | None]):
+        self.fn = fn
+
+    def on_config_epoch(self, name: str, record: dict, history: list[dict]) -> bool | None:
+        return self.fn(name, record)
+
+
+class _Named(Callback):
+    """A sweep's callback inside ``train()`` of one configuration: told its epochs with the name.
+
+    Only the epochs: the sweep's callbacks hear neither the run's begin and end nor its progress.
+    """
+
+    def __init__(self, callback: Callback, name: str):
+        self.callback, self.name = callback, name
+
+    def on_epoch(self, record: dict, history: list[dict]) -> bool | None:
+        return self.callback.on_config_epoch(self.name, record, history)
 
 
 def _test_accuracies(results: list[TrainResult], table: FeatureTable) -> list[float | None]:

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from featmlp.model import HEADS
+from featmlp.progress import Callback
 from featmlp.training.config import TrainConfig
 from featmlp.training.engines import FAST_ACTIVATIONS
 from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, diverged,
@@ -271,23 +272,24 @@ class _Member:
 
 
 def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes: int, *,
-                  on_epoch: Callable | None = None,
+                  callbacks: Sequence[Callback] = (),
                   on_done: Callable[[int, TrainResult], None] | None = None) -> list[TrainResult]:
     """Train ``configs`` (one :func:`featmlp.sweep._grid.stack_key`) together.
 
     Returns one :class:`~featmlp.train.TrainResult` per configuration, as ``train()`` would.
-    ``on_epoch(name, record)`` is told each epoch of each configuration (True stops that one);
+    Each callback's ``on_config_epoch(name, record, history)`` is told each epoch of each
+    configuration (True from any of them stops that one);
     ``on_done(i, result)`` each configuration as it finishes.
     """
     c0 = configs[0]
     if not _uses_fused(c0):
-        return _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done)
+        return _train_stacked(X, y, configs, names, n_classes, callbacks, on_done)
     # The fused kernel runs on numba's threads; torch's OpenMP team, left at 2 threads, would
     # spin-wait on the same cores after each small op of the step (see the module docstring).
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done)
+        return _train_stacked(X, y, configs, names, n_classes, callbacks, on_done)
     finally:
         torch.set_num_threads(before)
 
@@ -298,7 +300,7 @@ def _uses_fused(c0: TrainConfig) -> bool:
             and resolve_device(c0.device).type == "cpu")
 
 
-def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
+def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
     c0 = configs[0]
     X, y = check_data(X, y, "X", "y")
     prepared = training_rows(X, y, c0)  # stacked groups have no flips (see stack_key)
@@ -402,7 +404,8 @@ def _train_stacked(X, y, configs, names, n_classes, on_epoch, on_done):
             m.result.history.append(record)
             if X_val is not None and record[VAL_LOSS] < best_loss[m.index]:
                 best_loss[m.index], m.result.best_epoch = record[VAL_LOSS], epoch
-            stop = on_epoch is not None and bool(on_epoch(m.name, record))
+            # Every callback is told, as train() tells all of its callbacks before stopping.
+            stop = any([bool(cb.on_config_epoch(m.name, record, m.result.history)) for cb in callbacks])
             if stop:
                 finished.append((m, row, "callback"))
             elif epoch >= m.config.epochs:

@@ -52,7 +52,8 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     config = config_from(opts, recommended_preset(table.feature_set))
     progress = TqdmProgress(unit="step", disable=True if quiet else None)
     result = lr_find_(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                      start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing, rule=rule, progress=progress)
+                      start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing, rule=rule,
+                      callbacks=[progress])
     progress.close()
     result.plot(plot_path)
     click.echo(f"{len(result.lrs)} steps from lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} "
@@ -103,7 +104,7 @@ def sweep(features_file, workers, out, force, **opts):
     progress = TqdmProgress(unit="config", disable=True if quiet else None)
     try:
         result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale, force=force,
-                           progress=progress)
+                           callbacks=[progress])
     finally:
         progress.close()
     if result.resumed and not quiet:

@@ -7,21 +7,21 @@ from pathlib import Path
 import click
 
 from ..features import recommended_preset
-from ..progress import TqdmProgress
+from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, report_skipped,
                       resolve_fitted)
 from .options import config_from, fmt, train_options
 
 
-class EpochPrinter:
+class EpochPrinter(Callback):
     """One line per epoch on stdout, from the run's history record."""
 
     def __init__(self, epochs: int, lecture: bool = False):
         self.epochs = epochs
         self.lecture = lecture
 
-    def __call__(self, record: dict, history: list[dict]) -> None:
+    def on_epoch(self, record: dict, history: list[dict]) -> None:
         if self.lecture:  # the notebook's print, with the mean loss over samples
             click.echo(f"Epoch: {record[EPOCH]}, Loss: {fmt(record[TRAIN_LOSS], '.6f')}, "
                        f"Time: {record[SECONDS]:.4f}s")
@@ -105,7 +105,6 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
     from ..runs.directory import staging_dir
     from ..runs.job import decide_flips
     from ..runs.results import train_run
-    from ..train import Callback
 
     if not flips_given:
         config, notice = decide_flips(table, config)

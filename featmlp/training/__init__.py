@@ -6,7 +6,8 @@
 - :mod:`~featmlp.training.params`: the flat parameter vector (flatten, unflatten, snapshot, restore).
 - :mod:`~featmlp.training.prepare`: the set-up shared by ``train``, ``lr_find`` and the sweep.
 - :mod:`~featmlp.training.history`: the per-epoch record and its column names.
-- :mod:`~featmlp.training.callbacks`: :class:`Callback`, :class:`LivePlot`.
+- :mod:`~featmlp.training.callbacks`: :class:`Callback` (defined in :mod:`featmlp.progress`, the one hook
+  protocol), :class:`LivePlot`.
 - :mod:`~featmlp.training.threads`: the CPU thread policy.
 - :mod:`~featmlp.training.engines`: the two engines that run an epoch's steps.
 - :mod:`~featmlp.training.loop`: :func:`train` and :class:`TrainResult`.

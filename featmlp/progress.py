@@ -80,6 +80,20 @@ def progress_callbacks(progress: ProgressHook | Callback | None) -> list[Callbac
     return [ProgressCallback(progress.on_progress if isinstance(progress, Callback) else progress)]
 
 
+def progress_hook(callbacks) -> ProgressHook | None:
+    """The callbacks' :meth:`~Callback.on_progress` as one ``progress(desc, done, total)`` hook, for
+    functions that take only a hook (the data layer); None without callbacks."""
+    callbacks = list(callbacks)
+    if not callbacks:
+        return None
+
+    def progress(desc: str, done: int, total: int | None) -> None:
+        for cb in callbacks:
+            cb.on_progress(desc, done, total)
+
+    return progress
+
+
 class TqdmProgress(Callback):
     """Render progress as tqdm bars on stderr, one bar per ``desc``.
 

@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from featmlp.progress import Callback, progress_callbacks, progress_hook
 from featmlp.runs.directory import RunDirectory
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
 from featmlp.store import FeatureTable
-from featmlp.train import Callback, TrainConfig
+from featmlp.train import TrainConfig
 
 
 # Flips are left on when the mirror images are classified as their own class nearly as often as
@@ -119,11 +120,12 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         How the images are read and split (:func:`featmlp.data.load_dataset`).
     overwrite : bool
         Replace an existing ``out`` once the new run is complete.
-    progress : callable, optional
+    progress : callable or Callback, optional
         ``progress(desc, done, total)`` of loading and extraction (training tells its callbacks).
     callbacks : iterable
-        Training callbacks (:func:`featmlp.train.train`); :class:`JobHook` instances among them
-        are also told about the steps before training.
+        Training callbacks (:func:`featmlp.train.train`); the :class:`~featmlp.progress.Callback`
+        instances among them are also told the progress of loading and extraction
+        (``on_progress``), and :class:`JobHook` instances the steps before training.
     log_scale, tensorboard, live_plot_seconds
         As :func:`train_run` takes them.
 
@@ -163,6 +165,8 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     out = Path(out if out is not None else Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
     callbacks = list(callbacks)
     hooks = [c for c in callbacks if isinstance(c, JobHook)]
+    # One protocol: the callbacks hear loading's and extraction's progress as they hear training's.
+    progress = progress_hook([*progress_callbacks(progress), *(c for c in callbacks if isinstance(c, Callback))])
     data = {"source": str(source or "sample"), "test_fraction": test_fraction, "split_seed": split_seed,
             "image_size": image_size}
     with RunDirectory(out, overwrite=overwrite, keep=(FEATURES_PARTIAL,)) as rd:

@@ -691,6 +691,26 @@ def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
         run_job(tmp_path / "nowhere", "lecture", out)
 
 
+def test_run_job_tells_its_callbacks_the_progress_of_every_step(tmp_path):
+    from featmlp.progress import Callback
+    from featmlp.run import run_job
+
+    class Heard(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_progress(self, desc, done, total):
+            self.calls.append((desc, done, total))
+
+    heard, hooked = Heard(), []
+    run_job(image_folder(tmp_path / "imgs"), "lecture", tmp_path / "r", config=TrainConfig(hidden=(4,), epochs=2),
+            test_fraction=0.5, progress=lambda *a: hooked.append(a), callbacks=[heard])
+    # The callback hears what the progress= hook hears (loading, extraction), then training's own.
+    assert hooked and heard.calls == [*hooked, ("train", 1, 2), ("train", 2, 2)]
+    assert {desc for desc, _, _ in hooked} >= {"extract"}
+    assert hooked[-1] == ("extract", 20, 20)
+
+
 def test_decide_flips_turns_off_flips_where_mirrors_change_the_class(table, monkeypatch):
     import featmlp.store
     from featmlp.run import decide_flips

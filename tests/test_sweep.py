@@ -1,6 +1,6 @@
 """featmlp.sweep against featmlp.train.train, configuration by configuration.
 
-``train()`` is the reference: it is tested against plain PyTorch loops (tests/test_train.py),
+``train()`` is the reference: it is tested against plain PyTorch loops (tests/training/test_loop.py),
 and a stacked sweep must end each configuration where ``train()`` alone ends it, up to float
 rounding (batched products sum in another order).
 """

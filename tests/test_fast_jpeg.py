@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from featmlp.data import load_dataset
+from featmlp.data import load_dataset, read_images
 from featmlp.data._images import decode_image
 from featmlp.errors import DataError
 
@@ -129,3 +129,21 @@ def test_cifar10_jpegs_are_identical(calls):
     for i, data in enumerate(datas):
         np.testing.assert_array_equal(decode_image(data, f"{i}.jpg"), _pillow(data))
     assert len(calls) == len(datas)
+
+
+def test_read_images_takes_the_fast_path_for_jpeg_files(calls, tmp_path):
+    data = _jpeg(_picture(24, 16), quality=80, subsampling=1)
+    (tmp_path / "a.jpg").write_bytes(data)
+    [got] = read_images([tmp_path / "a.jpg"])
+    np.testing.assert_array_equal(got, _pillow(data))
+    assert len(calls) == 1
+    with pytest.raises(DataError, match="cannot read image .*missing.jpg: no such file"):
+        read_images([tmp_path / "missing.jpg"])
+
+
+def test_pillows_decompression_bomb_check_still_applies(calls, monkeypatch):
+    data = _jpeg(_picture(40, 30))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,200 px: over twice the limit
+    with pytest.raises(DataError, match="DecompressionBombError"):
+        decode_image(data, "big.jpg")
+    assert calls == []

@@ -109,7 +109,7 @@ def _jpeg_has_exif(data: bytes) -> bool:
     return True
 
 
-def _decode_fast_jpeg(data, image_size) -> np.ndarray | None:
+def _decode_fast_jpeg(data: bytes, image_size) -> np.ndarray | None:
     """The RGB pixels of a plain JPEG by simplejpeg, or None: Pillow decodes it instead.
 
     simplejpeg is libjpeg-turbo with the settings Pillow uses (accurate integer DCT, smooth
@@ -117,13 +117,15 @@ def _decode_fast_jpeg(data, image_size) -> np.ndarray | None:
     small images (benchmarks/bench_decode.py). Files with EXIF (which may rotate them), CMYK
     and YCCK files (Pillow converts those itself) and anything simplejpeg refuses go to Pillow.
     """
-    if not isinstance(data, bytes) or data[:3] != b"\xff\xd8\xff":
+    if data[:3] != b"\xff\xd8\xff":
         return None
     sj = _fast_jpeg_decoder()
     if sj is None or _jpeg_has_exif(data):
         return None
     try:
-        if sj.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray"):
+        h, w, colorspace, _ = sj.decode_jpeg_header(data)
+        # Images big enough for Pillow's decompression-bomb warning or error get them from Pillow.
+        if colorspace not in ("YCbCr", "Gray") or (Image.MAX_IMAGE_PIXELS and h * w > Image.MAX_IMAGE_PIXELS):
             return None
         # Gray comes out as R = G = B = the gray level, as Pillow's convert("RGB") gives it.
         a = sj.decode_jpeg(data, "RGB", fastdct=False, fastupsample=False)
@@ -140,16 +142,18 @@ def decode_image(data: FileData, where: str,
     """Decode one image file to an ``(H, W, 3)`` uint8 RGB array (read-only view).
 
     ``image_size`` is ``(width, height)``; when given and different, the image is resized
-    with Pillow's bilinear filter. JPEG bytes without EXIF are decoded by ``simplejpeg``
+    with Pillow's bilinear filter. JPEG files without EXIF are decoded by ``simplejpeg``
     when it is installed (``pip install featmlp[fast]``; the same pixels as Pillow's,
     faster); set the environment variable ``FEATMLP_JPEG_DECODER=pillow`` to decode every
     file with Pillow.
     """
-    fast = _decode_fast_jpeg(data, image_size)
-    if fast is not None:
-        return fast
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+        if not isinstance(data, bytes):
+            data = Path(data).read_bytes()  # one read serves both decoders
+        fast = _decode_fast_jpeg(data, image_size)
+        if fast is not None:
+            return fast
+        with Image.open(io.BytesIO(data)) as im:
             if "exif" in im.info:  # cheap test first: most images carry no orientation tag
                 im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)

@@ -202,3 +202,26 @@ def test_extract_features_decodes_a_lazy_array_chunk_by_chunk(tmp_path, monkeypa
     np.testing.assert_array_equal(X, extract_features(reference, features))
     empty = extract_features(lazy.take([]), features)
     assert empty.shape == (0, X.shape[1])
+
+
+def test_exif_after_the_frame_header_still_rotates_the_listed_size():
+    # An APP1 EXIF block placed after the frame header (legal, if unusual): the listed size must be
+    # the rotated one, as decoding gives it, not the frame header's.
+    from PIL import ImageOps
+
+    from featmlp.data._images import _header_size
+
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), (9, 90, 200)).save(buf, "JPEG")
+    data = buf.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    payload = exif.tobytes()  # b"Exif\0\0" + the TIFF block
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xC0)
+    end = sof + 2 + int.from_bytes(data[sof + 2:sof + 4], "big")
+    moved = data[:end] + app1 + data[end:]
+    with Image.open(io.BytesIO(moved)) as im:
+        expected = ImageOps.exif_transpose(im).size
+    assert expected == (20, 30)
+    assert _header_size(moved) == expected

@@ -88,12 +88,21 @@ def _fast_jpeg_decoder():
     return _simplejpeg or None
 
 
-def _jpeg_has_exif(data: bytes) -> bool:
-    """Whether a JPEG's header holds an EXIF block (APP1 "Exif"), or cannot be walked to its scan."""
+# JPEG start-of-frame markers (baseline, progressive, lossless ...), which hold the size.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, bool] | None:
+    """``((width, height) or None, has EXIF)`` of a JPEG, walking its header segments to the scan.
+
+    The size is the frame header's; EXIF is an APP1 "Exif" block anywhere before the scan (its
+    orientation may rotate the image). None when the header cannot be walked: Pillow decides.
+    """
     i, n = 2, len(data)
+    size, exif = None, False
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return True  # not a header we understand: let Pillow have it
+            return None
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -102,11 +111,14 @@ def _jpeg_has_exif(data: bytes) -> bool:
             i += 2
             continue
         if marker == 0xDA:  # start of scan: every header segment has been seen
-            return False
+            return size, exif
         if marker == 0xE1 and data[i + 4:i + 8] == b"Exif":
-            return True
+            exif = True
+        elif marker in _SOF and i + 9 <= n:
+            h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            size = (w, h) if w and h else None
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return True
+    return None
 
 
 def _decode_fast_jpeg(data: bytes, image_size) -> np.ndarray | None:
@@ -120,7 +132,8 @@ def _decode_fast_jpeg(data: bytes, image_size) -> np.ndarray | None:
     if data[:3] != b"\xff\xd8\xff":
         return None
     sj = _fast_jpeg_decoder()
-    if sj is None or _jpeg_has_exif(data):
+    header = _jpeg_header(data) if sj is not None else None
+    if header is None or header[1]:  # EXIF (a rotation to apply) or an unusual header: Pillow
         return None
     try:
         h, w, colorspace, _ = sj.decode_jpeg_header(data)
@@ -175,36 +188,17 @@ _ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-# JPEG start-of-frame markers (baseline, progressive, lossless ...), which hold the size.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
 
 def _quick_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a plain JPEG or PNG read from its first bytes; None: ask Pillow.
 
     Pillow's JPEG header reader parses every table in Python (~60 us a file, as long as
-    decoding a 32x32 image); this reads only the frame header. Anything it is unsure of, and
+    decoding a 32x32 image); this walks the header segments only. Anything it is unsure of, and
     every file with EXIF (which may rotate it), goes to Pillow.
     """
     if data[:2] == b"\xff\xd8":
-        i, n = 2, len(data)
-        while i + 9 <= n:
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-                i += 2
-                continue
-            if marker == 0xE1 or marker == 0xDA:  # APP1 (EXIF) or start of scan before a frame
-                return None
-            if marker in _SOF:
-                h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-                return (w, h) if w and h else None
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        return None
+        header = _jpeg_header(data)
+        return header[0] if header is not None and not header[1] else None
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
         i = 8
         while i + 8 <= len(data):  # an eXIf chunk before the pixels is applied: ask Pillow then

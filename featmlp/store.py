@@ -35,6 +35,10 @@ from .features import (extract_features, feature_names, fit_features, get_featur
 
 REQUIRED_KEYS = ("X_train", "y_train", "X_test", "y_test", "feature_names", "class_names")
 
+# The key of ``meta`` under which a sharded table carries its fingerprint (from its shards'
+# checksums: hashing 74 GB again to open a table would take minutes).
+SHARDED_FINGERPRINT = "sharded_fingerprint"
+
 
 @dataclass(frozen=True)
 class FeatureTable:
@@ -109,6 +113,8 @@ def table_fingerprint(table: FeatureTable) -> str:
     """
     import hashlib
 
+    if table.meta.get(SHARDED_FINGERPRINT):
+        return table.meta[SHARDED_FINGERPRINT]
     h = hashlib.sha256()
     for name in ("X_train", "y_train", "X_test", "y_test"):
         a = getattr(table, name)
@@ -133,7 +139,8 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
     ('a', 'b')
     """
     path = Path(path)
-    meta, fitted_arrays = _with_state(table.meta, table.fitted)
+    meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
+    meta, fitted_arrays = _with_state(meta, table.fitted)
     with atomic_write(path, "wb") as f:
         np.savez(
             f,
@@ -177,12 +184,17 @@ def _float_array(X) -> np.ndarray:
 
 
 def load_features(path: str | os.PathLike) -> FeatureTable:
-    """Read a feature file written by :func:`save_features` (or by hand, same keys).
+    """Read a feature file written by :func:`save_features` (or by hand, same keys), or a sharded table.
 
-    Never unpickles: object arrays are refused. Errors name the file and what is
-    wrong with it.
+    A directory is a sharded table (:mod:`featmlp.shards`, written by ``featmlp extract -o
+    DIR.features/`` or :func:`save_sharded`): its ``X_train`` and ``X_test`` are
+    :class:`~featmlp.shards.ShardedArray` objects read a shard at a time, so a table larger
+    than memory opens at once; ``np.asarray`` reads one whole. Never unpickles: object arrays
+    are refused. Errors name the file and what is wrong with it.
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_sharded(path)
     if not path.is_file():
         raise DataError(f"feature file {path} does not exist; create one with `featmlp extract -o {path}`")
     z = read_npz(path)
@@ -206,6 +218,64 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
     return FeatureTable(_float_array(X_train), arrays["y_train"].astype(np.int64),
                         _float_array(X_test), arrays["y_test"].astype(np.int64),
                         names, classes, meta, fitted)
+
+
+def _load_sharded(path: Path) -> FeatureTable:
+    from .shards import FITTED_FILE, open_sharded
+
+    manifest, arrays, labels = open_sharded(path)
+    classes = tuple(manifest["class_names"])
+    for split in ("train", "test"):
+        y = labels[split]
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            raise DataError(f"{path}: y_{split} has labels outside 0..{len(classes) - 1}")
+    meta = dict(manifest.get("meta") or {})
+    fitted = {}
+    if manifest.get("fitted_file"):
+        fitted_meta, fitted = _read_fitted(path / FITTED_FILE)
+    meta[SHARDED_FINGERPRINT] = manifest["fingerprint"]
+    return FeatureTable(arrays["train"], labels["train"], arrays["test"], labels["test"],
+                        tuple(manifest["feature_names"]), classes, meta, fitted)
+
+
+def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: int = 5000) -> Path:
+    """Write a feature table as a sharded directory (float32 shards of ``shard_rows`` rows).
+
+    Built beside (``.NAME.partial``) and renamed in, so an existing table is replaced only
+    when the new one is complete. ``load_features`` opens it without reading the shards.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> t = FeatureTable(np.ones((3, 2)), np.array([0, 1, 0]), np.zeros((1, 2)), np.array([1]), ("f", "g"), ("a", "b"))
+    >>> p = save_sharded(pathlib.Path(tempfile.mkdtemp()) / "t.features", t, shard_rows=2)
+    >>> back = load_features(p)
+    >>> back.X_train.n_shards, np.asarray(back.X_train).tolist()
+    (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    """
+    from ._io import replace_dir
+    from .shards import FITTED_FILE, write_manifest, write_shard
+
+    if shard_rows < 1:
+        raise DataError(f"shard_rows must be at least 1, got {shard_rows}")
+    path = Path(path)
+    work = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    records = {}
+    for split in ("train", "test"):
+        X, y = getattr(table, f"X_{split}"), np.asarray(getattr(table, f"y_{split}"))
+        records[split] = [write_shard(work, split, i, X[start:start + shard_rows], y[start:start + shard_rows])
+                          for i, start in enumerate(range(0, len(y), shard_rows))]
+    meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
+    meta, arrays = _with_state(meta, table.fitted)
+    fitted_settings = meta.pop("fitted", None)
+    if arrays:
+        with atomic_write(work / FITTED_FILE, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps({"fitted": fitted_settings})), **arrays)
+    write_manifest(work, records, table.feature_names, table.class_names, meta, bool(arrays))
+    replace_dir(work, path)
+    return path
 
 
 def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from . import __version__
 from ._io import atomic_write, exclusive, read_npz
 from .errors import DataError, FeatmlpError
+from .shards import FITTED_FILE
 from .features import (extract_features, feature_names, fit_features, get_feature_set, mirror_permutation,
                        parse_feature_options, state_from_arrays, state_to_arrays)
 
@@ -221,7 +222,7 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
 
 
 def _load_sharded(path: Path) -> FeatureTable:
-    from .shards import FITTED_FILE, open_sharded
+    from .shards import open_sharded
 
     manifest, arrays, labels = open_sharded(path)
     classes = tuple(manifest["class_names"])
@@ -254,7 +255,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     """
     from ._io import replace_dir
-    from .shards import FITTED_FILE, write_manifest, write_shard
+    from .shards import write_manifest, write_shard
 
     if shard_rows < 1:
         raise DataError(f"shard_rows must be at least 1, got {shard_rows}")
@@ -268,12 +269,9 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
         records[split] = [write_shard(work, split, i, X[start:start + shard_rows], y[start:start + shard_rows])
                           for i, start in enumerate(range(0, len(y), shard_rows))]
     meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
-    meta, arrays = _with_state(meta, table.fitted)
-    fitted_settings = meta.pop("fitted", None)
-    if arrays:
-        with atomic_write(work / FITTED_FILE, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps({"fitted": fitted_settings})), **arrays)
-    write_manifest(work, records, table.feature_names, table.class_names, meta, bool(arrays))
+    if table.fitted:
+        write_fitted(work / FITTED_FILE, table.fitted)
+    write_manifest(work, records, table.feature_names, table.class_names, meta, bool(table.fitted))
     replace_dir(work, path)
     return path
 
@@ -323,6 +321,13 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         When another extraction is writing the same ``output`` (an exclusive lock on
         ``<output>.lock``, released by the kernel however that process ends).
     """
+    fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
+    with extraction_lock(output) if output is not None else contextlib.nullcontext():
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+
+
+def check_extraction(dataset, features, options, fitted, chunk_size, workers):
+    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError)."""
     fset = get_feature_set(features)
     if chunk_size is None:
         chunk_size = default_chunk_size(dataset.train_images.shape[1:3])
@@ -335,9 +340,26 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     if options and fitted and set(fset.needs_fit) <= set(fitted):
         raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
                         f"drop them, or fit anew without --fitted-from")
+    return fset, options, fitted, chunk_size
+
+
+def extraction_lock(output):
+    """The lock that keeps one extraction per output (``<output>.lock``; see :func:`featmlp._io.exclusive`)."""
     busy = f"another featmlp extract is writing {output} (pid {{pid}}): wait for it, or write to another file"
-    with exclusive(Path(str(output) + ".lock"), busy) if output is not None else contextlib.nullcontext():
-        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+    return exclusive(Path(str(output).rstrip("/") + ".lock"), busy)
+
+
+def extraction_meta(dataset, fset, options) -> dict:
+    """The provenance a feature table records: feature set, source, dataset fingerprint, image size, version."""
+    from .data import fingerprint
+
+    height, width = dataset.train_images.shape[1:3]
+    meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
+            "image_size": [int(width), int(height)],
+            "featmlp_version": __version__}
+    if fset.needs_fit:
+        meta["feature_options"] = options
+    return meta
 
 
 # Decoded pixels per chunk by default: CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB),
@@ -359,14 +381,8 @@ def default_chunk_size(image_shape) -> int:
 
 
 def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
-    from .data import fingerprint
-
     height, width = dataset.train_images.shape[1:3]
-    meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
-            "image_size": [int(width), int(height)],
-            "featmlp_version": __version__}
-    if fset.needs_fit:
-        meta["feature_options"] = options
+    meta = extraction_meta(dataset, fset, options)
     splits = {"train": dataset.train_images, "test": dataset.test_images}
     chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
     total = sum(len(imgs) for imgs in splits.values())
@@ -383,7 +399,7 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
         with atomic_write(spec_file, "w") as f:
             json.dump(spec, f)
 
-    state = _fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
+    state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
     names = feature_names(fset, image_shape=(height, width), state=state)
 
@@ -475,25 +491,30 @@ def _saved_chunk(chunk_file: Path, shape: tuple[int, int], dtype) -> np.ndarray 
     return X
 
 
-_STATE_FILE = "fitted.npz"
 
 
-def _fitted_state(fset, train_images, options, fitted, partial, progress) -> dict:
-    """The fitted state: given, saved by an interrupted run of this extraction, or fitted now."""
+def fitted_state(fset, train_images, options, fitted, partial, progress) -> dict:
+    """The fitted state: given, saved in ``partial/fitted.npz`` by an interrupted run of this
+    extraction, or fitted now on ``train_images`` (and saved there when ``partial`` is a directory)."""
     if not fset.needs_fit or set(fset.needs_fit) <= set(fitted):
         return fitted
-    state_file = partial / _STATE_FILE if partial is not None else None
+    state_file = partial / FITTED_FILE if partial is not None else None
     if state_file is not None and state_file.is_file():
         try:
             return _read_fitted(state_file)[1]
         except DataError:
             pass  # damaged: fit again
     state = fit_features(fset, train_images, options, state=fitted, progress=progress)
-    if state_file is not None:  # as a feature file keeps it
-        meta, arrays = _with_state({}, state)
-        with atomic_write(state_file, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    if state_file is not None:
+        write_fitted(state_file, state)
     return state
+
+
+def write_fitted(path: Path, state: dict) -> None:
+    """A fitted state alone, as a feature file keeps it (``meta`` + ``fitted.<set>.<name>`` arrays)."""
+    meta, arrays = _with_state({}, state)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:

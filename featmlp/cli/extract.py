@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import click
 
@@ -15,36 +17,65 @@ from ._common import (SOURCE_HELP, data_options, features_option, fitted_options
 @click.command(epilog=SOURCE_HELP)
 @click.argument("source", required=False)
 @features_option
-@click.option("-o", "--output", default=FEATURES_FILE, show_default=True, type=click.Path(dir_okay=False),
-              help="Feature file to write (.npz: X_train, y_train, X_test, y_test, feature_names, class_names).")
+@click.option("-o", "--output", default=FEATURES_FILE, show_default=True, type=click.Path(),
+              help="Where to write: a .npz feature file (X_train, y_train, X_test, y_test, feature_names, "
+                   "class_names; for tables that fit in memory), or a directory (a name ending in / or "
+                   ".features) for a sharded table: float32 .npy shards, one per chunk, and a manifest.json; "
+                   "train, sweep, evaluate and lr-find read either.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes to extract with (1 = this process, using all its threads).")
+@click.option("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
+              help="Extract on a Dask cluster into a sharded table (needs pip install 'featmlp[dask]'): "
+                   "'local:N' starts N worker processes on this machine, an address joins a running "
+                   "scheduler whose workers reach SOURCE and the output under the same paths. One task per "
+                   "chunk, each writing its shard; the tasks of a worker that dies are retried.")
 @click.option("--chunk-size", default=None, type=click.IntRange(1),
-              help="Images per chunk: bounds memory; finished chunks survive an interruption. "
-                   "Default: 5000, or fewer so that a chunk holds at most 256 MB of pixels (1365 of 256x256).")
+              help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks survive "
+                   "an interruption. Default: 5000, or fewer so that a chunk holds at most 256 MB of pixels "
+                   "(1365 of 256x256).")
 @fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def extract(source, features, output, workers, chunk_size, feature_option, fitted_from, test_fraction,
-            split_seed, image_size, skip_bad, quiet):
-    """Extract a feature set from SOURCE's images into a feature file.
+def extract(source, features, output, workers, cluster, chunk_size, feature_option, fitted_from, test_fraction,
+            split_seed, image_size, skip_bad, quiet, **data):
+    """Extract a feature set from SOURCE's images into a feature file or a sharded table.
 
     Fitted sets (kmeans) are fitted on the training images only, and their state is kept in
     the file. An interrupted extraction resumes from its finished chunks when run again.
     """
+    from ..cluster import check_cluster
     from ..store import extract_dataset
 
+    sharded = is_table_dir(output)
+    if cluster is not None and not sharded:
+        raise click.BadParameter(f"--cluster writes a sharded table: give a directory, such as "
+                                 f"-o {Path(output).stem}.features/", param_hint="'--output'")
+    check_cluster(cluster)
     options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
-    ds = load_source(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad)
+    ds = load_source(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad, **data)
     report_skipped(ds)
     t1 = time.perf_counter()
-    table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
-                            workers=workers, progress=progress)
+    if sharded:
+        from ..extraction import extract_to_shards
+
+        output = output.rstrip("/") or output
+        table = extract_to_shards(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
+                                  workers=workers, cluster=cluster, progress=progress)
+    else:
+        table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
+                                workers=workers, progress=progress)
     t2 = time.perf_counter()
     progress.close()
     n_train, n_test = len(table.X_train), len(table.X_test)
-    click.echo(f"wrote {output}: {n_train} train + {n_test} test images x {len(table.feature_names)} "
+    shards = f" in {table.X_train.n_shards} + {table.X_test.n_shards} shards" if sharded else ""
+    click.echo(f"wrote {output}{shards}: {n_train} train + {n_test} test images x {len(table.feature_names)} "
                f"{features} features, {len(table.class_names)} classes "
                f"(load {t1 - t0:.1f} s, extract {t2 - t1:.1f} s = {(n_train + n_test) / max(t2 - t1, 1e-9):.0f} img/s)")
+
+
+def is_table_dir(output: str) -> bool:
+    """Whether ``-o`` names a sharded table (a directory) rather than an ``.npz`` file."""
+    p = Path(output)
+    return output.endswith(("/", os.sep)) or p.suffix == ".features" or p.is_dir()

@@ -1,0 +1,107 @@
+"""Tasks on a Dask cluster (``pip install featmlp[dask]``): connect, submit, follow, retry.
+
+featmlp runs on an existing distributed engine rather than a home-made one: Dask's
+``distributed`` scheduler places the tasks, reschedules those of a worker that died (up to
+``retries`` more times each), and its futures report as each task ends. The tasks are
+extraction chunks (:func:`featmlp.extraction.extract_shard`): each reads its own images and
+writes its own shard, so pixels never travel through the scheduler, only file names and the
+shard records that come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import uuid
+
+from .errors import ConfigError, DataError
+
+# Each task is tried this many more times when its worker dies or it fails; the scheduler's
+# own limit on tasks that were running on dying workers (distributed.scheduler.allowed-failures,
+# 3 by default) applies as well.
+RETRIES = 3
+_LOCAL = re.compile(r"^local(?::(\d+))?$")
+CLUSTER_HELP = ("'local:N' (a Dask LocalCluster of N worker processes on this machine) or a scheduler "
+                "address such as 'tcp://10.0.0.5:8786'")
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("a Dask cluster needs the distributed package: pip install 'featmlp[dask]'") from None
+    return distributed
+
+
+def check_cluster(spec) -> None:
+    """ConfigError unless ``spec`` names a cluster (``local:N``, an address) or is a ``Client``."""
+    if spec is None or not isinstance(spec, str):
+        return
+    m = _LOCAL.match(spec)
+    if m:
+        if m.group(1) is not None and int(m.group(1)) < 1:
+            raise ConfigError(f"cluster {spec!r} asks for no workers: use local:1 or more")
+        return
+    if "://" not in spec and not re.match(r"^[\w.\-\[\]:]+:\d+$", spec):
+        raise ConfigError(f"cluster {spec!r} is not {CLUSTER_HELP}")
+
+
+@contextlib.contextmanager
+def connect(spec):
+    """A connected ``distributed.Client`` for ``spec`` (see :func:`check_cluster`), closed after.
+
+    ``local:N`` starts a LocalCluster of N single-threaded worker processes listening on
+    127.0.0.1 only, without a dashboard, and stops it afterwards; ``local`` alone takes one
+    worker per core. A ``Client`` passed in is used as it is and left open.
+    """
+    distributed = _distributed()
+    if not isinstance(spec, str):
+        yield spec
+        return
+    check_cluster(spec)
+    m = _LOCAL.match(spec)
+    if m:
+        import os
+
+        n = int(m.group(1)) if m.group(1) else (os.cpu_count() or 1)
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    address = spec if "://" in spec else f"tcp://{spec}"
+    try:
+        client = distributed.Client(address, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise DataError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}): start one "
+                        f"(`dask scheduler`, then `dask worker {address}` on each machine), or use "
+                        f"--cluster local:N on this machine") from None
+    with client:
+        yield client
+
+
+def run_on_cluster(spec, fn, tasks, *shared, retries: int = RETRIES):
+    """Run ``fn(shared[0], *task, *shared[1:])`` for every task on the cluster; yield results as they end.
+
+    ``shared[1:]`` (the feature set's name, its fitted state, ...) are sent to every worker
+    once (``Client.scatter(broadcast=True)``), not with each task. The first task that fails
+    for good raises its error here and the others are cancelled.
+    """
+    distributed = _distributed()
+    with connect(spec) as client:
+        token = uuid.uuid4().hex[:8]
+        head, rest = shared[0], list(shared[1:])
+        # Large arguments (a kmeans dictionary) go to the workers once, as futures.
+        rest = [client.scatter(v, broadcast=True, hash=False) if isinstance(v, dict) and v else v for v in rest]
+        futures = [client.submit(fn, head, *task, *rest, key=f"featmlp-{task[0]}-{task[1]}-{token}",
+                                 retries=retries, pure=False)
+                   for task in tasks]
+        try:
+            for fut in distributed.as_completed(futures):
+                yield fut.result()
+        finally:
+            client.cancel(futures)

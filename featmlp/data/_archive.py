@@ -6,6 +6,10 @@ compressed tar (a gzip/bzip2/xz stream cannot be read at an offset) are copied o
 a spooled temporary file, in memory up to ``SPOOL_BYTES`` and on disk beyond, deleted when
 the dataset is dropped (or by the kernel when the process dies).
 
+Members of one tar are read together (:meth:`Store.read_many`): the byte ranges of a chunk
+are merged into as few reads of the container as their gaps allow, so a chunk of
+consecutive members is one sequential read (one request on object storage).
+
 Every tar is read to its end and verified: ``tarfile`` takes a damaged header after the
 first one for the end of the archive and returns what came before it, so the stream after
 the last member must be zero padding, and a compressed stream is read to its end so that
@@ -33,6 +37,9 @@ DEFAULT_MAX_FILE_BYTES = 256 << 20
 # Compressed tars are copied into memory up to this, then into an unlinked temporary file.
 SPOOL_BYTES = 256 << 20
 _COPY_BLOCK = 1 << 20
+# Members of one tar closer than this are read in one range, gap included: a second request
+# costs more than reading a few hundred KiB more (a tar puts a 512-byte header between members).
+MERGE_GAP = 1 << 20
 _DAMAGED = "the archive is truncated or corrupt; download or copy it again"
 
 
@@ -64,6 +71,8 @@ def too_large(where: str, size: int, limit: int) -> DataError:
 class PathBlob:
     """A file on disk, read when needed."""
 
+    portable = True  # a path: another process sharing the file system reads it too
+
     def __init__(self, path: Path, where: str):
         self.path, self.where = path, where
 
@@ -77,34 +86,92 @@ class PathBlob:
             raise DataError(f"cannot read image {self.where}: {e.strerror or e}") from None
 
 
-class _Region:
-    """``size`` bytes at ``offset`` of a file object shared by many members."""
+def _not_portable(what: str):
+    raise TypeError(f"{what} cannot be sent to another process; call ImageArray.portable() on the "
+                    f"images first (it reads such members into memory)")
 
-    def __init__(self, store, offset: int, size: int, where: str):
+
+class Region:
+    """``size`` bytes at ``offset`` of a container (a tar) shared by many members.
+
+    ``group`` is the store: :func:`featmlp.data._lazy.read_blobs` hands all the regions of
+    one store to its ``read_many``. ``listed`` identifies the member's version (header
+    fields) where the images are fingerprinted from their listing.
+    """
+
+    def __init__(self, store, offset: int, size: int, where: str, listed: bytes | None = None):
         self.store, self.offset, self.size, self.where = store, offset, size, where
+        self.listed = listed
+
+    @property
+    def group(self):
+        return self.store
+
+    @property
+    def portable(self) -> bool:
+        return self.store.portable
 
     def read(self) -> bytes:
-        data = self.store.pread(self.offset, self.size)
-        if len(data) != self.size:
-            raise DataError(f"{self.where}: only {len(data)} of its {self.size} bytes are there; "
-                            f"{_DAMAGED}")
-        return data
+        return self.store.read_many([self])[0]
 
 
-class _FileStore:
+class Store:
+    """A container of members read by byte range; subclasses give ``read_spans``."""
+
+    portable = True  # whether it can be pickled to another process and read there
+
+    def read_spans(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each ``(start, end)`` range; fewer at the end of the container."""
+        raise NotImplementedError
+
+    def read_many(self, regions: list[Region]) -> list[bytes]:
+        """The bytes of each region (of this store), in order, from as few ranges as possible."""
+        order = sorted(range(len(regions)), key=lambda j: regions[j].offset)
+        spans: list[list] = []  # [start, end, indices]
+        for j in order:
+            r = regions[j]
+            if spans and r.offset - spans[-1][1] <= MERGE_GAP:
+                spans[-1][1] = max(spans[-1][1], r.offset + r.size)
+                spans[-1][2].append(j)
+            else:
+                spans.append([r.offset, r.offset + r.size, [j]])
+        try:
+            datas = self.read_spans([(start, end) for start, end, _ in spans])
+        except OSError as e:
+            first = regions[spans[0][2][0]]
+            raise DataError(f"cannot read image {first.where}: {e.strerror or e} (was the archive moved "
+                            f"or deleted after listing?)") from None
+        out: list = [None] * len(regions)
+        for (start, _, indices), data in zip(spans, datas):
+            for j in indices:
+                r = regions[j]
+                piece = data[r.offset - start:r.offset - start + r.size]
+                if len(piece) != r.size:
+                    raise DataError(f"{r.where}: only {len(piece)} of its {r.size} bytes are there; "
+                                    f"{_DAMAGED}")
+                out[j] = bytes(piece)
+        return out
+
+
+class FileStore(Store):
     """Reads by offset from an uncompressed archive on disk (opened per read: no open handles kept)."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def pread(self, offset: int, size: int) -> bytes:
+    def read_spans(self, spans):
         with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read(size)
+            out = []
+            for start, end in spans:
+                f.seek(start)
+                out.append(f.read(end - start))
+            return out
 
 
-class _SpoolStore:
+class _SpoolStore(Store):
     """The members of a compressed tar, copied once; deleted when no member refers to it any more."""
+
+    portable = False  # a temporary file of this process
 
     def __init__(self):
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="featmlp-")
@@ -123,15 +190,23 @@ class _SpoolStore:
         self.size += size - left
         return offset if not left else -1
 
-    def pread(self, offset: int, size: int) -> bytes:
-        self.file.seek(offset)
-        return self.file.read(size)
+    def read_spans(self, spans):
+        out = []
+        for start, end in spans:
+            self.file.seek(start)
+            out.append(self.file.read(end - start))
+        return out
+
+    def __reduce__(self):
+        _not_portable("a member of a compressed tar (held in a temporary file of this process)")
 
     def __del__(self):
         self.file.close()
 
 
 class _ZipMember:
+    portable = False  # holds the open ZipFile
+
     def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
         self.zf, self.info, self.where = zf, info, where
 
@@ -140,6 +215,9 @@ class _ZipMember:
             return self.zf.read(self.info)  # checks the CRC once the member is read
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
             raise DataError(f"{self.where} is damaged ({type(e).__name__}: {e}): {_DAMAGED}") from None
+
+    def __reduce__(self):
+        _not_portable("a zip member (it holds the archive open in this process)")
 
 
 class _Tracking:
@@ -194,30 +272,32 @@ def _decompressor(raw):
     return None, None
 
 
-def read_archive(path: Path, text, *, is_junk, max_file_bytes: int) -> list:
+def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str | None = None) -> list:
     """Every regular, non-hidden file of a zip or tar archive as ``(name parts, blob)``.
 
     ``text(raw parts)`` makes the parts valid text; ``is_junk(parts)`` says what to leave out.
     The archive is verified to its end (see the module docstring); a member larger than
     ``max_file_bytes`` is refused on its header. Nothing is written outside a temporary file,
-    so member names cannot escape anywhere.
+    so member names cannot escape anywhere. Messages name the archive ``shown`` (a URL it
+    was downloaded from), default ``path``.
     """
     from ._images import TAR_SUFFIXES
 
     lower = path.name.lower()
+    shown = shown or str(path)
     if lower.endswith(".zip") or (not lower.endswith(TAR_SUFFIXES) and zipfile.is_zipfile(path)):
-        return _read_zip(path, text, is_junk, max_file_bytes)
-    return _read_tar(path, text, is_junk, max_file_bytes)
+        return _read_zip(path, shown, text, is_junk, max_file_bytes)
+    return _read_tar(path, shown, text, is_junk, max_file_bytes)
 
 
-def _read_zip(path, text, is_junk, max_file_bytes):
+def _read_zip(path, shown, text, is_junk, max_file_bytes):
     from ._images import split_name
 
     try:
         zf = zipfile.ZipFile(path)
         infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from e
+        raise DataError(f"cannot read archive {shown}: {type(e).__name__}: {e}") from e
     files = []
     for info in infos:
         raw = split_name(info.filename)
@@ -226,14 +306,14 @@ def _read_zip(path, text, is_junk, max_file_bytes):
         parts = text(raw)
         if is_junk(parts):
             continue
-        where = f"{path}:{'/'.join(parts)}"
+        where = f"{shown}:{'/'.join(parts)}"
         if info.file_size > max_file_bytes:
             raise too_large(where, info.file_size, max_file_bytes)
         files.append((parts, _ZipMember(zf, info, where)))
     return files
 
 
-def _read_tar(path, text, is_junk, max_file_bytes):
+def _read_tar(path, shown, text, is_junk, max_file_bytes):
     from ._images import split_name
 
     raw = open(path, "rb")
@@ -241,7 +321,7 @@ def _read_tar(path, text, is_junk, max_file_bytes):
     try:
         inner, kind = _decompressor(raw)
         stream = _Tracking(inner if inner is not None else raw)
-        store = _SpoolStore() if inner is not None else _FileStore(path)
+        store = _SpoolStore() if inner is not None else FileStore(path)
         try:
             tf = tarfile.open(fileobj=stream, mode="r:")
             for member in tf:
@@ -249,27 +329,27 @@ def _read_tar(path, text, is_junk, max_file_bytes):
                     continue
                 name = split_name(member.name)
                 parts = text(name) if name else None
-                where = f"{path}:{'/'.join(parts) if parts else member.name}"
+                where = f"{shown}:{'/'.join(parts) if parts else member.name}"
                 if member.size > max_file_bytes:
                     raise too_large(where, member.size, max_file_bytes)
                 if not parts or is_junk(parts):
                     continue  # tarfile skips its data when it reads the next header
-                if isinstance(store, _FileStore) and not member.issparse():
+                if isinstance(store, FileStore) and not member.issparse():
                     offset = member.offset_data
                 else:
                     offset = store.append(tf.extractfile(member), member.size)
                     if offset < 0:
                         raise EOFError(f"{where} ends early")
-                files.append((parts, _Region(store, offset, member.size, where)))
-            _check_end(path, stream, tf.offset, kind)
+                files.append((parts, Region(store, offset, member.size, where)))
+            _check_end(shown, stream, tf.offset, kind)
         except DataError:
             raise
         except tarfile.ReadError as e:
             if stream.pos <= tarfile.BLOCKSIZE and not files:
-                raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from None
-            raise _damaged(path, stream.pos, e, kind) from None
+                raise DataError(f"cannot read archive {shown}: {type(e).__name__}: {e}") from None
+            raise _damaged(shown, stream.pos, e, kind) from None
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as e:
-            raise _damaged(path, stream.pos, e, kind) from None
+            raise _damaged(shown, stream.pos, e, kind) from None
     finally:
         raw.close()
     return files
@@ -298,3 +378,65 @@ def _check_end(path, stream: _Tracking, end: int, kind) -> None:
                             f"was expected at byte {end:,}, or only zero padding): {_DAMAGED}")
         pos += len(block)
         block = stream.read(_COPY_BLOCK)  # to the end: gzip checks its CRC and length there
+
+
+def list_tar(f, size: int, shown: str, store: Store, text, *, is_junk, max_file_bytes: int,
+             listed: bytes = b"") -> list:
+    """The regular files of an uncompressed tar from its headers alone, as ``(name parts, Region)``.
+
+    ``f`` is a seekable binary file of the tar (local, or fsspec's over object storage) of
+    ``size`` bytes: tarfile seeks from header to header, so the members' bytes are not read
+    (through a read-ahead cache, small members come along with their headers: one request
+    per block instead of one per member). A member that ends past ``size`` and anything but
+    zero padding after the last header are reported as damage, as :func:`read_archive` does.
+    Each region's ``listed`` is the container's ``listed`` plus the member's header fields.
+    """
+    from ._images import split_name
+
+    files = []
+    try:
+        tf = tarfile.open(fileobj=f, mode="r:")
+        for member in tf:
+            if not member.isfile():
+                continue
+            name = split_name(member.name)
+            parts = text(name) if name else None
+            where = f"{shown}:{'/'.join(parts) if parts else member.name}"
+            if member.size > max_file_bytes:
+                raise too_large(where, member.size, max_file_bytes)
+            if member.offset_data + member.size > size:
+                raise DataError(f"{where} ends at byte {member.offset_data + member.size:,}, past the end "
+                                f"of the archive ({size:,} bytes): {_DAMAGED}")
+            if member.issparse():
+                raise DataError(f"{where} is a sparse tar member, which cannot be read by byte range; "
+                                f"rewrite the archive without --sparse")
+            if not parts or is_junk(parts):
+                continue
+            key = listed + repr((member.name, member.size, member.mtime, member.offset_data)).encode()
+            files.append((parts, Region(store, member.offset_data, member.size, where, key)))
+        end = tf.offset
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        if not files:
+            raise DataError(f"cannot read archive {shown} as an uncompressed tar: {type(e).__name__}: "
+                            f"{e}") from None
+        raise DataError(f"{shown} is damaged after {files[-1][1].where} ({type(e).__name__}: {e}): "
+                        f"{_DAMAGED}") from None
+    _check_tail(f, shown, end, size)
+    return files
+
+
+def _check_tail(f, shown: str, end: int, size: int) -> None:
+    """Zero padding only from the end marker to the end (tarfile stops at a damaged header)."""
+    f.seek(end)
+    pos = end
+    while pos < size:
+        block = f.read(min(size - pos, _COPY_BLOCK))
+        if not block:
+            break
+        if block.count(0) != len(block):
+            bad = pos + next(i for i, b in enumerate(block) if b)
+            raise DataError(f"{shown} is damaged at byte {bad:,} of the archive (a member header was "
+                            f"expected at byte {end:,}, or only zero padding): {_DAMAGED}")
+        pos += len(block)

@@ -12,9 +12,12 @@ from ..errors import ConfigError, DataError
 from ._lazy import ImageArray
 
 # Bump when the hashed byte layout changes, so old fingerprints can never collide with new ones.
-# v1: decoded pixels (arrays in memory); v2 adds image files, hashed by name and encoded bytes.
+# v1: decoded pixels (arrays in memory); v2 adds image files, hashed by name and encoded bytes;
+# v3: image files known from a listing (object storage, tar shards), hashed by name, size and
+# ETag or modification time, which must never match a hash of the bytes.
 _FINGERPRINT_VERSION = "featmlp-dataset-v1"
 _FILES_FINGERPRINT_VERSION = "featmlp-dataset-v2-files"
+_LISTING_FINGERPRINT_VERSION = "featmlp-dataset-v3-listing"
 _FINGERPRINT_CHARS = 16
 
 
@@ -103,7 +106,10 @@ def fingerprint(dataset: Dataset) -> str:
     archive has the same fingerprint. Feature files record it to detect stale features.
     Images in memory are hashed by their pixels; image files (:class:`ImageArray`) by their
     names and encoded bytes, hashed while they were listed, and the size they are resized
-    to, so nothing is decoded for it.
+    to, so nothing is decoded for it. Image files that were only listed, not read (object
+    storage, tar shards: ``ImageArray.digests_from == "listing"``), are hashed by their
+    names and listing (size, ETag or modification time), under another version tag, so such a
+    fingerprint never equals one of the same files hashed by their bytes.
 
     Parameters
     ----------
@@ -127,7 +133,11 @@ def fingerprint(dataset: Dataset) -> str:
     """
     h = hashlib.sha256()
     files = [isinstance(x, ImageArray) for x in (dataset.train_images, dataset.test_images)]
-    header = {"version": _FILES_FINGERPRINT_VERSION if any(files) else _FINGERPRINT_VERSION,
+    listed = any(isinstance(x, ImageArray) and x.digests_from == "listing"
+                 for x in (dataset.train_images, dataset.test_images))
+    version = (_LISTING_FINGERPRINT_VERSION if listed else
+               _FILES_FINGERPRINT_VERSION if any(files) else _FINGERPRINT_VERSION)
+    header = {"version": version,
               "class_names": list(dataset.class_names),
               "train": list(dataset.train_images.shape), "test": list(dataset.test_images.shape)}
     if any(files):

@@ -35,6 +35,9 @@ ARCHIVE_SUFFIXES = (".zip",) + TAR_SUFFIXES
 _JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _SPLITS = ("train", "test")
 _PROGRESS_EVERY = 1024
+# Files read together while listing (one batch of requests on object storage, see read_blobs).
+_READ_BATCH = 64
+_READ_BATCH_BYTES = 64 << 20
 
 
 def check_image_size(image_size) -> tuple[int, int] | None:
@@ -258,35 +261,59 @@ class _Scanner:
         return None, (self.image_size[::-1] if self.image_size is not None else (h, w))
 
     def scan(self, items: list[tuple[str, object]]):
-        """The usable items, their SHA-256 digests and the common (H, W)."""
-        from ._lazy import SKIP_HINT
+        """The usable items, their SHA-256 digests and the common (H, W); ``kept_index`` their positions."""
+        from ._lazy import SKIP_HINT, read_blobs
 
         kept, digests = [], []
-        for where, blob in items:
-            data = blob.read()
-            reason, hw = self._problem(where, data)
-            self.done += 1
-            if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
-                self.progress("read", self.done, self.total)
-            if reason is not None:
-                if self.skip_bad:
-                    self.skipped.append((where, reason))
-                    continue
-                if reason == "not an image":
-                    reason = "not a readable image (Pillow cannot identify it)"
-                raise DataError(f"cannot read image {where}: {reason}; {SKIP_HINT}")
-            if self.first is None:
-                self.first = (where, hw)
-            if hw != self.first[1]:
-                h, w = self.first[1]
-                raise DataError(
-                    f"images have different sizes (width x height): {self.first[0]} is "
-                    f"{_size_text(self.first[1])} but {where} is {_size_text(hw)}; pass "
-                    f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
-                    f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
-            kept.append((where, blob))
-            digests.append(np.frombuffer(hashlib.sha256(data).digest(), np.uint8))
+        self.kept_index = []
+        for start, stop in _batches(items):
+            batch = items[start:stop]
+            for k, ((where, blob), data) in enumerate(zip(batch, read_blobs([b for _, b in batch]))):
+                reason, hw = self._problem(where, data)
+                self.done += 1
+                if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
+                    self.progress("read", self.done, self.total)
+                if reason is not None:
+                    if self.skip_bad:
+                        self.skipped.append((where, reason))
+                        continue
+                    if reason == "not an image":
+                        reason = "not a readable image (Pillow cannot identify it)"
+                    raise DataError(f"cannot read image {where}: {reason}; {SKIP_HINT}")
+                self.check_size(where, hw)
+                kept.append((where, blob))
+                self.kept_index.append(start + k)
+                digests.append(np.frombuffer(hashlib.sha256(data).digest(), np.uint8))
         return kept, digests
+
+    def check_size(self, where: str, hw: tuple[int, int]) -> None:
+        """Remember the first image's (H, W); refuse another size."""
+        if self.first is None:
+            self.first = (where, hw)
+        if hw != self.first[1]:
+            h, w = self.first[1]
+            raise DataError(
+                f"images have different sizes (width x height): {self.first[0]} is "
+                f"{_size_text(self.first[1])} but {where} is {_size_text(hw)}; pass "
+                f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
+                f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
+
+
+def _batches(items):
+    """``(start, stop)`` of the batches read together: up to _READ_BATCH files or _READ_BATCH_BYTES
+    of them, by the sizes the listing gives; files of unknown size (on disk) one at a time."""
+    start, n = 0, len(items)
+    while start < n:
+        stop, total = start, 0
+        while stop < n and stop - start < _READ_BATCH:
+            size = getattr(items[stop][1], "size", None)
+            if size is None or (stop > start and total + size > _READ_BATCH_BYTES):
+                stop += stop == start
+                break
+            total += size
+            stop += 1
+        yield start, stop
+        start = stop
 
 
 def read_images(paths, *, image_size: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -337,7 +364,7 @@ def split_name(name: str) -> tuple[str, ...] | None:
     return parts
 
 
-def _is_junk(parts: tuple[str, ...]) -> bool:
+def is_junk(parts: tuple[str, ...]) -> bool:
     """Hidden files (.DS_Store, ._AppleDouble), macOS resource folders, Windows thumbnails."""
     return any(p.startswith(".") or p in _JUNK_NAMES for p in parts)
 
@@ -355,7 +382,7 @@ def valid_text(name: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-class _TextNames:
+class TextNames:
     """Makes path parts valid text, refusing two folders that become the same text."""
 
     def __init__(self, where: str):
@@ -377,12 +404,12 @@ class _TextNames:
 def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list:
     """Every non-hidden file under ``root``, as (relative path parts, blob); read when decoded."""
     files = []
-    text = _TextNames(str(root))
+    text = TextNames(str(root))
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _is_junk((d,)))
+        dirnames[:] = sorted(d for d in dirnames if not is_junk((d,)))
         rel = Path(dirpath).relative_to(root).parts
         for f in sorted(filenames):
-            if _is_junk((f,)):
+            if is_junk((f,)):
                 continue
             path = Path(dirpath, f)
             parts = text(rel + (f,))
@@ -401,14 +428,15 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list:
+def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, shown: str | None = None) -> list:
     """Every regular, non-hidden file of a zip or tar archive, as (path parts, blob).
 
     The archive is verified to its end, but its members are not held in memory (see
     :mod:`featmlp.data._archive`). Nothing is written to disk but a temporary file, so
-    member names cannot escape anywhere.
+    member names cannot escape anywhere. Messages name it ``shown`` (default ``path``).
     """
-    return _read_archive(path, _TextNames(str(path)), is_junk=_is_junk, max_file_bytes=max_file_bytes)
+    shown = shown or str(path)
+    return _read_archive(path, TextNames(shown), is_junk=is_junk, max_file_bytes=max_file_bytes, shown=shown)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -491,3 +519,48 @@ def scan_groups(groups, image_size, progress, *, skip_bad: bool = False,
                  labels)
            for key, (items, digests, labels) in scanned.items()}
     return out, class_names, tuple(scanner.skipped)
+
+
+def scan_listed(splits, class_names, image_size, progress, *, skip_bad: bool = False,
+                max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Images known from a listing: ``{split: (ImageArray, labels)}`` and the skipped files.
+
+    ``splits`` is ``{split: [(name, blob, label)]}`` in the order the images keep; each
+    blob's ``listed`` (bytes: its size, ETag or modification time) stands for its content.
+    Only the first image is read, for the size of all (an image of another size is reported
+    when its chunk is decoded); the ImageArray digests hash the listing, not the bytes
+    (``digests_from="listing"``), so nothing else is read. With ``skip_bad`` every image is
+    read and decoded as :func:`scan_groups` does, and hashed by its bytes.
+    """
+    from ._lazy import SKIP_HINT, ImageArray
+
+    total = sum(len(items) for items in splits.values())
+    scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)
+    out = {}
+    if skip_bad:
+        for key, items in splits.items():
+            kept, digests = scanner.scan([(name, blob) for name, blob, _ in items])
+            labels = np.asarray([items[j][2] for j in scanner.kept_index], np.int64)
+            out[key] = kept, np.array(digests, np.uint8).reshape(len(kept), 32), labels
+        from_ = "content"
+    else:
+        first = next((item for items in splits.values() for item in items), None)
+        if first is not None:
+            name, blob, _ = first
+            reason, hw = scanner._problem(name, blob.read())
+            if reason is not None:
+                if reason == "not an image":
+                    reason = "not a readable image (Pillow cannot identify it)"
+                raise DataError(f"cannot read image {name}: {reason}; {SKIP_HINT}")
+            scanner.check_size(name, hw)
+        for key, items in splits.items():
+            digests = [np.frombuffer(hashlib.sha256(blob.listed).digest(), np.uint8) for _, blob, _ in items]
+            out[key] = ([(name, blob) for name, blob, _ in items], np.array(digests, np.uint8).reshape(len(items), 32),
+                        np.asarray([label for _, _, label in items], np.int64))
+        progress = progress or null_progress
+        progress("read", total, total)
+        from_ = "listing"
+    h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
+    arrays = {key: (ImageArray(items, digests, h, w, image_size, digests_from=from_), labels)
+              for key, (items, digests, labels) in out.items()}
+    return arrays, tuple(scanner.skipped)

@@ -8,6 +8,45 @@ from ..errors import DataError
 
 _DIGEST_BYTES = 32  # a SHA-256 of each file
 SKIP_HINT = "leave unreadable files out with --skip-bad (skip_bad=True)"
+# What the digests hash: the files' bytes (read while listing) or their listing (name, size,
+# ETag or modification time) where reading every file would cost more than the work itself.
+DIGESTS_FROM = ("content", "listing")
+
+
+def read_blobs(blobs) -> list[bytes]:
+    """The encoded bytes of each blob, in order; blobs of one group read together.
+
+    A blob has ``read()``; one that also has a ``group`` (a tar's store, an fsspec
+    filesystem's files) is read by ``group.read_many(blobs)`` with the others of its group,
+    so that object storage answers a chunk in one sequential range or concurrent requests
+    instead of one round trip per image.
+    """
+    out: list = [None] * len(blobs)
+    groups: dict[int, tuple[object, list[int]]] = {}
+    for j, blob in enumerate(blobs):
+        group = getattr(blob, "group", None)
+        if group is None:
+            out[j] = blob.read()
+        else:
+            groups.setdefault(id(group), (group, []))[1].append(j)
+    for group, indices in groups.values():
+        for j, data in zip(indices, group.read_many([blobs[j] for j in indices])):
+            out[j] = data
+    return out
+
+
+class BytesBlob:
+    """Encoded bytes already read: what :meth:`ImageArray.portable` puts in place of blobs that
+    cannot leave this process."""
+
+    portable = True
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.size = len(data)
+
+    def read(self) -> bytes:
+        return self.data
 
 
 class ImageArray:
@@ -37,14 +76,18 @@ class ImageArray:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, items, digests: np.ndarray, height: int, width: int, image_size=None):
+    def __init__(self, items, digests: np.ndarray, height: int, width: int, image_size=None, *,
+                 digests_from: str = "content"):
         from ._images import decode_image  # the decoder lives with the file formats
 
+        if digests_from not in DIGESTS_FROM:
+            raise ValueError(f"digests_from must be one of {DIGESTS_FROM}, got {digests_from!r}")
         self._decode_image = decode_image
         self._items = list(items)  # (name, blob): blob.read() gives the encoded bytes
         self._digests = np.asarray(digests, np.uint8).reshape(len(self._items), _DIGEST_BYTES)
         self._hw = (int(height), int(width))
         self._image_size = image_size
+        self._digests_from = digests_from
 
     # -- what numpy code asks of an array ------------------------------------------------
 
@@ -95,14 +138,58 @@ class ImageArray:
         for start in range(0, len(self), size):
             yield self[start:start + size]
 
+    @property
+    def digests_from(self) -> str:
+        """``"content"``: the fingerprint hashes the files' bytes; ``"listing"``: their listing."""
+        return self._digests_from
+
     def take(self, indices) -> "ImageArray":
         """The images at ``indices`` (ints or a boolean mask), still not decoded."""
         idx = self._indices(indices)
-        out = ImageArray([self._items[i] for i in idx], self._digests[idx], *self._hw, self._image_size)
-        return out
+        return ImageArray([self._items[i] for i in idx], self._digests[idx], *self._hw, self._image_size,
+                          digests_from=self._digests_from)
+
+    def portable(self) -> "ImageArray":
+        """These images in a form that can be pickled to another process, even on another machine.
+
+        Files on disk, files on object storage (fsspec filesystems pickle with their options)
+        and members of an uncompressed tar (the tar's path, an offset and a size) travel as
+        they are: the other process reads them from the shared file system or object store,
+        so this returns ``self`` when every image is one of those. Members of a zip (held
+        open here) and of a compressed tar (unpacked into this process's temporary file) are
+        read now and travel as their encoded bytes: call it on the chunk you send
+        (``images.take(indices).portable()``), not on a whole dataset.
+
+        Returns
+        -------
+        ImageArray
+            The same images, names and fingerprint digests.
+
+        Examples
+        --------
+        >>> import pickle, tempfile, pathlib, zipfile
+        >>> from PIL import Image
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> with zipfile.ZipFile(root / "d.zip", "w") as zf:
+        ...     for i, c in enumerate(("cat", "cat", "dog", "dog")):
+        ...         Image.new("RGB", (4, 4), (i, 0, 0)).save(root / "x.png")
+        ...         zf.write(root / "x.png", f"{c}/{i}.png")
+        >>> from featmlp.data import load_dataset
+        >>> chunk = load_dataset(root / "d.zip", test_fraction=0.5).train_images.take([0, 1])
+        >>> copy = pickle.loads(pickle.dumps(chunk.portable()))
+        >>> bool((copy[:] == chunk[:]).all())
+        True
+        """
+        moved = [j for j, (_, blob) in enumerate(self._items) if not getattr(blob, "portable", False)]
+        if not moved:
+            return self
+        items = list(self._items)
+        for j, data in zip(moved, read_blobs([items[j][1] for j in moved])):
+            items[j] = (items[j][0], BytesBlob(data))
+        return ImageArray(items, self._digests, *self._hw, self._image_size, digests_from=self._digests_from)
 
     def update_hash(self, h) -> None:
-        """Feed the files' names and encoded bytes (their SHA-256, taken while listing) to ``h``."""
+        """Feed the files' names and digests (of their bytes or their listing, see ``digests_from``) to ``h``."""
         for (name, _), digest in zip(self._items, self._digests):
             h.update(name.encode("utf-8") + b"\0" + digest.tobytes())
 
@@ -130,9 +217,10 @@ class ImageArray:
 
     def _decode(self, indices) -> np.ndarray:
         out = np.empty((len(indices), *self._hw, 3), np.uint8)
+        datas = read_blobs([self._items[i][1] for i in indices])  # the chunk's files in few requests
         for j, i in enumerate(indices):
-            name, blob = self._items[i]
-            data = blob.read()
+            name = self._items[i][0]
+            data, datas[j] = datas[j], None  # each file's bytes released once decoded
             try:
                 img = self._decode_image(data, name, self._image_size)
             except DataError as e:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write, replace_dir
+from .data import ImageArray
 from .errors import DataError
 from .features import extract_features, feature_names, state_to_arrays
 from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
@@ -171,9 +172,8 @@ def _tasks(dataset, chunk_size):
         labels = np.asarray(getattr(dataset, f"{split}_labels"))
         for index, start in enumerate(range(0, len(labels), chunk_size)):
             stop = min(start + chunk_size, len(labels))
-            if hasattr(images, "take"):  # image files: the chunk travels as names and locations
-                chunk = images.take(np.arange(start, stop))
-                chunk = chunk.portable() if hasattr(chunk, "portable") else chunk
+            if isinstance(images, ImageArray):  # image files: the chunk travels as names and locations
+                chunk = images.take(np.arange(start, stop)).portable()
                 files = list(chunk.names)
             else:  # pixels in memory (CIFAR-10 batches)
                 chunk, files = images[start:stop], []

@@ -1,0 +1,133 @@
+"""Extraction on a Dask cluster: real worker processes over TCP on 127.0.0.1, killed workers, a killed client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from featmlp.data import load_dataset
+from featmlp.extraction import extract_to_shards, work_dir
+from featmlp.shards import read_manifest
+from featmlp.store import load_features, table_fingerprint
+
+from test_extraction import image_folder
+
+distributed = pytest.importorskip("distributed", reason="the Dask tests need pip install 'featmlp[dask]'")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return image_folder(tmp_path / "images", n_per_class=20, size=(24, 20))
+
+
+@pytest.fixture
+def client():
+    """Two single-threaded worker processes, each under a nanny that restarts it, on 127.0.0.1."""
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+def _same(a, b):
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, f"X_{split}")), np.asarray(getattr(b, f"X_{split}")))
+        np.testing.assert_array_equal(getattr(a, f"y_{split}"), getattr(b, f"y_{split}"))
+    assert table_fingerprint(a) == table_fingerprint(b)
+
+
+def test_a_local_cluster_gives_the_local_table(folder, tmp_path, client):
+    ds = load_dataset(folder)
+    local = extract_to_shards(ds, "lecture+hog", tmp_path / "local.features", chunk_size=7)
+    addresses = list(client.scheduler_info()["workers"])
+    assert len(addresses) == 2 and all(a.startswith("tcp://127.0.0.1:") for a in addresses)
+    on_cluster = extract_to_shards(ds, "lecture+hog", tmp_path / "dask.features", chunk_size=7, cluster=client)
+    _same(on_cluster, local)
+    # the tasks ran in the workers' processes, not here: each wrote its own shard
+    assert client.run(os.getpid).keys() == set(addresses)
+
+
+def test_local_n_starts_and_stops_its_own_cluster(folder, tmp_path):
+    ds = load_dataset(folder)
+    local = extract_to_shards(ds, "lecture", tmp_path / "local.features", chunk_size=9)
+    table = extract_to_shards(ds, "lecture", tmp_path / "dask.features", chunk_size=9, cluster="local:2")
+    _same(table, local)
+
+
+def test_a_worker_killed_mid_extraction_loses_nothing(folder, tmp_path, client):
+    ds = load_dataset(folder)
+    local = extract_to_shards(ds, "lecture", tmp_path / "local.features", chunk_size=3)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_one(desc, done, total):
+        if desc == "extract" and done and not killed:  # the first shard is back: others are running
+            victim = next(iter(pids.values()))
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    table = extract_to_shards(ds, "lecture", tmp_path / "dask.features", chunk_size=3, cluster=client,
+                              progress=kill_one)
+    assert killed
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)  # it really died
+    _same(table, local)
+    manifest = read_manifest(tmp_path / "dask.features")
+    assert len(manifest["splits"]["train"]) == 20 and len(manifest["splits"]["test"]) == 3  # 60 / 3, 9 / 3
+    for split, shards in manifest["splits"].items():
+        for s in shards:
+            assert (tmp_path / "dask.features" / s["file"]).is_file()
+
+
+_CLIENT = """
+import os, signal, sys
+from featmlp.data import load_dataset
+from featmlp.extraction import extract_to_shards
+
+def die(desc, done, total):
+    if desc == "extract" and done >= 15:
+        os.kill(os.getpid(), signal.SIGKILL)  # the client, as by kill -9 or a lost ssh session
+
+extract_to_shards(load_dataset(sys.argv[1]), "lecture", sys.argv[2], chunk_size=3, cluster="local:2",
+                  progress=die)
+"""
+
+
+def test_a_rerun_after_the_client_was_killed_resumes(folder, tmp_path):
+    out = tmp_path / "t.features"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_CLIENT), str(folder), str(out)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+    finally:
+        # the LocalCluster's worker processes lose their scheduler and leave; make sure of it
+        time.sleep(0.5)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not out.exists()
+    finished = sorted(work_dir(out).glob("*-*.json"))
+    assert len(finished) >= 5  # 15 images or more, 3 a shard
+    mtimes = {p.name: p.stat().st_mtime_ns for p in finished}
+
+    ds = load_dataset(folder)
+    table = extract_to_shards(ds, "lecture", out, chunk_size=3, cluster="local:2")
+    assert {name: (out / name).stat().st_mtime_ns for name in mtimes} == mtimes  # kept, not redone
+    _same(table, extract_to_shards(ds, "lecture", tmp_path / "clean.features", chunk_size=3))
+
+
+def test_an_unreachable_scheduler_is_one_line(folder, tmp_path, run_cli):
+    code, out, err = run_cli(["extract", folder, "-o", tmp_path / "t.features", "--cluster", "tcp://127.0.0.1:9"])
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert not (tmp_path / "t.features").exists()

@@ -22,8 +22,44 @@ def _parse_size(ctx, param, value):
     return (w, h)
 
 
+_STORAGE_OPTIONS = "featmlp.storage_options"  # key of the parsed --storage-option in click's ctx.meta
+
+
+def _parse_storage_options(ctx, param, value):
+    """--storage-option KEY=VALUE pairs as a dict: values that are JSON (true, 3, {...}) parsed, others text.
+
+    Kept in the context's meta rather than passed as a parameter, so that every command with
+    data_options takes it without a parameter of its own: load_source and cli_storage_options() read it.
+    """
+    import json
+
+    options = {}
+    for pair in value:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE, e.g. endpoint_url=http://localhost:9000")
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    ctx.meta[_STORAGE_OPTIONS] = options
+    return options
+
+
+def cli_storage_options() -> dict | None:
+    """The --storage-option settings of the running command (None when none were given)."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.meta.get(_STORAGE_OPTIONS) or None) if ctx is not None else None
+
+
 def data_options(f):
     """Options every command that reads images shares."""
+    f = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                     callback=_parse_storage_options, expose_value=False,
+                     help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
+                          "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
+                          "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
+                          "one: secret='\"12345\"'. Never written to the run directory.")(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
                      help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
     f = click.option("--split-seed", default=0, show_default=True, type=int,
@@ -100,20 +136,27 @@ def features_option(f):
 SOURCE_HELP = """SOURCE is one of: nothing or 'sample' (the CIFAR-10 sample bundled with featmlp),
 'cifar10' (downloads the official archive once into the cache), a cifar-10-python.tar.gz
 archive or cifar-10-batches-py folder, or an image folder ROOT/<class>/* or
-ROOT/train/<class>/* + ROOT/test/<class>/*, as a folder or a .zip/.tar/.tar.gz archive."""
+ROOT/train/<class>/* + ROOT/test/<class>/*, as a folder or a .zip/.tar/.tar.gz archive,
+a folder of .tar shards (members <key>.<class>.<ext>), or an fsspec URL to any of those
+(s3://bucket/prefix/, gs://...; settings by --storage-option KEY=VALUE)."""
 
 
-def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False):
-    """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr."""
+def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False, storage_options=None):
+    """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr.
+
+    ``storage_options`` default: the command's --storage-option settings.
+    """
     from ..data import load_dataset
 
+    if storage_options is None:
+        storage_options = cli_storage_options()
     with warnings.catch_warnings(record=True) as caught:
         # What the data sources warn of; not, say, a ResourceWarning the garbage collector
         # happens to emit meanwhile for a file of some earlier code.
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", UserWarning)
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
-                          progress=progress, skip_bad=skip_bad)
+                          progress=progress, skip_bad=skip_bad, storage_options=storage_options)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     return ds

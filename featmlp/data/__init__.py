@@ -8,12 +8,21 @@
 * a ``cifar-10-python.tar.gz`` archive, or its extracted ``cifar-10-batches-py/`` folder
   (or that folder's parent);
 * an image folder ``ROOT/<class>/<images>`` or ``ROOT/train/<class>/<images>`` +
-  ``ROOT/test/<class>/<images>``, as a directory or a .zip/.tar/.tar.gz/.tgz archive.
+  ``ROOT/test/<class>/<images>``, as a directory or a .zip/.tar/.tar.gz/.tgz archive;
+* tar shards (the WebDataset layout): a folder of ``*.tar`` files (or ``train/*.tar`` +
+  ``test/*.tar``) whose members are ``<key>.<class>.<ext>`` or ``<class>/<file>``;
+* an fsspec URL (``s3://bucket/prefix/``, ``gs://``, ``memory://``, ``file://`` ...) to any
+  of those folders, to one archive, or a pattern of shards (``s3://b/shard-{000..009}.tar``),
+  with the filesystem's ``storage_options`` (credentials, ``endpoint_url``).
 
-Image folders and archives are listed first (every tar verified to its end, each file's
-header read, sizes checked); their images are decoded when indexed, chunk by chunk
-(:class:`ImageArray`), so memory does not grow with the number of images. Archives are
-never unpacked to disk.
+Local image folders and archives are listed first (every tar verified to its end, each
+file's header read and hashed, sizes checked). Tar shards and URLs are listed without
+reading the images (names and sizes from the listing, tars from their headers; only the
+first image is read, for the size), and fingerprinted from that listing. Either way images
+are decoded when indexed, chunk by chunk (:class:`ImageArray`), so memory does not grow with
+the number of images, and the files of a chunk are read together (one range of a tar, or
+concurrent requests to object storage). Archives are never unpacked to disk.
+:meth:`ImageArray.portable` prepares a chunk for another process or machine.
 """
 
 from __future__ import annotations
@@ -31,9 +40,12 @@ from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
 from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
-from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, Files, check_image_size, group_by_class,
-                      is_archive, list_folder, read_archive, read_images, scan_groups)
+from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, Files, check_image_size,
+                      group_by_class, is_archive, list_folder, read_archive, read_images, scan_groups,
+                      scan_listed)
 from ._lazy import ImageArray
+from ._remote import check_storage_options, is_url
+from ._shards import list_local_shard, shard_layout, shard_splits
 
 __all__ = [
     "Dataset", "ImageArray", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
@@ -48,23 +60,26 @@ _ACCEPTED = (f"expected one of: None or {SAMPLE_SOURCE!r} (the bundled CIFAR-10 
              f"{CIFAR10_SOURCE!r} (download the official CIFAR-10 archive); a path to "
              f"cifar-10-python.tar.gz or to a {CIFAR10_FOLDER}/ folder; a path to an image "
              f"folder ROOT/<class>/<images> or ROOT/train|test/<class>/<images>, or to a "
-             f".zip/.tar/.tar.gz/.tgz archive of one")
+             f".zip/.tar/.tar.gz/.tgz archive of one, or to a folder of .tar shards; or an "
+             f"fsspec URL (s3://bucket/prefix/) to any of those")
 
 
 def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
                  seed: int = 0, image_size: tuple[int, int] | None = None, cache_dir=None,
                  url: str | None = None, md5: str | None = None, progress=None,
                  skip_bad: bool = False, max_file_bytes: int | None = None,
-                 max_image_pixels: int | None = None) -> Dataset:
-    """Load a train/test image dataset from the bundled sample, CIFAR-10 or an image folder.
+                 max_image_pixels: int | None = None, storage_options: dict | None = None) -> Dataset:
+    """Load a train/test image dataset from the bundled sample, CIFAR-10, an image folder or a URL.
 
     Parameters
     ----------
     source : str, path or None
         ``None`` or ``"sample"`` (bundled CIFAR-10 sample), ``"cifar10"`` (download the
-        official archive), or a path to a CIFAR-10 python archive/folder or to an image
-        folder/archive (see the module docstring for the layouts). Pass a ``Path`` (or
-        ``"./sample"``) for a folder that happens to be called ``sample`` or ``cifar10``.
+        official archive), a path to a CIFAR-10 python archive/folder, to an image
+        folder/archive or to a folder of tar shards, or an fsspec URL to an image folder,
+        an archive or tar shards (see the module docstring for the layouts). Pass a
+        ``Path`` (or ``"./sample"``) for a folder that happens to be called ``sample`` or
+        ``cifar10``.
     test_fraction : float, default 0.2
         For image folders without ``train/`` and ``test/``: the fraction of each class
         held out for test (stratified). Ignored by sources that have a split.
@@ -96,6 +111,11 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     max_image_pixels : int, optional
         Largest image (width x height, from its header), default
         ``$FEATMLP_MAX_IMAGE_PIXELS``, else Pillow's ``MAX_IMAGE_PIXELS`` (89.5 Mpx).
+        Sources listed without reading (URLs, tar shards) check it on their first image.
+    storage_options : dict, optional
+        For URLs only: settings of the fsspec filesystem, e.g. ``{"endpoint_url":
+        "http://minio:9000", "key": ..., "secret": ...}`` for S3 or ``{"anon": True}`` for a
+        public bucket (CLI: ``--storage-option KEY=VALUE``). Never recorded anywhere.
 
     Returns
     -------
@@ -119,6 +139,10 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     ((5000, 32, 32, 3), (1000, 32, 32, 3))
     >>> ds.class_names[:3]
     ('airplane', 'automobile', 'bird')
+
+    Object storage (needs ``pip install 'featmlp[cloud]'``):
+
+    >>> ds = load_dataset("s3://my-bucket/images/", storage_options={"anon": True})  # doctest: +SKIP
     """
     test_fraction = check_test_fraction(test_fraction)
     image_size = check_image_size(image_size)
@@ -130,6 +154,10 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
                           f"not to {source!r}")
     if not isinstance(skip_bad, (bool, np.bool_)):
         raise ConfigError(f"skip_bad must be True or False, got {skip_bad!r}")
+    storage_options = check_storage_options(storage_options)
+    if storage_options and not is_url(source):
+        raise ConfigError(f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
+                          f"{source!r}; leave them out")
     options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size,
                    progress=progress, skip_bad=bool(skip_bad),
                    max_file_bytes=limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES",
@@ -148,6 +176,8 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
         path = fetch_cifar10(cache_dir, url, md5, progress)
         return _load_path(path, f"official CIFAR-10 (python version), cached at {path}",
                           **options)
+    if is_url(source):
+        return _load_url(source, storage_options, **options)
     try:
         path = Path(source).expanduser()
     except TypeError:
@@ -158,7 +188,9 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     return _load_path(path.resolve(), None, **options)
 
 
-def _load_path(path: Path, description: str | None, **options) -> Dataset:
+def _load_path(path: Path, description: str | None, shown: str | None = None, **options) -> Dataset:
+    """A local folder, archive or folder of shards; messages name it ``shown`` (a URL it came from)."""
+    shown = shown or str(path)
     if path.is_dir():
         cifar_dir = _find_cifar_dir(path)
         if cifar_dir is not None:
@@ -167,21 +199,83 @@ def _load_path(path: Path, description: str | None, **options) -> Dataset:
             return _cifar_dataset(files, description or f"CIFAR-10 python batches in {cifar_dir}",
                                   options["image_size"])
         files = list_folder(path, max_file_bytes=options["max_file_bytes"])
-        return _folder_dataset(files, description or f"image folder {path}", str(path), **options)
+        layout = shard_layout([parts for parts, _ in files], shown)
+        if layout is not None:
+            shards = {split: [("/".join(files[i][0]), files[i][1].path) for i in indices]
+                      for split, indices in layout.items()}
+            listed = {split: [(name, list_local_shard(p, f"{shown}/{name}",
+                                                      max_file_bytes=options["max_file_bytes"]))
+                              for name, p in refs]
+                      for split, refs in shards.items()}
+            return _shards_dataset(listed, description or f"tar shards in {shown}", shown, **options)
+        return _folder_dataset(files, description or f"image folder {shown}", shown, **options)
     if not is_archive(path):
-        raise DataError(f"{path} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
-    files = read_archive(path, max_file_bytes=options["max_file_bytes"])
-    cifar = {parts[-1]: (f"{path}:{'/'.join(parts)}", blob)
+        raise DataError(f"{shown} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
+    files = read_archive(path, max_file_bytes=options["max_file_bytes"], shown=shown)
+    cifar = {parts[-1]: (f"{shown}:{'/'.join(parts)}", blob)
              for parts, blob in files if is_cifar_name(parts[-1])}
     if cifar:
         names = [parts[-1] for parts, _ in files if is_cifar_name(parts[-1])]
         if len(names) != len(cifar):
-            raise DataError(f"{path} holds several copies of the CIFAR-10 batches; keep one")
+            raise DataError(f"{shown} holds several copies of the CIFAR-10 batches; keep one")
         del files  # drop references to the readme & co. before the arrays are built
         readers = {n: (where, blob.read) for n, (where, blob) in cifar.items()}
-        return _cifar_dataset(readers, description or f"CIFAR-10 python batches from {path}",
+        return _cifar_dataset(readers, description or f"CIFAR-10 python batches from {shown}",
                               options["image_size"])
-    return _folder_dataset(files, description or f"image archive {path}", str(path), **options)
+    return _folder_dataset(files, description or f"image archive {shown}", shown, **options)
+
+
+def _load_url(url: str, storage_options: dict, **options) -> Dataset:
+    """An image folder, archive or tar shards behind an fsspec URL, listed without reading the images."""
+    from . import _remote
+
+    fs, path = _remote.open_url(url, storage_options)
+    limit = options["max_file_bytes"]
+    if _remote.is_pattern(path):  # shard-{000..009}.tar, *.tar
+        shards = _remote.match_shards(fs, path, url)
+        listed = {None: [(name, _remote.list_remote_tar(fs, p, info, fs.unstrip_protocol(p),
+                                                        max_file_bytes=limit))
+                         for name, p, info in shards]}
+        return _shards_dataset(listed, f"{len(shards)} tar shards matching {url}", url, **options)
+    if path.lower().endswith(ARCHIVE_SUFFIXES):
+        info = _remote.info_of(fs, path, url)
+        if path.lower().endswith(".tar"):  # uncompressed: members read by byte range, nothing downloaded
+            files = _remote.list_remote_tar(fs, path, info, url, max_file_bytes=limit)
+            return _listed_folder_dataset(files, f"image archive {url}", url, **options)
+        with _remote.downloaded(fs, path, url) as local:
+            return _load_path(local, None, shown=url, **options)
+    files = _remote.list_prefix(fs, path, url, max_file_bytes=limit)
+    layout = shard_layout([parts for parts, _ in files], url)
+    if layout is not None:
+        listed = {split: [("/".join(files[i][0]),
+                           _remote.list_remote_tar(fs, files[i][1].path, {"size": files[i][1].size},
+                                                   files[i][1].where, max_file_bytes=limit,
+                                                   listed=files[i][1].listed))
+                          for i in indices]
+                  for split, indices in layout.items()}
+        return _shards_dataset(listed, f"tar shards in {url}", url, **options)
+    return _listed_folder_dataset(files, f"image folder {url}", url, **options)
+
+
+def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
+                    skip_bad, max_file_bytes, max_pixels) -> Dataset:
+    splits, class_names, skipped = shard_splits(listed, where, skip_bad=skip_bad)
+    decoded, bad = scan_listed(splits, class_names, image_size, progress, skip_bad=skip_bad,
+                               max_pixels=max_pixels)
+    return _assemble(decoded, class_names, skipped + bad, description, test_fraction, seed, image_size)
+
+
+def _listed_folder_dataset(files: Files, description: str, where: str, *, test_fraction, seed, image_size,
+                           progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
+    """An image folder whose files are known from a listing (their blobs carry ``listed``)."""
+    groups = group_by_class(files, where)
+    del files
+    class_names = tuple(sorted(groups["train" if "train" in groups else None]))
+    splits = {key: [(name, blob, k) for k, c in enumerate(class_names) for name, blob in by_class.get(c, [])]
+              for key, by_class in groups.items()}
+    decoded, skipped = scan_listed(splits, class_names, image_size, progress, skip_bad=skip_bad,
+                                   max_pixels=max_pixels)
+    return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
 
 
 def _find_cifar_dir(path: Path) -> Path | None:
@@ -216,6 +310,11 @@ def _folder_dataset(files: Files, description: str, where: str, *, test_fraction
     del files
     decoded, class_names, skipped = scan_groups(groups, image_size, progress, skip_bad=skip_bad,
                                                 max_pixels=max_pixels)
+    return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
+
+
+def _assemble(decoded, class_names, skipped, description: str, test_fraction, seed, image_size) -> Dataset:
+    """The Dataset of ``{split: (images, labels)}``: as split, else by a stratified seeded split."""
     if image_size is not None:
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     if "train" in decoded:

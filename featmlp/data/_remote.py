@@ -1,0 +1,285 @@
+"""Sources behind an fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://`` ...): listing and reading.
+
+A URL names a folder prefix (the usual layouts, or tar shards), one archive, or a pattern of
+tar shards. Listing never downloads the images: names and sizes come from ``fs.find`` (one
+paged listing request per 1,000 objects on S3), a tar's members from its headers. Reading is
+batched: the files of a chunk are fetched together (``fs.cat_ranges``, concurrent on s3fs
+and gcsfs), the members of a tar as merged byte ranges of it. Filesystems pickle with their
+storage options, so every blob made here can be read in another process.
+
+Errors of the filesystem (refused credentials, missing bucket, unreachable endpoint, protocol
+not installed) become one-line :class:`DataError` messages saying what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import re
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from ._archive import Store, list_tar, too_large
+from ._images import TextNames, is_junk, split_name
+
+CLOUD_HINT = "pip install 'featmlp[cloud]' (s3fs for s3://, gcsfs for gs://)"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_PATTERN = re.compile(r"[*?\[{]")
+# Tar headers are read through fsspec's read-ahead cache in blocks of this size: small images
+# come along with their headers (one request per block, not one per member), large ones are
+# skipped over.
+_LIST_BLOCK = 1 << 20
+# Listing fields that change when an object is rewritten, most specific first.
+_VERSION_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "version_id", "VersionId",
+                 "mtime", "LastModified", "last_modified", "updated", "modified", "created")
+_NETWORK_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                   "ClientConnectorError", "ClientConnectionError", "ServerTimeoutError", "ClientOSError",
+                   "ServerDisconnectedError", "FSTimeoutError"}
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "RefreshError", "DefaultCredentialsError"}
+
+
+def is_url(source) -> bool:
+    """Whether ``source`` is a string with a protocol (``s3://...``)."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
+def check_storage_options(storage_options) -> dict:
+    """``storage_options`` as a dict of str keys (ConfigError otherwise)."""
+    if storage_options is None:
+        return {}
+    if not isinstance(storage_options, dict) or not all(isinstance(k, str) for k in storage_options):
+        raise ConfigError(f"storage_options must be a dict of settings for the filesystem (e.g. "
+                          f"{{'endpoint_url': 'http://...', 'anon': True}}), got {storage_options!r}")
+    return dict(storage_options)
+
+
+def open_url(url: str, storage_options: dict):
+    """``(filesystem, path)`` of ``url``; DataError when its protocol is unknown or not installed."""
+    protocol = url.split("://", 1)[0]
+    try:
+        import fsspec.core
+    except ImportError:
+        raise DataError(f"reading {url} needs fsspec; {CLOUD_HINT}") from None
+    try:
+        return fsspec.core.url_to_fs(url, **storage_options)
+    except ImportError as e:
+        raise DataError(f"no filesystem for {protocol}:// is installed ({e}); {CLOUD_HINT}, or the fsspec "
+                        f"implementation of {protocol}://") from None
+    except ValueError as e:
+        if "protocol" in str(e).lower():
+            raise DataError(f"unknown protocol {protocol}:// in {url} ({e}); use one fsspec knows "
+                            f"(s3://, gs://, az://, memory://, file://, ...)") from None
+        raise DataError(f"cannot open {url}: {e}") from None
+    except TypeError as e:
+        raise _bad_option(url, e) from None
+    except Exception as e:  # anything the filesystem's constructor raises (credentials ...)
+        raise DataError(f"{url}: {explain(e)}") from None
+
+
+def _bad_option(url: str, e: Exception) -> DataError:
+    return DataError(f"{url}: a storage option was not accepted ({e}); check the storage_options "
+                     f"(CLI: --storage-option KEY=VALUE) against the filesystem's documentation")
+
+
+def explain(e: BaseException) -> str:
+    """What went wrong with a filesystem call and what to do, in one line."""
+    names = {c.__name__ for c in type(e).__mro__}
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, PermissionError) or names & _CREDENTIAL_ERRORS:
+        return (f"access refused ({text}); check the credentials: storage options key and secret (CLI: "
+                f"--storage-option key=... --storage-option secret=...), or AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY / your cloud login; for a public bucket pass anon=true")
+    if isinstance(e, FileNotFoundError):
+        return f"no such bucket, container or object ({text}); check the URL"
+    if names & _NETWORK_ERRORS or isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)):
+        return (f"cannot reach the storage service ({text}); check the network and the endpoint "
+                f"(storage option endpoint_url)")
+    return text
+
+
+@contextlib.contextmanager
+def remote_errors(url: str):
+    """Turn what a filesystem call raises into one DataError line naming ``url``."""
+    try:
+        yield
+    except DataError:
+        raise
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise _bad_option(url, e) from None
+        raise
+    except Exception as e:
+        raise DataError(f"{url}: {explain(e)}") from None
+
+
+def version_of(info: dict) -> bytes:
+    """The listing of an object that changes when it is rewritten: size and ETag, else mtime."""
+    version = next((info[k] for k in _VERSION_KEYS if info.get(k) is not None), None)
+    return repr((info.get("size"), str(version))).encode()
+
+
+class FsFiles:
+    """The files of one fsspec filesystem, fetched together (``group`` of :class:`FsBlob`)."""
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def read_many(self, blobs) -> list[bytes]:
+        # cat_ranges, not cat: it keeps the order and does not expand glob characters, which
+        # object names may hold (img[1].png); s3fs and gcsfs run the requests concurrently.
+        n = len(blobs)
+        results = self.fs.cat_ranges([b.path for b in blobs], [None] * n, [None] * n, on_error="return")
+        for blob, data in zip(blobs, results):
+            if isinstance(data, BaseException):
+                raise DataError(f"cannot read image {blob.where}: {explain(data)}")
+        return results
+
+
+class FsBlob:
+    """A file on an fsspec filesystem; ``listed`` (its size and ETag or mtime) stands for its bytes."""
+
+    portable = True  # filesystems pickle with their storage options
+
+    def __init__(self, files: FsFiles, path: str, where: str, size: int, listed: bytes):
+        self.group, self.path, self.where, self.size, self.listed = files, path, where, size, listed
+
+    def read(self) -> bytes:
+        return self.group.read_many([self])[0]
+
+
+class FsStore(Store):
+    """An uncompressed tar on an fsspec filesystem, read by byte range."""
+
+    def __init__(self, fs, path: str, shown: str):
+        self.fs, self.path, self.shown = fs, path, shown
+
+    def read_spans(self, spans):
+        if len(spans) == 1:
+            (start, end), = spans
+            results = [self._try(lambda: self.fs.cat_file(self.path, start=start, end=end))]
+        else:
+            results = self.fs.cat_ranges([self.path] * len(spans), [s for s, _ in spans],
+                                         [e for _, e in spans], on_error="return")
+        for data in results:
+            if isinstance(data, BaseException):
+                raise DataError(f"cannot read {self.shown}: {explain(data)}")
+        return results
+
+    @staticmethod
+    def _try(read):
+        try:
+            return read()
+        except Exception as e:
+            return e
+
+
+def list_prefix(fs, path: str, url: str, *, max_file_bytes: int) -> list:
+    """Every non-hidden file under ``path`` as ``(relative name parts, FsBlob)``, sorted by name."""
+    root = path.rstrip("/")
+    with remote_errors(url):
+        entries = fs.find(root, detail=True)
+    files = []
+    text = TextNames(url)
+    group = FsFiles(fs)
+    for name, info in sorted(entries.items()):
+        if info.get("type", "file") != "file" or not name.startswith(root + "/"):
+            continue
+        raw = split_name(name[len(root) + 1:])
+        if not raw:
+            continue
+        parts = text(raw)
+        if is_junk(parts):
+            continue
+        where = f"{url.rstrip('/')}/{'/'.join(parts)}"
+        size = int(info.get("size") or 0)
+        if size > max_file_bytes:
+            raise too_large(where, size, max_file_bytes)
+        files.append((parts, FsBlob(group, name, where, size, version_of(info))))
+    if not files:
+        if root in entries or (entries and len(entries) == 1):
+            raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
+        raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
+    return files
+
+
+def info_of(fs, path: str, url: str) -> dict:
+    """The listing of one object (its size, ETag ...); DataError when missing or unreachable."""
+    with remote_errors(url):
+        info = fs.info(path)
+    if info.get("type", "file") != "file":
+        raise DataError(f"{url} is a folder, not an archive; drop the archive suffix from the URL or "
+                        f"point it at the archive itself")
+    return info
+
+
+def list_remote_tar(fs, path: str, info: dict, shown: str, *, max_file_bytes: int, listed: bytes = b"") -> list:
+    """The members of an uncompressed tar on ``fs`` from its headers, as ``(name parts, Region)``."""
+    with remote_errors(shown), fs.open(path, "rb", block_size=_LIST_BLOCK, cache_type="readahead") as f:
+        return list_tar(f, int(info["size"]), shown, FsStore(fs, path, shown), TextNames(shown), is_junk=is_junk,
+                        max_file_bytes=max_file_bytes, listed=listed + version_of(info))
+
+
+@contextlib.contextmanager
+def downloaded(fs, path: str, url: str):
+    """A local copy of the archive at ``path``, under its own name, deleted on exit.
+
+    Compressed tars and zips cannot be read by byte range: read once here, their members
+    are then held as the local archive code holds them (a zip open, a tar's members spooled).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="featmlp-download-"))
+    try:
+        local = tmp / posixpath.basename(path.rstrip("/"))
+        with remote_errors(url):
+            fs.get_file(path, str(local))
+        yield local
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # an open zip keeps its handle on POSIX
+
+
+def is_pattern(path: str) -> bool:
+    return bool(_PATTERN.search(path))
+
+
+def expand_braces(text: str) -> list[str]:
+    """``shard-{000..002}.tar`` -> three names; ``{a,b}`` lists; nested and repeated braces too.
+
+    Examples
+    --------
+    >>> expand_braces("s-{08..10}.tar")
+    ['s-08.tar', 's-09.tar', 's-10.tar']
+    """
+    m = re.search(r"\{([^{}]*)\}", text)
+    if not m:
+        return [text]
+    body = m.group(1)
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        a, b = r.groups()
+        options = [str(i).zfill(len(a)) for i in range(int(a), int(b) + 1)]
+    else:
+        options = body.split(",")
+    return [x for o in options for x in expand_braces(text[:m.start()] + o + text[m.end():])]
+
+
+def match_shards(fs, path: str, url: str) -> list[tuple[str, str, dict]]:
+    """``(name, path, info)`` of the tars a pattern names (braces, then globs), in order of name."""
+    base = path[:_PATTERN.search(path).start()].rsplit("/", 1)[0]
+    found: dict[str, dict] = {}
+    with remote_errors(url):
+        for p in expand_braces(path):
+            if _PATTERN.search(p):
+                found.update(fs.glob(p, detail=True))
+            else:
+                found[p] = fs.info(p)
+    shards = [(p[len(base):].lstrip("/"), p, info) for p, info in sorted(found.items())
+              if info.get("type", "file") == "file"]
+    if not shards:
+        raise DataError(f"{url} matches no files; check the pattern")
+    bad = [name for name, _, _ in shards if not name.lower().endswith(".tar")]
+    if bad:
+        raise DataError(f"{url} matches {bad[0]!r}, which is not an uncompressed .tar; a pattern names tar shards")
+    return shards

@@ -445,6 +445,15 @@ def test_cli_errors_are_one_line(s3, run_cli, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", [["run", "--data"], ["lecture", "--data"]])
+def test_cli_run_passes_storage_options_on(s3, run_cli, tmp_path, command):
+    fs, options = s3
+    code, _, err = run_cli([*command, "s3://no-such-bucket/imgs/", "--out", tmp_path / "run",
+                            "--storage-option", f"endpoint_url={options['endpoint_url']}"])
+    # "no such bucket" comes from the moto server: the endpoint reached load_dataset
+    assert code == 1 and err.startswith("error: ") and "no such bucket" in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_reads_s3_with_storage_options(s3, run_cli, tmp_path):
     fs, options = s3
     files = _files(True)

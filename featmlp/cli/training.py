@@ -9,8 +9,8 @@ import click
 from ..features import recommended_preset
 from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
-from ._common import (SOURCE_HELP, data_options, default_out, features_option, fitted_options, report_skipped,
-                      resolve_fitted)
+from ._common import (SOURCE_HELP, cli_storage_options, data_options, default_out, features_option, fitted_options,
+                      report_skipped, resolve_fitted)
 from .options import config_from, fmt, train_options
 
 
@@ -166,8 +166,8 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     if not quiet:
         callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
     run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
-                  **data_opts, skip_bad=skip_bad, overwrite=force, progress=progress, callbacks=callbacks,
-                  log_scale=log_scale, tensorboard=tensorboard)
+                  **data_opts, skip_bad=skip_bad, storage_options=cli_storage_options(), overwrite=force,
+                  progress=progress, callbacks=callbacks, log_scale=log_scale, tensorboard=tensorboard)
     _report_run(run, lecture=lecture)
     return run
 

@@ -91,8 +91,8 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             config: TrainConfig | None = None, preset: str | None = None, auto_flips: bool | None = None,
             options: dict | None = None, fitted: dict | None = None, test_fraction: float = 0.2,
             split_seed: int = 0, image_size: tuple[int, int] | None = None, skip_bad: bool = False,
-            overwrite: bool = False, progress=None, callbacks=(), log_scale: bool = False,
-            tensorboard: bool = False, live_plot_seconds: float = 2.0) -> JobResult:
+            storage_options: dict | None = None, overwrite: bool = False, progress=None, callbacks=(),
+            log_scale: bool = False, tensorboard: bool = False, live_plot_seconds: float = 2.0) -> JobResult:
     """Load images, extract their features into a run directory, train, evaluate, plot and save:
     what ``featmlp run`` (and ``featmlp lecture``) do.
 
@@ -118,6 +118,9 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         :func:`featmlp.store.extract_dataset` takes them.
     test_fraction, split_seed, image_size, skip_bad
         How the images are read and split (:func:`featmlp.data.load_dataset`).
+    storage_options : dict, optional
+        Settings of the filesystem of a URL source (credentials, ``endpoint_url``), as
+        :func:`featmlp.data.load_dataset` takes them; never written to the run directory.
     overwrite : bool
         Replace an existing ``out`` once the new run is complete.
     progress : callable or Callback, optional
@@ -177,7 +180,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             if hooks:
                 warnings.simplefilter("always")
             ds = load_dataset(source, test_fraction=test_fraction, seed=split_seed, image_size=image_size,
-                              progress=progress, skip_bad=skip_bad)
+                              progress=progress, skip_bad=skip_bad, storage_options=storage_options)
         for w in caught or ():
             for h in hooks:
                 h.on_warning(str(w.message))

@@ -88,6 +88,12 @@ def _shard_files(files: dict[str, bytes], dotted: bool, per_shard: int = 4) -> d
     return shards
 
 
+def _png_of_size(size) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (9, 9, 9)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _pillow(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
@@ -212,6 +218,61 @@ def test_read_errors_still_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"d.tar:ant/\d+\.\w+: only \d+ of its \d+ bytes"):
         ds.train_images[:]
     del root
+
+
+# --------------------------------------------------------------------------- other fsspec URLs
+
+@pytest.fixture
+def memory_fs():
+    """fsspec's in-memory filesystem (shared by the process): the test writes under /t, removed after."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    yield fs
+    if fs.exists("/t"):
+        fs.rm("/t", recursive=True)
+
+
+def test_file_url_gives_the_folder_dataset(tmp_path):
+    pytest.importorskip("fsspec")
+    files = _files(True)
+    root = _write_folder(tmp_path / "folder", files)
+    ds = load_dataset(root.as_uri())
+    _same(ds, load_dataset(root))
+    _pixels_match_pillow(ds, files)
+
+
+def test_remote_image_of_another_size_is_reported_when_decoded(memory_fs):
+    files = _files(False)
+    files["bee/003.png"] = _png_of_size((20, 8))
+    memory_fs.pipe({f"/t/{name}": data for name, data in files.items()})
+    ds = load_dataset("memory://t", test_fraction=0.4)  # only the first image's header is read
+    with pytest.raises(DataError, match=r"bee/003.png decodes to 20x8 but its header says 12x10.*--image-size 12x10"):
+        np.asarray(ds.train_images), np.asarray(ds.test_images)
+    resized = load_dataset("memory://t", test_fraction=0.4, image_size=(12, 10))
+    assert np.asarray(resized.train_images).shape[1:] == (10, 12, 3)
+
+
+def test_skip_bad_on_a_url_reads_every_file(memory_fs):
+    files = _files(False)
+    memory_fs.pipe({f"/t/{name}": data for name, data in files.items()})
+    memory_fs.pipe("/t/bee/README.txt", b"notes")
+    with pytest.raises(DataError, match="cannot read image bee/README.txt: not a readable image"):
+        np.asarray(load_dataset("memory://t", test_fraction=0.4).train_images)
+    ds = load_dataset("memory://t", test_fraction=0.4, skip_bad=True)
+    assert ds.skipped == (("bee/README.txt", "not an image"),)
+    assert ds.train_images.digests_from == "content"
+    _pixels_match_pillow(ds, files)
+
+
+def test_remote_tar_damaged_after_its_last_member(memory_fs):
+    data = bytearray(_tar_bytes(_files(False)))
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tf:
+        tf.getmembers()
+        end = tf.offset  # the end-of-archive marker
+    data[end + 700] = 1  # in the padding after the end-of-archive marker
+    memory_fs.pipe("/t/d.tar", bytes(data))
+    with pytest.raises(DataError, match=f"d.tar is damaged at byte {end + 700:,} of the archive"):
+        load_dataset("memory://t/d.tar")
 
 
 # --------------------------------------------------------------------------- portable chunks

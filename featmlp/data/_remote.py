@@ -134,6 +134,9 @@ class FsFiles:
         n = len(blobs)
         results = self.fs.cat_ranges([b.path for b in blobs], [None] * n, [None] * n, on_error="return")
         for blob, data in zip(blobs, results):
+            if isinstance(data, FileNotFoundError):
+                raise DataError(f"cannot read image {blob.where}: no such object (was it moved or deleted "
+                                f"after listing?)")
             if isinstance(data, BaseException):
                 raise DataError(f"cannot read image {blob.where}: {explain(data)}")
         return results

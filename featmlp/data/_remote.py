@@ -203,7 +203,7 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int) -> list:
             raise too_large(where, size, max_file_bytes)
         files.append((parts, FsBlob(group, name, where, size, version_of(info))))
     if not files:
-        if root in entries or (entries and len(entries) == 1):
+        if root in entries:
             raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
         raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
     return files

@@ -83,11 +83,46 @@ def nonfinite_rows(X) -> np.ndarray:
     >>> nonfinite_rows([[0.0, 1.0], [np.nan, 2.0], [3.0, np.inf]]).tolist()
     [1, 2]
     """
-    X = np.asarray(X)
-    if X.ndim != 2:
-        X = X.reshape(len(X), -1)
-    bad = [np.flatnonzero(~np.isfinite(X[i:i + 4096]).all(axis=1)) + i for i in range(0, len(X), 4096)]
+    bad = [np.flatnonzero(~np.isfinite(block).all(axis=1)) + start for start, block in row_blocks(X)]
     return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
+def row_blocks(X, size: int = 4096, rows=None):
+    """``(first row, block)`` of ``X`` (N, F) in order, at most ``size`` rows a block.
+
+    A :class:`featmlp.shards.ShardedArray` is read a shard at a time (each block a slice of
+    the shard held mapped), so a pass over a table larger than memory holds one shard; other
+    arrays are sliced as they are. With ``rows`` (sorted row indices), only those rows, and
+    ``first row`` is the position of the block's first row within ``rows``.
+
+    Examples
+    --------
+    >>> [(start, b.shape) for start, b in row_blocks(np.zeros((5, 2)), size=2)]
+    [(0, (2, 2)), (2, (2, 2)), (4, (1, 2))]
+    """
+    from featmlp.shards import ShardedArray
+
+    if isinstance(X, ShardedArray):
+        shards = ((int(X.offsets[i]), i) for i in range(X.n_shards) if X.shard_rows[i])
+    else:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            X = X.reshape(len(X), -1)
+        shards = [(0, None)]
+    done = 0
+    for first, i in shards:
+        part = X if i is None else X.shard(i)
+        if rows is None:
+            local = None
+        else:
+            # the given rows that fall in this shard, as indices into it
+            lo, hi = np.searchsorted(rows, [first, first + len(part)])
+            local = rows[lo:hi] - first
+        for j in range(0, len(part) if local is None else len(local), size):
+            block = part[j:j + size] if local is None else part[local[j:j + size]]
+            yield done + j, block
+        done += len(part) if local is None else len(local)
+        del part  # a shard is unmapped before the next is opened
 
 
 def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
@@ -270,7 +305,7 @@ _PARAMETER_COPIES = 7
 _ACTIVATION_COPIES = 3
 
 
-def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int) -> int:
+def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int, *, copies: bool = True) -> int:
     """Rough bytes training ``spec`` needs beyond the feature table itself.
 
     The parameters and their optimiser state and snapshots, the activations of one batch of
@@ -278,6 +313,7 @@ def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int) -> int:
     scaled copies of the ``n_rows`` training rows the hand-written engine keeps (when they fit
     its 1 GB limit), and the epoch's logits. An estimate to refuse what cannot fit (a
     ``--hidden 100000000``), not an accounting: torch's own workspace comes on top.
+    ``copies=False``: no scaled copies of the rows, only of a batch (rows streamed from disk).
 
     Examples
     --------
@@ -287,7 +323,7 @@ def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int) -> int:
     widths = spec.widths[1:]
     batch = min(int(batch_size), int(n_rows))
     data = int(n_rows) * int(spec.n_features) * 4
-    scaled = 3 * data if data <= 1 << 30 else 2 * batch * int(spec.n_features) * 4
+    scaled = 3 * data if copies and data <= 1 << 30 else 2 * batch * int(spec.n_features) * 4
     return (4 * _PARAMETER_COPIES * parameter_count(spec)
             + 4 * _ACTIVATION_COPIES * batch * sum(int(w) for w in widths)
             + scaled + 2 * 4 * int(n_rows) * int(spec.n_classes))
@@ -333,6 +369,56 @@ SCALERS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
 }
 
 
+@dataclass(frozen=True)
+class ColumnStats:
+    """Per-column ``mean``, ``std`` (population), ``min`` and ``max`` of ``n`` rows, float64."""
+
+    n: int
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+
+# Rows of a block in the streaming pass: its float64 temporaries stay near 32 MB.
+_STATS_BLOCK_VALUES = 1 << 22
+
+
+def column_stats(X, rows=None) -> ColumnStats:
+    """Column statistics of ``X`` (N, F), or of its ``rows`` (sorted), in one pass a block at a time.
+
+    Each block's mean and sum of squared deviations are merged into the running ones (Chan,
+    Golub and LeVeque's pairwise update), in float64: the mean and std equal numpy's two-pass
+    ones up to rounding, and a :class:`featmlp.shards.ShardedArray` is read a shard at a time.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(1000, 3))
+    >>> s = column_stats(X)
+    >>> bool(np.allclose(s.mean, X.mean(0)) and np.allclose(s.std, X.std(0)) and (s.max == X.max(0)).all())
+    True
+    """
+    n_features = X.shape[1]
+    n, mean, m2 = 0, np.zeros(n_features), np.zeros(n_features)
+    lo, hi = np.full(n_features, np.inf), np.full(n_features, -np.inf)
+    for _, block in row_blocks(X, max(1, _STATS_BLOCK_VALUES // max(n_features, 1)), rows):
+        nb = len(block)
+        if not nb:
+            continue
+        block_mean = block.mean(axis=0, dtype=np.float64)
+        block_m2 = np.square(block - block_mean).sum(axis=0)
+        delta = block_mean - mean
+        total = n + nb
+        mean = mean + delta * (nb / total)
+        m2 = m2 + block_m2 + np.square(delta) * (n * nb / total)
+        lo = np.minimum(lo, block.min(axis=0))
+        hi = np.maximum(hi, block.max(axis=0))
+        n = total
+    if n == 0:
+        raise DataError(f"cannot fit a scaler on features of shape {(0, n_features)}: need (N, F), N >= 1")
+    return ColumnStats(n, mean, np.sqrt(m2 / n), lo.astype(np.float64), hi.astype(np.float64))
+
+
 @dataclass(frozen=True, eq=False)
 class Scaler:
     """Per-feature affine scaling ``(x - offset) / scale``, fitted on training features only.
@@ -355,7 +441,7 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X, kind: str = "standard", *, mirror=None, names=None) -> "Scaler":
+    def fit(cls, X, kind: str = "standard", *, mirror=None, names=None, rows=None) -> "Scaler":
         """Learn offset and scale of each column of ``X`` (N, F) with the method ``kind``.
 
         Columns whose offset or scale overflows (values near 1e300) are refused with a
@@ -363,19 +449,60 @@ class Scaler:
 
         With ``mirror`` (a column permutation), the scaling of the rows of ``X`` and of
         ``X[:, mirror]`` together (flip augmentation), computed without building those rows.
+
+        A :class:`featmlp.shards.ShardedArray` is fitted in one pass over its shards, a shard
+        at a time (:func:`column_stats`, float64 sums): the same scaling as on the table in
+        memory, up to rounding. ``rows`` (sorted indices) fits on those rows of ``X`` only,
+        in such a pass (a sharded table's training rows, without its validation rows).
         """
         if kind not in SCALERS:
             raise _choice_error("scaler", kind, SCALERS)
+        from featmlp.shards import ShardedArray
+
+        if isinstance(X, ShardedArray) or rows is not None:
+            return cls._fit_streamed(X, kind, mirror, names, rows)
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise DataError(f"cannot fit a scaler on features of shape {X.shape}: need (N, F), N >= 1")
+
+        def largest():
+            top = np.zeros(X.shape[1])
+            for i in range(0, len(X), 4096):
+                top = np.maximum(top, np.abs(X[i:i + 4096]).max(axis=0))
+            return top
+
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, by column
-            offset, scale = (np.asarray(v, np.float64) for v in SCALERS[kind](X))
+            params = SCALERS[kind](X)
+        return cls._finish(kind, params, lambda: _standard_params(X), largest, X.shape[1], mirror, names)
+
+    @classmethod
+    def _fit_streamed(cls, X, kind, mirror, names, rows) -> "Scaler":
+        if rows is not None:
+            rows = np.asarray(rows, np.int64)
+        stats = column_stats(X, rows)
+        n_features = len(stats.mean)
+        params = {"standard": lambda: (stats.mean, stats.std),
+                  "minmax": lambda: (stats.min, stats.max - stats.min),
+                  "global": lambda: (stats.mean, np.full_like(stats.std, np.sqrt(np.mean(np.square(stats.std))))),
+                  "none": lambda: (np.zeros(n_features), np.ones(n_features))}[kind]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return cls._finish(kind, params(), lambda: (stats.mean, stats.std),
+                               lambda: np.maximum(np.abs(stats.min), np.abs(stats.max)), n_features, mirror, names)
+
+    @classmethod
+    def _finish(cls, kind, params, standard, largest, n_features, mirror, names) -> "Scaler":
+        """The scaler from ``kind``'s ``(offset, scale)``: mirror images folded in, overflow refused.
+
+        ``standard()`` gives the columns' mean and std, ``largest()`` their largest magnitude
+        (computed only when needed: from the array in memory, or from a streaming pass's sums).
+        """
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below, by column
+            offset, scale = (np.asarray(v, np.float64) for v in params)
             if mirror is not None and kind in ("standard", "global"):
                 # mean and mean square of the two halves, averaged
-                offset, scale = (np.asarray(v, np.float64) for v in _standard_params(X))
+                offset, scale = (np.asarray(v, np.float64) for v in standard())
                 mean = (offset + offset[mirror]) / 2
                 square = (scale ** 2 + offset ** 2 + scale[mirror] ** 2 + offset[mirror] ** 2) / 2
                 offset, scale = mean, np.sqrt(np.clip(square - mean ** 2, 0, None))
@@ -388,15 +515,12 @@ class Scaler:
         if kind == "global" and len(bad):
             # one scale for all: name the columns whose own spread overflows it
             with np.errstate(over="ignore", invalid="ignore"):
-                mean, std = _standard_params(X)
-                bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(np.square(std) * X.shape[1])))
-            bad = bad if len(bad) else np.arange(X.shape[1])  # only their sum overflows: all of them
+                mean, std = standard()
+                bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(np.square(std) * n_features)))
+            bad = bad if len(bad) else np.arange(n_features)  # only their sum overflows: all of them
         if kind == "none" and not len(bad):
             # unscaled values go into float32 as they are: beyond its range they become inf
-            top = np.zeros(X.shape[1])
-            for i in range(0, len(X), 4096):
-                top = np.maximum(top, np.abs(X[i:i + 4096]).max(axis=0))
-            bad = np.flatnonzero(top > np.finfo(np.float32).max)
+            bad = np.flatnonzero(largest() > np.finfo(np.float32).max)
         if len(bad):
             cols = ", ".join(names[i] if names is not None else str(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
             raise DataError(f"{len(bad)} feature column(s) ({'' if names is not None else 'index '}{cols}) hold values too "
@@ -454,7 +578,8 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
                   mirror=None) -> np.ndarray:
     """Class probabilities ``softmax(model(scaler(X)))`` for raw features ``X`` (N, F), in order.
 
-    Runs in eval mode, in chunks of ``batch_size`` rows; the rows are never reordered. With
+    Runs in eval mode, in chunks of ``batch_size`` rows (a
+    :class:`featmlp.shards.ShardedArray` a shard at a time); the rows are never reordered. With
     ``mirror`` (the column permutation of mirrored images' features), the mean of the
     probabilities of each row and its mirror image (test-time flip averaging).
 
@@ -465,7 +590,10 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
     >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
     ((5, 2), True)
     """
-    X = np.asarray(X)
+    from featmlp.shards import ShardedArray
+
+    if not isinstance(X, ShardedArray):  # a sharded table is read a shard at a time, below
+        X = np.asarray(X)
     batch_size = max(1, min(batch_size, (1 << 26) // max(X.shape[-1], 1)))  # <= 256 MB a chunk
     was_training = model.training
     model.eval()
@@ -478,7 +606,7 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
         return p.cpu()
 
     try:
-        out = [proba(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+        out = [proba(np.asarray(rows)) for _, rows in row_blocks(X, batch_size)]
     finally:
         model.train(was_training)
     if not out:

@@ -190,14 +190,22 @@ class ScaledRows:
         # index_copy_ and in-place scaling below ~10-30 ms, against ~70 ms for the step itself.
         idx = idx.cpu()
         if self.mirror is None:
-            xb = self.X.index_select(0, idx)
+            xb = self.gather(idx)
         else:
-            xb = self.X.index_select(0, idx % self.n_stored)
+            xb = self.gather(idx % self.n_stored)
             flipped = (idx >= self.n_stored).nonzero().squeeze(1)
             if len(flipped):
                 xb.index_copy_(0, flipped, xb.index_select(0, flipped).index_select(1, self.mirror))
         xb.sub_(self.offset).div_(self.scale)  # xb is a fresh copy: scale it in place
         return xb.to(torch.float32).to(self.device)
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """Stored rows ``idx`` (all < ``n_stored``), unscaled, as a new tensor this class may scale in place.
+
+        Where the rows come from: here an array in memory;
+        :class:`featmlp.training.stream.ShardedRows` reads them from a sharded table's shards.
+        """
+        return self.X.index_select(0, idx)
 
     def split(self, size: int):
         """Scaled rows in order, ``size`` at a time (as ``Tensor.split``)."""

@@ -50,12 +50,14 @@ from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
+from featmlp.errors import ConfigError
 from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows, fast_engine_fits
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters
 from featmlp.training.prepare import (batch_order_rng, checked_inputs, class_weights, evaluate, gd_gradient_scale,
                                       initial_model, loss_accuracy, seeded, training_rows, within_batch_weights)
+from featmlp.training.stream import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
 from featmlp.training.threads import threads_for
 
 
@@ -119,6 +121,8 @@ def train(
     callbacks: Iterable[Callback | Callable] = (),
     progress: ProgressHook | None = None,
     mirror=None,
+    out_of_core: bool | None = None,
+    blocks=None,
 ) -> TrainResult:
     """Fit a scaler and an MLP to features ``X`` (N, F) and integer labels ``y`` (N,).
 
@@ -144,6 +148,20 @@ def train(
         Column permutation giving the features of the horizontally mirrored images:
         ``features(flipped images) == X[:, mirror]`` (:func:`featmlp.features.mirror_permutation`).
         Needed by ``config.flip`` and ``config.test_flip``.
+    out_of_core : bool, optional
+        For a sharded table's ``X`` (:class:`featmlp.shards.ShardedArray`, from
+        ``load_features("DIR.features/")``): True streams it from disk a shard at a time
+        (:mod:`featmlp.training.stream`), False reads it into memory, None (default) streams it
+        when it is larger than a quarter of the available memory. Streamed, the scaler is
+        fitted in a pass over the shards, minibatches come a shard at a time in
+        :func:`~featmlp.training.stream.blocked_permutation`'s order, and ``"gd"`` sums its
+        gradient over the shards. Batch norm with ``"gd"`` is refused when streaming.
+    blocks : sequence of int, optional
+        Row counts of consecutive blocks of ``X`` (a sharded table's ``shard_rows``): each
+        epoch's minibatches take the blocks in a shuffled order and each block's rows shuffled,
+        the order a streamed table trains in, so training the table in memory with its
+        ``blocks`` repeats a streamed run. Default: a plain shuffle in memory (``torch.randperm``),
+        the shards when streaming.
 
     Returns
     -------
@@ -160,11 +178,35 @@ def train(
     ['epoch', 'lr', 'seconds', 'train_accuracy', 'train_loss', 'val_accuracy', 'val_loss']
     >>> result.predict_proba(X[:2]).shape
     (2, 3)
+
+    A sharded table trained from disk, and the same order in memory:
+
+    >>> import tempfile, pathlib
+    >>> from featmlp.store import FeatureTable, load_features, save_sharded
+    >>> t = FeatureTable(X.astype(np.float32), y, X[:5], y[:5], tuple("abcdefghi"), ("a", "b", "c"))
+    >>> sharded = load_features(save_sharded(pathlib.Path(tempfile.mkdtemp()) / "t.features", t, shard_rows=70))
+    >>> config = TrainConfig(epochs=2, dropout=0.2)
+    >>> disk = train(sharded.X_train, y, config, out_of_core=True)
+    >>> memory = train(np.asarray(sharded.X_train), y, config, blocks=sharded.X_train.shard_rows)
+    >>> bool(np.allclose(disk.predict_proba(X[:5]), memory.predict_proba(X[:5]), atol=1e-5))
+    True
     """
     config = PRESETS["default"] if config is None else config
-    X, y, X_val, y_val, n_classes, mirror, device = checked_inputs(X, y, config, n_classes, X_val, y_val, mirror)
+    X, y, X_val, y_val, n_classes, mirror, device, streamed = checked_inputs(
+        X, y, config, n_classes, X_val, y_val, mirror, out_of_core)
+    if streamed:
+        if blocks is not None and not np.array_equal(np.asarray(blocks), X.shard_rows):
+            raise ConfigError("blocks must be the table's shards (X.shard_rows) when it is streamed from disk")
+        blocks = X.shard_rows
+    else:
+        X = np.asarray(X)  # a sharded table small enough: read whole, trained as in memory
+    if X_val is not None:
+        X_val = np.asarray(X_val)
+    block_of = None if blocks is None else block_ids(blocks, len(X))
     prepared = training_rows(X, y, config, X_val=X_val, y_val=y_val, mirror=mirror)
     X, y, X_val, y_val, scaler = prepared.X, prepared.y, prepared.X_val, prepared.y_val, prepared.scaler
+    if block_of is not None and prepared.rows is not None:
+        block_of = block_of[prepared.rows]
     spec = prepared.spec(config, n_classes)
     # The progress hook goes first, so it is told each epoch before the callbacks are (as before).
     callbacks = [*progress_callbacks(progress), *(as_callback(cb) for cb in callbacks)]
@@ -176,22 +218,28 @@ def train(
         order_rng = batch_order_rng(config.seed)
         with threads_for(spec, config, len(y), device):
             result = _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng,
-                          callbacks, mirror)
+                          callbacks, mirror, block_of, prepared.rows if streamed else None, streamed)
     return result
 
 
-def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, mirror=None):
+def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, callbacks, mirror=None,
+         block_of=None, rows_of=None, streamed=False):
     flip = config.flip
     rows = 2 * len(y) if flip else len(y)  # with flips, rows N.. are the mirror images of 0..
-    plain = fast_engine_fits(spec, rows, X.shape[1])
+    plain = not streamed and fast_engine_fits(spec, rows, X.shape[1])
     class_w = class_weights(y, spec.n_classes, config.class_weight)
     if flip:
         y = np.concatenate([y, y])
+        if block_of is not None:  # a mirror image is read from its original's shard
+            block_of = np.concatenate([block_of, block_of])
     n = len(y)
     y_t = torch.from_numpy(y).to(device)
     w_t = torch.from_numpy(class_w[y]).to(device)
     if plain:
         X_t = torch.from_numpy(scaler.transform(np.concatenate([X, X[:, mirror]]) if flip else X)).to(device)
+    elif streamed:
+        X_t = ShardedRows(X, np.arange(len(X)) if rows_of is None else rows_of, scaler, mirror if flip else None,
+                          device)
     else:
         X_t = ScaledRows(X, scaler, mirror if flip else None, device)
     if X_val is not None:
@@ -199,15 +247,15 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
         yv_t = torch.from_numpy(y_val).to(device)
         wv_t = torch.from_numpy(class_w[y_val]).to(device)
 
+    full_batch = OPTIMIZERS[config.optimizer].full_batch
     flat, grad = flatten_parameters(model)
-    engine = (FastEngine if plain else AutogradEngine)(model, spec, X_t, y_t,
-                                                         label_smoothing=config.label_smoothing)
+    engine_class = (FastEngine if plain else StreamedGDEngine if streamed and full_batch else AutogradEngine)
+    engine = engine_class(model, spec, X_t, y_t, label_smoothing=config.label_smoothing)
     optimizer = OPTIMIZERS[config.optimizer](flat, config)
     step_fn = lambda lr: optimizer.step(grad, lr)  # noqa: E731 (one closure per run)
     loss_fn = loss_function(spec.head, config.label_smoothing)
     schedule = SCHEDULES[config.schedule]
 
-    full_batch = OPTIMIZERS[config.optimizer].full_batch
     batch_size = n if full_batch else min(config.batch_size, n)
     engine.prepare(batch_size)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -229,7 +277,8 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
         if full_batch:
             perm, w_ep, sw = None, w_t, gd_weights
         else:
-            perm = torch.randperm(n, generator=order_rng).to(device)
+            perm = (torch.randperm(n, generator=order_rng) if block_of is None
+                    else blocked_permutation(block_of, order_rng)).to(device)
             w_ep = w_t[perm]
             sw = within_batch_weights(w_ep, batch_size)
         first = (epoch - 1) * steps_per_epoch

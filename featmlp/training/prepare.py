@@ -19,6 +19,7 @@ import torch
 
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, nonfinite_rows
+from featmlp.shards import ShardedArray
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
 
@@ -33,6 +34,9 @@ class TrainingRows:
     y_val: np.ndarray | None
     device: torch.device
     scaler: Scaler
+    # The indices in the given X of the training rows, in training order (None: all, in order).
+    # A streamed table keeps X whole (on disk) and trains on these rows of it.
+    rows: np.ndarray | None = None
 
     def spec(self, config: TrainConfig, n_classes: int) -> MLPSpec:
         """The network of ``config`` for these rows."""
@@ -45,12 +49,21 @@ def training_rows(X, y, config: TrainConfig, *, X_val=None, y_val=None, mirror=N
     In that order, as :func:`featmlp.train.train`, :func:`featmlp.lr_find.lr_find` and the stacked
     sweep did each on its own. With ``config.flip`` and ``mirror``, the scaler is that of the
     training rows and their mirror images together.
+
+    A :class:`~featmlp.shards.ShardedArray` ``X`` (a table streamed from disk) stays where it
+    is: the validation rows, chosen as in memory, are gathered into memory, the scaler is
+    fitted on the other rows in a pass over the shards, and ``rows`` says which they are.
     """
+    rows = None
     if config.val_fraction:
-        X, y, X_val, y_val = split_validation(X, y, config.val_fraction, config.seed)
+        rows, va = validation_indices(y, config.val_fraction, config.seed)
+        X_val, y_val, y = X[va], y[va], y[rows]  # X[va] of a ShardedArray: a gather, shard by shard
+        if not isinstance(X, ShardedArray):
+            X = X[rows]
     device = resolve_device(config.device)
-    scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None)
-    return TrainingRows(X, y, X_val, y_val, device, scaler)
+    fit_rows = np.sort(rows) if isinstance(X, ShardedArray) and rows is not None else None
+    scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None, rows=fit_rows)
+    return TrainingRows(X, y, X_val, y_val, device, scaler, rows)
 
 
 @contextlib.contextmanager
@@ -159,16 +172,29 @@ def _check_patience(config: TrainConfig, has_validation: bool) -> None:
 
 def split_validation(X, y, fraction, seed):
     """``X, y, X_val, y_val``: ``fraction`` of the rows held out, stratified and seeded."""
+    tr, va = validation_indices(y, fraction, seed)
+    return X[tr], y[tr], X[va], y[va]
+
+
+def validation_indices(y, fraction, seed) -> tuple[np.ndarray, np.ndarray]:
+    """``(training rows, validation rows)``: indices of ``fraction`` of the labels ``y`` held out,
+    stratified and seeded (from the labels alone: a table on disk is split without reading it).
+
+    Examples
+    --------
+    >>> tr, va = validation_indices(np.array([0, 1] * 5), 0.2, seed=0)
+    >>> len(tr), len(va), sorted(np.r_[tr, va].tolist()) == list(range(10))
+    (8, 2, True)
+    """
     from sklearn.model_selection import train_test_split
 
     n_val = validation_size(len(y), fraction)
     idx = np.arange(len(y))
     try:
-        tr, va = train_test_split(idx, test_size=n_val, stratify=y, random_state=seed)
+        return tuple(train_test_split(idx, test_size=n_val, stratify=y, random_state=seed))
     except ValueError:
         # Too few members in some class to stratify: split at random instead.
-        tr, va = train_test_split(idx, test_size=n_val, random_state=seed)
-    return X[tr], y[tr], X[va], y[va]
+        return tuple(train_test_split(idx, test_size=n_val, random_state=seed))
 
 
 def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
@@ -185,14 +211,16 @@ def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
 
 
 def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | None = None,
-                   X_val=None, y_val=None, mirror=None) -> None:
+                   X_val=None, y_val=None, mirror=None, out_of_core: bool | None = None) -> None:
     """Raise the error :func:`train` would raise on these arguments before its first epoch.
 
     Checks the settings, the data (shapes, labels, NaN or infinite values), that the
     validation split leaves rows on both sides, early stopping's need of validation data,
     flips' need of a mirror permutation, that the device exists and that the network fits in
     its memory, without copying or training anything: a run directory calls it before it
-    writes a file.
+    writes a file. A sharded table (:class:`~featmlp.shards.ShardedArray`) is not read into
+    memory: its NaN check is a pass over its shards, and the memory asked for is that of
+    streaming it (a shard or two and a batch, ``out_of_core``) or of reading it whole.
 
     Examples
     --------
@@ -201,16 +229,28 @@ def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | 
     ...
     featmlp.errors.ConfigError: patience=3 (early stopping) needs validation data: set val_fraction > 0 or pass X_val and y_val
     """
-    checked_inputs(X, y, PRESETS["default"] if config is None else config, n_classes, X_val, y_val, mirror)
+    checked_inputs(X, y, PRESETS["default"] if config is None else config, n_classes, X_val, y_val, mirror,
+                   out_of_core)
 
 
-def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
-    """The arguments of :func:`train`, checked and converted (the validation split is not made)."""
-    from featmlp._memory import check_memory
-    from featmlp.model import training_bytes
+def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=None):
+    """The arguments of :func:`train`, checked and converted (the validation split is not made).
+
+    Returns ``X, y, X_val, y_val, n_classes, mirror, device, streamed``; a sharded ``X`` (or
+    ``X_val``) comes back as it is, unread: ``streamed`` says whether training streams it
+    (:func:`featmlp.training.stream.streams`) or reads it into memory.
+    """
+    from featmlp.training.stream import streams
 
     _check_is_config(config)
     config.validate()
+    streamed = streams(X, out_of_core)
+    full_batch = OPTIMIZERS[config.optimizer].full_batch
+    if streamed and full_batch and config.batch_norm:
+        raise ConfigError(f"batch_norm with full-batch optimizer {config.optimizer!r} on a table streamed from disk "
+                          f"would normalise each shard by its own statistics, not the whole set as in memory: use a "
+                          f"minibatch optimizer (adam, sgd), train without batch norm, or read the table into "
+                          f"memory (out_of_core=False)")
     X, y = check_data(X, y, "X", "y")
     if n_classes is None:
         n_classes = int(y.max()) + 1
@@ -249,13 +289,43 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror):
     spec = config.spec(X.shape[1], n_classes)
     spec.validate()
     device = resolve_device(config.device)
+    _check_training_memory(X, X_val, spec, config, n_train, len(y) - n_train, streamed, device)
+    return X, y, X_val, y_val, n_classes, mirror, device, streamed
+
+
+def _check_training_memory(X, X_val, spec, config, n_train, n_val, streamed, device) -> None:
+    """Refuse (ConfigError) a run whose network, batch and rows will not fit in memory.
+
+    In memory: the network's estimate (:func:`featmlp.model.training_bytes`), plus the table
+    itself when a sharded one is read whole. Streamed: no copies of the rows, only a batch,
+    the shards kept mapped and the validation rows gathered into memory.
+    """
+    from featmlp._memory import check_memory, format_bytes
+    from featmlp.model import training_bytes
+    from featmlp.training.stream import CACHED_SHARDS, GD_CHUNK_ROWS
+
     rows = 2 * n_train if config.flip else n_train
-    batch = rows if OPTIMIZERS[config.optimizer].full_batch else config.batch_size
+    full_batch = OPTIMIZERS[config.optimizer].full_batch
     sizes = " -> ".join(str(w) for w in spec.widths)
-    check_memory(training_bytes(spec, batch, rows), f"training the network {sizes} on {rows} rows"
-                 f" (batch {min(batch, rows)})", "use smaller layers (--hidden, --bottleneck) or a smaller "
-                 "--batch-size", device=str(device))
-    return X, y, X_val, y_val, n_classes, mirror, device
+    advice = "use smaller layers (--hidden, --bottleneck) or a smaller --batch-size"
+    row_bytes = 4 * int(X.shape[1])
+    loaded = X_val.nbytes if isinstance(X_val, ShardedArray) else 0
+    if streamed:
+        batch = min(rows, GD_CHUNK_ROWS) if full_batch else config.batch_size
+        shards = CACHED_SHARDS * int(X.shard_rows.max(initial=0)) * row_bytes
+        need = training_bytes(spec, batch, rows, copies=False) + shards + n_val * row_bytes + loaded
+        what = (f"training the network {sizes} on {rows} rows streamed from {X.n_shards} shards of up to "
+                f"{int(X.shard_rows.max(initial=0))} rows (batch {min(batch, rows)})")
+        advice += ", or write the table in smaller shards (save_sharded(..., shard_rows=...))"
+    else:
+        batch = rows if full_batch else config.batch_size
+        need = training_bytes(spec, batch, rows) + loaded
+        what = f"training the network {sizes} on {rows} rows (batch {min(batch, rows)})"
+        if isinstance(X, ShardedArray):
+            need += X.nbytes
+            what += f" read into memory ({format_bytes(X.nbytes)})"
+            advice += ", or stream the table from disk (out_of_core=True)"
+    check_memory(need, what, advice, device=str(device))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -271,11 +341,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features as float32/float64 (N, F) without NaN, labels as int64 (N,); DataError otherwise."""
+    """Features as float32/float64 (N, F) without NaN, labels as int64 (N,); DataError otherwise.
+
+    A :class:`~featmlp.shards.ShardedArray` (float32) stays on disk: its NaN check reads one
+    shard at a time.
+    """
     try:
-        X = np.asarray(X)
-        if X.dtype not in (np.float32, np.float64):  # float32 stays: learned features are large
-            X = X.astype(np.float64)
+        if not isinstance(X, ShardedArray):
+            X = np.asarray(X)
+            if X.dtype not in (np.float32, np.float64):  # float32 stays: learned features are large
+                X = X.astype(np.float64)
     except (TypeError, ValueError):
         raise DataError(f"{xname} must be a numeric array of shape (N, F)") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:

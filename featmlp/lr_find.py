@@ -33,6 +33,7 @@ from featmlp.training.optim import OPTIMIZERS
 from featmlp.training.params import flatten_parameters
 from featmlp.training.prepare import (batch_order_rng, check_data, check_labels, class_weights, gd_gradient_scale,
                                       initial_model, seeded, training_rows)
+from featmlp.training.stream import in_memory
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +255,8 @@ def lr_find(
     Parameters
     ----------
     X, y : array-like
-        Training features (N, F) and integer labels.
+        Training features (N, F) and integer labels. A sharded table's
+        :class:`~featmlp.shards.ShardedArray` is read into memory (ConfigError when it does not fit).
     config : TrainConfig, optional
         Model, optimiser, batch size, scaler, class weights, seed and device to test with;
         ``PRESETS["default"]`` when omitted.
@@ -300,7 +302,8 @@ def lr_find(
         if not isinstance(cb, Callback):  # a plain f(record, history) has no epochs to hear here
             raise ConfigError(f"lr_find's callbacks must be featmlp.progress.Callback objects, got {type(cb).__name__}")
     callbacks = [*progress_callbacks(progress), *callbacks]
-    X, y = check_data(X, y, "X", "y")
+    # A short test of a few hundred batches: a sharded table is read whole, if it fits.
+    X, y = check_data(in_memory(X, "the learning-rate test"), y, "X", "y")
     n_classes = int(y.max()) + 1 if n_classes is None else n_classes
     check_labels(y, n_classes, "y")
     # The rows train() would train on, so that the scaler and the data match its run (no mirror:

@@ -12,10 +12,11 @@ import click
 from ..features import recommended_preset
 from ._common import default_out, plot_file
 from .options import LR_FIND_UNUSED, SWEEP_UNUSED, config_from, fmt, grid_from, train_options
+from .training import FEATURES_METAVAR
 
 
 @click.command("lr-find")
-@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
 @train_options(omit=LR_FIND_UNUSED)
 @click.option("--start-lr", default=1e-7, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Learning rate of the first step.")
@@ -39,6 +40,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
 
     The loss is smoothed and the test stops when it blows up. Always look at the plot: a
     suggested value alone misleads on noisy losses. The last line is `suggested lr: <value>`.
+    A sharded table (DIR.features/) is read into memory, when it fits.
     """
     from ..lr_find import lr_find as lr_find_
     from ..runs.plots import plot_format
@@ -65,7 +67,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
 
 
 @click.command()
-@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
 @train_options(sweep=True, omit=SWEEP_UNUSED)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes for configurations that cannot train together (dropout, batch norm, early stopping).")
@@ -83,7 +85,8 @@ def sweep(features_file, workers, out, force, **opts):
     Writes DIR/results.csv (one row per configuration), DIR/loss.png (every curve overlaid),
     DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration, each
     written as soon as its configuration finishes: a sweep killed midway keeps them, and the
-    same command again trains only the rest.
+    same command again trains only the rest. A sharded table (DIR.features/) is read into
+    memory, when it fits.
     """
     from ..progress import TqdmProgress
     from ..store import load_features

@@ -100,7 +100,7 @@ def _features_line(table, config) -> str:
 
 
 def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=False, flips_given=True,
-                      overwrite=False):
+                      overwrite=False, out_of_core=None):
     """``featmlp train``: train into the run directory ``out`` and print the result."""
     from ..runs.directory import staging_dir
     from ..runs.job import decide_flips
@@ -121,7 +121,7 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
 
         callbacks = [SayWhere(), EpochPrinter(config.epochs)]
     run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
-                    overwrite=overwrite, tensorboard=tensorboard)
+                    overwrite=overwrite, tensorboard=tensorboard, out_of_core=out_of_core)
     _report_run(run)
     return run
 
@@ -130,13 +130,25 @@ _FORCE_HELP = ("Replace an existing run directory (only once the new run is comp
                "leaves it as it was).")
 
 
+# A feature table on the command line: an .npz file, or a sharded table's directory.
+FEATURES_METAVAR = "FEATURES.npz|DIR.features/"
+
+
 @click.command()
-@click.argument("features_file", metavar="FEATURES.npz", type=click.Path(dir_okay=False))
+@click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
 @train_options
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/train-<time>).")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
-def train(features_file, out, force, **opts):
-    """Train an MLP on a feature file and evaluate it on its test split."""
+@click.option("--out-of-core/--in-memory", "out_of_core", default=None,
+              help="For a sharded table (DIR.features/): stream it from disk a shard at a time, or read it into "
+                   "memory (default: stream it when it is larger than a quarter of the free memory).")
+def train(features_file, out, force, out_of_core, **opts):
+    """Train an MLP on a feature file or a sharded table and evaluate it on its test split.
+
+    A sharded table (featmlp extract -o DIR.features/) too large for memory is trained out of
+    core: its shards are read one or two at a time, minibatches take the shards in a shuffled
+    order, and its test split is scored a shard at a time.
+    """
     from ..runs.directory import check_out
     from ..store import load_features
 
@@ -147,7 +159,7 @@ def train(features_file, out, force, **opts):
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     config = config_from(opts, recommended_preset(table.feature_set))
     _train_and_report(table, config, out, {"feature_file": str(Path(features_file).resolve())}, quiet, log_scale,
-                      tensorboard=tensorboard, flips_given=flips_given, overwrite=force)
+                      tensorboard=tensorboard, flips_given=flips_given, overwrite=force, out_of_core=out_of_core)
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
@@ -245,12 +257,14 @@ def lecture(data, out, **opts):
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("features_file", metavar="[FEATURES.npz]", required=False, type=click.Path(dir_okay=False))
+@click.argument("features_file", metavar=f"[{FEATURES_METAVAR}]", required=False, type=click.Path())
 @click.option("--json", "as_json", is_flag=True,
               help="Print the metrics as JSON, with the keys of the run's metrics.json (test_accuracy, n_test, "
                    "per_class, macro, weighted, confusion_matrix).")
 def evaluate(run_dir, features_file, as_json):
-    """Evaluate a saved model on the test split of a feature file (default: the run's own)."""
+    """Evaluate a saved model on the test split of a feature file or sharded table (default: the run's own).
+
+    A sharded table's test split is predicted a shard at a time."""
     import json
 
     from ..runs.evaluate import evaluate_run, run_feature_file

@@ -119,12 +119,15 @@ def run_feature_file(run_dir: str | os.PathLike) -> tuple[Path, str | None]:
     """
     data = read_json(Path(run_dir) / CONFIG_FILE).get("data", {})
     if not data.get("feature_file"):
-        raise DataError(f"{run_dir} does not record its feature file: pass FEATURES.npz")
+        raise DataError(f"{run_dir} does not record its feature file: pass FEATURES.npz or DIR.features/")
     return resolve_feature_file(run_dir, data["feature_file"]), data.get("table_fingerprint")
 
 
 def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | None = None) -> dict:
     """Evaluate a saved run's model on the test split of a feature file (default: the run's own).
+
+    ``features_file`` may be a sharded table (``DIR.features/``): its test split is checked and
+    predicted a shard at a time, never read whole.
 
     Returns the metrics with the keys and numbers of the run's ``metrics.json`` (``test_accuracy``,
     ``n_test``, ``per_class``, ``macro``, ``weighted``, ``confusion_matrix``), so the two compare
@@ -155,7 +158,7 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     if recorded is not None and table_fingerprint(table) != recorded:
         raise DataError(f"{features_file} is not the data this model was trained on (its contents differ from "
                         f"the run's record): pass the feature file to evaluate on explicitly")
-    bad = nonfinite_rows(table.X_test)
+    bad = nonfinite_rows(table.X_test)  # a shard at a time for a sharded table
     if len(bad):
         raise DataError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
                         f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
@@ -165,6 +168,7 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     if tuple(table.class_names) != tuple(bundle.class_names):
         raise DataError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
                         f"{list(bundle.class_names)}")
+    # predict_proba reads a ShardedArray in chunks of its shards
     return run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
 
 

@@ -35,6 +35,7 @@ from featmlp import __version__
 from featmlp.errors import DataError
 from featmlp.model import Scaler, nonfinite_rows
 from featmlp.runs.bundle import save_bundle
+from featmlp.shards import ShardedArray
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
 from featmlp.runs.evaluate import run_metrics
 from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR, read_json,
@@ -55,23 +56,25 @@ class RunResult:
 
 
 def score_test(result: TrainResult, table: FeatureTable) -> dict:
-    """Accuracy, per-class scores and confusion matrix on the table's test split, in order."""
+    """Accuracy, per-class scores and confusion matrix on the table's test split, in order (a sharded
+    test split predicted a shard at a time)."""
     if len(table.y_test) == 0:
         return run_metrics(table.y_test, [], table.class_names)
     pred = result.predict(table.X_test)  # never shuffled: rows stay aligned with y_test
     return run_metrics(table.y_test, pred, table.class_names)
 
-def check_run(table: FeatureTable, config: TrainConfig) -> None:
+def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
 
     The settings, the device, what :func:`featmlp.train.check_training` checks on the training
     rows (NaN, validation split, early stopping, memory), at least two classes in training,
     test rows without NaN or infinities (they would be scored as if they were images), and
-    columns too large to scale.
+    columns too large to scale. A sharded table is checked in passes over its shards, never
+    read whole.
     """
     n_classes = len(table.class_names)
     mirror = table.mirror() if config.flip or config.test_flip else None
-    check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror)
+    check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror, out_of_core=out_of_core)
     present = np.unique(np.asarray(table.y_train))
     if len(present) < 2:
         only = table.class_names[int(present[0])] if len(present) else "none"
@@ -84,18 +87,24 @@ def check_run(table: FeatureTable, config: TrainConfig) -> None:
             # is measured on, and such rows mean the extraction went wrong for those images.
             raise DataError(f"the test features hold NaN or infinite values in {len(bad)} of "
                             f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
-    Scaler.fit(table.X_train, config.scaler, names=table.feature_names)
+    if not isinstance(table.X_train, ShardedArray):
+        # A sharded table's float32 values, finite as checked, cannot overflow the float64
+        # scaler: no pass over its shards for that (training makes its own).
+        Scaler.fit(table.X_train, config.scaler, names=table.feature_names)
 
 
 def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike | RunDirectory, *,
               data: dict | None = None, callbacks=(), progress=None, live_plot_seconds: float = 2.0,
-              log_scale: bool = False, overwrite: bool = False, tensorboard: bool = False) -> RunResult:
+              log_scale: bool = False, overwrite: bool = False, tensorboard: bool = False,
+              out_of_core: bool | None = None) -> RunResult:
     """Train on ``table``'s train split, evaluate on its test split, write everything to ``out``.
 
     Parameters
     ----------
     table : FeatureTable
-        Features and labels (see :func:`featmlp.store.load_features`).
+        Features and labels (see :func:`featmlp.store.load_features`). A sharded table
+        (``DIR.features/``) larger than a quarter of the free memory is trained out of core
+        and scored on its test split a shard at a time.
     config : TrainConfig
         Every training setting (a preset, overridden field by field).
     out : path or RunDirectory
@@ -115,6 +124,9 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         non-empty ``out`` is refused before anything is done.
     tensorboard : bool
         Also log every epoch and the test metrics for TensorBoard, in ``out/tensorboard``.
+    out_of_core : bool, optional
+        Passed to :func:`featmlp.train.train`: stream a sharded table (True), read it (False),
+        or decide by its size (None).
 
     Returns
     -------
@@ -126,7 +138,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
     FeatmlpError
         Bad settings or data (checked before anything is written, see :func:`check_run`).
     """
-    check_run(table, config)
+    check_run(table, config, out_of_core=out_of_core)
     if not isinstance(out, RunDirectory):
         check_out(out, overwrite=overwrite)
     logger = None
@@ -136,18 +148,21 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         staging = out.path if isinstance(out, RunDirectory) else staging_dir(out)
         logger = TensorBoardLogger(staging / TENSORBOARD_DIR)
     if isinstance(out, RunDirectory):
-        return _train_into(out, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+        return _train_into(out, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger,
+                           out_of_core)
     with RunDirectory(out, overwrite=overwrite) as rd:
-        return _train_into(rd, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger)
+        return _train_into(rd, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger,
+                           out_of_core)
 
 def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live_plot_seconds, log_scale,
-                logger) -> RunResult:
+                logger, out_of_core=None) -> RunResult:
     data = _recorded_data(dict(data or {}), rd)
     write_config(rd.path, table, config, data)
     live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
     mirror = table.mirror() if config.flip or config.test_flip else None
     result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                   callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror)
+                   callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror,
+                   out_of_core=out_of_core)
     run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True)  # by `live`
     if logger is not None:
         logger.log_metrics(run.metrics)
@@ -172,13 +187,20 @@ def _recorded_data(data: dict, rd: RunDirectory) -> dict:
         if root != rd.path:
             target = rd.path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copy2(path, target)
+            if path.is_dir():  # a sharded table: its files linked one by one
+                shutil.copytree(path, target, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(path, target)
         data["feature_file"] = rel.as_posix()
         return data
     return data  # outside the run: as given (the CLI gives absolute paths)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfig, data: dict | None = None, *,

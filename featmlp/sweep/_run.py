@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from featmlp.store import FeatureTable
 from featmlp.train import TrainConfig, TrainResult, threads_override, train
 from featmlp.training.callbacks import as_callback
 from featmlp.training.history import History
+from featmlp.training.stream import in_memory
 
 from ._grid import config_names, stack_key, varying_fields
 from ._output import write_sweep
@@ -127,6 +129,10 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
 
 
 def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> SweepResult:
+    # Configurations train together on one table in memory: a sharded table is read whole
+    # (after a check that it fits), keeping its recorded fingerprint.
+    table = dataclasses.replace(table, X_train=in_memory(table.X_train, "the sweep"),
+                                X_test=in_memory(table.X_test, "the sweep"))
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train

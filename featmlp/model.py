@@ -121,8 +121,9 @@ def row_blocks(X, size: int = 4096, rows=None):
         for j in range(0, len(part) if local is None else len(local), size):
             block = part[j:j + size] if local is None else part[local[j:j + size]]
             yield done + j, block
+            del block
         done += len(part) if local is None else len(local)
-        del part  # a shard is unmapped before the next is opened
+        del part  # unmapped (once the caller drops its last block) before the next shard is opened
 
 
 def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:

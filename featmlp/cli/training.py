@@ -143,10 +143,10 @@ FEATURES_METAVAR = "FEATURES.npz|DIR.features/"
               help="For a sharded table (DIR.features/): stream it from disk a shard at a time, or read it into "
                    "memory (default: stream it when it is larger than a quarter of the free memory).")
 def train(features_file, out, force, out_of_core, **opts):
-    """Train an MLP on a feature file or a sharded table and evaluate it on its test split.
+    """Train an MLP on a feature file and evaluate it on its test split.
 
-    A sharded table (featmlp extract -o DIR.features/) too large for memory is trained out of
-    core: its shards are read one or two at a time, minibatches take the shards in a shuffled
+    The feature file may be a sharded table (featmlp extract -o DIR.features/); one too large
+    for memory is trained out of core: its shards are read one or two at a time, minibatches take the shards in a shuffled
     order, and its test split is scored a shard at a time.
     """
     from ..runs.directory import check_out
@@ -262,9 +262,10 @@ def lecture(data, out, **opts):
               help="Print the metrics as JSON, with the keys of the run's metrics.json (test_accuracy, n_test, "
                    "per_class, macro, weighted, confusion_matrix).")
 def evaluate(run_dir, features_file, as_json):
-    """Evaluate a saved model on the test split of a feature file or sharded table (default: the run's own).
+    """Evaluate a saved model on the test split of a feature file (default: the run's own).
 
-    A sharded table's test split is predicted a shard at a time."""
+    The feature file may be a sharded table (DIR.features/): its test split is predicted a
+    shard at a time."""
     import json
 
     from ..runs.evaluate import evaluate_run, run_feature_file

@@ -17,6 +17,10 @@ accuracy are computed in a single vectorised pass (no ``.item()`` per step):
 - ``AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
   tables too large for the hand-written engine's copies.
 
+A sharded table too large for memory is streamed from disk (:mod:`~featmlp.training.stream`):
+minibatches through ``AutogradEngine`` from its shards, full-batch ``gd`` through
+``StreamedGDEngine``, which sums the gradient over the shards before its one step.
+
 The lecture's gradient descent
 ------------------------------
 ``optimizer="gd"`` is full-batch gradient descent on the mean loss over all training samples: the

@@ -27,7 +27,7 @@ from ..errors import FeatmlpError
 # import torch); tests/test_startup.py checks that each line is still its command's.
 COMMANDS = {
     "extract": ("featmlp.cli.extract:extract",
-                "Extract a feature set from SOURCE's images into a feature file."),
+                "Extract a feature set from SOURCE's images into a feature file or a sharded table."),
     "run": ("featmlp.cli.training:run",
             "Extract features, train, evaluate, plot and save: the whole job in one run directory."),
     "lecture": ("featmlp.cli.training:lecture",

@@ -18,6 +18,7 @@ from featmlp.shards import read_manifest
 from featmlp.store import load_features, table_fingerprint
 
 from test_extraction import image_folder
+from test_sources import _files, _upload, _write_folder, s3  # noqa: F401 (s3 is a fixture)
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need pip install 'featmlp[dask]'")
 
@@ -131,3 +132,18 @@ def test_an_unreachable_scheduler_is_one_line(folder, tmp_path, run_cli):
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
     assert not (tmp_path / "t.features").exists()
+
+
+def test_a_cluster_extracts_from_s3_as_from_the_folder(tmp_path, s3, client):
+    """Workers read their own chunks from a moto S3 bucket on 127.0.0.1 (s3fs with endpoint_url)."""
+    fs, options = s3
+    files = _files(True)
+    _upload(fs, "imgs", files)
+    folder = load_dataset(_write_folder(tmp_path / "folder", files))
+    remote = load_dataset("s3://bucket/imgs/", storage_options=options)
+    local = extract_to_shards(folder, "lecture+color", tmp_path / "local.features", chunk_size=2)
+    on_cluster = extract_to_shards(remote, "lecture+color", tmp_path / "s3.features", chunk_size=2, cluster=client)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(np.asarray(getattr(on_cluster, f"X_{split}")),
+                                      np.asarray(getattr(local, f"X_{split}")))
+        np.testing.assert_array_equal(getattr(on_cluster, f"y_{split}"), getattr(local, f"y_{split}"))

@@ -40,7 +40,7 @@ from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
 from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
-from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, Files, check_image_size,
+from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, check_image_size,
                       group_by_class, is_archive, list_folder, read_archive, read_images, scan_groups,
                       scan_listed)
 from ._lazy import ImageArray
@@ -199,28 +199,24 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
             return _cifar_dataset(files, description or f"CIFAR-10 python batches in {cifar_dir}",
                                   options["image_size"])
         files = list_folder(path, max_file_bytes=options["max_file_bytes"])
-        layout = shard_layout([parts for parts, _ in files], shown)
+        layout = shard_layout(files.iter_keys(), shown)
         if layout is not None:
-            shards = {split: [("/".join(files[i][0]), files[i][1].path) for i in indices]
+            listed = {split: [list_local_shard(files.blob(i).path, files.key(i), f"{shown}/{files.key(i)}",
+                                               max_file_bytes=options["max_file_bytes"])
+                              for i in indices]
                       for split, indices in layout.items()}
-            listed = {split: [(name, list_local_shard(p, f"{shown}/{name}",
-                                                      max_file_bytes=options["max_file_bytes"]))
-                              for name, p in refs]
-                      for split, refs in shards.items()}
             return _shards_dataset(listed, description or f"tar shards in {shown}", shown, **options)
         return _folder_dataset(files, description or f"image folder {shown}", shown, **options)
     if not is_archive(path):
         raise DataError(f"{shown} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
     files = read_archive(path, max_file_bytes=options["max_file_bytes"], shown=shown)
-    cifar = {parts[-1]: (f"{shown}:{'/'.join(parts)}", blob)
-             for parts, blob in files if is_cifar_name(parts[-1])}
-    if cifar:
-        names = [parts[-1] for parts, _ in files if is_cifar_name(parts[-1])]
-        if len(names) != len(cifar):
+    batches = [(i, key) for i, key in enumerate(files.iter_keys()) if is_cifar_name(key.rsplit("/", 1)[-1])]
+    if batches:
+        cifar = {key.rsplit("/", 1)[-1]: (f"{shown}:{key}", files.blob(i).read) for i, key in batches}
+        if len(batches) != len(cifar):
             raise DataError(f"{shown} holds several copies of the CIFAR-10 batches; keep one")
         del files  # drop references to the readme & co. before the arrays are built
-        readers = {n: (where, blob.read) for n, (where, blob) in cifar.items()}
-        return _cifar_dataset(readers, description or f"CIFAR-10 python batches from {shown}",
+        return _cifar_dataset(cifar, description or f"CIFAR-10 python batches from {shown}",
                               options["image_size"])
     return _folder_dataset(files, description or f"image archive {shown}", shown, **options)
 
@@ -233,48 +229,43 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
     limit = options["max_file_bytes"]
     if _remote.is_pattern(path):  # shard-{000..009}.tar, *.tar
         shards = _remote.match_shards(fs, path, url)
-        listed = {None: [(name, _remote.list_remote_tar(fs, p, info, fs.unstrip_protocol(p),
-                                                        max_file_bytes=limit))
+        listed = {None: [_remote.list_remote_tar(fs, p, info, fs.unstrip_protocol(p), name=name, max_file_bytes=limit)
                          for name, p, info in shards]}
         return _shards_dataset(listed, f"{len(shards)} tar shards matching {url}", url, **options)
     if path.lower().endswith(ARCHIVE_SUFFIXES):
         info = _remote.info_of(fs, path, url)
         if path.lower().endswith(".tar"):  # uncompressed: members read by byte range, nothing downloaded
-            files = _remote.list_remote_tar(fs, path, info, url, max_file_bytes=limit)
-            return _listed_folder_dataset(files, f"image archive {url}", url, **options)
+            files, digests = _remote.pack_tar(*_remote.list_remote_tar(fs, path, info, url, max_file_bytes=limit))
+            return _listed_folder_dataset(files, digests, f"image archive {url}", url, **options)
         with _remote.downloaded(fs, path, url) as local:
             return _load_path(local, None, shown=url, **options)
-    files = _remote.list_prefix(fs, path, url, max_file_bytes=limit)
-    layout = shard_layout([parts for parts, _ in files], url)
+    files, digests, tars = _remote.list_prefix(fs, path, url, max_file_bytes=limit)
+    layout = shard_layout(files.iter_keys(), url) if tars is not None else None
     if layout is not None:
-        listed = {split: [("/".join(files[i][0]),
-                           _remote.list_remote_tar(fs, files[i][1].path, {"size": files[i][1].size},
-                                                   files[i][1].where, max_file_bytes=limit,
-                                                   listed=files[i][1].listed))
-                          for i in indices]
-                  for split, indices in layout.items()}
+        shards = {split: [(files.key(i), files.blob(i), tars[i]) for i in indices] for split, indices in layout.items()}
+        listed = {split: [_remote.list_remote_tar(fs, blob.path, {"size": blob.size}, blob.where, name=name,
+                                                  max_file_bytes=limit, listed=version)
+                          for name, blob, version in refs]
+                  for split, refs in shards.items()}
         return _shards_dataset(listed, f"tar shards in {url}", url, **options)
-    return _listed_folder_dataset(files, f"image folder {url}", url, **options)
+    return _listed_folder_dataset(files, digests, f"image folder {url}", url, **options)
 
 
 def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
                     skip_bad, max_file_bytes, max_pixels) -> Dataset:
     splits, class_names, skipped = shard_splits(listed, where, skip_bad=skip_bad)
-    decoded, bad = scan_listed(splits, class_names, image_size, progress, skip_bad=skip_bad,
-                               max_pixels=max_pixels)
+    decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
     return _assemble(decoded, class_names, skipped + bad, description, test_fraction, seed, image_size)
 
 
-def _listed_folder_dataset(files: Files, description: str, where: str, *, test_fraction, seed, image_size,
+def _listed_folder_dataset(files, digests, description: str, where: str, *, test_fraction, seed, image_size,
                            progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
-    """An image folder whose files are known from a listing (their blobs carry ``listed``)."""
-    groups = group_by_class(files, where)
+    """An image folder whose files are known from a listing: ``digests`` hash each file's listing."""
+    groups, class_names = group_by_class(files, where)
     del files
-    class_names = tuple(sorted(groups["train" if "train" in groups else None]))
-    splits = {key: [(name, blob, k) for k, c in enumerate(class_names) for name, blob in by_class.get(c, [])]
-              for key, by_class in groups.items()}
-    decoded, skipped = scan_listed(splits, class_names, image_size, progress, skip_bad=skip_bad,
-                                   max_pixels=max_pixels)
+    splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in groups.items()}
+    del groups, digests
+    decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
     return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
 
 
@@ -302,14 +293,13 @@ def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _folder_dataset(files: Files, description: str, where: str, *, test_fraction, seed,
+def _folder_dataset(files, description: str, where: str, *, test_fraction, seed,
                     image_size, progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
-    if not files:
+    if not len(files):
         raise DataError(f"{where} contains no files; {LAYOUT_HELP}")
-    groups = group_by_class(files, where)
+    groups, class_names = group_by_class(files, where)
     del files
-    decoded, class_names, skipped = scan_groups(groups, image_size, progress, skip_bad=skip_bad,
-                                                max_pixels=max_pixels)
+    decoded, skipped = scan_groups(groups, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
     return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
 
 

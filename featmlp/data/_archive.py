@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import lzma
 import os
 import tarfile
@@ -29,6 +30,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ._manifest import Container, Manifest, ManifestBuilder
 
 # Largest member or file read (env FEATMLP_MAX_FILE_BYTES): no image format needs more for
 # an image under the pixel cap, and it stops a small archive that inflates to gigabytes
@@ -220,6 +222,35 @@ class _ZipMember:
         _not_portable("a zip member (it holds the archive open in this process)")
 
 
+class TarMembers(Container):
+    """The members of one tar, read from its ``store``; errors name them ``where + path in the tar``."""
+
+    def __init__(self, store: Store, where: str, name_prefix: str = ""):
+        self.store, self.where, self.name_prefix = store, where, name_prefix
+
+    @property
+    def portable(self) -> bool:
+        return self.store.portable
+
+    def blob(self, rel, offset, size):
+        return Region(self.store, offset, size, self.where + rel)
+
+
+class ZipMembers(Container):
+    """The members of an open zip (a row's offset indexes ``zf.infolist()``)."""
+
+    portable = False  # holds the open ZipFile
+
+    def __init__(self, zf: zipfile.ZipFile, where: str):
+        self.zf, self.where = zf, where
+
+    def blob(self, rel, offset, size):
+        return _ZipMember(self.zf, self.zf.filelist[offset], self.where + rel)
+
+    def __reduce__(self):
+        _not_portable("a zip member (it holds the archive open in this process)")
+
+
 class _Tracking:
     """A read-only stream that remembers its position and its last read.
 
@@ -272,8 +303,8 @@ def _decompressor(raw):
     return None, None
 
 
-def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str | None = None) -> list:
-    """Every regular, non-hidden file of a zip or tar archive as ``(name parts, blob)``.
+def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str | None = None) -> Manifest:
+    """Every regular, non-hidden file of a zip or tar archive, keyed by its path in the archive.
 
     ``text(raw parts)`` makes the parts valid text; ``is_junk(parts)`` says what to leave out.
     The archive is verified to its end (see the module docstring); a member larger than
@@ -298,40 +329,42 @@ def _read_zip(path, shown, text, is_junk, max_file_bytes):
         infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read archive {shown}: {type(e).__name__}: {e}") from e
-    files = []
-    for info in infos:
+    files = ManifestBuilder()
+    members = files.add(ZipMembers(zf, f"{shown}:"))
+    for k, info in enumerate(infos):
         raw = split_name(info.filename)
         if info.is_dir() or not raw:
             continue
         parts = text(raw)
         if is_junk(parts):
             continue
-        where = f"{shown}:{'/'.join(parts)}"
+        key = "/".join(parts)
         if info.file_size > max_file_bytes:
-            raise too_large(where, info.file_size, max_file_bytes)
-        files.append((parts, _ZipMember(zf, info, where)))
-    return files
+            raise too_large(f"{shown}:{key}", info.file_size, max_file_bytes)
+        files.append(members, key, k, info.file_size)
+    return files.build()
 
 
 def _read_tar(path, shown, text, is_junk, max_file_bytes):
     from ._images import split_name
 
     raw = open(path, "rb")
-    files = []
+    files = ManifestBuilder()
     try:
         inner, kind = _decompressor(raw)
         stream = _Tracking(inner if inner is not None else raw)
         store = _SpoolStore() if inner is not None else FileStore(path)
+        members = files.add(TarMembers(store, f"{shown}:"))
         try:
             tf = tarfile.open(fileobj=stream, mode="r:")
-            for member in tf:
+            for member in _members(tf):
                 if not member.isfile():
                     continue
                 name = split_name(member.name)
                 parts = text(name) if name else None
-                where = f"{shown}:{'/'.join(parts) if parts else member.name}"
+                key = "/".join(parts) if parts else member.name
                 if member.size > max_file_bytes:
-                    raise too_large(where, member.size, max_file_bytes)
+                    raise too_large(f"{shown}:{key}", member.size, max_file_bytes)
                 if not parts or is_junk(parts):
                     continue  # tarfile skips its data when it reads the next header
                 if isinstance(store, FileStore) and not member.issparse():
@@ -339,20 +372,30 @@ def _read_tar(path, shown, text, is_junk, max_file_bytes):
                 else:
                     offset = store.append(tf.extractfile(member), member.size)
                     if offset < 0:
-                        raise EOFError(f"{where} ends early")
-                files.append((parts, Region(store, offset, member.size, where)))
+                        raise EOFError(f"{shown}:{key} ends early")
+                files.append(members, key, offset, member.size)
             _check_end(shown, stream, tf.offset, kind)
         except DataError:
             raise
         except tarfile.ReadError as e:
-            if stream.pos <= tarfile.BLOCKSIZE and not files:
+            if stream.pos <= tarfile.BLOCKSIZE and not len(files):
                 raise DataError(f"cannot read archive {shown}: {type(e).__name__}: {e}") from None
             raise _damaged(shown, stream.pos, e, kind) from None
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as e:
             raise _damaged(shown, stream.pos, e, kind) from None
     finally:
         raw.close()
-    return files
+    return files.build()
+
+
+def _members(tf: tarfile.TarFile):
+    """The members of ``tf`` in order, without the list of them all that iterating a TarFile keeps."""
+    while True:
+        member = tf.next()
+        if member is None:
+            return
+        tf.members.clear()  # tarfile appends each member: a whole archive's TarInfos otherwise
+        yield member
 
 
 def _stream_name(kind) -> str:
@@ -380,23 +423,23 @@ def _check_end(path, stream: _Tracking, end: int, kind) -> None:
         block = stream.read(_COPY_BLOCK)  # to the end: gzip checks its CRC and length there
 
 
-def list_tar(f, size: int, shown: str, store: Store, text, *, is_junk, max_file_bytes: int,
-             listed: bytes = b"") -> list:
-    """The regular files of an uncompressed tar from its headers alone, as ``(name parts, Region)``.
+def list_tar(f, size: int, shown: str, text, *, is_junk, max_file_bytes: int, listed: bytes = b""):
+    """The regular files of an uncompressed tar from its headers alone: ``(name parts, offset, size, digest)``.
 
-    ``f`` is a seekable binary file of the tar (local, or fsspec's over object storage) of
-    ``size`` bytes: tarfile seeks from header to header, so the members' bytes are not read
-    (through a read-ahead cache, small members come along with their headers: one request
-    per block instead of one per member). A member that ends past ``size`` and anything but
-    zero padding after the last header are reported as damage, as :func:`read_archive` does.
-    Each region's ``listed`` is the container's ``listed`` plus the member's header fields.
+    A generator: one member at a time, so a lister packs them as they come. ``f`` is a seekable
+    binary file of the tar (local, or fsspec's over object storage) of ``size`` bytes: tarfile
+    seeks from header to header, so the members' bytes are not read (through a read-ahead
+    cache, small members come along with their headers: one request per block instead of one
+    per member). A member that ends past ``size`` and anything but zero padding after the last
+    header are reported as damage, as :func:`read_archive` does. ``digest`` is the SHA-256 of
+    the member's listing: the container's ``listed`` and the member's header fields.
     """
     from ._images import split_name
 
-    files = []
+    last = None  # the last member listed, named when what follows it is damaged
     try:
         tf = tarfile.open(fileobj=f, mode="r:")
-        for member in tf:
+        for member in _members(tf):
             if not member.isfile():
                 continue
             name = split_name(member.name)
@@ -413,18 +456,17 @@ def list_tar(f, size: int, shown: str, store: Store, text, *, is_junk, max_file_
             if not parts or is_junk(parts):
                 continue
             key = listed + repr((member.name, member.size, member.mtime, member.offset_data)).encode()
-            files.append((parts, Region(store, member.offset_data, member.size, where, key)))
+            last = where
+            yield parts, member.offset_data, member.size, hashlib.sha256(key).digest()
         end = tf.offset
     except DataError:
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-        if not files:
+        if last is None:
             raise DataError(f"cannot read archive {shown} as an uncompressed tar: {type(e).__name__}: "
                             f"{e}") from None
-        raise DataError(f"{shown} is damaged after {files[-1][1].where} ({type(e).__name__}: {e}): "
-                        f"{_DAMAGED}") from None
+        raise DataError(f"{shown} is damaged after {last} ({type(e).__name__}: {e}): {_DAMAGED}") from None
     _check_tail(f, shown, end, size)
-    return files
 
 
 def _check_tail(f, shown: str, end: int, size: int) -> None:

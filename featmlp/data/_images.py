@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import warnings
+from array import array
 from pathlib import Path
 from typing import Union
 
@@ -16,12 +17,10 @@ from ..errors import ConfigError, DataError
 from ..progress import null_progress
 from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, too_large
 from ._archive import read_archive as _read_archive
+from ._manifest import Container, Manifest, ManifestBuilder
 
 # What decode_image reads: encoded bytes, or a path on disk.
 FileData = Union[bytes, Path]
-# The listing of an image folder or archive: each file's path parts (valid text) and a blob
-# whose read() gives its bytes when they are needed.
-Files = list[tuple[tuple[str, ...], object]]
 # Largest image decoded (env FEATMLP_MAX_IMAGE_PIXELS): Pillow's own MAX_IMAGE_PIXELS, the
 # size at which it starts to warn of a decompression bomb (89.5 Mpx, 268 MB as RGB), made
 # an error checked on the header; Pillow itself only refuses twice that (179 Mpx).
@@ -260,15 +259,14 @@ class _Scanner:
                 return f"truncated or corrupt ({str(e.__cause__ or e)})", None
         return None, (self.image_size[::-1] if self.image_size is not None else (h, w))
 
-    def scan(self, items: list[tuple[str, object]]):
-        """The usable items, their SHA-256 digests and the common (H, W); ``kept_index`` their positions."""
+    def scan(self, files):
+        """Positions of the usable files of ``files`` (a Manifest) and their SHA-256 digests ``(k, 32)``."""
         from ._lazy import SKIP_HINT, read_blobs
 
-        kept, digests = [], []
-        self.kept_index = []
-        for start, stop in _batches(items):
-            batch = items[start:stop]
-            for k, ((where, blob), data) in enumerate(zip(batch, read_blobs([b for _, b in batch]))):
+        kept, digests = array("q"), bytearray()
+        for start, blobs in _batches(files):
+            for k, data in enumerate(read_blobs(blobs)):
+                where = files.name(start + k)
                 reason, hw = self._problem(where, data)
                 self.done += 1
                 if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
@@ -281,10 +279,9 @@ class _Scanner:
                         reason = "not a readable image (Pillow cannot identify it)"
                     raise DataError(f"cannot read image {where}: {reason}; {SKIP_HINT}")
                 self.check_size(where, hw)
-                kept.append((where, blob))
-                self.kept_index.append(start + k)
-                digests.append(np.frombuffer(hashlib.sha256(data).digest(), np.uint8))
-        return kept, digests
+                kept.append(start + k)
+                digests += hashlib.sha256(data).digest()
+        return np.array(kept, np.intp), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32)
 
     def check_size(self, where: str, hw: tuple[int, int]) -> None:
         """Remember the first image's (H, W); refuse another size."""
@@ -299,21 +296,23 @@ class _Scanner:
                 f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
 
 
-def _batches(items):
-    """``(start, stop)`` of the batches read together: up to _READ_BATCH files or _READ_BATCH_BYTES
+def _batches(files):
+    """``(start, blobs)`` of the files read together: up to _READ_BATCH files or _READ_BATCH_BYTES
     of them, by the sizes the listing gives; files of unknown size (on disk) one at a time."""
-    start, n = 0, len(items)
+    start, n = 0, len(files)
     while start < n:
-        stop, total = start, 0
-        while stop < n and stop - start < _READ_BATCH:
-            size = getattr(items[stop][1], "size", None)
-            if size is None or (stop > start and total + size > _READ_BATCH_BYTES):
-                stop += stop == start
+        blobs, total = [], 0
+        while start + len(blobs) < n and len(blobs) < _READ_BATCH:
+            blob = files.blob(start + len(blobs))
+            size = getattr(blob, "size", None)
+            if size is None or (blobs and total + size > _READ_BATCH_BYTES):
+                if not blobs:
+                    blobs.append(blob)
                 break
             total += size
-            stop += 1
-        yield start, stop
-        start = stop
+            blobs.append(blob)
+        yield start, blobs
+        start += len(blobs)
 
 
 def read_images(paths, *, image_size: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -401,9 +400,20 @@ class TextNames:
         return parts
 
 
-def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list:
-    """Every non-hidden file under ``root``, as (relative path parts, blob); read when decoded."""
-    files = []
+class FolderFiles(Container):
+    """The files under a folder on disk, each at its name (valid text) under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def blob(self, rel, offset, size):
+        return PathBlob(self.root / rel, rel)
+
+
+def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Manifest:
+    """Every non-hidden file under ``root``, keyed by its relative path; read when decoded."""
+    files = ManifestBuilder()
+    here = files.add(FolderFiles(root))
     text = TextNames(str(root))
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not is_junk((d,)))
@@ -412,7 +422,8 @@ def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> 
             if is_junk((f,)):
                 continue
             path = Path(dirpath, f)
-            parts = text(rel + (f,))
+            raw = rel + (f,)
+            parts = text(raw)
             where = "/".join(parts)
             try:
                 size = path.stat().st_size
@@ -420,16 +431,19 @@ def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> 
                 size = 0  # reported when it is read
             if size > max_file_bytes:
                 raise too_large(f"{root}/{where}", size, max_file_bytes)
-            files.append((parts, PathBlob(path, where)))
-    return files
+            if parts == raw:
+                files.append(here, where, -1, size)
+            else:  # bytes that are not UTF-8 in its path: the text does not lead to the file
+                files.append_blob(where, PathBlob(path, where))
+    return files.build()
 
 
 def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, shown: str | None = None) -> list:
-    """Every regular, non-hidden file of a zip or tar archive, as (path parts, blob).
+def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, shown: str | None = None) -> Manifest:
+    """Every regular, non-hidden file of a zip or tar archive, keyed by its path in it.
 
     The archive is verified to its end, but its members are not held in memory (see
     :mod:`featmlp.data._archive`). Nothing is written to disk but a temporary file, so
@@ -441,126 +455,162 @@ def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, sh
 
 # --------------------------------------------------------------------------- layouts
 
-def _strip_wrapper(files: Files) -> Files:
-    """Drop one top-level folder that holds everything (``cifar/train/cat/1.jpg``).
+def group_by_class(files: Manifest, where: str):
+    """The files of an image folder by split, in the dataset's order, and the class names.
 
-    Files directly in the wrapper (``cifar/README.md``) then sit in ROOT and are ignored.
+    Returns ``({"train": (files, rows, labels), "test": (...)}, class_names)`` for the split
+    layout or ``({None: (...)}, class_names)`` without one: ``rows`` are positions in ``files``,
+    ``labels`` index the sorted class names, and each split's files (a Manifest) are ordered
+    by class, then by name. Files directly in ROOT (a README) and top-level folders other than
+    train/test in the split layout (a ``valid/``) are ignored. Files nested deeper under a
+    class folder belong to that class. One top-level folder that holds everything
+    (``cifar/train/cat/1.jpg``) is dropped from the names; files directly in it
+    (``cifar/README.md``) then sit in ROOT and are ignored.
+
+    ``files`` is keyed by the files' paths (one name each); it is read twice as text, a file at
+    a time, so grouping holds no object per file.
     """
-    in_dirs = [(p, d) for p, d in files if len(p) >= 2]
-    tops = {p[0] for p, _ in in_dirs}
-    if len(tops) == 1 and tops.isdisjoint(_SPLITS) and any(len(p) >= 3 for p, _ in in_dirs):
-        return [(p[1:], d) for p, d in in_dirs]
-    return files
-
-
-def group_by_class(files: Files, where: str):
-    """Group an image folder's files by split and class.
-
-    Returns ``{"train": {class: [(name, data)]}, "test": {...}}`` for the split layout or
-    ``{None: {class: [...]}}`` without one. Files directly in ROOT (a README) and top-level
-    folders other than train/test in the split layout (a ``valid/``) are ignored. Files
-    nested deeper under a class folder belong to that class.
-    """
-    files = _strip_wrapper(files)
-    tops = {p[0] for p, _ in files if len(p) >= 2}
+    outer, inner, deep = set(), set(), False  # folders at the top, and one level down
+    for key in files.iter_keys():
+        parts = key.split("/")
+        if len(parts) >= 2:
+            outer.add(parts[0])
+            if len(parts) >= 3:
+                deep = True
+                inner.add(parts[1])
+    wrapped = len(outer) == 1 and outer.isdisjoint(_SPLITS) and deep
+    tops = inner if wrapped else outer
     split = not tops.isdisjoint(_SPLITS)
     if split and not set(_SPLITS) <= tops:
         have, lack = sorted(tops & set(_SPLITS)), sorted(set(_SPLITS) - tops)
         raise DataError(f"{where} has {have[0]}/ but no {lack[0]}/ folder with images; "
                         f"{LAYOUT_HELP}")
-    groups: dict = {s: {} for s in _SPLITS} if split else {None: {}}
+    keys = _SPLITS if split else (None,)
+    found: dict = {key: {} for key in keys}  # split -> {class: None}, in the order found
+    ids: dict[str, int] = {}  # class -> its number, over both splits
+    rows, split_of, class_of = array("q"), array("b"), array("i")
     depth = 2 if split else 1  # class folder, then at least the file name
-    for parts, data in files:
+    for i, key in enumerate(files.iter_keys()):
+        parts = key.split("/")[1:] if wrapped else key.split("/")
         if len(parts) <= depth or (split and parts[0] not in _SPLITS):
             continue
-        key = parts[0] if split else None
-        groups[key].setdefault(parts[depth - 1], []).append(("/".join(parts), data))
-    classes = groups["train" if split else None]
+        s = _SPLITS.index(parts[0]) if split else 0
+        cls = parts[depth - 1]
+        found[keys[s]].setdefault(cls)
+        rows.append(i)
+        split_of.append(s)
+        class_of.append(ids.setdefault(cls, len(ids)))
+    classes = found["train" if split else None]
     if len(classes) < 2:
-        found = f"only the class {next(iter(classes))!r}" if classes else "no class folders"
-        raise DataError(f"{where}: found {found}; a classifier needs at least two classes. "
+        found_text = f"only the class {next(iter(classes))!r}" if classes else "no class folders"
+        raise DataError(f"{where}: found {found_text}; a classifier needs at least two classes. "
                         f"{LAYOUT_HELP}")
     if split:
-        if not groups["test"]:
+        if not found["test"]:
             raise DataError(f"{where}: test/ has no class folders with images; {LAYOUT_HELP}")
-        extra = sorted(set(groups["test"]) - set(classes))
+        extra = sorted(set(found["test"]) - set(classes))
         if extra:
             raise DataError(f"{where}: test/ has classes that train/ lacks: {extra}")
-    for by_class in groups.values():
-        for items in by_class.values():
-            items.sort(key=lambda item: item[0])
-    return groups
+    class_names = tuple(sorted(classes))
+    label = {c: k for k, c in enumerate(class_names)}
+    label_of = np.array([label[c] for c in ids], np.int64)  # every class is a train class (checked)
+    rows, split_of = np.array(rows, np.intp), np.array(split_of, np.int8)
+    labels = label_of[np.array(class_of, np.intp)] if len(rows) else np.zeros(0, np.int64)
+    drop = next(iter(outer)) + "/" if wrapped else ""
+    out = {}
+    for s, key in enumerate(keys):
+        mine = np.flatnonzero(split_of == s)
+        mine = mine[np.argsort(labels[mine], kind="stable")]  # class by class, as listed
+        chosen = _by_name(files, rows[mine], labels[mine])
+        out[key] = files.take(chosen, drop=drop), chosen, labels[mine]
+    return out, class_names
 
 
-def scan_groups(groups, image_size, progress, *, skip_bad: bool = False,
+def _by_name(files: Manifest, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``rows`` sorted by key within each run of one label (the order of the names as text).
+
+    A folder is listed in name order already, except files nested deeper in a class folder,
+    so each class is first checked (a pass over its keys) and sorted only when it needs to.
+    UTF-8 bytes sort as the text does (code point order; the keys hold no surrogates).
+    """
+    rows = rows.copy()
+    runs = np.flatnonzero(np.diff(labels)) + 1
+    keys, bounds = files.keys, files.bounds
+    for a, z in zip(np.r_[0, runs].tolist(), np.r_[runs, len(rows)].tolist()):
+        run = rows[a:z].tolist()
+        previous = b""
+        for i in run:
+            key = keys[bounds[i]:bounds[i + 1]]
+            if key < previous:
+                rows[a:z] = sorted(run, key=files.key_bytes)
+                break
+            previous = key
+    return rows
+
+
+def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
                 max_pixels: int = DEFAULT_MAX_PIXELS):
-    """Read the headers of grouped files: ``{split: (ImageArray, labels)}``, class names, skipped files.
+    """Read the headers of grouped files: ``{split: (ImageArray, labels)}`` and the skipped files.
 
-    Images come in class order, then file-name order within a class. Every file is read
-    once (hashed, its size taken from its header); with ``skip_bad`` it is also decoded, and
-    files that fail are left out and listed as ``(file, reason)``.
+    ``splits`` is what :func:`group_by_class` gives. Every file is read once, in the order of
+    its split (hashed, its size taken from its header); with ``skip_bad`` it is also decoded,
+    and files that fail are left out and listed as ``(file, reason)``.
     """
     from ._lazy import ImageArray
 
-    class_names = tuple(sorted(groups["train" if "train" in groups else None]))
-    total = sum(len(items) for by_class in groups.values() for items in by_class.values())
+    total = sum(len(files) for files, _, _ in splits.values())
     scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)
     scanned = {}
-    for key, by_class in groups.items():
-        items, digests, labels = [], [], []
-        for k, name in enumerate(class_names):
-            kept, kept_digests = scanner.scan(by_class.get(name, []))
-            items += kept
-            digests += kept_digests
-            labels += [k] * len(kept)
-        scanned[key] = items, digests, np.asarray(labels, dtype=np.int64)
+    for key, (files, _, labels) in splits.items():
+        kept, digests = scanner.scan(files)
+        if len(kept) < len(files):
+            files, labels = files.take(kept), labels[kept]
+        scanned[key] = files, digests, labels
     h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
-    out = {key: (ImageArray(items, np.array(digests, np.uint8).reshape(len(items), 32), h, w, image_size),
-                 labels)
-           for key, (items, digests, labels) in scanned.items()}
-    return out, class_names, tuple(scanner.skipped)
+    out = {key: (ImageArray(files, digests, h, w, image_size), labels)
+           for key, (files, digests, labels) in scanned.items()}
+    return out, tuple(scanner.skipped)
 
 
-def scan_listed(splits, class_names, image_size, progress, *, skip_bad: bool = False,
+def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
                 max_pixels: int = DEFAULT_MAX_PIXELS):
     """Images known from a listing: ``{split: (ImageArray, labels)}`` and the skipped files.
 
-    ``splits`` is ``{split: [(name, blob, label)]}`` in the order the images keep; each
-    blob's ``listed`` (bytes: its size, ETag or modification time) stands for its content.
-    Only the first image is read, for the size of all (an image of another size is reported
-    when its chunk is decoded); the ImageArray digests hash the listing, not the bytes
-    (``digests_from="listing"``), so nothing else is read. With ``skip_bad`` every image is
-    read and decoded as :func:`scan_groups` does, and hashed by its bytes.
+    ``splits`` is ``{split: (files, labels, digests)}``: a Manifest in the order the images
+    keep, their labels, and the SHA-256 of each file's listing (its size, ETag or modification
+    time), which stands for its content. Only the first image is read, for the size of all (an
+    image of another size is reported when its chunk is decoded); the ImageArray digests hash
+    the listing, not the bytes (``digests_from="listing"``), so nothing else is read. With
+    ``skip_bad`` every image is read and decoded as :func:`scan_groups` does, and hashed by its
+    bytes.
     """
     from ._lazy import SKIP_HINT, ImageArray
 
-    total = sum(len(items) for items in splits.values())
+    total = sum(len(files) for files, _, _ in splits.values())
     scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)
     out = {}
     if skip_bad:
-        for key, items in splits.items():
-            kept, digests = scanner.scan([(name, blob) for name, blob, _ in items])
-            labels = np.asarray([items[j][2] for j in scanner.kept_index], np.int64)
-            out[key] = kept, np.array(digests, np.uint8).reshape(len(kept), 32), labels
+        for key, (files, labels, _) in splits.items():
+            kept, digests = scanner.scan(files)
+            if len(kept) < len(files):
+                files, labels = files.take(kept), labels[kept]
+            out[key] = files, digests, labels
         from_ = "content"
     else:
-        first = next((item for items in splits.values() for item in items), None)
+        first = next((files for files, _, _ in splits.values() if len(files)), None)
         if first is not None:
-            name, blob, _ = first
-            reason, hw = scanner._problem(name, blob.read())
+            name = first.name(0)
+            reason, hw = scanner._problem(name, first.blob(0).read())
             if reason is not None:
                 if reason == "not an image":
                     reason = "not a readable image (Pillow cannot identify it)"
                 raise DataError(f"cannot read image {name}: {reason}; {SKIP_HINT}")
             scanner.check_size(name, hw)
-        for key, items in splits.items():
-            digests = [np.frombuffer(hashlib.sha256(blob.listed).digest(), np.uint8) for _, blob, _ in items]
-            out[key] = ([(name, blob) for name, blob, _ in items], np.array(digests, np.uint8).reshape(len(items), 32),
-                        np.asarray([label for _, _, label in items], np.int64))
+        out = {key: (files, digests, labels) for key, (files, labels, digests) in splits.items()}
         progress = progress or null_progress
         progress("read", total, total)
         from_ = "listing"
     h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
-    arrays = {key: (ImageArray(items, digests, h, w, image_size, digests_from=from_), labels)
-              for key, (items, digests, labels) in out.items()}
+    arrays = {key: (ImageArray(files, digests, h, w, image_size, digests_from=from_), labels)
+              for key, (files, digests, labels) in out.items()}
     return arrays, tuple(scanner.skipped)

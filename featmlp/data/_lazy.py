@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from ._manifest import Manifest, ManifestBuilder, from_items
 
 _DIGEST_BYTES = 32  # a SHA-256 of each file
 SKIP_HINT = "leave unreadable files out with --skip-bad (skip_bad=True)"
@@ -76,15 +77,16 @@ class ImageArray:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, items, digests: np.ndarray, height: int, width: int, image_size=None, *,
+    def __init__(self, files, digests: np.ndarray, height: int, width: int, image_size=None, *,
                  digests_from: str = "content"):
         from ._images import decode_image  # the decoder lives with the file formats
 
         if digests_from not in DIGESTS_FROM:
             raise ValueError(f"digests_from must be one of {DIGESTS_FROM}, got {digests_from!r}")
         self._decode_image = decode_image
-        self._items = list(items)  # (name, blob): blob.read() gives the encoded bytes
-        self._digests = np.asarray(digests, np.uint8).reshape(len(self._items), _DIGEST_BYTES)
+        # Where each file is, as columns (see _manifest); a list of (name, blob) is packed into one.
+        self._files = files if isinstance(files, Manifest) else from_items(files)
+        self._digests = np.asarray(digests, np.uint8).reshape(len(self._files), _DIGEST_BYTES)
         self._hw = (int(height), int(width))
         self._image_size = image_size
         self._digests_from = digests_from
@@ -93,7 +95,7 @@ class ImageArray:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self._items), *self._hw, 3)
+        return (len(self._files), *self._hw, 3)
 
     @property
     def size(self) -> int:
@@ -104,12 +106,12 @@ class ImageArray:
         return self.size
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._files)
 
     @property
     def names(self) -> tuple[str, ...]:
         """The files, in order (relative to the dataset's root)."""
-        return tuple(name for name, _ in self._items)
+        return tuple(self._files.iter_names())
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
@@ -146,7 +148,7 @@ class ImageArray:
     def take(self, indices) -> "ImageArray":
         """The images at ``indices`` (ints or a boolean mask), still not decoded."""
         idx = self._indices(indices)
-        return ImageArray([self._items[i] for i in idx], self._digests[idx], *self._hw, self._image_size,
+        return ImageArray(self._files.take(idx), self._digests[idx], *self._hw, self._image_size,
                           digests_from=self._digests_from)
 
     def portable(self) -> "ImageArray":
@@ -180,17 +182,24 @@ class ImageArray:
         >>> bool((copy[:] == chunk[:]).all())
         True
         """
-        moved = [j for j, (_, blob) in enumerate(self._items) if not getattr(blob, "portable", False)]
-        if not moved:
+        files = self._files
+        stays = files.portable_rows()
+        if stays.all():
             return self
-        items = list(self._items)
-        for j, data in zip(moved, read_blobs([items[j][1] for j in moved])):
-            items[j] = (items[j][0], BytesBlob(data))
-        return ImageArray(items, self._digests, *self._hw, self._image_size, digests_from=self._digests_from)
+        moved = np.flatnonzero(~stays)
+        datas = dict(zip(moved.tolist(), read_blobs([files.blob(j) for j in moved])))
+        builder = ManifestBuilder()
+        for j in range(len(files)):
+            if j in datas:
+                builder.append_blob(files.name(j), BytesBlob(datas.pop(j)))
+            else:
+                builder.append_from(files, j)
+        return ImageArray(builder.build(), self._digests, *self._hw, self._image_size,
+                          digests_from=self._digests_from)
 
     def update_hash(self, h) -> None:
         """Feed the files' names and digests (of their bytes or their listing, see ``digests_from``) to ``h``."""
-        for (name, _), digest in zip(self._items, self._digests):
+        for name, digest in zip(self._files.iter_names(), self._digests):
             h.update(name.encode("utf-8") + b"\0" + digest.tobytes())
 
     def __repr__(self) -> str:
@@ -217,9 +226,9 @@ class ImageArray:
 
     def _decode(self, indices) -> np.ndarray:
         out = np.empty((len(indices), *self._hw, 3), np.uint8)
-        datas = read_blobs([self._items[i][1] for i in indices])  # the chunk's files in few requests
+        datas = read_blobs([self._files.blob(i) for i in indices])  # the chunk's files in few requests
         for j, i in enumerate(indices):
-            name = self._items[i][0]
+            name = self._files.name(i)
             data, datas[j] = datas[j], None  # each file's bytes released once decoded
             try:
                 img = self._decode_image(data, name, self._image_size)

@@ -14,6 +14,7 @@ not installed) become one-line :class:`DataError` messages saying what to do.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import posixpath
 import re
 import shutil
@@ -21,8 +22,11 @@ import socket
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError, DataError
-from ._archive import Store, list_tar, too_large
+from ._archive import Store, TarMembers, list_tar, too_large
+from ._manifest import Container, ManifestBuilder
 from ._images import TextNames, is_junk, split_name
 
 CLOUD_HINT = "pip install 'featmlp[cloud]' (s3fs for s3://, gcsfs for gs://)"
@@ -147,11 +151,21 @@ class FsBlob:
 
     portable = True  # filesystems pickle with their storage options
 
-    def __init__(self, files: FsFiles, path: str, where: str, size: int, listed: bytes):
+    def __init__(self, files: FsFiles, path: str, where: str, size: int, listed: bytes | None = None):
         self.group, self.path, self.where, self.size, self.listed = files, path, where, size, listed
 
     def read(self) -> bytes:
         return self.group.read_many([self])[0]
+
+
+class FsFolder(Container):
+    """The files under ``root`` on an fsspec filesystem, each at its name (valid text) under it."""
+
+    def __init__(self, files: FsFiles, root: str, where: str):
+        self.files, self.root, self.where = files, root, where
+
+    def blob(self, rel, offset, size):
+        return FsBlob(self.files, f"{self.root}/{rel}", self.where + rel, size)
 
 
 class FsStore(Store):
@@ -180,15 +194,25 @@ class FsStore(Store):
             return e
 
 
-def list_prefix(fs, path: str, url: str, *, max_file_bytes: int) -> list:
-    """Every non-hidden file under ``path`` as ``(relative name parts, FsBlob)``, sorted by name."""
+def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
+    """Every non-hidden file under ``path``, sorted by name: ``(files, digests, tars)``.
+
+    ``files`` is a Manifest keyed by the files' relative paths, ``digests`` the SHA-256 of each
+    file's listing (:func:`version_of`). ``tars`` is the listing of each file while they are all
+    ``.tar`` files (tar shards, listed next by :func:`list_remote_tar`), else None. The
+    filesystem's listing (``fs.find``) is released entry by entry as it is packed.
+    """
     root = path.rstrip("/")
     with remote_errors(url):
         entries = fs.find(root, detail=True)
-    files = []
+    is_file = root in entries
+    builder, digests, tars = ManifestBuilder(), bytearray(), []
     text = TextNames(url)
+    where = f"{url.rstrip('/')}/"
     group = FsFiles(fs)
-    for name, info in sorted(entries.items()):
+    here = builder.add(FsFolder(group, root, where))
+    for name in sorted(entries):
+        info = entries.pop(name)
         if info.get("type", "file") != "file" or not name.startswith(root + "/"):
             continue
         raw = split_name(name[len(root) + 1:])
@@ -197,16 +221,25 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int) -> list:
         parts = text(raw)
         if is_junk(parts):
             continue
-        where = f"{url.rstrip('/')}/{'/'.join(parts)}"
+        key = "/".join(parts)
         size = int(info.get("size") or 0)
         if size > max_file_bytes:
-            raise too_large(where, size, max_file_bytes)
-        files.append((parts, FsBlob(group, name, where, size, version_of(info))))
-    if not files:
-        if root in entries:
+            raise too_large(where + key, size, max_file_bytes)
+        listed = version_of(info)
+        if name == f"{root}/{key}":
+            builder.append(here, key, -1, size)
+        else:  # a name that is not valid text, or "a//b", "./a": the text does not lead to the object
+            builder.append_blob(key, FsBlob(group, name, where + key, size))
+        digests += hashlib.sha256(listed).digest()
+        if tars is not None and key.lower().endswith(".tar"):
+            tars.append(listed)
+        else:
+            tars = None
+    if not len(builder):
+        if is_file:
             raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
         raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
-    return files
+    return builder.build(), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32), tars
 
 
 def info_of(fs, path: str, url: str) -> dict:
@@ -219,11 +252,32 @@ def info_of(fs, path: str, url: str) -> dict:
     return info
 
 
-def list_remote_tar(fs, path: str, info: dict, shown: str, *, max_file_bytes: int, listed: bytes = b"") -> list:
-    """The members of an uncompressed tar on ``fs`` from its headers, as ``(name parts, Region)``."""
+def list_remote_tar(fs, path: str, info: dict, shown: str, *, name: str = "", max_file_bytes: int,
+                    listed: bytes = b""):
+    """An uncompressed tar on ``fs``: ``(container, members)``, its members listed from its headers
+    as they are iterated (what :func:`~featmlp.data._archive.list_tar` yields).
+
+    Its images are named ``<name>:<member>`` when ``name`` is given (a shard), else ``<member>``;
+    messages name it ``shown``.
+    """
+    container = TarMembers(FsStore(fs, path, shown), f"{shown}:", f"{name}:" if name else "")
+    return container, _remote_members(fs, path, info, shown, max_file_bytes, listed)
+
+
+def _remote_members(fs, path, info, shown, max_file_bytes, listed):
     with remote_errors(shown), fs.open(path, "rb", block_size=_LIST_BLOCK, cache_type="readahead") as f:
-        return list_tar(f, int(info["size"]), shown, FsStore(fs, path, shown), TextNames(shown), is_junk=is_junk,
-                        max_file_bytes=max_file_bytes, listed=listed + version_of(info))
+        yield from list_tar(f, int(info["size"]), shown, TextNames(shown), is_junk=is_junk,
+                            max_file_bytes=max_file_bytes, listed=listed + version_of(info))
+
+
+def pack_tar(container, members):
+    """``(files, digests)``: the members of one tar as a Manifest and the SHA-256 of their listing."""
+    builder, digests = ManifestBuilder(), bytearray()
+    c = builder.add(container)
+    for parts, offset, size, digest in members:
+        builder.append(c, "/".join(parts), offset, size)
+        digests += digest
+    return builder.build(), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32)
 
 
 @contextlib.contextmanager

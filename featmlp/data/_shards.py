@@ -9,10 +9,14 @@ consecutive images is a sequential read of one shard.
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
-from ._archive import FileStore, list_tar
+from ._archive import FileStore, TarMembers, list_tar
+from ._manifest import ManifestBuilder
 from ._images import TextNames, is_junk
 
 SHARDS_HELP = ("tar shards are ROOT/*.tar, or ROOT/train/*.tar + ROOT/test/*.tar, each member named "
@@ -20,19 +24,26 @@ SHARDS_HELP = ("tar shards are ROOT/*.tar, or ROOT/train/*.tar + ROOT/test/*.tar
 _SPLITS = ("train", "test")
 
 
-def shard_layout(names: list[tuple[str, ...]], where: str) -> dict | None:
+def shard_layout(names, where: str) -> dict | None:
     """``{split: [index into names]}`` when every file is a ``.tar`` in ROOT or ROOT/train|test; else None.
 
-    The split key is None without train/ and test/. Shards come in the order of their names.
+    ``names`` are the files' relative paths (``"train/shard-000.tar"``), read until the first
+    that is not a tar. The split key is None without train/ and test/. Shards come in the
+    order of their names.
     """
-    if not names or not all(parts[-1].lower().endswith(".tar") for parts in names):
+    parts_of = []
+    for name in names:
+        if not name.lower().endswith(".tar"):
+            return None
+        parts_of.append(tuple(name.split("/")))
+    if not parts_of:
         return None
-    depths = {len(parts) for parts in names}
-    order = sorted(range(len(names)), key=lambda i: names[i])
+    depths = {len(parts) for parts in parts_of}
+    order = sorted(range(len(parts_of)), key=lambda i: parts_of[i])
     if depths == {1}:
         return {None: order}
-    if depths == {2} and all(parts[0] in _SPLITS for parts in names):
-        layout = {s: [i for i in order if names[i][0] == s] for s in _SPLITS}
+    if depths == {2} and all(parts[0] in _SPLITS for parts in parts_of):
+        layout = {s: [i for i in order if parts_of[i][0] == s] for s in _SPLITS}
         missing = [s for s in _SPLITS if not layout[s]]
         if missing:
             raise DataError(f"{where} has tar shards in {[s for s in _SPLITS if s not in missing][0]}/ but "
@@ -56,48 +67,67 @@ def member_class(parts: tuple[str, ...]) -> str | None:
     return name[first + 1:last] or None if 0 < first < last else None
 
 
-def list_local_shard(path: Path, shown: str, *, max_file_bytes: int) -> list:
-    """The members of a tar shard on disk from its headers: ``(name parts, Region)``."""
+def list_local_shard(path: Path, name: str, shown: str, *, max_file_bytes: int):
+    """A tar shard on disk: ``(container, members)``, its members listed from its headers as they are iterated.
+
+    Its images are named ``<name>:<member>``; messages name it ``shown``. ``members`` yields
+    what :func:`~featmlp.data._archive.list_tar` does.
+    """
+    return TarMembers(FileStore(path), f"{shown}:", f"{name}:"), _members(path, shown, max_file_bytes)
+
+
+def _members(path: Path, shown: str, max_file_bytes: int):
     try:
         st = path.stat()
         f = open(path, "rb")
     except OSError as e:
         raise DataError(f"cannot read tar shard {shown}: {e.strerror or e}") from None
     with f:
-        return list_tar(f, st.st_size, shown, FileStore(path), TextNames(shown), is_junk=is_junk,
-                        max_file_bytes=max_file_bytes, listed=repr((st.st_size, st.st_mtime_ns)).encode())
+        yield from list_tar(f, st.st_size, shown, TextNames(shown), is_junk=is_junk,
+                            max_file_bytes=max_file_bytes, listed=repr((st.st_size, st.st_mtime_ns)).encode())
 
 
 def shard_splits(listed: dict, where: str, *, skip_bad: bool = False):
-    """Labelled images of listed shards: ``({split: [(name, blob, label)]}, class names, skipped)``.
+    """Labelled images of tar shards: ``({split: (files, labels, digests)}, class names, skipped)``.
 
-    ``listed`` is ``{split: [(shard name, [(member parts, blob)])]}``; an image is named
-    ``<shard>:<member>``. Class names are sorted, taken from the training shards when split.
-    A member whose name holds no class is an error, or (``skip_bad``) left out and listed.
+    ``listed`` is ``{split: [(container, members)]}`` as :func:`list_local_shard` gives them
+    (members are listed here, shard after shard, and packed as they come: a Manifest ``files``
+    and the SHA-256 ``digests`` of their listing); an image is named ``<shard>:<member>``.
+    Class names are sorted, taken from the training shards when split. A member whose name
+    holds no class is an error, or (``skip_bad``) left out and listed.
     """
-    named: dict = {}
-    skipped = []
+    ids: dict[str, int] = {}  # class -> its number, in the order found
+    built, skipped = {}, []
     for split, shards in listed.items():
-        rows = named.setdefault(split, [])
-        for shard, members in shards:
-            for parts, blob in members:
-                name = f"{shard}:{'/'.join(parts)}"
+        files, classes, digests = ManifestBuilder(), array("i"), bytearray()
+        for container, members in shards:
+            c = files.add(container)
+            for parts, offset, size, digest in members:
+                key = "/".join(parts)
                 cls = member_class(parts)
                 if cls is None:
+                    name = container.name_prefix + key
                     if skip_bad:
                         skipped.append((name, "no class in its name"))
                         continue
                     raise DataError(f"{where}: cannot tell the class of {name}; {SHARDS_HELP}")
-                rows.append((name, blob, cls))
-    classes = sorted({cls for _, _, cls in named["train" if "train" in named else None]})
+                files.append(c, key, offset, size)
+                classes.append(ids.setdefault(cls, len(ids)))
+                digests += digest
+        built[split] = (files.build(), np.array(classes, np.intp),
+                        np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32))
+    names = list(ids)
+    present = {split: {names[k] for k in np.unique(classes).tolist()} for split, (_, classes, _) in built.items()}
+    classes = sorted(present["train" if "train" in present else None])
     if len(classes) < 2:
         found = f"only the class {classes[0]!r}" if classes else "no images"
         raise DataError(f"{where}: found {found} in the tar shards; a classifier needs at least two "
                         f"classes. {SHARDS_HELP}")
-    if "test" in named:
-        extra = sorted({cls for _, _, cls in named["test"]} - set(classes))
+    if "test" in present:
+        extra = sorted(present["test"] - set(classes))
         if extra:
             raise DataError(f"{where}: the test shards have classes that the train shards lack: {extra}")
     label = {c: k for k, c in enumerate(classes)}
-    splits = {split: [(name, blob, label[cls]) for name, blob, cls in rows] for split, rows in named.items()}
+    label_of = np.array([label.get(c, -1) for c in names], np.int64)
+    splits = {split: (files, label_of[ids_], digests) for split, (files, ids_, digests) in built.items()}
     return splits, tuple(classes), tuple(skipped)

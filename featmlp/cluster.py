@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import uuid
 
@@ -32,6 +33,20 @@ def _distributed():
     except ImportError:
         raise ConfigError("a Dask cluster needs the distributed package: pip install 'featmlp[dask]'") from None
     return distributed
+
+
+@contextlib.contextmanager
+def environment_kept():
+    """Restore ``os.environ`` afterwards: a LocalCluster's nannies set OMP_NUM_THREADS=1 (and
+    MKL_, OPENBLAS_, MALLOC_TRIM_) in *this* process's environment to pass them to the workers
+    they spawn, and leave them there; training later in the same session would take them for
+    the user's own setting and give up its thread policy."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def check_cluster(spec) -> None:
@@ -62,16 +77,15 @@ def connect(spec):
     check_cluster(spec)
     m = _LOCAL.match(spec)
     if m:
-        import os
-
         n = int(m.group(1)) if m.group(1) else (os.cpu_count() or 1)
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, silence_logs=logging.ERROR)
-        try:
-            with distributed.Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
+        with environment_kept():
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+            try:
+                with distributed.Client(cluster) as client:
+                    yield client
+            finally:
+                cluster.close()
         return
     address = spec if "://" in spec else f"tcp://{spec}"
     try:

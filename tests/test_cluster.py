@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from featmlp.cluster import environment_kept
 from featmlp.data import load_dataset
 from featmlp.extraction import extract_to_shards, work_dir
 from featmlp.shards import read_manifest
@@ -33,8 +34,9 @@ def client():
     """Two single-threaded worker processes, each under a nanny that restarts it, on 127.0.0.1."""
     import logging
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+    with environment_kept(), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -147,3 +149,9 @@ def test_a_cluster_extracts_from_s3_as_from_the_folder(tmp_path, s3, client):
         np.testing.assert_array_equal(np.asarray(getattr(on_cluster, f"X_{split}")),
                                       np.asarray(getattr(local, f"X_{split}")))
         np.testing.assert_array_equal(getattr(on_cluster, f"y_{split}"), getattr(local, f"y_{split}"))
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was(folder, tmp_path):
+    before = dict(os.environ)
+    extract_to_shards(load_dataset(folder), "lecture", tmp_path / "t.features", chunk_size=30, cluster="local:1")
+    assert dict(os.environ) == before  # the nannies set OMP_NUM_THREADS=1 & co. here to spawn the workers

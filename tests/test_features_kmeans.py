@@ -469,3 +469,29 @@ def test_preset_flips_are_turned_off_where_mirrors_change_the_class(tmp_path, ru
                             "--out", tmp_path / "b", "-q"])
     assert code == 0 and "flips off" not in err  # asked for: kept
     assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["flip"] is True
+
+
+def test_fit_on_files_decodes_only_the_images_patches_come_from(tmp_path, monkeypatch):
+    # A cluster's client fits the dictionary: with few patches per image it must not decode them all.
+    import featmlp.data._lazy as lazy_mod
+    import featmlp.features.kmeans as km
+    from PIL import Image
+
+    from featmlp.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(60):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "d" / c / f"{i}.png")
+    lazy = load_dataset(tmp_path / "d", test_fraction=0.5).train_images  # 60 images
+    settings = dict(k=4, patch_size=4, pool=2, n_patches=20, n_iter=2, seed=3, mirror=False)
+    ref = km.KMeansFeatures(**settings).fit(np.asarray(lazy))
+    decoded = []
+    real = lazy_mod.ImageArray._decode
+    monkeypatch.setattr(lazy_mod.ImageArray, "_decode", lambda self, idx: decoded.extend(idx) or real(self, idx))
+    got = km.KMeansFeatures(**settings).fit(lazy)
+    which = np.random.default_rng(3).integers(0, 60, 20)  # the images the fit samples, as it draws them
+    assert sorted(decoded) == sorted(set(which.tolist()))  # each sampled image once, no other
+    for attr in ("mean_", "whitening_", "centroids_"):
+        np.testing.assert_array_equal(getattr(got, attr), getattr(ref, attr))

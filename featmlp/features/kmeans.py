@@ -440,7 +440,9 @@ _FIT_CHUNK_BYTES = 256 << 20
 def _sample_patches_by_chunk(images, which, rows, cols, p: int) -> np.ndarray:
     """The patches ``images[which, rows:rows+p, cols:cols+p]`` (n, p, p, C), one decoded chunk at a time.
 
-    The same values, in the same order, as the fancy index over the decoded array.
+    The same values, in the same order, as the fancy index over the decoded array. Only the
+    images a patch is taken from are decoded: 200,000 patches of ImageNet's 1.28 M images come
+    from ~190,000 of them, which is all a cluster's client decodes to fit the dictionary.
     """
     n_img, H, W, C = images.shape
     per_chunk = max(1, _FIT_CHUNK_BYTES // max(H * W * C, 1))
@@ -452,10 +454,11 @@ def _sample_patches_by_chunk(images, which, rows, cols, p: int) -> np.ndarray:
         sel = order[bounds[c]:bounds[c + 1]]
         if not len(sel):
             continue  # no patch sampled from these images: not decoded at all
-        block = np.asarray(images[start:start + per_chunk])
+        used = np.unique(which[sel])
+        block = np.asarray(images[used])
         if block.ndim == 3:
             block = block[..., None]
-        X[sel] = block[(which[sel] - start)[:, None, None], rows[sel, None, None] + ar[None, :, None],
+        X[sel] = block[np.searchsorted(used, which[sel])[:, None, None], rows[sel, None, None] + ar[None, :, None],
                        cols[sel, None, None] + ar[None, None, :]]
     return X
 

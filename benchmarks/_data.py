@@ -23,7 +23,7 @@ def lecture_features(path: Path | None = None):
     path = Path(path) if path is not None else CACHE
     if not path.exists() and path == CACHE and ARCHIVE.exists():
         from featmlp.data import load_dataset
-        from featmlp.store import extract_dataset
+        from featmlp.extraction import extract_dataset
 
         print(f"extracting the lecture features of {ARCHIVE.resolve()} into {CACHE} (once)", file=sys.stderr)
         extract_dataset(load_dataset(ARCHIVE), "lecture", CACHE)

@@ -31,7 +31,7 @@ REFERENCE = """
 import sys
 import numpy as np
 from featmlp.data import Dataset, load_dataset
-from featmlp.store import extract_dataset
+from featmlp.extraction import extract_dataset
 ds = load_dataset(sys.argv[1])
 ds = Dataset(np.asarray(ds.train_images), ds.train_labels, np.asarray(ds.test_images), ds.test_labels,
              ds.class_names, ds.source)  # every image decoded before the first chunk

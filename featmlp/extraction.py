@@ -1,4 +1,9 @@
-"""Extraction into a sharded feature table: one task per chunk, here, in processes or on Dask.
+"""Extraction: images to feature tables, an ``.npz`` or a sharded table, chunk by chunk.
+
+:func:`extract_dataset` writes an ``.npz`` (the table held in memory, in the feature set's
+dtype): each finished chunk is saved in ``<output>.partial/`` (after the fitted state, fitted
+on the training images only), so an interrupted run picks up where it stopped, and memory
+stays bounded by the chunk size while extracting.
 
 :func:`extract_to_shards` plans the chunks of a dataset (a chunk is ``chunk_size``
 consecutive images of one split), fits a fitted feature set (kmeans) once on the training
@@ -14,24 +19,247 @@ and renamed in once its manifest is written.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write, replace_dir
+from . import __version__
+from ._io import atomic_write, exclusive, replace_dir
 from .data import ImageArray
 from .errors import DataError
-from .features import extract_features, feature_names, state_to_arrays
+from .features import (extract_features, feature_names, fit_features, get_feature_set, parse_feature_options,
+                       state_to_arrays)
 from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
-from .store import (FeatureTable, check_extraction, extraction_lock, extraction_meta, fitted_state,
-                    load_features)
+from .store import FeatureTable, load_features, read_fitted, save_features, write_fitted
 
 _SPEC_FILE = "spec.json"
+
+
+def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray:
+    # Serial kernel in each worker: the processes are the parallelism (and see the fork note).
+    return extract_features(images, features, state=state, parallel=False)
+
+
+def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
+                    options: dict | None = None, fitted: dict | None = None,
+                    chunk_size: int | None = None, workers: int = 1, progress=None) -> FeatureTable:
+    """Extract a feature set from a :class:`featmlp.data.Dataset`, optionally to a file.
+
+    Parameters
+    ----------
+    dataset : featmlp.data.Dataset
+        Train and test images with labels.
+    features : str
+        Name of a feature set (``featmlp.FEATURE_SETS``), or several joined by ``+``.
+    output : path, optional
+        Where to write the ``.npz``. Finished chunks are kept in
+        ``<output>.partial/`` until the file is complete, so rerunning an
+        interrupted extraction skips them; the directory is removed at the end.
+    options : dict, optional
+        Settings of the fitted sets (``{"k": 4000}``; see
+        :func:`featmlp.features.parse_feature_options`).
+    fitted : dict, optional
+        An existing fitted state to apply instead of fitting (e.g. from
+        :func:`load_fitted`); the sets it lacks are fitted here.
+    chunk_size : int, optional
+        Images per chunk (bounds memory and the work lost to an interruption); default
+        :func:`default_chunk_size`: 5,000, fewer for images larger than 128x128.
+    workers : int
+        Processes to use; 1 computes in this process (with all its threads).
+    progress : callable, optional
+        Progress hook, called as ``progress("extract", done, total)`` (and
+        ``progress("kmeans", iteration, n_iter)`` while a dictionary is fitted).
+
+    Returns
+    -------
+    FeatureTable
+
+    Raises
+    ------
+    DataError
+        When another extraction is writing the same ``output`` (an exclusive lock on
+        ``<output>.lock``, released by the kernel however that process ends).
+    """
+    fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
+    with extraction_lock(output) if output is not None else contextlib.nullcontext():
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+
+
+def check_extraction(dataset, features, options, fitted, chunk_size, workers):
+    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError)."""
+    fset = get_feature_set(features)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(dataset.train_images.shape[1:3])
+    if chunk_size < 1:
+        raise DataError(f"chunk size must be at least 1, got {chunk_size}")
+    if workers < 1:
+        raise DataError(f"workers must be at least 1, got {workers}")
+    options = parse_feature_options(fset, options or {})
+    fitted = {k: v for k, v in (fitted or {}).items() if k in fset.needs_fit}
+    if options and fitted and set(fset.needs_fit) <= set(fitted):
+        raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
+                        f"drop them, or fit anew without --fitted-from")
+    return fset, options, fitted, chunk_size
+
+
+def extraction_lock(output):
+    """The lock that keeps one extraction per output (``<output>.lock``; see :func:`featmlp._io.exclusive`)."""
+    busy = f"another featmlp extract is writing {output} (pid {{pid}}): wait for it, or write to another file"
+    return exclusive(Path(str(output).rstrip("/") + ".lock"), busy)
+
+
+def extraction_meta(dataset, fset, options) -> dict:
+    """The provenance a feature table records: feature set, source, dataset fingerprint, image size, version."""
+    from .data import fingerprint
+
+    height, width = dataset.train_images.shape[1:3]
+    meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
+            "image_size": [int(width), int(height)],
+            "featmlp_version": __version__}
+    if fset.needs_fit:
+        meta["feature_options"] = options
+    return meta
+
+
+# Decoded pixels per chunk by default: CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB),
+# 256x256 photos 1,365 (256 MB) rather than 5,000 (983 MB).
+_CHUNK_BYTES = 256 << 20
+_MAX_CHUNK = 5000
+
+
+def default_chunk_size(image_shape) -> int:
+    """Images per extraction chunk for images of ``(height, width)``: at most 5,000 and 256 MB of pixels.
+
+    Examples
+    --------
+    >>> default_chunk_size((32, 32)), default_chunk_size((256, 256))
+    (5000, 1365)
+    """
+    height, width = image_shape
+    return int(max(1, min(_MAX_CHUNK, _CHUNK_BYTES // (int(height) * int(width) * 3))))
+
+
+def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
+    height, width = dataset.train_images.shape[1:3]
+    meta = extraction_meta(dataset, fset, options)
+    splits = {"train": dataset.train_images, "test": dataset.test_images}
+    chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
+    total = sum(len(imgs) for imgs in splits.values())
+
+    partial = None
+    if output is not None:
+        partial = Path(str(output) + ".partial")
+        spec = {**meta, "chunk_size": chunk_size,
+                "given_state": state_to_arrays(fitted)[0] if fitted else None}
+        spec_file = partial / "spec.json"
+        if partial.is_dir() and _read_spec(spec_file) != spec:
+            shutil.rmtree(partial)  # left by a different extraction (or damaged): not ours to resume
+        partial.mkdir(parents=True, exist_ok=True)
+        with atomic_write(spec_file, "w") as f:
+            json.dump(spec, f)
+
+    state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
+    # Some sets (hog) have as many columns as the image size gives: name them for this size.
+    names = feature_names(fset, image_shape=(height, width), state=state)
+
+    results: dict[tuple[str, int], np.ndarray] = {}
+    todo = []
+    for key in chunks:
+        chunk_file = partial / f"{key[0]}-{key[1]:09d}.npy" if partial else None
+        rows = min(chunk_size, len(splits[key[0]]) - key[1])
+        X = _saved_chunk(chunk_file, (rows, len(names)), fset.dtype) if chunk_file is not None else None
+        if X is not None:
+            results[key] = X
+        else:
+            todo.append(key)
+    done = sum(len(r) for r in results.values())
+    if progress is not None:
+        progress("extract", done, total)
+
+    def finish(key, X):
+        nonlocal done
+        results[key] = X
+        if partial is not None:
+            with atomic_write(partial / f"{key[0]}-{key[1]:09d}.npy", "wb") as f:
+                np.save(f, X)
+        done += len(X)
+        if progress is not None:
+            progress("extract", done, total)
+
+    def images_of(key):
+        split, start = key
+        return splits[split][start:start + chunk_size]
+
+    if workers == 1 or len(todo) <= 1:
+        for key in todo:
+            finish(key, extract_features(images_of(key), fset, state=state))
+    else:
+        # Chunks are decoded here as they are submitted (a generator), a few at a time.
+        in_processes(_extract_chunk, ((key, (images_of(key), fset.name, state)) for key in todo), workers, finish)
+
+    def stacked(split):
+        keys = [k for k in chunks if k[0] == split]
+        out = np.empty((sum(len(results[k]) for k in keys), len(names)), fset.dtype)
+        row = 0
+        for k in keys:  # one copy at a time, each chunk released once copied
+            part = results.pop(k)
+            out[row:row + len(part)] = part
+            row += len(part)
+        return out
+
+    table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
+                         stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
+                         names, tuple(dataset.class_names), meta, state)
+    if output is not None:
+        save_features(output, table)
+        shutil.rmtree(partial, ignore_errors=True)
+    return table
+
+
+def _read_spec(spec_file: Path):
+    try:
+        return json.loads(spec_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _saved_chunk(chunk_file: Path, shape: tuple[int, int], dtype) -> np.ndarray | None:
+    """A finished chunk of an interrupted run, or None when it is missing or damaged (redone then)."""
+    if not chunk_file.is_file():
+        return None
+    try:
+        X = np.load(chunk_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # truncated, not .npy, an object array ...
+        return None
+    if not isinstance(X, np.ndarray) or X.shape != shape or X.dtype != np.dtype(dtype):
+        return None
+    return X
+
+
+
+
+def fitted_state(fset, train_images, options, fitted, partial, progress) -> dict:
+    """The fitted state: given, saved in ``partial/fitted.npz`` by an interrupted run of this
+    extraction, or fitted now on ``train_images`` (and saved there when ``partial`` is a directory)."""
+    if not fset.needs_fit or set(fset.needs_fit) <= set(fitted):
+        return fitted
+    state_file = partial / FITTED_FILE if partial is not None else None
+    if state_file is not None and state_file.is_file():
+        try:
+            return read_fitted(state_file)[1]
+        except DataError:
+            pass  # damaged: fit again
+    state = fit_features(fset, train_images, options, state=fitted, progress=progress)
+    if state_file is not None:
+        write_fitted(state_file, state)
+    return state
 
 
 def work_dir(output: Path) -> Path:
@@ -75,7 +303,7 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
     options, fitted : dict, optional
         Settings of a fitted set (``{"k": 4000}``), or a state to apply instead of fitting.
     chunk_size : int, optional
-        Images per shard; default :func:`featmlp.store.default_chunk_size`.
+        Images per shard; default :func:`default_chunk_size`.
     workers : int
         Local processes; 1 extracts in this process.
     cluster : str or distributed.Client, optional
@@ -119,7 +347,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     spec = {**meta, "chunk_size": chunk_size,
             "given_state": state_to_arrays(fitted)[0] if fitted else None}
     spec.pop("featmlp_version")
-    if work.is_dir() and _read_json(work / _SPEC_FILE) != spec:
+    if work.is_dir() and _read_spec(work / _SPEC_FILE) != spec:
         shutil.rmtree(work)  # left by another extraction (or damaged): not ours to resume
     work.mkdir(parents=True, exist_ok=True)
     with atomic_write(work / _SPEC_FILE, "w") as f:
@@ -149,7 +377,8 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
         for record in run_on_cluster(cluster, extract_shard, tasks, *args):
             finished(record)
     elif workers > 1 and len(tasks) > 1:
-        _run_in_processes(tasks, args, workers, finished)
+        in_processes(extract_shard, ((None, (args[0], *task, *args[1:])) for task in tasks), workers,
+                     lambda _, record: finished(record))
     else:
         for task in tasks:
             finished(extract_shard(args[0], *task, *args[1:], parallel=True))
@@ -180,24 +409,22 @@ def _tasks(dataset, chunk_size):
             yield split, index, chunk, labels[start:stop].tolist(), files
 
 
-def _run_in_processes(tasks, args, workers, finished):
-    # spawn, not fork: a process forked from one that ran numba's GNU OpenMP threads is killed
-    # by numba. Chunks are submitted a few ahead of the workers, so memory stays bounded.
+def in_processes(fn, jobs, workers: int, done) -> None:
+    """``done(tag, fn(*args))`` for every ``(tag, args)`` of ``jobs``, in ``workers`` processes, in order.
+
+    At most ``workers + 1`` jobs are submitted and not yet collected, so what they carry (a
+    decoded chunk) stays bounded. spawn, not fork: a process forked from one that ran numba's
+    GNU OpenMP threads is killed by numba; a spawned worker imports only featmlp's extraction
+    path (no torch: the CLI loads its commands lazily), about 0.4 s.
+    """
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = set()
-        for task in tasks:
-            pending.add(pool.submit(extract_shard, args[0], *task, *args[1:]))
-            if len(pending) > 2 * workers:
-                first = next(as_completed(pending))
-                pending.remove(first)
-                finished(first.result())
-        for fut in as_completed(pending):
-            finished(fut.result())
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        pending = collections.deque()
+        for tag, args in jobs:
+            pending.append((tag, pool.submit(fn, *args)))
+            if len(pending) > workers:
+                tag, fut = pending.popleft()
+                done(tag, fut.result())
+        while pending:
+            tag, fut = pending.popleft()
+            done(tag, fut.result())

@@ -43,7 +43,6 @@ MANIFEST = "manifest.json"
 FITTED_FILE = "fitted.npz"
 SPLITS = ("train", "test")
 DTYPE = np.dtype(np.float32)
-_HASH_BLOCK = 16 << 20
 
 
 def shard_name(split: str, index: int) -> str:
@@ -62,11 +61,8 @@ def is_sharded(path: str | os.PathLike) -> bool:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class ShardedArray:

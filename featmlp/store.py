@@ -8,31 +8,25 @@ handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
 so, 5.8 GB in float64). A fitted feature set's state is kept beside, as arrays
 ``fitted.<set>.<name>`` and its settings in ``meta["fitted"]``.
 
-Extraction works in chunks: each finished chunk is saved in ``<output>.partial/``
-(after the fitted state, fitted on the training images only), so an interrupted
-run picks up where it stopped, and memory stays bounded by the chunk size.
+A directory is a sharded table (:mod:`featmlp.shards`): float32 shards read a
+shard at a time. Extraction, which writes both, is :mod:`featmlp.extraction`
+(``extract_dataset`` and ``default_chunk_size`` are still reachable here).
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
 import os
 import shutil
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._io import atomic_write, exclusive, read_npz
+from ._io import atomic_write, read_npz
 from .errors import DataError, FeatmlpError
+from .features import mirror_permutation, state_from_arrays, state_to_arrays
 from .shards import FITTED_FILE
-from .features import (extract_features, feature_names, fit_features, get_feature_set, mirror_permutation,
-                       parse_feature_options, state_from_arrays, state_to_arrays)
 
 REQUIRED_KEYS = ("X_train", "y_train", "X_test", "y_test", "feature_names", "class_names")
 
@@ -233,7 +227,7 @@ def _load_sharded(path: Path) -> FeatureTable:
     meta = dict(manifest.get("meta") or {})
     fitted = {}
     if manifest.get("fitted_file"):
-        fitted_meta, fitted = _read_fitted(path / FITTED_FILE)
+        fitted_meta, fitted = read_fitted(path / FITTED_FILE)
     meta[SHARDED_FINGERPRINT] = manifest["fingerprint"]
     return FeatureTable(arrays["train"], labels["train"], arrays["test"], labels["test"],
                         tuple(manifest["feature_names"]), classes, meta, fitted)
@@ -276,240 +270,6 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     return path
 
 
-def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray:
-    # Serial kernel in each worker: the processes are the parallelism (and see the fork note).
-    return extract_features(images, features, state=state, parallel=False)
-
-
-def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
-                    options: dict | None = None, fitted: dict | None = None,
-                    chunk_size: int | None = None, workers: int = 1, progress=None) -> FeatureTable:
-    """Extract a feature set from a :class:`featmlp.data.Dataset`, optionally to a file.
-
-    Parameters
-    ----------
-    dataset : featmlp.data.Dataset
-        Train and test images with labels.
-    features : str
-        Name of a feature set (``featmlp.FEATURE_SETS``), or several joined by ``+``.
-    output : path, optional
-        Where to write the ``.npz``. Finished chunks are kept in
-        ``<output>.partial/`` until the file is complete, so rerunning an
-        interrupted extraction skips them; the directory is removed at the end.
-    options : dict, optional
-        Settings of the fitted sets (``{"k": 4000}``; see
-        :func:`featmlp.features.parse_feature_options`).
-    fitted : dict, optional
-        An existing fitted state to apply instead of fitting (e.g. from
-        :func:`load_fitted`); the sets it lacks are fitted here.
-    chunk_size : int, optional
-        Images per chunk (bounds memory and the work lost to an interruption); default
-        :func:`default_chunk_size`: 5,000, fewer for images larger than 128x128.
-    workers : int
-        Processes to use; 1 computes in this process (with all its threads).
-    progress : callable, optional
-        Progress hook, called as ``progress("extract", done, total)`` (and
-        ``progress("kmeans", iteration, n_iter)`` while a dictionary is fitted).
-
-    Returns
-    -------
-    FeatureTable
-
-    Raises
-    ------
-    DataError
-        When another extraction is writing the same ``output`` (an exclusive lock on
-        ``<output>.lock``, released by the kernel however that process ends).
-    """
-    fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
-    with extraction_lock(output) if output is not None else contextlib.nullcontext():
-        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
-
-
-def check_extraction(dataset, features, options, fitted, chunk_size, workers):
-    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError)."""
-    fset = get_feature_set(features)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(dataset.train_images.shape[1:3])
-    if chunk_size < 1:
-        raise DataError(f"chunk size must be at least 1, got {chunk_size}")
-    if workers < 1:
-        raise DataError(f"workers must be at least 1, got {workers}")
-    options = parse_feature_options(fset, options or {})
-    fitted = {k: v for k, v in (fitted or {}).items() if k in fset.needs_fit}
-    if options and fitted and set(fset.needs_fit) <= set(fitted):
-        raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
-                        f"drop them, or fit anew without --fitted-from")
-    return fset, options, fitted, chunk_size
-
-
-def extraction_lock(output):
-    """The lock that keeps one extraction per output (``<output>.lock``; see :func:`featmlp._io.exclusive`)."""
-    busy = f"another featmlp extract is writing {output} (pid {{pid}}): wait for it, or write to another file"
-    return exclusive(Path(str(output).rstrip("/") + ".lock"), busy)
-
-
-def extraction_meta(dataset, fset, options) -> dict:
-    """The provenance a feature table records: feature set, source, dataset fingerprint, image size, version."""
-    from .data import fingerprint
-
-    height, width = dataset.train_images.shape[1:3]
-    meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
-            "image_size": [int(width), int(height)],
-            "featmlp_version": __version__}
-    if fset.needs_fit:
-        meta["feature_options"] = options
-    return meta
-
-
-# Decoded pixels per chunk by default: CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB),
-# 256x256 photos 1,365 (256 MB) rather than 5,000 (983 MB).
-_CHUNK_BYTES = 256 << 20
-_MAX_CHUNK = 5000
-
-
-def default_chunk_size(image_shape) -> int:
-    """Images per extraction chunk for images of ``(height, width)``: at most 5,000 and 256 MB of pixels.
-
-    Examples
-    --------
-    >>> default_chunk_size((32, 32)), default_chunk_size((256, 256))
-    (5000, 1365)
-    """
-    height, width = image_shape
-    return int(max(1, min(_MAX_CHUNK, _CHUNK_BYTES // (int(height) * int(width) * 3))))
-
-
-def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
-    height, width = dataset.train_images.shape[1:3]
-    meta = extraction_meta(dataset, fset, options)
-    splits = {"train": dataset.train_images, "test": dataset.test_images}
-    chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
-    total = sum(len(imgs) for imgs in splits.values())
-
-    partial = None
-    if output is not None:
-        partial = Path(str(output) + ".partial")
-        spec = {**meta, "chunk_size": chunk_size,
-                "given_state": state_to_arrays(fitted)[0] if fitted else None}
-        spec_file = partial / "spec.json"
-        if partial.is_dir() and _read_spec(spec_file) != spec:
-            shutil.rmtree(partial)  # left by a different extraction (or damaged): not ours to resume
-        partial.mkdir(parents=True, exist_ok=True)
-        with atomic_write(spec_file, "w") as f:
-            json.dump(spec, f)
-
-    state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
-    # Some sets (hog) have as many columns as the image size gives: name them for this size.
-    names = feature_names(fset, image_shape=(height, width), state=state)
-
-    results: dict[tuple[str, int], np.ndarray] = {}
-    todo = []
-    for key in chunks:
-        chunk_file = partial / f"{key[0]}-{key[1]:09d}.npy" if partial else None
-        rows = min(chunk_size, len(splits[key[0]]) - key[1])
-        X = _saved_chunk(chunk_file, (rows, len(names)), fset.dtype) if chunk_file is not None else None
-        if X is not None:
-            results[key] = X
-        else:
-            todo.append(key)
-    done = sum(len(r) for r in results.values())
-    if progress is not None:
-        progress("extract", done, total)
-
-    def finish(key, X):
-        nonlocal done
-        results[key] = X
-        if partial is not None:
-            with atomic_write(partial / f"{key[0]}-{key[1]:09d}.npy", "wb") as f:
-                np.save(f, X)
-        done += len(X)
-        if progress is not None:
-            progress("extract", done, total)
-
-    def images_of(key):
-        split, start = key
-        return splits[split][start:start + chunk_size]
-
-    if workers == 1 or len(todo) <= 1:
-        for key in todo:
-            finish(key, extract_features(images_of(key), fset, state=state))
-    else:
-        # spawn, not fork: a process forked from one that ran numba's GNU OpenMP threads is
-        # killed by numba. A spawned worker imports only featmlp's extraction path (no torch:
-        # the CLI loads its commands lazily), about 0.4 s.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            # Chunks are decoded here as they are submitted: keep only one more in flight
-            # than there are workers, so memory stays bounded by the chunk.
-            pending = collections.deque()
-            for key in todo:
-                pending.append((key, pool.submit(_extract_chunk, images_of(key), fset.name, state)))
-                if len(pending) > workers:
-                    key, fut = pending.popleft()
-                    finish(key, fut.result())
-            while pending:
-                key, fut = pending.popleft()
-                finish(key, fut.result())
-
-    def stacked(split):
-        keys = [k for k in chunks if k[0] == split]
-        out = np.empty((sum(len(results[k]) for k in keys), len(names)), fset.dtype)
-        row = 0
-        for k in keys:  # one copy at a time, each chunk released once copied
-            part = results.pop(k)
-            out[row:row + len(part)] = part
-            row += len(part)
-        return out
-
-    table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
-                         stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
-                         names, tuple(dataset.class_names), meta, state)
-    if output is not None:
-        save_features(output, table)
-        shutil.rmtree(partial, ignore_errors=True)
-    return table
-
-
-def _read_spec(spec_file: Path):
-    try:
-        return json.loads(spec_file.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _saved_chunk(chunk_file: Path, shape: tuple[int, int], dtype) -> np.ndarray | None:
-    """A finished chunk of an interrupted run, or None when it is missing or damaged (redone then)."""
-    if not chunk_file.is_file():
-        return None
-    try:
-        X = np.load(chunk_file, allow_pickle=False)
-    except (OSError, ValueError, EOFError):  # truncated, not .npy, an object array ...
-        return None
-    if not isinstance(X, np.ndarray) or X.shape != shape or X.dtype != np.dtype(dtype):
-        return None
-    return X
-
-
-
-
-def fitted_state(fset, train_images, options, fitted, partial, progress) -> dict:
-    """The fitted state: given, saved in ``partial/fitted.npz`` by an interrupted run of this
-    extraction, or fitted now on ``train_images`` (and saved there when ``partial`` is a directory)."""
-    if not fset.needs_fit or set(fset.needs_fit) <= set(fitted):
-        return fitted
-    state_file = partial / FITTED_FILE if partial is not None else None
-    if state_file is not None and state_file.is_file():
-        try:
-            return _read_fitted(state_file)[1]
-        except DataError:
-            pass  # damaged: fit again
-    state = fit_features(fset, train_images, options, state=fitted, progress=progress)
-    if state_file is not None:
-        write_fitted(state_file, state)
-    return state
-
-
 def write_fitted(path: Path, state: dict) -> None:
     """A fitted state alone, as a feature file keeps it (``meta`` + ``fitted.<set>.<name>`` arrays)."""
     meta, arrays = _with_state({}, state)
@@ -531,14 +291,14 @@ def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
             raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
                             f"state: use a run of a fitted set such as kmeans")
         return feature_set, state
-    table_meta, state = _read_fitted(path)
+    table_meta, state = read_fitted(path)
     if not state:
         raise DataError(f"{path} holds no fitted feature state (its features are "
                         f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
     return table_meta.get("features", "+".join(state)), state
 
 
-def _read_fitted(path: Path) -> tuple[dict, dict]:
+def read_fitted(path: Path) -> tuple[dict, dict]:
     """``(meta, fitted state)`` of a feature file, without reading its feature matrices."""
     if not path.is_file():
         raise DataError(f"{path} is neither a run directory nor a feature file")
@@ -558,3 +318,12 @@ def _meta_of(arrays: dict, path) -> dict:
     if not isinstance(meta, dict):
         raise DataError(f"{path}: its meta entry is not a JSON object: write the file again")
     return meta
+
+
+def __getattr__(name):
+    # Extraction moved to featmlp.extraction (which imports this module); the old names still work.
+    if name in ("extract_dataset", "default_chunk_size"):
+        from . import extraction
+
+        return getattr(extraction, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -213,7 +213,7 @@ def test_fitting_never_reads_test_images(monkeypatch):
 
 
 def test_resumed_extraction_reuses_the_saved_state(tmp_path, monkeypatch):
-    import featmlp.store as store
+    import featmlp.extraction as store  # where extraction (and its extract_features) lives
 
     images = _images(n=10, h=10, w=10)
     ds = Dataset(images[:8], np.arange(8) % 2, images[8:], np.arange(2) % 2, ("a", "b"), "t")

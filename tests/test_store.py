@@ -12,6 +12,7 @@ from featmlp.data import Dataset
 from featmlp.errors import DataError
 from featmlp.store import FeatureTable, extract_dataset, load_features, save_features
 import featmlp.store as store
+import featmlp.extraction as extraction
 
 
 def small_dataset(n_train=23, n_test=7, size=(16, 16)):
@@ -60,13 +61,13 @@ def test_interrupted_extraction_resumes(tmp_path, monkeypatch):
     assert len(list((tmp_path / "f.npz.partial").glob("*.npy"))) == 2
 
     computed = []
-    real = store.extract_features
+    real = extraction.extract_features
 
     def counting(images, fset, **kwargs):
         computed.append(len(images))
         return real(images, fset, **kwargs)
 
-    monkeypatch.setattr(store, "extract_features", counting)
+    monkeypatch.setattr(extraction, "extract_features", counting)
     table = extract_dataset(ds, "lecture", out, chunk_size=5)
     assert sum(computed) == 23 + 7 - 10  # the two finished chunks were not recomputed
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
@@ -140,8 +141,8 @@ def test_damaged_chunks_are_redone_on_resume(tmp_path, monkeypatch):
     (partial / "train-000000010.npy").write_bytes(b"not an npy file")  # a stray, unreadable chunk
 
     computed = []
-    real = store.extract_features
-    monkeypatch.setattr(store, "extract_features",
+    real = extraction.extract_features
+    monkeypatch.setattr(extraction, "extract_features",
                         lambda images, fset, **kw: computed.append(len(images)) or real(images, fset, **kw))
     table = extract_dataset(ds, "lecture", out, chunk_size=5)
     assert sum(computed) == 23 + 7  # every chunk redone: none of the three could be trusted
@@ -209,7 +210,7 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
             f.result = lambda: (in_flight.__setitem__(0, in_flight[0] - 1), real_result())[1]
             return f
 
-    monkeypatch.setattr(store, "ProcessPoolExecutor", InlinePool)
+    monkeypatch.setattr(extraction, "ProcessPoolExecutor", InlinePool)
     table = extract_dataset(ds, "lecture", chunk_size=5, workers=2)
     assert peak[0] == 3
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
@@ -217,17 +218,17 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
 
 def test_default_chunks_hold_a_bounded_number_of_pixels(monkeypatch):
     # 5,000 small images a chunk, but never more than 256 MB of decoded pixels.
-    from featmlp.store import default_chunk_size
+    from featmlp.extraction import default_chunk_size
 
     assert default_chunk_size((32, 32)) == 5000
     assert default_chunk_size((256, 256)) == (256 << 20) // (256 * 256 * 3) == 1365
     assert default_chunk_size((20000, 20000)) == 1
-    import featmlp.store
+    import featmlp.extraction
 
     seen = []
-    real = featmlp.store.extract_features
-    monkeypatch.setattr(featmlp.store, "_CHUNK_BYTES", 16 * 16 * 3 * 4)  # four 16x16 images a chunk
-    monkeypatch.setattr(featmlp.store, "extract_features",
+    real = featmlp.extraction.extract_features
+    monkeypatch.setattr(featmlp.extraction, "_CHUNK_BYTES", 16 * 16 * 3 * 4)  # four 16x16 images a chunk
+    monkeypatch.setattr(featmlp.extraction, "extract_features",
                         lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
     ds = small_dataset()
     extract_dataset(ds, "lecture")

@@ -44,7 +44,7 @@ def extract(source, features, output, workers, cluster, chunk_size, feature_opti
     the file. An interrupted extraction resumes from its finished chunks when run again.
     """
     from ..cluster import check_cluster
-    from ..store import extract_dataset
+    from ..extraction import extract_dataset
 
     sharded = is_table_dir(output)
     if cluster is not None and not sharded:

@@ -115,7 +115,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         when ``config`` is not given (the preset's flips).
     options, fitted : dict, optional
         Settings or an existing fitted state of a fitted feature set (kmeans), as
-        :func:`featmlp.store.extract_dataset` takes them.
+        :func:`featmlp.extraction.extract_dataset` takes them.
     test_fraction, split_seed, image_size, skip_bad
         How the images are read and split (:func:`featmlp.data.load_dataset`).
     storage_options : dict, optional
@@ -156,7 +156,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
 
     from featmlp.data import load_dataset
     from featmlp.features import get_feature_set, recommended_preset
-    from featmlp.store import extract_dataset
+    from featmlp.extraction import extract_dataset
     from featmlp.train import PRESETS, check_config
 
     features = get_feature_set(features).name

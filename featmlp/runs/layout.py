@@ -23,7 +23,7 @@ LOSS_PLOT = "loss.png"
 CONFUSION_PLOT = "confusion.png"
 FEATURES_FILE = "features.npz"
 TENSORBOARD_DIR = "tensorboard"
-# Where an extraction into the run keeps its finished chunks (featmlp.store.extract_dataset):
+# Where an extraction into the run keeps its finished chunks (featmlp.extraction.extract_dataset):
 # kept when a run fails or is killed, so running it again resumes the extraction.
 FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 

@@ -409,11 +409,11 @@ def image_folder(root, n=10, size=16, seed=0):
 
 
 def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
-    import featmlp.store
+    import featmlp.extraction
 
     root = image_folder(tmp_path / "imgs")
-    monkeypatch.setitem(featmlp.store.extract_dataset.__kwdefaults__, "chunk_size", 4)
-    real, calls = featmlp.store.extract_features, []
+    monkeypatch.setitem(featmlp.extraction.extract_dataset.__kwdefaults__, "chunk_size", 4)
+    real, calls = featmlp.extraction.extract_features, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -421,7 +421,7 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featmlp.store, "extract_features", interrupted)
+    monkeypatch.setattr(featmlp.extraction, "extract_features", interrupted)
     args = ["run", "--data", root, "--test-fraction", "0.5", "--epochs", "1", "-q", "--out", tmp_path / "r"]
     code, _, err = run_cli(args)
     assert code == 130, err
@@ -430,7 +430,7 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
     assert [p.name for p in staging.iterdir()] == ["features.npz.partial"]
     assert len(list((staging / "features.npz.partial").glob("*.npy"))) == 1
     calls.clear()
-    monkeypatch.setattr(featmlp.store, "extract_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(featmlp.extraction, "extract_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     code, _, err = run_cli(args)
     assert code == 0, err
     assert len(calls) == 6 - 1  # 10 + 10 images in chunks of 4: the finished chunk was not redone
@@ -602,10 +602,10 @@ def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, mo
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_run_refuses_settings_before_extracting(tmp_path, run_cli, monkeypatch, args, message):
-    import featmlp.store
+    import featmlp.extraction
 
     root = image_folder(tmp_path / "imgs")
-    monkeypatch.setattr(featmlp.store, "extract_features", lambda *a, **k: pytest.fail("extracted"))
+    monkeypatch.setattr(featmlp.extraction, "extract_features", lambda *a, **k: pytest.fail("extracted"))
     code, _, err = run_cli(["run", "--data", root, "-q", *args, "--out", tmp_path / "r"])
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

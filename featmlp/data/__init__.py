@@ -201,12 +201,14 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
         files = list_folder(path, max_file_bytes=options["max_file_bytes"])
         layout = shard_layout(files.iter_keys(), shown)
         if layout is not None:
-            listed = {split: [list_local_shard(files.blob(i).path, files.key(i), f"{shown}/{files.key(i)}",
+            listed = {split: [list_local_shard(Path(files.blob(i).path), files.key(i), f"{shown}/{files.key(i)}",
                                                max_file_bytes=options["max_file_bytes"])
                               for i in indices]
                       for split, indices in layout.items()}
             return _shards_dataset(listed, description or f"tar shards in {shown}", shown, **options)
-        return _folder_dataset(files, description or f"image folder {shown}", shown, **options)
+        groups = _group_files(files, shown)
+        del files  # the listing, once grouped: it is not held while the files are read
+        return _folder_dataset(groups, description or f"image folder {shown}", **options)
     if not is_archive(path):
         raise DataError(f"{shown} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
     files = read_archive(path, max_file_bytes=options["max_file_bytes"], shown=shown)
@@ -218,7 +220,9 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
         del files  # drop references to the readme & co. before the arrays are built
         return _cifar_dataset(cifar, description or f"CIFAR-10 python batches from {shown}",
                               options["image_size"])
-    return _folder_dataset(files, description or f"image archive {shown}", shown, **options)
+    groups = _group_files(files, shown)
+    del files
+    return _folder_dataset(groups, description or f"image archive {shown}", **options)
 
 
 def _load_url(url: str, storage_options: dict, **options) -> Dataset:
@@ -236,7 +240,9 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
         info = _remote.info_of(fs, path, url)
         if path.lower().endswith(".tar"):  # uncompressed: members read by byte range, nothing downloaded
             files, digests = _remote.pack_tar(*_remote.list_remote_tar(fs, path, info, url, max_file_bytes=limit))
-            return _listed_folder_dataset(files, digests, f"image archive {url}", url, **options)
+            groups = group_by_class(files, url)
+            del files
+            return _listed_folder_dataset(groups, digests, f"image archive {url}", **options)
         with _remote.downloaded(fs, path, url) as local:
             return _load_path(local, None, shown=url, **options)
     files, digests, tars = _remote.list_prefix(fs, path, url, max_file_bytes=limit)
@@ -248,7 +254,9 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
                           for name, blob, version in refs]
                   for split, refs in shards.items()}
         return _shards_dataset(listed, f"tar shards in {url}", url, **options)
-    return _listed_folder_dataset(files, digests, f"image folder {url}", url, **options)
+    groups = group_by_class(files, url)
+    del files
+    return _listed_folder_dataset(groups, digests, f"image folder {url}", **options)
 
 
 def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
@@ -258,12 +266,11 @@ def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed
     return _assemble(decoded, class_names, skipped + bad, description, test_fraction, seed, image_size)
 
 
-def _listed_folder_dataset(files, digests, description: str, where: str, *, test_fraction, seed, image_size,
+def _listed_folder_dataset(groups, digests, description: str, *, test_fraction, seed, image_size,
                            progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
-    """An image folder whose files are known from a listing: ``digests`` hash each file's listing."""
-    groups, class_names = group_by_class(files, where)
-    del files
-    splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in groups.items()}
+    """An image folder known from a listing (``group_by_class``); ``digests`` hash each file's listing."""
+    splits, class_names = groups
+    splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in splits.items()}
     del groups, digests
     decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
     return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
@@ -293,13 +300,19 @@ def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _folder_dataset(files, description: str, where: str, *, test_fraction, seed,
-                    image_size, progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
+def _group_files(files, where: str):
+    """``group_by_class`` of a local folder's or archive's listing, which must not be empty."""
     if not len(files):
         raise DataError(f"{where} contains no files; {LAYOUT_HELP}")
-    groups, class_names = group_by_class(files, where)
-    del files
-    decoded, skipped = scan_groups(groups, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    return group_by_class(files, where)
+
+
+def _folder_dataset(groups, description: str, *, test_fraction, seed,
+                    image_size, progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
+    """An image folder or archive (``group_by_class``), every file read once now (hashed, its header checked)."""
+    splits, class_names = groups
+    del groups
+    decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
     return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
 
 

@@ -75,12 +75,13 @@ class PathBlob:
 
     portable = True  # a path: another process sharing the file system reads it too
 
-    def __init__(self, path: Path, where: str):
+    def __init__(self, path: str | Path, where: str):
         self.path, self.where = path, where
 
     def read(self) -> bytes:
         try:
-            return self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                return f.read()
         except FileNotFoundError:
             raise DataError(f"cannot read image {self.where}: no such file (was it moved or "
                             f"deleted after listing?)") from None

@@ -281,7 +281,7 @@ class _Scanner:
                 self.check_size(where, hw)
                 kept.append(start + k)
                 digests += hashlib.sha256(data).digest()
-        return np.array(kept, np.intp), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32)
+        return np.array(kept, np.intp), np.frombuffer(digests, np.uint8).reshape(-1, 32)
 
     def check_size(self, where: str, hw: tuple[int, int]) -> None:
         """Remember the first image's (H, W); refuse another size."""
@@ -404,10 +404,10 @@ class FolderFiles(Container):
     """The files under a folder on disk, each at its name (valid text) under ``root``."""
 
     def __init__(self, root: Path):
-        self.root = root
+        self.root = str(root)
 
     def blob(self, rel, offset, size):
-        return PathBlob(self.root / rel, rel)
+        return PathBlob(os.path.join(self.root, rel), rel)  # a str: pathlib would intern each part
 
 
 def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Manifest:
@@ -421,12 +421,12 @@ def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> 
         for f in sorted(filenames):
             if is_junk((f,)):
                 continue
-            path = Path(dirpath, f)
+            path = os.path.join(dirpath, f)  # not a Path: pathlib interns every part it parses
             raw = rel + (f,)
             parts = text(raw)
             where = "/".join(parts)
             try:
-                size = path.stat().st_size
+                size = os.stat(path).st_size
             except OSError:
                 size = 0  # reported when it is read
             if size > max_file_bytes:
@@ -535,14 +535,11 @@ def _by_name(files: Manifest, rows: np.ndarray, labels: np.ndarray) -> np.ndarra
     """
     rows = rows.copy()
     runs = np.flatnonzero(np.diff(labels)) + 1
-    keys, bounds = files.keys, files.bounds
     for a, z in zip(np.r_[0, runs].tolist(), np.r_[runs, len(rows)].tolist()):
-        run = rows[a:z].tolist()
         previous = b""
-        for i in run:
-            key = keys[bounds[i]:bounds[i + 1]]
+        for key in files.iter_keys(rows[a:z], text=False):
             if key < previous:
-                rows[a:z] = sorted(run, key=files.key_bytes)
+                rows[a:z] = sorted(rows[a:z].tolist(), key=files.key_bytes)
                 break
             previous = key
     return rows

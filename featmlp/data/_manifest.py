@@ -23,8 +23,9 @@ from array import array
 
 import numpy as np
 
-# Rows of a key buffer gathered at a time by take(): bounds its int64 index array.
-_GATHER_ROWS = 1 << 16
+# Rows handled at a time where a column is turned into Python ints: what is held beside the
+# columns stays bounded, not one object per image.
+_GATHER_ROWS = 4096
 
 
 class Container:
@@ -69,8 +70,8 @@ class Blobs(Container):
 class Manifest:
     """Names and locations of files, as columns (see the module docstring); immutable."""
 
-    def __init__(self, keys: bytes, bounds, container, offset, size, containers):
-        self.keys = keys
+    def __init__(self, keys, bounds, container, offset, size, containers):
+        self.keys = keys  # bytes or bytearray (never changed once built: a copy would cost as much again)
         self.bounds = bounds  # int64 (n + 1,): key i is keys[bounds[i]:bounds[i + 1]]
         self.container, self.offset, self.size = container, offset, size
         self.containers = tuple(containers)
@@ -89,10 +90,18 @@ class Manifest:
     def key_bytes(self, i: int) -> bytes:
         return self.keys[self.bounds[i]:self.bounds[i + 1]]
 
-    def iter_keys(self):
-        keys, b = self.keys, self.bounds.tolist()
-        for i in range(len(self)):
-            yield keys[b[i]:b[i + 1]].decode("utf-8")
+    def iter_keys(self, rows=None, *, text: bool = True):
+        """The keys of ``rows`` (default all), in order, as text or (``text=False``) UTF-8 bytes."""
+        keys, bounds = self.keys, self.bounds
+        for a in range(0, len(self) if rows is None else len(rows), _GATHER_ROWS):
+            if rows is None:  # a block of bounds at a time: never a list of them all
+                b = bounds[a:a + _GATHER_ROWS + 1].tolist()
+                spans = zip(b, b[1:])
+            else:
+                block = rows[a:a + _GATHER_ROWS]
+                spans = zip(bounds[block].tolist(), bounds[block + 1].tolist())
+            for start, end in spans:
+                yield keys[start:end].decode("utf-8") if text else keys[start:end]
 
     def name(self, i: int) -> str:
         """The image's name: its container's ``name_prefix`` and its key."""
@@ -125,18 +134,24 @@ class Manifest:
         """
         idx = np.asarray(indices, np.intp).reshape(-1)
         n, cut = len(idx), len(drop.encode("utf-8"))
-        starts = self.bounds[idx] + cut
-        lengths = self.bounds[idx + 1] - starts
+        run = n and cut == 0 and idx[-1] - idx[0] == n - 1 and (n == 1 or (np.diff(idx) == 1).all())
+        if run and n == len(self):
+            return self  # all of them, in order
+        starts, stops = self.bounds[idx] + cut, self.bounds[idx + 1]
         bounds = np.zeros(n + 1, np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        if n and cut == 0 and idx[-1] - idx[0] == n - 1 and (n == 1 or (np.diff(idx) == 1).all()):
-            keys = self.keys[self.bounds[idx[0]]:self.bounds[idx[-1] + 1]]  # a run of files: one slice
+        np.cumsum(stops - starts, out=bounds[1:])
+        if run:  # a run of files (a chunk): one slice
+            keys = self.keys[self.bounds[idx[0]]:self.bounds[idx[-1] + 1]]
         else:
-            keys = _gather(self.keys, starts, lengths, bounds)
-        used, inverse = np.unique(self.container[idx], return_inverse=True)
+            keys = _gather(self.keys, starts, stops, int(bounds[-1]))
+        del starts, stops
+        used = np.flatnonzero(np.bincount(self.container[idx], minlength=len(self.containers)))
+        remap = np.zeros(len(self.containers), np.int32)
+        remap[used] = np.arange(len(used))
+        inverse = remap[self.container[idx]]  # the containers these files use, numbered in order
         offset = self.offset[idx]
         containers = []
-        for k, c in enumerate(self.containers[i] for i in used):
+        for k, c in enumerate(self.containers[i] for i in used.tolist()):
             if isinstance(c, Blobs):  # only the blobs of these files travel with them
                 rows = np.flatnonzero(inverse == k)
                 kept, offset[rows] = np.unique(offset[rows], return_inverse=True)
@@ -144,19 +159,17 @@ class Manifest:
             elif drop:
                 c = c.renamed(rel_prefix=c.rel_prefix + drop)
             containers.append(c)
-        return Manifest(keys, bounds, inverse.astype(np.int32).reshape(-1), offset, self.size[idx], containers)
+        return Manifest(keys, bounds, inverse, offset, self.size[idx], containers)
 
 
-def _gather(keys: bytes, starts: np.ndarray, lengths: np.ndarray, bounds: np.ndarray) -> bytes:
-    """The byte ranges ``keys[starts[i]:starts[i] + lengths[i]]`` concatenated (``bounds`` their ends there)."""
-    src = np.frombuffer(keys, np.uint8)
-    out = np.empty(int(bounds[-1]), np.uint8)
+def _gather(keys, starts: np.ndarray, stops: np.ndarray, size: int) -> bytearray:
+    """The byte ranges ``keys[starts[i]:stops[i]]`` concatenated (``size`` bytes in all)."""
+    source, out, pos = memoryview(keys), bytearray(size), 0
     for a in range(0, len(starts), _GATHER_ROWS):
-        b = min(a + _GATHER_ROWS, len(starts))
-        lo, hi = int(bounds[a]), int(bounds[b])
-        # Each output byte's source: its row's start, shifted by its place in the output.
-        out[lo:hi] = src[np.repeat(starts[a:b] - bounds[a:b], lengths[a:b]) + np.arange(lo, hi)]
-    return out.tobytes()
+        for start, stop in zip(starts[a:a + _GATHER_ROWS].tolist(), stops[a:a + _GATHER_ROWS].tolist()):
+            out[pos:pos + stop - start] = source[start:stop]
+            pos += stop - start
+    return out
 
 
 class ManifestBuilder:
@@ -208,7 +221,7 @@ class ManifestBuilder:
         def column(a, dtype):  # a view of the array's buffer: no second copy while it is made
             return np.frombuffer(a, dtype) if len(a) else np.zeros(0, dtype)
 
-        return Manifest(bytes(self._keys), column(self._bounds, np.int64), column(self._container, np.int32),
+        return Manifest(self._keys, column(self._bounds, np.int64), column(self._container, np.int32),
                         column(self._offset, np.int64), column(self._size, np.int64), self._containers)
 
 

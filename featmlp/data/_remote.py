@@ -239,7 +239,7 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
         if is_file:
             raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
         raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
-    return builder.build(), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32), tars
+    return builder.build(), np.frombuffer(digests, np.uint8).reshape(-1, 32), tars
 
 
 def info_of(fs, path: str, url: str) -> dict:
@@ -277,7 +277,7 @@ def pack_tar(container, members):
     for parts, offset, size, digest in members:
         builder.append(c, "/".join(parts), offset, size)
         digests += digest
-    return builder.build(), np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32)
+    return builder.build(), np.frombuffer(digests, np.uint8).reshape(-1, 32)
 
 
 @contextlib.contextmanager

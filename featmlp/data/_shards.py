@@ -115,7 +115,7 @@ def shard_splits(listed: dict, where: str, *, skip_bad: bool = False):
                 classes.append(ids.setdefault(cls, len(ids)))
                 digests += digest
         built[split] = (files.build(), np.array(classes, np.intp),
-                        np.frombuffer(bytes(digests), np.uint8).reshape(-1, 32))
+                        np.frombuffer(digests, np.uint8).reshape(-1, 32))
     names = list(ids)
     present = {split: {names[k] for k in np.unique(classes).tolist()} for split, (_, classes, _) in built.items()}
     classes = sorted(present["train" if "train" in present else None])

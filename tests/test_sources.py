@@ -385,6 +385,21 @@ def test_s3_listing_reads_only_the_first_image(s3, monkeypatch):
     assert len(fetched) == 1
 
 
+def test_s3_listing_is_not_left_in_the_filesystem_cache(s3):
+    # s3fs keeps what find listed (about 1 kB an object) in the filesystem instance, which fsspec
+    # keeps: packed into the dataset's manifest, it must not stay there too.
+    import fsspec.core
+
+    fs, options = s3
+    _upload(fs, "imgs", _files(True))
+    fs.dircache["bucket/other"] = []  # a listing of something else stays
+    ds = load_dataset("s3://bucket/imgs/", storage_options=options)
+    same, _ = fsspec.core.url_to_fs("s3://bucket/imgs/", **options)
+    assert [k for k in same.dircache if k.startswith("bucket/imgs")] == []
+    assert "bucket/other" in same.dircache
+    assert len(ds.train_images) + len(ds.test_images) == len(CLASSES) * N_PER_CLASS
+
+
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
 def test_s3_archive(tmp_path, s3, kind):
     fs, options = s3

@@ -200,11 +200,13 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
     ``files`` is a Manifest keyed by the files' relative paths, ``digests`` the SHA-256 of each
     file's listing (:func:`version_of`). ``tars`` is the listing of each file while they are all
     ``.tar`` files (tar shards, listed next by :func:`list_remote_tar`), else None. The
-    filesystem's listing (``fs.find``) is released entry by entry as it is packed.
+    filesystem's listing (``fs.find``, about a kilobyte an object: the peak of listing a prefix)
+    is released entry by entry as it is packed, and dropped from the filesystem's cache.
     """
     root = path.rstrip("/")
     with remote_errors(url):
         entries = fs.find(root, detail=True)
+    _forget_listings(fs, root)
     is_file = root in entries
     builder, digests, tars = ManifestBuilder(), bytearray(), []
     text = TextNames(url)
@@ -240,6 +242,20 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
             raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
         raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
     return builder.build(), np.frombuffer(digests, np.uint8).reshape(-1, 32), tars
+
+
+def _forget_listings(fs, root: str) -> None:
+    """Drop the listings under ``root`` that ``fs.find`` left in the filesystem's cache.
+
+    s3fs (and gcsfs) keep every object a find listed in ``fs.dircache``, about a kilobyte each,
+    and fsspec keeps the filesystem instance for the next URL: without this, a million images
+    would stay listed there after the Manifest has packed them (measured: 1,150 bytes an image
+    on moto's S3). A later listing of the prefix asks the store again, as a new process would.
+    """
+    cache = getattr(fs, "dircache", None)
+    if cache is not None:
+        for key in [k for k in cache if k == root or k.startswith(root + "/")]:
+            cache.pop(key, None)
 
 
 def info_of(fs, path: str, url: str) -> dict:

@@ -98,13 +98,11 @@ class Region:
     """``size`` bytes at ``offset`` of a container (a tar) shared by many members.
 
     ``group`` is the store: :func:`featmlp.data._lazy.read_blobs` hands all the regions of
-    one store to its ``read_many``. ``listed`` identifies the member's version (header
-    fields) where the images are fingerprinted from their listing.
+    one store to its ``read_many``. Made when a chunk is read (:class:`TarMembers`).
     """
 
-    def __init__(self, store, offset: int, size: int, where: str, listed: bytes | None = None):
+    def __init__(self, store, offset: int, size: int, where: str):
         self.store, self.offset, self.size, self.where = store, offset, size, where
-        self.listed = listed
 
     @property
     def group(self):

@@ -54,7 +54,9 @@ class ImageArray:
     """An ``(N, H, W, 3)`` uint8 array of image files, decoded when indexed.
 
     What :func:`featmlp.data.load_dataset` gives for image folders and archives: the files
-    were listed and their headers read (sizes checked), but no pixels are held. Indexing
+    were listed and their headers read (sizes checked), but no pixels are held, and the
+    listing is held as columns (:class:`~featmlp.data._manifest.Manifest`, under a hundred
+    bytes an image with its digest), not as an object per file. Indexing
     with an int, a slice, an index array or a boolean mask decodes those images and returns
     an ndarray; ``np.asarray(images)`` decodes all of them; :meth:`take` gives a lazy subset
     and :meth:`chunks` decodes chunk by chunk.

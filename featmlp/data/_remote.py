@@ -147,12 +147,12 @@ class FsFiles:
 
 
 class FsBlob:
-    """A file on an fsspec filesystem; ``listed`` (its size and ETag or mtime) stands for its bytes."""
+    """A file on an fsspec filesystem, made when a chunk is read (:class:`FsFolder`)."""
 
     portable = True  # filesystems pickle with their storage options
 
-    def __init__(self, files: FsFiles, path: str, where: str, size: int, listed: bytes | None = None):
-        self.group, self.path, self.where, self.size, self.listed = files, path, where, size, listed
+    def __init__(self, files: FsFiles, path: str, where: str, size: int):
+        self.group, self.path, self.where, self.size = files, path, where, size
 
     def read(self) -> bytes:
         return self.group.read_many([self])[0]

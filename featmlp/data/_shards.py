@@ -117,7 +117,7 @@ def shard_splits(listed: dict, where: str, *, skip_bad: bool = False):
         built[split] = (files.build(), np.array(classes, np.intp),
                         np.frombuffer(digests, np.uint8).reshape(-1, 32))
     names = list(ids)
-    present = {split: {names[k] for k in np.unique(classes).tolist()} for split, (_, classes, _) in built.items()}
+    present = {split: {names[k] for k in np.unique(found).tolist()} for split, (_, found, _) in built.items()}
     classes = sorted(present["train" if "train" in present else None])
     if len(classes) < 2:
         found = f"only the class {classes[0]!r}" if classes else "no images"
@@ -129,5 +129,5 @@ def shard_splits(listed: dict, where: str, *, skip_bad: bool = False):
             raise DataError(f"{where}: the test shards have classes that the train shards lack: {extra}")
     label = {c: k for k, c in enumerate(classes)}
     label_of = np.array([label.get(c, -1) for c in names], np.int64)
-    splits = {split: (files, label_of[ids_], digests) for split, (files, ids_, digests) in built.items()}
+    splits = {split: (files, label_of[found], digests) for split, (files, found, digests) in built.items()}
     return splits, tuple(classes), tuple(skipped)

@@ -101,9 +101,11 @@ def connect(spec):
 def run_on_cluster(spec, fn, tasks, *shared, retries: int = RETRIES):
     """Run ``fn(shared[0], *task, *shared[1:])`` for every task on the cluster; yield results as they end.
 
-    ``shared[1:]`` (the feature set's name, its fitted state, ...) are sent to every worker
-    once (``Client.scatter(broadcast=True)``), not with each task. The first task that fails
-    for good raises its error here and the others are cancelled.
+    ``tasks`` may be a generator: a few more tasks than the cluster has threads are in flight
+    at once (the scheduler holds what they carry), the next submitted as each one ends.
+    ``shared[1:]`` (the feature set's name, its fitted state, ...) are sent to every worker once
+    (``Client.scatter(broadcast=True)``), not with each task. The first task that fails for good
+    raises its error here and the others are cancelled.
     """
     distributed = _distributed()
     with connect(spec) as client:
@@ -111,11 +113,25 @@ def run_on_cluster(spec, fn, tasks, *shared, retries: int = RETRIES):
         head, rest = shared[0], list(shared[1:])
         # Large arguments (a kmeans dictionary) go to the workers once, as futures.
         rest = [client.scatter(v, broadcast=True, hash=False) if isinstance(v, dict) and v else v for v in rest]
-        futures = [client.submit(fn, head, *task, *rest, key=f"featmlp-{task[0]}-{task[1]}-{token}",
-                                 retries=retries, pure=False)
-                   for task in tasks]
+        window = max(4, 2 * sum(client.nthreads().values()))
+        todo = iter(tasks)
+        running = distributed.as_completed()
+        live = set()
+
+        def submit_next() -> None:
+            task = next(todo, None)
+            if task is not None:
+                fut = client.submit(fn, head, *task, *rest, key=f"featmlp-{task[0]}-{task[1]}-{token}",
+                                    retries=retries, pure=False)
+                live.add(fut)
+                running.add(fut)
+
         try:
-            for fut in distributed.as_completed(futures):
+            for _ in range(window):
+                submit_next()
+            for fut in running:
+                live.discard(fut)
                 yield fut.result()
+                submit_next()
         finally:
-            client.cancel(futures)
+            client.cancel(list(live))

@@ -356,8 +356,10 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     state = fitted_state(fset, dataset.train_images, options, fitted, work, progress)
     height, width = dataset.train_images.shape[1:3]
     names = feature_names(fset, image_shape=(height, width), state=state)
-    tasks = list(_tasks(dataset, chunk_size))
-    total = sum(len(t[3]) for t in tasks)
+    # A generator: each chunk's names and locations are gathered when its task is submitted, so
+    # what the tasks carry is bounded by those in flight, not by the dataset.
+    tasks = _tasks(dataset, chunk_size)
+    total = len(dataset.train_labels) + len(dataset.test_labels)
     records = {"train": {}, "test": {}}
     done = 0
 
@@ -376,7 +378,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
 
         for record in run_on_cluster(cluster, extract_shard, tasks, *args):
             finished(record)
-    elif workers > 1 and len(tasks) > 1:
+    elif workers > 1 and total > chunk_size:  # more than one chunk
         in_processes(extract_shard, ((None, (args[0], *task, *args[1:])) for task in tasks), workers,
                      lambda _, record: finished(record))
     else:

@@ -155,3 +155,24 @@ def test_a_local_cluster_leaves_this_process_environment_as_it_was(folder, tmp_p
     before = dict(os.environ)
     extract_to_shards(load_dataset(folder), "lecture", tmp_path / "t.features", chunk_size=30, cluster="local:1")
     assert dict(os.environ) == before  # the nannies set OMP_NUM_THREADS=1 & co. here to spawn the workers
+
+
+def test_tasks_are_submitted_a_window_at_a_time(client):
+    # A generator of tasks is not drained up front: the scheduler holds only those in flight.
+    from featmlp.cluster import run_on_cluster
+
+    pulled = []
+
+    def tasks():
+        for i in range(40):
+            pulled.append(i)
+            yield (i, i)
+
+    window = 2 * sum(client.nthreads().values())  # 2 workers of one thread: 4
+    ahead = []
+    results = []
+    for r in run_on_cluster(client, max, tasks(), 0):  # max(0, i, i) == i, run on a worker
+        results.append(r)
+        ahead.append(len(pulled) - len(results))
+    assert sorted(results) == list(range(40))
+    assert max(ahead) <= window - 1 and len(pulled) == 40

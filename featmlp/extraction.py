@@ -365,7 +365,10 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
 
     def finished(record):
         nonlocal done
-        records[record["split"]][record["index"]] = record
+        # What the manifest needs of a shard, not its list of files (~80 bytes an image)
+        records[record["split"]][record["index"]] = {
+            **{k: record[k] for k in ("split", "index", "rows", "sha256")},
+            "labels": np.asarray(record["labels"], np.int64), "files": record["files"][:1] + record["files"][-1:]}
         done += record["rows"]
         if progress is not None:
             progress("extract", done, total)

@@ -265,9 +265,9 @@ def write_manifest(root: Path, records: dict[str, list[dict]], feature_names, cl
                    meta: dict, fitted: bool) -> dict:
     """Write the labels of each split and then ``manifest.json``: the table is complete."""
     for split in SPLITS:
-        labels = [v for r in records.get(split, []) for v in r["labels"]]
+        labels = [np.asarray(r["labels"], np.int64) for r in records.get(split, [])]
         with atomic_write(root / labels_file(split), "wb") as f:
-            np.save(f, np.asarray(labels, np.int64))
+            np.save(f, np.concatenate(labels) if labels else np.zeros(0, np.int64))
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "dtype": DTYPE.name,
         "feature_names": list(map(str, feature_names)), "class_names": list(map(str, class_names)),

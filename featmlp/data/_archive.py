@@ -345,8 +345,6 @@ def _read_zip(path, shown, text, is_junk, max_file_bytes):
 
 
 def _read_tar(path, shown, text, is_junk, max_file_bytes):
-    from ._images import split_name
-
     raw = open(path, "rb")
     files = ManifestBuilder()
     try:
@@ -356,14 +354,7 @@ def _read_tar(path, shown, text, is_junk, max_file_bytes):
         members = files.add(TarMembers(store, f"{shown}:"))
         try:
             tf = tarfile.open(fileobj=stream, mode="r:")
-            for member in _members(tf):
-                if not member.isfile():
-                    continue
-                name = split_name(member.name)
-                parts = text(name) if name else None
-                key = "/".join(parts) if parts else member.name
-                if member.size > max_file_bytes:
-                    raise too_large(f"{shown}:{key}", member.size, max_file_bytes)
+            for member, parts, key in _files_of(tf, text, shown, max_file_bytes):
                 if not parts or is_junk(parts):
                     continue  # tarfile skips its data when it reads the next header
                 if isinstance(store, FileStore) and not member.issparse():
@@ -396,6 +387,21 @@ def _members(tf: tarfile.TarFile):
         tf.members.clear()  # tarfile appends each member: a whole archive's TarInfos otherwise
         yield member
 
+
+
+def _files_of(tf, text, shown: str, max_file_bytes: int):
+    """``(member, name parts or None, name)`` of each regular file of an open tar, its size checked first."""
+    from ._images import split_name
+
+    for member in _members(tf):
+        if not member.isfile():
+            continue
+        name = split_name(member.name)
+        parts = text(name) if name else None
+        key = "/".join(parts) if parts else member.name
+        if member.size > max_file_bytes:
+            raise too_large(f"{shown}:{key}", member.size, max_file_bytes)
+        yield member, parts, key
 
 def _stream_name(kind) -> str:
     return f"of the uncompressed {kind} stream" if kind else "of the archive"
@@ -433,19 +439,11 @@ def list_tar(f, size: int, shown: str, text, *, is_junk, max_file_bytes: int, li
     header are reported as damage, as :func:`read_archive` does. ``digest`` is the SHA-256 of
     the member's listing: the container's ``listed`` and the member's header fields.
     """
-    from ._images import split_name
-
     last = None  # the last member listed, named when what follows it is damaged
     try:
         tf = tarfile.open(fileobj=f, mode="r:")
-        for member in _members(tf):
-            if not member.isfile():
-                continue
-            name = split_name(member.name)
-            parts = text(name) if name else None
-            where = f"{shown}:{'/'.join(parts) if parts else member.name}"
-            if member.size > max_file_bytes:
-                raise too_large(where, member.size, max_file_bytes)
+        for member, parts, key in _files_of(tf, text, shown, max_file_bytes):
+            where = f"{shown}:{key}"
             if member.offset_data + member.size > size:
                 raise DataError(f"{where} ends at byte {member.offset_data + member.size:,}, past the end "
                                 f"of the archive ({size:,} bytes): {_DAMAGED}")

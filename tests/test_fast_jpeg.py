@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 
 from featmlp.data import load_dataset, read_images
-from featmlp.data._images import decode_image
+from featmlp.data._decode import decode_image
 from featmlp.errors import DataError
 
 from _files import write_folder

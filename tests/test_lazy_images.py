@@ -209,7 +209,7 @@ def test_exif_after_the_frame_header_still_rotates_the_listed_size():
     # the rotated one, as decoding gives it, not the frame header's.
     from PIL import ImageOps
 
-    from featmlp.data._images import _header_size
+    from featmlp.data._decode import header_size as _header_size
 
     buf = io.BytesIO()
     Image.new("RGB", (30, 20), (9, 90, 200)).save(buf, "JPEG")

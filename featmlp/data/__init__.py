@@ -40,9 +40,9 @@ from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
 from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
-from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, check_image_size,
-                      group_by_class, is_archive, list_folder, read_archive, read_images, scan_groups,
-                      scan_listed)
+from ._decode import check_image_size, read_images
+from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archive, list_folder,
+                      read_archive, scan_groups, scan_listed)
 from ._lazy import ImageArray
 from ._remote import check_storage_options, is_url
 from ._shards import list_local_shard, shard_layout, shard_splits

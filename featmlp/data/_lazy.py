@@ -81,7 +81,7 @@ class ImageArray:
 
     def __init__(self, files, digests: np.ndarray, height: int, width: int, image_size=None, *,
                  digests_from: str = "content"):
-        from ._images import decode_image  # the decoder lives with the file formats
+        from ._images import decode_image  # the decoder the listing uses too
 
         if digests_from not in DIGESTS_FROM:
             raise ValueError(f"digests_from must be one of {DIGESTS_FROM}, got {digests_from!r}")

@@ -367,7 +367,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
         nonlocal done
         # What the manifest needs of a shard, not its list of files (~80 bytes an image)
         records[record["split"]][record["index"]] = {
-            **{k: record[k] for k in ("split", "index", "rows", "sha256")},
+            **{k: record[k] for k in ("split", "index", "rows", "sha256")}, "nonfinite": record.get("nonfinite", []),
             "labels": np.asarray(record["labels"], np.int64), "files": record["files"][:1] + record["files"][-1:]}
         done += record["rows"]
         if progress is not None:

@@ -26,11 +26,17 @@ def is_permutation(perm, n: int) -> bool:
 def nonfinite_rows(X) -> np.ndarray:
     """Indices of the rows of ``X`` (N, F) holding a NaN or an infinity, a block at a time.
 
+    A sharded table answers from its manifest, which records them as each shard is written,
+    so a table larger than memory is not read for it (and not three times before training).
+
     Examples
     --------
     >>> nonfinite_rows([[0.0, 1.0], [np.nan, 2.0], [3.0, np.inf]]).tolist()
     [1, 2]
     """
+    known = getattr(X, "known_nonfinite", None)  # a sharded table's, recorded as its shards were written
+    if known is not None:
+        return known
     bad = [np.flatnonzero(~np.isfinite(block).all(axis=1)) + start for start, block in row_blocks(X)]
     return np.concatenate(bad) if bad else np.zeros(0, np.int64)
 

@@ -87,7 +87,7 @@ class ShardedArray:
     ndim = 2
     dtype = DTYPE
 
-    def __init__(self, root: str | os.PathLike, files, rows, n_features: int):
+    def __init__(self, root: str | os.PathLike, files, rows, n_features: int, nonfinite=None):
         self.root = Path(root)
         self.files = list(files)
         self.shard_rows = np.asarray(rows, np.int64)
@@ -95,6 +95,10 @@ class ShardedArray:
             raise ValueError("one row count per shard file")
         self.offsets = np.concatenate([[0], np.cumsum(self.shard_rows)]).astype(np.int64)
         self.n_features = int(n_features)
+        # The rows holding a NaN or an infinity, as extraction recorded them per shard (None: unknown)
+        self.known_nonfinite = None if nonfinite is None else np.concatenate(
+            [np.asarray(rows_of, np.int64) + self.offsets[i] for i, rows_of in enumerate(nonfinite)]
+            + [np.zeros(0, np.int64)])
 
     # -- what numpy code asks of an array ------------------------------------------------
 
@@ -198,7 +202,8 @@ def write_shard(root: Path, split: str, index: int, X: np.ndarray, labels, files
     """Write one shard atomically: its ``.npy`` first, then its ``.json`` record (the marker).
 
     Returns the record: ``rows``, ``sha256`` of the ``.npy`` file, ``labels``, ``files``
-    (the images it covers, in row order) and ``skipped`` (unreadable files left out).
+    (the images it covers, in row order), ``skipped`` (unreadable files left out) and
+    ``nonfinite`` (its rows holding a NaN or an infinity).
     """
     X = np.ascontiguousarray(X, DTYPE)
     labels = [int(v) for v in labels]
@@ -210,7 +215,9 @@ def write_shard(root: Path, split: str, index: int, X: np.ndarray, labels, files
         np.save(_Hashing(f, h), X)
     record = {"split": split, "index": index, "rows": len(X), "n_features": int(X.shape[1]),
               "sha256": h.hexdigest(), "labels": labels, "files": list(files),
-              "skipped": [list(s) for s in skipped]}
+              "skipped": [list(s) for s in skipped],
+              # known now, while the rows are in memory: no pass over the table is needed for it later
+              "nonfinite": np.flatnonzero(~np.isfinite(X).all(axis=1)).tolist()}
     with atomic_write(root / f"{stem}.json", "w") as f:
         json.dump(record, f)
     return record
@@ -277,7 +284,8 @@ def write_manifest(root: Path, records: dict[str, list[dict]], feature_names, cl
         "splits": {split: [{"file": shard_name(split, r["index"]) + ".npy", "rows": r["rows"],
                             "sha256": r["sha256"],
                             "first_file": r["files"][0] if r["files"] else None,
-                            "last_file": r["files"][-1] if r["files"] else None}
+                            "last_file": r["files"][-1] if r["files"] else None,
+                            "nonfinite": [int(i) for i in r.get("nonfinite", [])]}
                            for r in records.get(split, [])] for split in SPLITS},
     }
     with atomic_write(root / MANIFEST, "w") as f:
@@ -322,7 +330,9 @@ def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray]
     arrays, labels = {}, {}
     for split in SPLITS:
         shards = manifest["splits"][split]
-        arrays[split] = ShardedArray(root, [s["file"] for s in shards], [s["rows"] for s in shards], n_features)
+        known = [s.get("nonfinite") for s in shards]
+        arrays[split] = ShardedArray(root, [s["file"] for s in shards], [s["rows"] for s in shards], n_features,
+                                     None if any(k is None for k in known) else known)
         path = root / labels_file(split)
         try:
             y = np.load(path, allow_pickle=False)

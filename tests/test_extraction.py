@@ -188,3 +188,25 @@ def test_cli_extract_to_a_sharded_table(folder, tmp_path, run_cli):
     assert code == 1 and err.strip().splitlines() == [
         "error: cluster 'nowhere' is not 'local:N' (a Dask LocalCluster of N worker processes on this machine) "
         "or a scheduler address such as 'tcp://10.0.0.5:8786'"]
+
+
+def test_the_nan_check_of_a_sharded_table_reads_its_manifest_not_its_shards(tmp_path, monkeypatch):
+    from featmlp.scaling import nonfinite_rows
+
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    X[7, 1], X[16, 2] = np.nan, np.inf
+    table = FeatureTable(X, np.arange(20) % 2, X[:2] * 0, np.array([0, 1]), tuple("abc"), ("p", "q"))
+    path = save_sharded(tmp_path / "t.features", table, shard_rows=6)
+    expected = np.flatnonzero(~np.isfinite(X).all(axis=1)).tolist()  # numpy on the rows themselves
+    opened = []
+    real = ShardedArray.shard
+    monkeypatch.setattr(ShardedArray, "shard", lambda self, i: opened.append(i) or real(self, i))
+    assert nonfinite_rows(load_features(path).X_train).tolist() == expected == [7, 16]
+    assert opened == []  # recorded as the shards were written
+    # a manifest without the record (written by hand, or an older featmlp): a pass over the shards
+    manifest = json.loads((path / "manifest.json").read_text())
+    for shard in manifest["splits"]["train"]:
+        del shard["nonfinite"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert nonfinite_rows(load_features(path).X_train).tolist() == expected
+    assert opened == [0, 1, 2, 3]

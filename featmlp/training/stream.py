@@ -5,8 +5,9 @@
 :data:`STREAM_MEMORY_FRACTION` of the free memory (or ``train(..., out_of_core=True)``),
 :func:`featmlp.train.train` streams it instead of reading it whole:
 
-- the scaler is fitted in one pass over the shards (:meth:`featmlp.model.Scaler.fit`), and NaN
-  or infinite rows are found in another (:func:`featmlp.model.nonfinite_rows`);
+- the scaler is fitted in one pass over the shards (:meth:`featmlp.model.Scaler.fit`); NaN or
+  infinite rows come from the table's manifest, which records them as each shard is written
+  (:func:`featmlp.model.nonfinite_rows`; a pass over the shards when it does not);
 - validation rows are chosen from the labels exactly as in memory and gathered into memory;
   the training rows stay on disk;
 - minibatch optimisers visit the shards in a shuffled order and the rows of each shard in a

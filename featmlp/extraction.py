@@ -155,15 +155,7 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
 
     partial = None
     if output is not None:
-        partial = Path(str(output) + ".partial")
-        spec = {**meta, "chunk_size": chunk_size,
-                "given_state": state_to_arrays(fitted)[0] if fitted else None}
-        spec_file = partial / "spec.json"
-        if partial.is_dir() and _read_spec(spec_file) != spec:
-            shutil.rmtree(partial)  # left by a different extraction (or damaged): not ours to resume
-        partial.mkdir(parents=True, exist_ok=True)
-        with atomic_write(spec_file, "w") as f:
-            json.dump(spec, f)
+        partial = resumable_dir(Path(str(output) + ".partial"), meta, chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
@@ -221,6 +213,21 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
         save_features(output, table)
         shutil.rmtree(partial, ignore_errors=True)
     return table
+
+
+def resumable_dir(partial: Path, meta: dict, chunk_size: int, fitted: dict) -> Path:
+    """``partial``, kept when an interrupted run of this very extraction left it, else made anew.
+
+    Its ``spec.json`` says what the extraction was (the table's meta, the chunk size, a state
+    given to apply); one left by another extraction, or damaged, is not ours to resume.
+    """
+    spec = {**meta, "chunk_size": chunk_size, "given_state": state_to_arrays(fitted)[0] if fitted else None}
+    if partial.is_dir() and _read_spec(partial / _SPEC_FILE) != spec:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    with atomic_write(partial / _SPEC_FILE, "w") as f:
+        json.dump(spec, f)
+    return partial
 
 
 def _read_spec(spec_file: Path):
@@ -343,15 +350,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     meta = extraction_meta(dataset, fset, options)
     if dataset.skipped:
         meta["skipped"] = [list(s) for s in dataset.skipped]
-    work = work_dir(output)
-    spec = {**meta, "chunk_size": chunk_size,
-            "given_state": state_to_arrays(fitted)[0] if fitted else None}
-    spec.pop("featmlp_version")
-    if work.is_dir() and _read_spec(work / _SPEC_FILE) != spec:
-        shutil.rmtree(work)  # left by another extraction (or damaged): not ours to resume
-    work.mkdir(parents=True, exist_ok=True)
-    with atomic_write(work / _SPEC_FILE, "w") as f:
-        json.dump(spec, f)
+    work = resumable_dir(work_dir(output), meta, chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, work, progress)
     height, width = dataset.train_images.shape[1:3]
@@ -389,10 +388,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
             finished(extract_shard(args[0], *task, *args[1:], parallel=True))
 
     ordered = {split: [by_index[i] for i in sorted(by_index)] for split, by_index in records.items()}
-    if state:
-        # fitted_state saved it in the work directory already (for a resumed run)
-        if not (work / FITTED_FILE).is_file():
-            raise DataError(f"{work / FITTED_FILE} disappeared during the extraction; run it again")
+    # a fitted state is in the work directory already: fitted_state saved it there for a resumed run
     write_manifest(work, ordered, names, dataset.class_names, meta, bool(state))
     (work / _SPEC_FILE).unlink()
     replace_dir(work, output)

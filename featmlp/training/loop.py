@@ -50,11 +50,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.errors import ConfigError
 from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows, fast_engine_fits
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES

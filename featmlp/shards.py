@@ -28,6 +28,7 @@ becomes an ordinary array with ``np.asarray`` when the table is small enough to 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -65,6 +66,30 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def verifying() -> bool:
+    """Whether shards and label files are checked against the manifest's checksums as they are read
+    (the default; ``FEATMLP_VERIFY_SHARDS=0`` turns it off, to measure what it costs)."""
+    return os.environ.get("FEATMLP_VERIFY_SHARDS", "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+# The shard files this process has checked, by identity: each is hashed once per process, the
+# first time it is touched (a memory-mapped shard is read again and again while training).
+_verified: set[tuple] = set()
+
+
+def verify_file(path: Path, sha256: str, what: str) -> None:
+    """DataError unless the file at ``path`` has the SHA-256 its manifest records (once per process)."""
+    st = path.stat()
+    key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
+    if key in _verified:
+        return
+    if file_sha256(path) != sha256:
+        raise DataError(f"{path} is not the file {what} (its checksum differs from the one {MANIFEST} records): "
+                        f"the table was changed after it was written (files swapped, edited or truncated); "
+                        f"extract it again")
+    _verified.add(key)
+
+
 class ShardedArray:
     """A ``(N, F)`` float32 table kept in ``.npy`` shards on disk, read a shard at a time.
 
@@ -87,9 +112,12 @@ class ShardedArray:
     ndim = 2
     dtype = DTYPE
 
-    def __init__(self, root: str | os.PathLike, files, rows, n_features: int, nonfinite=None):
+    def __init__(self, root: str | os.PathLike, files, rows, n_features: int, nonfinite=None, checksums=None):
         self.root = Path(root)
         self.files = list(files)
+        # SHA-256 of each shard file as the manifest records it (None: not checked): a shard is
+        # hashed the first time this process touches it (see verify_file)
+        self.checksums = None if checksums is None else list(checksums)
         self.shard_rows = np.asarray(rows, np.int64)
         if len(self.files) != len(self.shard_rows):
             raise ValueError("one row count per shard file")
@@ -129,6 +157,8 @@ class ShardedArray:
         """Shard ``i``, memory-mapped read-only (its pages are read when touched)."""
         path = self.root / self.files[i]
         try:
+            if self.checksums is not None and self.checksums[i] and verifying():
+                verify_file(path, self.checksums[i], f"shard {i} of the table names")
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{path} is missing: the sharded table {self.root} is incomplete; "
@@ -271,15 +301,19 @@ def table_digest(records: dict[str, list[dict]], feature_names, class_names) -> 
 def write_manifest(root: Path, records: dict[str, list[dict]], feature_names, class_names,
                    meta: dict, fitted: bool) -> dict:
     """Write the labels of each split and then ``manifest.json``: the table is complete."""
+    labels_sha256 = {}
     for split in SPLITS:
         labels = [np.asarray(r["labels"], np.int64) for r in records.get(split, [])]
+        h = hashlib.sha256()
         with atomic_write(root / labels_file(split), "wb") as f:
-            np.save(f, np.concatenate(labels) if labels else np.zeros(0, np.int64))
+            np.save(_Hashing(f, h), np.concatenate(labels) if labels else np.zeros(0, np.int64))
+        labels_sha256[split] = h.hexdigest()
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "dtype": DTYPE.name,
         "feature_names": list(map(str, feature_names)), "class_names": list(map(str, class_names)),
         "fingerprint": table_digest(records, feature_names, class_names),
         "fitted_file": FITTED_FILE if fitted else None,
+        "labels_sha256": labels_sha256,  # of y_train.npy and y_test.npy, checked as they are read
         "meta": meta,
         "splits": {split: [{"file": shard_name(split, r["index"]) + ".npy", "rows": r["rows"],
                             "sha256": r["sha256"],
@@ -328,18 +362,46 @@ def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray]
     manifest = read_manifest(root)
     n_features = len(manifest["feature_names"])
     arrays, labels = {}, {}
+    verify = verifying()
+    sums = manifest.get("labels_sha256")
     for split in SPLITS:
         shards = manifest["splits"][split]
         known = [s.get("nonfinite") for s in shards]
         arrays[split] = ShardedArray(root, [s["file"] for s in shards], [s["rows"] for s in shards], n_features,
-                                     None if any(k is None for k in known) else known)
+                                     None if any(k is None for k in known) else known,
+                                     checksums=[s.get("sha256") for s in shards])
         path = root / labels_file(split)
         try:
-            y = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            data = path.read_bytes()  # read once: hashed, then parsed
+            y = np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
             raise DataError(f"{path} is missing or damaged ({e}): extract the table again") from None
-        if y.shape != (len(arrays[split]),) or not np.issubdtype(y.dtype, np.integer):
+        if verify and isinstance(sums, dict) and sums.get(split) and hashlib.sha256(data).hexdigest() != sums[split]:
+            raise DataError(f"{path} is not the labels file of this table (its checksum differs from the one "
+                            f"{MANIFEST} records): the labels were changed after the table was written; extract "
+                            f"it again")
+        if y.shape != (len(arrays[split]),) or not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "f"):
             raise DataError(f"{path} holds {y.dtype} {y.shape}, expected {len(arrays[split])} labels: "
                             f"extract the table again")
-        labels[split] = y.astype(np.int64, copy=False)
+        labels[split] = y
+    if verify and not (isinstance(sums, dict) and all(sums.get(split) for split in SPLITS)):
+        _check_labels_by_fingerprint(root, manifest, labels)
     return manifest, arrays, labels
+
+
+def _check_labels_by_fingerprint(root: Path, manifest: dict, labels: dict) -> None:
+    """The labels of a manifest written before it recorded their checksums, checked against its
+    fingerprint (made of each shard's checksum and labels: :func:`table_digest`)."""
+    records = {}
+    for split in SPLITS:
+        bounds = np.cumsum([0] + [int(s["rows"]) for s in manifest["splits"][split]])
+        y = labels[split]
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.floor(y))):
+            return  # not labels at all: refused with the value by store.label_indices
+        y = y.astype("<i8")
+        records[split] = [{"rows": int(s["rows"]), "sha256": s.get("sha256"), "labels": y[a:b]}
+                          for s, a, b in zip(manifest["splits"][split], bounds[:-1], bounds[1:])]
+    if table_digest(records, manifest["feature_names"], manifest["class_names"]) != manifest.get("fingerprint"):
+        raise DataError(f"{root / labels_file('train')} or {root / labels_file('test')} does not fit the "
+                        f"fingerprint {root / MANIFEST} records: the labels or the manifest were changed after "
+                        f"the table was written; extract it again")

@@ -140,9 +140,9 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
         np.savez(
             f,
             X_train=_float_array(table.X_train),
-            y_train=np.asarray(table.y_train, dtype=np.int64),
+            y_train=label_indices(table.y_train, "y_train"),
             X_test=_float_array(table.X_test),
-            y_test=np.asarray(table.y_test, dtype=np.int64),
+            y_test=label_indices(table.y_test, "y_test"),
             feature_names=np.array(table.feature_names, dtype=str),
             class_names=np.array(table.class_names, dtype=str),
             meta=np.array(json.dumps(meta, sort_keys=True)),
@@ -174,8 +174,106 @@ def _state_in(z, meta: dict, path) -> dict:
 
 
 def _float_array(X) -> np.ndarray:
+    return real_features(X, "the features")
+
+
+def label_indices(y, where: str, n_classes: int | None = None) -> np.ndarray:
+    """Labels ``y`` as int64 class indices, or a :class:`DataError` naming ``where`` and the first bad value.
+
+    Integers are taken, and floats that are whole numbers (``1.0``); booleans, strings, complex
+    numbers, fractions, NaN and infinities are refused, never floored or cast. With
+    ``n_classes``, every label must lie in ``0 .. n_classes - 1``.
+
+    Examples
+    --------
+    >>> label_indices(np.array([0.0, 2.0]), "y").tolist()
+    [0, 2]
+    >>> label_indices(np.array([0, 1.5]), "y")
+    Traceback (most recent call last):
+    ...
+    featmlp.errors.DataError: y holds labels that are not whole numbers (1.5 at row 1): labels are class indices 0, 1, 2 ...
+    """
+    y = np.asarray(y)
+    kind = y.dtype.kind
+    what = {"b": "booleans", "U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+            "M": "dates", "m": "time spans", "V": "records"}.get(kind)
+    if what is None and kind not in "iuf":
+        what = f"{y.dtype} values"
+    if what is not None:
+        first = f" (first: {y.flat[0]!r:.40})" if y.size else ""
+        raise DataError(f"{where} holds {what}{first}: labels are class indices 0, 1, 2 ... (their names go in "
+                        f"class_names)")
+    if kind == "f" and y.size:
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            raise DataError(f"{where} holds {y[bad[0]]} at row {bad[0]} ({len(bad)} such labels): labels are class "
+                            f"indices 0, 1, 2 ...")
+        bad = np.flatnonzero(y != np.floor(y))
+        if len(bad):
+            raise DataError(f"{where} holds labels that are not whole numbers ({y[bad[0]]} at row {bad[0]}): labels "
+                            f"are class indices 0, 1, 2 ...")
+        if np.abs(y).max() >= 2.0 ** 62:
+            raise DataError(f"{where} holds labels too large for class indices (up to {np.abs(y).max():g})")
+    if n_classes is not None and y.size:
+        bad = np.flatnonzero((y < 0) | (y >= n_classes))
+        if len(bad):
+            raise DataError(f"{where} holds labels outside 0..{n_classes - 1} ({y[bad[0]]} at row {bad[0]}, "
+                            f"{len(bad)} such labels): one label per row, an index into the {n_classes} class names")
+    return y.astype(np.int64)
+
+
+def real_features(X, where: str) -> np.ndarray:
+    """``X`` as a float32/float64 array: ints and booleans converted to float64; complex numbers,
+    strings and objects refused (DataError naming ``where``), never cast (which drops an
+    imaginary part or parses text)."""
     X = np.asarray(X)
-    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+    kind = X.dtype.kind
+    if kind == "f":
+        return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+    if kind in "iub":
+        return X.astype(np.float64)
+    if kind == "c":
+        raise DataError(f"{where} holds complex numbers: features are real; keep what you mean yourself "
+                        f"(np.abs(X), or X.real and X.imag as columns side by side)")
+    what = {"U": "strings", "S": "bytes", "O": "Python objects"}.get(kind, f"{X.dtype} values")
+    raise DataError(f"{where} holds {what}, not numbers: features must be a numeric (N, F) array")
+
+
+def check_meta(meta: dict, path) -> dict:
+    """``meta`` of the feature table at ``path``, checked: a DataError names the file and the key.
+
+    ``features`` a known feature set (or null), ``image_size`` ``[width, height]`` positive
+    integers (or null), ``feature_options`` an object, ``source``/``dataset_fingerprint``/
+    ``featmlp_version`` strings, ``skipped`` a list: what training, evaluation and saving a
+    model use, checked when the file is read rather than found wrong after training.
+    """
+    from .features import get_feature_set
+
+    def bad(key, want):
+        return DataError(f"{path}: meta[{key!r}] is {meta[key]!r:.60}, expected {want}: write the file again "
+                         f"(featmlp extract), or correct that key")
+
+    name = meta.get("features")
+    if name is not None:
+        if not isinstance(name, str):
+            raise bad("features", "the name of a feature set")
+        try:
+            get_feature_set(name)
+        except FeatmlpError as e:
+            raise DataError(f"{path}: meta['features'] {name!r:.60} is not a feature set this featmlp knows "
+                            f"({e})") from None
+    size = meta.get("image_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20 for v in size)):
+        raise bad("image_size", "[width, height], two positive integers")
+    if meta.get("feature_options") is not None and not isinstance(meta["feature_options"], dict):
+        raise bad("feature_options", "an object of option names and values")
+    for key in ("source", "dataset_fingerprint", "featmlp_version"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(key, "a string")
+    if meta.get("skipped") is not None and not isinstance(meta["skipped"], list):
+        raise bad("skipped", "a list")
+    return meta
 
 
 def load_features(path: str | os.PathLike) -> FeatureTable:
@@ -198,20 +296,19 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
         raise DataError(f"{path} is not a featmlp feature file: missing {', '.join(missing)} "
                         f"(expected {', '.join(REQUIRED_KEYS)})")
     arrays = {k: z[k] for k in REQUIRED_KEYS}
-    meta = _meta_of(z, path)
+    meta = check_meta(_meta_of(z, path), path)
     fitted = _state_in(z, meta, path)
-    X_train, X_test = arrays["X_train"], arrays["X_test"]
-    names = tuple(str(s) for s in arrays["feature_names"])
-    classes = tuple(str(s) for s in arrays["class_names"])
+    names = tuple(str(s) for s in np.ravel(arrays["feature_names"]))
+    classes = tuple(str(s) for s in np.ravel(arrays["class_names"]))
     for split in ("train", "test"):
         X, y = arrays[f"X_{split}"], arrays[f"y_{split}"]
+        # refused before any cast: astype would drop an imaginary part, floor 2.5, parse "3"
+        arrays[f"X_{split}"] = real_features(X, f"{path}: X_{split}")
         if X.ndim != 2 or X.shape[1] != len(names) or y.shape != (X.shape[0],):
             raise DataError(f"{path}: X_{split} {X.shape} / y_{split} {y.shape} do not fit "
                             f"{len(names)} feature names")
-        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise DataError(f"{path}: y_{split} has labels outside 0..{len(classes) - 1}")
-    return FeatureTable(_float_array(X_train), arrays["y_train"].astype(np.int64),
-                        _float_array(X_test), arrays["y_test"].astype(np.int64),
+        arrays[f"y_{split}"] = label_indices(y, f"{path}: y_{split}", len(classes))
+    return FeatureTable(arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
                         names, classes, meta, fitted)
 
 
@@ -221,10 +318,8 @@ def _load_sharded(path: Path) -> FeatureTable:
     manifest, arrays, labels = open_sharded(path)
     classes = tuple(manifest["class_names"])
     for split in ("train", "test"):
-        y = labels[split]
-        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise DataError(f"{path}: y_{split} has labels outside 0..{len(classes) - 1}")
-    meta = dict(manifest.get("meta") or {})
+        labels[split] = label_indices(labels[split], f"{path}: y_{split}", len(classes))
+    meta = check_meta(dict(manifest.get("meta") or {}), path / "manifest.json")
     fitted = {}
     if manifest.get("fitted_file"):
         fitted_meta, fitted = read_fitted(path / FITTED_FILE)

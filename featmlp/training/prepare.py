@@ -346,11 +346,12 @@ def check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
     A :class:`~featmlp.shards.ShardedArray` (float32) stays on disk: its NaN check reads one
     shard at a time.
     """
+    from featmlp.store import label_indices, real_features
+
     try:
         if not isinstance(X, ShardedArray):
-            X = np.asarray(X)
-            if X.dtype not in (np.float32, np.float64):  # float32 stays: learned features are large
-                X = X.astype(np.float64)
+            # float32 stays (learned features are large); complex, text and objects are refused, not cast
+            X = real_features(X, xname)
     except (TypeError, ValueError):
         raise DataError(f"{xname} must be a numeric array of shape (N, F)") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -362,10 +363,8 @@ def check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
-            raise DataError(f"{yname} must hold integer class indices, got dtype {y.dtype}")
-    return X, y.astype(np.int64)
+    # whole-number floats are taken; fractions, NaN, infinities, booleans and strings refused, never floored
+    return X, label_indices(y, yname)
 
 
 def check_labels(y: np.ndarray, n_classes: int, name: str) -> None:

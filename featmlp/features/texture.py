@@ -200,13 +200,17 @@ def _accumulate_taps(src, acc, offsets, weights):
 
 @numba.njit(cache=True, inline="always")
 def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, pair_count, inv_1pd2,
-                 lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad):
+                 lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad, strip):
     """All nine features of one grayscale image ``g`` into ``out[:9]``.
 
     The LBP and Gabor loops run over a flattened, padded image: output ``j`` is
     pixel (j // Wp, j % Wp) and each sample or tap is a fixed flat offset, so
     every inner loop is one long contiguous loop the compiler vectorises. The
-    columns past the image width are computed and ignored.
+    columns past the image width are computed and ignored. The padded images are
+    kept as uint8 (a uint8 times a float64 weight is the same product as with the
+    value stored as float64), and the float64 accumulators and LBP codes cover
+    ``strip`` rows at a time: the scratch is ~10 bytes a pixel (the int64 Gabor
+    magnitudes, whose histogram needs their min and max first), not ~200.
     """
     H, W = g.shape
     # ---------------- LBP (P=5, R=2, uniform) ----------------
@@ -214,36 +218,42 @@ def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, p
     for r in range(H):
         for c in range(W):
             zpad[(r + 3) * Wz + c + 3] = g[r, c]
-    n_lbp = H * Wz
     centre0 = 3 * Wz + 3
-    code[:n_lbp] = 0
-    # Slices rather than ``x[j + o]``: numba then sees plain non-negative loop
-    # indices, drops its negative-index checks and vectorises (4x measured).
-    centre = zpad[centre0:centre0 + n_lbp]
-    codes = code[:n_lbp]
-    for i in range(lbp_off.shape[0]):
-        o = lbp_off[i]
-        tl = zpad[o:o + n_lbp]
-        tr = zpad[o + 1:o + 1 + n_lbp]
-        bl = zpad[o + Wz:o + Wz + n_lbp]
-        br = zpad[o + Wz + 1:o + Wz + 1 + n_lbp]
-        w1 = lbp_w[i, 0]  # (1 - dr) per flat index
-        w2 = lbp_w[i, 1]  # dr
-        w3 = lbp_w[i, 2]  # (1 - dc)
-        w4 = lbp_w[i, 3]  # dc
-        for j in range(n_lbp):
-            # scikit-image's bilinear_interpolation, same operation order; a zero
-            # fraction multiplies the next pixel by 0, which leaves the sum exact.
-            top = w3[j] * tl[j] + w4[j] * tr[j]
-            bottom = w3[j] * bl[j] + w4[j] * br[j]
-            tex = w1[j] * top + w2[j] * bottom
-            codes[j] |= np.uint8(tex - centre[j] >= -_LBP_EPS) << i
+    vc = np.zeros(8, dtype=np.int64)
+    for r0 in range(0, H, strip):
+        rows = min(strip, H - r0)
+        n_lbp = rows * Wz
+        base = r0 * Wz
+        # Slices rather than ``x[j + o]``: numba then sees plain non-negative loop
+        # indices, drops its negative-index checks and vectorises (4x measured).
+        codes = code[:n_lbp]
+        codes[:] = 0
+        for i in range(lbp_off.shape[0]):
+            o = lbp_off[i] + base
+            w3 = lbp_wc[i, 0]  # (1 - dc) per column of the padded row (0 past the image)
+            w4 = lbp_wc[i, 1]  # dc
+            for rr in range(rows):
+                jb = rr * Wz
+                centre = zpad[centre0 + base + jb:centre0 + base + jb + Wz]
+                tl = zpad[o + jb:o + jb + Wz]
+                tr = zpad[o + jb + 1:o + jb + 1 + Wz]
+                bl = zpad[o + jb + Wz:o + jb + 2 * Wz]
+                br = zpad[o + jb + Wz + 1:o + jb + 2 * Wz + 1]
+                cr = codes[jb:jb + Wz]
+                w1 = lbp_wr[i, 0, r0 + rr]  # (1 - dr) of this row
+                w2 = lbp_wr[i, 1, r0 + rr]  # dr
+                for c in range(Wz):
+                    # scikit-image's bilinear_interpolation, same operation order; a zero
+                    # fraction multiplies the next pixel by 0, which leaves the sum exact.
+                    top = w3[c] * tl[c] + w4[c] * tr[c]
+                    bottom = w3[c] * bl[c] + w4[c] * br[c]
+                    tex = w1 * top + w2 * bottom
+                    cr[c] |= np.uint8(tex - centre[c] >= -_LBP_EPS) << i
+        for rr in range(rows):
+            for c in range(W):
+                vc[uniform_lut[code[rr * Wz + c]]] += 1
     vmin = 1 << 30
     vmax = -1
-    vc = np.zeros(8, dtype=np.int64)
-    for r in range(H):
-        for c in range(W):
-            vc[uniform_lut[code[r * Wz + c]]] += 1
     for v in range(8):
         if vc[v] > 0:
             vmin = min(vmin, v)
@@ -307,27 +317,30 @@ def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, p
     for r in range(H + 2 * gpad):
         for c in range(Wp):
             rpad[r * Wp + c] = g[rmap[r], cmap[c]]
-    n_g = H * Wp
-    _accumulate_taps(rpad, acc_re[:n_g], gre_off, gre_w)
-    _accumulate_taps(rpad, acc_im[:n_g], gim_off, gim_w)
     mmin = np.int64(1) << 62
     mmax = np.int64(-1)
-    for r in range(H):
-        for c in range(W):
-            # ndimage.convolve's int64 output is a C cast: truncation toward zero
-            re = np.int64(acc_re[r * Wp + c])
-            im = np.int64(acc_im[r * Wp + c])
-            m = (re * re + im * im) // 2
-            mag[r * W + c] = m
-            mmin = min(mmin, m)
-            mmax = max(mmax, m)
+    for r0 in range(0, H, strip):
+        rows = min(strip, H - r0)
+        n_g = rows * Wp
+        src = rpad[r0 * Wp:]
+        _accumulate_taps(src, acc_re[:n_g], gre_off, gre_w)
+        _accumulate_taps(src, acc_im[:n_g], gim_off, gim_w)
+        for rr in range(rows):
+            for c in range(W):
+                # ndimage.convolve's int64 output is a C cast: truncation toward zero
+                re = np.int64(acc_re[rr * Wp + c])
+                im = np.int64(acc_im[rr * Wp + c])
+                m = (re * re + im * im) // 2
+                mag[(r0 + rr) * W + c] = m
+                mmin = min(mmin, m)
+                mmax = max(mmax, m)
     e, s = _hist_energy_entropy(mag, H * W, mmin, mmax, counts, edges)
     out[7] = e
     out[8] = s
 
 
-def _lecture_batch_py(gray, out, lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gim_off, gim_w,
-                   rmap, cmap, gpad, n_threads):
+def _lecture_batch_py(gray, out, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, gre_w, gim_off, gim_w,
+                      rmap, cmap, gpad, strip, n_threads):
     # n_threads comes from Python: numba.get_num_threads() inside would make the
     # function uncacheable (it reads a thread-local through a ctypes pointer).
     n_img, H, W = gray.shape
@@ -337,19 +350,20 @@ def _lecture_batch_py(gray, out, lbp_off, lbp_w, uniform_lut, gre_off, gre_w, gi
         inv_1pd2[d] = 1.0 / (1.0 + d * d)  # graycoprops' homogeneity weight
     for t in numba.prange(n_threads):
         # Scratch space allocated once per thread, reused for every image.
-        zpad = np.zeros((H + 7) * (W + 6))
-        rpad = np.empty((H + 2 * gpad + 1) * (W + 2 * gpad))
-        code = np.empty((H + 1) * (W + 6), dtype=np.uint8)
-        acc_re = np.empty(H * (W + 2 * gpad))
-        acc_im = np.empty(H * (W + 2 * gpad))
+        zpad = np.zeros((H + 7) * (W + 6), dtype=np.uint8)
+        rpad = np.empty((H + 2 * gpad + 1) * (W + 2 * gpad), dtype=np.uint8)
+        rows = min(strip, H)
+        code = np.empty(rows * (W + 6), dtype=np.uint8)
+        acc_re = np.empty(rows * (W + 2 * gpad))
+        acc_im = np.empty(rows * (W + 2 * gpad))
         mag = np.empty(H * W, dtype=np.int64)
         counts = np.zeros(HIST_BINS, dtype=np.int64)
         edges = np.empty(HIST_BINS + 1)
         pair_count = np.zeros(GLCM_LEVELS * GLCM_LEVELS, dtype=np.int64)
         for img in range(t * per, min(n_img, (t + 1) * per)):
             _texture_one(gray[img], out[img], zpad, rpad, code, acc_re, acc_im, mag, counts, edges,
-                         pair_count, inv_1pd2, lbp_off, lbp_w, uniform_lut, gre_off, gre_w,
-                         gim_off, gim_w, rmap, cmap, gpad)
+                         pair_count, inv_1pd2, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, gre_w,
+                         gim_off, gim_w, rmap, cmap, gpad, strip)
 
 
 def _rgb_to_gray_py(rgb, gray):
@@ -414,8 +428,9 @@ def _lbp_tables(H: int, W: int):
 
     scikit-image evaluates ``floor(r + rp)`` and ``(r + rp) - floor(r + rp)`` per
     pixel; they depend only on the row (or column), so they are tabulated with
-    the same float operations, laid out over the zero-padded flat image of width
-    ``W + 6`` that the kernel walks.
+    the same float operations: offsets over the zero-padded flat image of width
+    ``W + 6`` that the kernel walks, row weights ``(P, 2, H)`` (``1 - dr``, ``dr``)
+    and column weights ``(P, 2, W + 6)`` (``1 - dc``, ``dc``; zero past the image).
     """
     rp, cp = _lbp_offsets()
     Wz = W + 6
@@ -428,12 +443,16 @@ def _lbp_tables(H: int, W: int):
     assert (r0 == r0[:, :1]).all() and (c0 == c0[:, :1]).all()
     offsets = ((3 + r0[:, 0]) * Wz + (3 + c0[:, 0])).astype(np.int64)
     dr, dc = rows - r_floor, cols - c_floor
-    w = np.zeros((len(rp), 4, H, Wz))
-    w[:, 0] = (1 - dr)[:, :, None]
-    w[:, 1] = dr[:, :, None]
-    w[:, 2, :, :W] = (1 - dc)[:, None, :]
-    w[:, 3, :, :W] = dc[:, None, :]
-    return offsets, w.reshape(len(rp), 4, H * Wz)
+    wr = np.stack([1 - dr, dr], axis=1)
+    wc = np.zeros((len(rp), 2, Wz))
+    wc[:, 0, :W] = 1 - dc
+    wc[:, 1, :W] = dc
+    return offsets, np.ascontiguousarray(wr), wc
+
+
+# Output values the float64 accumulators and LBP codes hold at a time (rows of a strip):
+# 32x32 .. 512x512 images are one strip, larger ones a few rows at a time.
+_STRIP_VALUES = 1 << 18
 
 
 _GABOR_TAPS = None
@@ -486,10 +505,11 @@ def lecture_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray
     out = np.empty((n, len(NAMES)), dtype=np.float64)
     if n == 0:
         return out
-    lbp_off, lbp_w = _lbp_tables(H, W)
+    lbp_off, lbp_wr, lbp_wc = _lbp_tables(H, W)
     re_off, re_w, im_off, im_w, pad = _gabor_taps(W)
+    strip = max(1, _STRIP_VALUES // (W + 2 * pad))
     kernel = _lecture_batch if parallel else _lecture_batch_serial
-    kernel(np.ascontiguousarray(gray), out, lbp_off, lbp_w, _uniform_lut(), re_off, re_w,
-                   im_off, im_w, _reflect_index(H, pad), _reflect_index(W, pad), pad,
-                   max(1, min(numba.get_num_threads(), n)))
+    kernel(np.ascontiguousarray(gray), out, lbp_off, lbp_wr, lbp_wc, _uniform_lut(), re_off, re_w,
+           im_off, im_w, _reflect_index(H, pad), _reflect_index(W, pad), pad, strip,
+           max(1, min(numba.get_num_threads(), n)))
     return out

@@ -295,7 +295,7 @@ def _tsv_field(text: str) -> str:
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())  # a directory: an error line of its own
 @click.option("--no-resize", is_flag=True,
               help="Keep each image's size instead of resizing it to the training images' size.")
 @click.pass_context

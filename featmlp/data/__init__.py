@@ -37,7 +37,7 @@ from PIL import Image
 from ..errors import ConfigError, DataError
 from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
                      is_cifar_name, read_cifar_batches)
-from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env
+from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
 from ._decode import check_image_size, read_images
@@ -206,9 +206,13 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
                               for i in indices]
                       for split, indices in layout.items()}
             return _shards_dataset(listed, description or f"tar shards in {shown}", shown, **options)
-        groups = _group_files(files, shown)
+        skipped = []  # special files (FIFOs, devices, bad symlinks) left out by skip_bad
+        groups = _group_files(files, shown, options["skip_bad"], skipped)
         del files  # the listing, once grouped: it is not held while the files are read
-        return _folder_dataset(groups, description or f"image folder {shown}", **options)
+        return _folder_dataset(groups, description or f"image folder {shown}", listed_skipped=skipped, **options)
+    reason = not_regular(path)
+    if reason is not None:  # a FIFO would block the read forever, a device never end
+        raise DataError(f"cannot read {shown}: it is {reason}; {_ACCEPTED}")
     if not is_archive(path):
         raise DataError(f"{shown} is a file but not a .zip/.tar/.tar.gz/.tgz archive; {_ACCEPTED}")
     files = read_archive(path, max_file_bytes=options["max_file_bytes"], shown=shown)
@@ -220,9 +224,10 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
         del files  # drop references to the readme & co. before the arrays are built
         return _cifar_dataset(cifar, description or f"CIFAR-10 python batches from {shown}",
                               options["image_size"])
-    groups = _group_files(files, shown)
+    skipped = []
+    groups = _group_files(files, shown, options["skip_bad"], skipped)
     del files
-    return _folder_dataset(groups, description or f"image archive {shown}", **options)
+    return _folder_dataset(groups, description or f"image archive {shown}", listed_skipped=skipped, **options)
 
 
 def _load_url(url: str, storage_options: dict, **options) -> Dataset:
@@ -300,20 +305,23 @@ def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _group_files(files, where: str):
-    """``group_by_class`` of a local folder's or archive's listing, which must not be empty."""
-    if not len(files):
+def _group_files(files, where: str, skip_bad: bool = False, skipped: list | None = None):
+    """``group_by_class`` of a local folder's or archive's listing, which must not be empty; its
+    special files (FIFOs, devices, bad symlinks) refused or, ``skip_bad``, added to ``skipped``."""
+    if not len(files) and not getattr(files, "special", ()):
         raise DataError(f"{where} contains no files; {LAYOUT_HELP}")
-    return group_by_class(files, where)
+    return group_by_class(files, where, skip_bad=skip_bad, skipped=skipped)
 
 
 def _folder_dataset(groups, description: str, *, test_fraction, seed,
-                    image_size, progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
-    """An image folder or archive (``group_by_class``), every file read once now (hashed, its header checked)."""
+                    image_size, progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+    """An image folder or archive (``group_by_class``), every file read once now (hashed, its header checked);
+    ``listed_skipped``: the files skip_bad left out while listing."""
     splits, class_names = groups
     del groups
     decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
-    return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
+    return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
+                     image_size)
 
 
 def _assemble(decoded, class_names, skipped, description: str, test_fraction, seed, image_size) -> Dataset:

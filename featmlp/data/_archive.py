@@ -19,10 +19,12 @@ gzip checks its CRC and length (xz and bzip2 their own checksums).
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import lzma
 import os
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -70,8 +72,83 @@ def too_large(where: str, size: int, limit: int) -> DataError:
                      f"is genuine, raise the limit: FEATMLP_MAX_FILE_BYTES={size} (or max_file_bytes=)")
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
+
+
+def _link_text(path) -> str:
+    """`` to TARGET`` of a symlink (as it is written in it), or nothing."""
+    try:
+        return f" to {os.readlink(path)}"
+    except OSError:
+        return ""
+
+
+def _special(mode: int, path) -> str:
+    """What a file that is not regular is, for messages, e.g. "a symlink to /dev/zero: a character device"."""
+    if os.path.islink(path):
+        if stat.S_ISDIR(mode):
+            return (f"a symlink{_link_text(path)}, a directory where an image file is expected "
+                    f"(symlinks to directories are not followed)")
+        return f"a symlink{_link_text(path)}: {_kind(mode)}, not a regular file"
+    return f"{_kind(mode)}, not a regular file"
+
+
+def not_regular(path) -> str | None:
+    """Why the file at ``path`` must not be read as an image, found without opening it; None when
+    it is a regular file (or a symlink to one), or cannot be told now (read errors say it then).
+
+    Special files (FIFOs, devices, sockets, directly or through a symlink: a FIFO would block the
+    read forever, ``/dev/zero`` never ends), dangling symlinks, symlink loops and symlinks to
+    directories are named with what they are, e.g. ``"a symlink to /dev/zero: a character
+    device, not a regular file"``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a dangling symlink{_link_text(path)} (its target does not exist)"
+        return None  # gone since it was listed: reported when it is read
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a symlink loop{_link_text(path)} (too many levels of symbolic links)"
+        return None  # no permission ...: reported when it is read
+    return None if stat.S_ISREG(mode) else _special(mode, path)
+
+
+def read_regular_file(path, where: str, *, listed: bool = False) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks to one are followed); a DataError naming
+    ``where`` for anything else: a FIFO is opened without blocking and refused unread, a device
+    refused unread, a missing file, a dangling symlink or a loop named as such (``listed``: the
+    file was listed before, so a missing one was moved or deleted since)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        reason = not_regular(path) or ("no such file (was it moved or deleted after listing?)" if listed
+                                       else "no such file")
+        raise DataError(f"cannot read image {where}: {reason}") from None
+    except OSError as e:
+        reason = not_regular(path) or e.strerror or str(e)
+        raise DataError(f"cannot read image {where}: {reason}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"cannot read image {where}: {_special(mode, path)}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read image {where}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
 class PathBlob:
-    """A file on disk, read when needed."""
+    """A file on disk, read when needed (a regular file only: see :func:`read_regular_file`)."""
 
     portable = True  # a path: another process sharing the file system reads it too
 
@@ -79,14 +156,7 @@ class PathBlob:
         self.path, self.where = path, where
 
     def read(self) -> bytes:
-        try:
-            with open(self.path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise DataError(f"cannot read image {self.where}: no such file (was it moved or "
-                            f"deleted after listing?)") from None
-        except OSError as e:
-            raise DataError(f"cannot read image {self.where}: {e.strerror or e}") from None
+        return read_regular_file(self.path, self.where, listed=True)
 
 
 def _not_portable(what: str):
@@ -330,6 +400,7 @@ def _read_zip(path, shown, text, is_junk, max_file_bytes):
         raise DataError(f"cannot read archive {shown}: {type(e).__name__}: {e}") from e
     files = ManifestBuilder()
     members = files.add(ZipMembers(zf, f"{shown}:"))
+    special = []
     for k, info in enumerate(infos):
         raw = split_name(info.filename)
         if info.is_dir() or not raw:
@@ -338,10 +409,18 @@ def _read_zip(path, shown, text, is_junk, max_file_bytes):
         if is_junk(parts):
             continue
         key = "/".join(parts)
+        mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix file mode, made on Unix
+        if mode and stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # a symlink (its target as content) ...
+            what = "a symlink" if stat.S_ISLNK(mode) else _kind(mode)
+            special.append((key, f"{what} stored in the zip, not a regular file (zip -y keeps symlinks: "
+                                 f"make the archive without -y)", False))
+            continue
         if info.file_size > max_file_bytes:
             raise too_large(f"{shown}:{key}", info.file_size, max_file_bytes)
         files.append(members, key, k, info.file_size)
-    return files.build()
+    listed = files.build()
+    listed.special = tuple(special)
+    return listed
 
 
 def _read_tar(path, shown, text, is_junk, max_file_bytes):
@@ -352,9 +431,10 @@ def _read_tar(path, shown, text, is_junk, max_file_bytes):
         stream = _Tracking(inner if inner is not None else raw)
         store = _SpoolStore() if inner is not None else FileStore(path)
         members = files.add(TarMembers(store, f"{shown}:"))
+        others = []  # links, devices, FIFOs: nothing is extracted, but an image that is one is not read
         try:
             tf = tarfile.open(fileobj=stream, mode="r:")
-            for member, parts, key in _files_of(tf, text, shown, max_file_bytes):
+            for member, parts, key in _files_of(tf, text, shown, max_file_bytes, others=others):
                 if not parts or is_junk(parts):
                     continue  # tarfile skips its data when it reads the next header
                 if isinstance(store, FileStore) and not member.issparse():
@@ -365,6 +445,7 @@ def _read_tar(path, shown, text, is_junk, max_file_bytes):
                         raise EOFError(f"{shown}:{key} ends early")
                 files.append(members, key, offset, member.size)
             _check_end(shown, stream, tf.offset, kind)
+            special = _tar_links(files, others, text, is_junk)
         except DataError:
             raise
         except tarfile.ReadError as e:
@@ -375,7 +456,39 @@ def _read_tar(path, shown, text, is_junk, max_file_bytes):
             raise _damaged(shown, stream.pos, e, kind) from None
     finally:
         raw.close()
-    return files.build()
+    listed = files.build()
+    listed.special = tuple(special)
+    return listed
+
+
+def _tar_links(files: ManifestBuilder, others, text, is_junk) -> list:
+    """Append each hard link to a regular member listed before it as that member (what ``tar -x``
+    makes of it: the same file); the special members (``(key, reason, False)``) of the others:
+    symlinks (not followed), hard links to nothing listed, devices, FIFOs."""
+    from ._images import split_name
+
+    special = []
+    for member, parts, key in others:
+        if not parts or is_junk(parts):
+            continue
+        if member.islnk():
+            target = split_name(member.linkname)
+            row = files.find("/".join(text(target))) if target else -1
+            if row >= 0:
+                container, offset, size = files.row(row)
+                files.append(container, key, offset, size)
+                continue
+            reason = (f"a hard link to {member.linkname}, which is not a regular file listed before it in "
+                      f"the archive")
+        elif member.issym():
+            reason = (f"a symlink to {member.linkname}, not a regular file (symlinks in an archive are not "
+                      f"followed: make it with tar --dereference)")
+        else:
+            what = ("a FIFO (named pipe)" if member.isfifo() else "a character device" if member.ischr()
+                    else "a block device" if member.isblk() else "not a regular file")
+            reason = f"{what} member, not a regular file"
+        special.append((key, reason, False))
+    return special
 
 
 def _members(tf: tarfile.TarFile):
@@ -389,12 +502,17 @@ def _members(tf: tarfile.TarFile):
 
 
 
-def _files_of(tf, text, shown: str, max_file_bytes: int):
-    """``(member, name parts or None, name)`` of each regular file of an open tar, its size checked first."""
+def _files_of(tf, text, shown: str, max_file_bytes: int, *, others: list | None = None):
+    """``(member, name parts or None, name)`` of each regular file of an open tar, its size checked
+    first; those of the members other than files and directories are appended to ``others``."""
     from ._images import split_name
 
     for member in _members(tf):
         if not member.isfile():
+            if others is not None and not member.isdir():
+                name = split_name(member.name)
+                parts = text(name) if name else None
+                others.append((member, parts, "/".join(parts) if parts else member.name))
             continue
         name = split_name(member.name)
         parts = text(name) if name else None

@@ -138,9 +138,11 @@ def decode_image(data: FileData, where: str,
     faster); set the environment variable ``FEATMLP_JPEG_DECODER=pillow`` to decode every
     file with Pillow.
     """
+    if not isinstance(data, bytes):  # one read serves both decoders; a regular file only (no FIFO, no device)
+        from ._archive import read_regular_file
+
+        data = read_regular_file(data, where)
     try:
-        if not isinstance(data, bytes):
-            data = Path(data).read_bytes()  # one read serves both decoders
         fast = _decode_fast_jpeg(data, image_size)
         if fast is not None:
             return fast
@@ -151,8 +153,6 @@ def decode_image(data: FileData, where: str,
             if image_size is not None and im.size != image_size:
                 im = im.resize(image_size, Image.Resampling.BILINEAR)
             return np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"cannot read image {where}: no such file") from None
     except Exception as e:  # Pillow reports broken files with many exception types
         raise DataError(f"cannot read image {where}: not a readable image "
                         f"({type(e).__name__}: {e})") from e

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import stat
 from array import array
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from PIL import UnidentifiedImageError
 
 from ..errors import DataError
 from ..progress import null_progress
-from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, too_large
+from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._archive import read_archive as _read_archive
 from ._decode import decode_image, header_size, size_text
 from ._manifest import Container, Manifest, ManifestBuilder
@@ -69,9 +71,18 @@ class _Scanner:
 
         kept, digests = array("q"), bytearray()
         for start, blobs in _batches(files):
-            for k, data in enumerate(read_blobs(blobs)):
+            try:
+                datas = read_blobs(blobs)
+            except DataError:
+                if not self.skip_bad:
+                    raise
+                datas = [_read_or_error(blob) for blob in blobs]  # the one that fails is skipped
+            for k, data in enumerate(datas):
                 where = files.name(start + k)
-                reason, hw = self._problem(where, data)
+                if isinstance(data, DataError):  # skip_bad: gone, no permission, turned into a FIFO ...
+                    reason, hw = str(data).removeprefix(f"cannot read image {where}: "), None
+                else:
+                    reason, hw = self._problem(where, data)
                 self.done += 1
                 if self.done % _PROGRESS_EVERY == 0 or self.done == self.total:
                     self.progress("read", self.done, self.total)
@@ -98,6 +109,14 @@ class _Scanner:
                 f"{size_text(self.first[1])} but {where} is {size_text(hw)}; pass "
                 f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
                 f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
+
+
+def _read_or_error(blob):
+    """The bytes of ``blob``, or the DataError that reading it raised."""
+    try:
+        return blob.read()
+    except DataError as e:
+        return e
 
 
 def _batches(files):
@@ -178,13 +197,31 @@ class FolderFiles(Container):
 
 
 def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Manifest:
-    """Every non-hidden file under ``root``, keyed by its relative path; read when decoded."""
+    """Every non-hidden file under ``root``, keyed by its relative path; read when decoded.
+
+    Only regular files (and symlinks to them) are listed. The others are found here, from their
+    ``stat`` alone (nothing is opened: a FIFO would block, a device never end), and kept apart
+    as the manifest's ``special``: ``(key, reason, is_dir)`` of each FIFO, device, socket,
+    dangling symlink, symlink loop and symlink to a directory (never followed: no loops, no
+    walk out of the tree); :func:`group_by_class` refuses those that sit where images are
+    taken, or lists them as skipped.
+    """
     files = ManifestBuilder()
     here = files.add(FolderFiles(root))
     text = TextNames(str(root))
+    special = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_junk((d,)))
         rel = Path(dirpath).relative_to(root).parts
+        kept = []
+        for d in sorted(dirnames):
+            if is_junk((d,)):
+                continue
+            path = os.path.join(dirpath, d)
+            if os.path.islink(path):  # os.walk does not follow it: say so instead of leaving it out
+                special.append(("/".join(text(rel + (d,))), not_regular(path) or "a symlink to a directory", True))
+            else:
+                kept.append(d)
+        dirnames[:] = kept
         for f in sorted(filenames):
             if is_junk((f,)):
                 continue
@@ -193,16 +230,24 @@ def list_folder(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> 
             parts = text(raw)
             where = "/".join(parts)
             try:
-                size = os.stat(path).st_size
+                st = os.stat(path)
+                size = st.st_size
             except OSError:
-                size = 0  # reported when it is read
+                st, size = None, 0  # a dangling symlink or a loop (told apart next), else reported when read
+            if st is None or not stat.S_ISREG(st.st_mode):
+                reason = not_regular(path)
+                if reason is not None:
+                    special.append((where, reason, False))
+                    continue
             if size > max_file_bytes:
                 raise too_large(f"{root}/{where}", size, max_file_bytes)
             if parts == raw:
                 files.append(here, where, -1, size)
             else:  # bytes that are not UTF-8 in its path: the text does not lead to the file
                 files.append_blob(where, PathBlob(path, where))
-    return files.build()
+    listed = files.build()
+    listed.special = tuple(special)
+    return listed
 
 
 def is_archive(path: Path) -> bool:
@@ -222,7 +267,7 @@ def read_archive(path: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, sh
 
 # --------------------------------------------------------------------------- layouts
 
-def group_by_class(files: Manifest, where: str):
+def group_by_class(files: Manifest, where: str, *, skip_bad: bool = False, skipped: list | None = None):
     """The files of an image folder by split, in the dataset's order, and the class names.
 
     Returns ``({"train": (files, rows, labels), "test": (...)}, class_names)`` for the split
@@ -236,9 +281,17 @@ def group_by_class(files: Manifest, where: str):
 
     ``files`` is keyed by the files' paths (one name each); it is read twice as text, a file at
     a time, so grouping holds no object per file.
+
+    The files ``files.special`` lists (see :func:`list_folder`: FIFOs, devices, bad symlinks)
+    count for the layout as files (a symlink to a directory as a folder of files); those that
+    sit where images are taken are refused with a DataError naming them, before any file is
+    read, or with ``skip_bad`` appended to ``skipped`` as ``(file, reason)``.
     """
+    special = getattr(files, "special", ())
+    # a symlink to a directory stands for the files that would be in it
+    special_keys = [key + "/*/*/*" if is_dir else key for key, _, is_dir in special]
     outer, inner, deep = set(), set(), False  # folders at the top, and one level down
-    for key in files.iter_keys():
+    for key in itertools.chain(files.iter_keys(), special_keys):
         parts = key.split("/")
         if len(parts) >= 2:
             outer.add(parts[0])
@@ -252,11 +305,13 @@ def group_by_class(files: Manifest, where: str):
         have, lack = sorted(tops & set(_SPLITS)), sorted(set(_SPLITS) - tops)
         raise DataError(f"{where} has {have[0]}/ but no {lack[0]}/ folder with images; "
                         f"{LAYOUT_HELP}")
+    depth = 2 if split else 1  # class folder, then at least the file name
+    wrapper = next(iter(outer)) if wrapped else None
+    _special_files(special, special_keys, wrapper, split, depth, skip_bad, skipped)
     keys = _SPLITS if split else (None,)
     found: dict = {key: {} for key in keys}  # split -> {class: None}, in the order found
     ids: dict[str, int] = {}  # class -> its number, over both splits
     rows, split_of, class_of = array("q"), array("b"), array("i")
-    depth = 2 if split else 1  # class folder, then at least the file name
     for i, key in enumerate(files.iter_keys()):
         parts = key.split("/")[1:] if wrapped else key.split("/")
         if len(parts) <= depth or (split and parts[0] not in _SPLITS):
@@ -291,6 +346,30 @@ def group_by_class(files: Manifest, where: str):
         chosen = _by_name(files, rows[mine], labels[mine])
         out[key] = files.take(chosen, drop=drop), chosen, labels[mine]
     return out, class_names
+
+
+def _special_files(special, keys, wrapper, split: bool, depth: int, skip_bad: bool, skipped) -> None:
+    """Refuse the special files (:func:`list_folder`) that sit where images are taken, or list them as skipped."""
+    from ._lazy import SKIP_HINT
+
+    taken = []
+    for (key, reason, _), pseudo in zip(special, keys):
+        parts = pseudo.split("/")
+        if wrapper is not None:
+            if parts[0] != wrapper:
+                continue
+            parts, key = parts[1:], key[len(wrapper) + 1:] or key
+        if len(parts) <= depth or (split and parts[0] not in _SPLITS):
+            continue  # beside the classes (ROOT/README, a valid/ folder): not read, like any file there
+        taken.append((key, reason))
+    if not taken:
+        return
+    if not skip_bad:
+        key, reason = taken[0]
+        more = f" (and {len(taken) - 1} more such file{'s' if len(taken) > 2 else ''})" if len(taken) > 1 else ""
+        raise DataError(f"cannot read image {key}: {reason}; only regular files are read{more}; {SKIP_HINT}")
+    if skipped is not None:
+        skipped.extend(taken)
 
 
 def _by_name(files: Manifest, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ holds more Python objects than one directory, tar or batch of a filesystem's lis
 
 from __future__ import annotations
 
+import bisect
 from array import array
 
 import numpy as np
@@ -200,6 +201,21 @@ class ManifestBuilder:
         self._container.append(container)
         self._offset.append(offset)
         self._size.append(size)
+
+    def find(self, key: str) -> int:
+        """The row of the file appended with ``key`` (the first), or -1: a search of the keys, for the
+        rare file that names another (a hard link in a tar)."""
+        needle, start = key.encode("utf-8"), 0
+        while (i := self._keys.find(needle, start)) >= 0:
+            row = bisect.bisect_left(self._bounds, i)
+            if row + 1 < len(self._bounds) and self._bounds[row] == i and self._bounds[row + 1] == i + len(needle):
+                return row
+            start = i + 1
+        return -1
+
+    def row(self, i: int) -> tuple[int, int, int]:
+        """``(container, offset, size)`` of row ``i``."""
+        return self._container[i], self._offset[i], self._size[i]
 
     def append_blob(self, key: str, blob) -> None:
         """A file kept as its own blob object (see :class:`Blobs`); its key is its whole name."""

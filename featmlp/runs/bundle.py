@@ -117,8 +117,8 @@ class Bundle:
 
         def failed(index, path, reason) -> ImagePrediction:
             reason = str(reason)
-            if reason.startswith(f"{path}: "):  # the path is the prediction's own field
-                reason = reason[len(str(path)) + 2:]
+            for prefix in (f"{path}: ", f"cannot read image {path}: "):  # the path is the prediction's own field
+                reason = reason.removeprefix(prefix)
             return ImagePrediction(path, None, None, reason, index)
 
         def classify(chunk):

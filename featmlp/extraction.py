@@ -32,10 +32,11 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_write, exclusive, replace_dir
+from ._memory import available_memory, format_bytes
 from .data import ImageArray
-from .errors import DataError
-from .features import (extract_features, feature_names, fit_features, get_feature_set, parse_feature_options,
-                       state_to_arrays)
+from .errors import ConfigError, DataError
+from .features import (extract_features, feature_names, fit_features, get_feature_set,
+                       parse_feature_options, set_memory, state_to_arrays, working_bytes)
 from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
 from .store import FeatureTable, load_features, read_fitted, save_features, write_fitted
 
@@ -92,13 +93,15 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
 
 
-def check_extraction(dataset, features, options, fitted, chunk_size, workers):
-    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError)."""
+def check_extraction(dataset, features, options, fitted, chunk_size, workers, *, local: bool = True):
+    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError).
+
+    The default chunk size holds the feature set's working memory to :data:`_CHUNK_BYTES`
+    (:func:`default_chunk_size`); with ``local`` (the chunks are computed on this machine,
+    not on a cluster's), one image, and then a chunk, that need more memory than is
+    available are refused (ConfigError) before anything is computed.
+    """
     fset = get_feature_set(features)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(dataset.train_images.shape[1:3])
-    if chunk_size < 1:
-        raise DataError(f"chunk size must be at least 1, got {chunk_size}")
     if workers < 1:
         raise DataError(f"workers must be at least 1, got {workers}")
     options = parse_feature_options(fset, options or {})
@@ -106,7 +109,57 @@ def check_extraction(dataset, features, options, fitted, chunk_size, workers):
     if options and fitted and set(fset.needs_fit) <= set(fitted):
         raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
                         f"drop them, or fit anew without --fitted-from")
+    shape = dataset.train_images.shape[1:3]
+    threads = 1 if workers > 1 else None  # worker processes run the serial kernels
+    if chunk_size is None:
+        chunk_size = default_chunk_size(shape, fset, options=options, state=fitted, threads=threads)
+    if chunk_size < 1:
+        raise DataError(f"chunk size must be at least 1, got {chunk_size}")
+    if local:
+        check_chunk_memory(fset, shape, chunk_size, workers, options=options, state=fitted)
     return fset, options, fitted, chunk_size
+
+
+def check_chunk_memory(fset, image_shape, chunk_size: int, workers: int = 1, *, options=None, state=None,
+                       free: int | None = None) -> None:
+    """Refuse (ConfigError, one line) an extraction whose images or chunks would not fit in memory.
+
+    First one image of ``image_shape`` (H, W): decoded and its features computed on one thread
+    (:func:`featmlp.features.working_bytes`); too large, it can only be made smaller, so the
+    message says to downscale (``--image-size``). Then ``chunk_size`` images at a time, in
+    each of ``workers`` processes (which also hold the decoded chunks sent to them). ``free``:
+    the memory available (default :func:`featmlp._memory.available_memory`; nothing is refused
+    when it cannot be told).
+    """
+    free = available_memory() if free is None else free
+    if free is None:
+        return
+    height, width = (int(v) for v in image_shape)
+    one = working_bytes(fset, (height, width), 1, threads=1, options=options, state=state)
+    if one > free:
+        scale = (free / 2 / one) ** 0.5
+        w, h = max(1, int(width * scale)), max(1, int(height * scale))
+        raise ConfigError(f"one {width}x{height} image needs about {format_bytes(one)} of memory for its "
+                          f"{fset.name} features, and {format_bytes(free)} is available: pass --image-size WxH "
+                          f"(image_size=(W, H)) to downscale the images, e.g. --image-size {w}x{h}")
+    need = extraction_bytes(fset, (height, width), chunk_size, workers, options=options, state=state)
+    if need > free:
+        per = f"; {workers} processes at once" if workers > 1 else ""
+        raise ConfigError(f"extracting {fset.name} features of {width}x{height} images {chunk_size} at a time "
+                          f"needs about {format_bytes(need)} of memory{per}, and {format_bytes(free)} is available: "
+                          f"pass a smaller --chunk-size (chunk_size=){' or fewer --workers' if workers > 1 else ''}, "
+                          f"or --image-size WxH to downscale the images")
+
+
+def extraction_bytes(fset, image_shape, chunk_size: int, workers: int = 1, *, options=None, state=None) -> int:
+    """Bytes that extracting ``chunk_size`` images at a time takes: one chunk on all threads, or
+    ``workers`` processes each computing one on one thread while ``workers + 1`` decoded chunks
+    are on their way to them (:func:`in_processes`)."""
+    if workers <= 1:
+        return working_bytes(fset, image_shape, chunk_size, options=options, state=state)
+    pixels = 3 * int(image_shape[0]) * int(image_shape[1]) * int(chunk_size)
+    return workers * working_bytes(fset, image_shape, chunk_size, threads=1, options=options, state=state) \
+        + (workers + 1) * pixels
 
 
 def extraction_lock(output):
@@ -128,22 +181,43 @@ def extraction_meta(dataset, fset, options) -> dict:
     return meta
 
 
-# Decoded pixels per chunk by default: CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB),
-# 256x256 photos 1,365 (256 MB) rather than 5,000 (983 MB).
+# Memory of a chunk by default, its decoded pixels and the feature set's working memory
+# (featmlp.features.working_bytes): CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB of
+# pixels), 256x256 photos ~1,000 for the lecture's features rather than 5,000 (983 MB of
+# pixels, and as much again of work).
 _CHUNK_BYTES = 256 << 20
 _MAX_CHUNK = 5000
 
 
-def default_chunk_size(image_shape) -> int:
-    """Images per extraction chunk for images of ``(height, width)``: at most 5,000 and 256 MB of pixels.
+def default_chunk_size(image_shape, features="lecture", *, options=None, state=None,
+                       threads: int | None = None) -> int:
+    """Images per extraction chunk for images of ``(height, width)``: at most 5,000, and as many as
+    keep the chunk's decoded pixels and the working memory of ``features`` on ``threads`` threads
+    (default: the kernels', :func:`featmlp.features.feature_threads`) within 256 MB; at least one.
+    A set that computes a block of images at a time in a fixed amount of memory (kmeans: one
+    BLAS product of up to 256 MB) has that block on top of the 256 MB.
 
     Examples
     --------
-    >>> default_chunk_size((32, 32)), default_chunk_size((256, 256))
+    >>> default_chunk_size((32, 32)), default_chunk_size((256, 256), "color")
     (5000, 1365)
+    >>> default_chunk_size((256, 256), "lecture", threads=1)
+    997
     """
-    height, width = image_shape
-    return int(max(1, min(_MAX_CHUNK, _CHUNK_BYTES // (int(height) * int(width) * 3))))
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    fset = get_feature_set(features)
+    budget = _CHUNK_BYTES + max((set_memory(part, options, state).block or 0) for part in fset.components)
+
+    def fits(n: int) -> bool:
+        return working_bytes(fset, shape, n, threads=threads, options=options, state=state) <= budget
+
+    if not fits(1):
+        return 1
+    low, high = 1, _MAX_CHUNK  # fits(low); the working memory grows with the images
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
 
 
 def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
@@ -337,7 +411,8 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
     >>> t.X_train.shape, t.X_train.n_shards  # doctest: +SKIP
     ((5000, 9), 3)
     """
-    fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
+    fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers,
+                                                         local=cluster is None)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise DataError(f"{output} is a file; a sharded table is a directory: choose another name "

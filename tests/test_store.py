@@ -217,17 +217,19 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
 
 
 def test_default_chunks_hold_a_bounded_number_of_pixels(monkeypatch):
-    # 5,000 small images a chunk, but never more than 256 MB of decoded pixels.
+    # 5,000 small images a chunk, but never more than 256 MB of decoded pixels and feature work.
     from featmlp.extraction import default_chunk_size
+    from featmlp.features import working_bytes
 
     assert default_chunk_size((32, 32)) == 5000
-    assert default_chunk_size((256, 256)) == (256 << 20) // (256 * 256 * 3) == 1365
+    assert default_chunk_size((256, 256), "color") == (256 << 20) // (256 * 256 * 3) == 1365
     assert default_chunk_size((20000, 20000)) == 1
     import featmlp.extraction
 
     seen = []
     real = featmlp.extraction.extract_features
-    monkeypatch.setattr(featmlp.extraction, "_CHUNK_BYTES", 16 * 16 * 3 * 4)  # four 16x16 images a chunk
+    # four 16x16 images a chunk
+    monkeypatch.setattr(featmlp.extraction, "_CHUNK_BYTES", working_bytes("lecture", (16, 16), 4))
     monkeypatch.setattr(featmlp.extraction, "extract_features",
                         lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
     ds = small_dataset()

@@ -35,16 +35,41 @@ def check_image_size(image_size) -> tuple[int, int] | None:
     return int(w), int(h)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def _to_rgb(im: Image.Image, where: str = "image") -> Image.Image:
+    """``im`` as 8-bit RGB. Images of more than 8 bits a value are scaled by one rule, never clipped:
+
+    - 16-bit (``I;16``) and 32-bit integer (``I``) images: values 0 to 65535, divided by 257 and
+      rounded (65535 is 255); an ``I`` image with values outside 0..65535 is refused;
+    - floating-point (``F``) images: values in [0, 1], multiplied by 255 and rounded; other
+      values (a float TIFF of raw counts up to 1e6, negative values, NaN) are refused with one
+      line saying to convert the image: there is no scale to guess them by.
+
+    Pillow's own ``convert("RGB")`` clips them to 0..255, which turns such images white.
+    """
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        # Pillow's convert("RGB") clips these to 0..255 instead of scaling, which turns a
-        # 16-bit image white; keep the top 8 bits instead.
         a = np.asarray(im)
-        if im.mode.startswith("I;16") or (im.mode == "I" and a.max() > 255):
-            a = np.clip(a, 0, 65535).astype(np.uint16) >> 8
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L").convert("RGB")
+        if im.mode == "F":
+            a = a.astype(np.float64)
+            if not np.isfinite(a).all():
+                raise DataError(f"cannot read image {where}: a floating-point image (mode F) holding NaN or "
+                                f"infinite values: convert it to an 8- or 16-bit image")
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if lo < 0 or hi > 1:
+                raise DataError(f"cannot read image {where}: a floating-point image (mode F) with values from "
+                                f"{lo:g} to {hi:g}; featmlp reads float images whose values lie in [0, 1] "
+                                f"(times 255): convert it to an 8- or 16-bit image, or scale it into [0, 1]")
+            a = np.rint(a * 255)
+        else:
+            a = a.astype(np.int64)
+            lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+            if lo < 0 or hi > 65535:
+                raise DataError(f"cannot read image {where}: a 32-bit integer image (mode I) with values from "
+                                f"{lo} to {hi}; featmlp reads integer images of 0 to 65535 (16 bits, divided "
+                                f"by 257): convert it to an 8- or 16-bit image")
+            a = np.rint(a / 257)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")  # L, 1, P (palette, with transparency), RGBA/LA (alpha dropped), CMYK ...
 
 
@@ -149,10 +174,12 @@ def decode_image(data: FileData, where: str,
         with Image.open(io.BytesIO(data)) as im:
             if "exif" in im.info:  # cheap test first: most images carry no orientation tag
                 im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
+            im = _to_rgb(im, where)
             if image_size is not None and im.size != image_size:
                 im = im.resize(image_size, Image.Resampling.BILINEAR)
             return np.asarray(im)
+    except DataError:  # an image of values featmlp has no rule to scale (see _to_rgb)
+        raise
     except Exception as e:  # Pillow reports broken files with many exception types
         raise DataError(f"cannot read image {where}: not a readable image "
                         f"({type(e).__name__}: {e})") from e

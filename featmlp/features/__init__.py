@@ -17,13 +17,51 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Sequence
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import columns
+
+
+@dataclass(frozen=True)
+class WorkMemory:
+    """Memory a feature set works in, beyond the decoded RGB images it is given (3 bytes a pixel).
+
+    For a batch of ``n`` images of ``pixels`` pixels computed on ``threads`` threads:
+    ``n * pixels * per_image`` (what every image of the batch gets at once: its grayscale
+    copy, its output when that grows with the size, as hog's does) plus ``min(n, threads) *
+    (pixels * per_thread + thread_fixed)`` (each image being computed at the same time: a
+    thread's scratch) plus ``pixels * per_size`` (once per batch: tables, column names).
+    With ``block`` set (bytes), the images computed at the same time are as many as fit in
+    ``block`` of ``per_thread`` scratch (at least one), whatever the threads (kmeans: one BLAS
+    product per block of images). ``image_fixed`` bytes go to every image whatever its size
+    (kmeans' output, pool * pool * k float32). Measured with ``benchmarks/bench_memory.py --per-pixel``
+    (peak resident memory of one process, beyond its input).
+    """
+
+    per_image: float = 0.0
+    per_thread: float = 0.0
+    per_size: float = 0.0
+    thread_fixed: float = 0.0
+    block: float | None = None
+    image_fixed: float = 0.0
+
+    def bytes(self, n_images: int, pixels: int, threads: int = 1) -> int:
+        """Bytes for ``n_images`` images of ``pixels`` pixels each on ``threads`` threads."""
+        n, pixels = int(n_images), int(pixels)
+        if n <= 0:
+            return 0
+        if self.block is not None:
+            at_once = min(n, max(1, int(self.block // max(pixels * self.per_thread, 1))))
+        else:
+            at_once = min(n, max(1, int(threads)))
+        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * (pixels * self.per_thread + self.thread_fixed)
+                         + pixels * self.per_size)
 
 
 @dataclass(frozen=True)
@@ -43,7 +81,9 @@ class FeatureSet:
     ``mirror(height, width)`` gives the column permutation of mirrored images' features for
     a pure set whose features mirror that way (None: they do not). ``preset`` names the
     training preset recommended for the set (None: the default). ``parts`` are the sets of a
-    combination.
+    combination. ``memory`` is the working memory the set needs per pixel (:class:`WorkMemory`),
+    or for a fitted set a function of its settings giving it; :func:`working_bytes` sums it up.
+    ``sized_count(height, width)`` is ``len(sized_names(height, width))`` without making them.
     """
 
     name: str
@@ -56,10 +96,18 @@ class FeatureSet:
     preset: str | None = None
     parts: tuple["FeatureSet", ...] = ()
     options: tuple[tuple[str, object], ...] = ()
+    memory: WorkMemory | Callable[[Mapping], WorkMemory] = WorkMemory()
+    sized_count: Callable[[int, int], int] | None = None
 
     def names_for(self, height: int, width: int) -> tuple[str, ...]:
         """Column names for ``height`` x ``width`` images (raises DataError where a size is too small)."""
         return self.names if self.sized_names is None else self.sized_names(height, width)
+
+    def count_for(self, height: int, width: int) -> int:
+        """``len(names_for(height, width))``, without making the names (hog: 11 million for 20 Mpx)."""
+        if self.sized_count is not None:
+            return self.sized_count(height, width)
+        return len(self.names_for(height, width))
 
     @property
     def components(self) -> tuple["FeatureSet", ...]:
@@ -97,6 +145,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         columns.TEXTURE_NAMES,
         _kernel("texture", "lecture_features"),
         "the lecture's 9 texture features: LBP energy/entropy, 5 GLCM properties, Gabor energy/entropy",
+        # its grayscale copy (1); a thread's padded images (uint8, 2), int64 Gabor magnitudes (8),
+        # and float64 accumulators of a strip of rows (~4 MB) and 256x256 GLCM counts.
+        memory=WorkMemory(per_image=1.0, per_thread=12.0, thread_fixed=6 << 20),
     ),
     "hog": FeatureSet(
         "hog",
@@ -105,6 +156,11 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "histogram of oriented gradients of the grayscale image (9 orientations, 8x8 cells, "
         "2x2 blocks, L2-Hys; 324 values for 32x32 images)",
         sized_names=columns.hog_names,
+        sized_count=lambda height, width: _hog_count(height, width),
+        # its grayscale copy (1) and its output, 36 float64 per 8x8 cell (4.5 a pixel), copied
+        # once by extract_features (9 measured); 0.6 a thread (cell histograms); once per size,
+        # the column names a table records (~88 bytes per output value, 50 a pixel).
+        memory=WorkMemory(per_image=9.0, per_thread=0.6, per_size=50.0, thread_fixed=1 << 20),
     ),
     "color": FeatureSet(
         "color",
@@ -113,6 +169,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "22 colour values: mean and deviation of R, G, B; 8-bin hue, 4-bin saturation and value histograms",
         # every value is a statistic over all pixels: a mirror image has the same features
         mirror=lambda height, width: np.arange(len(columns.COLOR_NAMES)),
+        # one pass over the RGB values themselves: nothing that grows with the pixels
+        memory=WorkMemory(),
     ),
     "kmeans": FeatureSet(
         "kmeans",
@@ -126,10 +184,27 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         options=(("encoding", "triangle"), ("k", 1600), ("mirror", True), ("n_iter", 10),
                  ("n_patches", 400_000), ("norm_eps", 10.0), ("patch_size", 6), ("pool", 3),
                  ("power", 0.5), ("seed", 0), ("stride", 1), ("whiten_eps", 0.1)),
+        memory=lambda options: _kmeans_memory(options),
     ),
 }
 
 DEFAULT_FEATURES = "lecture"
+
+
+def _hog_count(height: int, width: int) -> int:
+    _, _, n_br, n_bc = columns.hog_grid(height, width)
+    return n_br * n_bc * columns.BLOCK * columns.BLOCK * columns.ORIENTATIONS
+
+
+def _kmeans_memory(options: Mapping) -> WorkMemory:
+    """kmeans' working memory for its settings: per patch position (a pixel, at stride 1), the
+    patch as float32 twice (normalised, whitened: 2 * p * p * 3 * 4 bytes) and its k distances
+    (float32), computed for a block of images at a time (featmlp.features.kmeans._BLOCK_VALUES)."""
+    defaults = dict(FEATURE_SETS["kmeans"].options)
+    k, p, stride, pool = (int(options.get(key, defaults[key])) for key in ("k", "patch_size", "stride", "pool"))
+    per_position = 4 * (k + 2 * p * p * 3 + 4)
+    return WorkMemory(per_thread=per_position / max(stride, 1) ** 2, block=per_position * (1 << 26) / k,
+                      image_fixed=4 * pool * pool * k)
 
 
 def _kmeans_class():
@@ -405,6 +480,71 @@ def feature_names(features: str | FeatureSet = DEFAULT_FEATURES, *,
     return tuple(n for part in fset.components for n in _part_names(part, state, height, width))
 
 
+def feature_count(features: str | FeatureSet, image_shape: tuple[int, int], *, state: dict | None = None) -> int:
+    """``len(feature_names(features, image_shape=image_shape, state=state))``, without making the names."""
+    fset = get_feature_set(features)
+    return sum(part.count_for(*image_shape) if part.fitted is None else len(_part_names(part, state, *image_shape))
+               for part in fset.components)
+
+
+def feature_threads() -> int:
+    """Threads the feature kernels of this process use (numba's, without importing numba for it)."""
+    import sys
+
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            return max(1, int(numba.get_num_threads()))
+        except Exception:  # numba's threading layer not started yet
+            pass
+    try:
+        return max(1, int(os.environ.get("NUMBA_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
+def set_memory(part: FeatureSet, options: Mapping | None = None, state: dict | None = None) -> WorkMemory:
+    """The :class:`WorkMemory` of one single set, for its settings (or its fitted state's)."""
+    memory = part.memory
+    if callable(memory):
+        settings = dict(options or {})
+        fitted = (state or {}).get(part.name)
+        if fitted is not None and hasattr(fitted, "get_params"):
+            settings = {**settings, **fitted.get_params()}
+        memory = memory(settings)
+    return memory
+
+
+def working_bytes(features: str | FeatureSet, image_shape: tuple[int, int], n_images: int = 1, *,
+                  threads: int | None = None, options: Mapping | None = None, state: dict | None = None,
+                  pixels: bool = True) -> int:
+    """Bytes of memory computing ``features`` of ``n_images`` images of ``image_shape`` (H, W) takes.
+
+    The decoded RGB images themselves (3 bytes a pixel; ``pixels=False`` leaves them out), plus
+    the feature sets' working memory (:class:`WorkMemory`): the sets of a combination run one
+    after the other, so their scratch is the largest of theirs, while what each keeps for every
+    image (outputs) adds up. ``threads``: default :func:`feature_threads`.
+
+    Examples
+    --------
+    >>> working_bytes("color", (100, 100), 10)  # the pixels only
+    300000
+    >>> working_bytes("lecture", (1000, 1000), 1, threads=1) // 2**20  # MB
+    21
+    """
+    fset = get_feature_set(features)
+    height, width = (int(v) for v in image_shape)
+    px, n = height * width, int(n_images)
+    threads = feature_threads() if threads is None else threads
+    kept, scratch = 0, 0
+    for part in fset.components:
+        memory = set_memory(part, options, state)
+        own = math.ceil(n * (px * memory.per_image + memory.image_fixed))
+        kept += own
+        scratch = max(scratch, memory.bytes(n, px, threads) - own)
+    return (3 * n * px if pixels else 0) + kept + scratch
+
+
 def _check_batch(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8:
@@ -470,7 +610,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
             if progress is not None:
                 progress("extract", done, len(images))
         if out is None:
-            out = np.empty((0, len(feature_names(fset, image_shape=images.shape[1:3], state=state))), fset.dtype)
+            out = np.empty((0, feature_count(fset, images.shape[1:3], state=state)), fset.dtype)
         return out
     if isinstance(images, np.ndarray):
         groups = {None: (np.arange(len(images)), _check_batch(images))}
@@ -483,7 +623,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
             by_shape.setdefault(im.shape, []).append(i)
         groups = {shape: (np.asarray(idx), _check_batch(np.stack([images[i] for i in idx])))
                   for shape, idx in by_shape.items()}
-    widths = {len(feature_names(fset, image_shape=batch.shape[1:3], state=state)) for _, batch in groups.values()}
+    widths = {feature_count(fset, batch.shape[1:3], state=state) for _, batch in groups.values()}
     if len(widths) > 1:
         sizes = ", ".join(f"{b.shape[1]}x{b.shape[2]}" for _, b in groups.values())
         raise DataError(f"feature set {fset.name!r} gives a different number of values for each image "
@@ -501,7 +641,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     return out
 
 
-__all__ = ["FeatureSet", "FEATURE_SETS", "DEFAULT_FEATURES", "KMeansFeatures",
+__all__ = ["FeatureSet", "FEATURE_SETS", "WorkMemory", "feature_count", "feature_threads", "working_bytes", "DEFAULT_FEATURES", "KMeansFeatures",
            "extract_features", "feature_names", "feature_options", "fit_features", "get_feature_set",
            "mirror_permutation", "parse_feature_options", "recommended_preset", "state_from_arrays",
            "state_to_arrays"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featmlp.errors import DataError
+from featmlp.errors import DataError, FeatmlpError
 from featmlp.runs.layout import CONFIG_FILE, read_json, resolve_feature_file
 
 
@@ -158,18 +158,93 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     if recorded is not None and table_fingerprint(table) != recorded:
         raise DataError(f"{features_file} is not the data this model was trained on (its contents differ from "
                         f"the run's record): pass the feature file to evaluate on explicitly")
+    check_provenance(table, bundle, features_file, _recorded_data(run_dir))
+    if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
+        raise DataError(f"{features_file} has {len(table.feature_names)} features, the model takes "
+                        f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")
+    check_columns(table, features_file, _recorded_data(run_dir), bundle.feature_set)
+    if tuple(table.class_names) != tuple(bundle.class_names):
+        raise DataError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
+                        f"{list(bundle.class_names)}")
     bad = nonfinite_rows(table.X_test)  # a shard at a time for a sharded table
     if len(bad):
         raise DataError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
                         f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
-    if table.feature_names and len(table.feature_names) != bundle.spec.n_features:
-        raise DataError(f"{features_file} has {len(table.feature_names)} features, the model takes "
-                        f"{bundle.spec.n_features}: extract with --features {bundle.feature_set}")
-    if tuple(table.class_names) != tuple(bundle.class_names):
-        raise DataError(f"{features_file}'s classes {list(table.class_names)} differ from the model's "
-                        f"{list(bundle.class_names)}")
     # predict_proba reads a ShardedArray in chunks of its shards
     return run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
+
+
+def _recorded_data(run_dir) -> dict:
+    """The ``data`` a run's ``config.json`` records ({} for a bundle alone, or an unreadable file)."""
+    try:
+        data = read_json(Path(run_dir) / CONFIG_FILE).get("data", {})
+    except (FeatmlpError, OSError, ValueError, AttributeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def state_digest(state: dict) -> str | None:
+    """SHA-256 of a fitted feature state (its settings and arrays; None for none): a table's and a
+    model's are equal when the features were computed with the same fitted dictionary."""
+    if not state:
+        return None
+    import hashlib
+    import json
+
+    from featmlp.features import state_to_arrays
+
+    settings, arrays = state_to_arrays(state)
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\n{name} {a.dtype.str} {a.shape}\n".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def check_provenance(table, bundle, where, data: dict | None = None) -> None:
+    """DataError unless a feature table was made as the model's training features were.
+
+    Compared where both sides record it: the feature set (the table's ``meta["features"]``
+    and the bundle's), the image size the images were resized to (``meta["image_size"]``
+    and the bundle's ``image_size``, or the run's ``config.json``), and the fitted state of a
+    fitted set (kmeans: its settings and dictionary, by hash). A table of other provenance
+    scores as if it were a worse model (the issue: 0.099 where the model's own data gives
+    0.278), so it is refused with what differs and the command that makes a fitting one.
+    """
+    data = data or {}
+    meta = table.meta or {}
+    theirs = meta.get("features")
+    ours = bundle.feature_set if bundle.feature_set not in (None, "unknown") else data.get("features")
+    if theirs and ours and theirs != ours:
+        raise DataError(f"{where} holds {theirs} features, the model was trained on {ours} features: extract "
+                        f"again with --features {ours}")
+    size, model_size = meta.get("image_size"), bundle.extra.get("image_size") or data.get("image_size")
+    if size and model_size and list(size) != list(model_size):
+        raise DataError(f"{where} was extracted at {size[0]}x{size[1]}, the model at {model_size[0]}x"
+                        f"{model_size[1]}: extract again with --image-size {model_size[0]}x{model_size[1]}")
+    if table.fitted and bundle.feature_state and state_digest(table.fitted) != state_digest(bundle.feature_state):
+        from featmlp.features import state_to_arrays
+
+        mine, model = state_to_arrays(table.fitted)[0], state_to_arrays(bundle.feature_state)[0]
+        differ = [f"{name}.{k} {mine.get(name, {}).get(k)!r} against {v!r}"
+                  for name, settings in model.items() for k, v in settings.items()
+                  if k != "objective" and mine.get(name, {}).get(k) != v]
+        how = f"other settings: {', '.join(differ[:3])}" if differ else "fitted on other images"
+        raise DataError(f"{where}'s {'+'.join(sorted(bundle.feature_state))} features were computed with another "
+                        f"fitted state than the model's ({how}): extract again with --fitted-from "
+                        f"{bundle.directory or 'RUN'}")
+
+
+def check_columns(table, where, data: dict, feature_set) -> None:
+    """DataError when the table's columns are not those the run recorded (same count, other names)."""
+    names = data.get("feature_names")
+    if not isinstance(names, list) or len(names) != len(table.feature_names):
+        return
+    for i, (a, b) in enumerate(zip(table.feature_names, names)):
+        if str(a) != str(b):
+            raise DataError(f"{where}'s feature columns are not the model's (column {i} is {a!r}, the model's "
+                            f"{b!r}): extract again with --features {feature_set}")
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

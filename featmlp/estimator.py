@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from featmlp.errors import ConfigError
 from featmlp.model import predict_proba
 from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training.config import FIELDS
 from featmlp.training.history import TRAIN_LOSS
 
 try:  # scikit-learn >= 1.6
@@ -142,7 +143,13 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         if "hidden" in overrides:
             hidden = overrides["hidden"]
             overrides["hidden"] = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        state = self.random_state
+        if not (state is None or isinstance(state, np.random.RandomState)):
+            # the constraint table's rule for seeds (what sklearn and numpy's RandomState accept)
+            message = FIELDS["seed"].error("random_state", state)
+            if message is not None:
+                raise ConfigError(message.replace("must be", "must be None, a numpy RandomState or", 1))
+        seed = check_random_state(state).randint(np.iinfo(np.int32).max)
         # A feature matrix alone does not say which columns mirror which: no flips here (the
         # "kmeans" preset's flips apply through featmlp run / train, which know the feature set).
         config = dataclasses.replace(PRESETS[preset], seed=int(seed), flip=False, test_flip=False, **overrides)

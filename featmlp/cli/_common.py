@@ -62,7 +62,8 @@ def data_options(f):
                           "one: secret='\"12345\"'. Never written to the run directory.")(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
                      help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
-    f = click.option("--split-seed", default=0, show_default=True, type=int,
+    # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
+    f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
     f = click.option("--test-fraction", default=0.2, show_default=True, type=float,
                      help="Share of each class held out for testing when the folder has no train/test split.")(f)

@@ -117,6 +117,8 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
         elif sweep and not settings.get("is_flag") and "/" not in decls[0] and name not in ("preset", "device"):
             settings = _as_list(settings)
             text += " Comma-separated values to try."
+        elif sweep and "/" in decls[0]:
+            text += " Sets it for every configuration."
         if name in TRAIN_KEYS:
             text = f"{text} {preset_defaults(name, preset)}"
         f = click.option(*decls, name, help=text, **settings)(f)
@@ -132,7 +134,7 @@ def _click_type(field: str):
     if f.kind == "choice":
         return click.Choice(sorted(f.choices))
     if f.kind == "int":
-        return click.IntRange(int(f.low))
+        return click.IntRange(int(f.low), None if f.high is None else int(f.high))
     if f.kind == "width0":
         return click.IntRange(0)
     if f.kind == "probability":
@@ -208,6 +210,9 @@ def grid_from(opts: dict, preset: str | None = None):
     lists = {k: opts.pop(k) for k in TRAIN_KEYS if opts.get(k) is not None}
     for k in TRAIN_KEYS:
         opts.pop(k, None)
+    # A flag (--batch-norm, --no-flip ...) or --device gives one value, not a list: every
+    # configuration takes it.
+    lists = {k: v if isinstance(v, list) else [v] for k, v in lists.items()}
     if "class_weight" in lists:
         lists["class_weight"] = [None if v == "none" else v for v in lists["class_weight"]]
     base = config_from(opts, preset)

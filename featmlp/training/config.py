@@ -36,13 +36,17 @@ SCALER_NAMES = ("standard", "minmax", "global", "none")
 FULL_BATCH_OPTIMIZERS = ("gd",)
 # The weights are float32: a larger lr cannot even be applied (torch raises).
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The largest seed every generator a run seeds accepts: scikit-learn's random_state (the
+# validation split) and numpy's legacy RandomState take 0 .. 2**32 - 1; torch.manual_seed takes more.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
 class Field:
     """What one setting accepts.
 
-    ``kind`` picks the check and the wording of its error: ``"int"`` (an integer >= ``low``),
+    ``kind`` picks the check and the wording of its error: ``"int"`` (an integer >= ``low``, and
+    <= ``high`` when given),
     ``"number"`` (a finite number within ``low``/``high``, each end open or closed),
     ``"probability"`` (a plain int or float in [0, 1)), ``"choice"`` (one of ``choices``),
     ``"bool"``, ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
@@ -67,8 +71,9 @@ def _is_int(value) -> bool:
 
 
 def _int_error(f: Field, name, value):
-    if not _is_int(value) or value < f.low:
-        return f"{name} must be an integer >= {f.low}, got {value!r}"
+    if not _is_int(value) or value < f.low or (f.high is not None and value > f.high):
+        rng = f">= {f.low}" if f.high is None else f"in [{f.low}, {f.high}]"
+        return f"{name} must be an integer {rng}, got {value!r}"
 
 
 def _optional_int_error(f: Field, name, value):
@@ -167,7 +172,8 @@ FIELDS: dict[str, Field] = {
     "val_fraction": Field("number", "fraction of the training set held out (stratified, seeded) for "
                           "validation", low=0, high=1, high_open=True),
     "patience": Field("int", "early stopping: epochs without a lower validation loss; 0: off", low=0),
-    "seed": Field("int", "seeds initial weights, the validation split, the batch order and dropout", low=0),
+    "seed": Field("int", "seeds initial weights, the validation split, the batch order and dropout", low=0,
+                  high=SEED_MAX),
     "lecture_batch_size": Field("optional_int", "gd only: step on the gradient of the sum of the mean losses "
                                 "of batches of this size, as the notebook's loop did", low=1),
     "label_smoothing": Field("number", "ce only: train against (1 - e) one_hot + e / C", low=0, high=1,

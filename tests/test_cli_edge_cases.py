@@ -1,0 +1,136 @@
+"""Edge cases of the command line: each one line, a non-zero exit, no traceback, nothing written.
+
+Seeds beyond what the generators take, boolean flags in a sweep, a full disk, control
+characters in names, FEATMLP_NUM_THREADS, and their neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+from featmlp.store import FeatureTable, save_features
+
+HUGE = "99999999999999999999"
+
+
+@pytest.fixture
+def feats(tmp_path):
+    X, y = make_classification(120, 9, n_informative=6, n_classes=3, random_state=0)
+    return save_features(tmp_path / "f.npz", FeatureTable(X[:90], y[:90], X[90:], y[90:],
+                                                          tuple(f"f{i}" for i in range(9)), ("a", "b", "c"),
+                                                          {"features": "lecture"}))
+
+
+def make_folder(root, classes=("cats", "dogs"), per_class=5, names=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            name = names[i] if names else f"{i}.png"
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / cls / name, format="PNG")
+    return root
+
+
+def assert_refused(code, out, err, *messages):
+    """A non-zero exit with one error line naming ``messages``, and no traceback."""
+    assert code not in (0, None), (out, err)
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.lower().startswith("error")]
+    assert len(lines) == 1, err
+    for message in messages:
+        assert message in lines[0], err
+
+
+def nothing_in(path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+# -- seeds --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "lr-find", "run", "lecture"])
+@pytest.mark.parametrize("seed", [HUGE, str(2**32)])
+def test_a_seed_out_of_range_is_a_usage_error(tmp_path, run_cli, feats, command, seed):
+    out = tmp_path / "out"
+    source = ["--data", tmp_path / "none"] if command in ("run", "lecture") else [feats]
+    code, stdout, err = run_cli([command, *source, "--seed", seed, "--out", out])
+    assert_refused(code, stdout, err, "--seed", seed)
+    assert code == 2 and nothing_in(out)
+    assert not list(tmp_path.glob(".out*"))  # no staging directory either
+
+
+@pytest.mark.parametrize("command", ["extract", "run"])
+@pytest.mark.parametrize("seed", [HUGE, "-1"])
+def test_a_split_seed_out_of_range_is_a_usage_error(tmp_path, run_cli, command, seed):
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / ("out.npz" if command == "extract" else "out")
+    where = ["-o", out] if command == "extract" else ["--data", tmp_path / "imgs", "--out", out]
+    args = [command, *([tmp_path / "imgs"] if command == "extract" else []), *where, "--split-seed", seed]
+    code, stdout, err = run_cli(args)
+    assert_refused(code, stdout, err, "--split-seed", seed)
+    assert nothing_in(out) and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".out*"))
+
+
+def test_the_largest_seed_trains(tmp_path, run_cli, feats):
+    # the validation split (scikit-learn) takes seeds up to 2**32 - 1 too
+    code, _, err = run_cli(["train", feats, "--seed", str(2**32 - 1), "--val-fraction", "0.2", "--epochs", "1",
+                            "-q", "--out", tmp_path / "run"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["seed"] == 2**32 - 1
+
+
+def test_the_api_refuses_seeds_out_of_range():
+    from featmlp.errors import ConfigError
+    from featmlp.estimator import FeatMLPClassifier
+    from featmlp.train import TrainConfig
+
+    for seed in (2**32, int(HUGE), -1):
+        with pytest.raises(ConfigError, match=rf"^seed must be an integer in \[0, 4294967295\], got {seed}$"):
+            TrainConfig(seed=seed).validate()
+        with pytest.raises(ConfigError, match=rf"^random_state must be .*an integer in \[0, 4294967295\], "
+                                              rf"got {seed}$"):
+            FeatMLPClassifier(random_state=seed).fit(np.zeros((6, 2)), [0, 1] * 3)
+    TrainConfig(seed=2**32 - 1).validate()
+    FeatMLPClassifier(random_state=np.random.RandomState(0), epochs=1)._config()
+
+
+# -- boolean flags in a sweep -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, field, value", [
+    ("--batch-norm", "batch_norm", True),
+    ("--no-batch-norm", "batch_norm", False),
+    ("--no-flip", "flip", False),
+    ("--no-test-flip", "test_flip", False),
+])
+def test_a_flag_in_a_sweep_sets_it_for_every_configuration(tmp_path, run_cli, feats, flag, field, value):
+    out = tmp_path / "sweep"
+    code, stdout, err = run_cli(["sweep", feats, flag, "--lr", "0.01,0.1", "--epochs", "2", "-q", "--out", out])
+    assert code == 0, err
+    configs = [json.loads(p.read_text())["train"] for p in sorted(out.glob("*/config.json"))]
+    assert len(configs) == 2
+    assert all(c[field] is value for c in configs)
+
+
+def test_sweep_flip_flags_on_features_with_a_mirror(tmp_path, run_cli):
+    # --flip and --test-flip need a feature set whose mirror image is a column permutation (color)
+    from featmlp.data import Dataset
+    from featmlp.extraction import extract_dataset
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), np.arange(40) % 2,
+                 rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8), np.arange(10) % 2, ("a", "b"), "test")
+    feats = tmp_path / "color.npz"
+    extract_dataset(ds, "color", feats)
+    out = tmp_path / "sweep"
+    code, _, err = run_cli(["sweep", feats, "--flip", "--test-flip", "--lr", "0.01,0.1", "--epochs", "1", "-q",
+                            "--out", out])
+    assert code == 0, err
+    configs = [json.loads(p.read_text())["train"] for p in sorted(out.glob("*/config.json"))]
+    assert len(configs) == 2 and all(c["flip"] and c["test_flip"] for c in configs)

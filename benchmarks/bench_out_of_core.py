@@ -6,6 +6,9 @@ Then ``featmlp train TABLE --out-of-core`` (ours: the shards read one or two at 
 ``featmlp train TABLE --in-memory`` (reference: the table read whole, as for an ``.npz``)
 train the same network for ``--epochs`` epochs, each in its own process, as a user runs it;
 the peak resident set of each is sampled every 0.1 s, and the table's size is set beside it.
+Out of core runs twice: as users run it, each shard checked against the manifest's SHA-256
+the first time the process touches it, and with ``FEATMLP_VERIFY_SHARDS=0`` (unchecked), so
+what the checksums cost is the difference (``--no-unverified`` leaves that run out).
 
     python benchmarks/bench_out_of_core.py
     python benchmarks/bench_out_of_core.py --rows 200000 --epochs 1 --repeat 2
@@ -14,6 +17,7 @@ the peak resident set of each is sampled every 0.1 s, and the table's size is se
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -57,6 +61,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--no-unverified", action="store_true",
+                    help="leave out the out-of-core run with FEATMLP_VERIFY_SHARDS=0 (shard checksums unchecked)")
     args = ap.parse_args()
 
     table = build_table(ROOT / "runs" / "bench-scale" / f"synthetic-{args.rows}x{args.features}.features",
@@ -65,12 +71,15 @@ def main():
     print(f"table: {args.rows:,} x {args.features} float32 training rows, {size:,.0f} MB on disk ({table})", flush=True)
     base = [sys.executable, "-m", "featmlp.cli", "train", str(table), "--epochs", str(args.epochs), "-q", "--force",
             "--out", str(ROOT / "runs" / "bench-scale" / "ooc-run")]
-    ways = [("ours (--out-of-core)", "--out-of-core")]
+    ways = [("ours (--out-of-core)", "--out-of-core", "1")]
+    if not args.no_unverified:
+        ways.append(("ours, shards unverified", "--out-of-core", "0"))
     if not args.no_reference:
-        ways.append(("reference (--in-memory)", "--in-memory"))
+        ways.append(("reference (--in-memory)", "--in-memory", "1"))
     results = {}
     for r in range(args.repeat):
-        for name, flag in ways:
+        for name, flag, verify in ways:
+            os.environ["FEATMLP_VERIFY_SHARDS"] = verify  # the child process inherits it
             rss, secs = measure(base + [flag])
             results.setdefault(name, []).append((rss, secs))
             print(f"  {name:<24} peak RSS {rss:7,.0f} MB  {secs:6.1f} s  (table / RSS {size / rss:.2f})", flush=True)
@@ -83,9 +92,15 @@ def main():
         rss = statistics.median(v[0] for v in results[name])
         secs = statistics.median(v[1] for v in results[name])
         print(f"{name:<26}{rss:>12,.0f}{size / rss:>12.2f}{secs:>9.1f}")
-    if len(results) == 2:
-        (a, b) = (statistics.median(v[0] for v in results[n]) for n, _ in ways)
-        print(f"reference / ours peak RSS: {b / a:.2f}x")
+    median = {name: (statistics.median(v[0] for v in results[name]), statistics.median(v[1] for v in results[name]))
+              for name in results}
+    ours, unverified, reference = (median.get(w) for w in ("ours (--out-of-core)", "ours, shards unverified",
+                                                           "reference (--in-memory)"))
+    if unverified:
+        print(f"shard checksums verified on first read: {ours[1] - unverified[1]:+.1f} s "
+              f"({(ours[1] - unverified[1]) / unverified[1]:+.0%}), peak RSS {ours[0] - unverified[0]:+,.0f} MB")
+    if reference:
+        print(f"reference / ours peak RSS: {reference[0] / ours[0]:.2f}x")
 
 
 if __name__ == "__main__":

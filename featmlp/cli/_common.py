@@ -19,6 +19,12 @@ def _parse_size(ctx, param, value):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive integers, e.g. 32x32") from None
+    from ..data import check_resize
+
+    try:  # the pixel limit of one image, and the memory one image of that size takes
+        check_resize((w, h))
+    except ConfigError as e:
+        raise click.BadParameter(str(e).replace("image_size ", "", 1)) from None
     return (w, h)
 
 

@@ -164,6 +164,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
                                                  DEFAULT_MAX_FILE_BYTES, "max_file_bytes"),
                    max_pixels=limit_from_env(max_image_pixels, "FEATMLP_MAX_IMAGE_PIXELS",
                                              DEFAULT_MAX_PIXELS, "max_image_pixels"))
+    check_resize(image_size, options["max_pixels"])
     if source is None or (is_name and source == SAMPLE_SOURCE):
         sample = resources.files("featmlp") / "_sample" / SAMPLE_FILE
         with resources.as_file(sample) as path:
@@ -281,6 +282,46 @@ def _listed_folder_dataset(groups, digests, description: str, *, test_fraction, 
     return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
 
 
+# Bytes a pixel of decoding and resizing one image takes: Pillow's RGB image (4 bytes a pixel)
+# and the array made of it (3).
+RESIZE_BYTES_PER_PIXEL = 7
+# The largest side Pillow takes (a C int).
+_MAX_SIDE = 2**31 - 1
+
+
+def check_resize(image_size, max_pixels: int | None = None) -> None:
+    """Refuse (ConfigError, one line) an ``image_size`` (width, height) that no image may be resized to.
+
+    Over the pixel limit of one image (``max_pixels``, default ``$FEATMLP_MAX_IMAGE_PIXELS``,
+    else 89.5 Mpx: the limit on the images read applies to the images made), or one image of
+    that size would not fit in the memory available (:func:`featmlp._memory.check_memory`).
+
+    Examples
+    --------
+    >>> check_resize((32, 32))
+    >>> check_resize((10000, 10000))
+    Traceback (most recent call last):
+    ...
+    featmlp.errors.ConfigError: image_size 10000x10000 is 100.0 Mpx, over the limit of 89.5 Mpx per image (FEATMLP_MAX_IMAGE_PIXELS, max_image_pixels=): choose a smaller size, e.g. 32x32
+    """
+    if image_size is None:
+        return
+    from .._memory import check_memory
+
+    if max_pixels is None:
+        max_pixels = limit_from_env(None, "FEATMLP_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS, "max_image_pixels")
+    w, h = (int(v) for v in image_size)
+    if w * h > max_pixels or max(w, h) > _MAX_SIDE:
+        mpx = f"{w * h / 1e6:.1f} Mpx" if w * h < 1e15 else "far more pixels than any image has"
+        raise ConfigError(f"image_size {w}x{h} is {mpx}, over the limit of {max_pixels / 1e6:.1f} Mpx per "
+                          f"image (FEATMLP_MAX_IMAGE_PIXELS, max_image_pixels=): choose a smaller size, e.g. 32x32"
+                          if w * h > max_pixels else
+                          f"image_size {w}x{h} has a side over {_MAX_SIDE:,} pixels, more than an image may have: "
+                          f"choose a smaller size, e.g. 32x32")
+    check_memory(w * h * RESIZE_BYTES_PER_PIXEL, f"resizing an image to image_size {w}x{h}",
+                 "choose a smaller size (--image-size WxH)")
+
+
 def _find_cifar_dir(path: Path) -> Path | None:
     """``path`` or ``path/cifar-10-batches-py`` when it holds official batch files."""
     for d in (path, path / CIFAR10_FOLDER):
@@ -292,6 +333,12 @@ def _find_cifar_dir(path: Path) -> Path | None:
 def _cifar_dataset(files, description: str, image_size) -> Dataset:
     train_x, train_y, test_x, test_y, names = read_cifar_batches(files)
     if image_size is not None and image_size != train_x.shape[2:0:-1]:
+        from .._memory import check_memory
+
+        w, h = image_size
+        n = len(train_x) + len(test_x)  # the batches are resized whole, in memory
+        check_memory(3 * w * h * n, f"{n:,} CIFAR-10 images resized to {w}x{h}",
+                     "choose a smaller size (--image-size WxH)")
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     return Dataset(train_x, train_y, test_x, test_y, names, description)

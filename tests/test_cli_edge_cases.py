@@ -33,7 +33,7 @@ def make_folder(root, classes=("cats", "dogs"), per_class=5, names=None):
         (root / cls).mkdir(parents=True)
         for i in range(per_class):
             name = names[i] if names else f"{i}.png"
-            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / cls / name, format="PNG")
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / cls / name, format="PNG")
     return root
 
 
@@ -134,3 +134,71 @@ def test_sweep_flip_flags_on_features_with_a_mirror(tmp_path, run_cli):
     assert code == 0, err
     configs = [json.loads(p.read_text())["train"] for p in sorted(out.glob("*/config.json"))]
     assert len(configs) == 2 and all(c["flip"] and c["test_flip"] for c in configs)
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+SHORT_WRITE = "1775000 requested and 593392 written"  # numpy's tofile on a full disk: no errno
+
+
+def test_a_short_write_is_the_full_disk_line(tmp_path, run_cli, monkeypatch):
+    import numpy.lib.format as npformat
+
+    def short_write(fp, array, *args, **kwargs):
+        fp.write(b"\x93NUMPY half")
+        raise OSError(SHORT_WRITE)
+
+    make_folder(tmp_path / "imgs")
+    monkeypatch.setattr(npformat, "write_array", short_write)
+    for output in ("f.npz", "f.features"):
+        code, out, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / output, "-q"])
+        assert_refused(code, out, err, "the disk is full", "593392 of 1775000 bytes")
+        assert "requested and" not in err
+        assert not (tmp_path / output).exists()
+        assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+def test_os_error_lines():
+    import errno
+
+    from featmlp.cli import os_error_line
+
+    assert os_error_line(OSError(SHORT_WRITE)).startswith(
+        "a write stopped after 593392 of 1775000 bytes: the disk is full; nothing half-written was kept")
+    assert "the disk is full" in os_error_line(OSError(errno.ENOSPC, "No space left on device", "x.npz"))
+    assert "file-size limit" in os_error_line(OSError(errno.EFBIG, "File too large"))
+    assert os_error_line(OSError("something else")) == "something else"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs POSIX resource limits")
+@pytest.mark.parametrize("limit, args", [
+    # 2,000 bytes: the first 5 x 355 float32 chunk stops short inside numpy's tofile (errno None)
+    (2000, ["extract", "IMGS", "--features", "lecture+hog+color", "-o", "OUT/f.npz", "-q"]),
+    (2000, ["extract", "IMGS", "--features", "lecture+hog+color", "-o", "OUT/f.features", "-q"]),
+    (20000, ["run", "--data", "IMGS", "--epochs", "1", "-q", "--out", "OUT/run"]),
+])
+def test_a_real_short_write(tmp_path, limit, args):
+    """Under a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) writes really stop short."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    make_folder(tmp_path / "imgs")
+    (tmp_path / "out").mkdir()
+    args = [str(a).replace("IMGS", str(tmp_path / "imgs")).replace("OUT", str(tmp_path / "out")) for a in args]
+    r = subprocess.run([sys.executable, "-m", "featmlp.cli", *args], capture_output=True, text=True,
+                       preexec_fn=limited, cwd=tmp_path, timeout=300)
+    assert_refused(r.returncode, r.stdout, r.stderr, "nothing half-written was kept")
+    assert "requested and" not in r.stderr
+    left = [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    # what an interrupted extraction keeps to resume from: whole chunks only
+    assert all(".partial" in str(p) for p in left), left
+    for p in left:
+        if p.suffix == ".npy":
+            np.load(tmp_path / "out" / p)
+        assert not p.name.endswith(".part")

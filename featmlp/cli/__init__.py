@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import re
 import sys
 
 import click
@@ -78,23 +79,35 @@ def cli():
     """Classify images with multilayer perceptrons trained on extracted image features."""
 
 
+INTERRUPTED = "interrupted: nothing half-written was kept; run the same command again to resume"
+
+
 def main(argv=None) -> None:
-    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    """Entry point: run the CLI, turning user errors into one line and an exit code.
+
+    Ctrl-C (SIGINT) and ``kill`` (SIGTERM, made an interrupt here) stop the command, its worker
+    processes with it, and print one line: exit status 130 for SIGINT, 143 for SIGTERM.
+    """
+    from .._workers import Terminated, terminate_as_interrupt
+
     try:
-        rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
+        with terminate_as_interrupt():
+            rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
     except FeatmlpError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click turns an interrupt into Abort
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(143 if isinstance(e.__cause__, Terminated) else 130)
         click.echo("aborted", err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted: nothing half-written was kept; run the same command again to resume",
-                   err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     except BrokenPipeError:
         sys.exit(141)
     except OSError as e:  # the disk, not featmlp: full, read-only, no permission ...
@@ -103,13 +116,25 @@ def main(argv=None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
+# numpy's tofile (np.save into a file) reports a write that stopped short without an errno:
+# OSError("1775000 requested and 593392 written"). On a file that is a full disk (or a file-size limit).
+_SHORT_WRITE = re.compile(r"^(\d+) requested and (\d+) written$")
+
+
 def os_error_line(e: OSError) -> str:
     """One line for an operating-system error: what failed, on which file, and what to do."""
     where = f" ({e.filename})" if e.filename else ""
     text = f"{e.strerror or e}{where}"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    short = _SHORT_WRITE.match(str(e)) if e.errno is None else None
+    if short:
+        text = f"a write stopped after {short[2]} of {short[1]} bytes{where}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or short:
         return (f"{text}: the disk is full; nothing half-written was kept. Free some space (or write "
                 f"elsewhere) and run the same command again")
+    if e.errno == errno.EFBIG:
+        return (f"{text}: the file outgrew what this filesystem or the file-size limit (ulimit -f) allows; "
+                f"nothing half-written was kept. Write elsewhere (or raise the limit) and run the same "
+                f"command again")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{text}: no permission to write or read there; choose another place"
     return f"{text}"

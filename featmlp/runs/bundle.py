@@ -85,7 +85,10 @@ class Bundle:
         Images are resized (bilinear) to the size of the images the model was trained on
         (``extra["image_size"]``), so their features describe the same scale; ``resize=False``
         keeps each image's size. Features are computed with the bundle's fitted state, a chunk
-        of images at a time (:data:`PREDICT_CHUNK_IMAGES`, :data:`PREDICT_CHUNK_PIXELS`).
+        of images at a time: up to :data:`PREDICT_CHUNK_IMAGES`, and as many as keep the decoded
+        images and the feature set's working memory (:func:`featmlp.features.working_bytes`)
+        within :data:`PREDICT_CHUNK_BYTES`. An image whose features alone would not fit in the
+        memory available gets an ``error`` (downscale it) instead of the process being killed.
 
         Raises
         ------
@@ -102,6 +105,7 @@ class Bundle:
     def iter_predict_images(self, paths, *, resize: bool = True):
         """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
         of images once computed (so not in the order given; ``index`` is each one's place)."""
+        from featmlp._memory import available_memory
         from featmlp.data import read_images
         from featmlp.features import extract_features
         from featmlp.model import nonfinite_rows
@@ -110,10 +114,15 @@ class Bundle:
         size = self.extra.get("image_size") if resize else None
         size = tuple(size) if size else None
         if size:
-            per_chunk = max(1, min(PREDICT_CHUNK_IMAGES, len(paths), PREDICT_CHUNK_PIXELS // (size[0] * size[1])))
+            one = image_bytes(size, 1, self.feature_set, self.feature_state)
+            per_chunk = 1
+            while per_chunk < min(PREDICT_CHUNK_IMAGES, len(paths)) and \
+                    image_bytes(size, per_chunk + 1, self.feature_set, self.feature_state) <= max(PREDICT_CHUNK_BYTES, one):
+                per_chunk += 1
             where = f"image_size in {self.directory / META_FILE}" if self.directory is not None else "image_size"
-            check_memory(image_bytes(size, per_chunk), f"predicting on images resized to {size[0]}x{size[1]} "
-                         f"({where}), {per_chunk} at once,", "check that image_size, or pass --no-resize")
+            check_memory(image_bytes(size, per_chunk, self.feature_set, self.feature_state),
+                         f"predicting on images resized to {size[0]}x{size[1]} ({where}), {per_chunk} at once,",
+                         "check that image_size, or pass --no-resize")
 
         def failed(index, path, reason) -> ImagePrediction:
             reason = str(reason)
@@ -155,22 +164,42 @@ class Bundle:
                     results[rows[k]] = ImagePrediction(items[k][1], self.class_names[c], float(p), None, items[k][0])
             yield from (r for r in results if r is not None)
 
-        chunk, pixels = [], 0
+        def chunk_bytes(counts: dict) -> int:
+            """Memory of a chunk of ``{(H, W): images}``: every decoded image held, and the largest
+            group's copy (np.stack) and feature work (the groups are computed one after another)."""
+            held = sum(3 * h * w * n for (h, w), n in counts.items())
+            return held + max(image_bytes((w, h), n, self.feature_set, self.feature_state)
+                              for (h, w), n in counts.items())
+
+        free = None if resize else available_memory()  # resized images were checked above
+        chunk, counts = [], {}
         for index, path in enumerate(paths):
             try:
                 arr = read_images([path], image_size=size)[0]
             except (DataError, OSError) as e:
                 yield failed(index, path, e)
                 continue
-            if not resize and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
-                yield failed(index, path, f"{arr.shape[1]}x{arr.shape[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
+            hw = arr.shape[:2]
+            if not resize and hw[0] * hw[1] > MAX_IMAGE_PIXELS:
+                yield failed(index, path, f"{hw[1]}x{hw[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
                                           f"an image may have")
                 continue
-            chunk.append((index, path, arr))
-            pixels += arr.shape[0] * arr.shape[1]
-            if len(chunk) >= PREDICT_CHUNK_IMAGES or pixels >= PREDICT_CHUNK_PIXELS:
+            if not resize:
+                one = image_bytes((hw[1], hw[0]), 1, self.feature_set, self.feature_state, threads=1)
+                if free is not None and one > free:
+                    del arr
+                    yield failed(index, path, f"{hw[1]}x{hw[0]}: its {self.feature_set} features need about "
+                                              f"{format_bytes(one)} of memory, and {format_bytes(free)} is available; "
+                                              f"downscale it (drop --no-resize)")
+                    continue
+            grown = {**counts, hw: counts.get(hw, 0) + 1}
+            if chunk and (len(chunk) >= PREDICT_CHUNK_IMAGES or chunk_bytes(grown) > PREDICT_CHUNK_BYTES):
                 yield from classify(chunk)
-                chunk, pixels = [], 0
+                chunk, grown = [], {hw: 1}
+                if not resize:
+                    free = available_memory()
+            chunk.append((index, path, arr))
+            counts = grown
         if chunk:
             yield from classify(chunk)
 
@@ -370,27 +399,32 @@ def _is_number(v) -> bool:
 # The largest image a bundle may ask new images to be resized to: Pillow's own
 # decompression-bomb limit (89.5 Mpx), what reading an image file allows.
 MAX_IMAGE_PIXELS = 89_478_485
-# Images whose features predict_images computes together: up to this many, and up to this many
-# pixels (about 1 GB of feature work at PREDICT_BYTES_PER_PIXEL).
+# Images whose features predict_images computes together: up to this many, and as many as keep
+# their decoded pixels and the feature set's working memory within PREDICT_CHUNK_BYTES (one
+# image at least: one larger than that is computed alone, when it fits in the memory available).
 PREDICT_CHUNK_IMAGES = 256
+PREDICT_CHUNK_BYTES = 512 << 20
+# Before the working memory of each feature set was counted (featmlp.features.WorkMemory): a
+# chunk ended at this many pixels, and 67 bytes a pixel were assumed. Kept for code that reads them.
 PREDICT_CHUNK_PIXELS = 1 << 24
-# Bytes per pixel of predicting on an image: its RGB values, and the float64 work arrays of
-# the feature sets (lecture's LBP, GLCM and Gabor arrays peak at 63 bytes a pixel, hog at 13,
-# measured with tracemalloc on 512x512 images).
 PREDICT_BYTES_PER_PIXEL = 3 + 64
 
 
-def image_bytes(image_size, n_images: int = 1) -> int:
-    """Rough bytes that decoding ``n_images`` images of ``image_size`` (width, height) and
-    computing their features needs (:data:`PREDICT_BYTES_PER_PIXEL` a pixel).
+def image_bytes(image_size, n_images: int = 1, features: str = "lecture", state: dict | None = None, *,
+                threads: int | None = None) -> int:
+    """Bytes that ``n_images`` decoded images of ``image_size`` (width, height), their copy as one
+    batch and computing their ``features`` (with the fitted ``state``) take
+    (:func:`featmlp.features.working_bytes`, on ``threads`` threads, default the kernels').
 
     Examples
     --------
-    >>> image_bytes((32, 32), 256) // 2**20  # MB
-    16
+    >>> image_bytes((32, 32), 256, "color") // 2**10  # KB
+    1536
     """
-    w, h = image_size
-    return int(w) * int(h) * int(n_images) * PREDICT_BYTES_PER_PIXEL
+    from featmlp.features import working_bytes
+
+    w, h = (int(v) for v in image_size)
+    return 3 * w * h * int(n_images) + working_bytes(features, (h, w), n_images, threads=threads, state=state)
 
 
 def _check_fields(meta: dict) -> None:

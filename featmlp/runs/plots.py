@@ -18,12 +18,19 @@ from featmlp.errors import ConfigError
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 
+# The largest side of a figure, in inches (at 100 dpi: 1,600 pixels, a 10 MB canvas): a plot's
+# memory does not grow with what it shows (a 300-class confusion matrix asked for 2 GiB).
+MAX_FIGURE_INCHES = 16.0
+
+
 def new_figure(width: float, height: float):
     """An empty ``width`` x ``height`` inch figure (100 dpi, constrained layout) on its own Agg
-    canvas: no pyplot, so no global state. Every featmlp plot starts from one."""
+    canvas: no pyplot, so no global state. Every featmlp plot starts from one. Each side is at
+    most :data:`MAX_FIGURE_INCHES`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    width, height = min(float(width), MAX_FIGURE_INCHES), min(float(height), MAX_FIGURE_INCHES)
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -121,7 +128,10 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
                    title: str | None = None) -> Path:
     """Draw a confusion matrix (rows: true class, columns: predicted) with counts in each cell.
 
-    With ``normalize=True`` each row is divided by its total (recall on the diagonal).
+    With ``normalize=True`` each row is divided by its total (recall on the diagonal). The figure
+    grows with the classes up to a fixed size (:data:`MAX_FIGURE_INCHES`); beyond
+    :data:`CELL_TEXT_CLASSES` classes the cells carry no numbers, and beyond
+    :data:`TICK_LABEL_CLASSES` the axes are numbered by class index instead of named.
 
     Examples
     --------
@@ -135,17 +145,25 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
     if cm.shape != (len(names), len(names)):
         raise ValueError(f"confusion matrix of shape {cm.shape} for {len(names)} class names")
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    size = max(4.0, 0.6 * len(names) + 2.5)
+    size = min(max(4.0, 0.6 * len(names) + 2.5), MAX_FIGURE_INCHES - 1)
     fig = new_figure(size + 1, size)
     ax = fig.subplots()
-    image = ax.imshow(shown, cmap="Blues", vmin=0)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ticks = np.arange(len(names))
-    ax.set_xticks(ticks, names, rotation=45, ha="right")
-    ax.set_yticks(ticks, names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(names) <= 30:
+    if len(names) <= TICK_LABEL_CLASSES:
+        ticks = np.arange(len(names))
+        ax.set_xticks(ticks, names, rotation=45, ha="right")
+        ax.set_yticks(ticks, names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:  # a few index ticks: the names would overlap into a black band
+        from matplotlib.ticker import MaxNLocator
+
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+        ax.set_xlabel("predicted (class index)")
+        ax.set_ylabel("true (class index)")
+    if len(names) <= CELL_TEXT_CLASSES:
         threshold = shown.max() / 2 if shown.size else 0
         for i in range(len(names)):
             for j in range(len(names)):
@@ -154,6 +172,11 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
                         color="white" if shown[i, j] > threshold else "black")
     ax.set_title(title or "confusion matrix")
     return save_figure(fig, path)
+
+
+# Classes up to which a confusion matrix shows each cell's number, and names each class on its axes.
+CELL_TEXT_CLASSES = 30
+TICK_LABEL_CLASSES = 60
 
 
 def render(job) -> Path:

@@ -202,3 +202,38 @@ def test_a_real_short_write(tmp_path, limit, args):
         if p.suffix == ".npy":
             np.load(tmp_path / "out" / p)
         assert not p.name.endswith(".part")
+
+
+# -- FEATMLP_NUM_THREADS ------------------------------------------------------------------------
+
+
+def test_threads_beyond_the_machine_are_refused(monkeypatch):
+    from featmlp.errors import ConfigError
+    from featmlp.training.threads import MAX_THREADS_PER_CORE, THREADS_ENV, machine_cores, threads_override
+
+    limit = MAX_THREADS_PER_CORE * machine_cores()
+    monkeypatch.setenv(THREADS_ENV, str(limit))
+    assert threads_override() == limit
+    for bad in (str(limit + 1), "100000", HUGE):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ConfigError, match=rf"^{THREADS_ENV}='{bad}' is more threads than this machine can use: "
+                                              rf".*set it to at most {limit}"):
+            threads_override()
+
+
+@pytest.mark.parametrize("value", ["100000", str(2**31)])
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_featmlp_num_threads_is_one_line(tmp_path, feats, value, command):
+    # in a subprocess: before the check, 100,000 OpenMP threads crashed the interpreter (libgomp)
+    import os
+    import subprocess
+    import sys
+
+    make_folder(tmp_path / "imgs")
+    source = [str(feats)] if command == "train" else ["--data", str(tmp_path / "imgs")]
+    r = subprocess.run([sys.executable, "-m", "featmlp.cli", command, *source, "--epochs", "1", "-q",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "FEATMLP_NUM_THREADS": value}, timeout=300)
+    assert_refused(r.returncode, r.stdout, r.stderr, "FEATMLP_NUM_THREADS", "more threads than this machine can use")
+    assert r.returncode == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))

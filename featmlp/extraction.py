@@ -20,11 +20,9 @@ and renamed in once its manifest is written.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 from . import __version__
 from ._io import atomic_write, exclusive, replace_dir
 from ._memory import available_memory, format_bytes
+from ._outputs import SPEC_FILE, WORK_MARK, check_output, check_work_dir, mark_work_dir, remove_work_dir
 from .data import ImageArray
 from .errors import ConfigError, DataError
 from .features import (extract_features, feature_names, fit_features, get_feature_set,
@@ -40,7 +39,7 @@ from .features import (extract_features, feature_names, fit_features, get_featur
 from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
 from .store import FeatureTable, load_features, read_fitted, save_features, write_fitted
 
-_SPEC_FILE = "spec.json"
+_SPEC_FILE = SPEC_FILE
 
 
 def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray:
@@ -50,7 +49,8 @@ def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray
 
 def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
                     options: dict | None = None, fitted: dict | None = None,
-                    chunk_size: int | None = None, workers: int = 1, progress=None) -> FeatureTable:
+                    chunk_size: int | None = None, workers: int = 1, progress=None,
+                    overwrite: bool = False) -> FeatureTable:
     """Extract a feature set from a :class:`featmlp.data.Dataset`, optionally to a file.
 
     Parameters
@@ -77,6 +77,9 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     progress : callable, optional
         Progress hook, called as ``progress("extract", done, total)`` (and
         ``progress("kmeans", iteration, n_iter)`` while a dictionary is fitted).
+    overwrite : bool
+        Replace an existing ``output`` that is a feature file featmlp wrote (anything else
+        there is refused, see :func:`featmlp._outputs.check_output`).
 
     Returns
     -------
@@ -85,12 +88,17 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     Raises
     ------
     DataError
-        When another extraction is writing the same ``output`` (an exclusive lock on
-        ``<output>.lock``, released by the kernel however that process ends).
+        When ``output`` exists (without ``overwrite``, or when it is not a featmlp feature
+        file), or another extraction is writing it (an exclusive lock on ``<output>.lock``,
+        released by the kernel however that process ends).
     """
     fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
-    with extraction_lock(output) if output is not None else contextlib.nullcontext():
+    if output is None:
         return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+    check_output(output, "features", force=overwrite, option="output")
+    with extraction_lock(output):
+        check_output(output, "features", force=overwrite, option="output")  # as it is now that it is ours
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress, overwrite)
 
 
 def check_extraction(dataset, features, options, fitted, chunk_size, workers, *, local: bool = True):
@@ -220,7 +228,8 @@ def default_chunk_size(image_shape, features="lecture", *, options=None, state=N
     return low
 
 
-def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress) -> FeatureTable:
+def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress,
+                     overwrite=False) -> FeatureTable:
     height, width = dataset.train_images.shape[1:3]
     meta = extraction_meta(dataset, fset, options)
     splits = {"train": dataset.train_images, "test": dataset.test_images}
@@ -284,8 +293,8 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
                          stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
                          names, tuple(dataset.class_names), meta, state)
     if output is not None:
-        save_features(output, table)
-        shutil.rmtree(partial, ignore_errors=True)
+        save_features(output, table, overwrite=overwrite)
+        remove_work_dir(partial)
     return table
 
 
@@ -293,12 +302,15 @@ def resumable_dir(partial: Path, meta: dict, chunk_size: int, fitted: dict) -> P
     """``partial``, kept when an interrupted run of this very extraction left it, else made anew.
 
     Its ``spec.json`` says what the extraction was (the table's meta, the chunk size, a state
-    given to apply); one left by another extraction, or damaged, is not ours to resume.
+    given to apply); one left by another extraction, or damaged, is not ours to resume and is
+    removed, but only when recognisably featmlp's (:func:`featmlp._outputs.remove_work_dir`):
+    anything else there is refused.
     """
     spec = {**meta, "chunk_size": chunk_size, "given_state": state_to_arrays(fitted)[0] if fitted else None}
+    check_work_dir(partial)
     if partial.is_dir() and _read_spec(partial / _SPEC_FILE) != spec:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+        remove_work_dir(partial)
+    mark_work_dir(partial)
     with atomic_write(partial / _SPEC_FILE, "w") as f:
         json.dump(spec, f)
     return partial
@@ -345,6 +357,7 @@ def fitted_state(fset, train_images, options, fitted, partial, progress) -> dict
 
 def work_dir(output: Path) -> Path:
     """Where a sharded table is built before it is renamed in: ``.NAME.partial`` beside it."""
+    output = Path(os.path.abspath(output))
     return output.with_name(f".{output.name}.partial")
 
 
@@ -368,7 +381,7 @@ def extract_shard(root: str, split: str, index: int, images, labels, files, feat
 
 def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathLike = "features.features", *,
                       options: dict | None = None, fitted: dict | None = None, chunk_size: int | None = None,
-                      workers: int = 1, cluster=None, progress=None) -> FeatureTable:
+                      workers: int = 1, cluster=None, progress=None, overwrite: bool = False) -> FeatureTable:
     """Extract a feature set from a dataset into a sharded feature table (a directory).
 
     Parameters
@@ -379,8 +392,9 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
     features : str
         A feature set (``featmlp.FEATURE_SETS``), or several joined by ``+``.
     output : path
-        The directory to write (``feats.features/``). An existing table there is replaced
-        only when the new one is complete.
+        The directory to write (``feats.features/``): absent or empty, or (``overwrite``) a
+        sharded table featmlp wrote, replaced only when the new one is complete. Anything
+        else there (a folder of images, a run directory, a file) is refused.
     options, fitted : dict, optional
         Settings of a fitted set (``{"k": 4000}``), or a state to apply instead of fitting.
     chunk_size : int, optional
@@ -394,6 +408,8 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
         object storage). Needs ``pip install featmlp[dask]``.
     progress : callable, optional
         ``progress("extract", images_done, total)`` as shards finish.
+    overwrite : bool
+        Replace an existing sharded table at ``output`` (``--force``).
 
     Returns
     -------
@@ -414,10 +430,9 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
     fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers,
                                                          local=cluster is None)
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise DataError(f"{output} is a file; a sharded table is a directory: choose another name "
-                        f"(such as {output.with_suffix('.features')})")
+    check_output(output, "table", force=overwrite, option="output")
     with extraction_lock(output):
+        check_output(output, "table", force=overwrite, option="output")  # as it is now that it is ours
         return _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluster, progress)
 
 
@@ -466,6 +481,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     # a fitted state is in the work directory already: fitted_state saved it there for a resumed run
     write_manifest(work, ordered, names, dataset.class_names, meta, bool(state))
     (work / _SPEC_FILE).unlink()
+    (work / WORK_MARK).unlink()
     replace_dir(work, output)
     return load_features(output)
 

@@ -99,7 +99,9 @@ def test_lecture_sweep_takes_the_fused_kernel(table):
     sweep = run_sweep(big, expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=5),
                                        lr=[1.0, 10.0], head=["mse", "ce"]))
     for run in sweep:
-        _assert_same_as_train(big, run)
+        # The kernel sums in float64, train() in float32: at lr 10 five full-batch steps carry
+        # float32 rounding to ~2e-5 of a weight (numba 0.68 / numpy 2.4), hence 1e-4 here.
+        _assert_same_as_train(big, run, rtol=1e-4, weight_atol=1e-5)
 
 
 def test_full_batch_gradient_summed_over_chunks(table, monkeypatch):

@@ -162,7 +162,7 @@ class ShardedArray:
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{path} is missing: the sharded table {self.root} is incomplete; "
-                            f"extract it again (featmlp extract ... -o {self.root})") from None
+                            f"extract the table again") from None
         except (OSError, ValueError) as e:
             raise DataError(f"{path} is damaged ({e}): extract the table again") from None
         if X.shape != (self.shard_rows[i], self.n_features) or X.dtype != self.dtype:
@@ -334,8 +334,9 @@ def read_manifest(root: str | os.PathLike) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{root} is not a finished sharded feature table (no {MANIFEST}): run "
-                        f"`featmlp extract SOURCE -o {root}` again to finish it") from None
+        from ._outputs import not_a_table
+
+        raise DataError(not_a_table(root)) from None
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is damaged ({e}): extract the table again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

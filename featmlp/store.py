@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,8 +120,11 @@ def table_fingerprint(table: FeatureTable) -> str:
     return h.hexdigest()
 
 
-def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
+def save_features(path: str | os.PathLike, table: FeatureTable, *, overwrite: bool = False) -> Path:
     """Write a feature table as ``.npz`` atomically (temporary file, then rename).
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a feature
+    file featmlp wrote; anything else there is refused (:func:`featmlp._outputs.check_output`).
 
     Examples
     --------
@@ -133,6 +135,9 @@ def save_features(path: str | os.PathLike, table: FeatureTable) -> Path:
     >>> load_features(p).class_names
     ('a', 'b')
     """
+    from ._outputs import check_output
+
+    check_output(path, "features", force=overwrite, option="path")
     path = Path(path)
     meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
     meta, fitted_arrays = _with_state(meta, table.fitted)
@@ -328,11 +333,13 @@ def _load_sharded(path: Path) -> FeatureTable:
                         tuple(manifest["feature_names"]), classes, meta, fitted)
 
 
-def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: int = 5000) -> Path:
+def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: int = 5000,
+                 overwrite: bool = False) -> Path:
     """Write a feature table as a sharded directory (float32 shards of ``shard_rows`` rows).
 
-    Built beside (``.NAME.partial``) and renamed in, so an existing table is replaced only
-    when the new one is complete. ``load_features`` opens it without reading the shards.
+    Built beside (``.NAME.partial``) and renamed in, so an existing table is replaced
+    (``overwrite``) only when the new one is complete; anything else at ``path`` is refused
+    (:func:`featmlp._outputs.check_output`). ``load_features`` opens it without reading the shards.
 
     Examples
     --------
@@ -344,14 +351,16 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     """
     from ._io import replace_dir
+    from ._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir
     from .shards import write_manifest, write_shard
 
     if shard_rows < 1:
         raise DataError(f"shard_rows must be at least 1, got {shard_rows}")
-    path = Path(path)
+    check_output(path, "table", force=overwrite, option="path")
+    path = Path(os.path.abspath(path))
     work = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    remove_work_dir(work)
+    mark_work_dir(work)
     records = {}
     for split in ("train", "test"):
         X, y = getattr(table, f"X_{split}"), np.asarray(getattr(table, f"y_{split}"))
@@ -361,6 +370,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     if table.fitted:
         write_fitted(work / FITTED_FILE, table.fitted)
     write_manifest(work, records, table.feature_names, table.class_names, meta, bool(table.fitted))
+    (work / WORK_MARK).unlink()
     replace_dir(work, path)
     return path
 

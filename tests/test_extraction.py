@@ -125,11 +125,14 @@ def test_replacing_a_table_and_refusing_a_file(folder, tmp_path):
     ds = load_dataset(folder)
     out = tmp_path / "t.features"
     extract_to_shards(ds, "lecture", out, chunk_size=100)
-    second = extract_to_shards(ds, "color", out, chunk_size=100)
+    with pytest.raises(DataError, match="already exists"):
+        extract_to_shards(ds, "color", out, chunk_size=100)
+    second = extract_to_shards(ds, "color", out, chunk_size=100, overwrite=True)
     assert second.feature_set == "color" and len(second.feature_names) == 22
     (tmp_path / "file.features").write_text("x")
-    with pytest.raises(DataError, match="is a file; a sharded table is a directory"):
-        extract_to_shards(ds, "lecture", tmp_path / "file.features")
+    with pytest.raises(DataError, match="is a file featmlp did not write, not a featmlp sharded feature table"):
+        extract_to_shards(ds, "lecture", tmp_path / "file.features", overwrite=True)
+    assert (tmp_path / "file.features").read_text() == "x"
 
 
 def test_sharded_array_indexing_against_numpy(tmp_path):
@@ -158,7 +161,7 @@ def test_sharded_tables_load_export_and_fail_in_one_line(tmp_path, folder):
     np.testing.assert_array_equal(back.X_train, np.asarray(table.X_train))
     assert "sharded_fingerprint" not in back.meta and back.meta["features"] == "lecture"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="not a finished sharded feature table"):
+    with pytest.raises(DataError, match="empty directory, not a sharded feature table"):
         load_features(tmp_path / "empty")
     (tmp_path / "t.features" / "manifest.json").write_text("{")
     with pytest.raises(DataError, match="manifest.json is damaged"):

@@ -126,7 +126,7 @@ def _interrupted(ds, out, after=10):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract_dataset(ds, "lecture", out, chunk_size=5, progress=stop)
+        extract_dataset(ds, "lecture", out, chunk_size=5, progress=stop, overwrite=True)
 
 
 def test_damaged_chunks_are_redone_on_resume(tmp_path, monkeypatch):
@@ -153,7 +153,8 @@ def test_damaged_chunks_are_redone_on_resume(tmp_path, monkeypatch):
     # a good chunk beside a damaged spec.json: the partial is not trusted, the result still right
     _interrupted(ds, out)
     (partial / "spec.json").write_text("{trunc")
-    np.testing.assert_array_equal(extract_dataset(ds, "lecture", out, chunk_size=5).X_train, clean.X_train)
+    np.testing.assert_array_equal(extract_dataset(ds, "lecture", out, chunk_size=5, overwrite=True).X_train,
+                                  clean.X_train)
 
 
 def test_wrong_dtype_or_rows_chunk_is_redone(tmp_path):

@@ -188,11 +188,26 @@ def default_out(kind: str) -> str:
     return str(Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def plot_file(out, plot, kind: str, name: str):
+def plot_file(out, plot, kind: str, name: str, *, force: bool = False, sources=()):
     """The file a plotting command draws into: ``--plot FILE`` as given, else ``name`` in ``--out``
-    (default ``runs/<kind>-<time>``), so that a plot never lands silently in the working directory."""
+    (default ``runs/<kind>-<time>``), so that a plot never lands silently in the working directory.
+
+    An existing file there is replaced only with ``force`` and only when it is a plot featmlp
+    drew (:func:`featmlp._outputs.check_output`); the folder ``--out`` itself is only added to.
+    """
     from pathlib import Path
+
+    from .._outputs import check_output
 
     if out is not None and plot is not None:
         raise click.UsageError("give --out (a folder for the plot) or --plot (its file), not both")
-    return Path(plot) if plot is not None else Path(out or default_out(kind)) / name
+    path = Path(plot) if plot is not None else Path(out or default_out(kind)) / name
+    check_output(path, "plot", force=force, sources=sources, option="--plot" if plot is not None else "--out")
+    return path
+
+
+def force_option(what: str):
+    """``--force``: replace an existing output of the command's own kind (featmlp's only)."""
+    return click.option("--force", is_flag=True,
+                        help=f"Replace an existing {what} that featmlp wrote. Anything else there is refused, "
+                             f"even with --force.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..features import recommended_preset
-from ._common import default_out, plot_file
+from ._common import default_out, force_option, plot_file
 from .options import LR_FIND_UNUSED, SWEEP_UNUSED, config_from, fmt, grid_from, train_options
 from .training import FEATURES_METAVAR
 
@@ -35,7 +35,8 @@ from .training import FEATURES_METAVAR
               help="Folder to draw loss against learning rate in, as lr_find.png (default: runs/lr-find-<time>).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw it into this file instead (its suffix picks the format: .png, .svg, .pdf).")
-def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, plot_path, **opts):
+@force_option("plot (lr_find.png, or the --plot file)")
+def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, plot_path, force, **opts):
     """Learning-rate range test: train briefly with an exponentially growing lr, plot the loss.
 
     The loss is smoothed and the test stops when it blows up. Always look at the plot: a
@@ -47,7 +48,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     from ..progress import TqdmProgress
     from ..store import load_features
 
-    plot_path = plot_file(out, plot_path, "lr-find", "lr_find.png")
+    plot_path = plot_file(out, plot_path, "lr-find", "lr_find.png", force=force, sources=[features_file])
     plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
     table = load_features(features_file)
     quiet = opts.pop("quiet")
@@ -74,7 +75,9 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
 @click.option("--out", "out", type=click.Path(file_okay=False),
               help="Sweep directory (default: runs/sweep-<time>). The same sweep run again into it resumes: "
                    "configurations already finished there are not trained again.")
-@click.option("--force", is_flag=True, help="Replace what --out holds (another sweep, other files) instead of refusing.")
+@click.option("--force", is_flag=True,
+              help="Replace another featmlp sweep in --out instead of refusing. A directory that is not a "
+                   "featmlp sweep (nor empty) is refused, even with --force.")
 def sweep(features_file, workers, out, force, **opts):
     """Train every combination of the listed values; those that share data train together.
 
@@ -88,10 +91,13 @@ def sweep(features_file, workers, out, force, **opts):
     same command again trains only the rest. A sharded table (DIR.features/) is read into
     memory, when it fits.
     """
+    from .._outputs import check_output
     from ..progress import TqdmProgress
     from ..store import load_features
     from ..sweep import run_sweep
 
+    if out is not None:  # before reading the table: no place but a sweep's (resumed or, --force, replaced)
+        check_output(out, "sweep", force=True, sources=[features_file])
     table = load_features(features_file)
     quiet, log_scale = opts.pop("quiet"), opts.pop("log_scale")
     if opts.get("device") is not None:

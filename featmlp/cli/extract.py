@@ -21,7 +21,12 @@ from ._common import (SOURCE_HELP, data_options, features_option, fitted_options
               help="Where to write: a .npz feature file (X_train, y_train, X_test, y_test, feature_names, "
                    "class_names; for tables that fit in memory), or a directory (a name ending in / or "
                    ".features) for a sharded table: float32 .npy shards, one per chunk, and a manifest.json; "
-                   "train, sweep, evaluate and lr-find read either.")
+                   "train, sweep, evaluate and lr-find read either. Never inside SOURCE; an existing one "
+                   "is replaced only with --force.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing feature file or sharded table that featmlp wrote (once the new one is "
+                   "complete). Anything else at -o (a folder of images, a run directory, other files) is "
+                   "refused, even with --force.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes to extract with (1 = this process, using all its threads).")
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
@@ -36,13 +41,14 @@ from ._common import (SOURCE_HELP, data_options, features_option, fitted_options
 @fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def extract(source, features, output, workers, cluster, chunk_size, feature_option, fitted_from, test_fraction,
-            split_seed, image_size, skip_bad, quiet, **data):
+def extract(source, features, output, force, workers, cluster, chunk_size, feature_option, fitted_from,
+            test_fraction, split_seed, image_size, skip_bad, quiet, **data):
     """Extract a feature set from SOURCE's images into a feature file or a sharded table.
 
     Fitted sets (kmeans) are fitted on the training images only, and their state is kept in
     the file. An interrupted extraction resumes from its finished chunks when run again.
     """
+    from .._outputs import check_output
     from ..cluster import check_cluster
     from ..extraction import extract_dataset
 
@@ -50,6 +56,10 @@ def extract(source, features, output, workers, cluster, chunk_size, feature_opti
     if cluster is not None and not sharded:
         raise click.BadParameter(f"--cluster writes a sharded table: give a directory, such as "
                                  f"-o {Path(output).stem}.features/", param_hint="'--output'")
+    if sharded:
+        output = output.rstrip("/" + os.sep) or output
+    # Before anything is read: what -o names may be written (featmlp._outputs, the rule of every command).
+    check_output(output, "table" if sharded else "features", force=force, sources=[source], option="-o")
     check_cluster(cluster)
     options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
@@ -60,12 +70,11 @@ def extract(source, features, output, workers, cluster, chunk_size, feature_opti
     if sharded:
         from ..extraction import extract_to_shards
 
-        output = output.rstrip("/") or output
         table = extract_to_shards(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
-                                  workers=workers, cluster=cluster, progress=progress)
+                                  workers=workers, cluster=cluster, progress=progress, overwrite=force)
     else:
         table = extract_dataset(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
-                                workers=workers, progress=progress)
+                                workers=workers, progress=progress, overwrite=force)
     t2 = time.perf_counter()
     progress.close()
     n_train, n_test = len(table.X_train), len(table.X_test)
@@ -76,6 +85,8 @@ def extract(source, features, output, workers, cluster, chunk_size, feature_opti
 
 
 def is_table_dir(output: str) -> bool:
-    """Whether ``-o`` names a sharded table (a directory) rather than an ``.npz`` file."""
+    """Whether ``-o`` names a sharded table (a directory) rather than an ``.npz`` file: a name ending
+    in ``/`` or ``.features``, or an existing directory (which must then be empty or a table: see
+    :func:`featmlp._outputs.check_output`)."""
     p = Path(output)
     return output.endswith(("/", os.sep)) or p.suffix == ".features" or p.is_dir()

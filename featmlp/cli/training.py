@@ -126,8 +126,8 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
     return run
 
 
-_FORCE_HELP = ("Replace an existing run directory (only once the new run is complete; a failed run "
-               "leaves it as it was).")
+_FORCE_HELP = ("Replace an existing featmlp run directory (only once the new run is complete; a failed run "
+               "leaves it as it was). Anything else at --out is refused, even with --force.")
 
 
 # A feature table on the command line: an .npz file, or a sharded table's directory.
@@ -153,7 +153,7 @@ def train(features_file, out, force, out_of_core, **opts):
     from ..store import load_features
 
     out = out or default_out("train")
-    check_out(out, overwrite=force)  # before reading a large feature file
+    check_out(out, overwrite=force, sources=[features_file])  # before reading a large feature file
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None

@@ -3,7 +3,8 @@
 A run into ``DIR`` is built in ``.DIR.incomplete`` beside it (:func:`staging_dir`, see
 :class:`RunDirectory`) and renamed onto ``DIR`` only when every file is written: a failed or
 killed run leaves ``DIR`` as it was (absent, or the previous run, whole). An existing ``DIR`` is
-replaced only when asked (``overwrite=True``, ``--force``). One writer at a time holds
+replaced only when asked (``overwrite=True``, ``--force``) and only when it is a featmlp run
+(:func:`featmlp._outputs.check_output`, the rule every output follows). One writer at a time holds
 ``.DIR.lock`` (:func:`lock_file`), the same lock a sweep into ``DIR`` takes.
 
 Only the file system: no numpy, no torch (what is written is :mod:`featmlp.runs.results`'s).
@@ -17,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from featmlp._io import exclusive
-from featmlp.errors import DataError
+from featmlp._outputs import WORK_MARK, check_output, check_work_dir, mark_work_dir, remove_work_dir
 
 
 def staging_dir(out: str | os.PathLike) -> Path:
@@ -38,15 +39,11 @@ def _aside_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.replaced"
 
 
-def check_out(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+def check_out(out: str | os.PathLike, *, overwrite: bool = False, sources=()) -> None:
     """Raise :class:`DataError` unless a run may be written to ``out``: absent, an empty
-    directory, or (``overwrite``) a directory to replace."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out} exists and is not a directory: choose another --out")
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise DataError(f"{out} already exists: pass --force (overwrite=True) to replace it once the new run "
-                        f"is complete, or choose another --out")
+    directory, or (``overwrite``) a featmlp run directory to replace; never inside one of
+    ``sources`` nor holding one (:func:`featmlp._outputs.check_output`)."""
+    check_output(out, "run", force=overwrite, sources=sources)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -97,14 +94,15 @@ class RunDirectory:
 
     def _start(self, overwrite: bool) -> None:
         aside = _aside_dir(self.out)
-        if aside.exists():  # left by a replacement that was killed
-            if self.out.exists():
-                shutil.rmtree(aside, ignore_errors=True)
+        if os.path.lexists(aside):  # left by a replacement that was killed
+            if os.path.lexists(self.out):
+                remove_work_dir(aside)  # only the old run it was (refused when something else)
             else:
                 os.replace(aside, self.out)  # the old run is put back
         check_out(self.out, overwrite=overwrite)
+        check_work_dir(self.path)  # only featmlp's own staging is cleared
         self._clear()
-        self.path.mkdir(parents=True, exist_ok=True)
+        mark_work_dir(self.path)
         self.committed = False
 
     def _clear(self) -> None:
@@ -113,6 +111,8 @@ class RunDirectory:
             return
         kept = False
         for entry in self.path.iterdir():
+            if entry.name == WORK_MARK:
+                continue
             if entry.name in self.keep:
                 kept = True
             elif entry.is_dir() and not entry.is_symlink():
@@ -120,13 +120,15 @@ class RunDirectory:
             else:
                 entry.unlink()
         if not kept:
+            (self.path / WORK_MARK).unlink(missing_ok=True)
             self.path.rmdir()
 
     def commit(self) -> Path:
         """Move the finished run onto ``out`` (replacing the old one); returns ``out``."""
+        (self.path / WORK_MARK).unlink(missing_ok=True)
         _fsync_dir(self.path)
         aside = _aside_dir(self.out)
-        if self.out.exists():
+        if os.path.lexists(self.out):
             os.replace(self.out, aside)
             os.replace(self.path, self.out)
             _fsync_dir(self.out.parent)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featmlp.progress import Callback, progress_callbacks, progress_hook
-from featmlp.runs.directory import RunDirectory
+from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
 from featmlp.store import FeatureTable
@@ -122,7 +122,8 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         Settings of the filesystem of a URL source (credentials, ``endpoint_url``), as
         :func:`featmlp.data.load_dataset` takes them; never written to the run directory.
     overwrite : bool
-        Replace an existing ``out`` once the new run is complete.
+        Replace an existing ``out`` once the new run is complete, when it is a featmlp run
+        directory (anything else is refused, as is an ``out`` inside ``source`` or holding it).
     progress : callable or Callback, optional
         ``progress(desc, done, total)`` of loading and extraction (training tells its callbacks).
     callbacks : iterable
@@ -172,6 +173,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     progress = progress_hook([*progress_callbacks(progress), *(c for c in callbacks if isinstance(c, Callback))])
     data = {"source": str(source or "sample"), "test_fraction": test_fraction, "split_seed": split_seed,
             "image_size": image_size}
+    check_out(out, overwrite=overwrite, sources=[source])  # before the images are read
     with RunDirectory(out, overwrite=overwrite, keep=(FEATURES_PARTIAL,)) as rd:
         for h in hooks:
             h.on_job_begin(rd.path, out)

@@ -72,14 +72,23 @@ section.config { border-top: 1px solid #ddd; margin-top: 1.5em; }
 """
 
 
-def write_report(directory: str | os.PathLike) -> Path:
-    """Write ``directory/report.html`` for a run or a sweep directory; return its path.
+def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 overwrite: bool = False) -> Path:
+    """Write ``directory/report.html`` (or ``out``) for a run or a sweep directory; return its path.
 
     Parameters
     ----------
     directory : path
         A run directory (``config.json`` + ``metrics.json``) or a sweep directory
         (``sweep.json`` or ``results.csv``, with a run directory per configuration).
+    out : path, optional
+        Where to write it instead: a file, or a folder (an existing one, or a name ending in
+        ``/``) to write ``report.html`` in; for a directory that cannot be written to. An
+        existing file there is replaced only with ``overwrite`` and only when it is a report
+        featmlp wrote (:func:`featmlp._outputs.check_output`).
+    overwrite : bool
+        Replace an existing report at ``out``. ``directory/report.html`` itself, featmlp's
+        own, is always rewritten (a file of that name featmlp did not write is refused).
 
     Returns
     -------
@@ -96,9 +105,17 @@ def write_report(directory: str | os.PathLike) -> Path:
     >>> write_report("runs/lecture")                               # doctest: +SKIP
     PosixPath('runs/lecture/report.html')
     """
+    from featmlp._outputs import check_output
+
     directory = Path(directory)
+    if out is None:
+        path, overwrite = directory / REPORT_FILE, True
+    else:
+        path = Path(out)
+        if os.fspath(out).endswith(("/", os.sep)) or path.is_dir():
+            path = path / REPORT_FILE
+    check_output(path, "report", force=overwrite)
     page = render_report(directory)
-    path = directory / REPORT_FILE
     with atomic_write(path, "wb") as f:
         f.write(page.encode("utf-8"))
     return path

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from featmlp import __version__
+from featmlp._outputs import check_output, remove_work_dir
 from featmlp.errors import ConfigError, FeatmlpError
 from featmlp.runs.bundle import load_bundle
 from featmlp.runs.directory import RunDirectory, staging_dir
@@ -45,7 +46,9 @@ class SweepDirectory:
     table, configs, names
         The sweep's data and configurations.
     force : bool
-        Start over in a directory holding another sweep (or other files) instead of refusing.
+        Start over in a directory holding another featmlp sweep instead of refusing; a
+        directory that is not a featmlp sweep (nor empty) is refused even so
+        (:func:`featmlp._outputs.check_output`).
     """
 
     def __init__(self, out: Path, table: FeatureTable, configs: Sequence[TrainConfig],
@@ -62,8 +65,11 @@ class SweepDirectory:
         old = self._read_record()
         same = old is not None and {k: old.get(k) for k in ("data", "configs")} == \
             {k: self.record[k] for k in ("data", "configs")}
-        if not same and not force:
-            self._refuse(old)
+        if not same:
+            if not force:
+                self._refuse(old)
+            # Anything but a featmlp sweep (or an empty directory) is refused, --force or not.
+            check_output(out, "sweep", force=force)
         out.mkdir(parents=True, exist_ok=True)
         if not same:
             self._clear(old)
@@ -124,10 +130,8 @@ class SweepDirectory:
         elif old is not None:
             what = ("a sweep of other data" if old.get("data") != self.record["data"]
                     else "a sweep of other configurations")
-        elif self.out.is_dir() and any(self.out.iterdir()):
-            what = "files that are not a resumable featmlp sweep"
         else:
-            return
+            return  # nothing of a sweep's: check_output says what is there
         raise ConfigError(f"{self.out} holds {what}: choose another --out (out=) to keep it, or "
                           f"pass --force (force=True) to replace it; rerunning the very same sweep "
                           f"there resumes it")
@@ -148,7 +152,7 @@ class SweepDirectory:
                 continue
             if (self.out / name / CONFIG_FILE).is_file():
                 shutil.rmtree(self.out / name)
-            shutil.rmtree(staging_dir(self.out / name), ignore_errors=True)
+            remove_work_dir(staging_dir(self.out / name))
 
     def _remove_parts(self) -> None:
         """A kill while a file was being written leaves its temporary file beside it."""

@@ -1,0 +1,290 @@
+"""What featmlp may write over: the one rule every command's output goes through.
+
+Every command that writes (``extract``, ``run``, ``lecture``, ``train``, ``sweep``,
+``lr-find``, ``compare``, ``report``) and the library functions behind them call
+:func:`check_output` before anything is read or written:
+
+* a path that does not exist, or an empty directory where a directory goes, is written;
+* an existing output of the same kind that featmlp wrote (a feature file, a sharded table,
+  a run, a sweep, a plot, a report: :func:`identify` reads its manifest or mark) is replaced
+  only with ``--force`` (``overwrite=True``), and only once the new one is complete;
+* anything else (a folder of photos, a run where a table goes, a user's file, a special
+  file, a broken link) is refused, ``--force`` or not;
+* an output inside the source it is made from, or holding that source (or the current
+  directory), is refused.
+
+The working directories featmlp builds beside an output (``.NAME.partial``,
+``.NAME.incomplete``, ``.NAME.old`` ...) are removed only when recognisably featmlp's
+(:func:`remove_work_dir`).
+
+Only the file system and the standard library: no numpy, no torch (``compare`` and
+``report`` start at once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from .errors import DataError
+
+# Kinds of output, and how a message names one.
+KINDS = {
+    "features": "a featmlp feature file",
+    "table": "a featmlp sharded feature table",
+    "run": "a featmlp run directory",
+    "sweep": "a featmlp sweep directory",
+    "plot": "a plot featmlp drew",
+    "report": "a featmlp report",
+}
+DIR_KINDS = ("table", "run", "sweep")
+
+# What marks a working directory featmlp made: written first when it is made.
+WORK_MARK = ".featmlp-work"
+# A sweep directory's files (featmlp.sweep: sweep/_output.SWEEP_FILE, sweep/_resume.PROGRESS_FILE;
+# named here so that checking an output imports no torch; tests/test_outputs_safe.py checks they agree).
+SWEEP_FILES = ("sweep.json", "progress.json")
+# The spec of an extraction's resumable work directory (featmlp.extraction).
+SPEC_FILE = "spec.json"
+# The last line of a report (featmlp.runs.report._page).
+REPORT_MARK = b"<p class=\"muted\">Written by featmlp "
+
+
+def _is_featmlp_json(path: Path, key: str, value=None) -> bool:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(obj, dict) and key in obj and (value is None or obj[key] == value)
+
+
+def _is_table(d: Path) -> bool:
+    from .shards import FORMAT, MANIFEST
+
+    return _is_featmlp_json(d / MANIFEST, "format", FORMAT)
+
+
+def _is_run(d: Path) -> bool:
+    from .runs.layout import CONFIG_FILE, META_FILE, METRICS_FILE
+
+    return (d / CONFIG_FILE).is_file() and ((d / META_FILE).is_file() or (d / METRICS_FILE).is_file())
+
+
+def _is_sweep(d: Path) -> bool:
+    return any((d / name).is_file() for name in SWEEP_FILES)
+
+
+def _is_feature_file(p: Path) -> bool:
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    from .store import REQUIRED_KEYS
+
+    return all(f"{k}.npy" in names for k in (*REQUIRED_KEYS, "meta"))
+
+
+def _ends(p: Path, size: int = 1 << 16) -> bytes:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(size)
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            f.seek(max(len(head), end - size))
+            return head + f.read(size)
+    except OSError:
+        return b""
+
+
+def _is_plot(p: Path) -> bool:
+    # matplotlib marks every format it writes: PNG's Software, SVG's comment, PDF's Creator.
+    return b"matplotlib" in _ends(p).lower()
+
+
+def _is_report(p: Path) -> bool:
+    return REPORT_MARK in _ends(p, 4096)
+
+
+def identify(path: str | os.PathLike) -> tuple[str | None, str]:
+    """``(kind, description)`` of what is at ``path``: kind one of :data:`KINDS`, ``"empty"``
+    (an empty directory), ``"absent"``, or None (something featmlp did not write).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> identify(tempfile.mkdtemp())
+    ('empty', 'an empty directory')
+    """
+    p = Path(path)
+    link = f"a symbolic link to {os.path.realpath(p)}, " if p.is_symlink() else ""
+    if not os.path.lexists(p):
+        return "absent", "absent"
+    if p.is_dir():
+        try:
+            entries = sorted(e.name for e in os.scandir(p))
+        except OSError as e:
+            return None, f"{link}a directory featmlp cannot read ({e.strerror or e})"
+        if not entries:
+            return "empty", f"{link}an empty directory"
+        for kind, test in (("table", _is_table), ("sweep", _is_sweep), ("run", _is_run)):
+            if test(p):
+                return kind, link + KINDS[kind]
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return None, (f"{link}a directory featmlp did not write ({len(entries)} entr"
+                      f"{'y' if len(entries) == 1 else 'ies'}: {shown})")
+    if p.is_file():
+        for kind, test in (("features", _is_feature_file), ("report", _is_report), ("plot", _is_plot)):
+            if test(p):
+                return kind, link + KINDS[kind]
+        return None, f"{link}a file featmlp did not write"
+    if p.is_symlink():
+        return None, f"a broken symbolic link (to {os.readlink(p)})"
+    return None, f"{link}a special file (a device, FIFO or socket)"
+
+
+def local_sources(*sources) -> list[str]:
+    """The sources that are paths on this machine (not ``None``, ``sample``, ``cifar10`` or a URL)."""
+    out = []
+    for s in sources:
+        if s is None:
+            continue
+        s = os.fspath(s)
+        if s in ("", "sample", "cifar10") or "://" in s:
+            continue
+        if os.path.lexists(s):
+            out.append(s)
+    return out
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether the resolved path ``inner`` is ``outer`` or below it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sources=(),
+                 option: str = "--out") -> None:
+    """Raise :class:`DataError` (one line) unless an output of ``kind`` may be written at ``path``.
+
+    Parameters
+    ----------
+    path : path
+        Where the output goes.
+    kind : str
+        What is written: a key of :data:`KINDS`.
+    force : bool
+        Replace an existing output of the same kind (``--force``, ``overwrite=True``).
+    sources : iterable of path
+        What the output is made from: the output may be neither inside one nor hold one
+        (those that are not local paths are skipped, see :func:`local_sources`).
+    option : str
+        The option that named ``path``, for the message.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> check_output(d / "new.features", "table")
+    >>> (d / "notes.txt").write_text("mine")
+    4
+    >>> check_output(d / "notes.txt", "features", force=True)
+    Traceback (most recent call last):
+    ...
+    featmlp.errors.DataError: ... is a file featmlp did not write, not a featmlp feature file: ...
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of output {kind!r}")
+    shown = os.fspath(path)
+    real = os.path.realpath(path)
+    cwd = os.path.realpath(os.getcwd())
+    if _within(cwd, real):
+        what = "the current directory" if real == cwd else "a directory holding the current directory"
+        raise DataError(f"{option} {shown} is {what}: featmlp never writes over it; give a new name "
+                        f"({'such as feats.features/' if kind == 'table' else 'such as runs/NAME'})")
+    check_sources(path, sources, option=option)
+    found, what = identify(path)
+    if found == "absent" or (found == "empty" and kind in DIR_KINDS):
+        return
+    if found == kind:
+        if force:
+            return
+        raise DataError(f"{shown} already exists ({what}): pass --force (overwrite=True) to replace it once "
+                        f"the new one is complete, or choose another {option}")
+    raise DataError(f"{shown} is {what}, not {KINDS[kind]}: featmlp never replaces it, even with --force; "
+                    f"choose another {option}")
+
+
+def not_a_table(path: str | os.PathLike) -> str:
+    """Why the directory ``path``, given as a feature table, is none, and what to give instead
+    (never a command that would write over it)."""
+    from .runs.layout import FEATURES_FILE
+
+    kind, what = identify(path)
+    if kind == "run":
+        own = Path(path) / FEATURES_FILE
+        features = f", or train on its features ({own})" if own.is_file() else ""
+        return (f"{path} is {what}, not a feature table: evaluate its model with `featmlp evaluate {path}`"
+                f"{features}")
+    if kind == "sweep":
+        return f"{path} is {what}, not a feature table: give the feature file it was trained on"
+    return (f"{path} is {what}, not a sharded feature table (it has no manifest.json): give a feature file "
+            f"(.npz) or a table that `featmlp extract SOURCE -o NEW.features/` wrote")
+
+
+def check_sources(path: str | os.PathLike, sources, *, option: str = "--out") -> None:
+    """Raise :class:`DataError` when ``path`` is inside one of ``sources`` or holds one (resolved
+    paths, symbolic links followed; sources that are not local paths are skipped)."""
+    shown, real = os.fspath(path), os.path.realpath(path)
+    for source in local_sources(*sources):
+        src = os.path.realpath(source)
+        if _within(real, src):
+            where = "is the source" if real == src else f"is inside the source {source}"
+            raise DataError(f"{option} {shown} {where}: featmlp never writes into what it reads; "
+                            f"choose a place outside {source}")
+        if _within(src, real):
+            raise DataError(f"{option} {shown} holds the source {source}: featmlp never writes over what "
+                            f"it reads; choose another {option}")
+
+
+def is_work_dir(path: str | os.PathLike) -> bool:
+    """Whether the directory ``path`` is recognisably one featmlp works in: empty, marked
+    (:data:`WORK_MARK`), an extraction's (its spec), or a finished table or run."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir():
+        return False
+    try:
+        if not any(os.scandir(p)):
+            return True
+    except OSError:
+        return False
+    return ((p / WORK_MARK).is_file() or _is_featmlp_json(p / SPEC_FILE, "chunk_size")
+            or _is_table(p) or _is_run(p))
+
+
+def check_work_dir(path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` when something featmlp did not make is where it keeps a working directory."""
+    if not os.path.lexists(path) or is_work_dir(path):
+        return
+    _, what = identify(path)
+    raise DataError(f"{path} is in the way: featmlp keeps its unfinished work there, and it is {what}, "
+                    f"not one featmlp left; move it elsewhere (featmlp removes only what it wrote)")
+
+
+def remove_work_dir(path: str | os.PathLike) -> None:
+    """Remove a working directory featmlp left at ``path`` (nothing when absent); refuse one it
+    did not make (:func:`check_work_dir`)."""
+    check_work_dir(path)
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def mark_work_dir(path: str | os.PathLike) -> Path:
+    """Make the working directory ``path`` (when absent) and mark it featmlp's."""
+    p = Path(path)
+    check_work_dir(p)
+    p.mkdir(parents=True, exist_ok=True)
+    (p / WORK_MARK).touch()
+    return p

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _memory
 from ._io import atomic_write, exclusive, replace_dir
-from ._memory import available_memory, format_bytes
+from ._memory import format_bytes
 from ._outputs import SPEC_FILE, WORK_MARK, check_output, check_work_dir, mark_work_dir, remove_work_dir
 from .data import ImageArray
 from .errors import ConfigError, DataError
@@ -124,7 +124,9 @@ def check_extraction(dataset, features, options, fitted, chunk_size, workers, *,
     if chunk_size < 1:
         raise DataError(f"chunk size must be at least 1, got {chunk_size}")
     if local:
-        check_chunk_memory(fset, shape, chunk_size, workers, options=options, state=fitted)
+        # a chunk holds at most the images of a split
+        largest = max(len(dataset.train_labels), len(dataset.test_labels), 1)
+        check_chunk_memory(fset, shape, min(chunk_size, largest), workers, options=options, state=fitted)
     return fset, options, fitted, chunk_size
 
 
@@ -139,7 +141,7 @@ def check_chunk_memory(fset, image_shape, chunk_size: int, workers: int = 1, *, 
     the memory available (default :func:`featmlp._memory.available_memory`; nothing is refused
     when it cannot be told).
     """
-    free = available_memory() if free is None else free
+    free = _memory.available_memory() if free is None else free
     if free is None:
         return
     height, width = (int(v) for v in image_shape)

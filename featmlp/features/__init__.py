@@ -40,7 +40,8 @@ class WorkMemory:
     With ``block`` set (bytes), the images computed at the same time are as many as fit in
     ``block`` of ``per_thread`` scratch (at least one), whatever the threads (kmeans: one BLAS
     product per block of images). ``image_fixed`` bytes go to every image whatever its size
-    (kmeans' output, pool * pool * k float32). Measured with ``benchmarks/bench_memory.py --per-pixel``
+    (kmeans' output, pool * pool * k float32). ``capped`` is ``(bytes per pixel, at most)`` of a
+    thread's buffers that cover a part of the image at most so large (lecture's strips of rows). Measured with ``benchmarks/bench_memory.py --per-pixel``
     (peak resident memory of one process, beyond its input).
     """
 
@@ -50,6 +51,7 @@ class WorkMemory:
     thread_fixed: float = 0.0
     block: float | None = None
     image_fixed: float = 0.0
+    capped: tuple[float, float] = (0.0, 0.0)
 
     def bytes(self, n_images: int, pixels: int, threads: int = 1) -> int:
         """Bytes for ``n_images`` images of ``pixels`` pixels each on ``threads`` threads."""
@@ -60,8 +62,8 @@ class WorkMemory:
             at_once = min(n, max(1, int(self.block // max(pixels * self.per_thread, 1))))
         else:
             at_once = min(n, max(1, int(threads)))
-        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * (pixels * self.per_thread + self.thread_fixed)
-                         + pixels * self.per_size)
+        thread = pixels * self.per_thread + min(pixels * self.capped[0], self.capped[1]) + self.thread_fixed
+        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * thread + pixels * self.per_size)
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,10 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         columns.TEXTURE_NAMES,
         _kernel("texture", "lecture_features"),
         "the lecture's 9 texture features: LBP energy/entropy, 5 GLCM properties, Gabor energy/entropy",
-        # its grayscale copy (1); a thread's padded images (uint8, 2), int64 Gabor magnitudes (8),
-        # and float64 accumulators of a strip of rows (~4 MB) and 256x256 GLCM counts.
-        memory=WorkMemory(per_image=1.0, per_thread=12.0, thread_fixed=6 << 20),
+        # its grayscale copy (1); a thread's padded images (uint8, 2) and int64 Gabor magnitudes
+        # (8), 12 with slack; two float64 accumulators and the LBP codes of a strip of rows
+        # (17 a pixel, at most texture._STRIP_VALUES of each: 4.25 MB); 256x256 GLCM counts.
+        memory=WorkMemory(per_image=1.0, per_thread=12.0, capped=(17.0, 17 * (1 << 18)), thread_fixed=640 << 10),
     ),
     "hog": FeatureSet(
         "hog",

@@ -84,7 +84,7 @@ def verify_file(path: Path, sha256: str, what: str) -> None:
     if key in _verified:
         return
     if file_sha256(path) != sha256:
-        raise DataError(f"{path} is not the file {what} (its checksum differs from the one {MANIFEST} records): "
+        raise DataError(f"{path} is not {what} (its checksum differs from the one {MANIFEST} records): "
                         f"the table was changed after it was written (files swapped, edited or truncated); "
                         f"extract it again")
     _verified.add(key)
@@ -158,7 +158,7 @@ class ShardedArray:
         path = self.root / self.files[i]
         try:
             if self.checksums is not None and self.checksums[i] and verifying():
-                verify_file(path, self.checksums[i], f"shard {i} of the table names")
+                verify_file(path, self.checksums[i], f"shard {i} of this table's {self.files[i].split('-')[0]} split")
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{path} is missing: the sharded table {self.root} is incomplete; "
@@ -314,6 +314,7 @@ def write_manifest(root: Path, records: dict[str, list[dict]], feature_names, cl
         "fingerprint": table_digest(records, feature_names, class_names),
         "fitted_file": FITTED_FILE if fitted else None,
         "labels_sha256": labels_sha256,  # of y_train.npy and y_test.npy, checked as they are read
+        "fitted_sha256": file_sha256(root / FITTED_FILE) if fitted else None,
         "meta": meta,
         "splits": {split: [{"file": shard_name(split, r["index"]) + ".npy", "rows": r["rows"],
                             "sha256": r["sha256"],

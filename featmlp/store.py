@@ -327,6 +327,10 @@ def _load_sharded(path: Path) -> FeatureTable:
     meta = check_meta(dict(manifest.get("meta") or {}), path / "manifest.json")
     fitted = {}
     if manifest.get("fitted_file"):
+        from .shards import verify_file, verifying
+
+        if manifest.get("fitted_sha256") and verifying():  # absent from manifests written before it
+            verify_file(path / FITTED_FILE, manifest["fitted_sha256"], "this table's fitted state")
         fitted_meta, fitted = read_fitted(path / FITTED_FILE)
     meta[SHARDED_FINGERPRINT] = manifest["fingerprint"]
     return FeatureTable(arrays["train"], labels["train"], arrays["test"], labels["test"],

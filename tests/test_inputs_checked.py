@@ -155,7 +155,7 @@ def test_swapped_shards_are_refused(tmp_path, run_cli):
     path, X, _ = sharded(tmp_path)
     swap(path / "train-000000.npy", path / "train-000001.npy")
     t = load_features(path)  # opening reads no shard
-    with pytest.raises(DataError, match=r"train-000000.npy is not the file shard 0 of the table names \(its "
+    with pytest.raises(DataError, match=r"train-000000.npy is not shard 0 of this table's train split \(its "
                                         r"checksum differs"):
         np.asarray(t.X_train)
     with pytest.raises(DataError, match="checksum differs"):
@@ -171,7 +171,7 @@ def test_an_edited_shard_is_refused_and_the_switch_turns_checking_off(tmp_path, 
     data = bytearray(f.read_bytes())
     data[-4:] = np.float32(123.0).tobytes()  # the last value, same size, still a valid .npy
     f.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="test-000000.npy is not the file"):
+    with pytest.raises(DataError, match="test-000000.npy is not shard 0 of this table's test split"):
         np.asarray(load_features(path).X_test)
     monkeypatch.setenv("FEATMLP_VERIFY_SHARDS", "0")
     read = np.asarray(load_features(path).X_test)
@@ -195,7 +195,7 @@ def test_each_shard_is_hashed_once_per_process(tmp_path, monkeypatch):
     data = np.load(path / "train-000001.npy")
     data[0, 0] += 1
     np.save(path / "train-000001.npy", data)
-    with pytest.raises(DataError, match="train-000001.npy is not the file"):
+    with pytest.raises(DataError, match="train-000001.npy is not shard 1"):
         t.X_train[10]
 
 
@@ -222,6 +222,19 @@ def test_a_manifest_without_label_checksums_checks_them_by_its_fingerprint(tmp_p
     np.save(path / "y_train.npy", y[:30][::-1].copy())
     with pytest.raises(DataError, match="does not fit the fingerprint"):
         load_features(path)
+
+
+def test_a_fitted_state_from_another_table_is_refused(tmp_path, tiny_dataset):
+    from featmlp.extraction import extract_to_shards
+
+    opts = {"k": 4, "patch_size": 3, "n_patches": 200, "pool": 2}
+    a = extract_to_shards(tiny_dataset, "kmeans", tmp_path / "a.features", options={**opts, "seed": 0})
+    extract_to_shards(tiny_dataset, "kmeans", tmp_path / "b.features", options={**opts, "seed": 1})
+    assert load_features(tmp_path / "a.features").fitted["kmeans"].state()[1]["centroids"].shape == \
+        a.fitted["kmeans"].state()[1]["centroids"].shape
+    shutil.copy(tmp_path / "b.features" / "fitted.npz", tmp_path / "a.features" / "fitted.npz")
+    with pytest.raises(DataError, match="fitted.npz is not this table's fitted state"):
+        load_features(tmp_path / "a.features")
 
 
 def test_float_labels_in_a_sharded_table_are_named(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -42,8 +43,11 @@ KINDS = {
 }
 DIR_KINDS = ("table", "run", "sweep")
 
-# What marks a working directory featmlp made: written first when it is made.
+# What marks a working directory featmlp made (save_sharded's), written first when it is made;
+# the others are known by their contents: an extraction's by its spec, a run's staging by its files.
 WORK_MARK = ".featmlp-work"
+# featmlp._io.atomic_write's temporary files: ".<name>.<8 random characters>.part".
+_PART = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
 # A sweep directory's files (featmlp.sweep: sweep/_output.SWEEP_FILE, sweep/_resume.PROGRESS_FILE;
 # named here so that checking an output imports no torch; tests/test_outputs_safe.py checks they agree).
 SWEEP_FILES = ("sweep.json", "progress.json")
@@ -71,6 +75,16 @@ def _is_run(d: Path) -> bool:
     from .runs.layout import CONFIG_FILE, META_FILE, METRICS_FILE
 
     return (d / CONFIG_FILE).is_file() and ((d / META_FILE).is_file() or (d / METRICS_FILE).is_file())
+
+
+def _is_run_staging(d: Path, entries) -> bool:
+    """Every entry is one a run directory being built holds (featmlp.runs.layout's names)."""
+    from .runs import layout
+
+    names = {layout.CONFIG_FILE, layout.METRICS_FILE, layout.LOSS_PLOT, layout.CONFUSION_PLOT,
+             layout.FEATURES_FILE, layout.FEATURES_PARTIAL, layout.TENSORBOARD_DIR, layout.WEIGHTS_FILE,
+             layout.META_FILE, layout.FEATURE_STATE_FILE, "report.html"}
+    return all(e in names or _PART.match(e) for e in entries)
 
 
 def _is_sweep(d: Path) -> bool:
@@ -165,7 +179,7 @@ def _within(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
-def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sources=(),
+def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sources=(), carried=(),
                  option: str = "--out") -> None:
     """Raise :class:`DataError` (one line) unless an output of ``kind`` may be written at ``path``.
 
@@ -180,6 +194,9 @@ def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sou
     sources : iterable of path
         What the output is made from: the output may be neither inside one nor hold one
         (those that are not local paths are skipped, see :func:`local_sources`).
+    carried : iterable of path
+        Sources the writer carries into the new output itself (``train DIR/features.npz --out DIR
+        --force`` links the features into the new run): the output may hold them, not lie inside.
     option : str
         The option that named ``path``, for the message.
 
@@ -205,6 +222,7 @@ def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sou
         raise DataError(f"{option} {shown} is {what}: featmlp never writes over it; give a new name "
                         f"({'such as feats.features/' if kind == 'table' else 'such as runs/NAME'})")
     check_sources(path, sources, option=option)
+    check_sources(path, carried, option=option, may_hold=True)
     found, what = identify(path)
     if found == "absent" or (found == "empty" and kind in DIR_KINDS):
         return
@@ -234,9 +252,9 @@ def not_a_table(path: str | os.PathLike) -> str:
             f"(.npz) or a table that `featmlp extract SOURCE -o NEW.features/` wrote")
 
 
-def check_sources(path: str | os.PathLike, sources, *, option: str = "--out") -> None:
-    """Raise :class:`DataError` when ``path`` is inside one of ``sources`` or holds one (resolved
-    paths, symbolic links followed; sources that are not local paths are skipped)."""
+def check_sources(path: str | os.PathLike, sources, *, option: str = "--out", may_hold: bool = False) -> None:
+    """Raise :class:`DataError` when ``path`` is inside one of ``sources`` or (unless ``may_hold``)
+    holds one (resolved paths, symbolic links followed; sources that are not local paths are skipped)."""
     shown, real = os.fspath(path), os.path.realpath(path)
     for source in local_sources(*sources):
         src = os.path.realpath(source)
@@ -244,24 +262,24 @@ def check_sources(path: str | os.PathLike, sources, *, option: str = "--out") ->
             where = "is the source" if real == src else f"is inside the source {source}"
             raise DataError(f"{option} {shown} {where}: featmlp never writes into what it reads; "
                             f"choose a place outside {source}")
-        if _within(src, real):
+        if _within(src, real) and not may_hold:
             raise DataError(f"{option} {shown} holds the source {source}: featmlp never writes over what "
                             f"it reads; choose another {option}")
 
 
 def is_work_dir(path: str | os.PathLike) -> bool:
     """Whether the directory ``path`` is recognisably one featmlp works in: empty, marked
-    (:data:`WORK_MARK`), an extraction's (its spec), or a finished table or run."""
+    (:data:`WORK_MARK`), an extraction's (its spec), a finished table, or a run (being built:
+    only the files a run holds)."""
     p = Path(path)
     if p.is_symlink() or not p.is_dir():
         return False
     try:
-        if not any(os.scandir(p)):
-            return True
+        entries = [e.name for e in os.scandir(p)]
     except OSError:
         return False
-    return ((p / WORK_MARK).is_file() or _is_featmlp_json(p / SPEC_FILE, "chunk_size")
-            or _is_table(p) or _is_run(p))
+    return (not entries or (p / WORK_MARK).is_file() or _is_featmlp_json(p / SPEC_FILE, "chunk_size")
+            or _is_table(p) or _is_run(p) or _is_run_staging(p, entries))
 
 
 def check_work_dir(path: str | os.PathLike) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from . import __version__, _memory
 from ._io import atomic_write, exclusive, replace_dir
 from ._memory import format_bytes
-from ._outputs import SPEC_FILE, WORK_MARK, check_output, check_work_dir, mark_work_dir, remove_work_dir
+from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir
 from .data import ImageArray
 from .errors import ConfigError, DataError
 from .features import (extract_features, feature_names, fit_features, get_feature_set,
@@ -312,7 +312,7 @@ def resumable_dir(partial: Path, meta: dict, chunk_size: int, fitted: dict) -> P
     check_work_dir(partial)
     if partial.is_dir() and _read_spec(partial / _SPEC_FILE) != spec:
         remove_work_dir(partial)
-    mark_work_dir(partial)
+    partial.mkdir(parents=True, exist_ok=True)
     with atomic_write(partial / _SPEC_FILE, "w") as f:
         json.dump(spec, f)
     return partial
@@ -483,7 +483,6 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     # a fitted state is in the work directory already: fitted_state saved it there for a resumed run
     write_manifest(work, ordered, names, dataset.class_names, meta, bool(state))
     (work / _SPEC_FILE).unlink()
-    (work / WORK_MARK).unlink()
     replace_dir(work, output)
     return load_features(output)
 

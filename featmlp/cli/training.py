@@ -153,7 +153,8 @@ def train(features_file, out, force, out_of_core, **opts):
     from ..store import load_features
 
     out = out or default_out("train")
-    check_out(out, overwrite=force, sources=[features_file])  # before reading a large feature file
+    # Before reading a large feature file. One inside the run it replaces is carried into the new run.
+    check_out(out, overwrite=force, carried=[features_file])
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from featmlp._io import exclusive
-from featmlp._outputs import WORK_MARK, check_output, check_work_dir, mark_work_dir, remove_work_dir
+from featmlp._outputs import check_output, check_work_dir, remove_work_dir
 
 
 def staging_dir(out: str | os.PathLike) -> Path:
@@ -39,11 +39,12 @@ def _aside_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.replaced"
 
 
-def check_out(out: str | os.PathLike, *, overwrite: bool = False, sources=()) -> None:
+def check_out(out: str | os.PathLike, *, overwrite: bool = False, sources=(), carried=()) -> None:
     """Raise :class:`DataError` unless a run may be written to ``out``: absent, an empty
     directory, or (``overwrite``) a featmlp run directory to replace; never inside one of
-    ``sources`` nor holding one (:func:`featmlp._outputs.check_output`)."""
-    check_output(out, "run", force=overwrite, sources=sources)
+    ``sources`` nor holding one, nor inside one of ``carried`` (a feature file the run links
+    into itself: :func:`featmlp._outputs.check_output`)."""
+    check_output(out, "run", force=overwrite, sources=sources, carried=carried)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,7 +103,7 @@ class RunDirectory:
         check_out(self.out, overwrite=overwrite)
         check_work_dir(self.path)  # only featmlp's own staging is cleared
         self._clear()
-        mark_work_dir(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
         self.committed = False
 
     def _clear(self) -> None:
@@ -111,8 +112,6 @@ class RunDirectory:
             return
         kept = False
         for entry in self.path.iterdir():
-            if entry.name == WORK_MARK:
-                continue
             if entry.name in self.keep:
                 kept = True
             elif entry.is_dir() and not entry.is_symlink():
@@ -120,12 +119,10 @@ class RunDirectory:
             else:
                 entry.unlink()
         if not kept:
-            (self.path / WORK_MARK).unlink(missing_ok=True)
             self.path.rmdir()
 
     def commit(self) -> Path:
         """Move the finished run onto ``out`` (replacing the old one); returns ``out``."""
-        (self.path / WORK_MARK).unlink(missing_ok=True)
         _fsync_dir(self.path)
         aside = _aside_dir(self.out)
         if os.path.lexists(self.out):

@@ -473,13 +473,13 @@ def test_evaluate_notices_a_changed_feature_file(tmp_path, run_cli, table):
     assert run_cli(["evaluate", tmp_path / "r"])[0] == 0
     X = table.X_test.copy()
     X[0] += 1
-    save_features(feats, dataclasses.replace(table, X_test=X))
+    save_features(feats, dataclasses.replace(table, X_test=X), overwrite=True)
     code, _, err = run_cli(["evaluate", tmp_path / "r"])
     assert code == 1 and "not the data this model was trained on" in err
     assert run_cli(["evaluate", tmp_path / "r", feats])[0] == 0
     # NaN rows are refused when evaluating too, with their count
     X[[1, 2, 3]] = np.nan
-    save_features(feats, dataclasses.replace(table, X_test=X))
+    save_features(feats, dataclasses.replace(table, X_test=X), overwrite=True)
     code, _, err = run_cli(["evaluate", tmp_path / "r", feats])
     assert code == 1 and "3 of 150 rows" in err
 
@@ -767,7 +767,8 @@ def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table)
                                  feature_names=table.feature_names[:5])
     with pytest.raises(DataError, match="has 5 features, the model takes 9: extract with --features lecture"):
         evaluate_run(tmp_path / "r", save_features(tmp_path / "n.npz", narrow))
-    save_features(feats, dataclasses.replace(table, y_test=table.y_test[::-1].copy()))  # the recorded file changed
+    save_features(feats, dataclasses.replace(table, y_test=table.y_test[::-1].copy()),  # the recorded file changed
+                  overwrite=True)
     with pytest.raises(DataError, match="not the data this model was trained on"):
         evaluate_run(tmp_path / "r")
     train_run(table, TrainConfig(hidden=(4,), epochs=1), tmp_path / "mem")  # from a table in memory

@@ -237,3 +237,118 @@ def test_featmlp_num_threads_is_one_line(tmp_path, feats, value, command):
     assert_refused(r.returncode, r.stdout, r.stderr, "FEATMLP_NUM_THREADS", "more threads than this machine can use")
     assert r.returncode == 1
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+# -- control characters in names ----------------------------------------------------------------
+
+# What would act on a terminal: CSI and OSC escape sequences, BEL, a C1 CSI, a bidi override.
+RAW = ("\x1b", "\x07", "\x9b", "\u202e")
+CLASSES = ("cat\x1b[31m", "dog\u202e\x07")
+FILES = ("0\x1b[2J.png", "1\x9b2J.png", "2\t\n.png", "3.png", "4.png")
+BAD = "bad\x1b]0;title\x07.txt"
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """click writes escape sequences as it would to a terminal (it strips CSI ones from a pipe)."""
+    import click.utils
+
+    monkeypatch.setattr(click.utils, "should_strip_ansi", lambda *args, **kwargs: False)
+
+
+def no_raw(*texts):
+    for text in texts:
+        assert not [c for c in RAW if c in text], text
+
+
+def test_names_with_control_characters_reach_no_terminal_raw(tmp_path, run_cli, terminal):
+    imgs = make_folder(tmp_path / "imgs", classes=CLASSES, names=FILES)
+    (imgs / CLASSES[0] / BAD).write_text("not an image")
+    feats, run = tmp_path / "f.npz", tmp_path / "run"
+
+    code, out, err = run_cli(["extract", imgs, "-o", feats, "-q"])  # the bad file: an error naming it
+    assert_refused(code, out, err, "bad\\x1b]0;title\\x07.txt")
+    no_raw(out, err)
+
+    code, out, err = run_cli(["extract", imgs, "-o", feats, "-q", "--skip-bad", "--test-fraction", "0.4"])
+    assert code == 0, err
+    assert "bad\\x1b]0;title\\x07.txt" in err  # the skipped list
+    no_raw(out, err)
+    with np.load(feats) as z:  # the file keeps the real names
+        assert tuple(z["class_names"]) == CLASSES
+
+    code, out, err = run_cli(["train", feats, "--epochs", "2", "--out", run])
+    assert code == 0, err
+    no_raw(out, err)
+    assert json.loads((run / "metrics.json").read_text())["per_class"][0]["class"] == CLASSES[0]
+
+    code, out, err = run_cli(["evaluate", run])
+    assert code == 0, err
+    assert "cat\\x1b[31m" in out and "dog\\u202e\\x07" in out
+    no_raw(out, err)
+    code, out, err = run_cli(["evaluate", run, "--json"])
+    assert code == 0 and json.loads(out)["per_class"][0]["class"] == CLASSES[0]
+    no_raw(out, err)
+
+    images = [imgs / CLASSES[0] / name for name in FILES[:3]] + [imgs / CLASSES[0] / BAD, tmp_path / "gone\x1b[1m.png"]
+    code, out, err = run_cli(["predict", run, *images])
+    assert code == 1
+    no_raw(out, err)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 2 for line in lines)  # one line of three fields each
+    assert lines[0].startswith(str(imgs).replace("\\", "\\\\") + "/cat\\x1b[31m/0\\x1b[2J.png\t")
+    assert lines[2].split("\t")[0].endswith("/2\\t\\n.png")
+    assert lines[0].split("\t")[1] in ("cat\\x1b[31m", "dog\\u202e\\x07")
+    assert len(err.splitlines()) == 2 and "gone\\x1b[1m.png" in err
+
+    code, out, err = run_cli(["run", "--data", imgs, "--skip-bad", "--epochs", "1", "--out", tmp_path / "run2"])
+    assert code == 0, err
+    no_raw(out, err)
+
+    named = tmp_path / "run\x1b[1m$x^$"
+    run.rename(named)
+    code, out, err = run_cli(["compare", named, tmp_path / "run2", "--plot", tmp_path / "c.png"])
+    assert code == 0, err
+    assert "run\\x1b[1m$x^$" in out
+    no_raw(out, err)
+
+
+def test_errors_quoting_names_are_escaped(tmp_path, run_cli, terminal):
+    for args in (["train", tmp_path / "no\x1b[2Jsuch.npz"],
+                 ["extract", tmp_path / "no\x07such", "-o", tmp_path / "f.npz"],
+                 ["evaluate", tmp_path / "no\u202esuch"],
+                 ["train", tmp_path / "f.npz", "--activation", "\x1b[31mrelu"]):
+        code, out, err = run_cli(args)
+        assert code != 0 and "Traceback" not in err
+        no_raw(out, err)
+        assert "\\x1b" in err or "\\x07" in err or "\\u202e" in err, err
+
+
+def test_warnings_of_other_libraries_are_escaped():
+    import warnings
+
+    from featmlp._text import printable_warnings
+
+    with printable_warnings():
+        text = warnings.formatwarning("Glyph 27 (\x1b) missing", UserWarning, "plots.py", 64, "fig.savefig(x)")
+    assert "\x1b" not in text and "Glyph 27 (\\x1b) missing" in text
+    assert text.count("\n") == 2  # still its own lines
+
+
+def test_plots_draw_names_mathtext_would_refuse(tmp_path):
+    # a class named "$x^$" made the confusion plot (after training) fail in matplotlib's mathtext
+    from featmlp.runs.plots import plot_confusion
+
+    assert plot_confusion([[1, 0], [0, 1]], ["$x^$", "$\\frac{$\x1b"], tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("cat\x1b[31m", "cat\\x1b[31m"), ("a\tb\nc\rd", "a\\tb\\nc\\rd"), ("\x7f\x9b\x00", "\\x7f\\x9b\\x00"),
+    ("\u202eevil\u2066", "\\u202eevil\\u2066"), ("caf\xe9 \u732b", "caf\xe9 \u732b"), ("a\\b", "a\\b"),
+    ("\udcff.png", "\\xff.png"),
+])
+def test_printable(text, shown):
+    from featmlp._text import printable
+
+    assert printable(text) == shown
+    assert printable(text, tsv=True) == shown.replace("a\\b", "a\\\\b")

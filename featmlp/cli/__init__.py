@@ -20,6 +20,7 @@ import sys
 import click
 
 from .. import __version__
+from .._text import printable
 from ..errors import FeatmlpError
 
 # command name -> ("module:function", its short help); listed in this order by --help.
@@ -75,8 +76,12 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="featmlp")
-def cli():
+@click.pass_context
+def cli(ctx):
     """Classify images with multilayer perceptrons trained on extracted image features."""
+    from .._text import printable_warnings
+
+    ctx.with_resource(printable_warnings())  # names in other libraries' warnings: escaped too
 
 
 def main(argv=None) -> None:
@@ -84,9 +89,10 @@ def main(argv=None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
     except FeatmlpError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {printable(e)}", err=True)  # names in it may hold control characters
         sys.exit(1)
     except click.ClickException as e:
+        e.message = printable(e.message)  # a path or value as typed: it may hold control characters
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
@@ -99,7 +105,7 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         sys.exit(141)
     except OSError as e:  # the disk, not featmlp: full, read-only, no permission ...
-        click.echo(f"error: {os_error_line(e)}", err=True)
+        click.echo(f"error: {printable(os_error_line(e))}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -6,6 +6,7 @@ import warnings
 
 import click
 
+from .._text import printable
 from ..errors import ConfigError
 from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
 
@@ -165,7 +166,7 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
                           progress=progress, skip_bad=skip_bad, storage_options=storage_options)
     for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+        click.echo(f"warning: {printable(w.message)}", err=True)
     return ds
 
 
@@ -175,7 +176,7 @@ def report_skipped(dataset, shown: int = 3) -> None:
     if not skipped:
         return
     n = len(skipped)
-    listed = ", ".join(f"{name} ({reason})" for name, reason in skipped[:shown])
+    listed = ", ".join(f"{printable(name)} ({printable(reason)})" for name, reason in skipped[:shown])
     more = f", and {n - shown} more" if n > shown else ""
     click.echo(f"skipped {n} unreadable file{'s' if n > 1 else ''}: {listed}{more}", err=True)
 

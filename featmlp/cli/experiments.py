@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .._text import printable
 from ..features import recommended_preset
 from ._common import default_out, force_option, plot_file
 from .options import LR_FIND_UNUSED, SWEEP_UNUSED, config_from, fmt, grid_from, train_options
@@ -60,7 +61,7 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     progress.close()
     result.plot(plot_path)
     click.echo(f"{len(result.lrs)} steps from lr {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} "
-               f"({result.stop_reason}); loss against lr: {plot_path}")
+               f"({result.stop_reason}); loss against lr: {printable(plot_path)}")
     for name, value in result.suggestions.items():
         click.echo(f"  rule {name}: {value:.3g}")
     click.echo(f"rule: {result.rule}")
@@ -117,7 +118,8 @@ def sweep(features_file, workers, out, force, **opts):
     finally:
         progress.close()
     if result.resumed and not quiet:
-        click.echo(f"resumed: {len(result.resumed)} configuration(s) already finished in {out}, not trained again")
+        click.echo(f"resumed: {len(result.resumed)} configuration(s) already finished in {printable(out)}, "
+                   f"not trained again")
     rows = result.table()
     width = max(len(r["name"]) for r in rows)
     click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  {'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")
@@ -127,5 +129,5 @@ def sweep(features_file, workers, out, force, **opts):
     diverged = [r["name"] for r in rows if r["diverged"]]
     if diverged:
         click.echo(f"diverged (loss became NaN or infinite; drawn up to there): {', '.join(diverged)}", err=True)
-    click.echo(f"trained in {result.seconds:.2f} s; wrote {out}/results.csv, loss.png, accuracy_vs_lr.png "
+    click.echo(f"trained in {result.seconds:.2f} s; wrote {printable(out)}/results.csv, loss.png, accuracy_vs_lr.png "
                f"and {len(rows)} run directories")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .._text import printable
 from ..runs.layout import FEATURES_FILE
 from ..progress import TqdmProgress
 from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source,
@@ -79,8 +80,8 @@ def extract(source, features, output, force, workers, cluster, chunk_size, featu
     progress.close()
     n_train, n_test = len(table.X_train), len(table.X_test)
     shards = f" in {table.X_train.n_shards} + {table.X_test.n_shards} shards" if sharded else ""
-    click.echo(f"wrote {output}{shards}: {n_train} train + {n_test} test images x {len(table.feature_names)} "
-               f"{features} features, {len(table.class_names)} classes "
+    click.echo(f"wrote {printable(output)}{shards}: {n_train} train + {n_test} test images x "
+               f"{len(table.feature_names)} {features} features, {len(table.class_names)} classes "
                f"(load {t1 - t0:.1f} s, extract {t2 - t1:.1f} s = {(n_train + n_test) / max(t2 - t1, 1e-9):.0f} img/s)")
 
 

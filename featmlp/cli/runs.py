@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .._text import printable
+
 # --force, as featmlp.cli._common.force_option words it (that module imports the feature registry).
 _FORCE = "Replace an existing {} that featmlp wrote. Anything else there is refused, even with --force."
 
@@ -33,8 +35,8 @@ def compare(run_dirs, out, plot_path, log_scale, force):
     plot_format(plot_path)
     rows, _ = compare_runs(run_dirs)
     plot_comparison(run_dirs, plot_path, log_scale=log_scale)
-    click.echo(format_table(rows))
-    click.echo(f"loss curves: {plot_path}")
+    click.echo(format_table(rows))  # its cells escaped (featmlp._text.printable)
+    click.echo(f"loss curves: {printable(plot_path)}")
 
 
 @click.command()
@@ -58,4 +60,4 @@ def report(directory, out, force):
             raise
         raise DataError(f"cannot write the report into {directory} ({e.strerror or e}): write it elsewhere "
                         f"with --out FILE.html") from None
-    click.echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"wrote {printable(path)} ({Path(path).stat().st_size / 1e6:.1f} MB)")

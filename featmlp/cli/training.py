@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..features import recommended_preset
+from .._text import printable
 from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from ._common import (SOURCE_HELP, cli_storage_options, data_options, default_out, features_option, fitted_options,
@@ -47,7 +48,7 @@ def _report_run(run, lecture: bool = False) -> None:
         click.echo(f"test accuracy {fmt(acc)} on {m.get('n_test', 0)} images; {m['epochs_run']} epochs in "
                    f"{m['train_seconds']:.2f} s ({m['stop_reason']})")
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(run.out).iterdir())
-    click.echo(f"run directory: {run.out}  ({', '.join(files)})")
+    click.echo(printable(f"run directory: {run.out}  ({', '.join(files)})"))
 
 
 def network_line(config, n_features: int, n_classes: int) -> str:
@@ -109,15 +110,15 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
     if not flips_given:
         config, notice = decide_flips(table, config)
         if notice:
-            click.echo(notice, err=True)
+            click.echo(printable(notice), err=True)
     callbacks = []
     if not quiet:
         click.echo(_features_line(table, config))
 
         class SayWhere(Callback):  # once training starts: the checks before it passed, the directory exists
             def on_train_begin(self, config):
-                click.echo(f"training in {staging_dir(out)} (its loss.png follows the loss); "
-                           f"moved to {out} when complete")
+                click.echo(printable(f"training in {staging_dir(out)} (its loss.png follows the loss); "
+                                     f"moved to {out} when complete"))
 
         callbacks = [SayWhere(), EpochPrinter(config.epochs)]
     run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
@@ -198,11 +199,11 @@ def _job_printer(features, progress, quiet):
         def on_job_begin(self, staging, out):
             self.out = out
             if not self.quiet:
-                click.echo(f"building the run in {staging} (its loss.png follows the loss while training); "
-                           f"moved to {out} when complete")
+                click.echo(printable(f"building the run in {staging} (its loss.png follows the loss while "
+                                     f"training); moved to {out} when complete"))
 
         def on_warning(self, message):
-            click.echo(f"warning: {message}", err=True)
+            click.echo(f"warning: {printable(message)}", err=True)
 
         def on_images(self, dataset):
             report_skipped(dataset)
@@ -210,12 +211,12 @@ def _job_printer(features, progress, quiet):
         def on_features(self, dataset, table):
             self.progress.close()
             if not self.quiet:
-                click.echo(f"data: {dataset.source}: {len(table.X_train)} train + {len(table.X_test)} test images, "
-                           f"{len(table.class_names)} classes; {self.features} features -> "
-                           f"{self.out / FEATURES_FILE}")
+                click.echo(printable(f"data: {dataset.source}: {len(table.X_train)} train + {len(table.X_test)} "
+                                     f"test images, {len(table.class_names)} classes; {self.features} features "
+                                     f"-> {self.out / FEATURES_FILE}"))
 
         def on_notice(self, message):
-            click.echo(message, err=True)
+            click.echo(printable(message), err=True)
 
         def on_config(self, table, config):
             if not self.quiet:
@@ -276,22 +277,17 @@ def evaluate(run_dir, features_file, as_json):
         click.echo(json.dumps(m, indent=2))
         return
     shown = features_file if features_file is not None else run_feature_file(run_dir)[0]
-    click.echo(f"test accuracy {fmt(m['test_accuracy'])} on {m['n_test']} images ({shown})")
+    click.echo(f"test accuracy {fmt(m['test_accuracy'])} on {m['n_test']} images ({printable(shown)})")
     if not m["n_test"]:
         return
-    width = max(len(row["class"]) for row in m["per_class"])
+    names = [printable(row["class"]) for row in m["per_class"]]  # --json keeps the real names
+    width = max(map(len, names))
     click.echo(f"{'class':<{width}}  precision  recall     f1  support")
-    for row in m["per_class"]:
-        click.echo(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
+    for name, row in zip(names, m["per_class"]):
+        click.echo(f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
                    f"{row['support']:7d}")
     click.echo(f"{'macro':<{width}}  {m['macro']['precision']:9.3f}  {m['macro']['recall']:6.3f}  "
                f"{m['macro']['f1']:5.3f}")
-
-
-def _tsv_field(text: str) -> str:
-    r"""A file name as one TSV field: backslash, tab, newline and carriage return escaped as
-    ``\\``, ``\t``, ``\n``, ``\r`` (PostgreSQL COPY's text format)."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @click.command()
@@ -306,10 +302,11 @@ def predict(ctx, run_dir, images, no_resize):
     Images are resized (bilinear) to the size of the images the model was trained on, so their
     features describe the same scale; the run records that size.
 
-    In the output a backslash, tab, newline or carriage return in a file name is written as
-    \\\\, \\t, \\n, \\r (PostgreSQL COPY's text format), so each image is one line of three
-    fields. A file that cannot be read or classified gets one line 'error: <file>: <reason>' on
-    stderr and the others are still classified; the exit status is 1 when any failed.
+    In the output a backslash, tab, newline or carriage return in a file or class name is written
+    as \\\\, \\t, \\n, \\r and any other control character as \\xNN (PostgreSQL COPY's text
+    format), so each image is one line of three fields and nothing reaches the terminal raw. A
+    file that cannot be read or classified gets one line 'error: <file>: <reason>' on stderr and
+    the others are still classified; the exit status is 1 when any failed.
     """
     from ..runs.bundle import load_bundle
 
@@ -317,8 +314,8 @@ def predict(ctx, run_dir, images, no_resize):
     for r in load_bundle(run_dir).iter_predict_images(images, resize=not no_resize):  # as each is known
         if r.error is not None:
             failed += 1
-            click.echo(f"error: {_tsv_field(str(r.path))}: {r.error}", err=True)
+            click.echo(f"error: {printable(r.path, tsv=True)}: {printable(r.error)}", err=True)
         else:
-            click.echo(f"{_tsv_field(str(r.path))}\t{_tsv_field(r.class_name)}\t{r.probability:.4f}")
+            click.echo(f"{printable(r.path, tsv=True)}\t{printable(r.class_name, tsv=True)}\t{r.probability:.4f}")
     if failed:
         ctx.exit(1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from featmlp._text import plot_text, printable
 from featmlp.errors import DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
 from featmlp.training.history import EPOCH, TRAIN_LOSS, VAL_LOSS
@@ -193,7 +194,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> 
     """
     if columns is None:
         columns = ["name", *_differing_in_rows(rows), *RESULT_COLUMNS]
-    cells = [list(columns)] + [[format_value(c, row.get(c)) for c in columns] for row in rows]
+    # the cells as a terminal may show them: control characters in names escaped
+    cells = [list(columns)] + [[printable(format_value(c, row.get(c))) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in cells)
@@ -217,7 +219,7 @@ def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str |
     has_val = False
     for run, color in zip(runs, colors):
         history = run.history
-        label = run.name + (" (diverged)" if run.metrics.get("diverged") else "")
+        label = plot_text(run.name) + (" (diverged)" if run.metrics.get("diverged") else "")
         train = [(r[EPOCH], r[TRAIN_LOSS]) for r in history
                  if _finite(r.get(TRAIN_LOSS)) and EPOCH in r]
         if not train:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp._io import atomic_write
+from featmlp._text import plot_text
 from featmlp.errors import ConfigError
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
@@ -141,7 +142,7 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
     True
     """
     cm = np.asarray(cm, dtype=np.float64)
-    names = [str(c) for c in class_names]
+    names = [plot_text(c) for c in class_names]  # drawn as shown on a terminal: escaped
     if cm.shape != (len(names), len(names)):
         raise ValueError(f"confusion matrix of shape {cm.shape} for {len(names)} class names")
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm

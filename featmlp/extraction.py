@@ -480,7 +480,10 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
             finished(extract_shard(args[0], *task, *args[1:], parallel=True))
 
     ordered = {split: [by_index[i] for i in sorted(by_index)] for split, by_index in records.items()}
-    # a fitted state is in the work directory already: fitted_state saved it there for a resumed run
+    # a fitted state is in the work directory already when fitted_state fitted it (saved there for a
+    # resumed run); one given (--fitted-from) is written now, so that the table holds the file it names
+    if state and not (work / FITTED_FILE).is_file():
+        write_fitted(work / FITTED_FILE, state)
     write_manifest(work, ordered, names, dataset.class_names, meta, bool(state))
     (work / _SPEC_FILE).unlink()
     replace_dir(work, output)

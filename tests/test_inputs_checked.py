@@ -118,7 +118,8 @@ def test_evaluate_refuses_kmeans_features_of_another_dictionary(tmp_path, tiny_d
     config = dataclasses.replace(TINY, flip=False, test_flip=False)
     train_run(mine, config, tmp_path / "r", data={"feature_file": str(tmp_path / "a.npz")})
     assert evaluate_run(tmp_path / "r")["n_test"] == 6
-    assert load_features(tmp_path / "b.npz").X_test.shape == mine.X_test.shape  # as many columns: only the state differs
+    # as many columns: only the state differs
+    assert load_features(tmp_path / "b.npz").X_test.shape == mine.X_test.shape
     with pytest.raises(DataError, match=r"b.npz's kmeans features were computed with another fitted state than "
                                         r"the model's \(fitted on other images\): extract again with --fitted-from"):
         evaluate_run(tmp_path / "r", tmp_path / "b.npz")
@@ -235,6 +236,19 @@ def test_a_fitted_state_from_another_table_is_refused(tmp_path, tiny_dataset):
     shutil.copy(tmp_path / "b.features" / "fitted.npz", tmp_path / "a.features" / "fitted.npz")
     with pytest.raises(DataError, match="fitted.npz is not this table's fitted state"):
         load_features(tmp_path / "a.features")
+
+
+def test_a_sharded_table_extracted_with_a_given_state_holds_it(tmp_path, tiny_dataset):
+    # --fitted-from into a sharded table: the manifest names fitted.npz, which must be there (and checked)
+    from featmlp.extraction import extract_dataset, extract_to_shards
+
+    a = extract_dataset(tiny_dataset, "kmeans", tmp_path / "a.npz", options={"k": 4, "patch_size": 3,
+                                                                              "n_patches": 200, "pool": 2})
+    extract_to_shards(tiny_dataset, "kmeans", tmp_path / "b.features", fitted=a.fitted)
+    b = load_features(tmp_path / "b.features")
+    centroids = [t.fitted["kmeans"].state()[1]["centroids"] for t in (a, b)]
+    np.testing.assert_array_equal(*centroids)
+    np.testing.assert_array_equal(np.asarray(b.X_test), a.X_test)
 
 
 def test_float_labels_in_a_sharded_table_are_named(tmp_path, monkeypatch):

@@ -366,8 +366,12 @@ def test_another_sweep_into_a_sweep_directory_is_refused_unless_forced(table, tm
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a resumable featmlp sweep"):
-        run_sweep(table, configs, foreign)
+    from featmlp.errors import DataError
+
+    for force in (False, True):  # not a featmlp sweep: refused, --force or not
+        with pytest.raises(DataError, match="did not write.*not a featmlp sweep directory"):
+            run_sweep(table, configs, foreign, force=force)
+    assert [p.name for p in foreign.iterdir()] == ["todo.txt"] and (foreign / "todo.txt").read_text() == "mine"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert len(run_sweep(table, configs, empty)) == 2  # an empty folder is fine

@@ -352,3 +352,30 @@ def test_printable(text, shown):
 
     assert printable(text) == shown
     assert printable(text, tsv=True) == shown.replace("a\\b", "a\\\\b")
+
+
+# -- neighbours: numbers that are not numbers ---------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "FEATS", "--lr", "nan"],
+    ["train", "FEATS", "--lr", "inf"],
+    ["train", "FEATS", "--dropout", "nan"],
+    ["train", "FEATS", "--momentum", "nan"],
+    ["train", "FEATS", "--weight-decay", "inf"],
+    ["train", "FEATS", "--label-smoothing", "nan"],
+    ["sweep", "FEATS", "--lr", "0.1,nan"],
+    ["run", "--data", "IMGS", "--lr", "nan"],
+    ["lr-find", "FEATS", "--start-lr", "nan"],
+    ["lr-find", "FEATS", "--end-lr", "inf"],
+    ["lr-find", "FEATS", "--smoothing", "nan"],
+])
+def test_nan_and_infinity_are_usage_errors(tmp_path, run_cli, feats, args):
+    """Refused as the option's usage error, before any feature file or image is read."""
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    args = [{"FEATS": feats, "IMGS": tmp_path / "imgs"}.get(a, a) for a in args]
+    code, stdout, err = run_cli([*args, "--out", out])
+    assert_refused(code, stdout, err, f"Invalid value for '{args[-2]}'", "is not a finite number")
+    assert code == 2 and stdout == ""
+    assert nothing_in(out) and not list(tmp_path.glob(".out*"))

@@ -12,21 +12,21 @@ import click
 from .._text import printable
 from ..features import recommended_preset
 from ._common import default_out, force_option, plot_file
-from .options import LR_FIND_UNUSED, SWEEP_UNUSED, config_from, fmt, grid_from, train_options
+from .options import LR_FIND_UNUSED, SWEEP_UNUSED, FiniteFloatRange, config_from, fmt, grid_from, train_options
 from .training import FEATURES_METAVAR
 
 
 @click.command("lr-find")
 @click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
 @train_options(omit=LR_FIND_UNUSED)
-@click.option("--start-lr", default=1e-7, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--start-lr", default=1e-7, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Learning rate of the first step.")
-@click.option("--end-lr", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--end-lr", default=10.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Learning rate of the last step (the lr grows geometrically in between).")
 # featmlp.lr_find.lr_find takes at least 5 steps: the smallest curve its rules can read
 @click.option("--steps", "num_steps", default=100, show_default=True, type=click.IntRange(5),
               help="Optimiser steps, at least 5 (fewer are taken when the loss blows up).")
-@click.option("--smoothing", default=0.98, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--smoothing", default=0.98, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
               help="Weight of the past in the exponentially smoothed loss.")
 @click.option("--rule", default="steepest", show_default=True,
               type=click.Choice(["steepest", "minimum/10"]),

@@ -75,7 +75,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
          "ce: logits + cross-entropy; mse: the lecture's softmax + MSE against one-hot labels."),
         ("optimizer", ("--optimizer",), dict(type=_click_type("optimizer")),
          "gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
-        ("lr", ("--lr",), dict(type=float), "Learning rate (peak under a schedule)."),
+        ("lr", ("--lr",), dict(type=FiniteFloatRange(0, min_open=True)), "Learning rate (peak under a schedule)."),
         ("epochs", ("--epochs",), dict(type=_click_type("epochs")), "Epochs (the most, with early stopping)."),
         ("batch_size", ("--batch-size",), dict(type=_click_type("batch_size")),
          "Training rows per optimiser step (not used by gd, which steps once per epoch on all of them)."),
@@ -138,10 +138,23 @@ def _click_type(field: str):
     if f.kind == "width0":
         return click.IntRange(0)
     if f.kind == "probability":
-        return click.FloatRange(0, 1, max_open=True)
+        return FiniteFloatRange(0, 1, max_open=True)
     if f.kind == "number":
-        return click.FloatRange(f.low, f.high, min_open=f.low_open, max_open=f.high_open)
+        return FiniteFloatRange(f.low, f.high, min_open=f.low_open, max_open=f.high_open)
     raise ValueError(f"no click type for {field!r} ({f.kind})")
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing nan (which every comparison lets through) and infinities as
+    the usage error they are, before any data is read."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _as_list(settings: dict) -> dict:

@@ -223,6 +223,12 @@ def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sou
                         f"({'such as feats.features/' if kind == 'table' else 'such as runs/NAME'})")
     check_sources(path, sources, option=option)
     check_sources(path, carried, option=option, may_hold=True)
+    if kind in ("features", "table"):  # a run's or a table's files are theirs: never one written among them
+        parent = Path(real).parent
+        inside, _ = identify(parent)
+        if inside in ("run", "table"):
+            raise DataError(f"{option} {shown} is inside {KINDS[inside]} ({parent}), whose files are its own: "
+                            f"write the features elsewhere")
     found, what = identify(path)
     if found == "absent" or (found == "empty" and kind in DIR_KINDS):
         return

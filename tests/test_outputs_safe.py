@@ -180,6 +180,17 @@ def test_extract_onto_a_run_is_refused_even_with_force(base_run, run_cli):
     assert snapshot(base_run) == before
 
 
+def test_extract_into_a_run_or_a_table_is_refused(base_run, run_cli):
+    place = base_run.parent.parent
+    assert run_cli([*EXTRACT, "-o", "t.features"])[0] == 0
+    assert run_cli(["run", "--data", "photos", "--test-fraction", "0.5", "--out", "runs/r1", "--epochs", "1",
+                    "--hidden", "4", "-q"])[0] == 0
+    before = snapshot(place / "runs"), snapshot(place / "t.features")
+    for out in ("runs/r1/features.npz", "runs/base/new.npz", "runs/base/new.features", "t.features/x.npz"):
+        refused(run_cli([*EXTRACT, "-o", out, "--force"]), "inside", "its own")
+    assert (snapshot(place / "runs"), snapshot(place / "t.features")) == before
+
+
 def test_extract_onto_a_special_file_or_broken_link_is_refused(place, run_cli):
     os.mkfifo(place / "fifo")
     (place / "dangling").symlink_to(place / "nowhere")

@@ -188,17 +188,27 @@ def show(label: str, result) -> str:
     return f"  {label:<52} peak RSS {rss:7.0f} MB  {secs:6.1f} s  {outcome}"
 
 
-def photo_cases(tmp: Path, args, featmlp: list[str], cases: set[str]) -> None:
-    from featmlp.extraction import _CHUNK_BYTES, default_chunk_size
+CHUNKS = """
+import sys
+from featmlp.extraction import _CHUNK_BYTES, default_chunk_size
+h, w = int(sys.argv[1]), int(sys.argv[2])
+print(default_chunk_size((h, w), "lecture"), max(1, min(5000, _CHUNK_BYTES // (w * h * 3))))
+"""
 
+
+def photo_cases(tmp: Path, args, featmlp: list[str], cases: set[str]) -> None:
+    # Built and planned in child processes: a child's peak RSS starts from its parent's at fork
+    # (Linux carries the high-water mark over exec), so this process stays small.
     w, h = args.photo
     t0 = time.perf_counter()
-    photos = build_photos(tmp / "photos", args.photos, w, h)
+    photos = tmp / "photos"
+    subprocess.run([sys.executable, __file__, "--build-photos", str(photos), f"{w}x{h}", str(args.photos)],
+                   check=True)
     mb = sum(f.stat().st_size for f in photos.rglob("*.jpg")) / 1e6
     print(f"\nbuilt {args.photos} JPEGs of {w}x{h} ({w * h / 1e6:.1f} Mpx, {mb:.0f} MB) in "
           f"{time.perf_counter() - t0:.0f} s")
-    ours_chunk = default_chunk_size((h, w), "lecture")
-    pixel_rule = max(1, min(5000, _CHUNK_BYTES // (w * h * 3)))
+    ours_chunk, pixel_rule = map(int, subprocess.run([sys.executable, "-c", CHUNKS, str(h), str(w)], check=True,
+                                                     capture_output=True, text=True, cwd=tmp).stdout.split())
     print(f"default chunk for the lecture's features: {ours_chunk} image(s) (the pixel-only rule gave {pixel_rule})")
     trees = [("ours", None)] + ([("before (--old-tree)", args.old_tree)] if args.old_tree else [])
     if "photos" in cases:
@@ -241,6 +251,7 @@ def class_cases(tmp: Path, args, featmlp: list[str]) -> None:
         png = out / "confusion.png"
         size = ""
         if png.is_file():
+            Image.MAX_IMAGE_PIXELS = None  # only its header is read: the old 300-class figure is 335 Mpx
             with Image.open(png) as im:
                 size = f", confusion.png {im.size[0]}x{im.size[1]}"
         print(show(name + size, result), flush=True)
@@ -260,6 +271,10 @@ def per_pixel(args) -> None:
 
 
 def main():
+    if sys.argv[1:2] == ["--build-photos"]:  # the child that builds the photos
+        w, h = map(int, sys.argv[3].split("x"))
+        build_photos(Path(sys.argv[2]), int(sys.argv[4]), w, h)
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1500, help="images at 1x (5x is five times as many)")
     ap.add_argument("--side", type=int, default=256)

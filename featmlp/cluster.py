@@ -78,14 +78,21 @@ def connect(spec):
     m = _LOCAL.match(spec)
     if m:
         n = int(m.group(1)) if m.group(1) else (os.cpu_count() or 1)
+        from distributed.deploy.spec import SpecCluster
+
+        before = set(SpecCluster._instances)
         with environment_kept():
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
             try:
-                with distributed.Client(cluster) as client:
-                    yield client
-            finally:
-                cluster.close()
+                cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                                   dashboard_address=None, silence_logs=logging.ERROR)
+                client = distributed.Client(cluster)
+                yield client
+            except BaseException:  # Ctrl-C, SIGTERM, an error: the workers stop now, without a word
+                for started in set(SpecCluster._instances) - before:  # the cluster, even half-started
+                    _kill_workers(started)
+                raise
+            client.close()
+            cluster.close()
         return
     address = spec if "://" in spec else f"tcp://{spec}"
     try:
@@ -96,6 +103,33 @@ def connect(spec):
                         f"--cluster local:N on this machine") from None
     with client:
         yield client
+
+
+def _kill_workers(cluster) -> None:
+    """End a LocalCluster at once: its worker processes killed (SIGKILL), its nannies told not to
+    restart them, and no close at exit.
+
+    A graceful close lets each worker finish its task and then log, as the scheduler goes away, a
+    heartbeat failure with its traceback: seconds, and tracebacks on the terminal after Ctrl-C. The
+    scheduler and the nannies live in this process's event-loop thread and end with it. (Killed
+    with the parent by SIGKILL, the workers exit on their own: Dask's nanny holds a pipe from the
+    parent open in each.)
+    """
+    import signal
+
+    from distributed.core import Status
+    from distributed.deploy.spec import SpecCluster
+
+    for name in ("distributed", "asyncio", "tornado"):  # a nanny that was starting reports its failure
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):
+            nanny.status = Status.closing  # a worker that exits is neither restarted nor reported
+            pid = nanny.pid
+            if pid:
+                os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    with contextlib.suppress(Exception):
+        SpecCluster._instances.discard(cluster)  # not closed again at exit, where it would wait for them
 
 
 def run_on_cluster(spec, fn, tasks, *shared, retries: int = RETRIES):

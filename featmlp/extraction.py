@@ -20,10 +20,9 @@ and renamed in once its manifest is written.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -470,8 +469,10 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     if cluster is not None:
         from .cluster import run_on_cluster
 
-        for record in run_on_cluster(cluster, extract_shard, tasks, *args):
-            finished(record)
+        # closed at once on an interrupt here too: the cluster's workers stop now, not at exit
+        with contextlib.closing(run_on_cluster(cluster, extract_shard, tasks, *args)) as ended:
+            for record in ended:
+                finished(record)
     elif workers > 1 and total > chunk_size:  # more than one chunk
         in_processes(extract_shard, ((None, (args[0], *task, *args[1:])) for task in tasks), workers,
                      lambda _, record: finished(record))
@@ -513,8 +514,10 @@ def in_processes(fn, jobs, workers: int, done) -> None:
     GNU OpenMP threads is killed by numba; a spawned worker imports only featmlp's extraction
     path (no torch: the CLI loads its commands lazily), about 0.4 s.
     """
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    from ._workers import spawn_pool, stopping
+
+    # Workers stop with this process (Ctrl-C, SIGTERM, even SIGKILL) and never print their own traceback.
+    with stopping(spawn_pool(workers)) as pool:
         pending = collections.deque()
         for tag, args in jobs:
             pending.append((tag, pool.submit(fn, *args)))

@@ -84,10 +84,20 @@ def cli(ctx):
     ctx.with_resource(printable_warnings())  # names in other libraries' warnings: escaped too
 
 
+INTERRUPTED = "interrupted: nothing half-written was kept; run the same command again to resume"
+
+
 def main(argv=None) -> None:
-    """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    """Entry point: run the CLI, turning user errors into one line and an exit code.
+
+    Ctrl-C (SIGINT) and ``kill`` (SIGTERM, made an interrupt here) stop the command, its worker
+    processes with it, and print one line: exit status 130 for SIGINT, 143 for SIGTERM.
+    """
+    from .._workers import Terminated, terminate_as_interrupt
+
     try:
-        rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
+        with terminate_as_interrupt():
+            rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
     except FeatmlpError as e:
         click.echo(f"error: {printable(e)}", err=True)  # names in it may hold control characters
         sys.exit(1)
@@ -95,13 +105,15 @@ def main(argv=None) -> None:
         e.message = printable(e.message)  # a path or value as typed: it may hold control characters
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click turns an interrupt into Abort
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(143 if isinstance(e.__cause__, Terminated) else 130)
         click.echo("aborted", err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted: nothing half-written was kept; run the same command again to resume",
-                   err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     except BrokenPipeError:
         sys.exit(141)
     except OSError as e:  # the disk, not featmlp: full, read-only, no permission ...

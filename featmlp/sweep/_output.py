@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from featmlp import __version__
@@ -71,8 +69,9 @@ def _render_all(jobs: list, meanwhile) -> None:
         for job in jobs:
             render(job)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    from .._workers import spawn_pool, stopping
+
+    with stopping(spawn_pool(workers)) as pool:  # its workers stop with this process
         futures = [pool.submit(render, job) for job in jobs]  # featmlp.runs.plots: no torch to import
         meanwhile()
         for future in futures:

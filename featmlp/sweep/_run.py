@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from featmlp._io import exclusive
+from featmlp._workers import spawn_pool, terminate
 from featmlp.errors import ConfigError
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
@@ -181,10 +181,11 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
         # (featmlp.train.threads_override), and train() applies its policy within that.
         n_workers = min(workers, len(pending))
         threads = threads_override() or max(1, (os.cpu_count() or 1) // n_workers)
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
-        futures = {pool.submit(_worker_train, configs[i]): i for i in pending}
+        # Its workers stop with this process (Ctrl-C, SIGTERM, even SIGKILL: featmlp._workers).
+        pool = spawn_pool(n_workers, initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
     try:
+        if pool is not None:  # an interrupt while they are submitted stops the workers too
+            futures = {pool.submit(_worker_train, configs[i]): i for i in pending}
         for members in to_stack:
             train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
                           n_classes, callbacks=callbacks,
@@ -204,9 +205,12 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
                     for cb in callbacks:
                         cb.on_config_epoch(names[i], record, told)
                 finished(i, result)
-    finally:
+    except BaseException:  # Ctrl-C, SIGTERM, an error: the workers stop now, not after their configurations
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            terminate(pool)
+        raise
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
     # Saving blocks training only when everything trains here; beside worker processes the
     # wall clock is the measure.
     seconds = time.perf_counter() - start - (saving if pool is None else 0.0)

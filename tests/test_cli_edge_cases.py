@@ -379,3 +379,14 @@ def test_nan_and_infinity_are_usage_errors(tmp_path, run_cli, feats, args):
     assert_refused(code, stdout, err, f"Invalid value for '{args[-2]}'", "is not a finite number")
     assert code == 2 and stdout == ""
     assert nothing_in(out) and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("n_patches", [HUGE, "1000000000000"])
+def test_kmeans_patches_beyond_memory_are_one_line(tmp_path, run_cli, n_patches):
+    # numpy refused to draw 1e20 patch positions with a traceback; 1e12 patches would not fit either
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / "f.npz"
+    code, stdout, err = run_cli(["extract", tmp_path / "imgs", "--features", "kmeans", "--feature-option",
+                                 f"n_patches={n_patches}", "-o", out, "-q"])
+    assert_refused(code, stdout, err, "fitting kmeans features on", "n_patches=N")
+    assert code == 1 and not out.exists()

@@ -284,6 +284,13 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             raise DataError(f"kmeans option k={self.k} asks for {n_learn} centroids from {n_sample} sampled "
                             f"patches: sample more (--feature-option n_patches=N, at least "
                             f"{n_learn * (2 if self.mirror else 1)}) or use a smaller k")
+        # The sampled patches as float32 (and their mirror images), normalised, centred, and the
+        # float64 copies the covariance is computed from: about 28 bytes a value at the peak.
+        from .._memory import check_memory
+
+        n_fit = n_sample * (2 if self.mirror else 1)
+        check_memory(n_fit * p * p * C * 28, f"fitting kmeans features on {n_fit} patches of {p}x{p}",
+                     "sample fewer patches (--feature-option n_patches=N)")
         rng = np.random.default_rng(self.seed)
         which = rng.integers(0, n_img, n_sample)
         rows = rng.integers(0, H - p + 1, n_sample)

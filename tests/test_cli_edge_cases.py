@@ -390,3 +390,15 @@ def test_kmeans_patches_beyond_memory_are_one_line(tmp_path, run_cli, n_patches)
                                  f"n_patches={n_patches}", "-o", out, "-q"])
     assert_refused(code, stdout, err, "fitting kmeans features on", "n_patches=N")
     assert code == 1 and not out.exists()
+
+
+def test_a_run_trained_with_a_seed_above_the_bound_still_loads(tmp_path, run_cli, feats):
+    # before seeds were bounded, torch took seeds up to 2**64 - 1 when no validation split was drawn
+    run = tmp_path / "run"
+    assert run_cli(["train", feats, "--epochs", "1", "-q", "--out", run])[0] == 0
+    for name in ("model.json", "config.json"):
+        meta = json.loads((run / name).read_text())
+        (meta["extra"] if name == "model.json" else meta)["train"]["seed"] = 2**40
+        (run / name).write_text(json.dumps(meta))
+    code, out, err = run_cli(["evaluate", run])
+    assert code == 0, err

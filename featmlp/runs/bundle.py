@@ -471,11 +471,19 @@ def _check_fields(meta: dict) -> None:
             raise ValueError(f"extra.image_size {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} Mpx, over the "
                              f"{MAX_IMAGE_PIXELS / 1e6:.1f} Mpx an image may have")
     if extra.get("train") is not None:
+        import dataclasses
+
         from featmlp.train import TrainConfig
+        from featmlp.training.config import SEED_MAX
 
         if not isinstance(extra["train"], dict):
             raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
-        TrainConfig.from_dict(extra["train"]).validate()
+        train = TrainConfig.from_dict(extra["train"])
+        if _is_int(train.seed) and train.seed > SEED_MAX:
+            # trained before seeds were bounded (torch took up to 2**64 - 1 when no split was drawn):
+            # the seed only records how the model was trained, and reads as it was.
+            train = dataclasses.replace(train, seed=0)
+        train.validate()
     state = meta.get("feature_state")
     if state is not None and not (isinstance(state, dict) and isinstance(state.get("settings", {}), dict)):
         raise ValueError(f"feature_state must be an object with its settings, got {state!r:.80}")

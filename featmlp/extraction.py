@@ -33,8 +33,8 @@ from ._memory import format_bytes
 from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir
 from .data import ImageArray
 from .errors import ConfigError, DataError
-from .features import (extract_features, feature_names, fit_features, get_feature_set,
-                       parse_feature_options, set_memory, state_to_arrays, working_bytes)
+from .features import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_names, fit_features,
+                       get_feature_set, parse_feature_options, state_to_arrays, working_bytes)
 from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
 from .store import FeatureTable, load_features, read_fitted, save_features, write_fitted
 
@@ -194,7 +194,7 @@ def extraction_meta(dataset, fset, options) -> dict:
 # (featmlp.features.working_bytes): CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB of
 # pixels), 256x256 photos ~1,000 for the lecture's features rather than 5,000 (983 MB of
 # pixels, and as much again of work).
-_CHUNK_BYTES = 256 << 20
+_CHUNK_BYTES = CHUNK_BYTES
 _MAX_CHUNK = 5000
 
 
@@ -211,22 +211,10 @@ def default_chunk_size(image_shape, features="lecture", *, options=None, state=N
     >>> default_chunk_size((32, 32)), default_chunk_size((256, 256), "color")
     (5000, 1365)
     >>> default_chunk_size((256, 256), "lecture", threads=1)
-    997
+    1014
     """
-    shape = (int(image_shape[0]), int(image_shape[1]))
-    fset = get_feature_set(features)
-    budget = _CHUNK_BYTES + max((set_memory(part, options, state).block or 0) for part in fset.components)
-
-    def fits(n: int) -> bool:
-        return working_bytes(fset, shape, n, threads=threads, options=options, state=state) <= budget
-
-    if not fits(1):
-        return 1
-    low, high = 1, _MAX_CHUNK  # fits(low); the working memory grows with the images
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid - 1)
-    return low
+    return chunk_for_memory(features, image_shape, budget=_CHUNK_BYTES, max_images=_MAX_CHUNK, threads=threads,
+                            options=options, state=state)
 
 
 def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress,

@@ -138,6 +138,19 @@ def test_default_chunks_count_the_feature_sets_work():
     assert default_chunk_size((32, 32), "lecture") == 5000
 
 
+def test_extract_features_decodes_lazy_images_a_bounded_chunk_at_a_time(tmp_path, monkeypatch):
+    import featmlp.features as features
+    from featmlp.data import ImageArray, load_dataset
+
+    ds = load_dataset(image_folder(tmp_path / "imgs", [(300, 200)], per_class=4), test_fraction=0.5)
+    monkeypatch.setattr(features, "CHUNK_BYTES", working_bytes("lecture", (200, 300), 2))
+    sizes = []
+    real = ImageArray.chunks
+    monkeypatch.setattr(ImageArray, "chunks", lambda self, size: sizes.append(size) or real(self, size))
+    assert extract_features(ds.train_images, "lecture").shape == (4, 9)
+    assert sizes == [2]  # was 4,096 images decoded at a time, whatever their size
+
+
 def test_hog_counts_its_columns_without_making_their_names(monkeypatch):
     def no_names(height, width):
         raise AssertionError("hog's names made (11 million strings for a 20 Mpx image)")

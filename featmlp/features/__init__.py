@@ -533,7 +533,7 @@ def working_bytes(features: str | FeatureSet, image_shape: tuple[int, int], n_im
     >>> working_bytes("color", (100, 100), 10)  # the pixels only
     300000
     >>> working_bytes("lecture", (1000, 1000), 1, threads=1) // 2**20  # MB
-    21
+    20
     """
     fset = get_feature_set(features)
     height, width = (int(v) for v in image_shape)
@@ -546,6 +546,41 @@ def working_bytes(features: str | FeatureSet, image_shape: tuple[int, int], n_im
         kept += own
         scratch = max(scratch, memory.bytes(n, px, threads) - own)
     return (3 * n * px if pixels else 0) + kept + scratch
+
+
+# A batch's memory by default (featmlp.extraction's chunks too): decoded pixels and working memory.
+CHUNK_BYTES = 256 << 20
+_MAX_BATCH = 4096
+
+
+def chunk_for_memory(features: str | FeatureSet, image_shape, *, budget: int | None = None,
+                     max_images: int = _MAX_BATCH, threads: int | None = None, options: Mapping | None = None,
+                     state: dict | None = None) -> int:
+    """The most images of ``image_shape`` (H, W), up to ``max_images``, whose decoded pixels and
+    ``features``' working memory (:func:`working_bytes`) fit in ``budget`` (default
+    :data:`CHUNK_BYTES`); at least one. A set that works a block of images at a time in a fixed
+    amount of memory (kmeans: one BLAS product of up to 256 MB) has that block on top.
+
+    Examples
+    --------
+    >>> chunk_for_memory("color", (256, 256)), chunk_for_memory("lecture", (32, 32))
+    (1365, 4096)
+    """
+    fset = get_feature_set(features)
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    budget = (CHUNK_BYTES if budget is None else int(budget)) \
+        + max((set_memory(part, options, state).block or 0) for part in fset.components)
+
+    def fits(n: int) -> bool:
+        return working_bytes(fset, shape, n, threads=threads, options=options, state=state) <= budget
+
+    if not fits(1):
+        return 1
+    low, high = 1, max(1, int(max_images))  # fits(low); the working memory grows with the images
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
 
 
 def _check_batch(images: np.ndarray) -> np.ndarray:
@@ -561,7 +596,7 @@ def _check_batch(images: np.ndarray) -> np.ndarray:
 
 
 def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | FeatureSet = DEFAULT_FEATURES,
-                     *, state: dict | None = None, chunk_size: int = 4096, progress=None,
+                     *, state: dict | None = None, chunk_size: int | None = None, progress=None,
                      parallel: bool = True) -> np.ndarray:
     """Compute a feature set for a batch of images.
 
@@ -577,8 +612,10 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
         (``"lecture+hog+color"``: the sets' columns side by side, in that order).
     state : dict, optional
         Fitted state of the fitted sets in ``features`` (:func:`fit_features`).
-    chunk_size : int
-        Images per batch handed to the feature function (bounds memory).
+    chunk_size : int, optional
+        Images per batch handed to the feature function (bounds memory); default up to 4,096,
+        as many as keep a batch's pixels and working memory within 256 MB
+        (:func:`chunk_for_memory`).
     progress : callable, optional
         Progress hook ``progress("extract", done, total)``.
     parallel : bool
@@ -601,6 +638,10 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     """
     fset = get_feature_set(features)
     fns = [_part_fn(part, state) for part in fset.components]  # a missing fitted state fails here
+    if chunk_size is None:
+        shape = getattr(images, "shape", None)
+        chunk_size = chunk_for_memory(fset, shape[1:3], state=state) if shape is not None and len(shape) >= 3 \
+            else _MAX_BATCH
     if not isinstance(images, np.ndarray) and hasattr(images, "chunks"):
         # Images decoded when indexed (featmlp.data.ImageArray): one chunk in memory at a time.
         out, done = None, 0
@@ -644,7 +685,7 @@ def extract_features(images: np.ndarray | Sequence[np.ndarray], features: str | 
     return out
 
 
-__all__ = ["FeatureSet", "FEATURE_SETS", "WorkMemory", "feature_count", "feature_threads", "working_bytes", "DEFAULT_FEATURES", "KMeansFeatures",
+__all__ = ["FeatureSet", "FEATURE_SETS", "WorkMemory", "chunk_for_memory", "feature_count", "feature_threads", "working_bytes", "DEFAULT_FEATURES", "KMeansFeatures",
            "extract_features", "feature_names", "feature_options", "fit_features", "get_feature_set",
            "mirror_permutation", "parse_feature_options", "recommended_preset", "state_from_arrays",
            "state_to_arrays"]

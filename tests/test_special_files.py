@@ -270,3 +270,31 @@ def test_predict_names_each_special_file_and_classifies_the_others(tmp_path):
     assert [line.split(":")[1].strip() for line in lines] == bad
     for line, what in zip(lines, ("FIFO", "character device", "dangling symlink", "symlink loop", "directory")):
         assert line.startswith("error: ") and what in line, line
+
+
+def test_a_file_url_names_special_files_and_follows_symlinks_to_images(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    os.mkfifo(root / "cat" / "pipe.png")
+    os.symlink("nothere.png", root / "dog" / "dangling.png")
+    os.symlink(root / "cat" / "0.png", root / "dog" / "linked.png")
+    url = root.as_uri()
+    with pytest.raises(DataError, match=r"cat/pipe.png: a FIFO .*\(and 1 more such file\)"):
+        load_dataset(url)
+    ds = load_dataset(url, skip_bad=True, test_fraction=0.5)
+    assert [f for f, _ in ds.skipped] == ["cat/pipe.png", "dog/dangling.png"]
+    assert _n_images(ds) == 9 and "dog/linked.png" in _names(ds)
+
+
+def test_a_fifo_among_tar_shards_is_named_and_skip_bad_skips_it(tmp_path):
+    root = tmp_path / "shards"
+    root.mkdir()
+    for k in range(2):
+        with tarfile.open(root / f"shard-{k}.tar", "w") as tf:
+            for name, data in _IMAGES.items():
+                _add(tf, name.replace("/", f"/{k}-"), data)  # cat/0-0.png ...
+    os.mkfifo(root / "shard-2.tar")
+    with pytest.raises(DataError, match="shard-2.tar: a FIFO"):
+        load_dataset(root)
+    ds = load_dataset(root, skip_bad=True)
+    assert [f for f, _ in ds.skipped] == ["shard-2.tar"] and _n_images(ds) == 16
+    assert ds.class_names == ("cat", "dog")

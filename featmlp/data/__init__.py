@@ -202,11 +202,13 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
         files = list_folder(path, max_file_bytes=options["max_file_bytes"])
         layout = shard_layout(files.iter_keys(), shown)
         if layout is not None:
+            skipped = _special_shards(files, options["skip_bad"])
             listed = {split: [list_local_shard(Path(files.blob(i).path), files.key(i), f"{shown}/{files.key(i)}",
                                                max_file_bytes=options["max_file_bytes"])
                               for i in indices]
                       for split, indices in layout.items()}
-            return _shards_dataset(listed, description or f"tar shards in {shown}", shown, **options)
+            return _shards_dataset(listed, description or f"tar shards in {shown}", shown, listed_skipped=skipped,
+                                   **options)
         skipped = []  # special files (FIFOs, devices, bad symlinks) left out by skip_bad
         groups = _group_files(files, shown, options["skip_bad"], skipped)
         del files  # the listing, once grouped: it is not held while the files are read
@@ -260,26 +262,41 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
                           for name, blob, version in refs]
                   for split, refs in shards.items()}
         return _shards_dataset(listed, f"tar shards in {url}", url, **options)
-    groups = group_by_class(files, url)
+    skipped = []  # file:// FIFOs, devices, sockets left out by skip_bad
+    groups = group_by_class(files, url, skip_bad=options["skip_bad"], skipped=skipped)
     del files
-    return _listed_folder_dataset(groups, digests, f"image folder {url}", **options)
+    return _listed_folder_dataset(groups, digests, f"image folder {url}", listed_skipped=skipped, **options)
 
 
 def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
-                    skip_bad, max_file_bytes, max_pixels) -> Dataset:
+                    skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
     splits, class_names, skipped = shard_splits(listed, where, skip_bad=skip_bad)
     decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
-    return _assemble(decoded, class_names, skipped + bad, description, test_fraction, seed, image_size)
+    return _assemble(decoded, class_names, tuple(listed_skipped) + skipped + bad, description, test_fraction, seed,
+                     image_size)
+
+
+def _special_shards(files, skip_bad: bool) -> list:
+    """The special files (FIFOs, devices, bad symlinks) of a folder of shards named like a shard:
+    a DataError naming the first, or with ``skip_bad`` their ``(file, reason)``."""
+    from ._lazy import SKIP_HINT
+
+    taken = [(key, reason) for key, reason, _ in getattr(files, "special", ()) if key.lower().endswith(".tar")]
+    if taken and not skip_bad:
+        key, reason = taken[0]
+        raise DataError(f"cannot read shard {key}: {reason}; only regular files are read; {SKIP_HINT}")
+    return taken
 
 
 def _listed_folder_dataset(groups, digests, description: str, *, test_fraction, seed, image_size,
-                           progress, skip_bad, max_file_bytes, max_pixels) -> Dataset:
+                           progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
     """An image folder known from a listing (``group_by_class``); ``digests`` hash each file's listing."""
     splits, class_names = groups
     splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in splits.items()}
     del groups, digests
     decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
-    return _assemble(decoded, class_names, skipped, description, test_fraction, seed, image_size)
+    return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
+                     image_size)
 
 
 # Bytes a pixel of decoding and resizing one image takes: Pillow's RGB image (4 bytes a pixel)

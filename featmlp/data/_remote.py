@@ -194,6 +194,22 @@ class FsStore(Store):
             return e
 
 
+def _other(fs, name: str, info: dict):
+    """``(info, None)`` of what a listed "other" (a symlink on file://) leads to when it is a regular
+    file, else ``(info, why it is not read)``: a FIFO, a device, a socket, a bad symlink."""
+    from ._archive import not_regular
+
+    try:
+        followed = fs.info(name)
+    except (OSError, ValueError):
+        followed = None
+    if followed is not None and followed.get("type") == "file":
+        return followed, None
+    local = getattr(fs, "protocol", None) in ("file", ("file", "local"))
+    reason = not_regular(name) if local else None
+    return info, reason or "not a regular file (a FIFO, a device, a socket or a broken symlink)"
+
+
 def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
     """Every non-hidden file under ``path``, sorted by name: ``(files, digests, tars)``.
 
@@ -213,8 +229,16 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
     where = f"{url.rstrip('/')}/"
     group = FsFiles(fs)
     here = builder.add(FsFolder(group, root, where))
+    special = []  # file:// FIFOs, devices, sockets: named (or skipped), never opened
     for name in sorted(entries):
         info = entries.pop(name)
+        if info.get("type", "file") == "other" and name.startswith(root + "/"):  # file:// lists symlinks so
+            info, reason = _other(fs, name, info)
+            if reason is not None:
+                raw = split_name(name[len(root) + 1:])
+                if raw and not is_junk(parts := text(raw)):
+                    special.append(("/".join(parts), reason, False))
+                continue
         if info.get("type", "file") != "file" or not name.startswith(root + "/"):
             continue
         raw = split_name(name[len(root) + 1:])
@@ -241,7 +265,9 @@ def list_prefix(fs, path: str, url: str, *, max_file_bytes: int):
         if is_file:
             raise DataError(f"{url} is a file, not a folder, a .tar/.tar.gz/.zip archive or tar shards")
         raise DataError(f"{url}: no files there (an empty or missing prefix); check the URL")
-    return builder.build(), np.frombuffer(digests, np.uint8).reshape(-1, 32), tars
+    files = builder.build()
+    files.special = tuple(special)
+    return files, np.frombuffer(digests, np.uint8).reshape(-1, 32), tars
 
 
 def _forget_listings(fs, root: str) -> None:

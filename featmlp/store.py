@@ -294,6 +294,11 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
     if path.is_dir():
         return _load_sharded(path)
     if not path.is_file():
+        from .data._archive import not_regular
+
+        reason = not_regular(path) if os.path.lexists(path) else None
+        if reason is not None:  # a FIFO, a device, a bad symlink: never opened
+            raise DataError(f"feature file {path} is {reason}; give a .npz file or a DIR.features/ directory")
         raise DataError(f"feature file {path} does not exist; create one with `featmlp extract -o {path}`")
     z = read_npz(path)
     missing = [k for k in REQUIRED_KEYS if k not in z]

@@ -298,3 +298,11 @@ def test_a_fifo_among_tar_shards_is_named_and_skip_bad_skips_it(tmp_path):
     ds = load_dataset(root, skip_bad=True)
     assert [f for f, _ in ds.skipped] == ["shard-2.tar"] and _n_images(ds) == 16
     assert ds.class_names == ("cat", "dog")
+
+
+def test_a_feature_file_that_is_a_fifo_or_a_device(tmp_path):
+    os.mkfifo(tmp_path / "pipe.npz")
+    os.symlink("/dev/zero", tmp_path / "zero.npz")
+    for name, what in (("pipe.npz", "a FIFO"), ("zero.npz", "a symlink to /dev/zero: a character device")):
+        code, _, err = _featmlp("train", tmp_path / name, "--out", tmp_path / "run", "-q")
+        assert code == 1 and "Traceback" not in err and what in err and "does not exist" not in err, err

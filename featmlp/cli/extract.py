@@ -37,8 +37,8 @@ from ._common import (SOURCE_HELP, data_options, features_option, fitted_options
                    "chunk, each writing its shard; the tasks of a worker that dies are retried.")
 @click.option("--chunk-size", default=None, type=click.IntRange(1),
               help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks survive "
-                   "an interruption. Default: 5000, or fewer so that a chunk holds at most 256 MB of pixels "
-                   "(1365 of 256x256).")
+                   "an interruption. Default: 5000, or fewer so that a chunk's pixels and the feature set's "
+                   "working memory fit in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo).")
 @fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -176,6 +176,8 @@ def test_os_error_lines():
     (2000, ["extract", "IMGS", "--features", "lecture+hog+color", "-o", "OUT/f.npz", "-q"]),
     (2000, ["extract", "IMGS", "--features", "lecture+hog+color", "-o", "OUT/f.features", "-q"]),
     (20000, ["run", "--data", "IMGS", "--epochs", "1", "-q", "--out", "OUT/run"]),
+    # 100,000 bytes: the features, JSON files and plots fit, the 1 MB model.safetensors does not
+    (100000, ["run", "--data", "IMGS", "--hidden", "512,512", "--epochs", "1", "-q", "--out", "OUT/run"]),
 ])
 def test_a_real_short_write(tmp_path, limit, args):
     """Under a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) writes really stop short."""

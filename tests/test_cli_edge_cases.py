@@ -404,3 +404,9 @@ def test_a_run_trained_with_a_seed_above_the_bound_still_loads(tmp_path, run_cli
         (run / name).write_text(json.dumps(meta))
     code, out, err = run_cli(["evaluate", run])
     assert code == 0, err
+
+
+def test_featmlp_alone_still_shows_its_help_on_lines(run_cli):
+    # click's message for no command is the help: escaping is per line, its lines stay lines
+    code, out, err = run_cli([])
+    assert "\\n" not in out + err and "Commands:" in (out + err).splitlines()

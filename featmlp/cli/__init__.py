@@ -102,7 +102,9 @@ def main(argv=None) -> None:
         click.echo(f"error: {printable(e)}", err=True)  # names in it may hold control characters
         sys.exit(1)
     except click.ClickException as e:
-        e.message = printable(e.message)  # a path or value as typed: it may hold control characters
+        # a path or value as typed may hold control characters; the help that `featmlp` alone
+        # shows as its message keeps its lines
+        e.message = "\n".join(printable(line) for line in e.message.split("\n"))
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:

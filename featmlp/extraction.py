@@ -31,6 +31,7 @@ from . import __version__, _memory
 from ._io import atomic_write, exclusive, replace_dir
 from ._memory import format_bytes
 from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir
+from ._workers import spawn_pool, stopping
 from .data import ImageArray
 from .errors import ConfigError, DataError
 from .features import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_names, fit_features,
@@ -502,8 +503,6 @@ def in_processes(fn, jobs, workers: int, done) -> None:
     GNU OpenMP threads is killed by numba; a spawned worker imports only featmlp's extraction
     path (no torch: the CLI loads its commands lazily), about 0.4 s.
     """
-    from ._workers import spawn_pool, stopping
-
     # Workers stop with this process (Ctrl-C, SIGTERM, even SIGKILL) and never print their own traceback.
     with stopping(spawn_pool(workers)) as pool:
         pending = collections.deque()

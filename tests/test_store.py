@@ -202,6 +202,9 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
         def __exit__(self, *a):
             return False
 
+        def shutdown(self, *a, **k):
+            pass
+
         def submit(self, fn, *args):
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
@@ -211,7 +214,7 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
             f.result = lambda: (in_flight.__setitem__(0, in_flight[0] - 1), real_result())[1]
             return f
 
-    monkeypatch.setattr(extraction, "ProcessPoolExecutor", InlinePool)
+    monkeypatch.setattr(extraction, "spawn_pool", InlinePool)
     table = extract_dataset(ds, "lecture", chunk_size=5, workers=2)
     assert peak[0] == 3
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))

@@ -152,10 +152,12 @@ def train(features_file, out, force, out_of_core, **opts):
     """
     from ..runs.directory import check_out
     from ..store import load_features
+    from ..training.threads import threads_override
 
     out = out or default_out("train")
     # Before reading a large feature file. One inside the run it replaces is carried into the new run.
     check_out(out, overwrite=force, carried=[features_file])
+    threads_override()  # a bad FEATMLP_NUM_THREADS refused now, not after reading the features
     table = load_features(features_file)
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
@@ -166,7 +168,9 @@ def train(features_file, out, force, out_of_core, **opts):
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     from ..runs.job import run_job
+    from ..training.threads import threads_override
 
+    threads_override()  # a bad FEATMLP_NUM_THREADS refused now, not after the extraction
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))

@@ -571,8 +571,9 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     monkeypatch.setattr("featmlp.data.read_images", lambda *a, **k: pytest.fail("read"))
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "resized to 4000x4000" in err and "1 at once, needs about 1022.3 MB of memory, and 100.0 MB is available" in err
-    # 4000 * 4000 pixels * (3 RGB + 64 feature work) bytes = 1022.3 MB
+    assert "resized to 4000x4000" in err and "1 at once, needs about 294.8 MB of memory, and 100.0 MB is available" in err
+    # 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 12 the lecture's scratch) bytes
+    # + 4.25 MB of strip buffers + 0.6 MB of GLCM counts = 294.8 MB (featmlp.features.working_bytes)
 
 
 def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, monkeypatch):

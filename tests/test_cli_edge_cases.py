@@ -410,3 +410,21 @@ def test_featmlp_alone_still_shows_its_help_on_lines(run_cli):
     # click's message for no command is the help: escaping is per line, its lines stay lines
     code, out, err = run_cli([])
     assert "\\n" not in out + err and "Commands:" in (out + err).splitlines()
+
+
+@pytest.mark.parametrize("command", ["extract", "predict"])
+def test_an_unknown_jpeg_decoder_is_one_line(tmp_path, run_cli, feats, monkeypatch, command):
+    # FEATMLP_JPEG_DECODER=pilow (a typo) silently decoded with simplejpeg
+    imgs = make_folder(tmp_path / "imgs")
+    run = tmp_path / "run"
+    if command == "predict":
+        assert run_cli(["train", feats, "--epochs", "1", "-q", "--out", run])[0] == 0
+    monkeypatch.setenv("FEATMLP_JPEG_DECODER", "pilow")
+    out = tmp_path / "extracted.npz"
+    args = (["extract", imgs, "-o", out, "-q"] if command == "extract"
+            else ["predict", run, *sorted((imgs / "cats").iterdir())])
+    code, stdout, err = run_cli(args)
+    assert_refused(code, stdout, err, "FEATMLP_JPEG_DECODER='pilow' is not one of: pillow")
+    assert stdout == "" and not out.exists()
+    monkeypatch.setenv("FEATMLP_JPEG_DECODER", " Pillow ")
+    assert run_cli(["extract", imgs, "-o", out, "-q"])[0] == 0

@@ -40,7 +40,7 @@ from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
 from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
-from ._decode import check_image_size, read_images
+from ._decode import check_image_size, jpeg_decoder, read_images
 from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archive, list_folder,
                       read_archive, scan_groups, scan_listed)
 from ._lazy import ImageArray
@@ -155,6 +155,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     if not isinstance(skip_bad, (bool, np.bool_)):
         raise ConfigError(f"skip_bad must be True or False, got {skip_bad!r}")
     storage_options = check_storage_options(storage_options)
+    jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER refused before anything is read
     if storage_options and not is_url(source):
         raise ConfigError(f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
                           f"{source!r}; leave them out")

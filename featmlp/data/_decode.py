@@ -76,10 +76,27 @@ def _to_rgb(im: Image.Image, where: str = "image") -> Image.Image:
 _simplejpeg = None  # the module once imported; False when it is not installed
 
 
+JPEG_DECODER_ENV = "FEATMLP_JPEG_DECODER"
+
+
+def jpeg_decoder() -> str:
+    """``$FEATMLP_JPEG_DECODER``, checked: ``"pillow"`` (every image decoded by Pillow) or ``"auto"``
+    (unset, ``auto`` or ``simplejpeg``: simplejpeg where it can); anything else, a typo such as
+    ``pilow``, is a :class:`ConfigError` rather than silently the default."""
+    value = os.environ.get(JPEG_DECODER_ENV, "")
+    choice = value.strip().lower()
+    if choice in ("", "auto", "simplejpeg"):
+        return "auto"
+    if choice == "pillow":
+        return "pillow"
+    raise ConfigError(f"{JPEG_DECODER_ENV}={value!r} is not one of: pillow (decode every image with Pillow), "
+                      f"simplejpeg or auto (simplejpeg where it can, the default); or unset it")
+
+
 def _fast_jpeg_decoder():
     """simplejpeg's decode function, or None (not installed, or FEATMLP_JPEG_DECODER=pillow)."""
     global _simplejpeg
-    if os.environ.get("FEATMLP_JPEG_DECODER", "").lower() == "pillow":
+    if os.environ.get(JPEG_DECODER_ENV, "").strip().lower() == "pillow":
         return None
     if _simplejpeg is None:
         try:  # imported on first use: it is optional, and the CLI's start-up stays as fast

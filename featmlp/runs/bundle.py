@@ -107,9 +107,11 @@ class Bundle:
         of images once computed (so not in the order given; ``index`` is each one's place)."""
         from featmlp._memory import available_memory
         from featmlp.data import read_images
+        from featmlp.data._decode import jpeg_decoder
         from featmlp.features import extract_features
         from featmlp.model import nonfinite_rows
 
+        jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER: one error, not one per image
         paths = list(paths)
         size = self.extra.get("image_size") if resize else None
         size = tuple(size) if size else None

@@ -3,9 +3,10 @@
 featmlp's process pools (extraction chunks, sweep configurations, sweep plots) are spawned
 ``ProcessPoolExecutor`` s made by :func:`spawn_pool`. Each worker
 
-* ignores SIGINT: Ctrl-C reaches the whole foreground process group, and a worker that took it
-  would print its own ``KeyboardInterrupt`` traceback (or a truncated pickle's) while the
-  parent shuts down; the parent alone answers it, and stops the workers;
+* ignores SIGINT (it is spawned with SIGINT blocked, so even a Ctrl-C while it starts waits):
+  Ctrl-C reaches the whole foreground process group, and a worker that took it would print its
+  own ``KeyboardInterrupt`` traceback (or a truncated pickle's) while the parent shuts down; the
+  parent alone answers it, and stops the workers;
 * dies with its parent: on Linux the kernel sends it SIGKILL when the parent exits
   (``prctl(PR_SET_PDEATHSIG)``), and everywhere a watchdog thread exits it once its parent's pid
   is no longer its parent (the parent was killed, even by SIGKILL, and it was re-parented).
@@ -51,6 +52,9 @@ def terminate_as_interrupt():
     def interrupt(signum, frame):
         raise Terminated()
 
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # ignored on purpose by whoever started us
+        yield
+        return
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
     except (ValueError, OSError):  # not settable here

@@ -285,7 +285,18 @@ def is_work_dir(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return (not entries or (p / WORK_MARK).is_file() or _is_featmlp_json(p / SPEC_FILE, "chunk_size")
-            or _is_table(p) or _is_run(p) or _is_run_staging(p, entries))
+            or _is_extraction_work(entries) or _is_table(p) or _is_run(p) or _is_run_staging(p, entries))
+
+
+# An extraction's chunk files (featmlp.extraction: "<split>-<start:09d>.npy") and fitted state.
+_CHUNK = re.compile(r"^(train|test)-\d{9}\.npy$")
+
+
+def _is_extraction_work(entries) -> bool:
+    """Every entry is one an interrupted extraction leaves (its spec, even damaged, its chunks, its
+    fitted state, atomic_write's temporary files), and one of them is its spec."""
+    return SPEC_FILE in entries and all(
+        e in (SPEC_FILE, "fitted.npz") or _CHUNK.match(e) or _PART.match(e) for e in entries)
 
 
 def check_work_dir(path: str | os.PathLike) -> None:

@@ -300,6 +300,18 @@ def test_a_users_directory_where_the_npz_work_goes_is_kept(place, run_cli):
     assert not (place / "f.npz").exists()
 
 
+def test_a_users_directory_with_a_spec_json_where_the_npz_work_goes_is_kept(place, run_cli):
+    # a spec.json among files an extraction never writes (even named like its chunks) is not featmlp's
+    work = place / "f.npz.partial"
+    work.mkdir()
+    (work / "spec.json").write_text("{}")
+    (work / "train-000000000.npy").write_bytes(b"x")
+    (work / "notes.md").write_text("mine")
+    before = snapshot(work)
+    refused(run_cli([*EXTRACT, "-o", "f.npz"]), "in the way")
+    assert snapshot(work) == before
+
+
 def test_a_users_file_where_the_npz_work_goes_is_kept(place, run_cli):
     (place / "f.npz.partial").write_text("mine")
     refused(run_cli([*EXTRACT, "-o", "f.npz"]), "in the way")

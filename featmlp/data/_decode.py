@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
 
@@ -197,6 +197,8 @@ def decode_image(data: FileData, where: str,
             return np.asarray(im)
     except DataError:  # an image of values featmlp has no rule to scale (see _to_rgb)
         raise
+    except UnidentifiedImageError as e:  # its message names our in-memory buffer, not the file
+        raise DataError(f"cannot read image {where}: not a readable image (Pillow cannot identify it)") from e
     except Exception as e:  # Pillow reports broken files with many exception types
         raise DataError(f"cannot read image {where}: not a readable image "
                         f"({type(e).__name__}: {e})") from e

@@ -182,6 +182,8 @@ def test_predict_unreadable_image(tmp_path, run_cli, table):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     code, _, err = run_cli(["predict", tmp_path / "m", tmp_path / "bad.png"])
     assert code == 1 and "bad.png" in err
+    # the reason names the file, never Pillow's in-memory buffer ("<_io.BytesIO object at 0x...>")
+    assert "BytesIO" not in err and "0x" not in err and "cannot identify" in err
 
 
 def test_predict_resizes_to_training_size(tmp_path, run_cli):

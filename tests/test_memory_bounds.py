@@ -132,7 +132,7 @@ def test_default_chunks_count_the_feature_sets_work():
     # n * px * (3 + 1) + one thread's scratch <= 256 MB
     thread = px * lec.per_thread + min(px * lec.capped[0], lec.capped[1]) + lec.thread_fixed
     expected = (_CHUNK_BYTES - math.ceil(thread)) // (px * (3 + lec.per_image))
-    assert default_chunk_size((1000, 1000), "lecture", threads=1) == int(expected) == 62
+    assert default_chunk_size((1000, 1000), "lecture", threads=1) == int(expected) == 64
     assert default_chunk_size((1000, 1000), "color", threads=1) == _CHUNK_BYTES // (3 * px) == 89
     assert default_chunk_size((3648, 5472), "lecture") == 1  # a 20 Mpx photo: one at a time
     assert default_chunk_size((32, 32), "lecture") == 5000

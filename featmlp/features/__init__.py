@@ -147,10 +147,11 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         columns.TEXTURE_NAMES,
         _kernel("texture", "lecture_features"),
         "the lecture's 9 texture features: LBP energy/entropy, 5 GLCM properties, Gabor energy/entropy",
-        # its grayscale copy (1); a thread's padded images (uint8, 2) and int64 Gabor magnitudes
-        # (8), 12 with slack; two float64 accumulators and the LBP codes of a strip of rows
-        # (17 a pixel, at most texture._STRIP_VALUES of each: 4.25 MB); 256x256 GLCM counts.
-        memory=WorkMemory(per_image=1.0, per_thread=12.0, capped=(17.0, 17 * (1 << 18)), thread_fixed=640 << 10),
+        # its grayscale copy (1); a thread's int64 Gabor magnitudes (8), 10 with slack; a strip
+        # of rows (texture._STRIP_VALUES values: 4,096, or one row where wider) of float64 padded
+        # images, accumulators, LBP codes and per-element LBP weights (193 a value + 7 padded rows:
+        # 240 a pixel, at most 320 * 4,096 = 1.3 MB); 256x256 GLCM counts. Measured 8.9 (1500x1500).
+        memory=WorkMemory(per_image=1.0, per_thread=10.0, capped=(240.0, 320 * (1 << 12)), thread_fixed=640 << 10),
     ),
     "hog": FeatureSet(
         "hog",
@@ -533,7 +534,7 @@ def working_bytes(features: str | FeatureSet, image_shape: tuple[int, int], n_im
     >>> working_bytes("color", (100, 100), 10)  # the pixels only
     300000
     >>> working_bytes("lecture", (1000, 1000), 1, threads=1) // 2**20  # MB
-    20
+    15
     """
     fset = get_feature_set(features)
     height, width = (int(v) for v in image_shape)

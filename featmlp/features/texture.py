@@ -199,56 +199,95 @@ def _accumulate_taps(src, acc, offsets, weights):
 
 
 @numba.njit(cache=True, inline="always")
+def _lbp_column_weights(lbp_w, lbp_wc, rows, Wz):
+    """``1 - dc`` and ``dc`` of each LBP sample for each flat index of a strip (``lbp_w[:, 2:]``).
+
+    Copies of the per-column table (so its values), the same for every strip.
+    """
+    for i in range(lbp_w.shape[0]):
+        for rr in range(rows):
+            for c in range(Wz):
+                lbp_w[i, 2, rr * Wz + c] = lbp_wc[i, 0, c]
+                lbp_w[i, 3, rr * Wz + c] = lbp_wc[i, 1, c]
+
+
+@numba.njit(cache=True, inline="always")
+def _lbp_row_weights(lbp_w, lbp_wr, r0, rows, Wz):
+    """``1 - dr`` and ``dr`` of each LBP sample for each flat index of the strip from row ``r0``.
+
+    Copies of the per-row table (so its values). A row's weights are rewritten only
+    when they differ from those already there: they change a few times an image (as
+    ``r + rp`` crosses a power of two), so a large image's are written a few times
+    per image (a one-strip image's once per batch: the caller skips the check).
+    """
+    for i in range(lbp_w.shape[0]):
+        for rr in range(rows):
+            a = lbp_wr[i, 0, r0 + rr]
+            b = lbp_wr[i, 1, r0 + rr]
+            j = rr * Wz
+            if lbp_w[i, 0, j] != a or lbp_w[i, 1, j] != b:  # NaN at first: always written
+                for c in range(Wz):
+                    lbp_w[i, 0, j + c] = a
+                    lbp_w[i, 1, j + c] = b
+
+
+@numba.njit(cache=True, inline="always")
 def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, pair_count, inv_1pd2,
-                 lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad, strip):
+                 lbp_off, lbp_w, lbp_row0, lbp_wr, uniform_lut, gre_off, gre_w, gim_off, gim_w,
+                 rmap, cmap, gpad, strip):
     """All nine features of one grayscale image ``g`` into ``out[:9]``.
 
-    The LBP and Gabor loops run over a flattened, padded image: output ``j`` is
-    pixel (j // Wp, j % Wp) and each sample or tap is a fixed flat offset, so
-    every inner loop is one long contiguous loop the compiler vectorises. The
-    columns past the image width are computed and ignored. The padded images are
-    kept as uint8 (a uint8 times a float64 weight is the same product as with the
-    value stored as float64), and the float64 accumulators and LBP codes cover
-    ``strip`` rows at a time: the scratch is ~10 bytes a pixel (the int64 Gabor
-    magnitudes, whose histogram needs their min and max first), not ~200.
+    The LBP and Gabor loops run over a flattened, padded strip of ``strip`` rows
+    (the whole image when it is small): output ``j`` is pixel (j // Wp, j % Wp)
+    of the strip and each sample or tap is a fixed flat offset with its own
+    per-element weights, so every inner loop is one long contiguous float64 loop
+    the compiler vectorises. The columns past the image width are computed and
+    ignored. Only the int64 Gabor magnitudes (whose histogram needs their min and
+    max first) cover the whole image: ~8 bytes a pixel, not ~200; the float64
+    padded strips, accumulators, LBP codes and weights are bounded by the strip.
     """
     H, W = g.shape
     # ---------------- LBP (P=5, R=2, uniform) ----------------
     Wz = W + 6
-    for r in range(H):
-        for c in range(W):
-            zpad[(r + 3) * Wz + c + 3] = g[r, c]
     centre0 = 3 * Wz + 3
     vc = np.zeros(8, dtype=np.int64)
     for r0 in range(0, H, strip):
         rows = min(strip, H - r0)
         n_lbp = rows * Wz
-        base = r0 * Wz
-        # Slices rather than ``x[j + o]``: numba then sees plain non-negative loop
-        # indices, drops its negative-index checks and vectorises (4x measured).
+        # zpad: padded rows r0 .. r0 + rows + 6 (image rows r0 - 3 .. r0 + rows + 3, zero
+        # outside the image; its zero columns are never written)
+        for k in range(rows + 7):
+            r = r0 + k - 3
+            if 0 <= r < H:
+                for c in range(W):
+                    zpad[k * Wz + c + 3] = g[r, c]
+            else:
+                zpad[k * Wz + 3:k * Wz + 3 + W] = 0.0
+        if lbp_row0[0] != r0:  # a one-strip image: once per batch
+            _lbp_row_weights(lbp_w, lbp_wr, r0, rows, Wz)
+            lbp_row0[0] = r0
         codes = code[:n_lbp]
         codes[:] = 0
+        # Slices rather than ``x[j + o]``: numba then sees plain non-negative loop
+        # indices, drops its negative-index checks and vectorises (4x measured).
+        centre = zpad[centre0:centre0 + n_lbp]
         for i in range(lbp_off.shape[0]):
-            o = lbp_off[i] + base
-            w3 = lbp_wc[i, 0]  # (1 - dc) per column of the padded row (0 past the image)
-            w4 = lbp_wc[i, 1]  # dc
-            for rr in range(rows):
-                jb = rr * Wz
-                centre = zpad[centre0 + base + jb:centre0 + base + jb + Wz]
-                tl = zpad[o + jb:o + jb + Wz]
-                tr = zpad[o + jb + 1:o + jb + 1 + Wz]
-                bl = zpad[o + jb + Wz:o + jb + 2 * Wz]
-                br = zpad[o + jb + Wz + 1:o + jb + 2 * Wz + 1]
-                cr = codes[jb:jb + Wz]
-                w1 = lbp_wr[i, 0, r0 + rr]  # (1 - dr) of this row
-                w2 = lbp_wr[i, 1, r0 + rr]  # dr
-                for c in range(Wz):
-                    # scikit-image's bilinear_interpolation, same operation order; a zero
-                    # fraction multiplies the next pixel by 0, which leaves the sum exact.
-                    top = w3[c] * tl[c] + w4[c] * tr[c]
-                    bottom = w3[c] * bl[c] + w4[c] * br[c]
-                    tex = w1 * top + w2 * bottom
-                    cr[c] |= np.uint8(tex - centre[c] >= -_LBP_EPS) << i
+            o = lbp_off[i]
+            tl = zpad[o:o + n_lbp]
+            tr = zpad[o + 1:o + 1 + n_lbp]
+            bl = zpad[o + Wz:o + Wz + n_lbp]
+            br = zpad[o + Wz + 1:o + Wz + 1 + n_lbp]
+            w1 = lbp_w[i, 0]  # (1 - dr) per flat index
+            w2 = lbp_w[i, 1]  # dr
+            w3 = lbp_w[i, 2]  # (1 - dc)
+            w4 = lbp_w[i, 3]  # dc
+            for j in range(n_lbp):
+                # scikit-image's bilinear_interpolation, same operation order; a zero
+                # fraction multiplies the next pixel by 0, which leaves the sum exact.
+                top = w3[j] * tl[j] + w4[j] * tr[j]
+                bottom = w3[j] * bl[j] + w4[j] * br[j]
+                tex = w1[j] * top + w2[j] * bottom
+                codes[j] |= np.uint8(tex - centre[j] >= -_LBP_EPS) << i
         for rr in range(rows):
             for c in range(W):
                 vc[uniform_lut[code[rr * Wz + c]]] += 1
@@ -314,17 +353,19 @@ def _texture_one(g, out, zpad, rpad, code, acc_re, acc_im, mag, counts, edges, p
         out[6] = 1.0 if std < 1e-15 else (cov / tot) / (std * std)
     # ---------------- Gabor (frequency 0.6), int64 responses ----------
     Wp = W + 2 * gpad
-    for r in range(H + 2 * gpad):
-        for c in range(Wp):
-            rpad[r * Wp + c] = g[rmap[r], cmap[c]]
     mmin = np.int64(1) << 62
     mmax = np.int64(-1)
     for r0 in range(0, H, strip):
         rows = min(strip, H - r0)
         n_g = rows * Wp
-        src = rpad[r0 * Wp:]
-        _accumulate_taps(src, acc_re[:n_g], gre_off, gre_w)
-        _accumulate_taps(src, acc_im[:n_g], gim_off, gim_w)
+        # rpad: reflect-padded rows r0 .. r0 + rows + 2 gpad - 1 (its last row only
+        # feeds columns past the image width)
+        for k in range(rows + 2 * gpad):
+            r = rmap[r0 + k]
+            for c in range(Wp):
+                rpad[k * Wp + c] = g[r, cmap[c]]
+        _accumulate_taps(rpad, acc_re[:n_g], gre_off, gre_w)
+        _accumulate_taps(rpad, acc_im[:n_g], gim_off, gim_w)
         for rr in range(rows):
             for c in range(W):
                 # ndimage.convolve's int64 output is a C cast: truncation toward zero
@@ -349,21 +390,27 @@ def _lecture_batch_py(gray, out, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, 
     for d in range(GLCM_LEVELS):
         inv_1pd2[d] = 1.0 / (1.0 + d * d)  # graycoprops' homogeneity weight
     for t in numba.prange(n_threads):
-        # Scratch space allocated once per thread, reused for every image.
-        zpad = np.zeros((H + 7) * (W + 6), dtype=np.uint8)
-        rpad = np.empty((H + 2 * gpad + 1) * (W + 2 * gpad), dtype=np.uint8)
+        # Scratch space allocated once per thread, reused for every image; all but
+        # ``mag`` cover one strip of rows.
         rows = min(strip, H)
-        code = np.empty(rows * (W + 6), dtype=np.uint8)
-        acc_re = np.empty(rows * (W + 2 * gpad))
-        acc_im = np.empty(rows * (W + 2 * gpad))
+        Wz = W + 6
+        Wp = W + 2 * gpad
+        zpad = np.zeros((rows + 7) * Wz)
+        rpad = np.zeros((rows + 2 * gpad + 1) * Wp)
+        code = np.empty(rows * Wz, dtype=np.uint8)
+        lbp_w = np.full((lbp_off.shape[0], 4, rows * Wz), np.nan)
+        _lbp_column_weights(lbp_w, lbp_wc, rows, Wz)
+        lbp_row0 = np.full(1, -1, dtype=np.int64)
+        acc_re = np.empty(rows * Wp)
+        acc_im = np.empty(rows * Wp)
         mag = np.empty(H * W, dtype=np.int64)
         counts = np.zeros(HIST_BINS, dtype=np.int64)
         edges = np.empty(HIST_BINS + 1)
         pair_count = np.zeros(GLCM_LEVELS * GLCM_LEVELS, dtype=np.int64)
         for img in range(t * per, min(n_img, (t + 1) * per)):
             _texture_one(gray[img], out[img], zpad, rpad, code, acc_re, acc_im, mag, counts, edges,
-                         pair_count, inv_1pd2, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, gre_w,
-                         gim_off, gim_w, rmap, cmap, gpad, strip)
+                         pair_count, inv_1pd2, lbp_off, lbp_w, lbp_row0, lbp_wr, uniform_lut,
+                         gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad, strip)
 
 
 def _rgb_to_gray_py(rgb, gray):
@@ -450,9 +497,13 @@ def _lbp_tables(H: int, W: int):
     return offsets, np.ascontiguousarray(wr), wc
 
 
-# Output values the float64 accumulators and LBP codes hold at a time (rows of a strip):
-# 32x32 .. 512x512 images are one strip, larger ones a few rows at a time.
-_STRIP_VALUES = 1 << 18
+# Output values (over the padded width) a strip of rows holds at most, unless one row is
+# wider: a thread's strip scratch is ~200 bytes a value (the per-element LBP weights 160),
+# ~0.8 MB, kept in the L2 cache. Images up to ~58x58 (CIFAR's 32x32) are one strip, whose
+# weights are written once per batch; larger ones go a few rows at a time, their row
+# weights rewritten only where they change. (2**17 values, 256x256 images in one strip,
+# measured ~15% slower on large images: the weights no longer stay in the cache.)
+_STRIP_VALUES = 1 << 12
 
 
 _GABOR_TAPS = None
@@ -507,7 +558,7 @@ def lecture_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray
         return out
     lbp_off, lbp_wr, lbp_wc = _lbp_tables(H, W)
     re_off, re_w, im_off, im_w, pad = _gabor_taps(W)
-    strip = max(1, _STRIP_VALUES // (W + 2 * pad))
+    strip = max(1, _STRIP_VALUES // (W + max(6, 2 * pad)))
     kernel = _lecture_batch if parallel else _lecture_batch_serial
     kernel(np.ascontiguousarray(gray), out, lbp_off, lbp_wr, lbp_wc, _uniform_lut(), re_off, re_w,
            im_off, im_w, _reflect_index(H, pad), _reflect_index(W, pad), pad, strip,

@@ -573,9 +573,11 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     monkeypatch.setattr("featmlp.data.read_images", lambda *a, **k: pytest.fail("read"))
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "resized to 4000x4000" in err and "1 at once, needs about 294.8 MB of memory, and 100.0 MB is available" in err
-    # 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 12 the lecture's scratch) bytes
-    # + 4.25 MB of strip buffers + 0.6 MB of GLCM counts = 294.8 MB (featmlp.features.working_bytes)
+    # by hand: 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 10 the lecture's int64
+    # Gabor magnitudes and slack) bytes + 320 * 4096 bytes of strip buffers (capped) + 0.6 MB of GLCM counts
+    mib = (4000 * 4000 * (3 + 3 + 1 + 10) + 320 * 4096) / 2**20 + 0.6
+    assert f"{mib:.1f}" == "261.3"
+    assert "resized to 4000x4000" in err and f"1 at once, needs about {mib:.1f} MB of memory, and 100.0 MB" in err
 
 
 def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, monkeypatch):

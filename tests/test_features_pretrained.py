@@ -220,7 +220,7 @@ def test_checkpoints_are_read_without_running_code(tmp_path, seeded_weights):
             return (print, ("ran code",))
 
     with open(tmp_path / "evil.pth", "wb") as f:
-        pickle.dump({"_conv_stem.weight": Evil()}, f)
+        pickle.dump({"_conv_stem.weight": Evil()}, f, protocol=2)
     with pytest.raises(DataError, match=r"^cannot read weights from .*evil\.pth: .*weights_only=True"):
         pt.read_checkpoint(tmp_path / "evil.pth")
     torch.save({"state_dict": {"a": torch.zeros(2)}}, tmp_path / "nested.pth")
@@ -324,3 +324,45 @@ def test_the_dask_path_on_a_local_cluster(tmp_path, seeded_weights):
     for split in ("train", "test"):
         np.testing.assert_allclose(np.asarray(getattr(on_cluster, f"X_{split}")),
                                    np.asarray(getattr(local, f"X_{split}")), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seeded_weights):
+    import shutil
+
+    from featmlp.runs.bundle import load_bundle
+    from featmlp.store import load_features
+
+    from test_extraction import image_folder
+
+    folder = image_folder(tmp_path / "imgs", n_per_class=4, size=(23, 17))
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(seeded_weights / "seeded.safetensors", weights)
+    code, out, err = run_cli(["run", "--data", folder, "--features", "efficientnet-lite0", "--feature-option",
+                              f"weights={weights}", "--feature-option", "size=32", "--epochs", "2",
+                              "--out", tmp_path / "run", "-q"])
+    assert code == 0, err
+    run = tmp_path / "run"
+    config = __import__("json").loads((run / "config.json").read_text())
+    assert config["data"]["weights_sha256"] == {"efficientnet-lite0": pt.file_sha256(weights)}
+    assert config["train"]["hidden"] == [1024]  # the pretrained preset
+    # no pickle in a run directory: every file is JSON, PNG, npz of plain arrays or safetensors
+    assert {p.suffix for p in run.iterdir()} <= {".json", ".png", ".npz", ".safetensors"}
+    # predict on the image files gives the classes evaluation gives on the same images' rows
+    table = load_features(run / "features.npz")
+    bundle = load_bundle(run)
+    test_files = sorted((folder / "test").glob("*/*.png"))
+    predicted = [p.class_name for p in bundle.predict_images(test_files)]
+    assert predicted == [bundle.class_names[i] for i in bundle.predict(table.X_test)]
+    code, out, err = run_cli(["evaluate", run])
+    assert code == 0, err
+    # other weights at the path the model was trained with: predict refuses them in one line
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(weights))
+    sd["_conv_head.weight"] = sd["_conv_head.weight"] * 0.5
+    save_file(sd, str(weights))
+    code, out, err = run_cli(["predict", run, test_files[0]])
+    assert code != 0
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1 and "are not those the features were computed with" in lines[0], out + err

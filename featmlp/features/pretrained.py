@@ -173,6 +173,7 @@ class PretrainedFeatures:
         self.widths_ = tuple(net.widths)
         self.n_features_out_ = sum(w for _, w in self.widths_) * (2 if self.mirror else 1)
         onnx_file(self, net)  # exported now, once, so that worker processes find it in the cache
+        self.checked_ = True
         return self
 
     def _check_fitted(self) -> None:
@@ -184,6 +185,9 @@ class PretrainedFeatures:
     def transform(self, images, *, parallel: bool = True) -> np.ndarray:
         """Features of ``images`` (N, n_features_out_), float32, columns as :meth:`feature_names`."""
         self._check_fitted()
+        if not getattr(self, "checked_", False):  # once per state rebuilt from a record (predict, evaluate)
+            self.check_weights()
+            self.checked_ = True
         images = _check_images(images)
         session = _session(self, 1 if not parallel else None)
         return _run_batches(images, self, lambda x: session.run(None, {"images": x})[0], parallel)

@@ -249,14 +249,18 @@ def _pretrained_class(name: str):
 
 
 def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
-    """A pretrained network's working memory: its output per image, and per batch of
-    featmlp.features.pretrained.BATCH_IMAGES (twice that with the mirror images) their input
-    (3 float32 a pixel at ``size``) and the runtime's activations, ~120 bytes a pixel of ``size``
-    for EfficientNet-Lite (its widest map: 96 float32 at half the side), plus the weights."""
+    """A pretrained network's working memory: its output per image (at most 4,096 float32, twice
+    with the mirror images), and for the batch of featmlp.features.pretrained.BATCH_IMAGES images it
+    runs at once, whatever the chunk, the runtime's arena: ~700 bytes a pixel of ``size`` an image
+    for EfficientNet-Lite0 (measured: +220 MB for 16 images of 128 px, +750 MB for 64), plus the
+    weights. That fixed amount is also the set's ``block``: a default chunk has it on top of its
+    256 MB (featmlp.extraction.default_chunk_size), as kmeans has its BLAS block."""
+    from .pretrained import BATCH_IMAGES  # no heavy import: the module loads torch when it runs
+
     defaults = dict(FEATURE_SETS[name].options)
     size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))
-    views = 2 if mirror else 1
-    return WorkMemory(image_fixed=4 * 4096 * views, fixed=32 * views * size * size * (12 + 120) + (64 << 20))
+    batch = BATCH_IMAGES * 700 * size * size + (64 << 20)
+    return WorkMemory(image_fixed=4 * 4096 * (2 if mirror else 1), fixed=batch, block=batch)
 
 
 def _kmeans_class():

@@ -366,3 +366,78 @@ def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seede
     assert code != 0
     lines = [line for line in (out + err).splitlines() if line.strip()]
     assert len(lines) == 1 and "are not those the features were computed with" in lines[0], out + err
+
+
+def _fake_timm(monkeypatch):
+    """A stand-in for timm (which needs torchvision, not installed with the tests): create_model with
+    timm's interface over a small CNN, refusing pretrained=True (featmlp must never ask for a download)."""
+    import sys
+    import types
+
+    from torch import nn
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.stage1 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+            self.stage2 = nn.Conv2d(12, 16, 3, stride=2, padding=1)
+            self.fc = nn.Linear(16, 5)
+            self.feature_info = [{"num_chs": 8}, {"num_chs": 12}, {"num_chs": 16}]
+
+        def _maps(self, x):
+            a = torch.relu(self.stem(x))
+            b = torch.relu(self.stage1(a))
+            return [a, b, torch.relu(self.stage2(b))]
+
+        def forward_features(self, x):
+            return self._maps(x)[-1]
+
+        def forward_intermediates(self, x, indices):
+            maps = self._maps(x)
+            return maps[-1], [maps[i] for i in indices]
+
+        def forward_head(self, x, pre_logits=False):
+            x = x.mean(dim=(2, 3))
+            return x if pre_logits else self.fc(x)
+
+        def get_classifier(self):
+            return self.fc
+
+        def reset_classifier(self, n):
+            self.fc = nn.Identity()
+
+    def create_model(name, pretrained=False, **kw):
+        assert not pretrained, "featmlp asked timm to download weights"
+        if name != "small":
+            raise RuntimeError(f"Unknown model ({name})")
+        return Small()
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    return Small
+
+
+def test_any_timm_architecture_with_a_local_checkpoint(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    Small = _fake_timm(monkeypatch)
+    torch.manual_seed(1)
+    model = Small()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "small.safetensors"))
+    images = _images(3, 20, 20)
+    options = {"arch": "small", "weights": str(tmp_path / "small.safetensors"), "size": 32, "stages": 2}
+    state = fit_features("timm", images, options)
+    X = extract_features(images, "timm", state=state)
+    assert X.shape == (3, 16 + 12 + 16)
+    model.eval()
+    x = torch.from_numpy(pt.preprocess(images, 32, "imagenet"))
+    with torch.no_grad():
+        maps = model._maps(x)
+    want = np.concatenate([maps[2].mean(dim=(2, 3)).numpy(), maps[1].mean(dim=(2, 3)).numpy(),
+                           maps[2].mean(dim=(2, 3)).numpy()], 1)
+    np.testing.assert_allclose(X, want, rtol=1e-4, atol=1e-5)
+    assert feature_names("timm", state=state)[16] == "timm_stage2_0"
+    with pytest.raises(ConfigError, match=r"Unknown model \(nonesuch\)"):
+        fit_features("timm", images, {**options, "arch": "nonesuch"})
+    with pytest.raises(ConfigError, match=r"needs a checkpoint: --feature-option weights=PATH"):
+        fit_features("timm", images, {"arch": "small"})

@@ -521,6 +521,10 @@ def onnx_file(fitted: PretrainedFeatures, net=None) -> Path:
     path = onnx_path(fitted)
     if path.is_file():
         return path
+    try:
+        import onnx  # noqa: F401 - torch's exporter writes through it
+    except ImportError as exc:
+        raise _missing(f"feature set {fitted.NAME}", exc) from None
     import torch
 
     from .._io import atomic_write

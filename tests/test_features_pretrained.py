@@ -356,6 +356,17 @@ def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seede
     assert predicted == [bundle.class_names[i] for i in bundle.predict(table.X_test)]
     code, out, err = run_cli(["evaluate", run])
     assert code == 0, err
+    # a table of the same images computed with other weights: evaluate refuses it in one line
+    other = tmp_path / "other.pth"
+    sd = torch.load(seeded_weights / "seeded.pth", weights_only=True)
+    sd["_bn1.bias"] = sd["_bn1.bias"] + 0.1
+    torch.save(sd, other)
+    code, out, err = run_cli(["extract", folder, "--features", "efficientnet-lite0", "--feature-option",
+                              f"weights={other}", "--feature-option", "size=32", "-o", tmp_path / "other.npz", "-q"])
+    assert code == 0, err
+    code, out, err = run_cli(["evaluate", run, tmp_path / "other.npz"])
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and "weights_sha256" in lines[0], out + err
     # other weights at the path the model was trained with: predict refuses them in one line
     from safetensors.torch import load_file, save_file
 

@@ -321,7 +321,9 @@ def preprocess(images: np.ndarray, size: int, norm: str) -> np.ndarray:
     x = x[..., None].expand(*x.shape, 3) if x.ndim == 3 else x  # grayscale: the same in R, G, B
     x = x.permute(0, 3, 1, 2).float()
     if x.shape[2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        # antialiased where a side shrinks (Pillow's resize); upscaling is plain bilinear either way
+        shrink = x.shape[2] > size or x.shape[3] > size
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
     offset, scale = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in NORMS[norm])
     return ((x - offset) / scale).contiguous().numpy()
 

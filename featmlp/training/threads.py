@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 import torch
 
@@ -23,7 +22,7 @@ from featmlp.training.optim import OPTIMIZERS
 # threads wait on each other at every small op); the lecture's full-batch epoch 2.2 ms against
 # 1.7-300 ms. From (256, 256) at batch 256 (18M per step) two threads are 1.6x faster.
 _SINGLE_THREAD_WORK = 8_000_000
-from featmlp._cpu import MAX_THREADS_PER_CORE, THREADS_ENV, env_threads, machine_cores  # noqa: F401 (re-exported)
+from featmlp._cpu import MAX_THREADS_PER_CORE, THREADS_ENV, env_threads, idle_cores, machine_cores  # noqa: F401 (re-exported)
 
 
 def threads_override() -> int | None:
@@ -88,30 +87,6 @@ def training_threads(work: int, available: int, *, override: int | None = None,
     if idle_cores is None:
         return available
     return max(1, min(available, int(idle_cores + 0.25)))
-
-
-def idle_cores(seconds: float = 0.1) -> float | None:
-    """Cores that other processes left idle over the next ``seconds`` (Linux ``/proc/stat``).
-
-    This process's own CPU time in the window is not counted as busy. None where
-    ``/proc/stat`` cannot be read.
-    """
-    def read():
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        return sum(ticks), ticks[3] + ticks[4], time.perf_counter(), time.process_time()
-
-    try:
-        total0, idle0, wall0, own0 = read()
-        time.sleep(seconds)
-        total1, idle1, wall1, own1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0 or wall1 <= wall0:
-        return None
-    cores = (total1 - total0) / (os.sysconf("SC_CLK_TCK") * (wall1 - wall0))
-    busy = cores * (1 - (idle1 - idle0) / (total1 - total0)) - (own1 - own0) / (wall1 - wall0)
-    return max(0.0, cores - max(0.0, busy))
 
 
 @contextlib.contextmanager

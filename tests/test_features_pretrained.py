@@ -465,3 +465,25 @@ def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, 
     monkeypatch.setenv("FEATMLP_DEVICE", "cpu")
     monkeypatch.undo()
     assert pt.cuda_device() is None or torch.cuda.is_available()
+
+
+def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
+    from featmlp._cpu import machine_cores
+
+    monkeypatch.delenv("FEATMLP_NUM_THREADS", raising=False)
+    assert pt.runtime_threads() == machine_cores() and pt.runtime_threads(1) == 1
+    monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
+    assert pt.runtime_threads() == 1
+    monkeypatch.setenv("FEATMLP_NUM_THREADS", "lots")
+    with pytest.raises(ConfigError, match="FEATMLP_NUM_THREADS='lots' is not a positive number of threads"):
+        pt.runtime_threads()
+    monkeypatch.delenv("FEATMLP_NUM_THREADS")
+    # a worker process (parallel=False) runs a one-thread session, built once
+    state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 32,
+                                                     "mirror": False, "stages": 0})
+    fitted = state["efficientnet-lite0"]
+    before = set(pt._SESSIONS)
+    extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
+    extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
+    new = set(pt._SESSIONS) - before
+    assert [key[-1] for key in new] == [1] and all(key[1] == fitted.weights_sha256_ for key in new)

@@ -233,9 +233,9 @@ class PretrainedFeatures:
             sha = str(settings.pop("weights_sha256"))
             widths = tuple((str(part), int(width)) for part, width in settings.pop("widths"))
             self = cls(**settings)
-        except (KeyError, TypeError, ValueError) as e:
+            self._validate()
+        except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
             raise DataError(f"{cls.NAME} feature state has bad settings: {e}") from None
-        self._validate()
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or not widths or \
                 any(w < 1 for _, w in widths):
             raise DataError(f"{cls.NAME} feature state has a bad weights hash or widths")

@@ -14,6 +14,12 @@ view, head, validation accuracy, training seconds.
 
     featmlp extract ../shared/data/cifar10-jpg.tar.gz --features efficientnet-lite0 -o lite0.npz
     python benchmarks/val_pretrained.py lite0.npz [--heads linear,mlp1024] [--views image,both] [--epochs 15]
+
+The resolution is chosen apart, on fewer rows (extracting all of them at each size would take an hour):
+``--sizes 96,128,160 --rows 10000`` extracts ``--rows`` seeded training images and the 5,000 validation
+images of the same split at each size (``mirror=false``), and trains each head on them:
+
+    python benchmarks/val_pretrained.py ../shared/data/cifar10-jpg.tar.gz --sizes 96,128,160 --rows 10000
 """
 
 from __future__ import annotations
@@ -52,7 +58,11 @@ def main() -> None:
     ap.add_argument("--views", default="image,both")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--per-class", type=int, default=500)
+    ap.add_argument("--sizes", default="", help="images: compare these resolutions (see above)")
+    ap.add_argument("--rows", type=int, default=10000)
     args = ap.parse_args()
+    if args.sizes:
+        return by_size(args)
 
     table = load_features(args.features)
     X = np.asarray(table.X_train, np.float32)
@@ -79,6 +89,32 @@ def main() -> None:
             acc = float(np.mean(result.predict(Xv[va]) == y[va]))
             print(f"  {view:5s} {head:13s} flips={'on ' if flips else 'off'} epochs={args.epochs}  "
                   f"val {acc:.4f}  {seconds:6.1f} s", flush=True)
+
+
+def by_size(args) -> None:
+    from featmlp.data import load_dataset
+    from featmlp.features import extract_features, fit_features
+    from featmlp.train import PRESETS, train
+
+    ds = load_dataset(args.features)
+    y = np.asarray(ds.train_labels)
+    tr, va = split(y, args.per_class)
+    tr = np.sort(np.random.default_rng(1).choice(tr, min(args.rows, len(tr)), replace=False))
+    train_images, val_images = np.asarray(ds.train_images[tr]), np.asarray(ds.train_images[va])
+    print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows (of train), mirror=false")
+    for size in (int(v) for v in args.sizes.split(",")):
+        options = {"size": size, "mirror": False}
+        state = fit_features("efficientnet-lite0", None, options)
+        start = time.perf_counter()
+        Xt = extract_features(train_images, "efficientnet-lite0", state=state)
+        rate = len(tr) / (time.perf_counter() - start)
+        Xv = extract_features(val_images, "efficientnet-lite0", state=state)
+        for head in args.heads.split(","):
+            config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
+                                         **HEADS[head])
+            result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
+            acc = float(np.mean(result.predict(Xv) == y[va]))
+            print(f"  size {size:3d} {head:13s} val {acc:.4f}   extraction {rate:.0f} img/s", flush=True)
 
 
 if __name__ == "__main__":

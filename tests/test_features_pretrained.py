@@ -487,3 +487,21 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
     extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
     new = set(pt._SESSIONS) - before
     assert [key[-1] for key in new] == [1] and all(key[1] == fitted.weights_sha256_ for key in new)
+
+
+def test_a_damaged_or_unwritable_cache_is_not_an_error(seeded_weights, tmp_path, monkeypatch):
+    images = _images(2)
+    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
+    state = fit_features("efficientnet-lite0", images, options)
+    fitted = state["efficientnet-lite0"]
+    want = pt.eager_features(fitted, images)
+    path = pt.onnx_path(fitted)
+    path.write_bytes(b"not onnx")  # damaged (a disk error, an older writer): exported again
+    pt._SESSIONS.clear()
+    assert _relative(extract_features(images, "efficientnet-lite0", state=state), want) < 1e-4
+    assert path.stat().st_size > 1000
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("FEATMLP_CACHE", str(blocked / "cache"))  # under a file: cannot be made
+    pt._SESSIONS.clear()
+    assert _relative(extract_features(images, "efficientnet-lite0", state=state), want) < 1e-4

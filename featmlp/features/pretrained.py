@@ -513,9 +513,10 @@ def onnx_path(fitted: PretrainedFeatures) -> Path:
                           f"-v{_EXPORT_VERSION}.onnx")
 
 
-def onnx_file(fitted: PretrainedFeatures, net=None) -> Path:
+def onnx_file(fitted: PretrainedFeatures, net=None) -> Path | bytes:
     """The ONNX file of ``fitted``'s network, exported now when not cached (atomically: a file
-    being written by another process is never read half-done)."""
+    being written by another process is never read half-done); the exported bytes themselves where
+    the cache cannot be written (a read-only home: the export is then redone by each process)."""
     import contextlib
     import io
     import warnings
@@ -540,8 +541,11 @@ def onnx_file(fitted: PretrainedFeatures, net=None) -> Path:
         torch.onnx.export(net, (x,), buffer, input_names=["images"], output_names=["features"],
                           dynamic_axes={"images": {0: "n"}, "features": {0: "n"}}, opset_version=_ONNX_OPSET,
                           dynamo=False)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    try:
+        with atomic_write(path, "wb") as f:
+            f.write(buffer.getvalue())
+    except OSError:
+        return buffer.getvalue()
     return path
 
 
@@ -581,12 +585,17 @@ def _session(fitted: PretrainedFeatures, threads: int | None = None):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        def open_session(model):
+            return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                        providers=["CPUExecutionProvider"])
+
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = open_session(path)
         except Exception:  # noqa: BLE001 - a damaged cache file: exported again
+            if isinstance(path, bytes):
+                raise
             path.unlink(missing_ok=True)
-            path = onnx_file(fitted)
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = open_session(onnx_file(fitted))
         _SESSIONS[key] = session
     return session
 

@@ -128,10 +128,11 @@ def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
 
 # -- the runtime against torch eager -------------------------------------------------------------
 
-def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights):
+def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypatch):
+    monkeypatch.setenv("FEATMLP_NUM_THREADS", "2")  # not the idle cores of the moment: one session
     images = _images(5, 32, 32)
     state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.safetensors"),
-                                                        "size": 64})
+                                                        "size": 64, "mirror": True})
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
     assert X.shape == (5, 2 * 1984) and X.dtype == np.float32
@@ -153,7 +154,7 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     fitted = state["efficientnet-lite0"]
     assert fitted.weights_sha256_ == pt.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (4, 2 * 1984)
+    assert X.shape == (4, 1984)
     assert _relative(X, pt.eager_features(fitted, images)) < 1e-4
     assert (X[:, :1280] >= 0).all() and (X[:, :1280] <= 6).all()  # ReLU6 pooled
 
@@ -161,7 +162,7 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
 def test_mirror_images_give_the_columns_permuted(seeded_weights):
     images = _images(3, 30, 34)
     state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.pth"), "size": 48,
-                                                        "stages": 0})
+                                                        "stages": 0, "mirror": True})
     X = extract_features(images, "efficientnet-lite0", state=state)
     perm = mirror_permutation("efficientnet-lite0", state)
     np.testing.assert_allclose(extract_features(images[:, :, ::-1].copy(), "efficientnet-lite0", state=state),
@@ -280,7 +281,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
     import featmlp.extraction as extraction
     from featmlp.store import load_features
 
-    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1}
+    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
     ds = _dataset()
     calls = {"n": 0}
     real = extraction.extract_features
@@ -470,8 +471,13 @@ def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, 
 def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
     from featmlp._cpu import machine_cores
 
+    import featmlp._cpu
+
     monkeypatch.delenv("FEATMLP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 64.0)
     assert pt.runtime_threads() == machine_cores() and pt.runtime_threads(1) == 1
+    monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 0.9)  # another process busy: one thread
+    assert pt.runtime_threads() == 1
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
     assert pt.runtime_threads() == 1
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "lots")

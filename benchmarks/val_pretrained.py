@@ -68,11 +68,15 @@ def main() -> None:
     X = np.asarray(table.X_train, np.float32)
     y = np.asarray(table.y_train)
     perm = table.mirror()
-    assert perm is not None, "extract with mirror=true: the views need the mirror images' columns"
-    half = X.shape[1] // 2
+    views = args.views.split(",")
+    if perm is None:  # extracted without the mirror images: the image's columns are all there is
+        assert views == ["image"], "extract with mirror=true for the mean and both views"
+        half = X.shape[1]
+    else:
+        half = X.shape[1] // 2
     tr, va = split(y, args.per_class)
     print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows, {X.shape[1]} columns")
-    for view in args.views.split(","):
+    for view in views:
         if view == "image":
             Xv, mirror = X[:, :half], None
         elif view == "mean":

@@ -191,6 +191,14 @@ def extraction_meta(dataset, fset, options) -> dict:
     return meta
 
 
+def weights_provenance(state: dict) -> dict:
+    """``{"weights_sha256": {set: SHA-256}}`` of the pretrained sets of a fitted state (none: {}),
+    recorded in the table's meta beside the state itself, so that config.json carries it too."""
+    hashes = {name: fitted.weights_sha256_ for name, fitted in sorted(state.items())
+              if getattr(fitted, "weights_sha256_", None)}
+    return {"weights_sha256": hashes} if hashes else {}
+
+
 # Memory of a chunk by default, its decoded pixels and the feature set's working memory
 # (featmlp.features.working_bytes): CIFAR-10's 32x32 images come 5,000 to a chunk (15 MB of
 # pixels), 256x256 photos ~1,000 for the lecture's features rather than 5,000 (983 MB of
@@ -231,6 +239,7 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
         partial = resumable_dir(Path(str(output) + ".partial"), meta, chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
+    meta.update(weights_provenance(state))
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
     names = feature_names(fset, image_shape=(height, width), state=state)
 
@@ -433,6 +442,7 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
     work = resumable_dir(work_dir(output), meta, chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, work, progress)
+    meta.update(weights_provenance(state))
     height, width = dataset.train_images.shape[1:3]
     names = feature_names(fset, image_shape=(height, width), state=state)
     # A generator: each chunk's names and locations are gathered when its task is submitted, so

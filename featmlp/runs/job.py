@@ -32,7 +32,8 @@ def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig,
 
     Mirroring teaches wrong labels where the mirror image of a class is another thing (characters,
     digits): flips stay on when the mirror images keep their class, by nearest class mean, at
-    least :data:`MIRROR_AGREEMENT` times as often as the images themselves.
+    least :data:`MIRROR_AGREEMENT` times as often as the images themselves. Features that have no
+    mirror permutation (``mirror=false``) turn them off too.
     """
     import dataclasses
 
@@ -41,7 +42,11 @@ def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig,
     if not (config.flip or config.test_flip):
         return config, None
     agreement = mirror_agreement(table)
-    if agreement is None or agreement[1] >= MIRROR_AGREEMENT * agreement[0]:
+    if agreement is None:  # no mirror permutation: a preset's flips could not run
+        return dataclasses.replace(config, flip=False, test_flip=False), (
+            f"flips off: the {table.feature_set or 'table'} features hold no mirror images (e.g. extracted with "
+            f"--feature-option mirror=false)")
+    if agreement[1] >= MIRROR_AGREEMENT * agreement[0]:
         return config, None
     message = (f"flips off: mirror images of the training images keep their class for {agreement[1]:.0%} of them "
                f"against {agreement[0]:.0%} for the images (nearest class mean), so mirroring changes what these "

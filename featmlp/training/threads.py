@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 import torch
 
-from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec
 from featmlp.training.config import TrainConfig
 from featmlp.training.optim import OPTIMIZERS
@@ -24,18 +22,7 @@ from featmlp.training.optim import OPTIMIZERS
 # threads wait on each other at every small op); the lecture's full-batch epoch 2.2 ms against
 # 1.7-300 ms. From (256, 256) at batch 256 (18M per step) two threads are 1.6x faster.
 _SINGLE_THREAD_WORK = 8_000_000
-# The user's word on the thread count, above every rule here.
-THREADS_ENV = "FEATMLP_NUM_THREADS"
-# The most threads FEATMLP_NUM_THREADS may ask for, per core this process may run on.
-MAX_THREADS_PER_CORE = 4
-
-
-def machine_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system says, else all)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+from featmlp._cpu import MAX_THREADS_PER_CORE, THREADS_ENV, env_threads, idle_cores, machine_cores  # noqa: F401 (re-exported)
 
 
 def threads_override() -> int | None:
@@ -51,22 +38,8 @@ def threads_override() -> int | None:
         ``FEATMLP_NUM_THREADS`` is set to something other than a positive integer, or to more than
         ``MAX_THREADS_PER_CORE`` threads per core of the machine.
     """
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            threads = 0
-        if threads < 1:
-            raise ConfigError(f"{THREADS_ENV}={value!r} is not a positive number of threads: set it "
-                              f"to 1, 2, ... or unset it to let featmlp choose")
-        cores = machine_cores()
-        if threads > MAX_THREADS_PER_CORE * cores:
-            # OpenMP cannot start that many (libgomp fails, or the process crashes), and threads
-            # beyond the cores only wait on each other.
-            raise ConfigError(f"{THREADS_ENV}={value!r} is more threads than this machine can use: it has "
-                              f"{cores} core{'s' if cores > 1 else ''}; set it to at most "
-                              f"{MAX_THREADS_PER_CORE * cores}, or unset it to let featmlp choose")
+    threads = env_threads()
+    if threads is not None:
         return threads
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return torch.get_num_threads()
@@ -114,30 +87,6 @@ def training_threads(work: int, available: int, *, override: int | None = None,
     if idle_cores is None:
         return available
     return max(1, min(available, int(idle_cores + 0.25)))
-
-
-def idle_cores(seconds: float = 0.1) -> float | None:
-    """Cores that other processes left idle over the next ``seconds`` (Linux ``/proc/stat``).
-
-    This process's own CPU time in the window is not counted as busy. None where
-    ``/proc/stat`` cannot be read.
-    """
-    def read():
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        return sum(ticks), ticks[3] + ticks[4], time.perf_counter(), time.process_time()
-
-    try:
-        total0, idle0, wall0, own0 = read()
-        time.sleep(seconds)
-        total1, idle1, wall1, own1 = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0 or wall1 <= wall0:
-        return None
-    cores = (total1 - total0) / (os.sysconf("SC_CLK_TCK") * (wall1 - wall0))
-    busy = cores * (1 - (idle1 - idle0) / (total1 - total0)) - (own1 - own0) / (wall1 - wall0)
-    return max(0.0, cores - max(0.0, busy))
 
 
 @contextlib.contextmanager

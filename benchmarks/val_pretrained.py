@@ -1,0 +1,125 @@
+"""The `pretrained` preset's choice: heads trained on a 45,000 / 5,000 split of CIFAR-10's train (never the
+test rows) on one extracted table of a pretrained set with mirror images (issue 16, items 5 and 6).
+
+From a table extracted with ``mirror=true`` (each image's features, then its mirror image's), three views:
+
+- ``image``: the image's columns only (what ``mirror=false`` extracts), no flips;
+- ``mean``: the mean of the image's and its mirror image's columns (a flip-averaged feature), no flips;
+- ``both``: all columns, flips for training (``--flip``) and prediction (``--test-flip``) as column
+  permutations.
+
+Each head (``--heads``, names below) is trained on the 45,000 rows and scored on the 5,000 held out
+(stratified, seeded: 500 a class), with test flips where the view has them. Prints one line per run:
+view, head, validation accuracy, training seconds.
+
+    featmlp extract ../shared/data/cifar10-jpg.tar.gz --features efficientnet-lite0 -o lite0.npz
+    python benchmarks/val_pretrained.py lite0.npz [--heads linear,mlp1024] [--views image,both] [--epochs 15]
+
+The resolution is chosen apart, on fewer rows (extracting all of them at each size would take an hour):
+``--sizes 96,128,160 --rows 10000`` extracts ``--rows`` seeded training images and the 5,000 validation
+images of the same split at each size (``mirror=false``), and trains each head on them:
+
+    python benchmarks/val_pretrained.py ../shared/data/cifar10-jpg.tar.gz --sizes 96,128,160 --rows 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+HEADS = {
+    # a linear probe (softmax regression on standardised features): the honest baseline
+    "linear": dict(hidden=(), dropout=0.0, lr=1e-3, label_smoothing=0.0),
+    "mlp1024": dict(hidden=(1024,), dropout=0.5, lr=1e-3, label_smoothing=0.1),
+    "mlp2048": dict(hidden=(2048,), dropout=0.5, lr=1e-3, label_smoothing=0.1),
+    "b256-1024": dict(hidden=(1024,), bottleneck=256, dropout=0.5, lr=1e-3, label_smoothing=0.1),
+    "b512-1024": dict(hidden=(1024,), bottleneck=512, dropout=0.5, lr=1e-3, label_smoothing=0.1),
+    "mlp1024-d0.3": dict(hidden=(1024,), dropout=0.3, lr=1e-3, label_smoothing=0.1),
+}
+
+
+def split(y: np.ndarray, per_class: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    val = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)])
+    train = np.setdiff1d(np.arange(len(y)), val)
+    return train, np.sort(val)
+
+
+def main() -> None:
+    from featmlp.store import load_features
+    from featmlp.train import PRESETS, train
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("features")
+    ap.add_argument("--heads", default="linear,mlp1024")
+    ap.add_argument("--views", default="image,both")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--per-class", type=int, default=500)
+    ap.add_argument("--sizes", default="", help="images: compare these resolutions (see above)")
+    ap.add_argument("--rows", type=int, default=10000)
+    args = ap.parse_args()
+    if args.sizes:
+        return by_size(args)
+
+    table = load_features(args.features)
+    X = np.asarray(table.X_train, np.float32)
+    y = np.asarray(table.y_train)
+    perm = table.mirror()
+    views = args.views.split(",")
+    if perm is None:  # extracted without the mirror images: the image's columns are all there is
+        assert views == ["image"], "extract with mirror=true for the mean and both views"
+        half = X.shape[1]
+    else:
+        half = X.shape[1] // 2
+    tr, va = split(y, args.per_class)
+    print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows, {X.shape[1]} columns")
+    for view in views:
+        if view == "image":
+            Xv, mirror = X[:, :half], None
+        elif view == "mean":
+            Xv, mirror = (X[:, :half] + X[:, half:]) / 2, None
+        else:
+            Xv, mirror = X, perm
+        for head in args.heads.split(","):
+            flips = mirror is not None
+            config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=flips, test_flip=flips,
+                                         **HEADS[head])
+            start = time.perf_counter()
+            result = train(Xv[tr], y[tr], config, n_classes=len(table.class_names), mirror=mirror)
+            seconds = time.perf_counter() - start
+            acc = float(np.mean(result.predict(Xv[va]) == y[va]))
+            print(f"  {view:5s} {head:13s} flips={'on ' if flips else 'off'} epochs={args.epochs}  "
+                  f"val {acc:.4f}  {seconds:6.1f} s", flush=True)
+
+
+def by_size(args) -> None:
+    from featmlp.data import load_dataset
+    from featmlp.features import extract_features, fit_features
+    from featmlp.train import PRESETS, train
+
+    ds = load_dataset(args.features)
+    y = np.asarray(ds.train_labels)
+    tr, va = split(y, args.per_class)
+    tr = np.sort(np.random.default_rng(1).choice(tr, min(args.rows, len(tr)), replace=False))
+    train_images, val_images = np.asarray(ds.train_images[tr]), np.asarray(ds.train_images[va])
+    print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows (of train), mirror=false")
+    for size in (int(v) for v in args.sizes.split(",")):
+        options = {"size": size, "mirror": False}
+        state = fit_features("efficientnet-lite0", None, options)
+        start = time.perf_counter()
+        Xt = extract_features(train_images, "efficientnet-lite0", state=state)
+        rate = len(tr) / (time.perf_counter() - start)
+        Xv = extract_features(val_images, "efficientnet-lite0", state=state)
+        for head in args.heads.split(","):
+            config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
+                                         **HEADS[head])
+            result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
+            acc = float(np.mean(result.predict(Xv) == y[va]))
+            print(f"  size {size:3d} {head:13s} val {acc:.4f}   extraction {rate:.0f} img/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -145,27 +145,3 @@ def exclusive(lock_path: str | os.PathLike, busy: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock_path)
         os.close(fd)
-
-
-def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Rename the finished directory ``src`` onto ``dst``, replacing what is there only now.
-
-    An existing ``dst`` is first renamed aside (``.NAME.old``) and deleted after ``src`` took
-    its place, so at every moment ``dst`` is either the old directory or the new one (an
-    interruption between the two renames leaves the old one aside, where the next call
-    removes it, when it is recognisably featmlp's: see :func:`featmlp._outputs.remove_work_dir`).
-    Whether ``dst`` may be replaced is the caller's to check (:func:`featmlp._outputs.check_output`).
-    """
-    import shutil
-
-    from ._outputs import remove_work_dir
-
-    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
-    aside = dst.with_name(f".{dst.name}.old")
-    remove_work_dir(aside)
-    if dst.is_dir() and not dst.is_symlink():
-        os.replace(dst, aside)
-    elif dst.exists() or dst.is_symlink():
-        dst.unlink()
-    os.replace(src, dst)
-    shutil.rmtree(aside, ignore_errors=True)

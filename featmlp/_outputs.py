@@ -323,3 +323,23 @@ def mark_work_dir(path: str | os.PathLike) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     (p / WORK_MARK).touch()
     return p
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename the finished directory ``src`` onto ``dst``, replacing what is there only now.
+
+    An existing ``dst`` is first renamed aside (``.NAME.old``) and deleted after ``src`` took
+    its place, so at every moment ``dst`` is either the old directory or the new one (an
+    interruption between the two renames leaves the old one aside, where the next call
+    removes it, when it is recognisably featmlp's: see :func:`remove_work_dir`).
+    Whether ``dst`` may be replaced is the caller's to check (:func:`check_output`).
+    """
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
+    aside = dst.with_name(f".{dst.name}.old")
+    remove_work_dir(aside)
+    if dst.is_dir() and not dst.is_symlink():
+        os.replace(dst, aside)
+    elif dst.exists() or dst.is_symlink():
+        dst.unlink()
+    os.replace(src, dst)
+    shutil.rmtree(aside, ignore_errors=True)

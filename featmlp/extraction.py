@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _memory
-from ._io import atomic_write, exclusive, replace_dir
+from ._io import atomic_write, exclusive
 from ._memory import format_bytes
-from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir
+from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir, replace_dir
 from ._workers import spawn_pool, stopping
 from .data import ImageArray
 from .errors import ConfigError, DataError

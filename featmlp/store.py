@@ -359,7 +359,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     >>> back.X_train.n_shards, np.asarray(back.X_train).tolist()
     (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     """
-    from ._io import replace_dir
+    from ._outputs import replace_dir
     from ._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir
     from .shards import write_manifest, write_shard
 

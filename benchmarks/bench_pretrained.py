@@ -74,6 +74,18 @@ def main() -> None:
         "torch eager NCHW": lambda batch: pt.eager_features(fitted, batch, net=net),
         "torch eager channels_last": lambda batch: pt.eager_features(fitted, batch, net=net, channels_last=True),
     }
+    try:  # the other runtime the issue asked to try, on the same exported graph, where it is installed
+        import openvino
+
+        compiled = openvino.Core().compile_model(str(pt.onnx_file(fitted)), "CPU", {
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        assert np.abs(pt._run_batches(images[:64], fitted, lambda x: request.infer({0: x})[0]) - E).max() \
+            / np.abs(E).max() < 1e-4
+        paths["openvino (same graph)"] = lambda batch: pt._run_batches(batch, fitted,
+                                                                        lambda x: request.infer({0: x})[0])
+    except ImportError:
+        print("(openvino is not installed: pip install openvino for its column)")
     for fn in paths.values():  # warm-up: sessions built, allocators grown
         fn(images[:128])
     rates = {name: [] for name in paths}

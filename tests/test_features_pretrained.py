@@ -147,6 +147,29 @@ def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypa
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [64, 97])
+def test_exported_graph_has_the_padding_inside_its_convolutions(seeded_weights, monkeypatch, size):
+    """TensorFlow's SAME padding (one more pixel after than before at stride 2 on an even side) is in
+    the convolutions' own pads, not separate Pad nodes, and the features still equal torch eager's."""
+    import onnx
+
+    monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
+    images = _images(3, 40, 40)
+    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.safetensors"),
+                                                        "size": size})
+    fitted = state["efficientnet-lite0"]
+    graph = onnx.load(str(pt.onnx_path(fitted))).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 49
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    if size % 2 == 0:  # the stem (3x3, stride 2) pads 0 before and 1 after, as TensorFlow's SAME does
+        assert [0, 0, 1, 1] in pads
+    else:  # odd side: (ceil(97 / 2) - 1) * 2 + 3 - 97 = 2, one on each side
+        assert [0, 0, 1, 1] not in pads and [1, 1, 1, 1] in pads
+    X = extract_features(images, "efficientnet-lite0", state=state)
+    assert _relative(X, pt.eager_features(fitted, images)) < 1e-4
+
+
 def test_onnx_runtime_features_match_torch_eager_real_weights():
     _packaged_lite0()
     images = _images(4, 32, 32, seed=3)

@@ -6,7 +6,11 @@ From a table extracted with ``mirror=true`` (each image's features, then its mir
 - ``image``: the image's columns only (what ``mirror=false`` extracts), no flips;
 - ``mean``: the mean of the image's and its mirror image's columns (a flip-averaged feature), no flips;
 - ``both``: all columns, flips for training (``--flip``) and prediction (``--test-flip``) as column
-  permutations.
+  permutations;
+- ``rows``: the image's columns, the mirror images as extra training rows and each prediction the mean
+  of the image's and its mirror image's probabilities (what flips are for a network);
+- ``tta``: the image's columns, no extra training rows, predictions averaged with the mirror image's
+  (``--test-flip`` alone).
 
 Each head (``--heads``, names below) is trained on the 45,000 rows and scored on the 5,000 held out
 (stratified, seeded: 500 a class), with test flips where the view has them. Prints one line per run:
@@ -81,6 +85,21 @@ def main() -> None:
             Xv, mirror = X[:, :half], None
         elif view == "mean":
             Xv, mirror = (X[:, :half] + X[:, half:]) / 2, None
+        elif view in ("rows", "tta"):
+            for head in args.heads.split(","):
+                config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
+                                             **HEADS[head])
+                Xtr, ytr = X[tr, :half], y[tr]
+                if view == "rows":
+                    Xtr, ytr = np.concatenate([Xtr, X[tr, half:]]), np.concatenate([ytr, ytr])
+                start = time.perf_counter()
+                result = train(Xtr, ytr, config, n_classes=len(table.class_names))
+                seconds = time.perf_counter() - start
+                p = result.predict_proba(X[va, :half]) + result.predict_proba(X[va, half:])
+                acc = float(np.mean(p.argmax(1) == y[va]))
+                print(f"  {view:5s} {head:13s} flips=on  epochs={args.epochs}  val {acc:.4f}  {seconds:6.1f} s",
+                      flush=True)
+            continue
         else:
             Xv, mirror = X, perm
         for head in args.heads.split(","):

@@ -511,6 +511,7 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
     state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 32,
                                                      "mirror": False, "stages": 0})
     fitted = state["efficientnet-lite0"]
+    monkeypatch.setattr(pt, "_SESSIONS", {})  # none from earlier tests (a loaded machine gives them one thread too)
     before = set(pt._SESSIONS)
     extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
     extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)

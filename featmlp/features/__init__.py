@@ -205,7 +205,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "the mirror image's; --feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("mirror", False), ("norm", "tflite"), ("size", 96), ("stages", 4), ("weights", "")),
+        options=(("mirror", False), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},
     "timm": FeatureSet(

@@ -105,7 +105,7 @@ class PretrainedFeatures:
     NAME = "timm"
     _PARAMS = ("mirror", "norm", "size", "stages", "weights")
 
-    def __init__(self, weights: str = "", size: int = 96, stages: int = 4, norm: str = "tflite",
+    def __init__(self, weights: str = "", size: int = 128, stages: int = 4, norm: str = "tflite",
                  mirror: bool = False):
         self.weights = weights
         self.size = size

@@ -3,7 +3,7 @@ channels_last, on the same images and weights, in one run (issue 16, item 3).
 
 The images are the first ``--n`` of ``../shared/data/cifar10-jpg.tar.gz`` (32x32), decoded before any
 timing; each path computes the features of all of them, in batches of
-``featmlp.features.pretrained.BATCH_IMAGES`` (and their mirror images with ``--mirror``), with the same
+``featmlp.features._runtime.BATCH_IMAGES`` (and their mirror images with ``--mirror``), with the same
 preprocessing (resize to ``--size``, normalisation), on the threads featmlp's policy gives. The paths take
 turns within each of ``--repeats`` rounds after a warm-up round, so a passing load weighs on all alike;
 the median images/s is printed with the spread and the ratio to each torch path. Before timing, the
@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from featmlp.features import extract_features, fit_features
-    from featmlp.features import pretrained as pt
+    from featmlp.features import _backbones, _runtime as rt
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default="efficientnet-lite0")
@@ -60,29 +60,29 @@ def main() -> None:
     options = {"size": args.size, "stages": args.stages, "mirror": args.mirror}
     state = fit_features(args.set, images[:1], options)
     fitted = state[args.set]
-    threads = pt.runtime_threads()
+    threads = rt.runtime_threads()
     torch.set_num_threads(threads)
-    net = pt.pooled_network(fitted, fitted.check_weights())
+    net = _backbones.pooled_network(fitted, fitted.check_weights())
 
     X = extract_features(images[:64], args.set, state=state)
-    E = pt.eager_features(fitted, images[:64], net=net)
+    E = rt.eager_features(fitted, images[:64], net=net)
     rel = float(np.abs(X - E).max() / np.abs(E).max())
     assert rel < 1e-4, rel
 
     paths = {
         "featmlp (onnxruntime)": lambda batch: extract_features(batch, args.set, state=state),
-        "torch eager NCHW": lambda batch: pt.eager_features(fitted, batch, net=net),
-        "torch eager channels_last": lambda batch: pt.eager_features(fitted, batch, net=net, channels_last=True),
+        "torch eager NCHW": lambda batch: rt.eager_features(fitted, batch, net=net),
+        "torch eager channels_last": lambda batch: rt.eager_features(fitted, batch, net=net, channels_last=True),
     }
     try:  # the other runtime the issue asked to try, on the same exported graph, where it is installed
         import openvino
 
-        compiled = openvino.Core().compile_model(str(pt.onnx_file(fitted)), "CPU", {
+        compiled = openvino.Core().compile_model(str(rt.onnx_file(fitted)), "CPU", {
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
-        assert np.abs(pt._run_batches(images[:64], fitted, lambda x: request.infer({0: x})[0]) - E).max() \
+        assert np.abs(rt.run_batches(images[:64], fitted, lambda x: request.infer({0: x})[0]) - E).max() \
             / np.abs(E).max() < 1e-4
-        paths["openvino (same graph)"] = lambda batch: pt._run_batches(batch, fitted,
+        paths["openvino (same graph)"] = lambda batch: rt.run_batches(batch, fitted,
                                                                         lambda x: request.infer({0: x})[0])
     except ImportError:
         print("(openvino is not installed: pip install openvino for its column)")

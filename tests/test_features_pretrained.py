@@ -13,7 +13,7 @@ from featmlp.data import Dataset  # noqa: E402
 from featmlp.errors import ConfigError, DataError  # noqa: E402
 from featmlp.features import (extract_features, feature_names, feature_options, fit_features,  # noqa: E402
                               get_feature_set, mirror_permutation, parse_feature_options)
-from featmlp.features import pretrained as pt  # noqa: E402
+from featmlp.features import _backbones as bb, _runtime as rt, pretrained as pt  # noqa: E402
 from featmlp.features._efficientnet import EfficientNetLite  # noqa: E402
 
 
@@ -99,11 +99,11 @@ def test_pooled_features_are_the_networks_maps_averaged(seeded_weights):
     model.load_state_dict(torch.load(seeded_weights / "seeded.pth", weights_only=True))
     model.eval()
     images = _images(3, 40, 40)
-    x = pt.preprocess(images, 64, "tflite")
+    x = rt.preprocess(images, 64, "tflite")
     with torch.no_grad():
         head, stages = model.stages(torch.from_numpy(x))
     want = np.concatenate([head.numpy().mean(axis=(2, 3))] + [s.numpy().mean(axis=(2, 3)) for s in stages[-2:]], 1)
-    np.testing.assert_allclose(pt.eager_features(fitted, images), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rt.eager_features(fitted, images), want, rtol=1e-5, atol=1e-6)
     assert fitted.widths_ == (("head", 1280), ("stage6", 192), ("stage7", 320))
     assert feature_names("efficientnet-lite0", state={"efficientnet-lite0": fitted})[1280] == \
         "efficientnet-lite0_stage6_0"
@@ -113,16 +113,16 @@ def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
     from PIL import Image
 
     images = _images(3, 45, 37)
-    x = pt.preprocess(images, 64, "tflite")
+    x = rt.preprocess(images, 64, "tflite")
     assert x.shape == (3, 3, 64, 64) and x.dtype == np.float32
     for size in ((64, 64), (20, 20)):  # up and down
-        x = pt.preprocess(images, size[0], "tflite")
+        x = rt.preprocess(images, size[0], "tflite")
         pil = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BILINEAR)) for im in images])
         want = (pil.astype(np.float32).transpose(0, 3, 1, 2) - 127) / 128
         assert np.abs(x - want).max() < 3 / 128  # Pillow rounds to uint8 and clips
         assert np.abs(x - want).mean() < 0.5 / 128
     same = _images(2, 64, 64)
-    np.testing.assert_allclose(pt.preprocess(same, 64, "imagenet")[:, 0],
+    np.testing.assert_allclose(rt.preprocess(same, 64, "imagenet")[:, 0],
                                (same[..., 0] / 255 - 0.485) / 0.229, rtol=1e-5, atol=1e-5)
 
 
@@ -136,12 +136,12 @@ def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypa
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
     assert X.shape == (5, 2 * 1984) and X.dtype == np.float32
-    assert _relative(X, pt.eager_features(fitted, images)) < 1e-4
-    assert _relative(X, pt.eager_features(fitted, images, channels_last=True)) < 1e-4
+    assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
+    assert _relative(X, rt.eager_features(fitted, images, channels_last=True)) < 1e-4
     # one session per process and settings: the second call builds none
-    sessions = dict(pt._SESSIONS)
+    sessions = dict(rt._SESSIONS)
     extract_features(images[:2], "efficientnet-lite0", state=state)
-    assert pt._SESSIONS == sessions
+    assert rt._SESSIONS == sessions
     # serial (worker processes: one thread) gives the same
     np.testing.assert_allclose(extract_features(images, "efficientnet-lite0", state=state, parallel=False), X,
                                rtol=1e-5, atol=1e-5)
@@ -158,7 +158,7 @@ def test_exported_graph_has_the_padding_inside_its_convolutions(seeded_weights, 
     state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.safetensors"),
                                                         "size": size})
     fitted = state["efficientnet-lite0"]
-    graph = onnx.load(str(pt.onnx_path(fitted))).graph
+    graph = onnx.load(str(rt.onnx_path(fitted))).graph
     ops = [n.op_type for n in graph.node]
     assert "Pad" not in ops and ops.count("Conv") == 49
     pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
@@ -167,7 +167,7 @@ def test_exported_graph_has_the_padding_inside_its_convolutions(seeded_weights, 
     else:  # odd side: (ceil(97 / 2) - 1) * 2 + 3 - 97 = 2, one on each side
         assert [0, 0, 1, 1] not in pads and [1, 1, 1, 1] in pads
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert _relative(X, pt.eager_features(fitted, images)) < 1e-4
+    assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
 
 
 def test_onnx_runtime_features_match_torch_eager_real_weights():
@@ -175,10 +175,10 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     images = _images(4, 32, 32, seed=3)
     state = fit_features("efficientnet-lite0", images)
     fitted = state["efficientnet-lite0"]
-    assert fitted.weights_sha256_ == pt.file_sha256(_packaged_lite0())
+    assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
     assert X.shape == (4, 1984)
-    assert _relative(X, pt.eager_features(fitted, images)) < 1e-4
+    assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
     assert (X[:, :1280] >= 0).all() and (X[:, :1280] <= 6).all()  # ReLU6 pooled
 
 
@@ -222,7 +222,7 @@ def test_other_weights_are_refused_in_one_line(seeded_weights, tmp_path):
     images = _images(2)
     state = fit_features("efficientnet-lite0", images, {"weights": str(path), "size": 32, "mirror": False})
     settings, arrays = state["efficientnet-lite0"].state()
-    assert settings["weights_sha256"] == pt.file_sha256(path) and arrays == {}
+    assert settings["weights_sha256"] == bb.file_sha256(path) and arrays == {}
     # other weights at the same path: a state rebuilt from the record (as predict does) refuses them
     sd = torch.load(path, weights_only=True)
     sd["_conv_stem.weight"] = sd["_conv_stem.weight"] * 1.01
@@ -246,9 +246,9 @@ def test_checkpoints_are_read_without_running_code(tmp_path, seeded_weights):
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"_conv_stem.weight": Evil()}, f, protocol=2)
     with pytest.raises(DataError, match=r"^cannot read weights from .*evil\.pth: .*weights_only=True"):
-        pt.read_checkpoint(tmp_path / "evil.pth")
+        bb.read_checkpoint(tmp_path / "evil.pth")
     torch.save({"state_dict": {"a": torch.zeros(2)}}, tmp_path / "nested.pth")
-    assert list(pt.read_checkpoint(tmp_path / "nested.pth")) == ["a"]
+    assert list(bb.read_checkpoint(tmp_path / "nested.pth")) == ["a"]
     # tensors of another network: named, not loaded
     with pytest.raises(DataError, match=r"does not fit efficientnet-lite0: \d+ tensors missing"):
         fit_features("efficientnet-lite0", None, {"weights": str(tmp_path / "nested.pth")})
@@ -326,7 +326,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
     assert resumed.X_train.shape == (6, 2 * (1280 + 320) + 22)
     back = load_features(tmp_path / "f.npz")
     fitted = back.fitted["efficientnet-lite0"]
-    assert fitted.weights_sha256_ == pt.file_sha256(seeded_weights / "seeded.pth")
+    assert fitted.weights_sha256_ == bb.file_sha256(seeded_weights / "seeded.pth")
     assert back.meta["feature_options"] == options
     # sharded, in two worker processes (each builds its own session once)
     table = extraction.extract_to_shards(ds, "efficientnet-lite0+color", tmp_path / "t.features", options=options,
@@ -368,7 +368,7 @@ def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seede
     assert code == 0, err
     run = tmp_path / "run"
     config = __import__("json").loads((run / "config.json").read_text())
-    assert config["data"]["weights_sha256"] == {"efficientnet-lite0": pt.file_sha256(weights)}
+    assert config["data"]["weights_sha256"] == {"efficientnet-lite0": bb.file_sha256(weights)}
     assert config["train"]["hidden"] == [1024]  # the pretrained preset
     # no pickle in a run directory: every file is JSON, PNG, npz of plain arrays or safetensors
     assert {p.suffix for p in run.iterdir()} <= {".json", ".png", ".npz", ".safetensors"}
@@ -465,7 +465,7 @@ def test_any_timm_architecture_with_a_local_checkpoint(tmp_path, monkeypatch):
     X = extract_features(images, "timm", state=state)
     assert X.shape == (3, 16 + 12 + 16)
     model.eval()
-    x = torch.from_numpy(pt.preprocess(images, 32, "imagenet"))
+    x = torch.from_numpy(rt.preprocess(images, 32, "imagenet"))
     with torch.no_grad():
         maps = model._maps(x)
     want = np.concatenate([maps[2].mean(dim=(2, 3)).numpy(), maps[1].mean(dim=(2, 3)).numpy(),
@@ -485,10 +485,10 @@ def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, 
     runtime = extract_features(images, "efficientnet-lite0", state=state)
     monkeypatch.setattr(pt, "cuda_device", lambda: "cpu")
     eager = extract_features(images, "efficientnet-lite0", state=state)
-    assert _relative(eager, runtime) < 1e-4 and len(pt._NETS) == 1
+    assert _relative(eager, runtime) < 1e-4 and len(rt._NETS) == 1
     monkeypatch.setenv("FEATMLP_DEVICE", "cpu")
     monkeypatch.undo()
-    assert pt.cuda_device() is None or torch.cuda.is_available()
+    assert rt.cuda_device() is None or torch.cuda.is_available()
 
 
 def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
@@ -498,24 +498,24 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
 
     monkeypatch.delenv("FEATMLP_NUM_THREADS", raising=False)
     monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 64.0)
-    assert pt.runtime_threads() == machine_cores() and pt.runtime_threads(1) == 1
+    assert rt.runtime_threads() == machine_cores() and rt.runtime_threads(1) == 1
     monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 0.9)  # another process busy: one thread
-    assert pt.runtime_threads() == 1
+    assert rt.runtime_threads() == 1
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
-    assert pt.runtime_threads() == 1
+    assert rt.runtime_threads() == 1
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "lots")
     with pytest.raises(ConfigError, match="FEATMLP_NUM_THREADS='lots' is not a positive number of threads"):
-        pt.runtime_threads()
+        rt.runtime_threads()
     monkeypatch.delenv("FEATMLP_NUM_THREADS")
     # a worker process (parallel=False) runs a one-thread session, built once
     state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 32,
                                                      "mirror": False, "stages": 0})
     fitted = state["efficientnet-lite0"]
-    monkeypatch.setattr(pt, "_SESSIONS", {})  # none from earlier tests (a loaded machine gives them one thread too)
-    before = set(pt._SESSIONS)
+    monkeypatch.setattr(rt, "_SESSIONS", {})  # none from earlier tests (a loaded machine gives them one thread too)
+    before = set(rt._SESSIONS)
     extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
     extract_features(_images(2), "efficientnet-lite0", state=state, parallel=False)
-    new = set(pt._SESSIONS) - before
+    new = set(rt._SESSIONS) - before
     assert [key[-1] for key in new] == [1] and all(key[1] == fitted.weights_sha256_ for key in new)
 
 
@@ -524,14 +524,14 @@ def test_a_damaged_or_unwritable_cache_is_not_an_error(seeded_weights, tmp_path,
     options = {"weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
     state = fit_features("efficientnet-lite0", images, options)
     fitted = state["efficientnet-lite0"]
-    want = pt.eager_features(fitted, images)
-    path = pt.onnx_path(fitted)
+    want = rt.eager_features(fitted, images)
+    path = rt.onnx_path(fitted)
     path.write_bytes(b"not onnx")  # damaged (a disk error, an older writer): exported again
-    pt._SESSIONS.clear()
+    rt._SESSIONS.clear()
     assert _relative(extract_features(images, "efficientnet-lite0", state=state), want) < 1e-4
     assert path.stat().st_size > 1000
     blocked = tmp_path / "file"
     blocked.write_text("")
     monkeypatch.setenv("FEATMLP_CACHE", str(blocked / "cache"))  # under a file: cannot be made
-    pt._SESSIONS.clear()
+    rt._SESSIONS.clear()
     assert _relative(extract_features(images, "efficientnet-lite0", state=state), want) < 1e-4

@@ -205,7 +205,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "the mirror image's; --feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("mirror", False), ("norm", "tflite"), ("size", 128), ("stages", 4), ("weights", "")),
+        options=(("mirror", False), ("norm", "tflite"), ("size", 160), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},
     "timm": FeatureSet(
@@ -250,12 +250,12 @@ def _pretrained_class(name: str):
 
 def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
     """A pretrained network's working memory: its output per image (at most 4,096 float32, twice
-    with the mirror images), and for the batch of featmlp.features.pretrained.BATCH_IMAGES images it
+    with the mirror images), and for the batch of featmlp.features._runtime.BATCH_IMAGES images it
     runs at once, whatever the chunk, the runtime's arena: ~700 bytes a pixel of ``size`` an image
     for EfficientNet-Lite0 (measured: +220 MB for 16 images of 128 px, +750 MB for 64), plus the
     weights. That fixed amount is also the set's ``block``: a default chunk has it on top of its
     256 MB (featmlp.extraction.default_chunk_size), as kmeans has its BLAS block."""
-    from .pretrained import BATCH_IMAGES  # no heavy import: the module loads torch when it runs
+    from ._runtime import BATCH_IMAGES  # no heavy import: the module loads torch when it runs
 
     defaults = dict(FEATURE_SETS[name].options)
     size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))

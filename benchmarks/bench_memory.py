@@ -121,8 +121,9 @@ def build_photos(root: Path, n: int, width: int, height: int) -> Path:
 MAKE_RUN = """
 import sys
 import numpy as np
-from featmlp.bundle import save_bundle
-from featmlp.model import MLPSpec, Scaler, build_mlp
+from featmlp.runs.bundle import save_bundle
+from featmlp.model import MLPSpec, build_mlp
+from featmlp.scaling import Scaler
 X = np.random.default_rng(0).normal(size=(10, 9))
 spec = MLPSpec(9, 2, hidden=(8,))
 save_bundle(sys.argv[1], build_mlp(spec), spec, Scaler.fit(X), "lecture", ["c0", "c1"], {"image_size": [32, 32]})

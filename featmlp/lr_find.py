@@ -1,6 +1,6 @@
 """The learning-rate range test: a short run with an exponentially growing learning rate.
 
-Smith (2015) and fastai's ``lr_find``: start from the weights :func:`featmlp.train.train` would
+Smith (2015) and fastai's ``lr_find``: start from the weights :func:`featmlp.training.train` would
 start from, take ``num_steps`` optimiser steps while the learning rate grows geometrically from
 ``start_lr`` to ``end_lr``, record each step's loss and an exponentially smoothed copy of it, and
 stop once the smoothed loss blows up. Where the loss falls fastest is a good learning rate; where
@@ -247,7 +247,7 @@ def lr_find(
     ``s_i / (1 - b ** (i + 1))`` (``b = smoothing``). The test stops early when the smoothed loss
     exceeds ``diverge_factor`` times its lowest value, or the loss is NaN or infinite.
 
-    The network starts from the weights :func:`featmlp.train.train` would start from (same seed,
+    The network starts from the weights :func:`featmlp.training.train` would start from (same seed,
     same scaler fitted on the same rows, ``val_fraction`` held out the same way). Schedule,
     epochs, patience and ``config.lr`` play no part. The caller's random state is left as it
     was.

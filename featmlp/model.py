@@ -10,7 +10,7 @@ always ``softmax(logits)``. The two heads differ only in the training loss (:dat
   gives the same function and gradients, and one meaning for the model's output.
 
 The :class:`Scaler` (fitted on the training features only, kept with the model) is in
-:mod:`featmlp.scaling`, and importable from here.
+:mod:`featmlp.scaling` (no torch).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import torch
 from torch import nn
 
 from featmlp.errors import ConfigError
-# The scaler and the table passes live in featmlp.scaling (no torch); their names stay here too.
-from featmlp.scaling import (SCALERS, ColumnStats, Scaler, column_stats, is_permutation,  # noqa: F401
-                             nonfinite_rows, row_blocks)
+from featmlp.scaling import Scaler, row_blocks
 
 # Name -> activation module class. The CLI's --activation choices are these keys.
 ACTIVATIONS: dict[str, type[nn.Module]] = {

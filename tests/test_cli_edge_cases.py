@@ -88,7 +88,7 @@ def test_the_largest_seed_trains(tmp_path, run_cli, feats):
 def test_the_api_refuses_seeds_out_of_range():
     from featmlp.errors import ConfigError
     from featmlp.estimator import FeatMLPClassifier
-    from featmlp.train import TrainConfig
+    from featmlp.training import TrainConfig
 
     for seed in (2**32, int(HUGE), -1):
         with pytest.raises(ConfigError, match=rf"^seed must be an integer in \[0, 4294967295\], got {seed}$"):

@@ -13,7 +13,7 @@ from featmlp.cli.experiments import lr_find, sweep
 from featmlp.cli.training import lecture, run, train
 from featmlp.errors import ConfigError
 from featmlp.store import FeatureTable, save_features
-from featmlp.train import PRESETS, TrainConfig
+from featmlp.training import PRESETS, TrainConfig
 
 COMMANDS = {"train": train, "run": run, "lecture": lecture, "sweep": sweep, "lr-find": lr_find}
 NOT_OPTIONS = {"lecture_batch_size"}  # the notebook's gradient scale: Python API only

@@ -743,7 +743,7 @@ def test_without_skip_bad_an_unreadable_file_is_one_clear_error(tmp_path):
 
 def test_extraction_decodes_chunk_by_chunk(tmp_path, monkeypatch):
     from featmlp.store import extract_dataset
-    import featmlp.data._lazy as lazy
+    import featmlp.data._image_array as lazy
 
     root = tmp_path / "d"
     for name, data in folder_files({"ant": 6, "bee": 6}).items():

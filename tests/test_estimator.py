@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featmlp.estimator import FeatMLPClassifier
-from featmlp.train import PRESETS
+from featmlp.training import PRESETS
 
 
 # Small and quick, but the default learning settings: scikit-learn's checks train on ~100-300

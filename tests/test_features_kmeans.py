@@ -307,7 +307,7 @@ def image_folder(tmp_path):
 
 
 def test_run_predict_evaluate_agree_and_bundle_keeps_the_state(image_folder, tmp_path, run_cli):
-    from featmlp.bundle import load_bundle
+    from featmlp.runs.bundle import load_bundle
 
     out = tmp_path / "run"
     code, stdout, err = run_cli(["run", "--data", image_folder, "--features", "kmeans+color", *KM_OPTS,
@@ -372,7 +372,7 @@ def test_fitted_from_a_run_without_a_fitted_set_is_one_line(tmp_path, run_cli):
 
 
 def test_flip_training_equals_training_on_mirrored_rows():
-    from featmlp.train import TrainConfig, train
+    from featmlp.training import TrainConfig, train
 
     images = _images(n=30, h=10, w=10)
     y = np.arange(30) % 3
@@ -473,7 +473,7 @@ def test_preset_flips_are_turned_off_where_mirrors_change_the_class(tmp_path, ru
 
 def test_fit_on_files_decodes_only_the_images_patches_come_from(tmp_path, monkeypatch):
     # A cluster's client fits the dictionary: with few patches per image it must not decode them all.
-    import featmlp.data._lazy as lazy_mod
+    import featmlp.data._image_array as lazy_mod
     import featmlp.features.kmeans as km
     from PIL import Image
 

@@ -20,10 +20,10 @@ from sklearn.datasets import make_classification
 
 from featmlp import shards
 from featmlp.errors import DataError
-from featmlp.run import evaluate_run
+from featmlp.runs import evaluate_run
 from featmlp.runs.results import train_run
 from featmlp.store import FeatureTable, load_features, save_features, save_sharded
-from featmlp.train import TrainConfig
+from featmlp.training import TrainConfig
 
 TINY = TrainConfig(hidden=(4,), epochs=1)
 
@@ -322,7 +322,7 @@ def test_integer_and_boolean_features_are_read_as_float64(tmp_path):
     ([0, 1 + 0j] * 10, "y holds complex numbers"),
 ])
 def test_train_api_refuses_labels_it_would_cast(y, message):
-    from featmlp.train import check_training, train
+    from featmlp.training import check_training, train
 
     X = np.random.default_rng(0).normal(size=(20, 3))
     for fn in (check_training, train):
@@ -337,7 +337,7 @@ def test_train_api_refuses_labels_it_would_cast(y, message):
     (np.full((20, 3), None, dtype=object), "X holds Python objects"),
 ])
 def test_train_api_refuses_features_it_would_cast(X, message):
-    from featmlp.train import train
+    from featmlp.training import train
 
     with pytest.raises(DataError, match=message):
         train(X, np.arange(20) % 2, TINY)

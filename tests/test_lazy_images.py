@@ -78,13 +78,15 @@ def test_same_files_from_folder_and_archives_have_one_fingerprint(tmp_path):
 
 
 def test_sizes_are_checked_on_headers_before_any_decoding(tmp_path, monkeypatch):
+    import featmlp.data._image_array as image_array_mod
     import featmlp.data._images as images_mod
 
     files = _files(n=3)
     files["train/bee/77.png"] = _png(Image.new("RGB", (30, 16)))
     decoded = []
     real = images_mod.decode_image
-    monkeypatch.setattr(images_mod, "decode_image", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
+    for mod in (images_mod, image_array_mod):  # the listing's decoder and the lazy array's
+        monkeypatch.setattr(mod, "decode_image", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
     with pytest.raises(DataError, match=r"images have different sizes .*train/ant/00.png is 20x16 but "
                                         r"train/bee/77.png is 30x16.*--image-size 20x16"):
         load_dataset(write_folder(tmp_path / "d", files))
@@ -147,7 +149,7 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path, monkey
 
 
 def test_kmeans_fit_on_a_lazy_array_is_identical_and_chunked(tmp_path, monkeypatch):
-    import featmlp.data._lazy as lazy_mod
+    import featmlp.data._image_array as lazy_mod
     import featmlp.features.kmeans as km
 
     ds = load_dataset(write_folder(tmp_path / "d", _files(n=8)))

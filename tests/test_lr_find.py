@@ -13,7 +13,7 @@ from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError
 from featmlp.lr_find import RULES, LRFinderResult, lr_find, suggest_lr
-from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training import PRESETS, TrainConfig, train
 
 
 @pytest.fixture(scope="module")

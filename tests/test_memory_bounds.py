@@ -263,8 +263,9 @@ def test_cifar_batches_resized_whole_are_checked(tmp_path, monkeypatch):
 
 @pytest.fixture
 def lecture_run(tmp_path):
-    from featmlp.bundle import save_bundle
-    from featmlp.model import MLPSpec, Scaler, build_mlp
+    from featmlp.runs.bundle import save_bundle
+    from featmlp.model import MLPSpec, build_mlp
+    from featmlp.scaling import Scaler
 
     X = np.random.default_rng(0).normal(size=(10, 9))
     spec = MLPSpec(9, 2, hidden=(4,))
@@ -288,7 +289,7 @@ def test_predict_no_resize_refuses_an_image_too_large_for_memory(tmp_path, lectu
 def test_predict_groups_images_by_their_working_memory(tmp_path, lecture_run, monkeypatch):
     import featmlp.features
     import featmlp.runs.bundle as bundle_module
-    from featmlp.bundle import load_bundle
+    from featmlp.runs.bundle import load_bundle
 
     paths = []
     for i, size in enumerate([(64, 64)] * 5 + [(32, 48)] * 3):

@@ -8,8 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import (ACTIVATIONS, HEADS, SCALERS, MLPSpec, Scaler, build_mlp, nonfinite_rows,
-                           parameter_count, predict_proba, training_bytes)
+from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, build_mlp, parameter_count, predict_proba, training_bytes
+from featmlp.scaling import SCALERS, Scaler, nonfinite_rows
 
 
 def test_build_mlp_layers_follow_the_spec():

@@ -423,7 +423,7 @@ def test_train_into_its_own_table_is_refused(place, run_cli):
 
 def test_library_run_job_refuses_its_source(place):
     from featmlp.runs.job import run_job
-    from featmlp.train import TrainConfig
+    from featmlp.training import TrainConfig
 
     before = snapshot(place)
     with pytest.raises(DataError, match="inside the source"):

@@ -1,4 +1,4 @@
-"""featmlp.sweep against featmlp.train.train, configuration by configuration.
+"""featmlp.sweep against featmlp.training.train, configuration by configuration.
 
 ``train()`` is the reference: it is tested against plain PyTorch loops (tests/training/test_loop.py),
 and a stacked sweep must end each configuration where ``train()`` alone ends it, up to float
@@ -18,7 +18,7 @@ from sklearn.datasets import make_classification
 from featmlp.errors import ConfigError
 from featmlp.store import FeatureTable
 from featmlp.sweep import config_names, expand_grid, run_sweep
-from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training import PRESETS, TrainConfig, train
 
 N_CLASSES = 4
 
@@ -250,7 +250,7 @@ _KILLED_SWEEP = """
 import json, sys, time
 from featmlp.store import load_features
 from featmlp.sweep import config_names, run_sweep
-from featmlp.train import TrainConfig
+from featmlp.training import TrainConfig
 
 table = load_features(sys.argv[1])
 configs = [TrainConfig.from_dict(d) for d in json.load(open(sys.argv[2]))]

@@ -41,7 +41,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
     """Every TrainConfig field as an option; unset options keep the preset's value.
 
     Each option's help ends with its value in ``preset`` (the one the command starts from) and in
-    the other presets where it differs, read from :data:`featmlp.train.PRESETS`. Options named
+    the other presets where it differs, read from :data:`featmlp.training.PRESETS`. Options named
     in ``omit`` (settings the command does not use) are left out, so passing one is a usage
     error rather than silently ignored. With ``sweep=True`` each option takes a comma-separated
     list of values to try, and ``--hidden`` may be repeated (one architecture each).

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from ._manifest import Container, Manifest, ManifestBuilder
+from ._names import TAR_SUFFIXES, split_name
 
 # Largest member or file read (env FEATMLP_MAX_FILE_BYTES): no image format needs more for
 # an image under the pixel cap, and it stops a small archive that inflates to gigabytes
@@ -167,7 +168,7 @@ def _not_portable(what: str):
 class Region:
     """``size`` bytes at ``offset`` of a container (a tar) shared by many members.
 
-    ``group`` is the store: :func:`featmlp.data._lazy.read_blobs` hands all the regions of
+    ``group`` is the store: :func:`featmlp.data._image_array.read_blobs` hands all the regions of
     one store to its ``read_many``. Made when a chunk is read (:class:`TarMembers`).
     """
 
@@ -381,7 +382,6 @@ def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str |
     so member names cannot escape anywhere. Messages name the archive ``shown`` (a URL it
     was downloaded from), default ``path``.
     """
-    from ._images import TAR_SUFFIXES
 
     lower = path.name.lower()
     shown = shown or str(path)
@@ -391,7 +391,6 @@ def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str |
 
 
 def _read_zip(path, shown, text, is_junk, max_file_bytes):
-    from ._images import split_name
 
     try:
         zf = zipfile.ZipFile(path)
@@ -465,7 +464,6 @@ def _tar_links(files: ManifestBuilder, others, text, is_junk) -> list:
     """Append each hard link to a regular member listed before it as that member (what ``tar -x``
     makes of it: the same file); the special members (``(key, reason, False)``) of the others:
     symlinks (not followed), hard links to nothing listed, devices, FIFOs."""
-    from ._images import split_name
 
     special = []
     for member, parts, key in others:
@@ -505,7 +503,6 @@ def _members(tf: tarfile.TarFile):
 def _files_of(tf, text, shown: str, max_file_bytes: int, *, others: list | None = None):
     """``(member, name parts or None, name)`` of each regular file of an open tar, its size checked
     first; those of the members other than files and directories are appended to ``others``."""
-    from ._images import split_name
 
     for member in _members(tf):
         if not member.isfile():

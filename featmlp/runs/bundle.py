@@ -32,8 +32,9 @@ from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, parameter_count, predict_proba
-from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
+from featmlp.model import MLPSpec, build_mlp, parameter_count, predict_proba
+from featmlp.scaling import Scaler, is_permutation
+from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
 
@@ -109,7 +110,7 @@ class Bundle:
         from featmlp.data import read_images
         from featmlp.data._decode import jpeg_decoder
         from featmlp.features import extract_features
-        from featmlp.model import nonfinite_rows
+        from featmlp.scaling import nonfinite_rows
 
         jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER: one error, not one per image
         paths = list(paths)
@@ -475,7 +476,7 @@ def _check_fields(meta: dict) -> None:
     if extra.get("train") is not None:
         import dataclasses
 
-        from featmlp.train import TrainConfig
+        from featmlp.training import TrainConfig
         from featmlp.training.config import SEED_MAX
 
         if not isinstance(extra["train"], dict):

@@ -86,12 +86,12 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path} is not a directory: pass run directories written by "
-                        f"'featmlp train', 'featmlp run' or featmlp.run.train_run")
+                        f"'featmlp train', 'featmlp run' or featmlp.runs.train_run")
     missing = [f for f in (CONFIG_FILE, METRICS_FILE) if not (path / f).is_file()]
     if missing:
         raise DataError(f"{path} is not a featmlp run directory: it has no {' or '.join(missing)} "
                         f"(a run directory is written by 'featmlp train', 'featmlp run' or "
-                        f"featmlp.run.train_run)")
+                        f"featmlp.runs.train_run)")
     config, metrics = read_json(path / CONFIG_FILE), read_json(path / METRICS_FILE)
     for file, obj in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
         if not isinstance(obj, dict):

@@ -146,7 +146,7 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     0.294
     """
     # Loaded here: the metrics above need numpy only, a saved model needs torch.
-    from featmlp.model import nonfinite_rows
+    from featmlp.scaling import nonfinite_rows
     from featmlp.runs.bundle import load_bundle
     from featmlp.store import load_features, table_fingerprint
 

@@ -18,7 +18,7 @@ from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
 from featmlp.store import FeatureTable
-from featmlp.train import TrainConfig
+from featmlp.training import TrainConfig
 
 
 # Flips are left on when the mirror images are classified as their own class nearly as often as
@@ -58,7 +58,7 @@ class JobHook(Callback):
     """A callback that is also told what :func:`run_job` does before training; override what you need.
 
     Passed among ``run_job``'s ``callbacks``, it gets these calls in this order, then the
-    training's (:class:`featmlp.train.Callback`). Library code prints nothing: the CLI's hook
+    training's (:class:`featmlp.training.Callback`). Library code prints nothing: the CLI's hook
     prints these lines.
     """
 
@@ -132,7 +132,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     progress : callable or Callback, optional
         ``progress(desc, done, total)`` of loading and extraction (training tells its callbacks).
     callbacks : iterable
-        Training callbacks (:func:`featmlp.train.train`); the :class:`~featmlp.progress.Callback`
+        Training callbacks (:func:`featmlp.training.train`); the :class:`~featmlp.progress.Callback`
         instances among them are also told the progress of loading and extraction
         (``on_progress``), and :class:`JobHook` instances the steps before training.
     log_scale, tensorboard, live_plot_seconds
@@ -163,7 +163,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     from featmlp.data import load_dataset
     from featmlp.features import get_feature_set, recommended_preset
     from featmlp.extraction import extract_dataset
-    from featmlp.train import PRESETS, check_config
+    from featmlp.training import PRESETS, check_config
 
     features = get_feature_set(features).name
     if auto_flips is None:

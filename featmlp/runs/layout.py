@@ -3,7 +3,7 @@
 The one home of the run directory's file names (:mod:`featmlp.runs.results` describes what each
 holds, :mod:`featmlp.runs.bundle` writes the model's files). It imports neither torch nor numpy,
 so what only reads a finished run (``featmlp compare``, ``featmlp report``) starts at once;
-``featmlp.layout``, ``featmlp.run`` and ``featmlp.bundle`` re-export these names.
+:mod:`featmlp.runs` lists these names in its public namespace.
 """
 
 from __future__ import annotations

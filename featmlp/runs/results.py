@@ -33,7 +33,7 @@ import numpy as np
 
 from featmlp import __version__
 from featmlp.errors import DataError
-from featmlp.model import Scaler, nonfinite_rows
+from featmlp.scaling import Scaler, nonfinite_rows
 from featmlp.runs.bundle import save_bundle
 from featmlp.shards import ShardedArray
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
@@ -42,7 +42,7 @@ from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS
                                  write_json)
 from featmlp.runs.plots import plot_confusion, plot_history
 from featmlp.store import FeatureTable, table_fingerprint
-from featmlp.train import LivePlot, TrainConfig, TrainResult, check_training, train
+from featmlp.training import LivePlot, TrainConfig, TrainResult, check_training, train
 from featmlp.training.history import SECONDS
 
 
@@ -66,7 +66,7 @@ def score_test(result: TrainResult, table: FeatureTable) -> dict:
 def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
 
-    The settings, the device, what :func:`featmlp.train.check_training` checks on the training
+    The settings, the device, what :func:`featmlp.training.check_training` checks on the training
     rows (NaN, validation split, early stopping, memory), at least two classes in training,
     test rows without NaN or infinities (they would be scored as if they were images), and
     columns too large to scale. A sharded table is checked in passes over its shards, never
@@ -116,7 +116,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         How the features were made (source, ``feature_file`` ...), recorded in ``config.json``;
         a ``feature_file`` inside the run is recorded relative to it.
     callbacks : iterable
-        Passed to :func:`featmlp.train.train` (e.g. a per-epoch printer).
+        Passed to :func:`featmlp.training.train` (e.g. a per-epoch printer).
     live_plot_seconds : float
         ``loss.png`` is rewritten at most this often while training runs.
     overwrite : bool
@@ -125,7 +125,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
     tensorboard : bool
         Also log every epoch and the test metrics for TensorBoard, in ``out/tensorboard``.
     out_of_core : bool, optional
-        Passed to :func:`featmlp.train.train`: stream a sharded table (True), read it (False),
+        Passed to :func:`featmlp.training.train`: stream a sharded table (True), read it (False),
         or decide by its size (None).
 
     Returns

@@ -25,7 +25,7 @@ from featmlp.runs.directory import RunDirectory, staging_dir
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json, write_json
 from featmlp.runs.results import write_config, write_results
 from featmlp.store import FeatureTable, table_fingerprint
-from featmlp.train import TrainConfig, TrainResult
+from featmlp.training import TrainConfig, TrainResult
 
 PROGRESS_FILE = "progress.json"
 # What the summary of a sweep is made of (written at its end): removed when --force replaces a

@@ -1,7 +1,7 @@
 """Many plain MLPs of one shape trained together: stacked weights and batched matrix products.
 
 Configuration ``k`` of a group is row ``k`` of one ``(K, P)`` tensor, laid out as the flat
-parameter vector :func:`featmlp.train.train` steps (``model.parameters()`` order). Each layer's
+parameter vector :func:`featmlp.training.train` steps (``model.parameters()`` order). Each layer's
 weights are a ``(K, out, in)`` view of it and one ``torch.baddbmm`` computes that layer for all
 ``K`` networks; the input batch is shared (``expand``, no copy). The layout is feature-major, as
 in ``featmlp.training.engines.FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
@@ -276,7 +276,7 @@ def train_stacked(X, y, configs: list[TrainConfig], names: list[str], n_classes:
                   on_done: Callable[[int, TrainResult], None] | None = None) -> list[TrainResult]:
     """Train ``configs`` (one :func:`featmlp.sweep._grid.stack_key`) together.
 
-    Returns one :class:`~featmlp.train.TrainResult` per configuration, as ``train()`` would.
+    Returns one :class:`~featmlp.training.TrainResult` per configuration, as ``train()`` would.
     Each callback's ``on_config_epoch(name, record, history)`` is told each epoch of each
     configuration (True from any of them stops that one);
     ``on_done(i, result)`` each configuration as it finishes.

@@ -1,4 +1,4 @@
-"""Training, one module per concern; :mod:`featmlp.train` re-exports the public names.
+"""Training: the public names, each read lazily from the module of its concern.
 
 - :mod:`~featmlp.training.config`: :class:`TrainConfig`, the constraint table that validates it,
   :data:`PRESETS` (imports no torch).
@@ -12,5 +12,30 @@
 - :mod:`~featmlp.training.engines`: the two engines that run an epoch's steps.
 - :mod:`~featmlp.training.loop`: :func:`train` and :class:`TrainResult`.
 
-This package's ``__init__`` imports nothing, so ``featmlp.training.config`` loads without torch.
+The names load lazily (:func:`featmlp._exports.lazy_exports`), so ``featmlp.training.config``, and
+``from featmlp.training import TrainConfig``, load without torch. The loop's documentation,
+including how the lecture's gradient descent is run, is in :mod:`featmlp.training.loop`.
+
+Examples
+--------
+>>> from featmlp.training import PRESETS, train
+>>> import numpy as np
+>>> X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+>>> train(X, y, PRESETS["lecture"]).stop_reason
+'completed'
 """
+
+from featmlp._exports import lazy_exports
+
+_NAMES = {
+    **dict.fromkeys(["PRESETS", "TrainConfig"], "featmlp.training.config"),
+    **dict.fromkeys(["TrainResult", "train"], "featmlp.training.loop"),
+    **dict.fromkeys(["OPTIMIZERS", "SCHEDULES", "GradientDescent", "SGD", "Adam", "AdamW"],
+                    "featmlp.training.optim"),
+    **dict.fromkeys(["Callback", "LivePlot"], "featmlp.training.callbacks"),
+    **dict.fromkeys(["check_config", "check_training"], "featmlp.training.prepare"),
+    **dict.fromkeys(["THREADS_ENV", "idle_cores", "threads_override", "training_threads"],
+                    "featmlp.training.threads"),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _NAMES)

@@ -28,7 +28,7 @@ class LivePlot(Callback):
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "loss.png"
     >>> import numpy as np
-    >>> from featmlp.train import TrainConfig, train
+    >>> from featmlp.training import TrainConfig, train
     >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
     >>> _ = train(X, y, TrainConfig(epochs=2), callbacks=[LivePlot(path)])
     >>> path.exists()

@@ -245,7 +245,7 @@ class TrainConfig:
         ``ceil(N / lecture_batch_size)`` times the mean loss's, as the notebook's loop literally
         did (see :mod:`featmlp.training.loop`). None: the mean loss (the ``"lecture"`` preset).
     scaler : str
-        A key of :data:`featmlp.model.SCALERS`, fitted on the training rows only.
+        A key of :data:`featmlp.scaling.SCALERS`, fitted on the training rows only.
     val_fraction : float
         Fraction of the training set held out (stratified, seeded) for validation, in [0, 1).
     patience : int
@@ -262,7 +262,7 @@ class TrainConfig:
     flip : bool
         Train on every training image and its horizontal mirror image as well (twice the rows
         per epoch). Needs the column permutation that mirrors the features (``mirror=`` of
-        :func:`featmlp.train.train`; feature sets ``kmeans`` and ``color`` have one).
+        :func:`featmlp.training.train`; feature sets ``kmeans`` and ``color`` have one).
     test_flip : bool
         Predict with the mean of the probabilities of each image and its mirror image.
     label_smoothing : float

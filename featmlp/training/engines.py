@@ -167,7 +167,7 @@ class ScaledRows:
     """Training rows scaled per batch as they are gathered, instead of one scaled copy of ``X``.
 
     ``X`` (N, F) stays as stored (float32 or float64; the arithmetic is in its dtype, as
-    :meth:`featmlp.model.Scaler.transform`). With ``mirror``, rows ``N .. 2N-1`` are the mirror
+    :meth:`featmlp.scaling.Scaler.transform`). With ``mirror``, rows ``N .. 2N-1`` are the mirror
     images of rows ``0 .. N-1``: their columns permuted by ``mirror``, so flip augmentation of
     a mirror-symmetric feature set needs no second copy either.
     """

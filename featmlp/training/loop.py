@@ -51,7 +51,8 @@ import torch
 from torch import nn
 
 from featmlp.errors import ConfigError
-from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
+from featmlp.model import MLPSpec, loss_function, predict_proba
+from featmlp.scaling import Scaler
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
@@ -74,7 +75,7 @@ class TrainResult:
     model : featmlp.model.MLP
         The trained network, in eval mode (best weights under early stopping, last finite
         weights after a divergence).
-    scaler : featmlp.model.Scaler
+    scaler : featmlp.scaling.Scaler
         Fitted on the training rows; apply it to any features before the model.
     spec, config
         The network's spec and the run's settings.

@@ -1,4 +1,4 @@
-"""The set-up shared by :func:`featmlp.train.train`, :func:`featmlp.lr_find.lr_find` and the stacked sweep.
+"""The set-up shared by :func:`featmlp.training.train`, :func:`featmlp.lr_find.lr_find` and the stacked sweep.
 
 Each of them checks its inputs, picks the device, holds out the validation rows, fits the
 scaler, weighs the classes and draws the initial weights the same way, from the functions
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, nonfinite_rows
+from featmlp.model import MLPSpec, build_mlp
+from featmlp.scaling import Scaler, is_permutation, nonfinite_rows
 from featmlp.shards import ShardedArray
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
@@ -46,7 +47,7 @@ class TrainingRows:
 def training_rows(X, y, config: TrainConfig, *, X_val=None, y_val=None, mirror=None) -> TrainingRows:
     """Hold out ``config.val_fraction`` of checked rows, pick the device, fit the scaler on the rest.
 
-    In that order, as :func:`featmlp.train.train`, :func:`featmlp.lr_find.lr_find` and the stacked
+    In that order, as :func:`featmlp.training.train`, :func:`featmlp.lr_find.lr_find` and the stacked
     sweep did each on its own. With ``config.flip`` and ``mirror``, the scaler is that of the
     training rows and their mirror images together.
 
@@ -77,7 +78,7 @@ def seeded(device: torch.device):
 
 
 def initial_model(spec: MLPSpec, seed: int, device: torch.device):
-    """The network :func:`featmlp.train.train` starts from: ``seed``, then :func:`build_mlp`."""
+    """The network :func:`featmlp.training.train` starts from: ``seed``, then :func:`build_mlp`."""
     torch.manual_seed(seed)
     return build_mlp(spec).to(device)
 

@@ -3,11 +3,11 @@
 :func:`featmlp.store.load_features` opens a ``DIR.features/`` directory as
 :class:`~featmlp.shards.ShardedArray` columns. When such a table is larger than
 :data:`STREAM_MEMORY_FRACTION` of the free memory (or ``train(..., out_of_core=True)``),
-:func:`featmlp.train.train` streams it instead of reading it whole:
+:func:`featmlp.training.train` streams it instead of reading it whole:
 
-- the scaler is fitted in one pass over the shards (:meth:`featmlp.model.Scaler.fit`); NaN or
+- the scaler is fitted in one pass over the shards (:meth:`featmlp.scaling.Scaler.fit`); NaN or
   infinite rows come from the table's manifest, which records them as each shard is written
-  (:func:`featmlp.model.nonfinite_rows`; a pass over the shards when it does not);
+  (:func:`featmlp.scaling.nonfinite_rows`; a pass over the shards when it does not);
 - validation rows are chosen from the labels exactly as in memory and gathered into memory;
   the training rows stay on disk;
 - minibatch optimisers visit the shards in a shuffled order and the rows of each shard in a
@@ -42,7 +42,7 @@ CACHED_SHARDS = 2
 
 
 def streams(X, out_of_core: bool | None = None) -> bool:
-    """Whether :func:`featmlp.train.train` streams ``X`` from disk rather than reading it into memory.
+    """Whether :func:`featmlp.training.train` streams ``X`` from disk rather than reading it into memory.
 
     ``out_of_core=True`` streams a :class:`~featmlp.shards.ShardedArray` (ConfigError for an
     array in memory), ``False`` reads it, ``None`` streams it when it is larger than

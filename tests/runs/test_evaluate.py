@@ -1,12 +1,12 @@
-"""featmlp.evaluate against scikit-learn's metrics, and featmlp.plots' files."""
+"""featmlp.runs.evaluate against scikit-learn's metrics, and featmlp.runs.plots' files."""
 
 import numpy as np
 import pytest
 from sklearn import metrics
 
 from featmlp.errors import DataError
-from featmlp.evaluate import confusion_matrix, evaluate
-from featmlp.plots import plot_confusion, plot_history
+from featmlp.runs.evaluate import confusion_matrix, evaluate
+from featmlp.runs import plot_confusion, plot_history
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -18,11 +18,11 @@ from PIL import Image
 from sklearn.datasets import make_classification
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from featmlp.bundle import load_bundle
+from featmlp.runs.bundle import load_bundle
 from featmlp.errors import DataError
-from featmlp.run import RunDirectory, repeat_config, train_run
+from featmlp.runs import RunDirectory, repeat_config, train_run
 from featmlp.store import FeatureTable, save_features, table_fingerprint
-from featmlp.train import PRESETS, TrainConfig
+from featmlp.training import PRESETS, TrainConfig
 
 
 
@@ -651,7 +651,7 @@ def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, ru
 # ------------------------------------------------------------------ run_job: featmlp run from Python
 
 def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
-    from featmlp.run import JobHook, run_job
+    from featmlp.runs import JobHook, run_job
     from featmlp.store import load_features
 
     root = image_folder(tmp_path / "imgs")
@@ -698,7 +698,7 @@ def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
 
 def test_run_job_tells_its_callbacks_the_progress_of_every_step(tmp_path):
     from featmlp.progress import Callback
-    from featmlp.run import run_job
+    from featmlp.runs import run_job
 
     class Heard(Callback):
         def __init__(self):
@@ -718,7 +718,7 @@ def test_run_job_tells_its_callbacks_the_progress_of_every_step(tmp_path):
 
 def test_decide_flips_turns_off_flips_where_mirrors_change_the_class(table, monkeypatch):
     import featmlp.store
-    from featmlp.run import decide_flips
+    from featmlp.runs import decide_flips
 
     flips = TrainConfig(flip=True, test_flip=True)
     monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
@@ -753,7 +753,7 @@ def test_run_command_prints_the_jobs_lines(tmp_path, run_cli):
 
 
 def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table):
-    from featmlp.run import evaluate_run
+    from featmlp.runs import evaluate_run
 
     feats = save_features(tmp_path / "f.npz", table)
     run = train_run(table, TrainConfig(hidden=(4,), epochs=2), tmp_path / "r",
@@ -782,10 +782,10 @@ def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table)
 
 
 def test_bundle_predicts_image_files_in_order_with_an_error_for_each_bad_one(tmp_path):
-    from featmlp.bundle import ImagePrediction
+    from featmlp.runs.bundle import ImagePrediction
     from featmlp.data import read_images
     from featmlp.features import extract_features
-    from featmlp.run import run_job
+    from featmlp.runs import run_job
 
     root = image_folder(tmp_path / "imgs")
     run_job(root, "lecture", tmp_path / "m", config=TrainConfig(hidden=(4,), epochs=2), test_fraction=0.5)

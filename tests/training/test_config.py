@@ -27,7 +27,8 @@ def test_the_table_has_one_entry_per_field_each_with_help():
 
 
 def test_choice_names_are_those_of_the_registries_that_hold_the_implementations():
-    from featmlp.model import ACTIVATIONS, HEADS, SCALERS
+    from featmlp.model import ACTIVATIONS, HEADS
+    from featmlp.scaling import SCALERS
     from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 
     assert OPTIMIZER_NAMES == tuple(OPTIMIZERS)

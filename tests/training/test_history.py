@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from featmlp.train import TrainConfig, train
+from featmlp.training import TrainConfig, train
 from featmlp.training.history import (COLUMNS, EPOCH, LR, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY,
                                       VAL_COLUMNS, VAL_LOSS, History, can_validate, diverged, epoch_record)
 

@@ -1,4 +1,4 @@
-"""featmlp.train against plain PyTorch reimplementations of the same training.
+"""featmlp.training against plain PyTorch reimplementations of the same training.
 
 The references build the network the same way (seed, then ``build_mlp``), compute the loss with
 torch's own functions and step with ``torch.optim`` or by hand, so agreement checks our
@@ -16,8 +16,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, Scaler, build_mlp
-from featmlp.train import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, LivePlot, TrainConfig,
+from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, build_mlp
+from featmlp.scaling import Scaler
+from featmlp.training import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, LivePlot, TrainConfig,
                            check_training, train)
 from featmlp.training.prepare import split_validation as _split_validation
 

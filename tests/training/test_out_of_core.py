@@ -15,10 +15,10 @@ import torch
 from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import Scaler
+from featmlp.scaling import Scaler
 from featmlp.shards import ShardedArray
 from featmlp.store import FeatureTable, load_features, save_features, save_sharded
-from featmlp.train import PRESETS, TrainConfig, check_training, train
+from featmlp.training import PRESETS, TrainConfig, check_training, train
 from featmlp.training.stream import blocked_permutation
 
 # Uneven shards: the last one short, and more than one batch per shard.

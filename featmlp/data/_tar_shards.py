@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ._archive import FileStore, TarMembers, list_tar
 from ._manifest import ManifestBuilder
-from ._images import TextNames, is_junk
+from ._names import TextNames, is_junk
 
 SHARDS_HELP = ("tar shards are ROOT/*.tar, or ROOT/train/*.tar + ROOT/test/*.tar, each member named "
                "<key>.<class>.<ext> (000123.cat.jpg) or <class>/<file> (cat/000123.jpg)")

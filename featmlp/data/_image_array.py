@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from ._decode import decode_image
 from ._manifest import Manifest, ManifestBuilder, from_items
 
 _DIGEST_BYTES = 32  # a SHA-256 of each file
@@ -81,8 +82,6 @@ class ImageArray:
 
     def __init__(self, files, digests: np.ndarray, height: int, width: int, image_size=None, *,
                  digests_from: str = "content"):
-        from ._images import decode_image  # the decoder the listing uses too
-
         if digests_from not in DIGESTS_FROM:
             raise ValueError(f"digests_from must be one of {DIGESTS_FROM}, got {digests_from!r}")
         self._decode_image = decode_image

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.sweep import expand_grid, run_sweep
 from featmlp.training import PRESETS, train
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from featmlp.scaling import Scaler
+from featmlp.model import Scaler
 from featmlp.training import PRESETS, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

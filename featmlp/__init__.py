@@ -31,7 +31,7 @@ _LAZY = {
     "load_bundle": "featmlp.runs.bundle",
     "run_job": "featmlp.runs.job",
     "evaluate_run": "featmlp.runs.evaluate",
-    "load_features": "featmlp.store",
+    "load_features": "featmlp.tables.store",
 }
 
 

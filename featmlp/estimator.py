@@ -58,7 +58,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         Label values, in the order of the columns of :meth:`predict_proba`.
     model_ : featmlp.model.MLP
         The trained network (eval mode).
-    scaler_ : featmlp.scaling.Scaler
+    scaler_ : featmlp.model.scaler.Scaler
         Feature scaling fitted on the training rows.
     config_ : TrainConfig
         The settings the fit used.

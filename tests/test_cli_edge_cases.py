@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from featmlp.store import FeatureTable, save_features
+from featmlp.tables.store import FeatureTable, save_features
 
 HUGE = "99999999999999999999"
 
@@ -121,7 +121,7 @@ def test_a_flag_in_a_sweep_sets_it_for_every_configuration(tmp_path, run_cli, fe
 def test_sweep_flip_flags_on_features_with_a_mirror(tmp_path, run_cli):
     # --flip and --test-flip need a feature set whose mirror image is a column permutation (color)
     from featmlp.data import Dataset
-    from featmlp.extraction import extract_dataset
+    from featmlp.tables.extract import extract_dataset
 
     rng = np.random.default_rng(0)
     ds = Dataset(rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), np.arange(40) % 2,

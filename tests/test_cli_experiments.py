@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import make_classification
 
-from featmlp.store import FeatureTable, save_features
+from featmlp.tables.store import FeatureTable, save_features
 
 
 

@@ -12,7 +12,7 @@ from sklearn.datasets import make_classification
 from featmlp.cli.experiments import lr_find, sweep
 from featmlp.cli.training import lecture, run, train
 from featmlp.errors import ConfigError
-from featmlp.store import FeatureTable, save_features
+from featmlp.tables.store import FeatureTable, save_features
 from featmlp.training import PRESETS, TrainConfig
 
 COMMANDS = {"train": train, "run": run, "lecture": lecture, "sweep": sweep, "lr-find": lr_find}
@@ -121,7 +121,7 @@ def test_sweep_does_not_offer_tensorboard(tmp_path, run_cli, feats):
 
 
 def test_lr_find_steps_advertises_the_minimum_the_test_accepts(tmp_path, run_cli, feats):
-    from featmlp.lr_find import lr_find as lr_find_
+    from featmlp.training.lr_find import lr_find as lr_find_
 
     assert "at least 5" in help_lines(lr_find)["--steps"]
     code, _, err = run_cli(["lr-find", feats, "--steps", "4", "-q"])

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from featmlp.cluster import environment_kept
+from featmlp.tables.cluster import environment_kept
 from featmlp.data import load_dataset
-from featmlp.extraction import extract_to_shards, work_dir
-from featmlp.shards import read_manifest
-from featmlp.store import load_features, table_fingerprint
+from featmlp.tables.extract import extract_to_shards, work_dir
+from featmlp.tables.sharded import read_manifest
+from featmlp.tables.store import load_features, table_fingerprint
 
 from test_extraction import image_folder
 from test_sources import _files, _upload, _write_folder, s3  # noqa: F401 (s3 is a fixture)
@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_extraction_loses_nothing(folder, tmp_path, client):
 _CLIENT = """
 import os, signal, sys
 from featmlp.data import load_dataset
-from featmlp.extraction import extract_to_shards
+from featmlp.tables.extract import extract_to_shards
 
 def die(desc, done, total):
     if desc == "extract" and done >= 15:
@@ -159,7 +159,7 @@ def test_a_local_cluster_leaves_this_process_environment_as_it_was(folder, tmp_p
 
 def test_tasks_are_submitted_a_window_at_a_time(client):
     # A generator of tasks is not drained up front: the scheduler holds only those in flight.
-    from featmlp.cluster import run_on_cluster
+    from featmlp.tables.cluster import run_on_cluster
 
     pulled = []
 

@@ -742,7 +742,7 @@ def test_without_skip_bad_an_unreadable_file_is_one_clear_error(tmp_path):
 
 
 def test_extraction_decodes_chunk_by_chunk(tmp_path, monkeypatch):
-    from featmlp.store import extract_dataset
+    from featmlp.tables.extract import extract_dataset
     import featmlp.data._image_array as lazy
 
     root = tmp_path / "d"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import featmlp.extraction as extraction
+import featmlp.tables.extract as extraction
 from featmlp import extract_features
 from featmlp.data import Dataset, load_dataset
 from featmlp.errors import DataError
-from featmlp.extraction import extract_to_shards, work_dir
-from featmlp.shards import ShardedArray, read_manifest
-from featmlp.store import FeatureTable, load_features, save_features, save_sharded, table_fingerprint
+from featmlp.tables.extract import extract_to_shards, work_dir
+from featmlp.tables.sharded import ShardedArray, read_manifest
+from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded, table_fingerprint
 
 
 def image_folder(root, n_per_class=9, classes=("cat", "dog", "emu"), size=(16, 12), seed=0):
@@ -194,7 +194,7 @@ def test_cli_extract_to_a_sharded_table(folder, tmp_path, run_cli):
 
 
 def test_the_nan_check_of_a_sharded_table_reads_its_manifest_not_its_shards(tmp_path, monkeypatch):
-    from featmlp.scaling import nonfinite_rows
+    from featmlp.tables.passes import nonfinite_rows
 
     X = np.arange(60, dtype=np.float32).reshape(20, 3)
     X[7, 1], X[16, 2] = np.nan, np.inf

@@ -292,7 +292,7 @@ def test_cli_run_and_predict_recompute_the_combination(tmp_path, run_cli):
 def test_extract_dataset_names_hog_columns_of_other_sizes(tiny_dataset):
     from dataclasses import replace
 
-    from featmlp.store import extract_dataset
+    from featmlp.tables.extract import extract_dataset
 
     rng = np.random.default_rng(0)
     ds = replace(tiny_dataset, train_images=rng.integers(0, 256, (12, 24, 40, 3), dtype=np.uint8),

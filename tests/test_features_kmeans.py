@@ -13,7 +13,9 @@ from featmlp.errors import ConfigError, DataError
 from featmlp.features import (KMeansFeatures, extract_features, feature_names, fit_features,
                               mirror_permutation, parse_feature_options, state_from_arrays, state_to_arrays)
 from featmlp.features.kmeans import pool_weights
-from featmlp.store import extract_dataset, load_features, load_fitted
+from featmlp.tables.extract import extract_dataset
+from featmlp.tables.store import load_features
+from featmlp.runs.bundle import load_fitted
 
 SMALL = dict(k=8, patch_size=3, pool=2, n_patches=2000, n_iter=5)
 
@@ -213,7 +215,7 @@ def test_fitting_never_reads_test_images(monkeypatch):
 
 
 def test_resumed_extraction_reuses_the_saved_state(tmp_path, monkeypatch):
-    import featmlp.extraction as store  # where extraction (and its extract_features) lives
+    import featmlp.tables.extract as store  # where extraction (and its extract_features) lives
 
     images = _images(n=10, h=10, w=10)
     ds = Dataset(images[:8], np.arange(8) % 2, images[8:], np.arange(2) % 2, ("a", "b"), "t")
@@ -426,7 +428,8 @@ def test_fitted_state_from_other_images_is_one_line(image_folder, tmp_path, run_
 
 
 def test_mirror_agreement_tells_mirror_changing_classes_apart():
-    from featmlp.store import FeatureTable, mirror_agreement
+    from featmlp.tables.store import FeatureTable
+    from featmlp.runs.job import mirror_agreement
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 22)).astype(np.float32)  # color-like columns: the colour set's mirror is the identity

@@ -1,4 +1,4 @@
-"""featmlp.lr_find: the learning-rate range test, checked by training with what it suggests."""
+"""featmlp.training.lr_find: the learning-rate range test, checked by training with what it suggests."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError
-from featmlp.lr_find import RULES, LRFinderResult, lr_find, suggest_lr
+from featmlp.training.lr_find import RULES, LRFinderResult, lr_find, suggest_lr
 from featmlp.training import PRESETS, TrainConfig, train
 
 

@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, build_mlp, parameter_count, predict_proba, training_bytes
-from featmlp.scaling import SCALERS, Scaler, nonfinite_rows
+from featmlp.model import SCALERS, Scaler
+from featmlp.tables.passes import nonfinite_rows
 
 
 def test_build_mlp_layers_follow_the_spec():

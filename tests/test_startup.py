@@ -135,7 +135,7 @@ def test_extract_imports_no_torch(tmp_path):
 def two_runs(tmp_path_factory):
     """Two finished run directories (train_run on a small random table), differing in lr."""
     from featmlp.runs import train_run
-    from featmlp.store import FeatureTable
+    from featmlp.tables.store import FeatureTable
     from featmlp.training import TrainConfig
 
     rng = np.random.default_rng(0)

@@ -10,9 +10,9 @@ import pytest
 from featmlp import extract_features
 from featmlp.data import Dataset
 from featmlp.errors import DataError
-from featmlp.store import FeatureTable, extract_dataset, load_features, save_features
-import featmlp.store as store
-import featmlp.extraction as extraction
+from featmlp.tables.store import FeatureTable, load_features, save_features
+from featmlp.tables.extract import extract_dataset
+import featmlp.tables.extract as extraction
 
 
 def small_dataset(n_train=23, n_test=7, size=(16, 16)):
@@ -222,19 +222,19 @@ def test_workers_keep_few_chunks_in_flight(monkeypatch):
 
 def test_default_chunks_hold_a_bounded_number_of_pixels(monkeypatch):
     # 5,000 small images a chunk, but never more than 256 MB of decoded pixels and feature work.
-    from featmlp.extraction import default_chunk_size
+    from featmlp.tables.extract import default_chunk_size
     from featmlp.features import working_bytes
 
     assert default_chunk_size((32, 32)) == 5000
     assert default_chunk_size((256, 256), "color") == (256 << 20) // (256 * 256 * 3) == 1365
     assert default_chunk_size((20000, 20000)) == 1
-    import featmlp.extraction
+    import featmlp.tables.extract
 
     seen = []
-    real = featmlp.extraction.extract_features
+    real = featmlp.tables.extract.extract_features
     # four 16x16 images a chunk
-    monkeypatch.setattr(featmlp.extraction, "_CHUNK_BYTES", working_bytes("lecture", (16, 16), 4))
-    monkeypatch.setattr(featmlp.extraction, "extract_features",
+    monkeypatch.setattr(featmlp.tables.extract, "_CHUNK_BYTES", working_bytes("lecture", (16, 16), 4))
+    monkeypatch.setattr(featmlp.tables.extract, "extract_features",
                         lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
     ds = small_dataset()
     extract_dataset(ds, "lecture")

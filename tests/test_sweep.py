@@ -16,7 +16,7 @@ import torch
 from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.sweep import config_names, expand_grid, run_sweep
 from featmlp.training import PRESETS, TrainConfig, train
 
@@ -248,7 +248,7 @@ def test_sweep_leaves_the_global_random_state_alone(table):
 # (a stacked pair, one trained alone) and a last one, alone, that waits until killed.
 _KILLED_SWEEP = """
 import json, sys, time
-from featmlp.store import load_features
+from featmlp.tables.store import load_features
 from featmlp.sweep import config_names, run_sweep
 from featmlp.training import TrainConfig
 
@@ -277,7 +277,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(table, tmp_path):
     import sys
     import time
 
-    from featmlp.store import save_features
+    from featmlp.tables.store import save_features
 
     configs = _resumable_configs()
     names = config_names(configs)

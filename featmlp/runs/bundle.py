@@ -30,11 +30,17 @@ from torch import nn
 
 from featmlp import __version__
 from featmlp._io import atomic_write
+from featmlp import _memory  # _memory.available_memory read when called (tests replace it)
 from featmlp._memory import check_memory, format_bytes
+from featmlp.data import jpeg_decoder, read_images
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.model import MLPSpec, build_mlp, parameter_count, predict_proba
-from featmlp.scaling import Scaler, is_permutation
+from featmlp.features import extract_features, get_feature_set, state_from_arrays, state_to_arrays, working_bytes
+from featmlp.model import MLPSpec, Scaler, build_mlp, parameter_count, predict_proba
 from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE
+from featmlp.tables.passes import is_permutation, nonfinite_rows
+from featmlp.tables.store import read_fitted
+from featmlp.training import TrainConfig
+from featmlp.training.config import SEED_MAX
 
 FORMAT_VERSION = 1
 
@@ -106,12 +112,6 @@ class Bundle:
     def iter_predict_images(self, paths, *, resize: bool = True):
         """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
         of images once computed (so not in the order given; ``index`` is each one's place)."""
-        from featmlp._memory import available_memory
-        from featmlp.data import read_images
-        from featmlp.data._decode import jpeg_decoder
-        from featmlp.features import extract_features
-        from featmlp.scaling import nonfinite_rows
-
         jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER: one error, not one per image
         paths = list(paths)
         size = self.extra.get("image_size") if resize else None
@@ -174,7 +174,7 @@ class Bundle:
             return held + max(image_bytes((w, h), n, self.feature_set, self.feature_state)
                               for (h, w), n in counts.items())
 
-        free = None if resize else available_memory()  # resized images were checked above
+        free = None if resize else _memory.available_memory()  # resized images were checked above
         chunk, counts = [], {}
         for index, path in enumerate(paths):
             try:
@@ -200,7 +200,7 @@ class Bundle:
                 yield from classify(chunk)
                 chunk, grown = [], {hw: 1}
                 if not resize:
-                    free = available_memory()
+                    free = _memory.available_memory()
             chunk.append((index, path, arr))
             counts = grown
         if chunk:
@@ -283,8 +283,6 @@ def save_bundle(
     state_bytes = None
     if feature_state or mirror is not None:
         from safetensors.numpy import save as save_arrays
-
-        from featmlp.features import state_to_arrays
 
         settings, arrays = state_to_arrays(feature_state or {})
         if mirror is not None:
@@ -424,8 +422,6 @@ def image_bytes(image_size, n_images: int = 1, features: str = "lecture", state:
     >>> image_bytes((32, 32), 256, "color") // 2**10  # KB
     1536
     """
-    from featmlp.features import working_bytes
-
     w, h = (int(v) for v in image_size)
     return 3 * w * h * int(n_images) + working_bytes(features, (h, w), n_images, threads=threads, state=state)
 
@@ -436,8 +432,6 @@ def _check_fields(meta: dict) -> None:
     :meth:`MLPSpec.validate` and :meth:`Scaler.from_dict` check their own values; this checks
     the types JSON could hold instead (strings for numbers, numbers for names ...).
     """
-    from featmlp.features import get_feature_set
-
     spec = meta["spec"]
     if not isinstance(spec, dict):
         raise ValueError(f"spec must be an object, got {spec!r:.80}")
@@ -476,9 +470,6 @@ def _check_fields(meta: dict) -> None:
     if extra.get("train") is not None:
         import dataclasses
 
-        from featmlp.training import TrainConfig
-        from featmlp.training.config import SEED_MAX
-
         if not isinstance(extra["train"], dict):
             raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
         train = TrainConfig.from_dict(extra["train"])
@@ -498,14 +489,31 @@ def read_feature_state(directory: str | os.PathLike) -> tuple[str, dict]:
     return str(meta.get("feature_set", "unknown")), _read_state(Path(directory), meta)[0]
 
 
+def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
+    """The feature set and fitted state of a feature file or a run directory (``--fitted-from``).
+
+    Returns ``(feature set name, state)``; a :class:`DataError` when the path holds none.
+    """
+    path = Path(path)
+    if path.is_dir():
+        feature_set, state = read_feature_state(path)
+        if not state:
+            raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
+                            f"state: use a run of a fitted set such as kmeans")
+        return feature_set, state
+    table_meta, state = read_fitted(path)
+    if not state:
+        raise DataError(f"{path} holds no fitted feature state (its features are "
+                        f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
+    return table_meta.get("features", "+".join(state)), state
+
+
 def _read_state(directory: Path, meta: dict) -> tuple[dict, np.ndarray | None]:
     info = meta.get("feature_state")
     if info is None:
         return {}, None
     from safetensors import SafetensorError
     from safetensors.numpy import load as load_arrays
-
-    from featmlp.features import state_from_arrays
 
     path = directory / FEATURE_STATE_FILE
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from featmlp._figures import new_figure, plot_format, save_figure
 from featmlp._text import plot_text, printable
 from featmlp.errors import DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
@@ -211,8 +212,6 @@ def _differing_in_rows(rows: Sequence[dict]) -> list[str]:
 
 def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str | None = None):
     """The matplotlib figure of :func:`plot_comparison` for runs already read."""
-    from featmlp.runs.plots import new_figure
-
     fig = new_figure(8, 5)
     ax = fig.subplots()
     colors = _colors(len(runs))
@@ -269,8 +268,6 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
     >>> plot_comparison(["runs/lr10", "runs/lr50"], "compare.png")   # doctest: +SKIP
     PosixPath('compare.png')
     """
-    from featmlp.runs.plots import plot_format, save_figure
-
     plot_format(path)  # before reading the runs
     return save_figure(comparison_figure(read_runs(run_dirs), log_scale, title), path)
 

@@ -9,19 +9,18 @@ import os
 from pathlib import Path
 
 from featmlp import __version__
+from featmlp._figures import new_figure, save_figure
 from featmlp._io import atomic_write
-from featmlp.runs.plots import new_figure, plot_confusion, plot_history, render, save_figure
-from featmlp.runs.layout import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
-from featmlp.store import FeatureTable
+from featmlp.runs.layout import CONFUSION_PLOT
+from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
+from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
+from featmlp.runs.plots import plot_confusion, plot_history, render
+from featmlp.tables.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
 
+from .._workers import spawn_pool, stopping
 from ._grid import format_value
 from ._result import SweepResult
-
-RESULTS_FILE = "results.csv"
-LOSS_PLOT = "loss.png"
-ACCURACY_PLOT = "accuracy_vs_lr.png"
-SWEEP_FILE = "sweep.json"
 
 
 def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool,
@@ -41,8 +40,8 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
         if cm is not None and not confusion.is_file():
             jobs.append((plot_confusion, (cm, table.class_names, confusion)))
     write_csv(out / RESULTS_FILE, sweep.table())
-    _render_all(jobs, lambda: (plot_losses(sweep, out / LOSS_PLOT, log_scale=log_scale),
-                               plot_accuracy_vs_lr(sweep, out / ACCURACY_PLOT)))
+    _render_all(jobs, lambda: (plot_losses(sweep, out / SWEEP_LOSS_PLOT, log_scale=log_scale),
+                               plot_accuracy_vs_lr(sweep, out / SWEEP_ACCURACY_PLOT)))
     configs = [run.config for run in sweep]
     write_json(out / SWEEP_FILE, {
         "featmlp_version": __version__,
@@ -69,7 +68,6 @@ def _render_all(jobs: list, meanwhile) -> None:
         for job in jobs:
             render(job)
         return
-    from .._workers import spawn_pool, stopping
 
     with stopping(spawn_pool(workers)) as pool:  # its workers stop with this process
         futures = [pool.submit(render, job) for job in jobs]  # featmlp.runs.plots: no torch to import

@@ -19,7 +19,7 @@ from featmlp._workers import spawn_pool, terminate
 from featmlp.errors import ConfigError
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.training import TrainConfig, TrainResult, threads_override, train
 from featmlp.training.callbacks import as_callback
 from featmlp.training.history import History
@@ -90,7 +90,7 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     Examples
     --------
     >>> import numpy as np
-    >>> from featmlp.store import FeatureTable
+    >>> from featmlp.tables.store import FeatureTable
     >>> from featmlp.sweep import expand_grid, run_sweep
     >>> from featmlp.training import PRESETS
     >>> rng = np.random.default_rng(0)

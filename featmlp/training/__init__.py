@@ -7,7 +7,7 @@
 - :mod:`~featmlp.training.prepare`: the set-up shared by ``train``, ``lr_find`` and the sweep.
 - :mod:`~featmlp.training.history`: the per-epoch record and its column names.
 - :mod:`~featmlp.training.callbacks`: :class:`Callback` (defined in :mod:`featmlp.progress`, the one hook
-  protocol), :class:`LivePlot`.
+  protocol); the live loss plot is :class:`featmlp.runs.LivePlot`.
 - :mod:`~featmlp.training.threads`: the CPU thread policy.
 - :mod:`~featmlp.training.engines`: the two engines that run an epoch's steps.
 - :mod:`~featmlp.training.loop`: :func:`train` and :class:`TrainResult`.
@@ -32,7 +32,7 @@ _NAMES = {
     **dict.fromkeys(["TrainResult", "train"], "featmlp.training.loop"),
     **dict.fromkeys(["OPTIMIZERS", "SCHEDULES", "GradientDescent", "SGD", "Adam", "AdamW"],
                     "featmlp.training.optim"),
-    **dict.fromkeys(["Callback", "LivePlot"], "featmlp.training.callbacks"),
+    "Callback": "featmlp.training.callbacks",
     **dict.fromkeys(["check_config", "check_training"], "featmlp.training.prepare"),
     **dict.fromkeys(["THREADS_ENV", "idle_cores", "threads_override", "training_threads"],
                     "featmlp.training.threads"),

@@ -18,7 +18,6 @@ from torch import nn
 
 from featmlp.model import MLPSpec, loss_function
 
-
 # Activation forward, in place where the backward needs only the output, and backward
 # ``f(grad, output, pre_activation)`` written over ``grad`` (aten's grad_input variants) for the
 # hand-written pass.
@@ -167,7 +166,7 @@ class ScaledRows:
     """Training rows scaled per batch as they are gathered, instead of one scaled copy of ``X``.
 
     ``X`` (N, F) stays as stored (float32 or float64; the arithmetic is in its dtype, as
-    :meth:`featmlp.scaling.Scaler.transform`). With ``mirror``, rows ``N .. 2N-1`` are the mirror
+    :meth:`featmlp.model.scaler.Scaler.transform`). With ``mirror``, rows ``N .. 2N-1`` are the mirror
     images of rows ``0 .. N-1``: their columns permuted by ``mirror``, so flip augmentation of
     a mirror-symmetric feature set needs no second copy either.
     """

@@ -51,8 +51,7 @@ import torch
 from torch import nn
 
 from featmlp.errors import ConfigError
-from featmlp.model import MLPSpec, loss_function, predict_proba
-from featmlp.scaling import Scaler
+from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.config import PRESETS, TrainConfig
@@ -75,7 +74,7 @@ class TrainResult:
     model : featmlp.model.MLP
         The trained network, in eval mode (best weights under early stopping, last finite
         weights after a divergence).
-    scaler : featmlp.scaling.Scaler
+    scaler : featmlp.model.scaler.Scaler
         Fitted on the training rows; apply it to any features before the model.
     spec, config
         The network's spec and the run's settings.
@@ -154,7 +153,7 @@ def train(
         ``features(flipped images) == X[:, mirror]`` (:func:`featmlp.features.mirror_permutation`).
         Needed by ``config.flip`` and ``config.test_flip``.
     out_of_core : bool, optional
-        For a sharded table's ``X`` (:class:`featmlp.shards.ShardedArray`, from
+        For a sharded table's ``X`` (:class:`featmlp.tables.sharded.ShardedArray`, from
         ``load_features("DIR.features/")``): True streams it from disk a shard at a time
         (:mod:`featmlp.training.stream`), False reads it into memory, None (default) streams it
         when it is larger than a quarter of the available memory. Streamed, the scaler is
@@ -187,7 +186,7 @@ def train(
     A sharded table trained from disk, and the same order in memory:
 
     >>> import tempfile, pathlib
-    >>> from featmlp.store import FeatureTable, load_features, save_sharded
+    >>> from featmlp.tables.store import FeatureTable, load_features, save_sharded
     >>> t = FeatureTable(X.astype(np.float32), y, X[:5], y[:5], tuple("abcdefghi"), ("a", "b", "c"))
     >>> sharded = load_features(save_sharded(pathlib.Path(tempfile.mkdtemp()) / "t.features", t, shard_rows=70))
     >>> config = TrainConfig(epochs=2, dropout=0.2)

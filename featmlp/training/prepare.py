@@ -1,4 +1,4 @@
-"""The set-up shared by :func:`featmlp.training.train`, :func:`featmlp.lr_find.lr_find` and the stacked sweep.
+"""The set-up shared by :func:`featmlp.training.train`, :func:`featmlp.training.lr_find.lr_find` and the stacked sweep.
 
 Each of them checks its inputs, picks the device, holds out the validation rows, fits the
 scaler, weighs the classes and draws the initial weights the same way, from the functions
@@ -17,12 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import MLPSpec, build_mlp
-from featmlp.scaling import Scaler, is_permutation, nonfinite_rows
-from featmlp.shards import ShardedArray
+from featmlp.model import MLPSpec, Scaler, build_mlp, training_bytes
+from featmlp.tables.passes import is_permutation, nonfinite_rows
+from featmlp.tables.sharded import ShardedArray
+from featmlp.tables.store import label_indices, real_features
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.optim import OPTIMIZERS
+from featmlp.training.stream import CACHED_SHARDS, GD_CHUNK_ROWS, streams
 
 
 @dataclass
@@ -47,11 +50,11 @@ class TrainingRows:
 def training_rows(X, y, config: TrainConfig, *, X_val=None, y_val=None, mirror=None) -> TrainingRows:
     """Hold out ``config.val_fraction`` of checked rows, pick the device, fit the scaler on the rest.
 
-    In that order, as :func:`featmlp.training.train`, :func:`featmlp.lr_find.lr_find` and the stacked
+    In that order, as :func:`featmlp.training.train`, :func:`featmlp.training.lr_find.lr_find` and the stacked
     sweep did each on its own. With ``config.flip`` and ``mirror``, the scaler is that of the
     training rows and their mirror images together.
 
-    A :class:`~featmlp.shards.ShardedArray` ``X`` (a table streamed from disk) stays where it
+    A :class:`~featmlp.tables.sharded.ShardedArray` ``X`` (a table streamed from disk) stays where it
     is: the validation rows, chosen as in memory, are gathered into memory, the scaler is
     fitted on the other rows in a pass over the shards, and ``rows`` says which they are.
     """
@@ -219,7 +222,7 @@ def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | 
     validation split leaves rows on both sides, early stopping's need of validation data,
     flips' need of a mirror permutation, that the device exists and that the network fits in
     its memory, without copying or training anything: a run directory calls it before it
-    writes a file. A sharded table (:class:`~featmlp.shards.ShardedArray`) is not read into
+    writes a file. A sharded table (:class:`~featmlp.tables.sharded.ShardedArray`) is not read into
     memory: its NaN check is a pass over its shards, and the memory asked for is that of
     streaming it (a shard or two and a batch, ``out_of_core``) or of reading it whole.
 
@@ -241,8 +244,6 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=No
     ``X_val``) comes back as it is, unread: ``streamed`` says whether training streams it
     (:func:`featmlp.training.stream.streams`) or reads it into memory.
     """
-    from featmlp.training.stream import streams
-
     _check_is_config(config)
     config.validate()
     streamed = streams(X, out_of_core)
@@ -302,10 +303,6 @@ def _check_training_memory(X, X_val, spec, config, n_train, n_val, streamed, dev
     itself when a sharded one is read whole. Streamed: no copies of the rows, only a batch,
     the shards kept mapped and the validation rows gathered into memory.
     """
-    from featmlp._memory import check_memory, format_bytes
-    from featmlp.model import training_bytes
-    from featmlp.training.stream import CACHED_SHARDS, GD_CHUNK_ROWS
-
     rows = 2 * n_train if config.flip else n_train
     full_batch = OPTIMIZERS[config.optimizer].full_batch
     sizes = " -> ".join(str(w) for w in spec.widths)
@@ -345,11 +342,9 @@ def resolve_device(name: str) -> torch.device:
 def check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
     """Features as float32/float64 (N, F) without NaN, labels as int64 (N,); DataError otherwise.
 
-    A :class:`~featmlp.shards.ShardedArray` (float32) stays on disk: its NaN check reads one
+    A :class:`~featmlp.tables.sharded.ShardedArray` (float32) stays on disk: its NaN check reads one
     shard at a time.
     """
-    from featmlp.store import label_indices, real_features
-
     try:
         if not isinstance(X, ShardedArray):
             # float32 stays (learned features are large); complex, text and objects are refused, not cast

@@ -1,13 +1,13 @@
 """Training out of core: rows streamed from a sharded feature table, a shard or two at a time.
 
-:func:`featmlp.store.load_features` opens a ``DIR.features/`` directory as
-:class:`~featmlp.shards.ShardedArray` columns. When such a table is larger than
+:func:`featmlp.tables.store.load_features` opens a ``DIR.features/`` directory as
+:class:`~featmlp.tables.sharded.ShardedArray` columns. When such a table is larger than
 :data:`STREAM_MEMORY_FRACTION` of the free memory (or ``train(..., out_of_core=True)``),
 :func:`featmlp.training.train` streams it instead of reading it whole:
 
-- the scaler is fitted in one pass over the shards (:meth:`featmlp.scaling.Scaler.fit`); NaN or
+- the scaler is fitted in one pass over the shards (:meth:`featmlp.model.scaler.Scaler.fit`); NaN or
   infinite rows come from the table's manifest, which records them as each shard is written
-  (:func:`featmlp.scaling.nonfinite_rows`; a pass over the shards when it does not);
+  (:func:`featmlp.tables.passes.nonfinite_rows`; a pass over the shards when it does not);
 - validation rows are chosen from the labels exactly as in memory and gathered into memory;
   the training rows stay on disk;
 - minibatch optimisers visit the shards in a shuffled order and the rows of each shard in a
@@ -27,9 +27,11 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from featmlp import _memory  # _memory.available_memory read when called (tests replace it)
+from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec, loss_function
-from featmlp.shards import ShardedArray
+from featmlp.tables.sharded import ShardedArray
 from featmlp.training.engines import ScaledRows
 
 # A sharded table larger than this share of the free memory is streamed rather than read: the
@@ -44,7 +46,7 @@ CACHED_SHARDS = 2
 def streams(X, out_of_core: bool | None = None) -> bool:
     """Whether :func:`featmlp.training.train` streams ``X`` from disk rather than reading it into memory.
 
-    ``out_of_core=True`` streams a :class:`~featmlp.shards.ShardedArray` (ConfigError for an
+    ``out_of_core=True`` streams a :class:`~featmlp.tables.sharded.ShardedArray` (ConfigError for an
     array in memory), ``False`` reads it, ``None`` streams it when it is larger than
     :data:`STREAM_MEMORY_FRACTION` of the available memory.
 
@@ -53,8 +55,6 @@ def streams(X, out_of_core: bool | None = None) -> bool:
     >>> streams(np.zeros((3, 2)))
     False
     """
-    from featmlp._memory import available_memory
-
     if out_of_core is not None and not isinstance(out_of_core, bool):
         raise ConfigError(f"out_of_core must be True, False or None (decide by size), got {out_of_core!r}")
     if out_of_core is False:
@@ -67,7 +67,7 @@ def streams(X, out_of_core: bool | None = None) -> bool:
         return False
     if out_of_core:
         return True
-    free = available_memory()
+    free = _memory.available_memory()
     return free is not None and X.nbytes > free * STREAM_MEMORY_FRACTION
 
 
@@ -216,7 +216,7 @@ class StreamedGDEngine:
 
 
 def in_memory(X, what: str):
-    """``X`` as an array in memory: a :class:`~featmlp.shards.ShardedArray` read whole after a memory check.
+    """``X`` as an array in memory: a :class:`~featmlp.tables.sharded.ShardedArray` read whole after a memory check.
 
     For what needs all rows at once (the sweep, the learning-rate test): a ConfigError naming
     ``what`` and the sizes when the table does not fit; other arrays are returned as they are.
@@ -226,8 +226,6 @@ def in_memory(X, what: str):
     >>> in_memory(np.ones((2, 2)), "the sweep").shape
     (2, 2)
     """
-    from featmlp._memory import check_memory, format_bytes
-
     if not isinstance(X, ShardedArray):
         return X
     check_memory(X.nbytes, f"{what} reads the sharded table {X.root} ({X.shape[0]} x {X.shape[1]}, "

@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 from featmlp import __version__
 from featmlp.runs import META_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from featmlp.errors import DataError
-from featmlp.model import MLPSpec, build_mlp
-from featmlp.scaling import Scaler
+from featmlp.model import MLPSpec, Scaler, build_mlp
 
 
 @pytest.fixture

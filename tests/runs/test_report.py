@@ -16,7 +16,7 @@ from featmlp.runs.compare import RESULT_COLUMNS, compare_runs, format_table, plo
 from featmlp.errors import DataError
 from featmlp.runs.report import render_report, write_report
 from featmlp.runs import train_run
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.training import PRESETS, TrainConfig
 
 EVIL = "<script>alert('x')</script>"

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from featmlp.runs.bundle import load_bundle
 from featmlp.errors import DataError
 from featmlp.runs import RunDirectory, repeat_config, train_run
-from featmlp.store import FeatureTable, save_features, table_fingerprint
+from featmlp.tables.store import FeatureTable, save_features, table_fingerprint
 from featmlp.training import PRESETS, TrainConfig
 
 
@@ -411,11 +411,11 @@ def image_folder(root, n=10, size=16, seed=0):
 
 
 def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
-    import featmlp.extraction
+    import featmlp.tables.extract
 
     root = image_folder(tmp_path / "imgs")
-    monkeypatch.setitem(featmlp.extraction.extract_dataset.__kwdefaults__, "chunk_size", 4)
-    real, calls = featmlp.extraction.extract_features, []
+    monkeypatch.setitem(featmlp.tables.extract.extract_dataset.__kwdefaults__, "chunk_size", 4)
+    real, calls = featmlp.tables.extract.extract_features, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -423,7 +423,7 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featmlp.extraction, "extract_features", interrupted)
+    monkeypatch.setattr(featmlp.tables.extract, "extract_features", interrupted)
     args = ["run", "--data", root, "--test-fraction", "0.5", "--epochs", "1", "-q", "--out", tmp_path / "r"]
     code, _, err = run_cli(args)
     assert code == 130, err
@@ -432,7 +432,7 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
     assert [p.name for p in staging.iterdir()] == ["features.npz.partial"]
     assert len(list((staging / "features.npz.partial").glob("*.npy"))) == 1
     calls.clear()
-    monkeypatch.setattr(featmlp.extraction, "extract_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(featmlp.tables.extract, "extract_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     code, _, err = run_cli(args)
     assert code == 0, err
     assert len(calls) == 6 - 1  # 10 + 10 images in chunks of 4: the finished chunk was not redone
@@ -570,7 +570,7 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     meta["extra"]["image_size"] = [4000, 4000]
     meta_file.write_text(json.dumps(meta))
     monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 100 * 2**20)
-    monkeypatch.setattr("featmlp.data.read_images", lambda *a, **k: pytest.fail("read"))
+    monkeypatch.setattr("featmlp.runs.bundle.read_images", lambda *a, **k: pytest.fail("read"))
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
     # by hand: 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 10 the lecture's int64
@@ -607,10 +607,10 @@ def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, mo
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_run_refuses_settings_before_extracting(tmp_path, run_cli, monkeypatch, args, message):
-    import featmlp.extraction
+    import featmlp.tables.extract
 
     root = image_folder(tmp_path / "imgs")
-    monkeypatch.setattr(featmlp.extraction, "extract_features", lambda *a, **k: pytest.fail("extracted"))
+    monkeypatch.setattr(featmlp.tables.extract, "extract_features", lambda *a, **k: pytest.fail("extracted"))
     code, _, err = run_cli(["run", "--data", root, "-q", *args, "--out", tmp_path / "r"])
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
@@ -652,7 +652,7 @@ def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, ru
 
 def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
     from featmlp.runs import JobHook, run_job
-    from featmlp.store import load_features
+    from featmlp.tables.store import load_features
 
     root = image_folder(tmp_path / "imgs")
     (root / "dark" / "README.txt").write_text("not an image")
@@ -717,19 +717,19 @@ def test_run_job_tells_its_callbacks_the_progress_of_every_step(tmp_path):
 
 
 def test_decide_flips_turns_off_flips_where_mirrors_change_the_class(table, monkeypatch):
-    import featmlp.store
+    import featmlp.runs.job
     from featmlp.runs import decide_flips
 
     flips = TrainConfig(flip=True, test_flip=True)
-    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
     assert decide_flips(table, flips) == (flips, None)
-    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: (0.9, 0.3))
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: (0.9, 0.3))
     config, message = decide_flips(table, flips)
     assert (config.flip, config.test_flip) == (False, False) and config == dataclasses.replace(flips, flip=False,
                                                                                               test_flip=False)
     assert message.startswith("flips off: mirror images of the training images keep their class for 30% of them "
                               "against 90% for the images")
-    monkeypatch.setattr(featmlp.store, "mirror_agreement", lambda t: pytest.fail("no flips to decide"))
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: pytest.fail("no flips to decide"))
     assert decide_flips(table, TrainConfig()) == (TrainConfig(), None)
 
 

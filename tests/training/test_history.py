@@ -33,7 +33,7 @@ def test_train_records_exactly_the_named_columns():
 
 
 def test_the_stacked_sweep_records_the_same_columns():
-    from featmlp.store import FeatureTable
+    from featmlp.tables.store import FeatureTable
     from featmlp.sweep import expand_grid, run_sweep
 
     X, y = _data(80)

@@ -16,9 +16,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, build_mlp
-from featmlp.scaling import Scaler
-from featmlp.training import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, LivePlot, TrainConfig,
+from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, Scaler, build_mlp
+from featmlp.runs import LivePlot
+from featmlp.training import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, TrainConfig,
                            check_training, train)
 from featmlp.training.prepare import split_validation as _split_validation
 

@@ -15,9 +15,9 @@ import torch
 from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError, DataError
-from featmlp.scaling import Scaler
-from featmlp.shards import ShardedArray
-from featmlp.store import FeatureTable, load_features, save_features, save_sharded
+from featmlp.model import Scaler
+from featmlp.tables.sharded import ShardedArray
+from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded
 from featmlp.training import PRESETS, TrainConfig, check_training, train
 from featmlp.training.stream import blocked_permutation
 
@@ -232,7 +232,7 @@ def test_what_cannot_stream_is_refused_clearly(sharded, monkeypatch):
 
 def test_sweep_and_lr_find_read_the_table_after_a_memory_check(sharded, monkeypatch, tmp_path):
     import featmlp._memory
-    from featmlp.lr_find import lr_find
+    from featmlp.training.lr_find import lr_find
     from featmlp.sweep import run_sweep
 
     r = lr_find(sharded.X_train, sharded.y_train, TrainConfig(hidden=(8,), batch_size=32), num_steps=10)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from featmlp.errors import DataError
-from featmlp.scaling import Scaler
+from featmlp.model import Scaler
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.prepare import gd_gradient_scale, training_rows
 

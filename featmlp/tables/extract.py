@@ -8,10 +8,10 @@ stays bounded by the chunk size while extracting.
 :func:`extract_to_shards` plans the chunks of a dataset (a chunk is ``chunk_size``
 consecutive images of one split), fits a fitted feature set (kmeans) once on the training
 images, and runs :func:`extract_shard` for every chunk: in this process, in ``workers``
-local processes, or on a Dask cluster (:mod:`featmlp.cluster`). Each task reads its own
+local processes, or on a Dask cluster (:mod:`featmlp.tables.cluster`). Each task reads its own
 images from the source (a chunk of image files travels as names and byte locations, never as
 pixels), computes the features with the serial kernels, and writes its shard atomically
-(:func:`featmlp.shards.write_shard`). A task whose shard is already finished and intact
+(:func:`featmlp.tables.sharded.write_shard`). A task whose shard is already finished and intact
 returns its record at once, so a rerun after an interruption, and a retry after a worker
 died, redo only what is missing. The table is built beside its place (``.NAME.partial/``)
 and renamed in once its manifest is written.
@@ -27,17 +27,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _memory
-from ._io import atomic_write, exclusive
-from ._memory import format_bytes
-from ._outputs import SPEC_FILE, check_output, check_work_dir, remove_work_dir, replace_dir
-from ._workers import spawn_pool, stopping
-from .data import ImageArray
-from .errors import ConfigError, DataError
-from .features import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_names, fit_features,
-                       get_feature_set, parse_feature_options, state_to_arrays, working_bytes)
-from .shards import FITTED_FILE, finished_shard, write_manifest, write_shard
-from .store import FeatureTable, load_features, read_fitted, save_features, write_fitted
+from featmlp import __version__, _memory
+from featmlp._io import atomic_write, exclusive
+from featmlp._memory import format_bytes
+from featmlp._outputs import check_output, check_work_dir, remove_work_dir, replace_dir
+from featmlp._workers import spawn_pool, stopping
+from featmlp.data import ImageArray, fingerprint
+from featmlp.errors import ConfigError, DataError
+from featmlp.features import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_names, fit_features,
+                              get_feature_set, parse_feature_options, state_to_arrays, working_bytes)
+from featmlp.tables.cluster import run_on_cluster
+from featmlp.tables.format import FITTED_FILE, SPEC_FILE
+from featmlp.tables.sharded import finished_shard, write_manifest, write_shard
+from featmlp.tables.store import FeatureTable, load_features, read_fitted, save_features, write_fitted
 
 _SPEC_FILE = SPEC_FILE
 
@@ -180,8 +182,6 @@ def extraction_lock(output):
 
 def extraction_meta(dataset, fset, options) -> dict:
     """The provenance a feature table records: feature set, source, dataset fingerprint, image size, version."""
-    from .data import fingerprint
-
     height, width = dataset.train_images.shape[1:3]
     meta = {"features": fset.name, "source": dataset.source, "dataset_fingerprint": fingerprint(dataset),
             "image_size": [int(width), int(height)],
@@ -414,7 +414,7 @@ def extract_to_shards(dataset, features: str = "lecture", output: str | os.PathL
     -------
     FeatureTable
         The table, opened from ``output`` (its features are
-        :class:`~featmlp.shards.ShardedArray` columns).
+        :class:`~featmlp.tables.sharded.ShardedArray` columns).
 
     Examples
     --------
@@ -466,8 +466,6 @@ def _extract(dataset, fset, output, options, fitted, chunk_size, workers, cluste
         progress("extract", 0, total)
     args = (str(work), fset.name, state, len(names))
     if cluster is not None:
-        from .cluster import run_on_cluster
-
         # closed at once on an interrupt here too: the cluster's workers stop now, not at exit
         with contextlib.closing(run_on_cluster(cluster, extract_shard, tasks, *args)) as ended:
             for record in ended:

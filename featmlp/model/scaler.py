@@ -1,10 +1,8 @@
-"""Feature scaling and the passes over a feature table it needs, without torch.
+"""Feature scaling, without torch: the :class:`Scaler` and its methods (:data:`SCALERS`).
 
 A :class:`Scaler` is fitted on the training features only and travels with the model, so test
 features and new images are scaled exactly as the training set was. It is fitted in memory, or
-in one pass over a sharded table (:func:`column_stats`, :func:`row_blocks`: a shard at a time);
-:func:`nonfinite_rows` finds NaN and infinite rows the same way. :mod:`featmlp.model`
-re-exports these names.
+in one pass over a sharded table (:func:`featmlp.tables.passes.column_stats`, a shard at a time).
 """
 
 from __future__ import annotations
@@ -15,69 +13,8 @@ from typing import Callable
 import numpy as np
 
 from featmlp.errors import ConfigError, DataError
-
-
-def is_permutation(perm, n: int) -> bool:
-    """Whether ``perm`` reorders ``n`` columns (each index 0..n-1 once): a mirror map's check."""
-    perm = np.asarray(perm)
-    return perm.shape == (n,) and np.array_equal(np.sort(perm), np.arange(n))
-
-
-def nonfinite_rows(X) -> np.ndarray:
-    """Indices of the rows of ``X`` (N, F) holding a NaN or an infinity, a block at a time.
-
-    A sharded table answers from its manifest, which records them as each shard is written,
-    so a table larger than memory is not read for it (and not three times before training).
-
-    Examples
-    --------
-    >>> nonfinite_rows([[0.0, 1.0], [np.nan, 2.0], [3.0, np.inf]]).tolist()
-    [1, 2]
-    """
-    known = getattr(X, "known_nonfinite", None)  # a sharded table's, recorded as its shards were written
-    if known is not None:
-        return known
-    bad = [np.flatnonzero(~np.isfinite(block).all(axis=1)) + start for start, block in row_blocks(X)]
-    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
-
-
-def row_blocks(X, size: int = 4096, rows=None):
-    """``(first row, block)`` of ``X`` (N, F) in order, at most ``size`` rows a block.
-
-    A :class:`featmlp.shards.ShardedArray` is read a shard at a time (each block a slice of
-    the shard held mapped), so a pass over a table larger than memory holds one shard; other
-    arrays are sliced as they are. With ``rows`` (sorted row indices), only those rows, and
-    ``first row`` is the position of the block's first row within ``rows``.
-
-    Examples
-    --------
-    >>> [(start, b.shape) for start, b in row_blocks(np.zeros((5, 2)), size=2)]
-    [(0, (2, 2)), (2, (2, 2)), (4, (1, 2))]
-    """
-    from featmlp.shards import ShardedArray
-
-    if isinstance(X, ShardedArray):
-        shards = ((int(X.offsets[i]), i) for i in range(X.n_shards) if X.shard_rows[i])
-    else:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            X = X.reshape(len(X), -1)
-        shards = [(0, None)]
-    done = 0
-    for first, i in shards:
-        part = X if i is None else X.shard(i)
-        if rows is None:
-            local = None
-        else:
-            # the given rows that fall in this shard, as indices into it
-            lo, hi = np.searchsorted(rows, [first, first + len(part)])
-            local = rows[lo:hi] - first
-        for j in range(0, len(part) if local is None else len(local), size):
-            block = part[j:j + size] if local is None else part[local[j:j + size]]
-            yield done + j, block
-            del block
-        done += len(part) if local is None else len(local)
-        del part  # unmapped (once the caller drops its last block) before the next shard is opened
+from featmlp.tables.passes import column_stats
+from featmlp.tables.sharded import ShardedArray
 
 
 def _choice_error(what: str, value, choices) -> ConfigError:
@@ -125,56 +62,6 @@ SCALERS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
 }
 
 
-@dataclass(frozen=True)
-class ColumnStats:
-    """Per-column ``mean``, ``std`` (population), ``min`` and ``max`` of ``n`` rows, float64."""
-
-    n: int
-    mean: np.ndarray
-    std: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-
-
-# Rows of a block in the streaming pass: its float64 temporaries stay near 32 MB.
-_STATS_BLOCK_VALUES = 1 << 22
-
-
-def column_stats(X, rows=None) -> ColumnStats:
-    """Column statistics of ``X`` (N, F), or of its ``rows`` (sorted), in one pass a block at a time.
-
-    Each block's mean and sum of squared deviations are merged into the running ones (Chan,
-    Golub and LeVeque's pairwise update), in float64: the mean and std equal numpy's two-pass
-    ones up to rounding, and a :class:`featmlp.shards.ShardedArray` is read a shard at a time.
-
-    Examples
-    --------
-    >>> X = np.random.default_rng(0).normal(size=(1000, 3))
-    >>> s = column_stats(X)
-    >>> bool(np.allclose(s.mean, X.mean(0)) and np.allclose(s.std, X.std(0)) and (s.max == X.max(0)).all())
-    True
-    """
-    n_features = X.shape[1]
-    n, mean, m2 = 0, np.zeros(n_features), np.zeros(n_features)
-    lo, hi = np.full(n_features, np.inf), np.full(n_features, -np.inf)
-    for _, block in row_blocks(X, max(1, _STATS_BLOCK_VALUES // max(n_features, 1)), rows):
-        nb = len(block)
-        if not nb:
-            continue
-        block_mean = block.mean(axis=0, dtype=np.float64)
-        block_m2 = np.square(block - block_mean).sum(axis=0)
-        delta = block_mean - mean
-        total = n + nb
-        mean = mean + delta * (nb / total)
-        m2 = m2 + block_m2 + np.square(delta) * (n * nb / total)
-        lo = np.minimum(lo, block.min(axis=0))
-        hi = np.maximum(hi, block.max(axis=0))
-        n = total
-    if n == 0:
-        raise DataError(f"cannot fit a scaler on features of shape {(0, n_features)}: need (N, F), N >= 1")
-    return ColumnStats(n, mean, np.sqrt(m2 / n), lo.astype(np.float64), hi.astype(np.float64))
-
-
 @dataclass(frozen=True, eq=False)
 class Scaler:
     """Per-feature affine scaling ``(x - offset) / scale``, fitted on training features only.
@@ -206,15 +93,13 @@ class Scaler:
         With ``mirror`` (a column permutation), the scaling of the rows of ``X`` and of
         ``X[:, mirror]`` together (flip augmentation), computed without building those rows.
 
-        A :class:`featmlp.shards.ShardedArray` is fitted in one pass over its shards, a shard
+        A :class:`featmlp.tables.sharded.ShardedArray` is fitted in one pass over its shards, a shard
         at a time (:func:`column_stats`, float64 sums): the same scaling as on the table in
         memory, up to rounding. ``rows`` (sorted indices) fits on those rows of ``X`` only,
         in such a pass (a sharded table's training rows, without its validation rows).
         """
         if kind not in SCALERS:
             raise _choice_error("scaler", kind, SCALERS)
-        from featmlp.shards import ShardedArray
-
         if isinstance(X, ShardedArray) or rows is not None:
             return cls._fit_streamed(X, kind, mirror, names, rows)
         X = np.asarray(X)

@@ -3,7 +3,7 @@
 featmlp runs on an existing distributed engine rather than a home-made one: Dask's
 ``distributed`` scheduler places the tasks, reschedules those of a worker that died (up to
 ``retries`` more times each), and its futures report as each task ends. The tasks are
-extraction chunks (:func:`featmlp.extraction.extract_shard`): each reads its own images and
+extraction chunks (:func:`featmlp.tables.extract.extract_shard`): each reads its own images and
 writes its own shard, so pixels never travel through the scheduler, only file names and the
 shard records that come back.
 """
@@ -16,7 +16,7 @@ import os
 import re
 import uuid
 
-from .errors import ConfigError, DataError
+from featmlp.errors import ConfigError, DataError
 
 # Each task is tried this many more times when its worker dies or it fails; the scheduler's
 # own limit on tasks that were running on dying workers (distributed.scheduler.allowed-failures,

@@ -10,22 +10,22 @@ always ``softmax(logits)``. The two heads differ only in the training loss (:dat
   gives the same function and gradients, and one meaning for the model's output.
 
 The :class:`Scaler` (fitted on the training features only, kept with the model) is in
-:mod:`featmlp.scaling` (no torch).
+:mod:`featmlp.model.scaler` (no torch).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from featmlp.errors import ConfigError
-from featmlp.scaling import Scaler, row_blocks
+from featmlp.model.scaler import Scaler
+from featmlp.model.spec import MLPSpec
+from featmlp.tables.passes import row_blocks
+from featmlp.tables.sharded import ShardedArray
 
 # Name -> activation module class. The CLI's --activation choices are these keys.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -75,93 +75,6 @@ def loss_function(head: str, label_smoothing: float = 0.0) -> Callable[..., torc
     if label_smoothing:
         return functools.partial(cross_entropy_loss, smoothing=label_smoothing)
     return HEADS[head]
-
-
-def settings_from_dict(cls, d: dict, what: str):
-    """Rebuild a frozen settings dataclass from its JSON form (a run's ``config.json``, a bundle).
-
-    JSON lists come back as the tuples the dataclasses hold; an unknown key is a
-    :class:`ConfigError` naming it and the known ones.
-    """
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = set(d) - set(names)
-    if unknown:
-        raise ConfigError(f"unknown {what}(s): {', '.join(sorted(unknown))}; known: {', '.join(names)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-@dataclass(frozen=True)
-class MLPSpec:
-    """The shape of a multilayer perceptron.
-
-    Parameters
-    ----------
-    n_features, n_classes : int
-        Input and output sizes.
-    hidden : tuple of int
-        Width of each hidden layer, e.g. ``(6,)`` (the lecture) or ``(512, 256)``.
-    activation : str
-        A key of :data:`ACTIVATIONS`.
-    dropout : float
-        Dropout probability after each hidden activation, in [0, 1).
-    batch_norm : bool
-        Batch normalisation after each hidden linear layer (before the activation).
-    head : str
-        A key of :data:`HEADS`: ``"ce"`` or the lecture's ``"mse"``.
-    bottleneck : int
-        Width of a linear layer (no activation, no dropout) between the input and the first
-        hidden layer; 0: none. For thousands of features it is a low-rank first layer: 14,400
-        learned features -> 128 -> 1024 costs a ninth of 14,400 -> 1024.
-
-    Examples
-    --------
-    >>> spec = MLPSpec(9, 10, hidden=(6,), head="mse")
-    >>> spec.validate()
-    >>> MLPSpec.from_dict(spec.to_dict()) == spec
-    True
-    """
-
-    n_features: int
-    n_classes: int
-    hidden: tuple[int, ...] = (64,)
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
-    head: str = "ce"
-    bottleneck: int = 0
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field and what is accepted."""
-        for name in ("n_features", "n_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        from featmlp.training.config import FIELDS, NETWORK_FIELDS
-
-        for name in NETWORK_FIELDS:  # the constraints TrainConfig.validate checks them with
-            message = FIELDS[name].error(name, getattr(self, name))
-            if message is not None:
-                raise ConfigError(message)
-
-    @property
-    def widths(self) -> tuple[int, ...]:
-        """The width of every layer's input and of the output: features, bottleneck, hidden, classes.
-
-        >>> MLPSpec(9, 10, hidden=(6,), bottleneck=4).widths
-        (9, 4, 6, 10)
-        """
-        return (self.n_features, *([self.bottleneck] if self.bottleneck else []), *self.hidden, self.n_classes)
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict (``hidden`` as a list)."""
-        d = dataclasses.asdict(self)
-        d["hidden"] = [int(w) for w in self.hidden]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MLPSpec":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return settings_from_dict(cls, d, "model spec field")
 
 
 class MLP(nn.Module):
@@ -275,7 +188,7 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
     """Class probabilities ``softmax(model(scaler(X)))`` for raw features ``X`` (N, F), in order.
 
     Runs in eval mode, in chunks of ``batch_size`` rows (a
-    :class:`featmlp.shards.ShardedArray` a shard at a time); the rows are never reordered. With
+    :class:`featmlp.tables.sharded.ShardedArray` a shard at a time); the rows are never reordered. With
     ``mirror`` (the column permutation of mirrored images' features), the mean of the
     probabilities of each row and its mirror image (test-time flip averaging).
 
@@ -286,8 +199,6 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
     >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
     ((5, 2), True)
     """
-    from featmlp.shards import ShardedArray
-
     if not isinstance(X, ShardedArray):  # a sharded table is read a shard at a time, below
         X = np.asarray(X)
     batch_size = max(1, min(batch_size, (1 << 26) // max(X.shape[-1], 1)))  # <= 256 MB a chunk

@@ -35,7 +35,6 @@ from featmlp.training.prepare import (batch_order_rng, check_data, check_labels,
                                       initial_model, seeded, training_rows)
 from featmlp.training.stream import in_memory
 
-
 # --------------------------------------------------------------------------------------------
 # Suggestion rules: name -> f(lrs, smoothed) -> (index into lrs or None, sentence).
 # --------------------------------------------------------------------------------------------
@@ -190,7 +189,7 @@ class LRFinderResult:
         >>> r.plot(pathlib.Path(tempfile.mkdtemp()) / "lr_find.png").exists()
         True
         """
-        from featmlp.runs.plots import new_figure, save_figure
+        from featmlp._figures import new_figure, save_figure  # matplotlib loads with the first plot
 
         fig = new_figure(7, 4.5)
         ax = fig.subplots()
@@ -256,7 +255,7 @@ def lr_find(
     ----------
     X, y : array-like
         Training features (N, F) and integer labels. A sharded table's
-        :class:`~featmlp.shards.ShardedArray` is read into memory (ConfigError when it does not fit).
+        :class:`~featmlp.tables.sharded.ShardedArray` is read into memory (ConfigError when it does not fit).
     config : TrainConfig, optional
         Model, optimiser, batch size, scaler, class weights, seed and device to test with;
         ``PRESETS["default"]`` when omitted.

@@ -19,7 +19,7 @@ fingerprint. Every file is written beside and renamed in, a shard's ``.json`` af
 ``.npy``, so a shard whose record exists and whose checksum matches is finished; anything
 else is redone by a rerun.
 
-:class:`ShardedArray` is what :func:`featmlp.store.load_features` gives for such a directory
+:class:`ShardedArray` is what :func:`featmlp.tables.store.load_features` gives for such a directory
 in place of ``X_train`` / ``X_test``: it has the shape and dtype of the table, hands out a
 shard at a time (:meth:`ShardedArray.blocks`), gathers rows (:meth:`ShardedArray.rows`), and
 becomes an ordinary array with ``np.asarray`` when the table is small enough to hold.
@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
-from .errors import DataError
+from featmlp._io import atomic_write
+from featmlp._outputs import not_a_table
+from featmlp.errors import DataError
+from featmlp.tables.format import (FITTED_FILE, FORMAT, FORMAT_VERSION,  # noqa: F401 (FITTED_FILE: the table's files)
+                                   MANIFEST)
 
-FORMAT = "featmlp-sharded-features"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-FITTED_FILE = "fitted.npz"
 SPLITS = ("train", "test")
 DTYPE = np.dtype(np.float32)
 
@@ -335,8 +334,6 @@ def read_manifest(root: str | os.PathLike) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        from ._outputs import not_a_table
-
         raise DataError(not_a_table(root)) from None
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is damaged ({e}): extract the table again") from None

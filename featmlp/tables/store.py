@@ -8,9 +8,8 @@ handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
 so, 5.8 GB in float64). A fitted feature set's state is kept beside, as arrays
 ``fitted.<set>.<name>`` and its settings in ``meta["fitted"]``.
 
-A directory is a sharded table (:mod:`featmlp.shards`): float32 shards read a
-shard at a time. Extraction, which writes both, is :mod:`featmlp.extraction`
-(``extract_dataset`` and ``default_chunk_size`` are still reachable here).
+A directory is a sharded table (:mod:`featmlp.tables.sharded`): float32 shards read a
+shard at a time. Extraction, which writes both, is :mod:`featmlp.tables.extract`.
 """
 
 from __future__ import annotations
@@ -22,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write, read_npz
-from .errors import DataError, FeatmlpError
-from .features import mirror_permutation, state_from_arrays, state_to_arrays
-from .shards import FITTED_FILE
-
-REQUIRED_KEYS = ("X_train", "y_train", "X_test", "y_test", "feature_names", "class_names")
+from featmlp._io import atomic_write, read_npz
+from featmlp._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir, replace_dir
+from featmlp.data import not_regular
+from featmlp.errors import DataError, FeatmlpError
+from featmlp.features import get_feature_set, mirror_permutation, state_from_arrays, state_to_arrays
+from featmlp.tables.format import FITTED_FILE, REQUIRED_KEYS
+from featmlp.tables.sharded import open_sharded, verify_file, verifying, write_manifest, write_shard
 
 # The key of ``meta`` under which a sharded table carries its fingerprint (from its shards'
 # checksums: hashing 74 GB again to open a table would take minutes).
@@ -62,34 +62,6 @@ class FeatureTable:
         except FeatmlpError:
             return None
         return perm if perm is not None and len(perm) == len(self.feature_names) else None
-
-
-def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0) -> tuple[float, float] | None:
-    """How well mirror images keep their class: nearest-class-mean accuracy on training rows, and on their mirrors.
-
-    Returns ``(accuracy of the rows, accuracy of their mirror images)`` for up to ``max_rows``
-    seeded training rows, standardised, against the class means of the rows themselves; None
-    when the feature set has no mirror permutation. Photographs score about the same both
-    ways (CIFAR-10's kmeans features: 0.467 and 0.457); characters do not (8x8 digits: 0.917
-    and 0.348), and flip augmentation would teach them wrong labels.
-    """
-    perm = table.mirror()
-    n = len(table.y_train)
-    if perm is None or n == 0:
-        return None
-    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
-    X = np.asarray(table.X_train[idx], np.float32)
-    y = table.y_train[idx]
-    sd = X.std(axis=0)
-    Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1)
-    classes = np.unique(y)
-    means = np.stack([Z[y == c].mean(axis=0) for c in classes])
-
-    def accuracy(A):
-        nearest = (np.square(means).sum(1) - 2 * A @ means.T).argmin(axis=1)
-        return float(np.mean(classes[nearest] == y))
-
-    return accuracy(Z), accuracy(Z[:, perm])
 
 
 def table_fingerprint(table: FeatureTable) -> str:
@@ -135,8 +107,6 @@ def save_features(path: str | os.PathLike, table: FeatureTable, *, overwrite: bo
     >>> load_features(p).class_names
     ('a', 'b')
     """
-    from ._outputs import check_output
-
     check_output(path, "features", force=overwrite, option="path")
     path = Path(path)
     meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
@@ -252,8 +222,6 @@ def check_meta(meta: dict, path) -> dict:
     ``featmlp_version`` strings, ``skipped`` a list: what training, evaluation and saving a
     model use, checked when the file is read rather than found wrong after training.
     """
-    from .features import get_feature_set
-
     def bad(key, want):
         return DataError(f"{path}: meta[{key!r}] is {meta[key]!r:.60}, expected {want}: write the file again "
                          f"(featmlp extract), or correct that key")
@@ -284,9 +252,9 @@ def check_meta(meta: dict, path) -> dict:
 def load_features(path: str | os.PathLike) -> FeatureTable:
     """Read a feature file written by :func:`save_features` (or by hand, same keys), or a sharded table.
 
-    A directory is a sharded table (:mod:`featmlp.shards`, written by ``featmlp extract -o
+    A directory is a sharded table (:mod:`featmlp.tables.sharded`, written by ``featmlp extract -o
     DIR.features/`` or :func:`save_sharded`): its ``X_train`` and ``X_test`` are
-    :class:`~featmlp.shards.ShardedArray` objects read a shard at a time, so a table larger
+    :class:`~featmlp.tables.sharded.ShardedArray` objects read a shard at a time, so a table larger
     than memory opens at once; ``np.asarray`` reads one whole. Never unpickles: object arrays
     are refused. Errors name the file and what is wrong with it.
     """
@@ -294,8 +262,6 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
     if path.is_dir():
         return _load_sharded(path)
     if not path.is_file():
-        from .data._archive import not_regular
-
         reason = not_regular(path) if os.path.lexists(path) else None
         if reason is not None:  # a FIFO, a device, a bad symlink: never opened
             raise DataError(f"feature file {path} is {reason}; give a .npz file or a DIR.features/ directory")
@@ -323,8 +289,6 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
 
 
 def _load_sharded(path: Path) -> FeatureTable:
-    from .shards import open_sharded
-
     manifest, arrays, labels = open_sharded(path)
     classes = tuple(manifest["class_names"])
     for split in ("train", "test"):
@@ -332,8 +296,6 @@ def _load_sharded(path: Path) -> FeatureTable:
     meta = check_meta(dict(manifest.get("meta") or {}), path / "manifest.json")
     fitted = {}
     if manifest.get("fitted_file"):
-        from .shards import verify_file, verifying
-
         if manifest.get("fitted_sha256") and verifying():  # absent from manifests written before it
             verify_file(path / FITTED_FILE, manifest["fitted_sha256"], "this table's fitted state")
         fitted_meta, fitted = read_fitted(path / FITTED_FILE)
@@ -359,10 +321,6 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     >>> back.X_train.n_shards, np.asarray(back.X_train).tolist()
     (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     """
-    from ._outputs import replace_dir
-    from ._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir
-    from .shards import write_manifest, write_shard
-
     if shard_rows < 1:
         raise DataError(f"shard_rows must be at least 1, got {shard_rows}")
     check_output(path, "table", force=overwrite, option="path")
@@ -391,27 +349,6 @@ def write_fitted(path: Path, state: dict) -> None:
         np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
-def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
-    """The feature set and fitted state of a feature file or a run directory (``--fitted-from``).
-
-    Returns ``(feature set name, state)``; a :class:`DataError` when the path holds none.
-    """
-    path = Path(path)
-    if path.is_dir():
-        from .runs.bundle import read_feature_state
-
-        feature_set, state = read_feature_state(path)
-        if not state:
-            raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
-                            f"state: use a run of a fitted set such as kmeans")
-        return feature_set, state
-    table_meta, state = read_fitted(path)
-    if not state:
-        raise DataError(f"{path} holds no fitted feature state (its features are "
-                        f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
-    return table_meta.get("features", "+".join(state)), state
-
-
 def read_fitted(path: Path) -> tuple[dict, dict]:
     """``(meta, fitted state)`` of a feature file, without reading its feature matrices."""
     if not path.is_file():
@@ -432,12 +369,3 @@ def _meta_of(arrays: dict, path) -> dict:
     if not isinstance(meta, dict):
         raise DataError(f"{path}: its meta entry is not a JSON object: write the file again")
     return meta
-
-
-def __getattr__(name):
-    # Extraction moved to featmlp.extraction (which imports this module); the old names still work.
-    if name in ("extract_dataset", "default_chunk_size"):
-        from . import extraction
-
-        return getattr(extraction, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

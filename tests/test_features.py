@@ -9,7 +9,7 @@ from PIL import Image
 
 from featmlp import extract_features, feature_names
 from featmlp.errors import ConfigError, DataError
-from featmlp.features import texture
+from featmlp.features import gray, texture
 
 skimage = pytest.importorskip("skimage")
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern  # noqa: E402
@@ -60,7 +60,7 @@ def test_gray_matches_pil():
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, size=(50, 17, 23, 3), dtype=np.uint8)
     ref = np.stack([np.asarray(Image.fromarray(x).convert("L")) for x in rgb])
-    np.testing.assert_array_equal(texture.to_gray(rgb), ref)
+    np.testing.assert_array_equal(gray.to_gray(rgb), ref)
 
 
 def test_gabor_kernel_is_scikit_images():

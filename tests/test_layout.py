@@ -46,8 +46,9 @@ STAGE_NAMES = {0: "the foundation", 1: "data", 2: "features", 3: "tables", 4: "m
 # reason, and to import default_cache_dir from featmlp.data, where it is public.
 ISSUE_16 = "featmlp.features.pretrained"
 MAX_LINES = 550
-# Over MAX_LINES until they are split by concern (the next step of issue 17).
-TO_SPLIT = {"featmlp.data._archive", "featmlp.features", "featmlp.features.texture", "featmlp.runs.bundle"}
+# Over MAX_LINES: features/__init__.py (the registry, options, fitted state, memory budgets), which
+# issue 16's work changes at the same time (its _pretrained_memory); split once that is merged.
+TO_SPLIT = {"featmlp.features"}
 
 
 # The top-level modules that re-exported names living elsewhere (issue 17 deleted them), and the

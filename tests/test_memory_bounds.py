@@ -286,7 +286,7 @@ def test_predict_no_resize_refuses_an_image_too_large_for_memory(tmp_path, lectu
 
 
 def test_predict_groups_images_by_their_working_memory(tmp_path, lecture_run, monkeypatch):
-    import featmlp.runs.bundle as bundle_module
+    import featmlp.runs.predict as predict_module
     from featmlp.runs.bundle import load_bundle
 
     paths = []
@@ -294,11 +294,11 @@ def test_predict_groups_images_by_their_working_memory(tmp_path, lecture_run, mo
         Image.new("RGB", size, (i, 2 * i, 3)).save(tmp_path / f"{i}.png")
         paths.append(tmp_path / f"{i}.png")
     # two 64x64 images a chunk: held decoded, copied into a batch, their features computed
-    budget = 2 * 3 * 64 * 64 + bundle_module.image_bytes((64, 64), 2, "lecture")
-    monkeypatch.setattr(bundle_module, "PREDICT_CHUNK_BYTES", budget)
+    budget = 2 * 3 * 64 * 64 + predict_module.image_bytes((64, 64), 2, "lecture")
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK_BYTES", budget)
     seen = []
-    real = bundle_module.extract_features
-    monkeypatch.setattr(bundle_module, "extract_features",
+    real = predict_module.extract_features
+    monkeypatch.setattr(predict_module, "extract_features",
                         lambda images, *a, **k: seen.append(images.shape) or real(images, *a, **k))
     results = load_bundle(lecture_run).predict_images(paths, resize=False)
     assert [r.error for r in results] == [None] * 8

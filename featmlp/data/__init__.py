@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError
 from . import _remote
 from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
                      is_cifar_name, read_cifar_batches)
-from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
+from ._files import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
 from ._decode import check_image_size, jpeg_decoder, read_images

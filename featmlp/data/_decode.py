@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
-from ._archive import read_regular_file
+from ._files import read_regular_file
 
 # What decode_image reads: encoded bytes, or a path on disk.
 FileData = Union[bytes, Path]

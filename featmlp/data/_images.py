@@ -14,8 +14,8 @@ from PIL import UnidentifiedImageError
 
 from ..errors import DataError
 from ..progress import null_progress
-from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._archive import read_archive as _read_archive
+from ._files import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._decode import decode_image, header_size, size_text
 from ._image_array import SKIP_HINT, ImageArray, read_blobs
 from ._manifest import Container, Manifest, ManifestBuilder

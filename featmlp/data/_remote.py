@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ._archive import Store, TarMembers, list_tar, not_regular, too_large
+from ._archive import Store, TarMembers, list_tar
+from ._files import not_regular, too_large
 from ._manifest import Container, ManifestBuilder
 from ._names import TextNames, is_junk, split_name
 

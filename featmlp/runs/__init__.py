@@ -12,7 +12,9 @@
   feature file, with the compatibility checks). Its ``evaluate`` function is imported from the
   module (``from featmlp.runs.evaluate import evaluate``): the package attribute of that name is
   the submodule.
-- :mod:`~featmlp.runs.bundle`: the saved model (``save_bundle``, ``load_bundle``, ``Bundle``).
+- :mod:`~featmlp.runs.bundle`: the saved model (``save_bundle``, ``load_bundle``, ``Bundle``,
+  ``load_fitted`` for ``--fitted-from``); :mod:`~featmlp.runs.predict`: new images through it
+  (``Bundle.predict_images``, :class:`ImagePrediction`, the chunk limits).
 - :mod:`~featmlp.runs.plots`, :mod:`~featmlp.runs.tensorboard`: what is drawn and logged of a run.
 - :mod:`~featmlp.runs.compare`, :mod:`~featmlp.runs.report`: reading finished runs (no torch).
 
@@ -33,9 +35,11 @@ _NAMES = {
                     "featmlp.runs.job"),
     **dict.fromkeys(["confusion_matrix", "run_metrics", "evaluate_run", "run_feature_file"],
                     "featmlp.runs.evaluate"),
-    **dict.fromkeys(["FORMAT_VERSION", "Bundle", "ImagePrediction", "save_bundle", "load_bundle",
-                     "MAX_IMAGE_PIXELS", "PREDICT_CHUNK_IMAGES", "PREDICT_CHUNK_PIXELS",
-                     "PREDICT_BYTES_PER_PIXEL", "image_bytes", "read_feature_state"], "featmlp.runs.bundle"),
+    **dict.fromkeys(["FORMAT_VERSION", "Bundle", "save_bundle", "load_bundle", "load_fitted", "read_feature_state"],
+                    "featmlp.runs.bundle"),
+    **dict.fromkeys(["ImagePrediction", "MAX_IMAGE_PIXELS", "PREDICT_CHUNK_IMAGES", "PREDICT_CHUNK_BYTES",
+                     "PREDICT_CHUNK_PIXELS", "PREDICT_BYTES_PER_PIXEL", "image_bytes", "iter_predict_images"],
+                    "featmlp.runs.predict"),
     **dict.fromkeys(["plot_history", "plot_confusion", "render", "LivePlot"], "featmlp.runs.plots"),
     **dict.fromkeys(["TEST_ACCURACY_TAG", "TensorBoardLogger"], "featmlp.runs.tensorboard"),
     **dict.fromkeys(["RESULT_COLUMNS", "Run", "is_run_dir", "read_run", "read_runs", "differing_settings",

@@ -570,7 +570,7 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     meta["extra"]["image_size"] = [4000, 4000]
     meta_file.write_text(json.dumps(meta))
     monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 100 * 2**20)
-    monkeypatch.setattr("featmlp.runs.bundle.read_images", lambda *a, **k: pytest.fail("read"))
+    monkeypatch.setattr("featmlp.runs.predict.read_images", lambda *a, **k: pytest.fail("read"))
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
     # by hand: 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 10 the lecture's int64
@@ -782,7 +782,7 @@ def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table)
 
 
 def test_bundle_predicts_image_files_in_order_with_an_error_for_each_bad_one(tmp_path):
-    from featmlp.runs.bundle import ImagePrediction
+    from featmlp.runs import ImagePrediction
     from featmlp.data import read_images
     from featmlp.features import extract_features
     from featmlp.runs import run_job

@@ -248,7 +248,7 @@ def test_load_dataset_checks_image_size(tmp_path, monkeypatch):
 
 
 def test_cifar_batches_resized_whole_are_checked(tmp_path, monkeypatch):
-    from test_data import batch_files, make_batches, write_zip
+    from _files import batch_files, make_batches, write_zip
 
     from featmlp.data import load_dataset
 

@@ -9,7 +9,6 @@ import io
 import os
 import pickle
 import socket
-import struct
 import sys
 import tarfile
 import threading
@@ -23,73 +22,13 @@ from PIL import Image
 from featmlp.data import (CIFAR10_CLASSES, Dataset, fingerprint, load_dataset, read_images)
 from featmlp.errors import ConfigError, DataError
 
-from _files import write_folder, write_tar
+from _files import batch_files, dump_py2, dump_py3, make_batches, write_folder, write_tar, write_zip
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAR10_JPG = Path(__file__).parents[1] / "../shared/data/cifar10-jpg.tar.gz"
+REPO = Path(__file__).resolve().parents[2]
+CIFAR10_JPG = Path(__file__).parents[2] / "../shared/data/cifar10-jpg.tar.gz"
 
 
 # --------------------------------------------------------------------------- CIFAR-10 batches
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2 ``str`` (BINSTRING opcodes), as the official files do.
-
-    Python 3's own protocol 2 writes bytes as ``_codecs.encode(...)`` calls instead.
-    """
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-
-
-def dump_py2(obj) -> bytes:
-    """A protocol-2 pickle in the style of the official batches (numpy 1.x global names)."""
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    # The official files were written by numpy 1.x, which names numpy.core, not numpy._core.
-    return buf.getvalue().replace(b"numpy._core.", b"numpy.core.")
-
-
-def dump_py3(obj) -> bytes:
-    return pickle.dumps(obj, protocol=2)
-
-
-def make_batches(sizes=(3, 2, 4), n_test=5, seed=0, num_classes=10):
-    rng = np.random.default_rng(seed)
-    batches = [{b"batch_label": f"training batch {i + 1} of {len(sizes)}".encode(),
-                b"labels": [int(x) for x in rng.integers(0, num_classes, n)],
-                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                b"filenames": [f"img{i}_{j}.png".encode() for j in range(n)]}
-               for i, n in enumerate(sizes)]
-    test = {b"batch_label": b"testing batch 1 of 1",
-            b"labels": [int(x) for x in rng.integers(0, num_classes, n_test)],
-            b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)}
-    # The meta counts are those of the real CIFAR-10: they do not match these batches.
-    meta = {b"num_cases_per_batch": 10000, b"num_vis": 3072,
-            b"label_names": [n.encode() for n in CIFAR10_CLASSES[:num_classes]]}
-    return batches, test, meta
-
-
-def batch_files(batches, test, meta, dump=dump_py2) -> dict[str, bytes]:
-    files = {f"data_batch_{i + 1}": dump(b) for i, b in enumerate(batches)}
-    files["test_batch"] = dump(test)
-    files["batches.meta"] = dump(meta)
-    return files
-
-
-def write_zip(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(prefix + name, data)
-    return path
-
 
 def expected_images(batches):
     data = np.concatenate([b[b"data"] for b in batches])

@@ -19,7 +19,7 @@ from _files import write_folder
 
 simplejpeg = pytest.importorskip("simplejpeg")
 
-CIFAR10_JPG = Path(__file__).parents[1] / "../shared/data/cifar10-jpg.tar.gz"
+CIFAR10_JPG = Path(__file__).parents[2] / "../shared/data/cifar10-jpg.tar.gz"
 
 
 @pytest.fixture

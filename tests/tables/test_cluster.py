@@ -16,10 +16,9 @@ from featmlp.tables.cluster import environment_kept
 from featmlp.data import load_dataset
 from featmlp.tables.extract import extract_to_shards, work_dir
 from featmlp.tables.sharded import read_manifest
-from featmlp.tables.store import load_features, table_fingerprint
+from featmlp.tables.store import table_fingerprint
 
-from test_extraction import image_folder
-from test_sources import _files, _upload, _write_folder, s3  # noqa: F401 (s3 is a fixture)
+from _files import image_folder, source_files, upload, write_folder
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need pip install 'featmlp[dask]'")
 
@@ -139,9 +138,9 @@ def test_an_unreachable_scheduler_is_one_line(folder, tmp_path, run_cli):
 def test_a_cluster_extracts_from_s3_as_from_the_folder(tmp_path, s3, client):
     """Workers read their own chunks from a moto S3 bucket on 127.0.0.1 (s3fs with endpoint_url)."""
     fs, options = s3
-    files = _files(True)
-    _upload(fs, "imgs", files)
-    folder = load_dataset(_write_folder(tmp_path / "folder", files))
+    files = source_files(True)
+    upload(fs, "imgs", files)
+    folder = load_dataset(write_folder(tmp_path / "folder", files))
     remote = load_dataset("s3://bucket/imgs/", storage_options=options)
     local = extract_to_shards(folder, "lecture+color", tmp_path / "local.features", chunk_size=2)
     on_cluster = extract_to_shards(remote, "lecture+color", tmp_path / "s3.features", chunk_size=2, cluster=client)

@@ -17,17 +17,7 @@ from featmlp.tables.extract import extract_to_shards, work_dir
 from featmlp.tables.sharded import ShardedArray, read_manifest
 from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded, table_fingerprint
 
-
-def image_folder(root, n_per_class=9, classes=("cat", "dog", "emu"), size=(16, 12), seed=0):
-    """ROOT/train|test/<class>/*.png of random pictures, built here."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_per_class), ("test", 3)):
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
-                    root / split / c / f"{i:03d}.png")
-    return root
+from _files import image_folder
 
 
 def pillow_images(paths):

@@ -12,9 +12,7 @@ import pickle
 import re
 import socket
 import tarfile
-import urllib.request
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,33 +21,8 @@ from PIL import Image
 from featmlp.data import load_dataset
 from featmlp.errors import ConfigError, DataError
 
-CLASSES = ("ant", "bee", "cat")
-N_PER_CLASS = 5
+from _files import CLASSES, N_PER_CLASS, source_files, source_image, upload, write_folder
 
-
-def _image(seed: int, fmt: str) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
-def _files(split: bool) -> dict[str, bytes]:
-    """Relative name -> bytes of a small image folder (PNG and JPEG), with or without train/test."""
-    files = {}
-    for k, c in enumerate(CLASSES):
-        for i in range(N_PER_CLASS):
-            fmt, ext = ("PNG", "png") if i % 2 else ("JPEG", "jpg")
-            prefix = ("test/" if i == 0 else "train/") if split else ""
-            files[f"{prefix}{c}/{i:03d}.{ext}"] = _image(100 * k + i, fmt)
-    return files
-
-
-def _write_folder(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
 
 
 def _tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
@@ -70,7 +43,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _shard_files(files: dict[str, bytes], dotted: bool, per_shard: int = 4) -> dict[str, bytes]:
+def _shardsource_files(files: dict[str, bytes], dotted: bool, per_shard: int = 4) -> dict[str, bytes]:
     """The images of ``files`` as tar shards of ``per_shard`` members (``<key>.<class>.<ext>`` or
     ``<class>/<key>.<ext>``), in train/ and test/ when ``files`` has that split."""
     by_split: dict[str, list] = {}
@@ -124,9 +97,9 @@ def _pixels_match_pillow(ds, files: dict[str, bytes]) -> None:
 @pytest.mark.parametrize("dotted", [True, False], ids=["key.class.ext", "class-folder"])
 @pytest.mark.parametrize("split", [True, False], ids=["train-test", "no-split"])
 def test_tar_shards_give_the_folder_dataset(tmp_path, dotted, split):
-    files = _files(split)
-    ref = load_dataset(_write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=3)
-    shards = _write_folder(tmp_path / "shards", _shard_files(files, dotted))
+    files = source_files(split)
+    ref = load_dataset(write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=3)
+    shards = write_folder(tmp_path / "shards", _shardsource_files(files, dotted))
     ds = load_dataset(shards, test_fraction=0.4, seed=3)
     _same(ds, ref)
     _pixels_match_pillow(ds, files)
@@ -137,8 +110,8 @@ def test_tar_shards_give_the_folder_dataset(tmp_path, dotted, split):
 
 
 def test_shards_are_listed_from_headers_only(tmp_path, monkeypatch):
-    files = _files(False)
-    shards = _write_folder(tmp_path / "shards", _shard_files(files, True))
+    files = source_files(False)
+    shards = write_folder(tmp_path / "shards", _shardsource_files(files, True))
     from featmlp.data import _archive
 
     reads = []
@@ -153,8 +126,8 @@ def test_shards_are_listed_from_headers_only(tmp_path, monkeypatch):
 def test_shard_member_without_class_is_one_clear_error(tmp_path):
     root = tmp_path / "shards"
     root.mkdir()
-    (root / "shard-000.tar").write_bytes(_tar_bytes({"0001.ant.png": _image(1, "PNG"), "0002.png": _image(2, "PNG"),
-                                                     "0003.bee.png": _image(3, "PNG")}))
+    (root / "shard-000.tar").write_bytes(_tar_bytes({"0001.ant.png": source_image(1, "PNG"), "0002.png": source_image(2, "PNG"),
+                                                     "0003.bee.png": source_image(3, "PNG")}))
     with pytest.raises(DataError, match="cannot tell the class of shard-000.tar:0002.png"):
         load_dataset(root)
 
@@ -162,9 +135,9 @@ def test_shard_member_without_class_is_one_clear_error(tmp_path):
 def test_fingerprint_of_a_listing_differs_from_content_hashes(tmp_path):
     from featmlp.data import fingerprint
 
-    files = _files(True)
-    folder = load_dataset(_write_folder(tmp_path / "folder", files))
-    shards = load_dataset(_write_folder(tmp_path / "shards", _shard_files(files, True)))
+    files = source_files(True)
+    folder = load_dataset(write_folder(tmp_path / "folder", files))
+    shards = load_dataset(write_folder(tmp_path / "shards", _shardsource_files(files, True)))
     assert folder.train_images.digests_from == "content"
     assert fingerprint(folder) != fingerprint(shards)
     assert fingerprint(shards) == fingerprint(load_dataset(tmp_path / "shards"))
@@ -173,8 +146,8 @@ def test_fingerprint_of_a_listing_differs_from_content_hashes(tmp_path):
 # --------------------------------------------------------------------------- batched reads
 
 def test_a_chunk_of_a_tar_shard_is_one_container_read(tmp_path, monkeypatch):
-    files = _files(True)
-    root = _write_folder(tmp_path / "shards", _shard_files(files, True, per_shard=100))
+    files = source_files(True)
+    root = write_folder(tmp_path / "shards", _shardsource_files(files, True, per_shard=100))
     ds = load_dataset(root)
     from featmlp.data import _archive
 
@@ -188,7 +161,7 @@ def test_a_chunk_of_a_tar_shard_is_one_container_read(tmp_path, monkeypatch):
 
 def test_a_chunk_of_fsspec_files_is_one_cat_call(tmp_path):
     fsspec = pytest.importorskip("fsspec")
-    files = _files(False)
+    files = source_files(False)
     fs = fsspec.filesystem("memory")
     for name, data in files.items():
         fs.pipe(f"/chunky/{name}", data)
@@ -201,15 +174,15 @@ def test_a_chunk_of_fsspec_files_is_one_cat_call(tmp_path):
         calls.clear()
         x = ds.train_images[:]
         assert len(calls) == 1 and len(calls[0]) == len(x) == 9
-        _same(ds, load_dataset(_write_folder(tmp_path / "folder", files), test_fraction=0.4))
+        _same(ds, load_dataset(write_folder(tmp_path / "folder", files), test_fraction=0.4))
     finally:
         type_.cat_ranges = real
         fs.rm("/chunky", recursive=True)
 
 
 def test_read_errors_still_name_the_file(tmp_path):
-    files = _files(False)
-    root = _write_folder(tmp_path / "folder", files)
+    files = source_files(False)
+    root = write_folder(tmp_path / "folder", files)
     tar = tmp_path / "d.tar"
     tar.write_bytes(_tar_bytes(files))
     ds = load_dataset(tar, test_fraction=0.4)
@@ -234,15 +207,15 @@ def memory_fs():
 
 def test_file_url_gives_the_folder_dataset(tmp_path):
     pytest.importorskip("fsspec")
-    files = _files(True)
-    root = _write_folder(tmp_path / "folder", files)
+    files = source_files(True)
+    root = write_folder(tmp_path / "folder", files)
     ds = load_dataset(root.as_uri())
     _same(ds, load_dataset(root))
     _pixels_match_pillow(ds, files)
 
 
 def test_remote_image_of_another_size_is_reported_when_decoded(memory_fs):
-    files = _files(False)
+    files = source_files(False)
     files["bee/003.png"] = _png_of_size((20, 8))
     memory_fs.pipe({f"/t/{name}": data for name, data in files.items()})
     ds = load_dataset("memory://t", test_fraction=0.4)  # only the first image's header is read
@@ -253,7 +226,7 @@ def test_remote_image_of_another_size_is_reported_when_decoded(memory_fs):
 
 
 def test_skip_bad_on_a_url_reads_every_file(memory_fs):
-    files = _files(False)
+    files = source_files(False)
     memory_fs.pipe({f"/t/{name}": data for name, data in files.items()})
     memory_fs.pipe("/t/bee/README.txt", b"notes")
     with pytest.raises(DataError, match="cannot read image bee/README.txt: not a readable image"):
@@ -265,7 +238,7 @@ def test_skip_bad_on_a_url_reads_every_file(memory_fs):
 
 
 def test_remote_tar_damaged_after_its_last_member(memory_fs):
-    data = bytearray(_tar_bytes(_files(False)))
+    data = bytearray(_tar_bytes(source_files(False)))
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tf:
         tf.getmembers()
         end = tf.offset  # the end-of-archive marker
@@ -286,11 +259,11 @@ def _portable_roundtrip(images) -> None:
 
 @pytest.mark.parametrize("kind", ["folder", "tar", "tar.gz", "zip", "shards"])
 def test_portable_chunks_pickle_and_decode_the_same(tmp_path, kind):
-    files = _files(False)
+    files = source_files(False)
     if kind == "folder":
-        source = _write_folder(tmp_path / "d", files)
+        source = write_folder(tmp_path / "d", files)
     elif kind == "shards":
-        source = _write_folder(tmp_path / "d", _shard_files(files, True))
+        source = write_folder(tmp_path / "d", _shardsource_files(files, True))
     else:
         source = tmp_path / f"d.{kind}"
         source.write_bytes(_zip_bytes(files) if kind == "zip" else _tar_bytes(files, "w:gz" if kind == "tar.gz" else "w"))
@@ -308,10 +281,10 @@ def test_portable_chunks_decode_in_another_process(tmp_path):
     import concurrent.futures
     import multiprocessing
 
-    files = _files(False)
+    files = source_files(False)
     tgz = tmp_path / "d.tar.gz"
     tgz.write_bytes(_tar_bytes(files, "w:gz"))
-    shards = _write_folder(tmp_path / "shards", _shard_files(files, True))
+    shards = write_folder(tmp_path / "shards", _shardsource_files(files, True))
     chunks = [load_dataset(s, test_fraction=0.4).train_images.take([0, 3, 5]) for s in (tgz, shards)]
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         got = list(pool.map(np.asarray, [c.portable() for c in chunks]))
@@ -321,45 +294,14 @@ def test_portable_chunks_decode_in_another_process(tmp_path):
 
 # --------------------------------------------------------------------------- S3 (moto on 127.0.0.1)
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server on 127.0.0.1 for this test: ``(filesystem, storage_options)``."""
-    pytest.importorskip("s3fs", reason="the S3 tests need s3fs: pip install 'featmlp[cloud]'")
-    pytest.importorskip("moto.server", reason="the S3 tests need moto[server]: pip install 'moto[server]'")
-    from moto.server import ThreadedMotoServer
-    import s3fs
-
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-        # moto keeps its buckets in this process, across servers: start from none.
-        urllib.request.urlopen(urllib.request.Request(f"{options['endpoint_url']}/moto-api/reset", method="POST"))
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("bucket")
-        yield fs, options
-    finally:
-        server.stop()
-        s3fs.S3FileSystem.clear_instance_cache()
-
-
-def _upload(fs, prefix: str, files: dict[str, bytes]) -> None:
-    fs.pipe({f"bucket/{prefix}/{name}": data for name, data in files.items()})
-
-
 @pytest.mark.parametrize("split", [True, False], ids=["train-test", "no-split"])
 def test_s3_folder_gives_the_local_folder_dataset_and_features(tmp_path, s3, split):
     from featmlp import extract_features
 
     fs, options = s3
-    files = _files(split)
-    _upload(fs, "imgs", files)
-    ref = load_dataset(_write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=1)
+    files = source_files(split)
+    upload(fs, "imgs", files)
+    ref = load_dataset(write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=1)
     ds = load_dataset("s3://bucket/imgs/", storage_options=options, test_fraction=0.4, seed=1)
     assert ds.train_images.names == ref.train_images.names
     assert np.array_equal(ds.train_labels, ref.train_labels) and np.array_equal(ds.test_labels, ref.test_labels)
@@ -375,7 +317,7 @@ def test_s3_folder_gives_the_local_folder_dataset_and_features(tmp_path, s3, spl
 
 def test_s3_listing_reads_only_the_first_image(s3, monkeypatch):
     fs, options = s3
-    _upload(fs, "imgs", _files(False))
+    upload(fs, "imgs", source_files(False))
     from featmlp.data import _remote
 
     fetched = []
@@ -391,7 +333,7 @@ def test_s3_listing_is_not_left_in_the_filesystem_cache(s3):
     import fsspec.core
 
     fs, options = s3
-    _upload(fs, "imgs", _files(True))
+    upload(fs, "imgs", source_files(True))
     fs.dircache["bucket/other"] = []  # a listing of something else stays
     ds = load_dataset("s3://bucket/imgs/", storage_options=options)
     same, _ = fsspec.core.url_to_fs("s3://bucket/imgs/", **options)
@@ -403,11 +345,11 @@ def test_s3_listing_is_not_left_in_the_filesystem_cache(s3):
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
 def test_s3_archive(tmp_path, s3, kind):
     fs, options = s3
-    files = _files(True)
+    files = source_files(True)
     data = _zip_bytes(files) if kind == "zip" else _tar_bytes(files, "w:gz" if kind == "tar.gz" else "w")
     fs.pipe(f"bucket/a/data.{kind}", data)
     ds = load_dataset(f"s3://bucket/a/data.{kind}", storage_options=options)
-    ref = load_dataset(_write_folder(tmp_path / "folder", files))
+    ref = load_dataset(write_folder(tmp_path / "folder", files))
     _same(ds, ref)
     _pixels_match_pillow(ds, files)
     assert f"s3://bucket/a/data.{kind}" in ds.source
@@ -417,9 +359,9 @@ def test_s3_archive(tmp_path, s3, kind):
 @pytest.mark.parametrize("split", [True, False], ids=["train-test", "no-split"])
 def test_s3_tar_shards(tmp_path, s3, split):
     fs, options = s3
-    files = _files(split)
-    _upload(fs, "shards", _shard_files(files, dotted=True))
-    ref = load_dataset(_write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=2)
+    files = source_files(split)
+    upload(fs, "shards", _shardsource_files(files, dotted=True))
+    ref = load_dataset(write_folder(tmp_path / "folder", files), test_fraction=0.4, seed=2)
     ds = load_dataset("s3://bucket/shards/", storage_options=options, test_fraction=0.4, seed=2)
     _same(ds, ref)
     _pixels_match_pillow(ds, files)
@@ -435,7 +377,7 @@ def test_s3_tar_shards(tmp_path, s3, split):
 
 def test_s3_portable_chunk_pickles(s3):
     fs, options = s3
-    _upload(fs, "imgs", _files(False))
+    upload(fs, "imgs", source_files(False))
     ds = load_dataset("s3://bucket/imgs", storage_options=options)
     assert ds.train_images.portable() is ds.train_images
     _portable_roundtrip(ds.train_images)
@@ -451,7 +393,7 @@ def _one_line(e: BaseException) -> str:
 
 def test_missing_bucket_and_prefix(s3):
     fs, options = s3
-    _upload(fs, "imgs", _files(False))
+    upload(fs, "imgs", source_files(False))
     with pytest.raises(DataError) as e:
         load_dataset("s3://no-such-bucket/imgs/", storage_options=options)
     assert "no such bucket" in _one_line(e.value) and "check the URL" in str(e.value)
@@ -467,7 +409,7 @@ def test_bad_credentials(s3, monkeypatch):
     import moto.settings
 
     fs, options = s3
-    _upload(fs, "imgs", _files(False))
+    upload(fs, "imgs", source_files(False))
     monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto checks keys from now on
     with pytest.raises(DataError) as e:
         load_dataset("s3://bucket/imgs/", storage_options={**options, "key": "wrong", "secret": "wrong"})
@@ -532,15 +474,15 @@ def test_cli_run_passes_storage_options_on(s3, run_cli, tmp_path, command):
 
 def test_cli_reads_s3_with_storage_options(s3, run_cli, tmp_path):
     fs, options = s3
-    files = _files(True)
-    _upload(fs, "imgs", files)
+    files = source_files(True)
+    upload(fs, "imgs", files)
     out, ref_out = tmp_path / "s3.npz", tmp_path / "local.npz"
     code, stdout, err = run_cli(["extract", "s3://bucket/imgs", "-o", out, "-q",
                                  "--storage-option", f"endpoint_url={options['endpoint_url']}",
                                  "--storage-option", "key=testing", "--storage-option", "secret=testing",
                                  "--storage-option", 'config_kwargs={"connect_timeout": 5}'])
     assert code == 0, err
-    code, _, err = run_cli(["extract", _write_folder(tmp_path / "folder", files), "-o", ref_out, "-q"])
+    code, _, err = run_cli(["extract", write_folder(tmp_path / "folder", files), "-o", ref_out, "-q"])
     assert code == 0, err
     with np.load(out) as a, np.load(ref_out) as b:
         for key in ("X_train", "y_train", "X_test", "y_test", "class_names"):

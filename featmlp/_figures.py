@@ -63,3 +63,11 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
     return path
+
+
+def palette(n: int) -> list:
+    """``n`` colours for ``n`` lines: matplotlib's tab10, tab20 beyond ten (repeating beyond twenty)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]

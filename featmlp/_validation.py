@@ -43,12 +43,13 @@ class Field:
         return _CHECKS[self.kind](self, name, value)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """An integer, Python's or numpy's, and not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _int_error(f: Field, name, value):
-    if not _is_int(value) or value < f.low or (f.high is not None and value > f.high):
+    if not is_int(value) or value < f.low or (f.high is not None and value > f.high):
         rng = f">= {f.low}" if f.high is None else f"in [{f.low}, {f.high}]"
         return f"{name} must be an integer {rng}, got {value!r}"
 
@@ -87,12 +88,12 @@ def _bool_error(f: Field, name, value):
 
 
 def _widths_error(f: Field, name, value):
-    if not isinstance(value, (tuple, list)) or not all(_is_int(w) and w >= 1 for w in value):
+    if not isinstance(value, (tuple, list)) or not all(is_int(w) and w >= 1 for w in value):
         return f"{name} must be a sequence of positive layer widths such as (64,) or (512, 256), got {value!r}"
 
 
 def _width0_error(f: Field, name, value):
-    if not _is_int(value) or value < 0:
+    if not is_int(value) or value < 0:
         return f"{name} must be a layer width >= 1, or 0 for none, got {value!r}"
 
 

@@ -344,7 +344,7 @@ def test_train_api_refuses_features_it_would_cast(X, message):
 
 
 def test_train_api_takes_whole_number_float_labels_as_ints():
-    from featmlp.training.prepare import check_data
+    from featmlp.training.checks import check_data
 
     X = np.random.default_rng(0).normal(size=(6, 2))
     _, y = check_data(X, np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0]), "X", "y")

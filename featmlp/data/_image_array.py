@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import is_int
 from ..errors import DataError
 from ._decode import decode_image
 from ._manifest import Manifest, ManifestBuilder, from_items
@@ -120,8 +121,8 @@ class ImageArray:
                 return np.asarray(self)[key]
             first = self[key[0]]
             rest = key[1:]
-            return first[rest] if _is_int(key[0]) else first[(slice(None),) + rest]
-        if _is_int(key):
+            return first[rest] if is_int(key[0]) else first[(slice(None),) + rest]
+        if is_int(key):
             i = int(key)
             if not -len(self) <= i < len(self):
                 raise IndexError(f"index {i} is out of bounds for {len(self)} images")
@@ -242,6 +243,3 @@ class ImageArray:
             out[j] = img
         return out
 
-
-def _is_int(key) -> bool:
-    return isinstance(key, (int, np.integer)) and not isinstance(key, bool)

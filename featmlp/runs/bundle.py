@@ -31,6 +31,7 @@ from torch import nn
 from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp._memory import check_memory, format_bytes
+from featmlp._validation import is_int
 from featmlp.errors import DataError, FeatmlpError
 from featmlp.features import get_feature_set, state_from_arrays, state_to_arrays
 from featmlp.model import MLPSpec, Scaler, build_mlp, parameter_count, predict_proba
@@ -285,10 +286,6 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
                   str(meta.get("featmlp_version", "")), feature_state, mirror, directory)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -329,7 +326,7 @@ def _check_fields(meta: dict) -> None:
         raise ValueError(f"extra must be an object, got {extra!r:.80}")
     size = extra.get("image_size")
     if size is not None:
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+        if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and v >= 1 for v in size)):
             raise ValueError(f"extra.image_size must be [width, height], two positive integers, got {size!r:.80}")
         if size[0] * size[1] > MAX_IMAGE_PIXELS:
             raise ValueError(f"extra.image_size {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} Mpx, over the "
@@ -340,7 +337,7 @@ def _check_fields(meta: dict) -> None:
         if not isinstance(extra["train"], dict):
             raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
         train = TrainConfig.from_dict(extra["train"])
-        if _is_int(train.seed) and train.seed > SEED_MAX:
+        if is_int(train.seed) and train.seed > SEED_MAX:
             # trained before seeds were bounded (torch took up to 2**64 - 1 when no split was drawn):
             # the seed only records how the model was trained, and reads as it was.
             train = dataclasses.replace(train, seed=0)

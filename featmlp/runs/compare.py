@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from featmlp._figures import new_figure, plot_format, save_figure
+from featmlp._figures import new_figure, palette, plot_format, save_figure
 from featmlp._text import plot_text, printable
 from featmlp.errors import DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
@@ -214,7 +214,7 @@ def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str |
     """The matplotlib figure of :func:`plot_comparison` for runs already read."""
     fig = new_figure(8, 5)
     ax = fig.subplots()
-    colors = _colors(len(runs))
+    colors = palette(len(runs))
     has_val = False
     for run, color in zip(runs, colors):
         history = run.history
@@ -270,13 +270,6 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
     """
     plot_format(path)  # before reading the runs
     return save_figure(comparison_figure(read_runs(run_dirs), log_scale, title), path)
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _finite(v) -> bool:

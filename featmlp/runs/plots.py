@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featmlp._figures import MAX_FIGURE_INCHES, new_figure, save_figure
+from featmlp._figures import MAX_FIGURE_INCHES, new_figure, palette, save_figure
 from featmlp._text import plot_text
 from featmlp.progress import Callback
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
@@ -140,6 +140,36 @@ def render(job) -> Path:
     """Draw one plot described as data, ``(function, args)``: a task for a worker process."""
     fn, args = job
     return fn(*args)
+
+
+def plot_accuracy_vs_lr(lines: dict[str, list], path: str | os.PathLike, *,
+                        ylabel: str = "test accuracy") -> Path:
+    """Accuracy against the learning rate on a log axis, one line per label (an architecture):
+    ``lines[label]`` holds ``(lr, accuracy, diverged)`` points; a diverged one gets an ``x``.
+
+    The one renderer of a sweep's ``accuracy_vs_lr.png``: the sweep draws it from its runs
+    (:mod:`featmlp.sweep`), a report redraws it from ``results.csv`` when the file is missing.
+    """
+    fig = new_figure(7, 4.5)
+    ax = fig.subplots()
+    for (label, points), colour in zip(lines.items(), palette(len(lines))):
+        points = sorted(p for p in points if p[1] is not None)
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label)
+        bad = [p for p in points if p[2]]
+        if bad:
+            ax.plot([p[0] for p in bad], [p[1] for p in bad], "x", color="black", markersize=10, mew=2)
+    if any(p[2] for points in lines.values() for p in points):
+        ax.plot([], [], "x", color="black", label="diverged (last finite weights)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title("accuracy versus learning rate")
+    ax.grid(alpha=0.3, which="both")
+    if lines:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 class LivePlot(Callback):

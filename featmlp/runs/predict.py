@@ -15,7 +15,7 @@ import numpy as np
 
 from featmlp import _memory  # _memory.available_memory read when called (tests replace it)
 from featmlp._memory import check_memory, format_bytes
-from featmlp.data import jpeg_decoder, read_images
+from featmlp.data import DEFAULT_MAX_PIXELS, jpeg_decoder, read_images
 from featmlp.errors import DataError, FeatmlpError
 from featmlp.features import extract_features, working_bytes
 from featmlp.runs.layout import META_FILE
@@ -24,9 +24,9 @@ from featmlp.tables.passes import nonfinite_rows
 if TYPE_CHECKING:
     from featmlp.runs.bundle import Bundle
 
-# The largest image a bundle may ask new images to be resized to: Pillow's own
-# decompression-bomb limit (89.5 Mpx), what reading an image file allows.
-MAX_IMAGE_PIXELS = 89_478_485
+# The largest image a bundle may ask new images to be resized to: what reading an image file
+# allows (Pillow's own decompression-bomb limit, 89.5 Mpx).
+MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 # Images whose features predict_images computes together: up to this many, and as many as keep
 # their decoded pixels and the feature set's working memory within PREDICT_CHUNK_BYTES (one
 # image at least: one larger than that is computed alone, when it fits in the memory available).

@@ -10,12 +10,13 @@ configurations, :func:`run_sweep` trains them and writes one comparable set of r
 10
 
 ``run_sweep(table, configs, out="runs/lecture-sweep")`` then trains the five (6,) networks in
-one stacked pass and the five (6, 6) in another (``featmlp/sweep/_stacked.py``): every
+one stacked pass and the five (6, 6) in another (``featmlp/training/engines/stacked.py``): every
 configuration of a group is one row of stacked weights, and one batched matrix product runs a
 layer for all of them. Each ends with the history :func:`featmlp.training.train` gives it alone.
 Configurations that cannot share a pass train alone, in worker processes if asked.
 
-Modules: ``_grid`` (grid, names, which configurations stack), ``_stacked`` (the engine),
+Modules: ``_grid`` (grid, names, which configurations stack), the engine in
+:mod:`featmlp.training.engines.stacked`,
 ``_run`` (:func:`run_sweep`), ``_output`` (files and plots), ``_result`` (:class:`SweepResult`,
 :class:`SweepRun`); ``_run`` -> ``_output`` -> ``_result``, one way.
 """

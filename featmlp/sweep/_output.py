@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 from featmlp import __version__
-from featmlp._figures import new_figure, save_figure
+from featmlp._figures import new_figure, palette, save_figure
 from featmlp._io import atomic_write
 from featmlp.runs.layout import CONFUSION_PLOT
 from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
 from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
+from featmlp.runs.plots import plot_accuracy_vs_lr as render_accuracy_vs_lr
 from featmlp.runs.plots import plot_confusion, plot_history, render
 from featmlp.tables.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
@@ -96,7 +97,7 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
     has_val = any(VAL_LOSS in r for run in sweep for r in run.result.history)
     fig = new_figure(13 if has_val else 8.5, 4.5)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
-    colours = _colours(len(sweep))
+    colours = palette(len(sweep))
     titles = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss"}
     for ax, (key, title) in zip(axes, titles.items()):
         for run, colour in zip(sweep, colours):
@@ -127,28 +128,8 @@ def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
     lines: dict[str, list] = {}
     for run in sweep:
         label = ", ".join(f"{f} {format_value(f, getattr(run.config, f))}" for f in others)
-        lines.setdefault(label or "all", []).append(run)
-    fig = new_figure(7, 4.5)
-    ax = fig.subplots()
-    for (label, runs), colour in zip(lines.items(), _colours(len(lines))):
-        points = sorted((run.config.lr, _accuracy(run, use_test), run.diverged) for run in runs)
-        points = [p for p in points if p[1] is not None]
-        if not points:
-            continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label)
-        bad = [p for p in points if p[2]]
-        if bad:
-            ax.plot([p[0] for p in bad], [p[1] for p in bad], "x", color="black", markersize=10,
-                    mew=2)
-    if any(run.diverged for run in sweep):
-        ax.plot([], [], "x", color="black", label="diverged (last finite weights)")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("test accuracy" if use_test else "final training accuracy")
-    ax.set_title("accuracy versus learning rate")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+        lines.setdefault(label or "all", []).append((run.config.lr, _accuracy(run, use_test), run.diverged))
+    return render_accuracy_vs_lr(lines, path, ylabel="test accuracy" if use_test else "final training accuracy")
 
 
 def _accuracy(run, use_test: bool):
@@ -156,13 +137,6 @@ def _accuracy(run, use_test: bool):
         return run.test_accuracy
     history = run.result.history
     return history[-1][TRAIN_ACCURACY] if history else None
-
-
-def _colours(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _distinct(values: list) -> list:

@@ -22,14 +22,14 @@ from featmlp.runs.directory import lock_file
 from featmlp.tables.store import FeatureTable
 from featmlp.training import TrainConfig, TrainResult, threads_override, train
 from featmlp.training.callbacks import as_callback
+from featmlp.training.engines.stacked import train_stacked
+from featmlp.training.engines.streamed import in_memory
 from featmlp.training.history import History
-from featmlp.training.stream import in_memory
 
 from ._grid import config_names, stack_key, varying_fields
 from ._output import write_sweep
 from ._result import SweepResult, SweepRun
 from ._resume import SweepDirectory
-from ._stacked import train_stacked
 
 
 def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, workers: int = 1,

@@ -113,11 +113,11 @@ def check_extraction(dataset, features, options, fitted, chunk_size, workers, *,
     """
     fset = get_feature_set(features)
     if workers < 1:
-        raise DataError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     options = parse_feature_options(fset, options or {})
     fitted = {k: v for k, v in (fitted or {}).items() if k in fset.needs_fit}
     if options and fitted and set(fset.needs_fit) <= set(fitted):
-        raise DataError(f"feature options {', '.join(options)} were given with an already fitted state: "
+        raise ConfigError(f"feature options {', '.join(options)} were given with an already fitted state: "
                         f"drop them, or fit anew without --fitted-from")
     shape = dataset.train_images.shape[1:3]
     threads = 1 if workers > 1 else None  # worker processes run the serial kernels

@@ -24,7 +24,7 @@ import numpy as np
 from featmlp._io import atomic_write, read_npz
 from featmlp._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir, replace_dir
 from featmlp.data import not_regular
-from featmlp.errors import DataError, FeatmlpError
+from featmlp.errors import ConfigError, DataError, FeatmlpError
 from featmlp.features import get_feature_set, mirror_permutation, state_from_arrays, state_to_arrays
 from featmlp.tables.format import FITTED_FILE, REQUIRED_KEYS
 from featmlp.tables.sharded import open_sharded, verify_file, verifying, write_manifest, write_shard
@@ -322,7 +322,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     (2, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     """
     if shard_rows < 1:
-        raise DataError(f"shard_rows must be at least 1, got {shard_rows}")
+        raise ConfigError(f"shard_rows must be at least 1, got {shard_rows}")
     check_output(path, "table", force=overwrite, option="path")
     path = Path(os.path.abspath(path))
     work = path.with_name(f".{path.name}.partial")

@@ -4,12 +4,14 @@
   :data:`PRESETS` (imports no torch).
 - :mod:`~featmlp.training.optim`: the optimisers and schedules (``OPTIMIZERS``, ``SCHEDULES``).
 - :mod:`~featmlp.training.params`: the flat parameter vector (flatten, unflatten, snapshot, restore).
-- :mod:`~featmlp.training.prepare`: the set-up shared by ``train``, ``lr_find`` and the sweep.
+- :mod:`~featmlp.training.setup`, :mod:`~featmlp.training.epoch`, :mod:`~featmlp.training.checks`: the
+  set-up, the per-epoch arithmetic and the checks shared by ``train``, ``lr_find`` and the sweep.
 - :mod:`~featmlp.training.history`: the per-epoch record and its column names.
 - :mod:`~featmlp.training.callbacks`: :class:`Callback` (defined in :mod:`featmlp.progress`, the one hook
   protocol); the live loss plot is :class:`featmlp.runs.LivePlot`.
 - :mod:`~featmlp.training.threads`: the CPU thread policy.
-- :mod:`~featmlp.training.engines`: the two engines that run an epoch's steps.
+- :mod:`~featmlp.training.engines`: the step code: fast, autograd, streamed (out of core), stacked
+  (the sweep's many configurations at once) and its fused kernel.
 - :mod:`~featmlp.training.loop`: :func:`train` and :class:`TrainResult`.
 
 The names load lazily (:func:`featmlp._exports.lazy_exports`), so ``featmlp.training.config``, and
@@ -33,7 +35,7 @@ _NAMES = {
     **dict.fromkeys(["OPTIMIZERS", "SCHEDULES", "GradientDescent", "SGD", "Adam", "AdamW"],
                     "featmlp.training.optim"),
     "Callback": "featmlp.training.callbacks",
-    **dict.fromkeys(["check_config", "check_training"], "featmlp.training.prepare"),
+    **dict.fromkeys(["check_config", "check_training"], "featmlp.training.checks"),
     **dict.fromkeys(["THREADS_ENV", "idle_cores", "threads_override", "training_threads"],
                     "featmlp.training.threads"),
 }

@@ -87,9 +87,9 @@ def test_stacked_configurations_end_as_train_alone(table, grid):
 
 
 def test_lecture_sweep_takes_the_fused_kernel(table):
-    # Full-batch ReLU groups on the CPU run in featmlp.sweep._fused; here with several
+    # Full-batch ReLU groups on the CPU run in featmlp.training.engines.fused; here with several
     # 256-sample blocks, a partial one, and chunks on both threads.
-    from featmlp.sweep import _stacked
+    from featmlp.training.engines import stacked as _stacked
 
     assert _stacked._uses_fused(PRESETS["lecture"])
     assert not _stacked._uses_fused(dataclasses.replace(PRESETS["lecture"], activation="tanh"))
@@ -107,7 +107,7 @@ def test_lecture_sweep_takes_the_fused_kernel(table):
 def test_full_batch_gradient_summed_over_chunks(table, monkeypatch):
     # Full-batch epochs run in chunks of samples (the 300 here fit one): force ~40-sample
     # chunks, of two sizes, and a validation split.
-    from featmlp.sweep import _stacked
+    from featmlp.training.engines import stacked as _stacked
 
     monkeypatch.setattr(_stacked, "_CHUNK_ELEMENTS", 40 * 2 * 6)
     monkeypatch.setattr(_stacked, "_MIN_CHUNK", 1)

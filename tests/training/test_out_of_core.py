@@ -1,4 +1,4 @@
-"""Training out of core (featmlp.training.stream): a sharded table streamed from disk trains as
+"""Training out of core (featmlp.training.engines.streamed): a sharded table streamed from disk trains as
 the same table in memory does, with the same (shard-blocked) batch order, without ever being
 read whole.
 
@@ -19,7 +19,7 @@ from featmlp.model import Scaler
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded
 from featmlp.training import PRESETS, TrainConfig, check_training, train
-from featmlp.training.stream import blocked_permutation
+from featmlp.training.engines.streamed import blocked_permutation
 
 # Uneven shards: the last one short, and more than one batch per shard.
 SHARD_ROWS = 70
@@ -200,7 +200,7 @@ def test_streaming_never_reads_the_table_whole_and_maps_at_most_two_shards(shard
 
 def test_large_tables_stream_by_default_and_small_ones_are_read(sharded, monkeypatch):
     import featmlp._memory
-    import featmlp.training.stream as stream
+    import featmlp.training.engines.streamed as stream
 
     used = []
     real = stream.ShardedRows

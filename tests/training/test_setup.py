@@ -1,4 +1,4 @@
-"""featmlp.training.prepare: the rows a run trains on, and the lecture's gradient scale, by hand."""
+"""featmlp.training.setup and .epoch: the rows a run trains on, and the lecture's gradient scale, by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from featmlp.errors import DataError
 from featmlp.model import Scaler
 from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.training.prepare import gd_gradient_scale, training_rows
+from featmlp.training.epoch import gd_gradient_scale
+from featmlp.training.setup import training_rows
 
 
 def _data(n=40):

@@ -32,7 +32,7 @@ from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec, loss_function
 from featmlp.tables.sharded import ShardedArray
-from featmlp.training.engines import ScaledRows
+from featmlp.training.engines.autograd import ScaledRows
 
 # A sharded table larger than this share of the free memory is streamed rather than read: the
 # rest is left to the network, the batch and whatever else runs on the machine.
@@ -120,7 +120,7 @@ def _members(block_of: np.ndarray, n_blocks: int) -> list[torch.Tensor]:
 
 
 class ShardedRows(ScaledRows):
-    """:class:`~featmlp.training.engines.ScaledRows` reading its rows from a sharded table's shards.
+    """:class:`~featmlp.training.engines.autograd.ScaledRows` reading its rows from a sharded table's shards.
 
     ``rows`` are the table rows being trained on (after the validation split), in training
     order: row ``i`` of this source is table row ``rows[i]``, and with ``mirror`` rows
@@ -181,7 +181,7 @@ class StreamedGDEngine:
     gradient (each sample's loss weighted as in memory) to the parameters' ``.grad``; the
     optimiser steps once they are all summed. The same step as the whole table's in memory, up
     to the order of float summation. Batch norm would normalise each group by its own
-    statistics: :func:`featmlp.training.prepare.checked_inputs` refuses it.
+    statistics: :func:`featmlp.training.checks.checked_inputs` refuses it.
     """
 
     def __init__(self, model, spec: MLPSpec, X: ShardedRows, y: torch.Tensor, label_smoothing: float = 0.0):
@@ -196,7 +196,7 @@ class StreamedGDEngine:
         pass
 
     def run_epoch(self, perm, sw, batch_size, step_fn, lrs):
-        """As :meth:`featmlp.training.engines.FastEngine.run_epoch` with one step: logits (N, C),
+        """As :meth:`featmlp.training.engines.fast.FastEngine.run_epoch` with one step: logits (N, C),
         per-sample losses and labels, in stored order."""
         n = len(self.y)
         Z = torch.empty(n, self.n_classes, dtype=torch.float32, device=self.y.device)

@@ -1,11 +1,11 @@
 """One full-batch epoch of K stacked ReLU MLPs in one numba kernel: forward, softmax, loss and
 gradients of all K networks per block of samples that stays in L1, on all cores.
 
-Used by ``_stacked._Engine`` for full-batch gradient descent (the lecture's sweep) with ReLU
+Used by ``stacked._Engine`` for full-batch gradient descent (the lecture's sweep) with ReLU
 and the MSE or cross-entropy head; everything else keeps the torch path. Why, measured on this
 project's 2-core CPU, lecture sweep (10 networks, 20 epochs, 50,000 x 9): the torch path does
 each op over the whole chunk (a dozen passes through memory per layer) and its epoch costs
-~1.6 ms per network against 2.2 ms for ``train()`` alone; see ``_stacked.py`` for this
+~1.6 ms per network against 2.2 ms for ``train()`` alone; see ``stacked.py`` for this
 kernel's figures.
 
 Layout: a block of ``B`` samples is one flat float32 buffer of rows of ``B`` (input features,

@@ -4,7 +4,7 @@ Configuration ``k`` of a group is row ``k`` of one ``(K, P)`` tensor, laid out a
 parameter vector :func:`featmlp.training.train` steps (``model.parameters()`` order). Each layer's
 weights are a ``(K, out, in)`` view of it and one ``torch.baddbmm`` computes that layer for all
 ``K`` networks; the input batch is shared (``expand``, no copy). The layout is feature-major, as
-in ``featmlp.training.engines.FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
+in ``featmlp.training.engines.fast.FastEngine``: activations are ``(K, units, batch)``, softmax runs over dim 1.
 
 Everything that defines a run is reproduced per configuration: the initial weights (seed, then
 ``build_mlp``), the minibatch order (one generator seeded as ``train()`` seeds it, shared by the
@@ -17,7 +17,7 @@ Speed (``benchmarks/bench_sweep.py``, this project's 2-core CPU): such a full-ba
 arithmetic over 50,000 samples, not per-op overhead. With torch ops the lecture's sweep (10
 networks, 20 epochs over 50,000 x 9) trained in ~0.32 s, ~1.6 ms per network-epoch against
 ~2.2 ms for ``train()`` alone (7x one configuration). Full-batch ReLU groups on the CPU
-therefore run in one fused numba kernel (``_fused.py``: forward, softmax, loss and gradients per
+therefore run in one fused numba kernel (``fused.py``: forward, softmax, loss and gradients per
 256-sample block that stays in L1, on both cores, float64 gradient sums per chunk): ~0.12 s,
 ~0.6 ms per network-epoch, 2.8x one configuration. Tried and left out: running torch chunks on 2
 threads (slower: the OpenMP team spin-waits), and torch at 2 threads beside the kernel (same).
@@ -34,17 +34,15 @@ import torch
 
 from featmlp.model import HEADS
 from featmlp.progress import Callback
+from featmlp.training.checks import check_data
 from featmlp.training.config import TrainConfig
-from featmlp.training.engines import FAST_ACTIVATIONS
-from featmlp.training.history import (VAL_ACCURACY, VAL_LOSS, can_validate, diverged,
-                                      epoch_record)
+from featmlp.training.engines import fused as _fused
+from featmlp.training.engines.fast import FAST_ACTIVATIONS
+from featmlp.training.epoch import gd_gradient_scale, within_batch_weights
+from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, can_validate, diverged, epoch_record
 from featmlp.training.loop import TrainResult
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES, RowOptimizer
-from featmlp.training.prepare import (batch_order_rng, check_data, class_weights, gd_gradient_scale,
-                                      initial_model, resolve_device, seeded, training_rows,
-                                      within_batch_weights)
-
-from . import _fused
+from featmlp.training.setup import batch_order_rng, class_weights, initial_model, resolve_device, seeded, training_rows
 
 # Full-batch epochs run in chunks of samples so that the (K, units, chunk) intermediates stay
 # in cache and the gradient accumulates chunk by chunk. Whole-epoch tensors for 5 networks
@@ -90,7 +88,7 @@ class _Engine:
     def __init__(self, stack: _Stack, spec, XT: torch.Tensor, y: torch.Tensor, weighted: bool,
                  fused: bool = False):
         self.stack = stack
-        # Full-batch epochs of ReLU networks on the CPU run in one numba kernel (_fused.py):
+        # Full-batch epochs of ReLU networks on the CPU run in one numba kernel (fused.py):
         # forward, softmax, loss and gradients per block of samples, on all cores.
         self.fused = fused
         self.act, self.act_backward = FAST_ACTIVATIONS[spec.activation]

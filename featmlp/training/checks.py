@@ -1,164 +1,25 @@
-"""The set-up shared by :func:`featmlp.training.train`, :func:`featmlp.training.lr_find.lr_find` and the stacked sweep.
+"""The checks of a training run's settings and inputs, before anything is computed or written.
 
-Each of them checks its inputs, picks the device, holds out the validation rows, fits the
-scaler, weighs the classes and draws the initial weights the same way, from the functions
-here, so that a learning rate found by ``lr_find`` or a configuration trained in a sweep means
-what it means to ``train``. The per-epoch arithmetic they share (the loss, accuracy and
-finiteness of an epoch in one device sync, the minibatch weights, the lecture's gradient
-scale) is here too.
+:func:`check_config` and :func:`check_training` are public (``featmlp.training``);
+:func:`checked_inputs` is what :func:`featmlp.training.train` runs first: the settings, the
+labels, the rows, the device and the memory the run will take, each refused with a message that
+names the value and what to do.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
 from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import MLPSpec, Scaler, build_mlp, training_bytes
+from featmlp.model import training_bytes
 from featmlp.tables.passes import is_permutation, nonfinite_rows
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import label_indices, real_features
 from featmlp.training.config import PRESETS, TrainConfig
+from featmlp.training.engines.streamed import CACHED_SHARDS, GD_CHUNK_ROWS, streams
 from featmlp.training.optim import OPTIMIZERS
-from featmlp.training.stream import CACHED_SHARDS, GD_CHUNK_ROWS, streams
-
-
-@dataclass
-class TrainingRows:
-    """What a run trains on: the rows after the validation split, their device and their scaler."""
-
-    X: np.ndarray
-    y: np.ndarray
-    X_val: np.ndarray | None
-    y_val: np.ndarray | None
-    device: torch.device
-    scaler: Scaler
-    # The indices in the given X of the training rows, in training order (None: all, in order).
-    # A streamed table keeps X whole (on disk) and trains on these rows of it.
-    rows: np.ndarray | None = None
-
-    def spec(self, config: TrainConfig, n_classes: int) -> MLPSpec:
-        """The network of ``config`` for these rows."""
-        return config.spec(self.X.shape[1], n_classes)
-
-
-def training_rows(X, y, config: TrainConfig, *, X_val=None, y_val=None, mirror=None) -> TrainingRows:
-    """Hold out ``config.val_fraction`` of checked rows, pick the device, fit the scaler on the rest.
-
-    In that order, as :func:`featmlp.training.train`, :func:`featmlp.training.lr_find.lr_find` and the stacked
-    sweep did each on its own. With ``config.flip`` and ``mirror``, the scaler is that of the
-    training rows and their mirror images together.
-
-    A :class:`~featmlp.tables.sharded.ShardedArray` ``X`` (a table streamed from disk) stays where it
-    is: the validation rows, chosen as in memory, are gathered into memory, the scaler is
-    fitted on the other rows in a pass over the shards, and ``rows`` says which they are.
-    """
-    rows = None
-    if config.val_fraction:
-        rows, va = validation_indices(y, config.val_fraction, config.seed)
-        X_val, y_val, y = X[va], y[va], y[rows]  # X[va] of a ShardedArray: a gather, shard by shard
-        if not isinstance(X, ShardedArray):
-            X = X[rows]
-    device = resolve_device(config.device)
-    fit_rows = np.sort(rows) if isinstance(X, ShardedArray) and rows is not None else None
-    scaler = Scaler.fit(X, config.scaler, mirror=mirror if config.flip else None, rows=fit_rows)
-    return TrainingRows(X, y, X_val, y_val, device, scaler, rows)
-
-
-@contextlib.contextmanager
-def seeded(device: torch.device):
-    """Leave the caller's random state as it was: fork torch's generators (CUDA's on ``device``).
-
-    Inside, :func:`initial_model` seeds the global generator (initial weights, dropout).
-    """
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        yield
-
-
-def initial_model(spec: MLPSpec, seed: int, device: torch.device):
-    """The network :func:`featmlp.training.train` starts from: ``seed``, then :func:`build_mlp`."""
-    torch.manual_seed(seed)
-    return build_mlp(spec).to(device)
-
-
-def batch_order_rng(seed: int) -> torch.Generator:
-    """The generator of the minibatch order, apart from the global one (so dropout does not move it)."""
-    return torch.Generator().manual_seed(seed)
-
-
-def gd_gradient_scale(config: TrainConfig, n: int) -> int:
-    """The lecture's factor on full-batch ``"gd"``'s gradient: ``ceil(n / lecture_batch_size)``, else 1.
-
-    The notebook stepped on the sum of the mean losses of its minibatches (see
-    :mod:`featmlp.training.loop`); ``lecture_batch_size`` reruns that literally.
-    """
-    if OPTIMIZERS[config.optimizer].full_batch and config.lecture_batch_size:
-        return math.ceil(n / config.lecture_batch_size)
-    return 1
-
-
-def evaluate(model, X, y, w, loss_fn) -> tuple[float, float]:
-    """Weighted mean loss and accuracy of the model (eval mode) on ``X``, in chunks."""
-    model.eval()
-    with torch.inference_mode():
-        logits = torch.cat([model(xb) for xb in X.split(65536)])
-        loss, acc, _ = loss_accuracy(logits, 1, y, w, loss_fn, None)
-    model.train()
-    return loss, acc
-
-
-def within_batch_weights(w: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``w_i / sum of w over sample i's batch``: each step minimises its batch's weighted mean."""
-    n = len(w)
-    n_batches = math.ceil(n / batch_size)
-    padded = torch.nn.functional.pad(w, (0, n_batches * batch_size - n))
-    sums = padded.view(n_batches, batch_size).sum(1)
-    return w / sums.repeat_interleave(batch_size)[:n]
-
-
-def loss_accuracy(logits, dim, y, w, loss_fn, flat, losses=None) -> tuple[float, float, bool]:
-    """Weighted mean loss, accuracy and whether ``flat`` is all finite, with one device sync.
-
-    ``dim`` is the class axis of ``logits``; ``losses`` the per-sample losses when already
-    known. Accuracy compares the true class's logit with the largest: on (10, 50,000) logits
-    ``amax`` + ``gather`` take ~0.1 ms, ``argmax`` ~6 ms.
-    """
-    if losses is None:
-        losses = loss_fn(logits, y, dim)
-    loss = (losses * w).sum() / w.sum()
-    true_logit = logits.gather(dim, y.unsqueeze(dim)).squeeze(dim)
-    acc = (true_logit >= logits.amax(dim)).to(logits.dtype).mean()
-    finite = torch.isfinite(flat).all().to(logits.dtype) if flat is not None else loss.new_ones(())
-    loss, acc, finite = torch.stack([loss, acc, finite]).tolist()
-    return loss, acc, bool(finite)
-
-
-def class_weights(y: np.ndarray, n_classes: int, mode) -> np.ndarray:
-    """One loss weight per class index for ``config.class_weight`` ``mode`` (None: all 1)."""
-    if mode is None:
-        return np.ones(n_classes, np.float32)
-    if mode != "balanced":
-        if len(mode) != n_classes:
-            raise ConfigError(f"class_weight has {len(mode)} weights for {n_classes} classes")
-        return np.asarray(mode, np.float32)
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.ones(n_classes)
-    weights[present] = len(y) / (present.sum() * counts[present])
-    return weights.astype(np.float32)
-
-
-def validation_size(n: int, fraction: float) -> int:
-    """Rows held out of ``n`` for validation; DataError when either side would be empty."""
-    n_val = math.ceil(n * fraction)
-    if n_val < 1 or n - n_val < 1:
-        raise DataError(f"val_fraction={fraction} leaves no training or validation rows out of {n}")
-    return n_val
+from featmlp.training.setup import resolve_device, validation_size
 
 
 def _check_is_config(config) -> None:
@@ -172,33 +33,6 @@ def _check_patience(config: TrainConfig, has_validation: bool) -> None:
             f"patience={config.patience} (early stopping) needs validation data: set "
             f"val_fraction > 0 or pass X_val and y_val"
         )
-
-
-def split_validation(X, y, fraction, seed):
-    """``X, y, X_val, y_val``: ``fraction`` of the rows held out, stratified and seeded."""
-    tr, va = validation_indices(y, fraction, seed)
-    return X[tr], y[tr], X[va], y[va]
-
-
-def validation_indices(y, fraction, seed) -> tuple[np.ndarray, np.ndarray]:
-    """``(training rows, validation rows)``: indices of ``fraction`` of the labels ``y`` held out,
-    stratified and seeded (from the labels alone: a table on disk is split without reading it).
-
-    Examples
-    --------
-    >>> tr, va = validation_indices(np.array([0, 1] * 5), 0.2, seed=0)
-    >>> len(tr), len(va), sorted(np.r_[tr, va].tolist()) == list(range(10))
-    (8, 2, True)
-    """
-    from sklearn.model_selection import train_test_split
-
-    n_val = validation_size(len(y), fraction)
-    idx = np.arange(len(y))
-    try:
-        return tuple(train_test_split(idx, test_size=n_val, stratify=y, random_state=seed))
-    except ValueError:
-        # Too few members in some class to stratify: split at random instead.
-        return tuple(train_test_split(idx, test_size=n_val, random_state=seed))
 
 
 def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
@@ -242,7 +76,7 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=No
 
     Returns ``X, y, X_val, y_val, n_classes, mirror, device, streamed``; a sharded ``X`` (or
     ``X_val``) comes back as it is, unread: ``streamed`` says whether training streams it
-    (:func:`featmlp.training.stream.streams`) or reads it into memory.
+    (:func:`featmlp.training.engines.streamed.streams`) or reads it into memory.
     """
     _check_is_config(config)
     config.validate()
@@ -325,18 +159,6 @@ def _check_training_memory(X, X_val, spec, config, n_train, n_val, streamed, dev
             what += f" read into memory ({format_bytes(X.nbytes)})"
             advice += ", or stream the table from disk (out_of_core=True)"
     check_memory(need, what, advice, device=str(device))
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of ``config.device`` (``"auto"``: CUDA when available); ConfigError when absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available: use auto or cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r} is not one of: auto, cpu, cuda, cuda:N") from None
 
 
 def check_data(X, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:

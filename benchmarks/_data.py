@@ -23,12 +23,12 @@ def lecture_features(path: Path | None = None):
     path = Path(path) if path is not None else CACHE
     if not path.exists() and path == CACHE and ARCHIVE.exists():
         from featmlp.data import load_dataset
-        from featmlp.extraction import extract_dataset
+        from featmlp.tables.extract import extract_dataset
 
         print(f"extracting the lecture features of {ARCHIVE.resolve()} into {CACHE} (once)", file=sys.stderr)
         extract_dataset(load_dataset(ARCHIVE), "lecture", CACHE)
     if path.exists():
-        from featmlp.store import load_features
+        from featmlp.tables.store import load_features
 
         t = load_features(path)
         return t.X_train, t.y_train, t.X_test, t.y_test, f"CIFAR-10 lecture features ({path.name})"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from featmlp.data._images import decode_image
+from featmlp.data._decode import decode_image
 
 ARCHIVE = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
 

@@ -57,7 +57,7 @@ REFERENCE = """
 import sys
 import numpy as np
 from featmlp.data import Dataset, load_dataset
-from featmlp.extraction import extract_dataset
+from featmlp.tables.extract import extract_dataset
 ds = load_dataset(sys.argv[1])
 ds = Dataset(np.asarray(ds.train_images), ds.train_labels, np.asarray(ds.test_images), ds.test_labels,
              ds.class_names, ds.source)  # every image decoded before the first chunk
@@ -121,7 +121,7 @@ def build_photos(root: Path, n: int, width: int, height: int) -> Path:
 MAKE_RUN = """
 import sys
 import numpy as np
-from featmlp.bundle import save_bundle
+from featmlp.runs.bundle import save_bundle
 from featmlp.model import MLPSpec, Scaler, build_mlp
 X = np.random.default_rng(0).normal(size=(10, 9))
 spec = MLPSpec(9, 2, hidden=(8,))
@@ -131,7 +131,7 @@ save_bundle(sys.argv[1], build_mlp(spec), spec, Scaler.fit(X), "lecture", ["c0",
 MAKE_CLASSES = """
 import sys
 import numpy as np
-from featmlp.store import FeatureTable, save_features
+from featmlp.tables.store import FeatureTable, save_features
 n, per = int(sys.argv[2]), 5
 rng = np.random.default_rng(0)
 y = np.repeat(np.arange(n), per)
@@ -143,8 +143,9 @@ save_features(sys.argv[1], FeatureTable(X, y, X[::2], y[::2], tuple(f"f{i}" for 
 # The confusion matrix drawn as before issue 15: the figure grows with the classes, names on the axes.
 OLD_PLOTS = """
 import sys
+import featmlp._figures as figures
 import featmlp.runs.plots as plots
-plots.MAX_FIGURE_INCHES = plots.TICK_LABEL_CLASSES = float("inf")
+figures.MAX_FIGURE_INCHES = plots.MAX_FIGURE_INCHES = plots.TICK_LABEL_CLASSES = float("inf")
 from featmlp.cli import main
 main(sys.argv[1:])
 """
@@ -190,7 +191,7 @@ def show(label: str, result) -> str:
 
 CHUNKS = """
 import sys
-from featmlp.extraction import _CHUNK_BYTES, default_chunk_size
+from featmlp.tables.extract import _CHUNK_BYTES, default_chunk_size
 h, w = int(sys.argv[1]), int(sys.argv[2])
 print(default_chunk_size((h, w), "lecture"), max(1, min(5000, _CHUNK_BYTES // (w * h * 3))))
 """

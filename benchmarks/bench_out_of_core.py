@@ -34,7 +34,7 @@ SHARD = 5000
 
 def build_table(path: Path, rows: int, features: int, classes: int = 10, seed: int = 0) -> Path:
     """A sharded table written shard by shard (never whole in memory); kept for the next run."""
-    from featmlp.shards import is_sharded, write_manifest, write_shard
+    from featmlp.tables.sharded import is_sharded, write_manifest, write_shard
 
     if is_sharded(path):
         return path

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.sweep import expand_grid, run_sweep
-from featmlp.train import PRESETS, train
+from featmlp.training import PRESETS, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import lecture_features  # noqa: E402

@@ -3,7 +3,7 @@
 Issue 8: with another process busy, torch's 2 OpenMP threads made the default network's epochs
 swing from 1 s to 100 s, where 1 thread stayed at 1.2 s. For four network sizes this trains a
 few epochs with ``FEATMLP_NUM_THREADS=1``, ``=2`` and unset (featmlp's own choice,
-:func:`featmlp.train.training_threads`), first quiet, then beside a CPU-bound busy loop in
+:func:`featmlp.training.training_threads`), first quiet, then beside a CPU-bound busy loop in
 another process (one core's worth, running throughout and killed with this script), and prints
 the median epoch time of each, the 2-vs-1 ratio and the spread over the repeats.
 
@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from featmlp.train import PRESETS, THREADS_ENV, TrainConfig, idle_cores, train
+from featmlp.training import PRESETS, THREADS_ENV, TrainConfig, idle_cores, train
 
 NETWORKS = {
     "lecture 9->6->10 full batch": (9, 50_000, PRESETS["lecture"]),

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from featmlp.model import Scaler
-from featmlp.train import PRESETS, train
+from featmlp.training import PRESETS, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import lecture_features  # noqa: E402

@@ -24,7 +24,7 @@ def main() -> None:
 
     from bench_pretrained import cifar_images
     from featmlp.features import extract_features, fit_features
-    from featmlp.train import PRESETS, train
+    from featmlp.training import PRESETS, train
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)

@@ -4,7 +4,7 @@ The pieces, in the order data flows through them:
 
 - :func:`featmlp.data.load_dataset`: images and labels from the bundled sample, CIFAR-10 or a folder;
 - :func:`extract_features`: a feature set (``"lecture"``: the nine texture features) for a batch;
-- :func:`featmlp.train.train` with a :class:`TrainConfig` (or a preset from :data:`PRESETS`), or the
+- :func:`featmlp.training.train` with a :class:`TrainConfig` (or a preset from :data:`PRESETS`), or the
   scikit-learn estimator :class:`FeatMLPClassifier`;
 - :func:`run_job`: all of it into one run directory, as ``featmlp run`` does; :func:`evaluate_run`
   scores a saved run on a feature file;
@@ -31,7 +31,7 @@ _LAZY = {
     "load_bundle": "featmlp.runs.bundle",
     "run_job": "featmlp.runs.job",
     "evaluate_run": "featmlp.runs.evaluate",
-    "load_features": "featmlp.store",
+    "load_features": "featmlp.tables.store",
 }
 
 

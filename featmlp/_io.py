@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from featmlp.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -69,8 +71,6 @@ def read_npz(path: str | os.PathLike, select=None, *, what: str = "feature file"
 
     import numpy as np
 
-    from .errors import DataError
-
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -118,8 +118,6 @@ def exclusive(lock_path: str | os.PathLike, busy: str) -> Iterator[None]:
     except ImportError:  # not POSIX
         yield
         return
-    from .errors import DataError
-
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     while True:

@@ -2,7 +2,7 @@
 
 A network of ``--hidden 100000000`` or a bundle asking for 100000x100000 images used to be
 found out by the kernel's OOM killer at ~21 GB, with no message. Callers estimate what they
-need (:func:`featmlp.model.training_bytes`, :func:`featmlp.runs.bundle.image_bytes`) and ask
+need (:func:`featmlp.model.training_bytes`, :func:`featmlp.runs.predict.image_bytes`) and ask
 :func:`check_memory` first.
 """
 

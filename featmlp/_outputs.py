@@ -30,7 +30,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from .errors import DataError
+from featmlp.errors import DataError
+from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURE_STATE_FILE, FEATURES_FILE, FEATURES_PARTIAL,
+                                 LOSS_PLOT, META_FILE, METRICS_FILE, REPORT_FILE, SWEEP_FILES, TENSORBOARD_DIR,
+                                 WEIGHTS_FILE)
+from featmlp.tables.format import (FORMAT, MANIFEST, REQUIRED_KEYS,  # noqa: F401 (SPEC_FILE: an output it knows)
+                                   SPEC_FILE)
 
 # Kinds of output, and how a message names one.
 KINDS = {
@@ -48,11 +53,6 @@ DIR_KINDS = ("table", "run", "sweep")
 WORK_MARK = ".featmlp-work"
 # featmlp._io.atomic_write's temporary files: ".<name>.<8 random characters>.part".
 _PART = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
-# A sweep directory's files (featmlp.sweep: sweep/_output.SWEEP_FILE, sweep/_resume.PROGRESS_FILE;
-# named here so that checking an output imports no torch; tests/test_outputs_safe.py checks they agree).
-SWEEP_FILES = ("sweep.json", "progress.json")
-# The spec of an extraction's resumable work directory (featmlp.extraction).
-SPEC_FILE = "spec.json"
 # The last line of a report (featmlp.runs.report._page).
 REPORT_MARK = b"<p class=\"muted\">Written by featmlp "
 
@@ -66,24 +66,17 @@ def _is_featmlp_json(path: Path, key: str, value=None) -> bool:
 
 
 def _is_table(d: Path) -> bool:
-    from .shards import FORMAT, MANIFEST
-
     return _is_featmlp_json(d / MANIFEST, "format", FORMAT)
 
 
 def _is_run(d: Path) -> bool:
-    from .runs.layout import CONFIG_FILE, META_FILE, METRICS_FILE
-
     return (d / CONFIG_FILE).is_file() and ((d / META_FILE).is_file() or (d / METRICS_FILE).is_file())
 
 
 def _is_run_staging(d: Path, entries) -> bool:
     """Every entry is one a run directory being built holds (featmlp.runs.layout's names)."""
-    from .runs import layout
-
-    names = {layout.CONFIG_FILE, layout.METRICS_FILE, layout.LOSS_PLOT, layout.CONFUSION_PLOT,
-             layout.FEATURES_FILE, layout.FEATURES_PARTIAL, layout.TENSORBOARD_DIR, layout.WEIGHTS_FILE,
-             layout.META_FILE, layout.FEATURE_STATE_FILE, "report.html"}
+    names = {CONFIG_FILE, METRICS_FILE, LOSS_PLOT, CONFUSION_PLOT, FEATURES_FILE, FEATURES_PARTIAL,
+             TENSORBOARD_DIR, WEIGHTS_FILE, META_FILE, FEATURE_STATE_FILE, REPORT_FILE}
     return all(e in names or _PART.match(e) for e in entries)
 
 
@@ -97,8 +90,6 @@ def _is_feature_file(p: Path) -> bool:
             names = set(z.namelist())
     except (OSError, zipfile.BadZipFile, ValueError):
         return False
-    from .store import REQUIRED_KEYS
-
     return all(f"{k}.npy" in names for k in (*REQUIRED_KEYS, "meta"))
 
 
@@ -244,8 +235,6 @@ def check_output(path: str | os.PathLike, kind: str, *, force: bool = False, sou
 def not_a_table(path: str | os.PathLike) -> str:
     """Why the directory ``path``, given as a feature table, is none, and what to give instead
     (never a command that would write over it)."""
-    from .runs.layout import FEATURES_FILE
-
     kind, what = identify(path)
     if kind == "run":
         own = Path(path) / FEATURES_FILE
@@ -288,7 +277,7 @@ def is_work_dir(path: str | os.PathLike) -> bool:
             or _is_extraction_work(entries) or _is_table(p) or _is_run(p) or _is_run_staging(p, entries))
 
 
-# An extraction's chunk files (featmlp.extraction: "<split>-<start:09d>.npy") and fitted state.
+# An extraction's chunk files (featmlp.tables.extract: "<split>-<start:09d>.npy") and fitted state.
 _CHUNK = re.compile(r"^(train|test)-\d{9}\.npy$")
 
 

@@ -1,4 +1,4 @@
-"""A scikit-learn classifier around :func:`featmlp.train.train`.
+"""A scikit-learn classifier around :func:`featmlp.training.train`.
 
 ``FeatMLPClassifier`` follows the estimator contract to the letter: ``__init__`` only stores its
 arguments, :meth:`~FeatMLPClassifier.fit` validates them and learns, learned state ends with ``_``.
@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featmlp.errors import ConfigError
 from featmlp.model import predict_proba
-from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training import PRESETS, TrainConfig, train
 from featmlp.training.config import FIELDS
 from featmlp.training.history import TRAIN_LOSS
 
@@ -44,10 +44,10 @@ class FeatMLPClassifier(ClassifierMixin, BaseEstimator):
     ----------
     hidden, activation, dropout, batch_norm, head, optimizer, lr, epochs, batch_size, momentum, \
 weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, class_weight, device
-        The fields of :class:`featmlp.train.TrainConfig`; ``None`` takes the preset's value.
+        The fields of :class:`featmlp.training.TrainConfig`; ``None`` takes the preset's value.
         ``class_weight`` may also be a dict ``{label: weight}`` (missing labels weigh 1).
     preset : str or None
-        A key of :data:`featmlp.train.PRESETS`; None is ``"default"``.
+        A key of :data:`featmlp.training.PRESETS`; None is ``"default"``.
     random_state : int, RandomState or None
         Seed of the run (weights, batch order, validation split). None draws one from numpy's
         global generator, as scikit-learn's estimators do.
@@ -58,12 +58,12 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         Label values, in the order of the columns of :meth:`predict_proba`.
     model_ : featmlp.model.MLP
         The trained network (eval mode).
-    scaler_ : featmlp.model.Scaler
+    scaler_ : featmlp.model.scaler.Scaler
         Feature scaling fitted on the training rows.
     config_ : TrainConfig
         The settings the fit used.
     history_ : list of dict
-        Per-epoch records (see :func:`featmlp.train.train`).
+        Per-epoch records (see :func:`featmlp.training.train`).
     loss_curve_ : list of float
         ``train_loss`` of each epoch.
     n_iter_ : int

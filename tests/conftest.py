@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import make_classification
 
 from featmlp.data import Dataset, load_dataset
+from featmlp.tables.store import FeatureTable
 
 
 @pytest.fixture
@@ -100,3 +103,38 @@ def lock_holder():
             proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on 127.0.0.1 for this test: ``(filesystem, storage_options)``."""
+    pytest.importorskip("s3fs", reason="the S3 tests need s3fs: pip install 'featmlp[cloud]'")
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server]: pip install 'moto[server]'")
+    from moto.server import ThreadedMotoServer
+    import s3fs
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+        # moto keeps its buckets in this process, across servers: start from none.
+        urllib.request.urlopen(urllib.request.Request(f"{options['endpoint_url']}/moto-api/reset", method="POST"))
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("bucket")
+        yield fs, options
+    finally:
+        server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def table():
+    """A 3-class feature table of 9 columns (scikit-learn's make_classification), 450 train, 150 test rows."""
+    X, y = make_classification(600, 9, n_informative=6, n_classes=3, random_state=0)
+    return FeatureTable(X[:450], y[:450], X[450:], y[450:], tuple(f"f{i}" for i in range(9)),
+                        ("ant", "bee", "cow"), {"features": "lecture"})

@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 from sklearn.datasets import make_classification
 
-from featmlp import shards
+from featmlp.tables import sharded as shards
 from featmlp.errors import DataError
-from featmlp.run import evaluate_run
+from featmlp.runs import evaluate_run
 from featmlp.runs.results import train_run
-from featmlp.store import FeatureTable, load_features, save_features, save_sharded
-from featmlp.train import TrainConfig
+from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded
+from featmlp.training import TrainConfig
 
 TINY = TrainConfig(hidden=(4,), epochs=1)
 
@@ -108,7 +108,7 @@ def test_evaluate_cli_image_size_end_to_end(tmp_path, run_cli):
 
 
 def test_evaluate_refuses_kmeans_features_of_another_dictionary(tmp_path, tiny_dataset):
-    from featmlp.extraction import extract_dataset
+    from featmlp.tables.extract import extract_dataset
 
     opts = {"k": 4, "patch_size": 3, "n_patches": 200, "pool": 2}
     mine = extract_dataset(tiny_dataset, "kmeans", tmp_path / "a.npz", options={**opts, "seed": 0})
@@ -127,7 +127,7 @@ def test_evaluate_refuses_kmeans_features_of_another_dictionary(tmp_path, tiny_d
                                         r"0.5 against 0.1\)"):
         evaluate_run(tmp_path / "r", tmp_path / "w.npz")
     # the features of the model's own dictionary, extracted again with it, are scored
-    from featmlp.store import load_fitted
+    from featmlp.runs.bundle import load_fitted
 
     again = extract_dataset(tiny_dataset, "kmeans", tmp_path / "c.npz", fitted=load_fitted(tmp_path / "r")[1])
     np.testing.assert_array_equal(again.X_test, mine.X_test)
@@ -226,7 +226,7 @@ def test_a_manifest_without_label_checksums_checks_them_by_its_fingerprint(tmp_p
 
 
 def test_a_fitted_state_from_another_table_is_refused(tmp_path, tiny_dataset):
-    from featmlp.extraction import extract_to_shards
+    from featmlp.tables.extract import extract_to_shards
 
     opts = {"k": 4, "patch_size": 3, "n_patches": 200, "pool": 2}
     a = extract_to_shards(tiny_dataset, "kmeans", tmp_path / "a.features", options={**opts, "seed": 0})
@@ -240,7 +240,7 @@ def test_a_fitted_state_from_another_table_is_refused(tmp_path, tiny_dataset):
 
 def test_a_sharded_table_extracted_with_a_given_state_holds_it(tmp_path, tiny_dataset):
     # --fitted-from into a sharded table: the manifest names fitted.npz, which must be there (and checked)
-    from featmlp.extraction import extract_dataset, extract_to_shards
+    from featmlp.tables.extract import extract_dataset, extract_to_shards
 
     a = extract_dataset(tiny_dataset, "kmeans", tmp_path / "a.npz", options={"k": 4, "patch_size": 3,
                                                                               "n_patches": 200, "pool": 2})
@@ -322,7 +322,7 @@ def test_integer_and_boolean_features_are_read_as_float64(tmp_path):
     ([0, 1 + 0j] * 10, "y holds complex numbers"),
 ])
 def test_train_api_refuses_labels_it_would_cast(y, message):
-    from featmlp.train import check_training, train
+    from featmlp.training import check_training, train
 
     X = np.random.default_rng(0).normal(size=(20, 3))
     for fn in (check_training, train):
@@ -337,14 +337,14 @@ def test_train_api_refuses_labels_it_would_cast(y, message):
     (np.full((20, 3), None, dtype=object), "X holds Python objects"),
 ])
 def test_train_api_refuses_features_it_would_cast(X, message):
-    from featmlp.train import train
+    from featmlp.training import train
 
     with pytest.raises(DataError, match=message):
         train(X, np.arange(20) % 2, TINY)
 
 
 def test_train_api_takes_whole_number_float_labels_as_ints():
-    from featmlp.training.prepare import check_data
+    from featmlp.training.checks import check_data
 
     X = np.random.default_rng(0).normal(size=(6, 2))
     _, y = check_data(X, np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0]), "X", "y")

@@ -11,7 +11,8 @@ import pytest
 
 from featmlp._io import read_npz
 from featmlp.errors import DataError
-from featmlp.store import FeatureTable, load_features, load_fitted, save_features
+from featmlp.tables.store import FeatureTable, load_features, save_features
+from featmlp.runs.bundle import load_fitted
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_a_large_confusion_matrix_has_no_cell_numbers_nor_class_names(tmp_path, 
 
 
 def test_every_figure_is_at_most_the_fixed_size():
-    from featmlp.runs.plots import MAX_FIGURE_INCHES, new_figure
+    from featmlp._figures import MAX_FIGURE_INCHES, new_figure
 
     assert max(new_figure(500, 3).get_size_inches()) <= MAX_FIGURE_INCHES <= 20
 
@@ -125,7 +125,7 @@ def test_kmeans_working_memory_follows_its_settings():
 
 
 def test_default_chunks_count_the_feature_sets_work():
-    from featmlp.extraction import _CHUNK_BYTES, default_chunk_size
+    from featmlp.tables.extract import _CHUNK_BYTES, default_chunk_size
 
     lec = FEATURE_SETS["lecture"].memory
     px = 1000 * 1000
@@ -183,7 +183,7 @@ def test_lecture_features_by_strips_of_rows_are_the_same(monkeypatch):
 
 def test_an_image_too_large_for_memory_is_refused_before_extracting(tmp_path, monkeypatch):
     from featmlp.data import load_dataset
-    from featmlp.extraction import extract_dataset
+    from featmlp.tables.extract import extract_dataset
 
     ds = load_dataset(image_folder(tmp_path / "imgs", [(600, 400)]), test_fraction=0.5)
     small_memory(monkeypatch, 3 << 20)  # 3 MB: one 600x400 image's lecture features need ~7 MB
@@ -194,7 +194,7 @@ def test_an_image_too_large_for_memory_is_refused_before_extracting(tmp_path, mo
 
 def test_a_chunk_too_large_for_memory_is_refused(tmp_path, monkeypatch):
     from featmlp.data import load_dataset
-    from featmlp.extraction import extract_dataset, extract_to_shards
+    from featmlp.tables.extract import extract_dataset, extract_to_shards
 
     ds = load_dataset(image_folder(tmp_path / "imgs", [(300, 200)], per_class=6), test_fraction=0.5)
     one = working_bytes("lecture", (200, 300), 1, threads=1)
@@ -248,7 +248,7 @@ def test_load_dataset_checks_image_size(tmp_path, monkeypatch):
 
 
 def test_cifar_batches_resized_whole_are_checked(tmp_path, monkeypatch):
-    from test_data import batch_files, make_batches, write_zip
+    from _files import batch_files, make_batches, write_zip
 
     from featmlp.data import load_dataset
 
@@ -263,7 +263,7 @@ def test_cifar_batches_resized_whole_are_checked(tmp_path, monkeypatch):
 
 @pytest.fixture
 def lecture_run(tmp_path):
-    from featmlp.bundle import save_bundle
+    from featmlp.runs.bundle import save_bundle
     from featmlp.model import MLPSpec, Scaler, build_mlp
 
     X = np.random.default_rng(0).normal(size=(10, 9))
@@ -286,20 +286,19 @@ def test_predict_no_resize_refuses_an_image_too_large_for_memory(tmp_path, lectu
 
 
 def test_predict_groups_images_by_their_working_memory(tmp_path, lecture_run, monkeypatch):
-    import featmlp.features
-    import featmlp.runs.bundle as bundle_module
-    from featmlp.bundle import load_bundle
+    import featmlp.runs.predict as predict_module
+    from featmlp.runs.bundle import load_bundle
 
     paths = []
     for i, size in enumerate([(64, 64)] * 5 + [(32, 48)] * 3):
         Image.new("RGB", size, (i, 2 * i, 3)).save(tmp_path / f"{i}.png")
         paths.append(tmp_path / f"{i}.png")
     # two 64x64 images a chunk: held decoded, copied into a batch, their features computed
-    budget = 2 * 3 * 64 * 64 + bundle_module.image_bytes((64, 64), 2, "lecture")
-    monkeypatch.setattr(bundle_module, "PREDICT_CHUNK_BYTES", budget)
+    budget = 2 * 3 * 64 * 64 + predict_module.image_bytes((64, 64), 2, "lecture")
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK_BYTES", budget)
     seen = []
-    real = featmlp.features.extract_features
-    monkeypatch.setattr(featmlp.features, "extract_features",
+    real = predict_module.extract_features
+    monkeypatch.setattr(predict_module, "extract_features",
                         lambda images, *a, **k: seen.append(images.shape) or real(images, *a, **k))
     results = load_bundle(lecture_run).predict_images(paths, resize=False)
     assert [r.error for r in results] == [None] * 8

@@ -242,7 +242,7 @@ def test_extract_npz_then_table_of_other_kind_refused(place, run_cli, feats):
 # ---------------------------------------------------------------------------- the library API
 
 def test_library_extract_dataset_needs_overwrite(tmp_path, tiny_dataset):
-    from featmlp.extraction import extract_dataset
+    from featmlp.tables.extract import extract_dataset
 
     out = tmp_path / "f.npz"
     extract_dataset(tiny_dataset, "color", out)
@@ -256,7 +256,7 @@ def test_library_extract_dataset_needs_overwrite(tmp_path, tiny_dataset):
 
 
 def test_library_extract_to_shards_needs_overwrite(tmp_path, tiny_dataset):
-    from featmlp.extraction import extract_to_shards
+    from featmlp.tables.extract import extract_to_shards
 
     out = tmp_path / "t.features"
     extract_to_shards(tiny_dataset, "color", out)
@@ -271,8 +271,8 @@ def test_library_extract_to_shards_needs_overwrite(tmp_path, tiny_dataset):
 
 
 def test_library_save_sharded_and_save_features_refuse_a_users_files(tmp_path, tiny_dataset):
-    from featmlp.extraction import extract_dataset
-    from featmlp.store import save_features, save_sharded
+    from featmlp.tables.extract import extract_dataset
+    from featmlp.tables.store import save_features, save_sharded
 
     table = extract_dataset(tiny_dataset, "color")
     mine = make_photos(tmp_path / "photos")
@@ -340,7 +340,7 @@ def test_a_users_directory_where_the_old_table_goes_aside_is_kept(place, run_cli
 
 def test_an_interrupted_extraction_still_resumes(place, run_cli, monkeypatch):
     # featmlp's own work directory, left by a killed run of another extraction, is featmlp's to remove
-    import featmlp.extraction as extraction
+    import featmlp.tables.extract as extraction
 
     calls = []
     real = extraction.save_features
@@ -423,7 +423,7 @@ def test_train_into_its_own_table_is_refused(place, run_cli):
 
 def test_library_run_job_refuses_its_source(place):
     from featmlp.runs.job import run_job
-    from featmlp.train import TrainConfig
+    from featmlp.training import TrainConfig
 
     before = snapshot(place)
     with pytest.raises(DataError, match="inside the source"):
@@ -457,8 +457,7 @@ def test_sweep_with_force_keeps_a_users_directory_named_as_a_configuration(feats
 
 def test_sweep_names_agree_with_the_sweep_modules():
     from featmlp._outputs import SWEEP_FILES
-    from featmlp.sweep._output import SWEEP_FILE
-    from featmlp.sweep._resume import PROGRESS_FILE
+    from featmlp.runs.layout import PROGRESS_FILE, SWEEP_FILE
 
     assert set(SWEEP_FILES) == {SWEEP_FILE, PROGRESS_FILE}
 

@@ -134,9 +134,9 @@ def test_extract_imports_no_torch(tmp_path):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """Two finished run directories (train_run on a small random table), differing in lr."""
-    from featmlp.run import train_run
-    from featmlp.store import FeatureTable
-    from featmlp.train import TrainConfig
+    from featmlp.runs import train_run
+    from featmlp.tables.store import FeatureTable
+    from featmlp.training import TrainConfig
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 4)), np.arange(60) % 3

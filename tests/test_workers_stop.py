@@ -33,7 +33,7 @@ STOP_TIMEOUT = 10  # every process gone within this after the signal (it takes w
 
 def _features(path: Path) -> Path:
     """A small feature file: 2 classes, 9 features, 200 + 40 rows."""
-    from featmlp.store import FeatureTable, save_features
+    from featmlp.tables.store import FeatureTable, save_features
 
     rng = np.random.default_rng(0)
     table = FeatureTable(rng.normal(size=(200, 9)).astype(np.float32), np.arange(200) % 2,
@@ -219,7 +219,7 @@ def test_a_sweep_interrupted_by_sigterm_resumes(tmp_path):
     reads the saved one back and trains only the other."""
     import json
 
-    from featmlp.store import FeatureTable, save_features
+    from featmlp.tables.store import FeatureTable, save_features
 
     rng = np.random.default_rng(0)  # enough rows that 8 epochs of batches of 16 take a few seconds
     X = rng.normal(size=(4000, 9)).astype(np.float32)

@@ -79,6 +79,7 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx):
     """Classify images with multilayer perceptrons trained on extracted image features."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._text import printable_warnings
 
     ctx.with_resource(printable_warnings())  # names in other libraries' warnings: escaped too
@@ -93,6 +94,7 @@ def main(argv=None) -> None:
     Ctrl-C (SIGINT) and ``kill`` (SIGTERM, made an interrupt here) stop the command, its worker
     processes with it, and print one line: exit status 130 for SIGINT, 143 for SIGTERM.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._workers import Terminated, terminate_as_interrupt
 
     try:

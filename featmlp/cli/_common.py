@@ -20,6 +20,7 @@ def _parse_size(ctx, param, value):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive integers, e.g. 32x32") from None
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..data import check_resize
 
     try:  # the pixel limit of one image, and the memory one image of that size takes
@@ -116,6 +117,7 @@ def _fitted_settings_help() -> str:
 
 def resolve_fitted(features: str, feature_option, fitted_from):
     """(options, fitted state) for extract_dataset, checked against the feature set."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..features import parse_feature_options
 
     try:
@@ -124,7 +126,8 @@ def resolve_fitted(features: str, feature_option, fitted_from):
         raise click.BadParameter(str(e), param_hint="'--feature-option'") from None
     fitted = None
     if fitted_from:
-        from ..store import load_fitted
+        # start-up: loaded when the command runs, not by `featmlp --help`
+        from ..runs.bundle import load_fitted
 
         fitted_set, fitted = load_fitted(fitted_from)
         missing = [p for p in get_feature_set(features).needs_fit if p not in fitted]
@@ -154,6 +157,7 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
 
     ``storage_options`` default: the command's --storage-option settings.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..data import load_dataset
 
     if storage_options is None:
@@ -198,6 +202,7 @@ def plot_file(out, plot, kind: str, name: str, *, force: bool = False, sources=(
     """
     from pathlib import Path
 
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
 
     if out is not None and plot is not None:

@@ -23,7 +23,7 @@ from .training import FEATURES_METAVAR
               help="Learning rate of the first step.")
 @click.option("--end-lr", default=10.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Learning rate of the last step (the lr grows geometrically in between).")
-# featmlp.lr_find.lr_find takes at least 5 steps: the smallest curve its rules can read
+# featmlp.training.lr_find.lr_find takes at least 5 steps: the smallest curve its rules can read
 @click.option("--steps", "num_steps", default=100, show_default=True, type=click.IntRange(5),
               help="Optimiser steps, at least 5 (fewer are taken when the loss blows up).")
 @click.option("--smoothing", default=0.98, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
@@ -44,10 +44,11 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
     suggested value alone misleads on noisy losses. The last line is `suggested lr: <value>`.
     A sharded table (DIR.features/) is read into memory, when it fits.
     """
-    from ..lr_find import lr_find as lr_find_
-    from ..runs.plots import plot_format
+    # start-up: loaded when the command runs, not by `featmlp --help`
+    from .._figures import plot_format
     from ..progress import TqdmProgress
-    from ..store import load_features
+    from ..tables.store import load_features
+    from ..training.lr_find import lr_find as lr_find_
 
     plot_path = plot_file(out, plot_path, "lr-find", "lr_find.png", force=force, sources=[features_file])
     plot_format(plot_path)  # a bad --plot suffix fails here, not after the test ran
@@ -92,10 +93,11 @@ def sweep(features_file, workers, out, force, **opts):
     same command again trains only the rest. A sharded table (DIR.features/) is read into
     memory, when it fits.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
     from ..progress import TqdmProgress
-    from ..store import load_features
     from ..sweep import run_sweep
+    from ..tables.store import load_features
 
     if out is not None:  # before reading the table: no place but a sweep's (resumed or, --force, replaced)
         check_output(out, "sweep", force=True, sources=[features_file])

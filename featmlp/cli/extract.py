@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from .._text import printable
-from ..runs.layout import FEATURES_FILE
 from ..progress import TqdmProgress
-from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source,
-                      report_skipped, resolve_fitted)
+from ..runs.layout import FEATURES_FILE
+from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source, report_skipped,
+                      resolve_fitted)
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -49,9 +49,10 @@ def extract(source, features, output, force, workers, cluster, chunk_size, featu
     Fitted sets (kmeans) are fitted on the training images only, and their state is kept in
     the file. An interrupted extraction resumes from its finished chunks when run again.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
-    from ..cluster import check_cluster
-    from ..extraction import extract_dataset
+    from ..tables.cluster import check_cluster
+    from ..tables.extract import extract_dataset
 
     sharded = is_table_dir(output)
     if cluster is not None and not sharded:
@@ -69,7 +70,8 @@ def extract(source, features, output, force, workers, cluster, chunk_size, featu
     report_skipped(ds)
     t1 = time.perf_counter()
     if sharded:
-        from ..extraction import extract_to_shards
+        # start-up: loaded when the command runs, not by `featmlp --help`
+        from ..tables.extract import extract_to_shards
 
         table = extract_to_shards(ds, features, output, options=options, fitted=fitted, chunk_size=chunk_size,
                                   workers=workers, cluster=cluster, progress=progress, overwrite=force)

@@ -41,7 +41,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
     """Every TrainConfig field as an option; unset options keep the preset's value.
 
     Each option's help ends with its value in ``preset`` (the one the command starts from) and in
-    the other presets where it differs, read from :data:`featmlp.train.PRESETS`. Options named
+    the other presets where it differs, read from :data:`featmlp.training.PRESETS`. Options named
     in ``omit`` (settings the command does not use) are left out, so passing one is a usage
     error rather than silently ignored. With ``sweep=True`` each option takes a comma-separated
     list of values to try, and ``--hidden`` may be repeated (one architecture each).
@@ -128,6 +128,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
 def _click_type(field: str):
     """The click type of a TrainConfig field, from its entry in the one constraint table
     (:data:`featmlp.training.config.FIELDS`), so the CLI accepts what ``validate()`` accepts."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..training.config import FIELDS
 
     f = FIELDS[field]
@@ -174,6 +175,7 @@ def preset_defaults(field: str, preset: str = "default") -> str:
 
     Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``).
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..training.config import PRESETS
 
     value = getattr(PRESETS[preset], field)
@@ -202,6 +204,7 @@ def config_from(opts: dict, preset: str | None = None):
     """The preset, overridden by every option the user gave."""
     import dataclasses
 
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..training.config import PRESETS, lecture_batch_size_applies
 
     base = PRESETS[opts.pop("preset", None) or preset or "default"]
@@ -217,6 +220,7 @@ def config_from(opts: dict, preset: str | None = None):
 
 def grid_from(opts: dict, preset: str | None = None):
     """The sweep's configurations: the preset, with every listed value tried."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..sweep import expand_grid
     from ..training.config import lecture_batch_size_applies
 

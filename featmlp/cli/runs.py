@@ -27,8 +27,9 @@ _FORCE = "Replace an existing {} that featmlp wrote. Anything else there is refu
 @click.option("--force", is_flag=True, help=_FORCE.format("plot (compare.png, or the --plot file)"))
 def compare(run_dirs, out, plot_path, log_scale, force):
     """Compare run directories: overlaid loss curves and a table of differing settings and results."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
+    from .._figures import plot_format
     from ..runs.compare import compare_runs, format_table, plot_comparison
-    from ..runs.plots import plot_format
     from ._common import plot_file
 
     plot_path = plot_file(out, plot_path, "compare", "compare.png", force=force)
@@ -50,6 +51,7 @@ def report(directory, out, force):
     """Write DIR/report.html: one self-contained page (plots embedded) for a run or a sweep."""
     import errno
 
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..errors import DataError
     from ..runs.report import write_report
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..features import recommended_preset
 from .._text import printable
+from ..features import recommended_preset
 from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from ._common import (SOURCE_HELP, cli_storage_options, data_options, default_out, features_option, fitted_options,
@@ -58,6 +58,7 @@ def network_line(config, n_features: int, n_classes: int) -> str:
     ``network 14400 -> 256 (linear) -> 2048 -> 10, dropout 0.5, ce, label smoothing 0.1, adam lr
     0.001 cosine, batch 256, 30 epochs, flip, test flip`` (the kmeans preset).
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..training.config import FULL_BATCH_OPTIMIZERS
 
     layers = [str(n_features), *([f"{config.bottleneck} (linear)"] if config.bottleneck else []),
@@ -103,6 +104,7 @@ def _features_line(table, config) -> str:
 def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=False, flips_given=True,
                       overwrite=False, out_of_core=None):
     """``featmlp train``: train into the run directory ``out`` and print the result."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.directory import staging_dir
     from ..runs.job import decide_flips
     from ..runs.results import train_run
@@ -150,8 +152,9 @@ def train(features_file, out, force, out_of_core, **opts):
     for memory is trained out of core: its shards are read one or two at a time, minibatches take the shards in a shuffled
     order, and its test split is scored a shard at a time.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.directory import check_out
-    from ..store import load_features
+    from ..tables.store import load_features
     from ..training.threads import threads_override
 
     out = out or default_out("train")
@@ -167,6 +170,7 @@ def train(features_file, out, force, out_of_core, **opts):
 
 
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.job import run_job
     from ..training.threads import threads_override
 
@@ -243,6 +247,7 @@ def run(data, features, out, **opts):
 
 
 def _lecture_help() -> str:
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..training.config import PRESETS
 
     config = PRESETS["lecture"]
@@ -274,6 +279,7 @@ def evaluate(run_dir, features_file, as_json):
     shard at a time."""
     import json
 
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.evaluate import evaluate_run, run_feature_file
 
     m = evaluate_run(run_dir, features_file)
@@ -312,6 +318,7 @@ def predict(ctx, run_dir, images, no_resize):
     file that cannot be read or classified gets one line 'error: <file>: <reason>' on stderr and
     the others are still classified; the exit status is 1 when any failed.
     """
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.bundle import load_bundle
 
     failed = 0

@@ -34,18 +34,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._memory import check_memory
 from ..errors import ConfigError, DataError
+from . import _remote
 from ._cifar import (CIFAR10_CLASSES, CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_URL,
                      is_cifar_name, read_cifar_batches)
-from ._archive import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
+from ._files import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
 from ._dataset import Dataset, check_test_fraction, fingerprint, stratified_split
 from ._download import default_cache_dir, fetch_cifar10
 from ._decode import check_image_size, jpeg_decoder, read_images
-from ._images import (ARCHIVE_SUFFIXES, DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archive, list_folder,
+from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archive, list_folder,
                       read_archive, scan_groups, scan_listed)
-from ._lazy import ImageArray
+from ._image_array import SKIP_HINT, ImageArray
+from ._names import ARCHIVE_SUFFIXES
 from ._remote import check_storage_options, is_url
-from ._shards import list_local_shard, shard_layout, shard_splits
+from ._tar_shards import list_local_shard, shard_layout, shard_splits
 
 __all__ = [
     "Dataset", "ImageArray", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
@@ -236,8 +239,6 @@ def _load_path(path: Path, description: str | None, shown: str | None = None, **
 
 def _load_url(url: str, storage_options: dict, **options) -> Dataset:
     """An image folder, archive or tar shards behind an fsspec URL, listed without reading the images."""
-    from . import _remote
-
     fs, path = _remote.open_url(url, storage_options)
     limit = options["max_file_bytes"]
     if _remote.is_pattern(path):  # shard-{000..009}.tar, *.tar
@@ -280,8 +281,6 @@ def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed
 def _special_shards(files, skip_bad: bool) -> list:
     """The special files (FIFOs, devices, bad symlinks) of a folder of shards named like a shard:
     a DataError naming the first, or with ``skip_bad`` their ``(file, reason)``."""
-    from ._lazy import SKIP_HINT
-
     taken = [(key, reason) for key, reason, _ in getattr(files, "special", ()) if key.lower().endswith(".tar")]
     if taken and not skip_bad:
         key, reason = taken[0]
@@ -324,7 +323,6 @@ def check_resize(image_size, max_pixels: int | None = None) -> None:
     """
     if image_size is None:
         return
-    from .._memory import check_memory
 
     if max_pixels is None:
         max_pixels = limit_from_env(None, "FEATMLP_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS, "max_image_pixels")
@@ -351,7 +349,6 @@ def _find_cifar_dir(path: Path) -> Path | None:
 def _cifar_dataset(files, description: str, image_size) -> Dataset:
     train_x, train_y, test_x, test_y, names = read_cifar_batches(files)
     if image_size is not None and image_size != train_x.shape[2:0:-1]:
-        from .._memory import check_memory
 
         w, h = image_size
         n = len(train_x) + len(test_x)  # the batches are resized whole, in memory

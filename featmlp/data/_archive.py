@@ -19,11 +19,9 @@ gzip checks its CRC and length (xz and bzip2 their own checksums).
 from __future__ import annotations
 
 import bz2
-import errno
 import gzip
 import hashlib
 import lzma
-import os
 import stat
 import tarfile
 import tempfile
@@ -31,13 +29,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ._files import file_kind, too_large
 from ._manifest import Container, Manifest, ManifestBuilder
+from ._names import TAR_SUFFIXES, split_name
 
-# Largest member or file read (env FEATMLP_MAX_FILE_BYTES): no image format needs more for
-# an image under the pixel cap, and it stops a small archive that inflates to gigabytes
-# before a byte of it is inflated (the size is in the member's header).
-DEFAULT_MAX_FILE_BYTES = 256 << 20
 # Compressed tars are copied into memory up to this, then into an unlinked temporary file.
 SPOOL_BYTES = 256 << 20
 _COPY_BLOCK = 1 << 20
@@ -45,118 +41,6 @@ _COPY_BLOCK = 1 << 20
 # costs more than reading a few hundred KiB more (a tar puts a 512-byte header between members).
 MERGE_GAP = 1 << 20
 _DAMAGED = "the archive is truncated or corrupt; download or copy it again"
-
-
-def limit_from_env(value, env: str, default: int, what: str) -> int:
-    """``value``, else ``$env``, else ``default``, as a positive int (ConfigError otherwise)."""
-    source = value if value is not None else os.environ.get(env)
-    if source is None:
-        return default
-    try:
-        n = int(source)
-        if n < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        where = f"${env}" if value is None else what
-        raise ConfigError(f"{where} must be a positive integer, got {source!r}") from None
-    return n
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
-
-
-def too_large(where: str, size: int, limit: int) -> DataError:
-    return DataError(f"{where} is {_mib(size)}, over the limit of {_mib(limit)} per file (a file that "
-                     f"large is more likely a decompression bomb or a stray file than an image); if it "
-                     f"is genuine, raise the limit: FEATMLP_MAX_FILE_BYTES={size} (or max_file_bytes=)")
-
-
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
-
-
-def _kind(mode: int) -> str:
-    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
-
-
-def _link_text(path) -> str:
-    """`` to TARGET`` of a symlink (as it is written in it), or nothing."""
-    try:
-        return f" to {os.readlink(path)}"
-    except OSError:
-        return ""
-
-
-def _special(mode: int, path) -> str:
-    """What a file that is not regular is, for messages, e.g. "a symlink to /dev/zero: a character device"."""
-    if os.path.islink(path):
-        if stat.S_ISDIR(mode):
-            return (f"a symlink{_link_text(path)}, a directory where an image file is expected "
-                    f"(symlinks to directories are not followed)")
-        return f"a symlink{_link_text(path)}: {_kind(mode)}, not a regular file"
-    return f"{_kind(mode)}, not a regular file"
-
-
-def not_regular(path) -> str | None:
-    """Why the file at ``path`` must not be read as an image, found without opening it; None when
-    it is a regular file (or a symlink to one), or cannot be told now (read errors say it then).
-
-    Special files (FIFOs, devices, sockets, directly or through a symlink: a FIFO would block the
-    read forever, ``/dev/zero`` never ends), dangling symlinks, symlink loops and symlinks to
-    directories are named with what they are, e.g. ``"a symlink to /dev/zero: a character
-    device, not a regular file"``.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return f"a dangling symlink{_link_text(path)} (its target does not exist)"
-        return None  # gone since it was listed: reported when it is read
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return f"a symlink loop{_link_text(path)} (too many levels of symbolic links)"
-        return None  # no permission ...: reported when it is read
-    return None if stat.S_ISREG(mode) else _special(mode, path)
-
-
-def read_regular_file(path, where: str, *, listed: bool = False) -> bytes:
-    """The bytes of the regular file at ``path`` (symlinks to one are followed); a DataError naming
-    ``where`` for anything else: a FIFO is opened without blocking and refused unread, a device
-    refused unread, a missing file, a dangling symlink or a loop named as such (``listed``: the
-    file was listed before, so a missing one was moved or deleted since)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        reason = not_regular(path) or ("no such file (was it moved or deleted after listing?)" if listed
-                                       else "no such file")
-        raise DataError(f"cannot read image {where}: {reason}") from None
-    except OSError as e:
-        reason = not_regular(path) or e.strerror or str(e)
-        raise DataError(f"cannot read image {where}: {reason}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise DataError(f"cannot read image {where}: {_special(mode, path)}")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    except OSError as e:
-        raise DataError(f"cannot read image {where}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-
-
-class PathBlob:
-    """A file on disk, read when needed (a regular file only: see :func:`read_regular_file`)."""
-
-    portable = True  # a path: another process sharing the file system reads it too
-
-    def __init__(self, path: str | Path, where: str):
-        self.path, self.where = path, where
-
-    def read(self) -> bytes:
-        return read_regular_file(self.path, self.where, listed=True)
 
 
 def _not_portable(what: str):
@@ -167,7 +51,7 @@ def _not_portable(what: str):
 class Region:
     """``size`` bytes at ``offset`` of a container (a tar) shared by many members.
 
-    ``group`` is the store: :func:`featmlp.data._lazy.read_blobs` hands all the regions of
+    ``group`` is the store: :func:`featmlp.data._image_array.read_blobs` hands all the regions of
     one store to its ``read_many``. Made when a chunk is read (:class:`TarMembers`).
     """
 
@@ -381,7 +265,6 @@ def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str |
     so member names cannot escape anywhere. Messages name the archive ``shown`` (a URL it
     was downloaded from), default ``path``.
     """
-    from ._images import TAR_SUFFIXES
 
     lower = path.name.lower()
     shown = shown or str(path)
@@ -391,7 +274,6 @@ def read_archive(path: Path, text, *, is_junk, max_file_bytes: int, shown: str |
 
 
 def _read_zip(path, shown, text, is_junk, max_file_bytes):
-    from ._images import split_name
 
     try:
         zf = zipfile.ZipFile(path)
@@ -411,7 +293,7 @@ def _read_zip(path, shown, text, is_junk, max_file_bytes):
         key = "/".join(parts)
         mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix file mode, made on Unix
         if mode and stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # a symlink (its target as content) ...
-            what = "a symlink" if stat.S_ISLNK(mode) else _kind(mode)
+            what = "a symlink" if stat.S_ISLNK(mode) else file_kind(mode)
             special.append((key, f"{what} stored in the zip, not a regular file (zip -y keeps symlinks: "
                                  f"make the archive without -y)", False))
             continue
@@ -465,7 +347,6 @@ def _tar_links(files: ManifestBuilder, others, text, is_junk) -> list:
     """Append each hard link to a regular member listed before it as that member (what ``tar -x``
     makes of it: the same file); the special members (``(key, reason, False)``) of the others:
     symlinks (not followed), hard links to nothing listed, devices, FIFOs."""
-    from ._images import split_name
 
     special = []
     for member, parts, key in others:
@@ -505,7 +386,6 @@ def _members(tf: tarfile.TarFile):
 def _files_of(tf, text, shown: str, max_file_bytes: int, *, others: list | None = None):
     """``(member, name parts or None, name)`` of each regular file of an open tar, its size checked
     first; those of the members other than files and directories are appended to ``others``."""
-    from ._images import split_name
 
     for member in _members(tf):
         if not member.isfile():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ._lazy import ImageArray
+from ._image_array import ImageArray
 
 # Bump when the hashed byte layout changes, so old fingerprints can never collide with new ones.
 # v1: decoded pixels (arrays in memory); v2 adds image files, hashed by name and encoded bytes;

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
+from ._files import read_regular_file
 
 # What decode_image reads: encoded bytes, or a path on disk.
 FileData = Union[bytes, Path]
@@ -181,8 +182,6 @@ def decode_image(data: FileData, where: str,
     file with Pillow.
     """
     if not isinstance(data, bytes):  # one read serves both decoders; a regular file only (no FIFO, no device)
-        from ._archive import read_regular_file
-
         data = read_regular_file(data, where)
     try:
         fast = _decode_fast_jpeg(data, image_size)

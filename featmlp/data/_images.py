@@ -14,10 +14,12 @@ from PIL import UnidentifiedImageError
 
 from ..errors import DataError
 from ..progress import null_progress
-from ._archive import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._archive import read_archive as _read_archive
+from ._files import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._decode import decode_image, header_size, size_text
+from ._image_array import SKIP_HINT, ImageArray, read_blobs
 from ._manifest import Container, Manifest, ManifestBuilder
+from ._names import ARCHIVE_SUFFIXES, TextNames, is_junk
 
 # Largest image decoded (env FEATMLP_MAX_IMAGE_PIXELS): Pillow's own MAX_IMAGE_PIXELS, the
 # size at which it starts to warn of a decompression bomb (89.5 Mpx, 268 MB as RGB), made
@@ -27,9 +29,6 @@ DEFAULT_MAX_PIXELS = 89_478_485
 LAYOUT_HELP = ("expected an image folder, or a .zip/.tar/.tar.gz/.tgz archive of one, laid out as "
                "ROOT/<class>/<images> (split into train and test by test_fraction) or as "
                "ROOT/train/<class>/<images> plus ROOT/test/<class>/<images>")
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-ARCHIVE_SUFFIXES = (".zip",) + TAR_SUFFIXES
-_JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _SPLITS = ("train", "test")
 _PROGRESS_EVERY = 1024
 # Files read together while listing (one batch of requests on object storage, see read_blobs).
@@ -67,7 +66,6 @@ class _Scanner:
 
     def scan(self, files):
         """Positions of the usable files of ``files`` (a Manifest) and their SHA-256 digests ``(k, 32)``."""
-        from ._lazy import SKIP_HINT, read_blobs
 
         kept, digests = array("q"), bytearray()
         for start, blobs in _batches(files):
@@ -139,51 +137,6 @@ def _batches(files):
 
 
 # --------------------------------------------------------------------------- reading files
-
-def split_name(name: str) -> tuple[str, ...] | None:
-    """A member or file name as path parts; None for names that would leave the root."""
-    # Archives made on Windows sometimes use backslashes; "./x" and "x" are the same file.
-    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
-    if not parts or ".." in parts:
-        return None
-    return parts
-
-
-def is_junk(parts: tuple[str, ...]) -> bool:
-    """Hidden files (.DS_Store, ._AppleDouble), macOS resource folders, Windows thumbnails."""
-    return any(p.startswith(".") or p in _JUNK_NAMES for p in parts)
-
-
-def valid_text(name: str) -> str:
-    """``name`` as valid UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` escapes.
-
-    ``os.walk`` and ``tarfile`` hand over such bytes as lone surrogates
-    (``surrogateescape``), which JSON files, plots and terminals cannot write.
-    """
-    try:
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # surrogates that did not come from bytes
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-class TextNames:
-    """Makes path parts valid text, refusing two folders that become the same text."""
-
-    def __init__(self, where: str):
-        self.where = where
-        self.folders: dict[tuple[str, ...], tuple[str, ...]] = {}  # text parts -> raw parts
-
-    def __call__(self, raw: tuple[str, ...]) -> tuple[str, ...]:
-        parts = tuple(valid_text(p) for p in raw)
-        for depth in range(1, len(parts)):
-            seen = self.folders.setdefault(parts[:depth], raw[:depth])
-            if seen != raw[:depth]:
-                a, b = (os.fsencode("/".join(p)) for p in (seen, raw[:depth]))
-                raise DataError(f"{self.where}: the folders {a!r} and {b!r} have the same name "
-                                f"{'/'.join(parts[:depth])!r} once their bytes that are not UTF-8 are "
-                                f"written as \\x escapes; rename one of them")
-        return parts
 
 
 class FolderFiles(Container):
@@ -350,7 +303,6 @@ def group_by_class(files: Manifest, where: str, *, skip_bad: bool = False, skipp
 
 def _special_files(special, keys, wrapper, split: bool, depth: int, skip_bad: bool, skipped) -> None:
     """Refuse the special files (:func:`list_folder`) that sit where images are taken, or list them as skipped."""
-    from ._lazy import SKIP_HINT
 
     taken = []
     for (key, reason, _), pseudo in zip(special, keys):
@@ -399,7 +351,6 @@ def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
     its split (hashed, its size taken from its header); with ``skip_bad`` it is also decoded,
     and files that fail are left out and listed as ``(file, reason)``.
     """
-    from ._lazy import ImageArray
 
     total = sum(len(files) for files, _, _ in splits.values())
     scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)
@@ -427,7 +378,6 @@ def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
     ``skip_bad`` every image is read and decoded as :func:`scan_groups` does, and hashed by its
     bytes.
     """
-    from ._lazy import SKIP_HINT, ImageArray
 
     total = sum(len(files) for files, _, _ in splits.values())
     scanner = _Scanner(image_size, progress, total, skip_bad, max_pixels)

@@ -11,7 +11,7 @@ file's key:
   folder, a tar's store, a filesystem), and that file's ``offset`` and ``size`` there (int64).
 
 The blob that reads a file (``read()``, and ``group``, ``size`` where the container has them,
-see :func:`featmlp.data._lazy.read_blobs`) is made from these columns when the chunk it
+see :func:`featmlp.data._image_array.read_blobs`) is made from these columns when the chunk it
 belongs to is read, so reading, error messages and pickled chunks are as with the objects.
 Listers append to a :class:`ManifestBuilder` (growable arrays) as they go, so listing never
 holds more Python objects than one directory, tar or batch of a filesystem's listing.

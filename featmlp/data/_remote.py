@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ._archive import Store, TarMembers, list_tar, too_large
+from ._archive import Store, TarMembers, list_tar
+from ._files import not_regular, too_large
 from ._manifest import Container, ManifestBuilder
-from ._images import TextNames, is_junk, split_name
+from ._names import TextNames, is_junk, split_name
 
 CLOUD_HINT = "pip install 'featmlp[cloud]' (s3fs for s3://, gcsfs for gs://)"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -197,7 +198,6 @@ class FsStore(Store):
 def _other(fs, name: str, info: dict):
     """``(info, None)`` of what a listed "other" (a symlink on file://) leads to when it is a regular
     file, else ``(info, why it is not read)``: a FIFO, a device, a socket, a bad symlink."""
-    from ._archive import not_regular
 
     try:
         followed = fs.info(name)

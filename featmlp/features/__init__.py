@@ -275,6 +275,7 @@ def __getattr__(name: str):
     if name == "KMeansFeatures":
         return _kmeans_class()
     if name == "PretrainedFeatures":
+        # start-up: the module is read when the set is asked for by name
         from .pretrained import PretrainedFeatures
 
         return PretrainedFeatures
@@ -605,7 +606,7 @@ def working_bytes(features: str | FeatureSet, image_shape: tuple[int, int], n_im
     return (3 * n * px if pixels else 0) + kept + scratch
 
 
-# A batch's memory by default (featmlp.extraction's chunks too): decoded pixels and working memory.
+# A batch's memory by default (featmlp.tables.extract's chunks too): decoded pixels and working memory.
 CHUNK_BYTES = 256 << 20
 _MAX_BATCH = 4096
 

@@ -46,7 +46,7 @@ from .columns import BLOCK, CELL, ORIENTATIONS
 from .columns import HOG_NAMES as NAMES
 from .columns import hog_grid as grid
 from .columns import hog_names as names
-from .texture import to_gray
+from .gray import to_gray
 
 CLIP = 0.2  # L2-Hys clipping
 _EPS2 = 1e-5**2  # scikit-image's eps**2 in _hog_normalize_block

@@ -50,6 +50,7 @@ import numpy as np
 
 from ._builds import serial_twin
 from .columns import TEXTURE_NAMES as NAMES
+from .gray import to_gray
 
 # The lecture's parameters, one place each.
 LBP_POINTS = 5
@@ -413,49 +414,11 @@ def _lecture_batch_py(gray, out, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, 
                          gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad, strip)
 
 
-def _rgb_to_gray_py(rgb, gray):
-    # PIL's convert('L'): L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16 (ITU-R 601-2).
-    n, H, W, _ = rgb.shape
-    for i in numba.prange(n):
-        for r in range(H):
-            for c in range(W):
-                gray[i, r, c] = (np.int32(rgb[i, r, c, 0]) * 19595 + np.int32(rgb[i, r, c, 1]) * 38470
-                                 + np.int32(rgb[i, r, c, 2]) * 7471 + 0x8000) >> 16
-
-
 # Threaded versions for this process, and serial ones for worker processes: a process forked
 # from one whose threads run on GNU OpenMP must not start threads (numba terminates it), while
 # a serial kernel never touches the threading layer. prange is plain range in the serial ones.
 _lecture_batch = numba.njit(cache=True, parallel=True)(_lecture_batch_py)
 _lecture_batch_serial = numba.njit(cache=True)(serial_twin(_lecture_batch_py))
-_rgb_to_gray = numba.njit(cache=True, parallel=True)(_rgb_to_gray_py)
-_rgb_to_gray_serial = numba.njit(cache=True)(serial_twin(_rgb_to_gray_py))
-
-
-def to_gray(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
-    """Grayscale exactly as PIL's ``Image.convert('L')`` does it.
-
-    Parameters
-    ----------
-    images : ndarray, shape (N, H, W, 3) or (N, H, W), uint8
-        RGB images, or grayscale images (returned unchanged).
-    parallel : bool
-        Use all of numba's threads (False: this thread only).
-
-    Returns
-    -------
-    ndarray, shape (N, H, W), uint8
-
-    Examples
-    --------
-    >>> to_gray(np.array([[[[255, 0, 0]]]], dtype=np.uint8))[0, 0, 0]
-    np.uint8(76)
-    """
-    if images.ndim == 3:
-        return images
-    gray = np.empty(images.shape[:3], dtype=np.uint8)
-    (_rgb_to_gray if parallel else _rgb_to_gray_serial)(np.ascontiguousarray(images), gray)
-    return gray
 
 
 def _uniform_lut(P: int = LBP_POINTS) -> np.ndarray:

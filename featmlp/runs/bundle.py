@@ -14,6 +14,7 @@ A bundle directory holds two files, and a third for fitted feature sets:
 
 Both are written atomically; :func:`load_bundle` rebuilds the network from the spec and loads the
 tensors into it, with a :class:`~featmlp.errors.DataError` naming what is missing or wrong.
+Predicting on image files (:meth:`Bundle.predict_images`) is done by :mod:`featmlp.runs.predict`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from torch import nn
@@ -31,9 +31,16 @@ from torch import nn
 from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp._memory import check_memory, format_bytes
+from featmlp._validation import is_int
 from featmlp.errors import DataError, FeatmlpError
-from featmlp.model import MLPSpec, Scaler, build_mlp, is_permutation, parameter_count, predict_proba
-from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
+from featmlp.features import get_feature_set, state_from_arrays, state_to_arrays
+from featmlp.model import MLPSpec, Scaler, build_mlp, parameter_count, predict_proba
+from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE
+from featmlp.runs.predict import MAX_IMAGE_PIXELS, ImagePrediction, iter_predict_images
+from featmlp.tables.passes import is_permutation
+from featmlp.tables.store import read_fitted
+from featmlp.training import TrainConfig
+from featmlp.training.config import SEED_MAX
 
 FORMAT_VERSION = 1
 
@@ -100,121 +107,12 @@ class Bundle:
         >>> [(p.class_name, p.error) for p in load_bundle("runs/r").predict_images(["cat.png", "x.txt"])]  # doctest: +SKIP
         [('cat', None), (None, 'not a readable image (Pillow cannot identify it)')]
         """
-        return sorted(self.iter_predict_images(paths, resize=resize), key=lambda r: r.index)
+        return sorted(iter_predict_images(self, paths, resize=resize), key=lambda r: r.index)
 
     def iter_predict_images(self, paths, *, resize: bool = True):
         """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
         of images once computed (so not in the order given; ``index`` is each one's place)."""
-        from featmlp._memory import available_memory
-        from featmlp.data import read_images
-        from featmlp.data._decode import jpeg_decoder
-        from featmlp.features import extract_features
-        from featmlp.model import nonfinite_rows
-
-        jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER: one error, not one per image
-        paths = list(paths)
-        size = self.extra.get("image_size") if resize else None
-        size = tuple(size) if size else None
-        if size:
-            one = image_bytes(size, 1, self.feature_set, self.feature_state)
-            per_chunk = 1
-            while per_chunk < min(PREDICT_CHUNK_IMAGES, len(paths)) and \
-                    image_bytes(size, per_chunk + 1, self.feature_set, self.feature_state) <= max(PREDICT_CHUNK_BYTES, one):
-                per_chunk += 1
-            where = f"image_size in {self.directory / META_FILE}" if self.directory is not None else "image_size"
-            check_memory(image_bytes(size, per_chunk, self.feature_set, self.feature_state),
-                         f"predicting on images resized to {size[0]}x{size[1]} ({where}), {per_chunk} at once,",
-                         "check that image_size, or pass --no-resize")
-
-        def failed(index, path, reason) -> ImagePrediction:
-            reason = str(reason)
-            for prefix in (f"{path}: ", f"cannot read image {path}: "):  # the path is the prediction's own field
-                reason = reason.removeprefix(prefix)
-            return ImagePrediction(path, None, None, reason, index)
-
-        def classify(chunk):
-            """Predictions of decoded images [(index, path, array)]: errors first, then the classes in order."""
-            by_shape = {}
-            for j, (_, _, arr) in enumerate(chunk):
-                by_shape.setdefault(arr.shape, []).append(j)  # resize=False: one batch per size
-            results = [None] * len(chunk)
-            for shape, rows in by_shape.items():
-                items = [chunk[j] for j in rows]
-                try:
-                    X = extract_features(np.stack([arr for _, _, arr in items]), self.feature_set,
-                                         state=self.feature_state)
-                except FeatmlpError as e:
-                    for index, path, _ in items:
-                        yield failed(index, path, e)
-                    continue
-                if X.shape[1] != self.spec.n_features:
-                    for index, path, _ in items:
-                        yield failed(index, path, f"its {self.feature_set} features have {X.shape[1]} values, the "
-                                                  f"model takes {self.spec.n_features}: its size {shape[1]}x{shape[0]} "
-                                                  f"differs from the training images'"
-                                                  + ("" if resize else "; drop --no-resize"))
-                    continue
-                bad = set(nonfinite_rows(X).tolist())
-                for k in sorted(bad):
-                    yield failed(items[k][0], items[k][1], f"its {self.feature_set} features are NaN or infinite")
-                keep = [k for k in range(len(rows)) if k not in bad]
-                if not keep:
-                    continue
-                proba = self.predict_proba(X[keep])
-                best = proba.argmax(axis=1)
-                for k, c, p in zip(keep, best, proba[np.arange(len(best)), best]):
-                    results[rows[k]] = ImagePrediction(items[k][1], self.class_names[c], float(p), None, items[k][0])
-            yield from (r for r in results if r is not None)
-
-        def chunk_bytes(counts: dict) -> int:
-            """Memory of a chunk of ``{(H, W): images}``: every decoded image held, and the largest
-            group's copy (np.stack) and feature work (the groups are computed one after another)."""
-            held = sum(3 * h * w * n for (h, w), n in counts.items())
-            return held + max(image_bytes((w, h), n, self.feature_set, self.feature_state)
-                              for (h, w), n in counts.items())
-
-        free = None if resize else available_memory()  # resized images were checked above
-        chunk, counts = [], {}
-        for index, path in enumerate(paths):
-            try:
-                arr = read_images([path], image_size=size)[0]
-            except (DataError, OSError) as e:
-                yield failed(index, path, e)
-                continue
-            hw = arr.shape[:2]
-            if not resize and hw[0] * hw[1] > MAX_IMAGE_PIXELS:
-                yield failed(index, path, f"{hw[1]}x{hw[0]} is over the {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
-                                          f"an image may have")
-                continue
-            if not resize:
-                one = image_bytes((hw[1], hw[0]), 1, self.feature_set, self.feature_state, threads=1)
-                if free is not None and one > free:
-                    del arr
-                    yield failed(index, path, f"{hw[1]}x{hw[0]}: its {self.feature_set} features need about "
-                                              f"{format_bytes(one)} of memory, and {format_bytes(free)} is available; "
-                                              f"downscale it (drop --no-resize)")
-                    continue
-            grown = {**counts, hw: counts.get(hw, 0) + 1}
-            if chunk and (len(chunk) >= PREDICT_CHUNK_IMAGES or chunk_bytes(grown) > PREDICT_CHUNK_BYTES):
-                yield from classify(chunk)
-                chunk, grown = [], {hw: 1}
-                if not resize:
-                    free = available_memory()
-            chunk.append((index, path, arr))
-            counts = grown
-        if chunk:
-            yield from classify(chunk)
-
-
-class ImagePrediction(NamedTuple):
-    """One image file's prediction (:meth:`Bundle.predict_images`): its most probable class and
-    that probability, or, for a file that could not be classified, ``error`` (why, without the path)."""
-
-    path: str | os.PathLike
-    class_name: str | None
-    probability: float | None
-    error: str | None = None
-    index: int = 0  # its place among the paths given
+        return iter_predict_images(self, paths, resize=resize)
 
 
 def save_bundle(
@@ -282,8 +180,6 @@ def save_bundle(
     state_bytes = None
     if feature_state or mirror is not None:
         from safetensors.numpy import save as save_arrays
-
-        from featmlp.features import state_to_arrays
 
         settings, arrays = state_to_arrays(feature_state or {})
         if mirror is not None:
@@ -390,43 +286,8 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
                   str(meta.get("featmlp_version", "")), feature_state, mirror, directory)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# The largest image a bundle may ask new images to be resized to: Pillow's own
-# decompression-bomb limit (89.5 Mpx), what reading an image file allows.
-MAX_IMAGE_PIXELS = 89_478_485
-# Images whose features predict_images computes together: up to this many, and as many as keep
-# their decoded pixels and the feature set's working memory within PREDICT_CHUNK_BYTES (one
-# image at least: one larger than that is computed alone, when it fits in the memory available).
-PREDICT_CHUNK_IMAGES = 256
-PREDICT_CHUNK_BYTES = 512 << 20
-# Before the working memory of each feature set was counted (featmlp.features.WorkMemory): a
-# chunk ended at this many pixels, and 67 bytes a pixel were assumed. Kept for code that reads them.
-PREDICT_CHUNK_PIXELS = 1 << 24
-PREDICT_BYTES_PER_PIXEL = 3 + 64
-
-
-def image_bytes(image_size, n_images: int = 1, features: str = "lecture", state: dict | None = None, *,
-                threads: int | None = None) -> int:
-    """Bytes that ``n_images`` decoded images of ``image_size`` (width, height), their copy as one
-    batch and computing their ``features`` (with the fitted ``state``) take
-    (:func:`featmlp.features.working_bytes`, on ``threads`` threads, default the kernels').
-
-    Examples
-    --------
-    >>> image_bytes((32, 32), 256, "color") // 2**10  # KB
-    1536
-    """
-    from featmlp.features import working_bytes
-
-    w, h = (int(v) for v in image_size)
-    return 3 * w * h * int(n_images) + working_bytes(features, (h, w), n_images, threads=threads, state=state)
 
 
 def _check_fields(meta: dict) -> None:
@@ -435,8 +296,6 @@ def _check_fields(meta: dict) -> None:
     :meth:`MLPSpec.validate` and :meth:`Scaler.from_dict` check their own values; this checks
     the types JSON could hold instead (strings for numbers, numbers for names ...).
     """
-    from featmlp.features import get_feature_set
-
     spec = meta["spec"]
     if not isinstance(spec, dict):
         raise ValueError(f"spec must be an object, got {spec!r:.80}")
@@ -467,7 +326,7 @@ def _check_fields(meta: dict) -> None:
         raise ValueError(f"extra must be an object, got {extra!r:.80}")
     size = extra.get("image_size")
     if size is not None:
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+        if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and v >= 1 for v in size)):
             raise ValueError(f"extra.image_size must be [width, height], two positive integers, got {size!r:.80}")
         if size[0] * size[1] > MAX_IMAGE_PIXELS:
             raise ValueError(f"extra.image_size {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} Mpx, over the "
@@ -475,13 +334,10 @@ def _check_fields(meta: dict) -> None:
     if extra.get("train") is not None:
         import dataclasses
 
-        from featmlp.train import TrainConfig
-        from featmlp.training.config import SEED_MAX
-
         if not isinstance(extra["train"], dict):
             raise ValueError(f"extra.train must be an object, got {extra['train']!r:.80}")
         train = TrainConfig.from_dict(extra["train"])
-        if _is_int(train.seed) and train.seed > SEED_MAX:
+        if is_int(train.seed) and train.seed > SEED_MAX:
             # trained before seeds were bounded (torch took up to 2**64 - 1 when no split was drawn):
             # the seed only records how the model was trained, and reads as it was.
             train = dataclasses.replace(train, seed=0)
@@ -497,14 +353,31 @@ def read_feature_state(directory: str | os.PathLike) -> tuple[str, dict]:
     return str(meta.get("feature_set", "unknown")), _read_state(Path(directory), meta)[0]
 
 
+def load_fitted(path: str | os.PathLike) -> tuple[str, dict]:
+    """The feature set and fitted state of a feature file or a run directory (``--fitted-from``).
+
+    Returns ``(feature set name, state)``; a :class:`DataError` when the path holds none.
+    """
+    path = Path(path)
+    if path.is_dir():
+        feature_set, state = read_feature_state(path)
+        if not state:
+            raise DataError(f"the model in {path} was trained on {feature_set} features, which have no fitted "
+                            f"state: use a run of a fitted set such as kmeans")
+        return feature_set, state
+    table_meta, state = read_fitted(path)
+    if not state:
+        raise DataError(f"{path} holds no fitted feature state (its features are "
+                        f"{table_meta.get('features', 'unknown')}): use a run or feature file of a fitted set such as kmeans")
+    return table_meta.get("features", "+".join(state)), state
+
+
 def _read_state(directory: Path, meta: dict) -> tuple[dict, np.ndarray | None]:
     info = meta.get("feature_state")
     if info is None:
         return {}, None
     from safetensors import SafetensorError
     from safetensors.numpy import load as load_arrays
-
-    from featmlp.features import state_from_arrays
 
     path = directory / FEATURE_STATE_FILE
     try:

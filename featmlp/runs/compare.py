@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from featmlp._figures import new_figure, palette, plot_format, save_figure
 from featmlp._text import plot_text, printable
 from featmlp.errors import DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
@@ -86,12 +87,12 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path} is not a directory: pass run directories written by "
-                        f"'featmlp train', 'featmlp run' or featmlp.run.train_run")
+                        f"'featmlp train', 'featmlp run' or featmlp.runs.train_run")
     missing = [f for f in (CONFIG_FILE, METRICS_FILE) if not (path / f).is_file()]
     if missing:
         raise DataError(f"{path} is not a featmlp run directory: it has no {' or '.join(missing)} "
                         f"(a run directory is written by 'featmlp train', 'featmlp run' or "
-                        f"featmlp.run.train_run)")
+                        f"featmlp.runs.train_run)")
     config, metrics = read_json(path / CONFIG_FILE), read_json(path / METRICS_FILE)
     for file, obj in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
         if not isinstance(obj, dict):
@@ -211,11 +212,9 @@ def _differing_in_rows(rows: Sequence[dict]) -> list[str]:
 
 def comparison_figure(runs: Sequence[Run], log_scale: bool = False, title: str | None = None):
     """The matplotlib figure of :func:`plot_comparison` for runs already read."""
-    from featmlp.runs.plots import new_figure
-
     fig = new_figure(8, 5)
     ax = fig.subplots()
-    colors = _colors(len(runs))
+    colors = palette(len(runs))
     has_val = False
     for run, color in zip(runs, colors):
         history = run.history
@@ -269,17 +268,8 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
     >>> plot_comparison(["runs/lr10", "runs/lr50"], "compare.png")   # doctest: +SKIP
     PosixPath('compare.png')
     """
-    from featmlp.runs.plots import plot_format, save_figure
-
     plot_format(path)  # before reading the runs
     return save_figure(comparison_figure(read_runs(run_dirs), log_scale, title), path)
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _finite(v) -> bool:

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from featmlp.errors import DataError, FeatmlpError
+from featmlp.features import state_to_arrays
 from featmlp.runs.layout import CONFIG_FILE, read_json, resolve_feature_file
+from featmlp.tables.passes import nonfinite_rows
+from featmlp.tables.store import load_features, table_fingerprint
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
@@ -146,9 +149,7 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     0.294
     """
     # Loaded here: the metrics above need numpy only, a saved model needs torch.
-    from featmlp.model import nonfinite_rows
     from featmlp.runs.bundle import load_bundle
-    from featmlp.store import load_features, table_fingerprint
 
     bundle = load_bundle(run_dir)
     recorded = None
@@ -191,8 +192,6 @@ def state_digest(state: dict) -> str | None:
     import hashlib
     import json
 
-    from featmlp.features import state_to_arrays
-
     settings, arrays = state_to_arrays(state)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name in sorted(arrays):
@@ -224,8 +223,6 @@ def check_provenance(table, bundle, where, data: dict | None = None) -> None:
         raise DataError(f"{where} was extracted at {size[0]}x{size[1]}, the model at {model_size[0]}x"
                         f"{model_size[1]}: extract again with --image-size {model_size[0]}x{model_size[1]}")
     if table.fitted and bundle.feature_state and state_digest(table.fitted) != state_digest(bundle.feature_state):
-        from featmlp.features import state_to_arrays
-
         mine, model = state_to_arrays(table.fitted)[0], state_to_arrays(bundle.feature_state)[0]
         differ = [f"{name}.{k} {mine.get(name, {}).get(k)!r} against {v!r}"
                   for name, settings in model.items() for k, v in settings.items()

@@ -13,17 +13,49 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from featmlp.data import load_dataset
+from featmlp.features import get_feature_set, recommended_preset
 from featmlp.progress import Callback, progress_callbacks, progress_hook
 from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
-from featmlp.store import FeatureTable
-from featmlp.train import TrainConfig
-
+from featmlp.tables.extract import extract_dataset
+from featmlp.tables.store import FeatureTable
+from featmlp.training import PRESETS, TrainConfig, check_config
 
 # Flips are left on when the mirror images are classified as their own class nearly as often as
-# the images themselves (see featmlp.store.mirror_agreement).
+# the images themselves (see mirror_agreement).
 MIRROR_AGREEMENT = 0.9
+
+
+def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0) -> tuple[float, float] | None:
+    """How well mirror images keep their class: nearest-class-mean accuracy on training rows, and on their mirrors.
+
+    Returns ``(accuracy of the rows, accuracy of their mirror images)`` for up to ``max_rows``
+    seeded training rows, standardised, against the class means of the rows themselves; None
+    when the feature set has no mirror permutation. Photographs score about the same both
+    ways (CIFAR-10's kmeans features: 0.467 and 0.457); characters do not (8x8 digits: 0.917
+    and 0.348), and flip augmentation would teach them wrong labels.
+    """
+    perm = table.mirror()
+    n = len(table.y_train)
+    if perm is None or n == 0:
+        return None
+    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
+    X = np.asarray(table.X_train[idx], np.float32)
+    y = table.y_train[idx]
+    sd = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1)
+    classes = np.unique(y)
+    means = np.stack([Z[y == c].mean(axis=0) for c in classes])
+
+    def accuracy(A):
+        nearest = (np.square(means).sum(1) - 2 * A @ means.T).argmin(axis=1)
+        return float(np.mean(classes[nearest] == y))
+
+    return accuracy(Z), accuracy(Z[:, perm])
 
 
 def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig, str | None]:
@@ -36,8 +68,6 @@ def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig,
     mirror permutation (``mirror=false``) turn them off too.
     """
     import dataclasses
-
-    from featmlp.store import mirror_agreement
 
     if not (config.flip or config.test_flip):
         return config, None
@@ -58,7 +88,7 @@ class JobHook(Callback):
     """A callback that is also told what :func:`run_job` does before training; override what you need.
 
     Passed among ``run_job``'s ``callbacks``, it gets these calls in this order, then the
-    training's (:class:`featmlp.train.Callback`). Library code prints nothing: the CLI's hook
+    training's (:class:`featmlp.training.Callback`). Library code prints nothing: the CLI's hook
     prints these lines.
     """
 
@@ -120,7 +150,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         when ``config`` is not given (the preset's flips).
     options, fitted : dict, optional
         Settings or an existing fitted state of a fitted feature set (kmeans), as
-        :func:`featmlp.extraction.extract_dataset` takes them.
+        :func:`featmlp.tables.extract.extract_dataset` takes them.
     test_fraction, split_seed, image_size, skip_bad
         How the images are read and split (:func:`featmlp.data.load_dataset`).
     storage_options : dict, optional
@@ -132,7 +162,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     progress : callable or Callback, optional
         ``progress(desc, done, total)`` of loading and extraction (training tells its callbacks).
     callbacks : iterable
-        Training callbacks (:func:`featmlp.train.train`); the :class:`~featmlp.progress.Callback`
+        Training callbacks (:func:`featmlp.training.train`); the :class:`~featmlp.progress.Callback`
         instances among them are also told the progress of loading and extraction
         (``on_progress``), and :class:`JobHook` instances the steps before training.
     log_scale, tensorboard, live_plot_seconds
@@ -159,11 +189,6 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     """
     import time
     import warnings
-
-    from featmlp.data import load_dataset
-    from featmlp.features import get_feature_set, recommended_preset
-    from featmlp.extraction import extract_dataset
-    from featmlp.train import PRESETS, check_config
 
     features = get_feature_set(features).name
     if auto_flips is None:

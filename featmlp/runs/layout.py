@@ -3,7 +3,7 @@
 The one home of the run directory's file names (:mod:`featmlp.runs.results` describes what each
 holds, :mod:`featmlp.runs.bundle` writes the model's files). It imports neither torch nor numpy,
 so what only reads a finished run (``featmlp compare``, ``featmlp report``) starts at once;
-``featmlp.layout``, ``featmlp.run`` and ``featmlp.bundle`` re-export these names.
+:mod:`featmlp.runs` lists these names in its public namespace.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LOSS_PLOT = "loss.png"
 CONFUSION_PLOT = "confusion.png"
 FEATURES_FILE = "features.npz"
 TENSORBOARD_DIR = "tensorboard"
-# Where an extraction into the run keeps its finished chunks (featmlp.extraction.extract_dataset):
+# Where an extraction into the run keeps its finished chunks (featmlp.tables.extract.extract_dataset):
 # kept when a run fails or is killed, so running it again resumes the extraction.
 FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 
@@ -31,6 +31,21 @@ FEATURES_PARTIAL = FEATURES_FILE + ".partial"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FEATURE_STATE_FILE = "features.safetensors"
+
+# A run's or a sweep's report (featmlp.runs.report).
+REPORT_FILE = "report.html"
+
+# A sweep directory (featmlp.sweep): one run directory per configuration, and these.
+SWEEP_FILE = "sweep.json"
+PROGRESS_FILE = "progress.json"
+RESULTS_FILE = "results.csv"
+SWEEP_LOSS_PLOT = "loss.png"
+SWEEP_ACCURACY_PLOT = "accuracy_vs_lr.png"
+# What marks a sweep directory (featmlp._outputs).
+SWEEP_FILES = (SWEEP_FILE, PROGRESS_FILE)
+# What the summary of a sweep is made of (written at its end): removed when --force replaces a
+# sweep, so that a kill after that never shows the old sweep's table beside the new runs.
+SUMMARY_FILES = (RESULTS_FILE, SWEEP_LOSS_PLOT, SWEEP_ACCURACY_PLOT, SWEEP_FILE, REPORT_FILE)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

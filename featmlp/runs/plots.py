@@ -1,71 +1,27 @@
-"""Plots of a run: the loss curve (with validation beside training) and the confusion matrix.
+"""Plots of a run: the loss curve (with validation beside training), the confusion matrix, and
+:class:`LivePlot`, the callback that keeps the loss curve current while a run trains.
 
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot: no global figure
-state, no GUI backend, safe in a training thread) and written atomically, so a viewer watching
-``loss.png`` during a run never reads half a file.
+Each figure starts from :func:`featmlp._figures.new_figure` and is written atomically by
+:func:`featmlp._figures.save_figure`, so a viewer watching ``loss.png`` during a run never reads
+half a file.
 """
 
 from __future__ import annotations
 
-import io
 import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featmlp._io import atomic_write
+from featmlp._figures import MAX_FIGURE_INCHES, new_figure, palette, save_figure
 from featmlp._text import plot_text
-from featmlp.errors import ConfigError
+from featmlp.progress import Callback
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
-
-# The largest side of a figure, in inches (at 100 dpi: 1,600 pixels, a 10 MB canvas): a plot's
-# memory does not grow with what it shows (a 300-class confusion matrix asked for 2 GiB).
-MAX_FIGURE_INCHES = 16.0
-
-
-def new_figure(width: float, height: float):
-    """An empty ``width`` x ``height`` inch figure (100 dpi, constrained layout) on its own Agg
-    canvas: no pyplot, so no global state. Every featmlp plot starts from one. Each side is at
-    most :data:`MAX_FIGURE_INCHES`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    width, height = min(float(width), MAX_FIGURE_INCHES), min(float(height), MAX_FIGURE_INCHES)
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_format(path: str | os.PathLike) -> str:
-    """The image format a plot written to ``path`` gets: its suffix (``png`` when it has none).
-
-    Raises ConfigError, naming the formats matplotlib can write, when the suffix is not one
-    of them: callers check before any work, so a typo in ``--plot`` does not cost a run.
-
-    Examples
-    --------
-    >>> plot_format("lr_find.png"), plot_format("curves.PDF"), plot_format("loss")
-    ('png', 'pdf', 'png')
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    supported = FigureCanvasAgg.get_supported_filetypes()
-    if fmt not in supported:
-        raise ConfigError(f"cannot draw a plot as {str(path)!r}: .{fmt} is not an image format "
-                          f"matplotlib writes; use one of {', '.join('.' + f for f in sorted(supported))}")
-    return fmt
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` atomically to ``path``, in the format its suffix names (:func:`plot_format`)."""
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=plot_format(path))
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+if TYPE_CHECKING:
+    from featmlp.training.config import TrainConfig
 
 
 def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool = False,
@@ -184,3 +140,72 @@ def render(job) -> Path:
     """Draw one plot described as data, ``(function, args)``: a task for a worker process."""
     fn, args = job
     return fn(*args)
+
+
+def plot_accuracy_vs_lr(lines: dict[str, list], path: str | os.PathLike, *,
+                        ylabel: str = "test accuracy") -> Path:
+    """Accuracy against the learning rate on a log axis, one line per label (an architecture):
+    ``lines[label]`` holds ``(lr, accuracy, diverged)`` points; a diverged one gets an ``x``.
+
+    The one renderer of a sweep's ``accuracy_vs_lr.png``: the sweep draws it from its runs
+    (:mod:`featmlp.sweep`), a report redraws it from ``results.csv`` when the file is missing.
+    """
+    fig = new_figure(7, 4.5)
+    ax = fig.subplots()
+    for (label, points), colour in zip(lines.items(), palette(len(lines))):
+        points = sorted(p for p in points if p[1] is not None)
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label)
+        bad = [p for p in points if p[2]]
+        if bad:
+            ax.plot([p[0] for p in bad], [p[1] for p in bad], "x", color="black", markersize=10, mew=2)
+    if any(p[2] for points in lines.values() for p in points):
+        ax.plot([], [], "x", color="black", label="diverged (last finite weights)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title("accuracy versus learning rate")
+    ax.grid(alpha=0.3, which="both")
+    if lines:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+class LivePlot(Callback):
+    """Keep a loss plot current while a run goes: rewritten at most every ``every_seconds``
+    and once at the end (plotting every epoch would cost more than a fast epoch).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "loss.png"
+    >>> import numpy as np
+    >>> from featmlp.training import TrainConfig, train
+    >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> _ = train(X, y, TrainConfig(epochs=2), callbacks=[LivePlot(path)])
+    >>> path.exists()
+    True
+    """
+
+    def __init__(self, path, every_seconds: float = 2.0, log_scale: bool = False):
+        self.path = path
+        self.every_seconds = every_seconds
+        self.log_scale = log_scale
+        self._last = 0.0
+
+    def on_train_begin(self, config: TrainConfig) -> None:
+        self._last = time.perf_counter()
+
+    def on_epoch(self, record: dict, history: list[dict]) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.every_seconds:
+            self._plot(history)
+            self._last = time.perf_counter()
+
+    def on_train_end(self, history: list[dict]) -> None:
+        self._plot(history)
+
+    def _plot(self, history: list[dict]) -> None:
+        if history:
+            plot_history(history, self.path, log_scale=self.log_scale)

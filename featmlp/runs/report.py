@@ -27,18 +27,15 @@ from pathlib import Path
 from typing import Sequence
 
 from featmlp import __version__
+from featmlp._figures import save_figure
 from featmlp._io import atomic_write
+from featmlp._outputs import check_output
 from featmlp.errors import DataError
-from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir,
-                                  read_run)
-from featmlp.runs.layout import CONFUSION_PLOT, LOSS_PLOT, read_json
+from featmlp.runs.compare import Run, comparison_figure, differing_settings, format_value, is_run_dir, read_run
+from featmlp.runs.layout import (CONFUSION_PLOT, LOSS_PLOT, REPORT_FILE, RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE,
+                                 SWEEP_LOSS_PLOT, read_json)
+from featmlp.runs.plots import plot_accuracy_vs_lr, plot_confusion, plot_history
 from featmlp.training.history import TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
-
-REPORT_FILE = "report.html"
-SWEEP_FILE = "sweep.json"
-RESULTS_FILE = "results.csv"
-SWEEP_LOSS_PLOT = "loss.png"
-SWEEP_ACCURACY_PLOT = "accuracy_vs_lr.png"
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,8 +102,6 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     >>> write_report("runs/lecture")                               # doctest: +SKIP
     PosixPath('runs/lecture/report.html')
     """
-    from featmlp._outputs import check_output
-
     directory = Path(directory)
     if out is None:
         path, overwrite = directory / REPORT_FILE, True
@@ -434,52 +429,29 @@ def _png_or_render(path: Path, render) -> bytes:
 
 
 def _plot_history(history, path):
-    from featmlp.runs.plots import plot_history
-
     return plot_history(history, path)
 
 
 def _plot_confusion(cm, names, path):
-    from featmlp.runs.plots import plot_confusion
-
     return plot_confusion(cm, names, path)
 
 
 def _save_fig(fig, path):
-    from featmlp.runs.plots import save_figure
-
     return save_figure(fig, path)
 
 
 def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:
-    """Test accuracy against lr (log axis), one line per architecture (``hidden``)."""
-    from featmlp.runs.plots import new_figure
-
-    groups: dict[str, list[tuple[float, float, bool]]] = {}
+    """Test accuracy against lr (log axis), one line per architecture (``hidden``), from results.csv's
+    rows, drawn by the sweep's own renderer (:func:`featmlp.runs.plots.plot_accuracy_vs_lr`)."""
+    lines: dict[str, list[tuple[float, float, bool]]] = {}
     for r in rows:
         lr, acc = _number(r.get("lr")), _number(r.get("test_accuracy"))
         if lr is None or lr <= 0 or acc is None:
             continue
         hidden = r.get("hidden")
-        key = format_value("hidden", hidden) if hidden is not None else "all"
-        groups.setdefault(key, []).append((lr, acc, _truthy(r.get("diverged"))))
-    fig = new_figure(7, 4.5)
-    ax = fig.subplots()
-    for key, points in groups.items():
-        points.sort()
-        lrs, accs, diverged = zip(*points)
-        (line,) = ax.plot(lrs, accs, "o-", label=f"hidden {key}")
-        bad = [(x, a) for x, a, d in points if d and math.isfinite(a)]
-        if bad:
-            ax.plot(*zip(*bad), "x", color=line.get_color(), markersize=10, mew=2)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("test accuracy against learning rate (x: diverged)")
-    ax.grid(alpha=0.3)
-    if groups:
-        ax.legend()
-    return _save_fig(fig, path)
+        key = f"hidden {format_value('hidden', hidden)}" if hidden is not None else "all"
+        lines.setdefault(key, []).append((lr, acc, _truthy(r.get("diverged"))))
+    return plot_accuracy_vs_lr(lines, path)
 
 
 # --------------------------------------------------------------------------------------------

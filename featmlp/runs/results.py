@@ -13,7 +13,7 @@
 
 Paths a run records are relative to the run when they lie inside it (``cp -r A B`` gives a
 ``B`` that reads its own files), and ``config.json`` records the feature table's fingerprint
-(:func:`featmlp.store.table_fingerprint`), so ``evaluate`` notices a feature file that is not
+(:func:`featmlp.tables.store.table_fingerprint`), so ``evaluate`` notices a feature file that is not
 the data the model was trained on.
 
 A run is built in a staging directory beside ``DIR`` and renamed in when whole
@@ -33,16 +33,17 @@ import numpy as np
 
 from featmlp import __version__
 from featmlp.errors import DataError
-from featmlp.model import Scaler, nonfinite_rows
+from featmlp.model import Scaler
 from featmlp.runs.bundle import save_bundle
-from featmlp.shards import ShardedArray
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
 from featmlp.runs.evaluate import run_metrics
 from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR, read_json,
                                  write_json)
-from featmlp.runs.plots import plot_confusion, plot_history
-from featmlp.store import FeatureTable, table_fingerprint
-from featmlp.train import LivePlot, TrainConfig, TrainResult, check_training, train
+from featmlp.runs.plots import LivePlot, plot_confusion, plot_history
+from featmlp.tables.passes import nonfinite_rows
+from featmlp.tables.sharded import ShardedArray
+from featmlp.tables.store import FeatureTable, table_fingerprint
+from featmlp.training import TrainConfig, TrainResult, check_training, train
 from featmlp.training.history import SECONDS
 
 
@@ -66,7 +67,7 @@ def score_test(result: TrainResult, table: FeatureTable) -> dict:
 def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
 
-    The settings, the device, what :func:`featmlp.train.check_training` checks on the training
+    The settings, the device, what :func:`featmlp.training.check_training` checks on the training
     rows (NaN, validation split, early stopping, memory), at least two classes in training,
     test rows without NaN or infinities (they would be scored as if they were images), and
     columns too large to scale. A sharded table is checked in passes over its shards, never
@@ -102,7 +103,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
     Parameters
     ----------
     table : FeatureTable
-        Features and labels (see :func:`featmlp.store.load_features`). A sharded table
+        Features and labels (see :func:`featmlp.tables.store.load_features`). A sharded table
         (``DIR.features/``) larger than a quarter of the free memory is trained out of core
         and scored on its test split a shard at a time.
     config : TrainConfig
@@ -116,7 +117,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         How the features were made (source, ``feature_file`` ...), recorded in ``config.json``;
         a ``feature_file`` inside the run is recorded relative to it.
     callbacks : iterable
-        Passed to :func:`featmlp.train.train` (e.g. a per-epoch printer).
+        Passed to :func:`featmlp.training.train` (e.g. a per-epoch printer).
     live_plot_seconds : float
         ``loss.png`` is rewritten at most this often while training runs.
     overwrite : bool
@@ -125,7 +126,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
     tensorboard : bool
         Also log every epoch and the test metrics for TensorBoard, in ``out/tensorboard``.
     out_of_core : bool, optional
-        Passed to :func:`featmlp.train.train`: stream a sharded table (True), read it (False),
+        Passed to :func:`featmlp.training.train`: stream a sharded table (True), read it (False),
         or decide by its size (None).
 
     Returns
@@ -143,6 +144,7 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         check_out(out, overwrite=overwrite)
     logger = None
     if tensorboard:  # a missing package is refused here, before any file is written
+        # optional dependency: tensorboard loads with --tensorboard only
         from featmlp.runs.tensorboard import TensorBoardLogger
 
         staging = out.path if isinstance(out, RunDirectory) else staging_dir(out)

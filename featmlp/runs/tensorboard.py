@@ -1,6 +1,6 @@
 """Optional TensorBoard logging of a run, for those who already use TensorBoard.
 
-:class:`TensorBoardLogger` is a :class:`featmlp.train.Callback`: it reads each epoch's history
+:class:`TensorBoardLogger` is a :class:`featmlp.training.Callback`: it reads each epoch's history
 record (the one record every other consumer reads) and writes its numbers as TensorBoard scalars,
 then the run's settings and final results to TensorBoard's HParams tab. It needs the
 ``tensorboard`` package (``pip install tensorboard`` or ``pip install 'featmlp[tensorboard]'``);
@@ -8,7 +8,7 @@ featmlp itself does not.
 
 Examples
 --------
->>> from featmlp.train import TrainConfig, train
+>>> from featmlp.training import TrainConfig, train
 >>> logger = TensorBoardLogger("runs/tb/lecture")                     # doctest: +SKIP
 >>> result = train(X, y, TrainConfig(epochs=5), callbacks=[logger])   # doctest: +SKIP
 
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from featmlp.errors import FeatmlpError
-from featmlp.train import Callback, TrainConfig
+from featmlp.training import Callback, TrainConfig
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 # Tag of the final test accuracy, declared in the HParams tab at the end of training and filled

@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from featmlp.errors import ConfigError
-from featmlp.train import OPTIMIZERS, TrainConfig
+from featmlp.training import OPTIMIZERS, TrainConfig
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields holding a float: an int given in a grid (lr=[1, 10]) is stored as a float, so results
@@ -32,7 +32,7 @@ def expand_grid(base: TrainConfig, **values: Sequence) -> list[TrainConfig]:
     base : TrainConfig
         The settings shared by all configurations (a preset, for example).
     **values : list
-        For each :class:`~featmlp.train.TrainConfig` field to vary, the values to try. ``hidden``
+        For each :class:`~featmlp.training.TrainConfig` field to vary, the values to try. ``hidden``
         takes tuples of layer widths (an int means one layer). The first field varies slowest.
 
     Returns
@@ -48,7 +48,7 @@ def expand_grid(base: TrainConfig, **values: Sequence) -> list[TrainConfig]:
 
     Examples
     --------
-    >>> from featmlp.train import PRESETS
+    >>> from featmlp.training import PRESETS
     >>> grid = expand_grid(PRESETS["lecture"], lr=[1, 10, 50, 500, 5000], hidden=[(6,), (6, 6)])
     >>> len(grid), grid[1].lr, grid[1].hidden
     (10, 1.0, (6, 6))
@@ -142,7 +142,7 @@ def stack_key(config: TrainConfig):
     momentum, schedule, epochs, ``lecture_batch_size`` and, for full-batch ``"gd"`` without a
     validation split, the seed (initial weights only) may differ. Dropout and batch norm need
     autograd per configuration, and early stopping restores per-configuration best weights:
-    those configurations train alone with :func:`featmlp.train.train`.
+    those configurations train alone with :func:`featmlp.training.train`.
     """
     if config.dropout or config.batch_norm or config.patience or config.bottleneck or config.flip \
             or config.label_smoothing:

@@ -9,19 +9,19 @@ import os
 from pathlib import Path
 
 from featmlp import __version__
+from featmlp._figures import new_figure, palette, save_figure
 from featmlp._io import atomic_write
-from featmlp.runs.plots import new_figure, plot_confusion, plot_history, render, save_figure
-from featmlp.runs.layout import CONFUSION_PLOT, LOSS_PLOT as RUN_LOSS_PLOT, write_json
-from featmlp.store import FeatureTable
+from featmlp.runs.layout import CONFUSION_PLOT
+from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
+from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
+from featmlp.runs.plots import plot_accuracy_vs_lr as render_accuracy_vs_lr
+from featmlp.runs.plots import plot_confusion, plot_history, render
+from featmlp.tables.store import FeatureTable
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
 
+from .._workers import spawn_pool, stopping
 from ._grid import format_value
 from ._result import SweepResult
-
-RESULTS_FILE = "results.csv"
-LOSS_PLOT = "loss.png"
-ACCURACY_PLOT = "accuracy_vs_lr.png"
-SWEEP_FILE = "sweep.json"
 
 
 def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool,
@@ -41,8 +41,8 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
         if cm is not None and not confusion.is_file():
             jobs.append((plot_confusion, (cm, table.class_names, confusion)))
     write_csv(out / RESULTS_FILE, sweep.table())
-    _render_all(jobs, lambda: (plot_losses(sweep, out / LOSS_PLOT, log_scale=log_scale),
-                               plot_accuracy_vs_lr(sweep, out / ACCURACY_PLOT)))
+    _render_all(jobs, lambda: (plot_losses(sweep, out / SWEEP_LOSS_PLOT, log_scale=log_scale),
+                               plot_accuracy_vs_lr(sweep, out / SWEEP_ACCURACY_PLOT)))
     configs = [run.config for run in sweep]
     write_json(out / SWEEP_FILE, {
         "featmlp_version": __version__,
@@ -69,7 +69,6 @@ def _render_all(jobs: list, meanwhile) -> None:
         for job in jobs:
             render(job)
         return
-    from .._workers import spawn_pool, stopping
 
     with stopping(spawn_pool(workers)) as pool:  # its workers stop with this process
         futures = [pool.submit(render, job) for job in jobs]  # featmlp.runs.plots: no torch to import
@@ -98,7 +97,7 @@ def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) ->
     has_val = any(VAL_LOSS in r for run in sweep for r in run.result.history)
     fig = new_figure(13 if has_val else 8.5, 4.5)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
-    colours = _colours(len(sweep))
+    colours = palette(len(sweep))
     titles = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss"}
     for ax, (key, title) in zip(axes, titles.items()):
         for run, colour in zip(sweep, colours):
@@ -129,28 +128,8 @@ def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
     lines: dict[str, list] = {}
     for run in sweep:
         label = ", ".join(f"{f} {format_value(f, getattr(run.config, f))}" for f in others)
-        lines.setdefault(label or "all", []).append(run)
-    fig = new_figure(7, 4.5)
-    ax = fig.subplots()
-    for (label, runs), colour in zip(lines.items(), _colours(len(lines))):
-        points = sorted((run.config.lr, _accuracy(run, use_test), run.diverged) for run in runs)
-        points = [p for p in points if p[1] is not None]
-        if not points:
-            continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label)
-        bad = [p for p in points if p[2]]
-        if bad:
-            ax.plot([p[0] for p in bad], [p[1] for p in bad], "x", color="black", markersize=10,
-                    mew=2)
-    if any(run.diverged for run in sweep):
-        ax.plot([], [], "x", color="black", label="diverged (last finite weights)")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("test accuracy" if use_test else "final training accuracy")
-    ax.set_title("accuracy versus learning rate")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+        lines.setdefault(label or "all", []).append((run.config.lr, _accuracy(run, use_test), run.diverged))
+    return render_accuracy_vs_lr(lines, path, ylabel="test accuracy" if use_test else "final training accuracy")
 
 
 def _accuracy(run, use_test: bool):
@@ -158,13 +137,6 @@ def _accuracy(run, use_test: bool):
         return run.test_accuracy
     history = run.result.history
     return history[-1][TRAIN_ACCURACY] if history else None
-
-
-def _colours(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _distinct(values: list) -> list:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from featmlp.train import TrainConfig, TrainResult
+from featmlp.training import TrainConfig, TrainResult
 from featmlp.training.history import SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 from ._grid import format_value
@@ -27,7 +27,7 @@ class SweepRun:
         Unique, filesystem-safe (``lr10_h6-6``); its run directory's name.
     config : TrainConfig
     result : TrainResult
-        Model, scaler, history, ``diverged`` and ``stop_reason``, as :func:`featmlp.train.train`
+        Model, scaler, history, ``diverged`` and ``stop_reason``, as :func:`featmlp.training.train`
         returns them.
     test_accuracy : float or None
         On the table's test split (None without one).

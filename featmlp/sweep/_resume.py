@@ -22,15 +22,11 @@ from featmlp._outputs import check_output, remove_work_dir
 from featmlp.errors import ConfigError, FeatmlpError
 from featmlp.runs.bundle import load_bundle
 from featmlp.runs.directory import RunDirectory, staging_dir
-from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json, write_json
+from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, PROGRESS_FILE, SUMMARY_FILES, read_json, write_json
 from featmlp.runs.results import write_config, write_results
-from featmlp.store import FeatureTable, table_fingerprint
-from featmlp.train import TrainConfig, TrainResult
+from featmlp.tables.store import FeatureTable, table_fingerprint
+from featmlp.training import TrainConfig, TrainResult
 
-PROGRESS_FILE = "progress.json"
-# What the summary of a sweep is made of (written at its end): removed when --force replaces a
-# sweep, so that a kill after that never shows the old sweep's table beside the new runs.
-SUMMARY_FILES = ("results.csv", "loss.png", "accuracy_vs_lr.png", "sweep.json", "report.html")
 # featmlp._io.atomic_write's temporary files: ".<name>.<8 random characters>.part".
 _PART = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
 _NAME = re.compile(r"[A-Za-z0-9._+-]+")

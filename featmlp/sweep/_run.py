@@ -19,17 +19,17 @@ from featmlp._workers import spawn_pool, terminate
 from featmlp.errors import ConfigError
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
-from featmlp.store import FeatureTable
-from featmlp.train import TrainConfig, TrainResult, threads_override, train
+from featmlp.tables.store import FeatureTable
+from featmlp.training import TrainConfig, TrainResult, threads_override, train
 from featmlp.training.callbacks import as_callback
+from featmlp.training.engines.stacked import train_stacked
+from featmlp.training.engines.streamed import in_memory
 from featmlp.training.history import History
-from featmlp.training.stream import in_memory
 
 from ._grid import config_names, stack_key, varying_fields
 from ._output import write_sweep
 from ._result import SweepResult, SweepRun
 from ._resume import SweepDirectory
-from ._stacked import train_stacked
 
 
 def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, workers: int = 1,
@@ -43,8 +43,8 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     shape, loss, optimiser, data handling and minibatch order train in one stacked pass
     (batched matrix products over a leading configuration axis): see ``stack_key`` in
     ``featmlp/sweep/_grid.py`` for the exact rule. Each ends with the history
-    :func:`featmlp.train.train` gives it alone, to float rounding. The others (dropout,
-    batch norm, early stopping, or alone in their group) run :func:`~featmlp.train.train`,
+    :func:`featmlp.training.train` gives it alone, to float rounding. The others (dropout,
+    batch norm, early stopping, or alone in their group) run :func:`~featmlp.training.train`,
     in ``workers`` processes when ``workers > 1``.
 
     A configuration whose loss or weights become NaN or infinite is marked diverged at that
@@ -90,9 +90,9 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     Examples
     --------
     >>> import numpy as np
-    >>> from featmlp.store import FeatureTable
+    >>> from featmlp.tables.store import FeatureTable
     >>> from featmlp.sweep import expand_grid, run_sweep
-    >>> from featmlp.train import PRESETS
+    >>> from featmlp.training import PRESETS
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 9)); y = (X[:, 0] > 0).astype(int)
     >>> table = FeatureTable(X[:150], y[:150], X[150:], y[150:], tuple("abcdefghi"), ("no", "yes"))
@@ -178,7 +178,7 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
     if pending and workers > 1:
         # Spawn, not fork: a forked child of a process that has run torch's thread pools can
         # deadlock. Each worker gets its share of the cores, or the count the user set
-        # (featmlp.train.threads_override), and train() applies its policy within that.
+        # (featmlp.training.threads_override), and train() applies its policy within that.
         n_workers = min(workers, len(pending))
         threads = threads_override() or max(1, (os.cpu_count() or 1) // n_workers)
         # Its workers stop with this process (Ctrl-C, SIGTERM, even SIGKILL: featmlp._workers).

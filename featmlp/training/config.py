@@ -5,9 +5,11 @@ and help from :data:`FIELDS` and check a configuration before the first heavy im
 
 :data:`FIELDS` is the one table of what each setting accepts: its kind, its range or choices and a
 line of help. :meth:`TrainConfig.validate` walks it in order, then the rules that tie two settings
-together (:data:`RULES`). The choices are the names of the registries that hold the
-implementations (``featmlp.training.optim.OPTIMIZERS``, ``SCHEDULES``, ``featmlp.model.ACTIVATIONS``,
-``HEADS``, ``SCALERS``); they are repeated here as plain names so that checking a name needs no
+together (:data:`RULES`). It starts with the network's own table
+(:data:`featmlp.model.spec.NETWORK_FIELDS`, which :class:`~featmlp.model.spec.MLPSpec` checks);
+the kinds of check are :class:`featmlp._validation.Field`'s. The choices are the names of the
+registries that hold the implementations (``featmlp.training.optim.OPTIMIZERS``, ``SCHEDULES``,
+``featmlp.model.SCALERS``); they are repeated here as plain names so that checking a name needs no
 torch, and a test holds the two lists equal.
 """
 
@@ -15,22 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from featmlp._validation import Field, settings_from_dict
 from featmlp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from featmlp.model import MLPSpec
+from featmlp.model.spec import NETWORK_FIELDS, MLPSpec
 
 # Names only; the implementations stay in their registries (see the module docstring).
 OPTIMIZER_NAMES = ("gd", "sgd", "adam", "adamw")
 SCHEDULE_NAMES = ("none", "cosine", "onecycle")
-ACTIVATION_NAMES = ("relu", "tanh", "sigmoid", "gelu")
-HEAD_NAMES = ("ce", "mse")
 SCALER_NAMES = ("standard", "minmax", "global", "none")
 # Optimisers that take one step on the whole training set per epoch (batch_size unused).
 FULL_BATCH_OPTIMIZERS = ("gd",)
@@ -41,122 +39,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 SEED_MAX = 2**32 - 1
 
 
-@dataclass(frozen=True)
-class Field:
-    """What one setting accepts.
-
-    ``kind`` picks the check and the wording of its error: ``"int"`` (an integer >= ``low``, and
-    <= ``high`` when given),
-    ``"number"`` (a finite number within ``low``/``high``, each end open or closed),
-    ``"probability"`` (a plain int or float in [0, 1)), ``"choice"`` (one of ``choices``),
-    ``"bool"``, ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
-    none), ``"optional_int"`` (None or an integer >= ``low``), ``"class_weight"``, ``"device"``.
-    """
-
-    kind: str
-    help: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple = ()
-
-    def error(self, name: str, value) -> str | None:
-        """The message naming ``value`` and what is accepted, or None when it is accepted."""
-        return _CHECKS[self.kind](self, name, value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _int_error(f: Field, name, value):
-    if not _is_int(value) or value < f.low or (f.high is not None and value > f.high):
-        rng = f">= {f.low}" if f.high is None else f"in [{f.low}, {f.high}]"
-        return f"{name} must be an integer {rng}, got {value!r}"
-
-
-def _optional_int_error(f: Field, name, value):
-    return None if value is None else _int_error(f, name, value)
-
-
-def _number_error(f: Field, name, value):
-    low, high = f.low, f.high
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if f.low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if f.high_open else value <= high
-    if not ok:
-        lo = "" if low is None else ("(" if f.low_open else "[") + str(low)
-        hi = "" if high is None else str(high) + (")" if f.high_open else "]")
-        rng = f"in {lo}, {hi}" if lo and hi else (f"> {low}" if f.low_open else f">= {low}")
-        return f"{name} must be a finite number {rng}, got {value!r}"
-
-
-def _probability_error(f: Field, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
-        return f"{name} must be a probability in [0, 1), got {value!r}"
-
-
-def _choice_error(f: Field, name, value):
-    if value not in f.choices:
-        return f"{name} {value!r} is not one of: {', '.join(map(str, f.choices))}"
-
-
-def _bool_error(f: Field, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        return f"{name} must be true or false, got {value!r}"
-
-
-def _widths_error(f: Field, name, value):
-    if not isinstance(value, (tuple, list)) or not all(_is_int(w) and w >= 1 for w in value):
-        return f"{name} must be a sequence of positive layer widths such as (64,) or (512, 256), got {value!r}"
-
-
-def _width0_error(f: Field, name, value):
-    if not _is_int(value) or value < 0:
-        return f"{name} must be a layer width >= 1, or 0 for none, got {value!r}"
-
-
-def _class_weight_error(f: Field, name, cw):
-    if not (cw is None or cw == "balanced" or (
-            isinstance(cw, (tuple, list)) and cw and all(
-                isinstance(w, (int, float, np.number)) and not isinstance(w, bool)
-                and math.isfinite(w) and w >= 0 for w in cw) and sum(cw) > 0)):
-        return (f"{name} {cw!r} is not one of: None, 'balanced', or a tuple of one "
-                f"non-negative weight per class")
-
-
-def _device_error(f: Field, name, value):
-    if not isinstance(value, str) or not (value in ("auto", "cpu") or value.startswith("cuda")):
-        return f"{name} {value!r} is not one of: auto, cpu, cuda, cuda:N"
-
-
-_CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
-    "int": _int_error,
-    "optional_int": _optional_int_error,
-    "number": _number_error,
-    "probability": _probability_error,
-    "choice": _choice_error,
-    "bool": _bool_error,
-    "widths": _widths_error,
-    "width0": _width0_error,
-    "class_weight": _class_weight_error,
-    "device": _device_error,
-}
-
-
 # Every field of TrainConfig, in the order validate() checks them (the first bad one is named).
 FIELDS: dict[str, Field] = {
-    "hidden": Field("widths", "width of each hidden layer, e.g. 6 (the lecture) or 512,256"),
-    "activation": Field("choice", "activation after each hidden layer", choices=ACTIVATION_NAMES),
-    "head": Field("choice", "output and loss: softmax cross-entropy, or the lecture's softmax + MSE against "
-                  "one-hot labels", choices=HEAD_NAMES),
-    "dropout": Field("probability", "dropout probability after each hidden activation, in [0, 1)"),
-    "batch_norm": Field("bool", "batch normalisation after each hidden linear layer"),
-    "bottleneck": Field("width0", "width of a linear layer between the input and the first hidden layer; "
-                        "0: none"),
+    **NETWORK_FIELDS,
     "optimizer": Field("choice", "gd: full-batch gradient descent (one step per epoch, the lecture's); "
                        "sgd: minibatch with momentum; adam; adamw", choices=OPTIMIZER_NAMES),
     "schedule": Field("choice", "learning-rate schedule, applied per step", choices=SCHEDULE_NAMES),
@@ -182,10 +67,6 @@ FIELDS: dict[str, Field] = {
     "test_flip": Field("bool", "predict with the mean over each image and its mirror image"),
     "device": Field("device", "auto (CUDA when available), cpu, cuda or cuda:N"),
 }
-
-
-# The fields of TrainConfig that are the network's (featmlp.model.MLPSpec checks them with this table).
-NETWORK_FIELDS = ("hidden", "activation", "head", "dropout", "batch_norm", "bottleneck")
 
 
 def lecture_batch_size_applies(optimizer: str) -> bool:
@@ -245,7 +126,7 @@ class TrainConfig:
         ``ceil(N / lecture_batch_size)`` times the mean loss's, as the notebook's loop literally
         did (see :mod:`featmlp.training.loop`). None: the mean loss (the ``"lecture"`` preset).
     scaler : str
-        A key of :data:`featmlp.model.SCALERS`, fitted on the training rows only.
+        A key of :data:`featmlp.model.scaler.SCALERS`, fitted on the training rows only.
     val_fraction : float
         Fraction of the training set held out (stratified, seeded) for validation, in [0, 1).
     patience : int
@@ -262,7 +143,7 @@ class TrainConfig:
     flip : bool
         Train on every training image and its horizontal mirror image as well (twice the rows
         per epoch). Needs the column permutation that mirrors the features (``mirror=`` of
-        :func:`featmlp.train.train`; feature sets ``kmeans`` and ``color`` have one).
+        :func:`featmlp.training.train`; feature sets ``kmeans`` and ``color`` have one).
     test_flip : bool
         Predict with the mean of the probabilities of each image and its mirror image.
     label_smoothing : float
@@ -300,8 +181,6 @@ class TrainConfig:
 
     def spec(self, n_features: int, n_classes: int) -> "MLPSpec":
         """The :class:`MLPSpec` of this configuration for data of the given sizes."""
-        from featmlp.model import MLPSpec
-
         return MLPSpec(n_features, n_classes, tuple(self.hidden), self.activation,
                        self.dropout, self.batch_norm, self.head, self.bottleneck)
 
@@ -342,8 +221,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Rebuild a configuration from :meth:`to_dict` (e.g. a run's ``config.json``)."""
-        from featmlp.model import settings_from_dict
-
         return settings_from_dict(cls, d, "training setting")
 
 

@@ -1,9 +1,10 @@
 """The training loop: :func:`train` and the :class:`TrainResult` it returns.
 
 :func:`train` is a plain epoch loop over the pieces of :mod:`featmlp.training`: the settings
-(:mod:`~featmlp.training.config`), the set-up (:mod:`~featmlp.training.prepare`), the optimisers and
-schedules (:mod:`~featmlp.training.optim`), the flat parameter vector
-(:mod:`~featmlp.training.params`) and the engines (:mod:`~featmlp.training.engines`). Each
+(:mod:`~featmlp.training.config`), the set-up (:mod:`~featmlp.training.setup`,
+:mod:`~featmlp.training.checks`), the optimisers and schedules (:mod:`~featmlp.training.optim`),
+the flat parameter vector (:mod:`~featmlp.training.params`) and the engines
+(:mod:`~featmlp.training.engines`). Each
 epoch appends one dict to the run's history (:mod:`~featmlp.training.history`); callbacks
 (printing, live plots, anything else) read that history and may stop the run.
 
@@ -17,7 +18,7 @@ accuracy are computed in a single vectorised pass (no ``.item()`` per step):
 - ``AutogradEngine``: the ``nn.Module`` with autograd, for dropout, batch norm, a bottleneck and
   tables too large for the hand-written engine's copies.
 
-A sharded table too large for memory is streamed from disk (:mod:`~featmlp.training.stream`):
+A sharded table too large for memory is streamed from disk (:mod:`~featmlp.training.engines.streamed`):
 minibatches through ``AutogradEngine`` from its shards, full-batch ``gd`` through
 ``StreamedGDEngine``, which sums the gradient over the shards before its one step.
 
@@ -54,14 +55,16 @@ from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
+from featmlp.training.checks import checked_inputs
 from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.training.engines import AutogradEngine, FastEngine, ScaledRows, fast_engine_fits
+from featmlp.training.engines.autograd import AutogradEngine, ScaledRows
+from featmlp.training.engines.fast import FastEngine, fast_engine_fits
+from featmlp.training.engines.streamed import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
+from featmlp.training.epoch import evaluate, gd_gradient_scale, loss_accuracy, within_batch_weights
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters
-from featmlp.training.prepare import (batch_order_rng, checked_inputs, class_weights, evaluate, gd_gradient_scale,
-                                      initial_model, loss_accuracy, seeded, training_rows, within_batch_weights)
-from featmlp.training.stream import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
+from featmlp.training.setup import batch_order_rng, class_weights, initial_model, seeded, training_rows
 from featmlp.training.threads import threads_for
 
 
@@ -74,7 +77,7 @@ class TrainResult:
     model : featmlp.model.MLP
         The trained network, in eval mode (best weights under early stopping, last finite
         weights after a divergence).
-    scaler : featmlp.model.Scaler
+    scaler : featmlp.model.scaler.Scaler
         Fitted on the training rows; apply it to any features before the model.
     spec, config
         The network's spec and the run's settings.
@@ -153,12 +156,12 @@ def train(
         ``features(flipped images) == X[:, mirror]`` (:func:`featmlp.features.mirror_permutation`).
         Needed by ``config.flip`` and ``config.test_flip``.
     out_of_core : bool, optional
-        For a sharded table's ``X`` (:class:`featmlp.shards.ShardedArray`, from
+        For a sharded table's ``X`` (:class:`featmlp.tables.sharded.ShardedArray`, from
         ``load_features("DIR.features/")``): True streams it from disk a shard at a time
-        (:mod:`featmlp.training.stream`), False reads it into memory, None (default) streams it
+        (:mod:`featmlp.training.engines.streamed`), False reads it into memory, None (default) streams it
         when it is larger than a quarter of the available memory. Streamed, the scaler is
         fitted in a pass over the shards, minibatches come a shard at a time in
-        :func:`~featmlp.training.stream.blocked_permutation`'s order, and ``"gd"`` sums its
+        :func:`~featmlp.training.engines.streamed.blocked_permutation`'s order, and ``"gd"`` sums its
         gradient over the shards. Batch norm with ``"gd"`` is refused when streaming.
     blocks : sequence of int, optional
         Row counts of consecutive blocks of ``X`` (a sharded table's ``shard_rows``): each
@@ -186,7 +189,7 @@ def train(
     A sharded table trained from disk, and the same order in memory:
 
     >>> import tempfile, pathlib
-    >>> from featmlp.store import FeatureTable, load_features, save_sharded
+    >>> from featmlp.tables.store import FeatureTable, load_features, save_sharded
     >>> t = FeatureTable(X.astype(np.float32), y, X[:5], y[:5], tuple("abcdefghi"), ("a", "b", "c"))
     >>> sharded = load_features(save_sharded(pathlib.Path(tempfile.mkdtemp()) / "t.features", t, shard_rows=70))
     >>> config = TrainConfig(epochs=2, dropout=0.2)

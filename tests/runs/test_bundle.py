@@ -1,4 +1,4 @@
-"""featmlp.bundle: save and load a model as safetensors + JSON, and refuse bad files clearly."""
+"""featmlp.runs.bundle: save and load a model as safetensors + JSON, and refuse bad files clearly."""
 
 import json
 import pickle
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from featmlp import __version__
-from featmlp.bundle import META_FILE, WEIGHTS_FILE, load_bundle, save_bundle
+from featmlp.runs import META_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from featmlp.errors import DataError
 from featmlp.model import MLPSpec, Scaler, build_mlp
 

@@ -1,12 +1,18 @@
-"""featmlp.evaluate against scikit-learn's metrics, and featmlp.plots' files."""
+"""featmlp.runs.evaluate against scikit-learn's metrics, evaluate_run's checks, and featmlp.runs.plots' files."""
+
+import dataclasses
+import json
 
 import numpy as np
 import pytest
 from sklearn import metrics
 
 from featmlp.errors import DataError
-from featmlp.evaluate import confusion_matrix, evaluate
-from featmlp.plots import plot_confusion, plot_history
+from featmlp.runs import plot_confusion, plot_history, train_run
+from featmlp.runs.bundle import load_bundle
+from featmlp.runs.evaluate import confusion_matrix, evaluate
+from featmlp.tables.store import save_features
+from featmlp.training import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -76,3 +82,32 @@ def test_plot_confusion_writes_png(tmp_path):
     assert plot_confusion(cm, ["a", "b", "c"], tmp_path / "n.png", normalize=True).exists()
     with pytest.raises(ValueError, match="3 class names|2 class names"):
         plot_confusion(cm, ["a", "b"], tmp_path / "x.png")
+
+
+def test_evaluate_run_checks_the_feature_file_against_the_model(tmp_path, table):
+    from featmlp.runs import evaluate_run
+
+    feats = save_features(tmp_path / "f.npz", table)
+    run = train_run(table, TrainConfig(hidden=(4,), epochs=2), tmp_path / "r",
+                    data={"feature_file": str(feats.resolve())})
+    stored = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    m = evaluate_run(tmp_path / "r")  # the run's own feature file, from its config.json
+    assert m == {k: stored[k] for k in m} and set(m) == {"test_accuracy", "n_test", "per_class", "macro",
+                                                         "weighted", "confusion_matrix"}
+    y_pred = load_bundle(tmp_path / "r").predict(table.X_test)
+    assert m["test_accuracy"] == pytest.approx(metrics.accuracy_score(table.y_test, y_pred)) == run.metrics["test_accuracy"]
+    assert m["confusion_matrix"] == metrics.confusion_matrix(table.y_test, y_pred).tolist()
+    other = save_features(tmp_path / "o.npz", dataclasses.replace(table, class_names=("ant", "bee", "cat")))
+    with pytest.raises(DataError, match=r"o.npz's classes \['ant', 'bee', 'cat'\] differ from the model's"):
+        evaluate_run(tmp_path / "r", other)
+    narrow = dataclasses.replace(table, X_train=table.X_train[:, :5], X_test=table.X_test[:, :5],
+                                 feature_names=table.feature_names[:5])
+    with pytest.raises(DataError, match="has 5 features, the model takes 9: extract with --features lecture"):
+        evaluate_run(tmp_path / "r", save_features(tmp_path / "n.npz", narrow))
+    save_features(feats, dataclasses.replace(table, y_test=table.y_test[::-1].copy()),  # the recorded file changed
+                  overwrite=True)
+    with pytest.raises(DataError, match="not the data this model was trained on"):
+        evaluate_run(tmp_path / "r")
+    train_run(table, TrainConfig(hidden=(4,), epochs=1), tmp_path / "mem")  # from a table in memory
+    with pytest.raises(DataError, match="does not record its feature file"):
+        evaluate_run(tmp_path / "mem")

@@ -1,5 +1,5 @@
-"""featmlp.compare and featmlp.report: tables, overlaid curves and report.html, on run
-directories made with featmlp.run.train_run and a sweep directory put together here."""
+"""featmlp.runs.compare and featmlp.runs.report: tables, overlaid curves and report.html, on run
+directories made with featmlp.runs.train_run and a sweep directory put together here."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import re
 import pytest
 from sklearn.datasets import make_classification
 
-from featmlp.compare import RESULT_COLUMNS, compare_runs, format_table, plot_comparison
+from featmlp.runs.compare import RESULT_COLUMNS, compare_runs, format_table, plot_comparison
 from featmlp.errors import DataError
-from featmlp.report import render_report, write_report
-from featmlp.run import train_run
-from featmlp.store import FeatureTable
-from featmlp.train import PRESETS, TrainConfig
+from featmlp.runs.report import render_report, write_report
+from featmlp.runs import train_run
+from featmlp.tables.store import FeatureTable
+from featmlp.training import PRESETS, TrainConfig
 
 EVIL = "<script>alert('x')</script>"
 PNG = b"\x89PNG\r\n\x1a\n"

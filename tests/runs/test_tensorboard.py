@@ -1,4 +1,4 @@
-"""featmlp.tensorboard: the event files, read back with TensorBoard's own reader."""
+"""featmlp.runs.tensorboard: the event files, read back with TensorBoard's own reader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from featmlp.errors import FeatmlpError
-from featmlp.train import TrainConfig, train
+from featmlp.training import TrainConfig, train
 
 # The missing-package test needs no tensorboard; the others read the events back with it.
 try:
@@ -28,7 +28,7 @@ def _events(log_dir):
 
 @needs_tensorboard
 def test_history_written_as_scalars_and_hparams(tmp_path):
-    from featmlp.tensorboard import TEST_ACCURACY_TAG, TensorBoardLogger
+    from featmlp.runs.tensorboard import TEST_ACCURACY_TAG, TensorBoardLogger
 
     X, y = make_classification(300, 6, n_informative=4, n_classes=3, random_state=0)
     logger = TensorBoardLogger(tmp_path / "tb")
@@ -76,7 +76,7 @@ def test_history_written_as_scalars_and_hparams(tmp_path):
 
 @needs_tensorboard
 def test_diverged_run_logs_what_finished(tmp_path):
-    from featmlp.tensorboard import TensorBoardLogger
+    from featmlp.runs.tensorboard import TensorBoardLogger
 
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
     config = TrainConfig(hidden=(4,), optimizer="gd", lr=1e30, epochs=3, scaler="minmax")
@@ -91,7 +91,7 @@ def test_diverged_run_logs_what_finished(tmp_path):
 def test_missing_tensorboard_is_a_clear_error(monkeypatch):
     # A None entry in sys.modules makes the import fail, as when the package is absent.
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    from featmlp.tensorboard import TensorBoardLogger
+    from featmlp.runs.tensorboard import TensorBoardLogger
 
     with pytest.raises(FeatmlpError, match="pip install tensorboard"):
         TensorBoardLogger("unused")

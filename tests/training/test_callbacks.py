@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from featmlp.errors import ConfigError
-from featmlp.lr_find import lr_find
+from featmlp.training.lr_find import lr_find
 from featmlp.progress import Callback, TqdmProgress
-from featmlp.store import FeatureTable
+from featmlp.tables.store import FeatureTable
 from featmlp.sweep import config_names, expand_grid, run_sweep
-from featmlp.train import PRESETS, TrainConfig, train
+from featmlp.training import PRESETS, TrainConfig, train
 
 
 def _data(n=120, seed=0):

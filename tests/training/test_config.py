@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from featmlp.errors import ConfigError
-from featmlp.training.config import (ACTIVATION_NAMES, FIELDS, HEAD_NAMES, OPTIMIZER_NAMES, PRESETS, RULES,
-                                     SCALER_NAMES, SCHEDULE_NAMES, TrainConfig, lecture_batch_size_applies)
+from featmlp.model.spec import ACTIVATION_NAMES, HEAD_NAMES
+from featmlp.training.config import (FIELDS, OPTIMIZER_NAMES, PRESETS, RULES, SCALER_NAMES, SCHEDULE_NAMES, TrainConfig,
+                                     lecture_batch_size_applies)
 
 
 def _error(**fields) -> str:
@@ -133,7 +134,7 @@ def test_importing_the_config_and_validating_imports_no_torch():
 
 def test_the_network_s_fields_are_checked_by_the_same_table_in_mlpspec():
     from featmlp.model import MLPSpec
-    from featmlp.training.config import NETWORK_FIELDS
+    from featmlp.model.spec import NETWORK_FIELDS
 
     assert set(NETWORK_FIELDS) == {f.name for f in dataclasses.fields(MLPSpec)} - {"n_features", "n_classes"}
     for name, value, message in BAD:

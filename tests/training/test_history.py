@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from featmlp.train import TrainConfig, train
+from featmlp.training import TrainConfig, train
 from featmlp.training.history import (COLUMNS, EPOCH, LR, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY,
                                       VAL_COLUMNS, VAL_LOSS, History, can_validate, diverged, epoch_record)
 
@@ -33,7 +33,7 @@ def test_train_records_exactly_the_named_columns():
 
 
 def test_the_stacked_sweep_records_the_same_columns():
-    from featmlp.store import FeatureTable
+    from featmlp.tables.store import FeatureTable
     from featmlp.sweep import expand_grid, run_sweep
 
     X, y = _data(80)

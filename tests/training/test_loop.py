@@ -1,4 +1,4 @@
-"""featmlp.train against plain PyTorch reimplementations of the same training.
+"""featmlp.training against plain PyTorch reimplementations of the same training.
 
 The references build the network the same way (seed, then ``build_mlp``), compute the loss with
 torch's own functions and step with ``torch.optim`` or by hand, so agreement checks our
@@ -17,9 +17,10 @@ from torch.nn import functional as F
 
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import ACTIVATIONS, HEADS, MLPSpec, Scaler, build_mlp
-from featmlp.train import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, LivePlot, TrainConfig,
+from featmlp.runs import LivePlot
+from featmlp.training import (OPTIMIZERS, PRESETS, SCHEDULES, Callback, TrainConfig,
                            check_training, train)
-from featmlp.training.prepare import split_validation as _split_validation
+from featmlp.training.setup import split_validation as _split_validation
 
 
 def _data(n=60, f=5, classes=3, seed=0, weights=None):
@@ -360,7 +361,7 @@ def test_label_smoothing_equals_torch_cross_entropy_with_label_smoothing(engine)
 
 
 def test_large_tables_train_from_per_batch_scaled_rows_as_from_a_scaled_copy(monkeypatch):
-    import featmlp.training.engines as train_module
+    import featmlp.training.engines.fast as train_module
 
     X, y = _data(n=90)
     config = TrainConfig(hidden=(8,), epochs=2, batch_size=16, seed=3)
@@ -375,7 +376,7 @@ def test_network_too_large_for_memory_is_refused_before_allocating(monkeypatch):
 
     X, y = make_classification(200, 9, n_classes=3, n_informative=5, random_state=0)
     monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 2**20)
-    monkeypatch.setattr("featmlp.training.prepare.build_mlp", lambda spec: pytest.fail("allocated"))
+    monkeypatch.setattr("featmlp.training.setup.build_mlp", lambda spec: pytest.fail("allocated"))
     with pytest.raises(ConfigError, match=r"training the network 9 -> 512 -> 3 on 200 rows \(batch 200\) needs "
                                           r"about .* MB of memory, and 1.0 MB is available"):
         train(X, y, TrainConfig(hidden=(512,), epochs=1, batch_size=256))

@@ -1,4 +1,4 @@
-"""Training out of core (featmlp.training.stream): a sharded table streamed from disk trains as
+"""Training out of core (featmlp.training.engines.streamed): a sharded table streamed from disk trains as
 the same table in memory does, with the same (shard-blocked) batch order, without ever being
 read whole.
 
@@ -16,10 +16,10 @@ from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import Scaler
-from featmlp.shards import ShardedArray
-from featmlp.store import FeatureTable, load_features, save_features, save_sharded
-from featmlp.train import PRESETS, TrainConfig, check_training, train
-from featmlp.training.stream import blocked_permutation
+from featmlp.tables.sharded import ShardedArray
+from featmlp.tables.store import FeatureTable, load_features, save_features, save_sharded
+from featmlp.training import PRESETS, TrainConfig, check_training, train
+from featmlp.training.engines.streamed import blocked_permutation
 
 # Uneven shards: the last one short, and more than one batch per shard.
 SHARD_ROWS = 70
@@ -200,7 +200,7 @@ def test_streaming_never_reads_the_table_whole_and_maps_at_most_two_shards(shard
 
 def test_large_tables_stream_by_default_and_small_ones_are_read(sharded, monkeypatch):
     import featmlp._memory
-    import featmlp.training.stream as stream
+    import featmlp.training.engines.streamed as stream
 
     used = []
     real = stream.ShardedRows
@@ -232,7 +232,7 @@ def test_what_cannot_stream_is_refused_clearly(sharded, monkeypatch):
 
 def test_sweep_and_lr_find_read_the_table_after_a_memory_check(sharded, monkeypatch, tmp_path):
     import featmlp._memory
-    from featmlp.lr_find import lr_find
+    from featmlp.training.lr_find import lr_find
     from featmlp.sweep import run_sweep
 
     r = lr_find(sharded.X_train, sharded.y_train, TrainConfig(hidden=(8,), batch_size=32), num_steps=10)

@@ -1,4 +1,4 @@
-"""The CPU thread policy of training (featmlp.train.training_threads and its inputs).
+"""The CPU thread policy of training (featmlp.training.training_threads and its inputs).
 
 Pure functions of sizes, the user's override and the measured load; no timings here (those are
 in benchmarks/bench_threads.py).
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featmlp.errors import ConfigError
-from featmlp.train import (THREADS_ENV, TrainConfig, idle_cores, threads_override, train,
+from featmlp.training import (THREADS_ENV, TrainConfig, idle_cores, threads_override, train,
                            training_threads)
 
 LECTURE = 50_000 * (9 * 6 + 6 * 10)            # full batch: every row in the one step

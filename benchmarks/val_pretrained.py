@@ -53,8 +53,8 @@ def split(y: np.ndarray, per_class: int, seed: int = 0):
 
 
 def main() -> None:
-    from featmlp.store import load_features
-    from featmlp.train import PRESETS, train
+    from featmlp.tables.store import load_features
+    from featmlp.training import PRESETS, train
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("features")
@@ -117,7 +117,7 @@ def main() -> None:
 def by_size(args) -> None:
     from featmlp.data import load_dataset
     from featmlp.features import extract_features, fit_features
-    from featmlp.train import PRESETS, train
+    from featmlp.training import PRESETS, train
 
     ds = load_dataset(args.features)
     y = np.asarray(ds.train_labels)

@@ -41,14 +41,7 @@ STAGES = {
 STAGE_NAMES = {0: "the foundation", 1: "data", 2: "features", 3: "tables", 4: "model", 5: "training", 6: "runs",
                7: "sweep", 8: "cli"}
 
-# Changed by the work on issue 16 (the pretrained feature sets) at the same time as issue 17, which
-# left it as it was: it is to be split (over MAX_LINES), to give its function-level imports their
-# reason, and to import default_cache_dir from featmlp.data, where it is public.
-ISSUE_16 = "featmlp.features.pretrained"
 MAX_LINES = 550
-# Over MAX_LINES: features/__init__.py (the registry, options, fitted state, memory budgets), which
-# issue 16's work changes at the same time (its _pretrained_memory); split once that is merged.
-TO_SPLIT = {"featmlp.features"}
 
 
 # The top-level modules that re-exported names living elsewhere (issue 17 deleted them), and the
@@ -146,8 +139,7 @@ def test_no_module_imports_another_packages_private_module():
             owner = ".".join(parts[:i])  # the package the private module belongs to
             if part.startswith("_") and not part.startswith("__") and not (
                     module == owner or module.startswith(owner + ".")):
-                if module != ISSUE_16:
-                    wrong.append(f"{module}:{line} imports {target}, private to {owner}")
+                wrong.append(f"{module}:{line} imports {target}, private to {owner}")
     assert not wrong, "\n".join(wrong)
 
 
@@ -157,7 +149,7 @@ def test_a_function_level_import_of_featmlp_says_why():
     # hide a circle (the stage order above forbids those).
     wrong = set()
     for module, line, _, _, inner in ALL_IMPORTS:
-        if not inner or module == ISSUE_16:
+        if not inner:
             continue
         lines = MODULES[module].read_text().splitlines()
         above = line - 2
@@ -172,8 +164,6 @@ def test_a_function_level_import_of_featmlp_says_why():
 def test_no_file_is_over_the_line_limit(module):
     path = MODULES[module]
     n = len(path.read_text().splitlines())
-    if module == ISSUE_16 or module in TO_SPLIT:
-        return
     assert n <= MAX_LINES, f"{path.relative_to(PACKAGE.parent)} has {n} lines (at most {MAX_LINES}): split it by concern"
 
 

@@ -143,7 +143,7 @@ def test_extract_features_decodes_lazy_images_a_bounded_chunk_at_a_time(tmp_path
     from featmlp.data import ImageArray, load_dataset
 
     ds = load_dataset(image_folder(tmp_path / "imgs", [(300, 200)], per_class=4), test_fraction=0.5)
-    monkeypatch.setattr(features, "CHUNK_BYTES", working_bytes("lecture", (200, 300), 2))
+    monkeypatch.setattr(features.apply, "CHUNK_BYTES", working_bytes("lecture", (200, 300), 2))
     sizes = []
     real = ImageArray.chunks
     monkeypatch.setattr(ImageArray, "chunks", lambda self, size: sizes.append(size) or real(self, size))

@@ -111,7 +111,7 @@ def backbone(fitted, path: Path):
     or timm's ``arch`` (``pretrained=False``: never downloaded)."""
     sd = read_checkpoint(path)
     if fitted.NAME in PACKAGED:
-        from ._efficientnet import EfficientNetLite
+        from ._efficientnet import EfficientNetLite  # imports torch: on first use (start-up time)
 
         model = EfficientNetLite(fitted.NAME)
         return _loaded(model, sd, path, fitted.NAME, {"_fc.weight", "_fc.bias"})

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cpu import env_threads, idle_cores, machine_cores
+from .._io import atomic_write
+from ..data import default_cache_dir
 from ..errors import DataError
 from ._backbones import missing_package, pooled_network
 
@@ -108,8 +111,6 @@ def run_batches(images: np.ndarray, fitted, run) -> np.ndarray:
 
 def cache_dir() -> Path:
     """Where exported networks are kept: ``<featmlp cache>/pretrained``."""
-    from ..data._download import default_cache_dir
-
     return default_cache_dir() / "pretrained"
 
 
@@ -137,7 +138,6 @@ def onnx_file(fitted, net=None) -> Path | bytes:
         raise missing_package(f"feature set {fitted.NAME}", exc) from None
     import torch
 
-    from .._io import atomic_write
 
     if net is None:
         net = pooled_network(fitted, fitted.check_weights())
@@ -229,8 +229,6 @@ def runtime_threads(threads: int | None = None) -> int:
     many as there are idle cores, at most the cores this process may run on: training's policy
     (:func:`featmlp.training.threads.training_threads`). Measured on 2 cores with another process
     busy on one: 111 img/s on one thread, 51 on two (the threads wait for the slower one at every op)."""
-    from .._cpu import env_threads, idle_cores, machine_cores
-
     if threads is not None:
         return threads
     override = env_threads()

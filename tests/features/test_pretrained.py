@@ -301,8 +301,8 @@ def _dataset(n_train=6, n_test=3, h=24, w=20):
 
 
 def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, monkeypatch, seeded_weights):
-    import featmlp.extraction as extraction
-    from featmlp.store import load_features
+    import featmlp.tables.extract as extraction
+    from featmlp.tables.store import load_features
 
     options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
     ds = _dataset()
@@ -338,7 +338,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
 @pytest.mark.slow
 def test_the_dask_path_on_a_local_cluster(tmp_path, seeded_weights):
     pytest.importorskip("distributed")
-    from featmlp.extraction import extract_to_shards
+    from featmlp.tables.extract import extract_to_shards
 
     options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 0, "mirror": False}
     ds = _dataset()
@@ -355,9 +355,9 @@ def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seede
     import shutil
 
     from featmlp.runs.bundle import load_bundle
-    from featmlp.store import load_features
+    from featmlp.tables.store import load_features
 
-    from test_extraction import image_folder
+    from _files import image_folder
 
     folder = image_folder(tmp_path / "imgs", n_per_class=4, size=(23, 17))
     weights = tmp_path / "w.safetensors"
@@ -494,12 +494,10 @@ def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, 
 def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
     from featmlp._cpu import machine_cores
 
-    import featmlp._cpu
-
     monkeypatch.delenv("FEATMLP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 64.0)
+    monkeypatch.setattr(rt, "idle_cores", lambda seconds=0.1: 64.0)
     assert rt.runtime_threads() == machine_cores() and rt.runtime_threads(1) == 1
-    monkeypatch.setattr(featmlp._cpu, "idle_cores", lambda seconds=0.1: 0.9)  # another process busy: one thread
+    monkeypatch.setattr(rt, "idle_cores", lambda seconds=0.1: 0.9)  # another process busy: one thread
     assert rt.runtime_threads() == 1
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
     assert rt.runtime_threads() == 1

@@ -34,7 +34,6 @@ from featmlp.errors import DataError
 from featmlp.runs.compare import Run, comparison_figure, differing_settings, format_value, is_run_dir, read_run
 from featmlp.runs.layout import (CONFUSION_PLOT, LOSS_PLOT, REPORT_FILE, RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE,
                                  SWEEP_LOSS_PLOT, read_json)
-from featmlp.runs.plots import plot_accuracy_vs_lr, plot_confusion, plot_history
 from featmlp.training.history import TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -429,10 +428,14 @@ def _png_or_render(path: Path, render) -> bytes:
 
 
 def _plot_history(history, path):
+    from featmlp.runs.plots import plot_history  # start-up: numpy and the plots, only for a missing PNG
+
     return plot_history(history, path)
 
 
 def _plot_confusion(cm, names, path):
+    from featmlp.runs.plots import plot_confusion  # start-up: numpy and the plots, only for a missing PNG
+
     return plot_confusion(cm, names, path)
 
 
@@ -451,6 +454,8 @@ def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:
         hidden = r.get("hidden")
         key = f"hidden {format_value('hidden', hidden)}" if hidden is not None else "all"
         lines.setdefault(key, []).append((lr, acc, _truthy(r.get("diverged"))))
+    from featmlp.runs.plots import plot_accuracy_vs_lr  # start-up: numpy and the plots, only for a missing PNG
+
     return plot_accuracy_vs_lr(lines, path)
 
 

@@ -241,9 +241,10 @@ def _pretrained_class(name: str):
 def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
     """A pretrained network's working memory: its output per image (at most 4,096 float32, twice
     with the mirror images), and for the batch of featmlp.features._runtime.BATCH_IMAGES images it
-    runs at once, whatever the chunk, the runtime's arena: ~700 bytes a pixel of ``size`` an image
-    for EfficientNet-Lite0 (measured: +220 MB for 16 images of 128 px, +750 MB for 64), plus the
-    weights. That fixed amount is also the set's ``block``: a default chunk has it on top of its
+    runs at once, whatever the chunk, the runtime's arena: 700 bytes a pixel of ``size`` an image,
+    plus the weights. That is what EfficientNet-Lite0's graph took before its padding was folded
+    into the convolutions (+750 MB for 64 images of 128 px); folded it takes ~320 (+333 MB for 64),
+    and 700 is kept as the bound for graphs not measured (timm's architectures). That fixed amount is also the set's ``block``: a default chunk has it on top of its
     256 MB (featmlp.tables.extract.default_chunk_size), as kmeans has its BLAS block."""
     from ._runtime import BATCH_IMAGES  # no heavy import: the module loads torch when it runs
 

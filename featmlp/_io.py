@@ -11,6 +11,28 @@ from typing import IO, Iterator
 from featmlp.errors import DataError
 
 
+# The siblings an output is built in, locked by or moved aside to: one rule for their names.
+# Hidden (".NAME.KIND") for the directories and locks of runs, sweeps and sharded tables, and for
+# what a replaced output is moved aside to; visible ("NAME.KIND") for a feature file's chunks and
+# lock, as extraction has always named them (so an interrupted extraction still resumes).
+SIBLING_KINDS = ("partial", "incomplete", "lock", "old")
+
+
+def sibling(path: str | os.PathLike, kind: str, *, hidden: bool = True) -> Path:
+    """The sibling of ``path`` of ``kind`` (:data:`SIBLING_KINDS`): ``.NAME.KIND`` beside it, or
+    ``NAME.KIND`` when not ``hidden``.
+
+    Examples
+    --------
+    >>> sibling("runs/a", "incomplete").as_posix(), sibling("t.npz", "partial", hidden=False).as_posix()
+    ('runs/.a.incomplete', 't.npz.partial')
+    """
+    if kind not in SIBLING_KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(SIBLING_KINDS)}")
+    path = Path(str(path).rstrip("/") or "/")
+    return path.with_name(f".{path.name}.{kind}" if hidden else f"{path.name}.{kind}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success.

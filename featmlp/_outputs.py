@@ -30,6 +30,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from featmlp._io import sibling
 from featmlp.errors import DataError
 from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURE_STATE_FILE, FEATURES_FILE, FEATURES_PARTIAL,
                                  LOSS_PLOT, META_FILE, METRICS_FILE, REPORT_FILE, SWEEP_FILES, TENSORBOARD_DIR,
@@ -324,7 +325,7 @@ def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     Whether ``dst`` may be replaced is the caller's to check (:func:`check_output`).
     """
     src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
-    aside = dst.with_name(f".{dst.name}.old")
+    aside = sibling(dst, "old")
     remove_work_dir(aside)
     if dst.is_dir() and not dst.is_symlink():
         os.replace(dst, aside)

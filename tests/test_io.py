@@ -101,3 +101,21 @@ def test_disk_full_during_extract_is_one_line_and_resumable(tmp_path, run_cli, m
     code, stdout, _ = run_cli(["extract", "-o", out, "-q"])  # space again: the same command works
     assert code == 0 and out.exists()
     assert load_features(out).X_train.shape == (5000, 9)
+
+
+def test_every_sibling_keeps_the_name_interrupted_work_resumes_from(tmp_path, monkeypatch):
+    # The names as featmlp has always written them (an interrupted extraction, run or sweep finds
+    # its work again only under these), spelled out by hand.
+    from featmlp._io import sibling
+    from featmlp.runs.directory import lock_file, staging_dir
+    from featmlp.tables.extract import work_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert staging_dir("runs/a") == tmp_path / "runs" / ".a.incomplete"
+    assert lock_file("runs/a/") == tmp_path / "runs" / ".a.lock"
+    assert work_dir(tmp_path / "t.features") == tmp_path / ".t.features.partial"
+    assert sibling("t.npz", "partial", hidden=False).name == "t.npz.partial"
+    assert sibling("t.npz/", "lock", hidden=False).name == "t.npz.lock"
+    assert sibling(tmp_path / "out", "old") == tmp_path / ".out.old"
+    with pytest.raises(ValueError, match="partial"):
+        sibling("x", "tmp")

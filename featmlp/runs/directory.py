@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from featmlp._io import exclusive
+from featmlp._io import exclusive, sibling
 from featmlp._outputs import check_output, check_work_dir, remove_work_dir
 
 
@@ -25,13 +25,13 @@ def staging_dir(out: str | os.PathLike) -> Path:
     """Where a run into ``out`` is built: ``.<name>.incomplete`` beside it, the same each time
     (so a rerun finds the extraction an interrupted ``featmlp run`` left there)."""
     out = Path(os.path.abspath(out))
-    return out.parent / f".{out.name}.incomplete"
+    return sibling(out, "incomplete")
 
 
 def lock_file(out: str | os.PathLike) -> Path:
     """The lock a writer of run or sweep directory ``out`` holds: ``.<name>.lock`` beside it."""
     out = Path(os.path.abspath(out))
-    return out.parent / f".{out.name}.lock"
+    return sibling(out, "lock")
 
 
 def _aside_dir(out: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp import __version__, _memory
-from featmlp._io import atomic_write, exclusive
+from featmlp._io import atomic_write, exclusive, sibling
 from featmlp._memory import format_bytes
 from featmlp._outputs import check_output, check_work_dir, remove_work_dir, replace_dir
 from featmlp._workers import spawn_pool, stopping
@@ -177,7 +177,7 @@ def extraction_bytes(fset, image_shape, chunk_size: int, workers: int = 1, *, op
 def extraction_lock(output):
     """The lock that keeps one extraction per output (``<output>.lock``; see :func:`featmlp._io.exclusive`)."""
     busy = f"another featmlp extract is writing {output} (pid {{pid}}): wait for it, or write to another file"
-    return exclusive(Path(str(output).rstrip("/") + ".lock"), busy)
+    return exclusive(sibling(output, "lock", hidden=False), busy)
 
 
 def extraction_meta(dataset, fset, options) -> dict:
@@ -236,7 +236,7 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
 
     partial = None
     if output is not None:
-        partial = resumable_dir(Path(str(output) + ".partial"), meta, chunk_size, fitted)
+        partial = resumable_dir(sibling(output, "partial", hidden=False), meta, chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
     meta.update(weights_provenance(state))
@@ -357,7 +357,7 @@ def fitted_state(fset, train_images, options, fitted, partial, progress) -> dict
 def work_dir(output: Path) -> Path:
     """Where a sharded table is built before it is renamed in: ``.NAME.partial`` beside it."""
     output = Path(os.path.abspath(output))
-    return output.with_name(f".{output.name}.partial")
+    return sibling(output, "partial")
 
 
 def extract_shard(root: str, split: str, index: int, images, labels, files, features: str,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featmlp._io import atomic_write, read_npz
+from featmlp._io import atomic_write, read_npz, sibling
 from featmlp._outputs import WORK_MARK, check_output, mark_work_dir, remove_work_dir, replace_dir
 from featmlp.data import not_regular
 from featmlp.errors import ConfigError, DataError, FeatmlpError
@@ -325,7 +325,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
         raise ConfigError(f"shard_rows must be at least 1, got {shard_rows}")
     check_output(path, "table", force=overwrite, option="path")
     path = Path(os.path.abspath(path))
-    work = path.with_name(f".{path.name}.partial")
+    work = sibling(path, "partial")
     remove_work_dir(work)
     mark_work_dir(work)
     records = {}

@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=500)
     ap.add_argument("--sizes", default="", help="images: compare these resolutions (see above)")
     ap.add_argument("--rows", type=int, default=10000)
+    ap.add_argument("--sets", default="efficientnet-lite0",
+                    help="images: the pretrained sets compared at each size (comma-separated)")
     args = ap.parse_args()
     if args.sizes:
         return by_size(args)
@@ -125,19 +127,20 @@ def by_size(args) -> None:
     tr = np.sort(np.random.default_rng(1).choice(tr, min(args.rows, len(tr)), replace=False))
     train_images, val_images = np.asarray(ds.train_images[tr]), np.asarray(ds.train_images[va])
     print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows (of train), mirror=false")
-    for size in (int(v) for v in args.sizes.split(",")):
-        options = {"size": size, "mirror": False}
-        state = fit_features("efficientnet-lite0", None, options)
-        start = time.perf_counter()
-        Xt = extract_features(train_images, "efficientnet-lite0", state=state)
-        rate = len(tr) / (time.perf_counter() - start)
-        Xv = extract_features(val_images, "efficientnet-lite0", state=state)
-        for head in args.heads.split(","):
-            config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
-                                         **HEADS[head])
-            result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
-            acc = float(np.mean(result.predict(Xv) == y[va]))
-            print(f"  size {size:3d} {head:13s} val {acc:.4f}   extraction {rate:.0f} img/s", flush=True)
+    for fset in args.sets.split(","):
+        for size in (int(v) for v in args.sizes.split(",")):
+            options = {"size": size, "mirror": False}
+            state = fit_features(fset, None, options)
+            start = time.perf_counter()
+            Xt = extract_features(train_images, fset, state=state)
+            rate = len(tr) / (time.perf_counter() - start)
+            Xv = extract_features(val_images, fset, state=state)
+            for head in args.heads.split(","):
+                config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
+                                             **HEADS[head])
+                result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
+                acc = float(np.mean(result.predict(Xv) == y[va]))
+                print(f"  {fset} size {size:3d} {head:13s} val {acc:.4f}   extraction {rate:.0f} img/s", flush=True)
 
 
 if __name__ == "__main__":

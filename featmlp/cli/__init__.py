@@ -20,7 +20,7 @@ import sys
 import click
 
 from .. import __version__
-from .._text import printable
+from .._text import cli_spelling, printable
 from ..errors import FeatmlpError
 
 # command name -> ("module:function", its short help); listed in this order by --help.
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         with terminate_as_interrupt():
             rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
     except FeatmlpError as e:
-        click.echo(f"error: {printable(e)}", err=True)  # names in it may hold control characters
+        click.echo(f"error: {printable(cli_spelling(e))}", err=True)  # names in it may hold control characters
         sys.exit(1)
     except click.ClickException as e:
         # a path or value as typed may hold control characters; the help that `featmlp` alone

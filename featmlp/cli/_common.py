@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from .._text import printable
+from .._text import cli_spelling, printable
 from ..errors import ConfigError
 from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
 
@@ -69,7 +69,10 @@ def data_options(f):
                           "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
                           "one: secret='\"12345\"'. Never written to the run directory.")(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
+                     help="Resize every image to WxH. Default: each image keeps its size; where sizes differ, each is resized to "
+                         "the most common size (on a tie the larger area, then the wider), and one line says how many "
+                         "were; URLs and tar shards, whose images are not all read while listing, take the first "
+                         "image's size.")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
@@ -170,7 +173,7 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
                           progress=progress, skip_bad=skip_bad, storage_options=storage_options)
     for w in caught:
-        click.echo(f"warning: {printable(w.message)}", err=True)
+        click.echo(f"warning: {printable(cli_spelling(w.message))}", err=True)
     return ds
 
 

@@ -89,9 +89,13 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     seed : int, default 0
         Seed of that split; the same seed gives the same split.
     image_size : (width, height), optional
-        Resize every image to this size with Pillow's bilinear filter. Needed when an
-        image folder holds images of different sizes (CLI: ``--image-size 32x32``, WxH).
-        Width first as in Pillow; the arrays are ``(N, height, width, 3)``.
+        Resize every image to this size with Pillow's bilinear filter (CLI: ``--image-size
+        32x32``, WxH). Width first as in Pillow; the arrays are ``(N, height, width, 3)``.
+        Default: images keep their size, and where they have different sizes each is resized
+        to the most common size (on a tie the larger area, then the wider), with a
+        ``UserWarning`` saying how many were. Sources listed without reading every image
+        (URLs, tar shards) know the first image's size only: an image of another size is
+        resized to the first image's when it is decoded.
     cache_dir : path, optional
         Where ``"cifar10"`` is downloaded; default ``$FEATMLP_CACHE``, else
         ``$XDG_CACHE_HOME/featmlp``, else ``~/.cache/featmlp``. Ignored by other sources.
@@ -335,7 +339,7 @@ def check_resize(image_size, max_pixels: int | None = None) -> None:
                           f"image_size {w}x{h} has a side over {_MAX_SIDE:,} pixels, more than an image may have: "
                           f"choose a smaller size, e.g. 32x32")
     check_memory(w * h * RESIZE_BYTES_PER_PIXEL, f"resizing an image to image_size {w}x{h}",
-                 "choose a smaller size (--image-size WxH)")
+                 "choose a smaller image_size=(W, H)")
 
 
 def _find_cifar_dir(path: Path) -> Path | None:
@@ -353,7 +357,7 @@ def _cifar_dataset(files, description: str, image_size) -> Dataset:
         w, h = image_size
         n = len(train_x) + len(test_x)  # the batches are resized whole, in memory
         check_memory(3 * w * h * n, f"{n:,} CIFAR-10 images resized to {w}x{h}",
-                     "choose a smaller size (--image-size WxH)")
+                     "choose a smaller image_size=(W, H)")
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     return Dataset(train_x, train_y, test_x, test_y, names, description)

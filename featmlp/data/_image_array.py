@@ -238,8 +238,8 @@ class ImageArray:
                 raise DataError(f"{e}; {SKIP_HINT}") from None
             if img.shape != out.shape[1:]:
                 raise DataError(f"image {name} decodes to {img.shape[1]}x{img.shape[0]} but its header "
-                                f"says {self._hw[1]}x{self._hw[0]} (width x height); pass --image-size "
-                                f"{self._hw[1]}x{self._hw[0]} to resize every image, or {SKIP_HINT}")
+                                f"says {self._hw[1]}x{self._hw[0]} (width x height); pass image_size=({self._hw[1]}, "
+                                f"{self._hw[0]}) to resize every image, or {SKIP_HINT}")
             out[j] = img
         return out
 

@@ -254,18 +254,17 @@ def test_split_keeps_one_image_each_side(tmp_path):
     assert np.bincount(ds.test_labels).tolist() == [1, 1]
 
 
-def test_mixed_sizes_need_image_size(tmp_path):
+def test_mixed_sizes_are_resized_to_the_most_common_unless_image_size_says(tmp_path):
     files = folder_files({"a": 2, "b": 2}, "train") | folder_files({"a": 1, "b": 1}, "test")
     files["train/b/999_big.png"] = encode(Image.new("RGB", (64, 48), (9, 9, 9)), "PNG")
     source = write_zip(tmp_path / "mixed.zip", files)
-    with pytest.raises(DataError) as err:
-        load_dataset(source)
-    message = str(err.value)
-    assert "train/a/000_gray.png is 40x24" in message and "train/b/999_big.png is 64x48" in message
-    assert "image_size=(40, 24)" in message and "--image-size 40x24" in message
+    with pytest.warns(UserWarning, match=r"^resized 1 of 7 images to 40x24 .*the most common of their 2 sizes; "
+                                         r"image_size=\(W, H\) chooses another size$"):
+        ds = load_dataset(source)
+    assert ds.train_images.shape == (5, 24, 40, 3) and np.asarray(ds.train_images).shape == (5, 24, 40, 3)
+    assert (ds.train_images[4] == 9).all()  # bilinear resizing of a flat colour keeps the colour
     ds = load_dataset(source, image_size=(32, 30))  # (width, height), as the CLI's WxH
     assert ds.train_images.shape == (5, 30, 32, 3) and ds.test_images.shape == (2, 30, 32, 3)
-    # Bilinear resizing of a flat colour keeps the colour.
     assert (ds.train_images[4] == 9).all()
     assert "resized to 32x30" in ds.source
 

@@ -60,19 +60,24 @@ def cli_storage_options() -> dict | None:
     return (ctx.meta.get(_STORAGE_OPTIONS) or None) if ctx is not None else None
 
 
+def storage_option(f):
+    """--storage-option KEY=VALUE: the settings of a URL's filesystem (read by :func:`cli_storage_options`)."""
+    return click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                        callback=_parse_storage_options, expose_value=False,
+                        help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
+                             "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
+                             "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
+                             "one: secret='\"12345\"'. Never written to the run directory.")(f)
+
+
 def data_options(f):
     """Options every command that reads images shares."""
-    f = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                     callback=_parse_storage_options, expose_value=False,
-                     help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
-                          "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
-                          "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
-                          "one: secret='\"12345\"'. Never written to the run directory.")(f)
+    f = storage_option(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH. Default: each image keeps its size; where sizes differ, each is resized to "
-                         "the most common size (on a tie the larger area, then the wider), and one line says how many "
-                         "were; URLs and tar shards, whose images are not all read while listing, take the first "
-                         "image's size.")(f)
+                     help="Resize every image to WxH. Default: each image keeps its size; where sizes differ, each "
+                          "is resized to the most common size (on a tie the larger area, then the wider), and one line says how many "
+                          "were; URLs and tar shards, whose images are not all read while listing, take the "
+                          "first image's size.")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)

@@ -48,10 +48,11 @@ from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archiv
 from ._image_array import SKIP_HINT, ImageArray
 from ._names import ARCHIVE_SUFFIXES
 from ._remote import check_storage_options, is_url
+from ._sources import image_suffixes, list_images
 from ._tar_shards import list_local_shard, shard_layout, shard_splits
 
 __all__ = [
-    "Dataset", "ImageArray", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
+    "Dataset", "ImageArray", "load_dataset", "list_images", "read_images", "fingerprint", "default_cache_dir",
     "SAMPLE_SOURCE", "CIFAR10_SOURCE", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_CLASSES",
 ]
 

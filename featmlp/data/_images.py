@@ -19,7 +19,7 @@ from ..progress import null_progress
 from ._archive import read_archive as _read_archive
 from ._files import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._decode import decode_image, header_size, size_text
-from ._image_array import SKIP_HINT, ImageArray, read_blobs
+from ._image_array import SKIP_HINT, ImageArray, read_blobs, read_or_error
 from ._manifest import Container, Manifest, ManifestBuilder
 from ._names import ARCHIVE_SUFFIXES, TextNames, is_junk
 
@@ -77,7 +77,7 @@ class _Scanner:
             except DataError:
                 if not self.skip_bad:
                     raise
-                datas = [_read_or_error(blob) for blob in blobs]  # the one that fails is skipped
+                datas = [read_or_error(blob) for blob in blobs]  # the one that fails is skipped
             for k, data in enumerate(datas):
                 where = files.name(start + k)
                 if isinstance(data, DataError):  # skip_bad: gone, no permission, turned into a FIFO ...
@@ -142,14 +142,6 @@ def common_size(sizes) -> tuple[int, int]:
     (20, 20)
     """
     return max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1], hw[1]))
-
-
-def _read_or_error(blob):
-    """The bytes of ``blob``, or the DataError that reading it raised."""
-    try:
-        return blob.read()
-    except DataError as e:
-        return e
 
 
 def _batches(files):

@@ -87,7 +87,7 @@ def test_predict_checks_the_image_size_and_its_memory(tmp_path, run_cli, table, 
     meta["extra"]["image_size"] = [4000, 4000]
     meta_file.write_text(json.dumps(meta))
     monkeypatch.setattr(featmlp._memory, "available_memory", lambda device="cpu": 100 * 2**20)
-    monkeypatch.setattr("featmlp.runs.predict.read_images", lambda *a, **k: pytest.fail("read"))
+    monkeypatch.setattr("featmlp.data.ImageArray.decode_each", lambda *a, **k: pytest.fail("read"))
     code, out, err = run_cli(["predict", tmp_path / "m", img])
     assert code == 1 and len(err.strip().splitlines()) == 1
     # by hand: 4000 * 4000 pixels * (3 RGB + 3 its copy as a batch + 1 grayscale + 10 the lecture's int64
@@ -112,19 +112,20 @@ def test_bundle_predicts_image_files_in_order_with_an_error_for_each_bad_one(tmp
     (tmp_path / "notes.txt").write_text("not an image")
     paths = [good[0], tmp_path / "notes.txt", good[1], big, tmp_path / "missing.png", *good[2:]]
     results = bundle.predict_images(paths)
-    assert [r.path for r in results] == paths and [r.index for r in results] == list(range(len(paths)))
+    assert [r.path for r in results] == [str(p) for p in paths] and [r.index for r in results] == list(range(len(paths)))
     ok = [r for r in results if r.error is None]
-    assert [r.path for r in ok] == [good[0], good[1], big, *good[2:]]
+    assert [r.path for r in ok] == [str(p) for p in [good[0], good[1], big, *good[2:]]]
     # independently: read (resized to the training size), lecture features, the bundle's probabilities
     expected = bundle.predict_proba(extract_features(read_images([r.path for r in ok], image_size=(16, 16)), "lecture"))
     for r, p in zip(ok, expected):
         assert r.class_name == bundle.class_names[p.argmax()] and r.probability == pytest.approx(p.max(), rel=1e-6)
     bad = [r for r in results if r.error is not None]
-    assert [r.path for r in bad] == [tmp_path / "notes.txt", tmp_path / "missing.png"]
+    assert [r.path for r in bad] == [str(tmp_path / "notes.txt"), str(tmp_path / "missing.png")]
     assert all(r.class_name is None and r.probability is None for r in bad)
     assert "not a readable image" in bad[0].error and "no such file" in bad[1].error
     # without resizing the 24x40 image's features are still 9 lecture values: classified at its own size
     unresized = bundle.predict_images([big], resize=False)
-    assert unresized == [ImagePrediction(big, unresized[0].class_name, unresized[0].probability, None, 0)]
+    assert unresized == [ImagePrediction(str(big), unresized[0].class_name, unresized[0].probability, None, 0,
+                                         ((unresized[0].class_name, unresized[0].probability),))]
     p = bundle.predict_proba(extract_features(read_images([big]), "lecture"))[0]
     assert unresized[0].probability == pytest.approx(p.max(), rel=1e-6)

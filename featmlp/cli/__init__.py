@@ -40,7 +40,7 @@ COMMANDS = {
     "evaluate": ("featmlp.cli.inference:evaluate",
                  "Evaluate a saved model on the test split of a feature file (default: the run's own)."),
     "predict": ("featmlp.cli.inference:predict",
-                "Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability."),
+                "Classify the images of files, folders, archives or URLs with a saved model: one line per image."),
     "sweep": ("featmlp.cli.experiments:sweep",
               "Train every combination of the listed values; those that share data train together."),
     "lr-find": ("featmlp.cli.experiments:lr_find",

@@ -74,7 +74,7 @@ FORMATS = ("tsv", "csv", "jsonl")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet):
-    """Classify the images of SOURCE... with a saved model: one line per image.
+    """Classify the images of files, folders, archives or URLs with a saved model: one line per image.
 
     A SOURCE is an image file, a folder (every image file under it, by its name's extension,
     in a sorted walk: a folder's files by name, then its subfolders; archives in it are read
@@ -94,9 +94,9 @@ def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet)
     'error: <name>: <reason>' on stderr and the others are still classified; the exit status is
     1 when any failed.
     """
-    # start-up: loaded when the command runs, not by `featmlp --help`
     import sys
 
+    # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
     from ..runs.bundle import load_bundle
 

@@ -11,6 +11,7 @@ the number of images.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -33,7 +34,9 @@ MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 # Images whose features predict_images computes together: up to this many, and as many as keep
 # their decoded pixels and the feature set's working memory within PREDICT_CHUNK_BYTES (one
 # image at least: one larger than that is computed alone, when it fits in the memory available).
-PREDICT_CHUNK_IMAGES = 256
+# 1024 rather than 256: the network and the feature kernels pay a fixed cost a call, and 32x32
+# JPEGs went from about 1,600 to 2,100 img/s (lecture) and 1,850 to 2,500 (hog) on 2 CPUs.
+PREDICT_CHUNK_IMAGES = 1024
 PREDICT_CHUNK_BYTES = 512 << 20
 # Before the working memory of each feature set was counted (featmlp.features.WorkMemory): a
 # chunk ended at this many pixels, and 67 bytes a pixel were assumed. Kept for code that reads them.
@@ -92,6 +95,10 @@ def iter_predict_images(bundle: Bundle, sources, *, resize: bool = True, top_k: 
     size = tuple(size) if size else None
     images = list_images(sources, image_size=size, storage_options=storage_options)
     n = len(images)
+    if not n:
+        shown = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+        raise DataError(f"no images in {', '.join(map(os.fspath, shown)) or 'no sources'}: give image files, folders "
+                        f"holding some, archives or URLs")
     if size:
         one = image_bytes(size, 1, bundle.feature_set, bundle.feature_state)
         per_chunk = 1

@@ -160,7 +160,8 @@ a folder of .tar shards (members <key>.<class>.<ext>), or an fsspec URL to any o
 (s3://bucket/prefix/, gs://...; settings by --storage-option KEY=VALUE)."""
 
 
-def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False, storage_options=None):
+def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False, storage_options=None,
+                mixed_size=None):
     """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr.
 
     ``storage_options`` default: the command's --storage-option settings.
@@ -176,7 +177,8 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", UserWarning)
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
-                          progress=progress, skip_bad=skip_bad, storage_options=storage_options)
+                          progress=progress, skip_bad=skip_bad, storage_options=storage_options,
+                          mixed_size=mixed_size)
     for w in caught:
         click.echo(f"warning: {printable(cli_spelling(w.message))}", err=True)
     return ds

@@ -72,7 +72,8 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
                  seed: int = 0, image_size: tuple[int, int] | None = None, cache_dir=None,
                  url: str | None = None, md5: str | None = None, progress=None,
                  skip_bad: bool = False, max_file_bytes: int | None = None,
-                 max_image_pixels: int | None = None, storage_options: dict | None = None) -> Dataset:
+                 max_image_pixels: int | None = None, storage_options: dict | None = None,
+                 mixed_size: tuple[int, int] | None = None) -> Dataset:
     """Load a train/test image dataset from the bundled sample, CIFAR-10, an image folder or a URL.
 
     Parameters
@@ -97,6 +98,10 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
         ``UserWarning`` saying how many were. Sources listed without reading every image
         (URLs, tar shards) know the first image's size only: an image of another size is
         resized to the first image's when it is decoded.
+    mixed_size : (width, height), optional
+        Where images have different sizes and ``image_size`` is not given: resize every image
+        to this size instead of the most common one (what ``run`` and ``extract`` pass for the
+        pretrained feature sets, which resize every image to their input size themselves).
     cache_dir : path, optional
         Where ``"cifar10"`` is downloaded; default ``$FEATMLP_CACHE``, else
         ``$XDG_CACHE_HOME/featmlp``, else ``~/.cache/featmlp``. Ignored by other sources.
@@ -154,6 +159,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     """
     test_fraction = check_test_fraction(test_fraction)
     image_size = check_image_size(image_size)
+    mixed_size = check_image_size(mixed_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     is_name = isinstance(source, str)
@@ -167,7 +173,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     if storage_options and not is_url(source):
         raise ConfigError(f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
                           f"{source!r}; leave them out")
-    options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size,
+    options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size, mixed_size=mixed_size,
                    progress=progress, skip_bad=bool(skip_bad),
                    max_file_bytes=limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES",
                                                  DEFAULT_MAX_FILE_BYTES, "max_file_bytes"),
@@ -276,9 +282,10 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
 
 
 def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
-                    skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                    skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     splits, class_names, skipped = shard_splits(listed, where, skip_bad=skip_bad)
-    decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped + bad, description, test_fraction, seed,
                      image_size)
 
@@ -294,12 +301,13 @@ def _special_shards(files, skip_bad: bool) -> list:
 
 
 def _listed_folder_dataset(groups, digests, description: str, *, test_fraction, seed, image_size,
-                           progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                           progress, skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     """An image folder known from a listing (``group_by_class``); ``digests`` hash each file's listing."""
     splits, class_names = groups
     splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in splits.items()}
     del groups, digests
-    decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
                      image_size)
 
@@ -381,12 +389,13 @@ def _group_files(files, where: str, skip_bad: bool = False, skipped: list | None
 
 
 def _folder_dataset(groups, description: str, *, test_fraction, seed,
-                    image_size, progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                    image_size, progress, skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     """An image folder or archive (``group_by_class``), every file read once now (hashed, its header checked);
     ``listed_skipped``: the files skip_bad left out while listing."""
     splits, class_names = groups
     del groups
-    decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
                      image_size)
 

@@ -105,13 +105,14 @@ class _Scanner:
             self.first = (where, hw)
         self.sizes[hw] += 1
 
-    def shape(self, image_size, *, every_size_known: bool = True):
+    def shape(self, image_size, *, every_size_known: bool = True, mixed_size=None):
         """``((H, W), size to resize to or None)`` of the ImageArray these images make.
 
-        ``image_size`` given: that. One size: it, nothing resized. Several sizes
-        (:func:`common_size`): the most common, and one warning saying how many images are
-        resized to it. Without ``every_size_known`` (only the first image was read: URLs,
-        tar shards) every image is resized to the first image's size when it has another.
+        ``image_size`` given: that. One size: it, nothing resized. Several sizes: ``mixed_size``
+        (width, height) if given, else the most common (:func:`common_size`), and one warning
+        saying how many images are resized to it. Without ``every_size_known`` (only the first
+        image was read: URLs, tar shards) every image is resized to the first image's size when
+        it has another.
         """
         if image_size is not None:
             return tuple(image_size)[::-1], image_size
@@ -122,11 +123,14 @@ class _Scanner:
             return (h, w), (w, h)
         if len(self.sizes) == 1:
             return self.first[1], None
-        h, w = common_size(self.sizes)
-        total, n = sum(self.sizes.values()), sum(self.sizes.values()) - self.sizes[(h, w)]
-        warnings.warn(f"resized {n} of {total} images to {w}x{h} (width x height, Pillow bilinear), the most "
-                      f"common of their {len(self.sizes)} sizes; image_size=(W, H) chooses another size",
-                      UserWarning, stacklevel=2)
+        total = sum(self.sizes.values())
+        if mixed_size is not None:
+            (w, h), why = mixed_size, "the size the feature set takes them at"
+        else:
+            (h, w), why = common_size(self.sizes), f"the most common of their {len(self.sizes)} sizes"
+        n = total - self.sizes[(h, w)]
+        warnings.warn(f"resized {n} of {total} images to {w}x{h} (width x height, Pillow bilinear), {why}; "
+                      f"image_size=(W, H) chooses another size", UserWarning, stacklevel=2)
         return (h, w), (w, h)
 
 
@@ -371,7 +375,7 @@ def _by_name(files: Manifest, rows: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
+                max_pixels: int = DEFAULT_MAX_PIXELS, mixed_size=None):
     """Read the headers of grouped files: ``{split: (ImageArray, labels)}`` and the skipped files.
 
     ``splits`` is what :func:`group_by_class` gives. Every file is read once, in the order of
@@ -387,14 +391,14 @@ def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
         if len(kept) < len(files):
             files, labels = files.take(kept), labels[kept]
         scanned[key] = files, digests, labels
-    (h, w), resize = scanner.shape(image_size)
+    (h, w), resize = scanner.shape(image_size, mixed_size=mixed_size)
     out = {key: (ImageArray(files, digests, h, w, resize), labels)
            for key, (files, digests, labels) in scanned.items()}
     return out, tuple(scanner.skipped)
 
 
 def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
+                max_pixels: int = DEFAULT_MAX_PIXELS, mixed_size=None):
     """Images known from a listing: ``{split: (ImageArray, labels)}`` and the skipped files.
 
     ``splits`` is ``{split: (files, labels, digests)}``: a Manifest in the order the images
@@ -430,7 +434,7 @@ def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
         progress = progress or null_progress
         progress("read", total, total)
         from_ = "listing"
-    (h, w), resize = scanner.shape(image_size, every_size_known=skip_bad)
+    (h, w), resize = scanner.shape(image_size, every_size_known=skip_bad, mixed_size=mixed_size)
     arrays = {key: (ImageArray(files, digests, h, w, resize, digests_from=from_), labels)
               for key, (files, digests, labels) in out.items()}
     return arrays, tuple(scanner.skipped)

@@ -761,3 +761,23 @@ def test_two_folders_that_become_the_same_text_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"the folders .* have the same name 'caf\\\\xe9'.*rename one") as e:
         load_dataset(root)
     assert "b'caf\\xe9'" in str(e.value) and "b'caf\\\\xe9'" in str(e.value)  # both, as bytes
+
+
+def test_mixed_sizes_go_straight_to_a_pretrained_sets_input_size(tmp_path):
+    from featmlp.features import input_size
+
+    assert input_size("efficientnet-lite0") == (160, 160) and input_size("efficientnet-lite1", {"size": 96}) == (96, 96)
+    assert input_size("lecture") is None and input_size("efficientnet-lite0+lecture") is None
+    files = folder_files({"a": 2, "b": 2})
+    big = Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 64, 3), np.uint8))
+    files["b/999_big.png"] = encode(big, "PNG")
+    with pytest.warns(UserWarning, match=r"^resized 5 of 5 images to 20x20 .*the size the feature set takes them at"):
+        ds = load_dataset(write_zip(tmp_path / "m.zip", files), test_fraction=0.4, mixed_size=(20, 20))
+    names = ds.train_images.names + ds.test_images.names
+    images = np.concatenate([np.asarray(ds.train_images), np.asarray(ds.test_images)])
+    # independent reference: Pillow's own bilinear resize of the file, once, to the set's input size
+    np.testing.assert_array_equal(images[names.index("b/999_big.png")],
+                                  np.asarray(big.resize((20, 20), Image.Resampling.BILINEAR)))
+    # one size: nothing resized, whatever the set would take
+    uniform = load_dataset(write_zip(tmp_path / "u.zip", folder_files({"a": 2, "b": 2})), mixed_size=(20, 20))
+    assert uniform.train_images.shape[1:3] == (24, 40)

@@ -133,6 +133,12 @@ class TqdmProgress(Callback):
             bar.close()
             del self._bars[desc]
 
+    def echo(self, line: str) -> None:
+        """Print ``line`` on stderr above the bars, which stay whole (tqdm.write)."""
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
     def close(self) -> None:
         for bar in self._bars.values():
             bar.close()

@@ -126,11 +126,11 @@ def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet)
             warnings.simplefilter("always", UserWarning)
             first = next(predictions, None)
         for w in caught:
-            click.echo(f"warning: {printable(w.message)}", err=True)
+            progress.echo(f"warning: {printable(w.message)}")
         for r in itertools.chain([first] if first is not None else [], predictions):
             if r.error is not None:
                 failed += 1
-                click.echo(f"error: {printable(r.path, tsv=True)}: {printable(r.error)}", err=True)
+                progress.echo(f"error: {printable(r.path, tsv=True)}: {printable(r.error)}")  # above the bar
             else:
                 write(_prediction_line(r, fmt_))
         progress.close()

@@ -235,6 +235,11 @@ def test_an_unreadable_image_is_one_line_naming_it_once(tmp_path, model3, monkey
         raise DataError(f"cannot read image {where}: {where}: cannot identify <PIL.PngImagePlugin.PngImageFile "
                         f"image mode=RGB size=16x16 at 0x7F1234ABCD>\nline two")
 
+    # a name as typed ("./notes.txt", "a//b.png") is the one the reason is said of: shown once
+    (tmp_path / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    [r] = load_bundle(model3).predict_images(["./notes.txt"])
+    assert (r.path, r.error) == ("./notes.txt", "not a readable image (Pillow cannot identify it)")
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
     monkeypatch.setattr(image_array_mod, "decode_image", decode)
     [r] = load_bundle(model3).predict_images([tmp_path / "a.png"])

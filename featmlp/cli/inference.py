@@ -105,6 +105,9 @@ def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet)
         check_output(output, "predictions", force=force, option="-o",
                      sources=[s for s in sources if not os.path.isdir(s)])
     bundle = load_bundle(run_dir)
+    if top_k > len(bundle.class_names):
+        raise click.BadParameter(f"{top_k} is more than the {len(bundle.class_names)} classes the model knows",
+                                 param_hint="'--top-k'")
     to_terminal = output is None and sys.stdout.isatty()  # the lines show the progress there
     progress = TqdmProgress(unit="img", disable=True if quiet or to_terminal else None)
     failed = 0

@@ -257,6 +257,8 @@ def test_cli_predict_formats_and_output_file(tmp_path, model3, run_cli):
     code, out, err = run_cli(["predict", model3, root])
     assert code == 0 and err.startswith("warning: left out 1 file") and len(err.splitlines()) == 1
     assert out.splitlines() == [f"{r.path}\t{r.class_name}\t{r.probability:.4f}" for r in expected]
+    code, out, err = run_cli(["predict", model3, root, "--top-k", "4"])
+    assert code == 2 and "--top-k" in err and "4 is more than the 3 classes the model knows" in err and out == ""
     code, out, _ = run_cli(["predict", model3, root, "--top-k", "2", "-q"])
     assert out.splitlines()[0] == "\t".join([expected[0].path] + [f"{c}\t{p:.4f}" for c, p in expected[0].top])
     # csv with a header, read by the csv module

@@ -494,3 +494,33 @@ def test_cli_reads_s3_with_storage_options(s3, run_cli, tmp_path):
 def test_cli_storage_option_must_be_key_value(run_cli):
     code, _, err = run_cli(["extract", "memory://x", "--storage-option", "novalue"])
     assert code == 2 and "KEY=VALUE" in err
+
+
+# -- list_images: the images of any mix of sources, for predict --------------------------------
+
+def test_list_images_names_every_image_and_decodes_each_on_its_own(tmp_path):
+    from featmlp.data import list_images
+
+    pngs = [_png_of_size((5 + i, 4)) if i % 2 else source_image(i, "PNG") for i in range(4)]
+    root = write_folder(tmp_path / "photos", {"b.png": pngs[0], "a.png": pngs[1], "sub/c.png": pngs[2],
+                                               "notes.txt": b"not an image", "sub/shard.tar": _tar_bytes(
+                                                   {"000.cat.png": pngs[3], "000.json": b"{}"})})
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    loose = tmp_path / "loose.jpg"
+    loose.write_bytes(source_image(9, "JPEG"))
+    with pytest.warns(UserWarning, match=r"^left out 2 files whose names are not those of images \(.*notes.txt, "
+                                         r".*shard.tar:000.json\)$"):
+        images = list_images([root, loose, tmp_path / "broken.png", tmp_path / "absent.png"])
+    assert images.names == (f"{root}/a.png", f"{root}/b.png", f"{root}/sub/c.png",
+                            f"{root}/sub/shard.tar:000.cat.png", str(loose), str(tmp_path / "broken.png"),
+                            str(tmp_path / "absent.png"))
+    decoded = images.decode_each(range(len(images)))
+    # independent reference: Pillow on the original bytes, each at its own size
+    for got, data in zip(decoded, [pngs[1], pngs[0], pngs[2], pngs[3], loose.read_bytes()]):
+        np.testing.assert_array_equal(got, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert [str(e) for e in decoded[5:]] == [
+        f"cannot read image {tmp_path / 'broken.png'}: not a readable image (Pillow cannot identify it)",
+        f"cannot read image {tmp_path / 'absent.png'}: no such file"]
+    with pytest.warns(UserWarning, match="000.json"):  # a shard's other members: not images
+        resized = list_images(root / "sub", image_size=(6, 5))
+    assert resized.shape == (2, 5, 6, 3) and np.asarray(resized).shape == (2, 5, 6, 3)

@@ -62,7 +62,8 @@ def list_images(sources, *, image_size=None, storage_options=None, max_file_byte
         ``sources``. Its shape's height and width are ``image_size``'s (0 when images keep
         their sizes: decode them with :meth:`ImageArray.decode_each`).
 
-    A folder's files that are not images by their names are left out with one ``UserWarning``.
+    A folder's files that are not images by their names are left out with one ``UserWarning``; an
+    archive's (a shard's ``.cls`` and ``.json`` members) silently.
 
     Examples
     --------
@@ -93,7 +94,7 @@ def list_images(sources, *, image_size=None, storage_options=None, max_file_byte
                 builder.append_blob(_joined(shown, name), _Unreadable(_joined(shown, name), reason))
             _append(builder, files, _joined(shown, ""), limit, suffixes, left_out, local=path)
         elif path.is_file() and is_archive(path):
-            _append(builder, read_archive(path, max_file_bytes=limit), f"{shown}:", limit, suffixes, left_out)
+            _append(builder, read_archive(path, max_file_bytes=limit), f"{shown}:", limit, suffixes, None)
         else:  # a file, or what is not one (missing, a FIFO): an error line of its own when read
             builder.append_blob(shown, _GivenFile(path, shown))
     if left_out:
@@ -111,16 +112,18 @@ def _joined(folder: str, rel: str) -> str:
 
 def _append(builder, files, prefix: str, limit: int, suffixes, left_out, *, local: Path | None = None) -> None:
     """The image files of the Manifest ``files`` into ``builder``, named ``prefix + name``; its
-    archives (``local``: a folder on disk) listed in turn; other files' names into ``left_out``."""
+    archives (``local``: a folder on disk) listed in turn; other files' names into ``left_out``
+    (None: an archive's, whose other members, a shard's .cls and .json, go unsaid)."""
     renamed = {}
     for i, name in enumerate(files.iter_names()):
         lower = name.lower()
         if local is not None and lower.endswith(ARCHIVE_SUFFIXES):
             _append(builder, read_archive(local / name, max_file_bytes=limit), f"{prefix}{name}:", limit,
-                    suffixes, left_out)
+                    suffixes, None)
             continue
         if os.path.splitext(lower)[1] not in suffixes:
-            left_out.append(prefix + name)
+            if left_out is not None:
+                left_out.append(prefix + name)
             continue
         k = int(files.container[i])
         c = files.containers[k]
@@ -138,7 +141,7 @@ def _list_url(builder, url: str, storage_options: dict, limit: int, suffixes, le
         for name, p, info in _remote.match_shards(fs, path, url):
             shard = fs.unstrip_protocol(p)
             files, _ = _remote.pack_tar(*_remote.list_remote_tar(fs, p, info, shard, max_file_bytes=limit))
-            _append(builder, files, f"{shard}:", limit, suffixes, left_out)
+            _append(builder, files, f"{shard}:", limit, suffixes, None)
         return
     with _remote.remote_errors(url):
         kind = fs.info(path).get("type", "file")
@@ -152,11 +155,11 @@ def _list_url(builder, url: str, storage_options: dict, limit: int, suffixes, le
     elif path.lower().endswith(".tar"):  # uncompressed: members read by byte range, nothing downloaded
         info = _remote.info_of(fs, path, url)
         files, _ = _remote.pack_tar(*_remote.list_remote_tar(fs, path, info, url, max_file_bytes=limit))
-        _append(builder, files, f"{url}:", limit, suffixes, left_out)
+        _append(builder, files, f"{url}:", limit, suffixes, None)
     elif path.lower().endswith(ARCHIVE_SUFFIXES):
         with _remote.downloaded(fs, path, url) as local:  # its members spooled or the zip held open
             _append(builder, read_archive(local, max_file_bytes=limit, shown=url), f"{url}:", limit, suffixes,
-                    left_out)
+                    None)
     else:  # one image
         builder.append_blob(url, _remote.FsBlob(_remote.FsFiles(fs), path, url, -1))
 

@@ -8,7 +8,8 @@ The pieces, in the order data flows through them:
   scikit-learn estimator :class:`FeatMLPClassifier`;
 - :func:`run_job`: all of it into one run directory, as ``featmlp run`` does; :func:`evaluate_run`
   scores a saved run on a feature file;
-- :func:`load_bundle`: a saved model, ready to predict (``Bundle.predict_images`` for image files).
+- :func:`load_bundle`: a saved model, ready to predict (``Bundle.predict_images`` for image files, folders,
+  archives, tar shards and URLs).
 
 Examples
 --------

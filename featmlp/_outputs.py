@@ -1,7 +1,7 @@
 """What featmlp may write over: the one rule every command's output goes through.
 
 Every command that writes (``extract``, ``run``, ``lecture``, ``train``, ``sweep``,
-``lr-find``, ``compare``, ``report``) and the library functions behind them call
+``lr-find``, ``compare``, ``report``, ``predict -o``) and the library functions behind them call
 :func:`check_output` before anything is read or written:
 
 * a path that does not exist, or an empty directory where a directory goes, is written;
@@ -46,6 +46,7 @@ KINDS = {
     "sweep": "a featmlp sweep directory",
     "plot": "a plot featmlp drew",
     "report": "a featmlp report",
+    "predictions": "a featmlp predictions file",
 }
 DIR_KINDS = ("table", "run", "sweep")
 
@@ -115,6 +116,29 @@ def _is_report(p: Path) -> bool:
     return REPORT_MARK in _ends(p, 4096)
 
 
+# What `featmlp predict -o` writes (featmlp.cli.inference): a CSV whose header starts so, JSON
+# lines of objects whose keys start so, or TSV lines of a name and (class, probability) pairs.
+PREDICTIONS_HEADER = ("path", "class", "probability")
+_TSV_PREDICTION = re.compile(r"^[^\t]*(\t[^\t]*\t[01]\.\d{4})+$")
+
+
+def _is_predictions(p: Path) -> bool:
+    """A predictions file `featmlp predict -o` wrote, by its first 64 KiB (whole lines only)."""
+    head = _ends(p, 1 << 16)[:1 << 16].decode("utf-8", "replace")
+    lines = head.split("\n")[:-1] if "\n" in head else []
+    if not lines:
+        return False
+    if lines[0].startswith(",".join(PREDICTIONS_HEADER)):
+        return True
+    try:
+        first = json.loads(lines[0])
+    except ValueError:
+        first = None
+    if isinstance(first, dict):
+        return tuple(first)[:3] == PREDICTIONS_HEADER
+    return all(_TSV_PREDICTION.match(line) for line in lines)
+
+
 def identify(path: str | os.PathLike) -> tuple[str | None, str]:
     """``(kind, description)`` of what is at ``path``: kind one of :data:`KINDS`, ``"empty"``
     (an empty directory), ``"absent"``, or None (something featmlp did not write).
@@ -143,7 +167,8 @@ def identify(path: str | os.PathLike) -> tuple[str | None, str]:
         return None, (f"{link}a directory featmlp did not write ({len(entries)} entr"
                       f"{'y' if len(entries) == 1 else 'ies'}: {shown})")
     if p.is_file():
-        for kind, test in (("features", _is_feature_file), ("report", _is_report), ("plot", _is_plot)):
+        for kind, test in (("features", _is_feature_file), ("report", _is_report), ("plot", _is_plot),
+                           ("predictions", _is_predictions)):
             if test(p):
                 return kind, link + KINDS[kind]
         return None, f"{link}a file featmlp did not write"

@@ -10,6 +10,7 @@ names.
 from __future__ import annotations
 
 import contextlib
+import re
 
 # Characters that act on a terminal or on the text's layout rather than show as themselves:
 # C0 controls, DEL, C1 controls (U+0080-U+009F, e.g. CSI U+009B), the bidirectional overrides,
@@ -79,3 +80,19 @@ def plot_text(text) -> str:
     'cost \\$5\\n'
     """
     return printable(text).replace("$", r"\$")
+
+
+_IMAGE_SIZE = re.compile(r"image_size=\((\d+|W), ?(\d+|H)\)")
+
+
+def cli_spelling(text) -> str:
+    """A library message as the command line says it: ``image_size=(64, 48)`` (the API's
+    spelling, which library messages use) becomes ``--image-size 64x48``, and
+    ``image_size=(W, H)`` ``--image-size WxH``.
+
+    >>> cli_spelling("pass image_size=(64, 48) to resize them")
+    'pass --image-size 64x48 to resize them'
+    >>> cli_spelling("image_size=(W, H) chooses another size")
+    '--image-size WxH chooses another size'
+    """
+    return _IMAGE_SIZE.sub(r"--image-size \1x\2", str(text))

@@ -187,7 +187,7 @@ def test_an_image_too_large_for_memory_is_refused_before_extracting(tmp_path, mo
 
     ds = load_dataset(image_folder(tmp_path / "imgs", [(600, 400)]), test_fraction=0.5)
     small_memory(monkeypatch, 3 << 20)  # 3 MB: one 600x400 image's lecture features need ~7 MB
-    with pytest.raises(ConfigError, match=r"one 600x400 image needs about .* --image-size \d+x\d+"):
+    with pytest.raises(ConfigError, match=r"one 600x400 image needs about .* image_size=\(\d+, \d+\)"):
         extract_dataset(ds, "lecture")
     extract_dataset(ds, "color")  # no working memory beyond the pixels: 0.7 MB an image fits
 

@@ -20,7 +20,7 @@ import sys
 import click
 
 from .. import __version__
-from .._text import printable
+from .._text import cli_spelling, printable
 from ..errors import FeatmlpError
 
 # command name -> ("module:function", its short help); listed in this order by --help.
@@ -40,7 +40,7 @@ COMMANDS = {
     "evaluate": ("featmlp.cli.inference:evaluate",
                  "Evaluate a saved model on the test split of a feature file (default: the run's own)."),
     "predict": ("featmlp.cli.inference:predict",
-                "Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability."),
+                "Classify the images of files, folders, archives or URLs with a saved model: one line per image."),
     "sweep": ("featmlp.cli.experiments:sweep",
               "Train every combination of the listed values; those that share data train together."),
     "lr-find": ("featmlp.cli.experiments:lr_find",
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         with terminate_as_interrupt():
             rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)
     except FeatmlpError as e:
-        click.echo(f"error: {printable(e)}", err=True)  # names in it may hold control characters
+        click.echo(f"error: {printable(cli_spelling(e))}", err=True)  # names in it may hold control characters
         sys.exit(1)
     except click.ClickException as e:
         # a path or value as typed may hold control characters; the help that `featmlp` alone

@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from .._text import printable
+from .._text import cli_spelling, printable
 from ..errors import ConfigError
 from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
 
@@ -60,16 +60,24 @@ def cli_storage_options() -> dict | None:
     return (ctx.meta.get(_STORAGE_OPTIONS) or None) if ctx is not None else None
 
 
+def storage_option(f):
+    """--storage-option KEY=VALUE: the settings of a URL's filesystem (read by :func:`cli_storage_options`)."""
+    return click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                        callback=_parse_storage_options, expose_value=False,
+                        help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
+                             "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
+                             "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
+                             "one: secret='\"12345\"'. Never written to the run directory.")(f)
+
+
 def data_options(f):
     """Options every command that reads images shares."""
-    f = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                     callback=_parse_storage_options, expose_value=False,
-                     help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
-                          "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
-                          "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
-                          "one: secret='\"12345\"'. Never written to the run directory.")(f)
+    f = storage_option(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
+                     help="Resize every image to WxH. Default: each image keeps its size; where sizes differ, each "
+                          "is resized to the most common size (on a tie the larger area, then the wider), and one line says how many "
+                          "were; URLs and tar shards, whose images are not all read while listing, take the "
+                          "first image's size.")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
@@ -152,7 +160,8 @@ a folder of .tar shards (members <key>.<class>.<ext>), or an fsspec URL to any o
 (s3://bucket/prefix/, gs://...; settings by --storage-option KEY=VALUE)."""
 
 
-def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False, storage_options=None):
+def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=False, storage_options=None,
+                mixed_size=None):
     """load_dataset for a command: its warnings (a missing CIFAR-10 batch) as one line each on stderr.
 
     ``storage_options`` default: the command's --storage-option settings.
@@ -168,9 +177,10 @@ def load_source(source, test_fraction, seed, image_size, progress, *, skip_bad=F
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", UserWarning)
         ds = load_dataset(source, test_fraction=test_fraction, seed=seed, image_size=image_size,
-                          progress=progress, skip_bad=skip_bad, storage_options=storage_options)
+                          progress=progress, skip_bad=skip_bad, storage_options=storage_options,
+                          mixed_size=mixed_size)
     for w in caught:
-        click.echo(f"warning: {printable(w.message)}", err=True)
+        click.echo(f"warning: {printable(cli_spelling(w.message))}", err=True)
     return ds
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .._text import printable
+from ..features import input_size
 from ..progress import TqdmProgress
 from ..runs.layout import FEATURES_FILE
 from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source, report_skipped,
@@ -66,7 +67,9 @@ def extract(source, features, output, force, workers, cluster, chunk_size, featu
     options, fitted = resolve_fitted(features, feature_option, fitted_from)
     progress = TqdmProgress(unit="img", disable=quiet or None)
     t0 = time.perf_counter()
-    ds = load_source(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad, **data)
+    # images of mixed sizes go straight to the size a pretrained set resizes them to itself
+    ds = load_source(source, test_fraction, split_seed, image_size, progress, skip_bad=skip_bad,
+                     mixed_size=input_size(features, options), **data)
     report_skipped(ds)
     t1 = time.perf_counter()
     if sharded:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import warnings
+
 import click
 
 from .._text import printable
+from ..progress import TqdmProgress
+from ._common import cli_storage_options, storage_option
 from .options import fmt
 from .training import FEATURES_METAVAR
 
@@ -43,33 +50,115 @@ def evaluate(run_dir, features_file, as_json):
                f"{m['macro']['f1']:5.3f}")
 
 
+FORMATS = ("tsv", "csv", "jsonl")
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path())  # a directory: an error line of its own
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@click.option("--top-k", "top_k", default=1, show_default=True, type=click.IntRange(1),
+              help="The K most probable classes of each image, each with its probability, most probable first.")
+@click.option("--format", "fmt_", default="tsv", show_default=True, type=click.Choice(FORMATS),
+              help="tsv: path<TAB>class<TAB>probability, then the next classes' pairs, no header; csv: a header "
+                   "path,class,probability[,class_2,probability_2 ...] and one row an image; jsonl: one JSON "
+                   "object an image, {\"path\", \"class\", \"probability\"} and, with --top-k above 1, \"top\": "
+                   "[{\"class\", \"probability\"} ...].")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Write the predictions to this file (built beside it, renamed into place once complete) "
+                   "instead of the standard output. An existing file is replaced only with --force, and only when "
+                   "it is a predictions file featmlp wrote.")
+@click.option("--force", is_flag=True, help="Replace the predictions file featmlp wrote at -o.")
 @click.option("--no-resize", is_flag=True,
               help="Keep each image's size instead of resizing it to the training images' size.")
+@storage_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def predict(ctx, run_dir, images, no_resize):
-    """Classify image files with a saved model: one line per image, path<TAB>class<TAB>probability.
+def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet):
+    """Classify the images of files, folders, archives or URLs with a saved model: one line per image.
+
+    A SOURCE is an image file, a folder (every image file under it, by its name's extension,
+    in a sorted walk: a folder's files by name, then its subfolders; archives in it are read
+    too), a .zip/.tar/.tar.gz archive or tar shard (its image members), or an fsspec URL to any
+    of these or to a pattern of shards (s3://b/shard-{000..009}.tar). Images are named as given,
+    FOLDER/relative/path, or ARCHIVE:member. They are read and classified a chunk at a time
+    (memory does not grow with their number), with a progress bar on a terminal's stderr when
+    the predictions go to a file or a pipe.
 
     Images are resized (bilinear) to the size of the images the model was trained on, so their
     features describe the same scale; the run records that size.
 
-    In the output a backslash, tab, newline or carriage return in a file or class name is written
-    as \\\\, \\t, \\n, \\r and any other control character as \\xNN (PostgreSQL COPY's text
-    format), so each image is one line of three fields and nothing reaches the terminal raw. A
-    file that cannot be read or classified gets one line 'error: <file>: <reason>' on stderr and
-    the others are still classified; the exit status is 1 when any failed.
+    In the tsv output a backslash, tab, newline or carriage return in a file or class name is
+    written as \\\\, \\t, \\n, \\r and any other control character as \\xNN (PostgreSQL COPY's
+    text format), so each image is one line and nothing reaches the terminal raw; csv and jsonl
+    quote names as those formats do. An image that cannot be read or classified gets one line
+    'error: <name>: <reason>' on stderr and the others are still classified; the exit status is
+    1 when any failed.
     """
+    import sys
+
     # start-up: loaded when the command runs, not by `featmlp --help`
+    from .._outputs import check_output
     from ..runs.bundle import load_bundle
 
+    if output is not None:  # before anything is read: what -o names may be written
+        # never one of the files read; inside a folder read it may be (it is not an image)
+        check_output(output, "predictions", force=force, option="-o",
+                     sources=[s for s in sources if not os.path.isdir(s)])
+    bundle = load_bundle(run_dir)
+    if top_k > len(bundle.class_names):
+        raise click.BadParameter(f"{top_k} is more than the {len(bundle.class_names)} classes the model knows",
+                                 param_hint="'--top-k'")
+    to_terminal = output is None and sys.stdout.isatty()  # the lines show the progress there
+    progress = TqdmProgress(unit="img", disable=True if quiet or to_terminal else None)
     failed = 0
-    for r in load_bundle(run_dir).iter_predict_images(images, resize=not no_resize):  # as each is known
-        if r.error is not None:
-            failed += 1
-            click.echo(f"error: {printable(r.path, tsv=True)}: {printable(r.error)}", err=True)
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            write = lambda line: click.echo(line.encode("utf-8", "backslashreplace").decode("utf-8"))  # noqa: E731
         else:
-            click.echo(f"{printable(r.path, tsv=True)}\t{printable(r.class_name, tsv=True)}\t{r.probability:.4f}")
+            # start-up: loaded when the command runs, not by `featmlp --help`
+            from .._io import atomic_write
+
+            f = stack.enter_context(atomic_write(output, "wb"))
+            write = lambda line: f.write(line.encode("utf-8", "backslashreplace") + b"\n")  # noqa: E731
+        if fmt_ == "csv":
+            write(_csv_line(["path", "class", "probability"]
+                            + [f"{what}_{k}" for k in range(2, top_k + 1) for what in ("class", "probability")]))
+        predictions = bundle.iter_predict_images(sources, resize=not no_resize, top_k=top_k, progress=progress,
+                                                 storage_options=cli_storage_options())
+        with warnings.catch_warnings(record=True) as caught:  # the listing's (files left out): one line each
+            warnings.simplefilter("always", UserWarning)
+            first = next(predictions, None)
+        for w in caught:
+            progress.echo(f"warning: {printable(w.message)}")
+        for r in itertools.chain([first] if first is not None else [], predictions):
+            if r.error is not None:
+                failed += 1
+                progress.echo(f"error: {printable(r.path, tsv=True)}: {printable(r.error)}")  # above the bar
+            else:
+                write(_prediction_line(r, fmt_))
+        progress.close()
     if failed:
         ctx.exit(1)
+
+
+def _csv_line(fields) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(fields)
+    return buf.getvalue()
+
+
+def _prediction_line(r, fmt_: str) -> str:
+    """One image's line of predict's output in the format ``fmt_`` (see predict's --format)."""
+    if fmt_ == "tsv":
+        return "\t".join([printable(r.path, tsv=True)] + [f"{printable(c, tsv=True)}\t{p:.4f}" for c, p in r.top])
+    if fmt_ == "csv":
+        return _csv_line([r.path] + [v for c, p in r.top for v in (c, f"{p:.6f}")])
+    import json
+
+    line = {"path": r.path, "class": r.class_name, "probability": round(r.probability, 6)}
+    if len(r.top) > 1:
+        line["top"] = [{"class": c, "probability": round(p, 6)} for c, p in r.top]
+    return json.dumps(line, ensure_ascii=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .._text import printable
+from .._text import cli_spelling, printable
 from ..features import recommended_preset
 from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
@@ -211,7 +211,7 @@ def _job_printer(features, progress, quiet):
                                      f"training); moved to {out} when complete"))
 
         def on_warning(self, message):
-            click.echo(f"warning: {printable(message)}", err=True)
+            click.echo(f"warning: {printable(cli_spelling(message))}", err=True)
 
         def on_images(self, dataset):
             report_skipped(dataset)

@@ -48,10 +48,11 @@ from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archiv
 from ._image_array import SKIP_HINT, ImageArray
 from ._names import ARCHIVE_SUFFIXES
 from ._remote import check_storage_options, is_url
+from ._sources import image_suffixes, list_images
 from ._tar_shards import list_local_shard, shard_layout, shard_splits
 
 __all__ = [
-    "Dataset", "ImageArray", "load_dataset", "read_images", "fingerprint", "default_cache_dir",
+    "Dataset", "ImageArray", "load_dataset", "list_images", "read_images", "fingerprint", "default_cache_dir",
     "SAMPLE_SOURCE", "CIFAR10_SOURCE", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_CLASSES",
 ]
 
@@ -71,7 +72,8 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
                  seed: int = 0, image_size: tuple[int, int] | None = None, cache_dir=None,
                  url: str | None = None, md5: str | None = None, progress=None,
                  skip_bad: bool = False, max_file_bytes: int | None = None,
-                 max_image_pixels: int | None = None, storage_options: dict | None = None) -> Dataset:
+                 max_image_pixels: int | None = None, storage_options: dict | None = None,
+                 mixed_size: tuple[int, int] | None = None) -> Dataset:
     """Load a train/test image dataset from the bundled sample, CIFAR-10, an image folder or a URL.
 
     Parameters
@@ -89,9 +91,17 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     seed : int, default 0
         Seed of that split; the same seed gives the same split.
     image_size : (width, height), optional
-        Resize every image to this size with Pillow's bilinear filter. Needed when an
-        image folder holds images of different sizes (CLI: ``--image-size 32x32``, WxH).
-        Width first as in Pillow; the arrays are ``(N, height, width, 3)``.
+        Resize every image to this size with Pillow's bilinear filter (CLI: ``--image-size
+        32x32``, WxH). Width first as in Pillow; the arrays are ``(N, height, width, 3)``.
+        Default: images keep their size, and where they have different sizes each is resized
+        to the most common size (on a tie the larger area, then the wider), with a
+        ``UserWarning`` saying how many were. Sources listed without reading every image
+        (URLs, tar shards) know the first image's size only: an image of another size is
+        resized to the first image's when it is decoded.
+    mixed_size : (width, height), optional
+        Where images have different sizes and ``image_size`` is not given: resize every image
+        to this size instead of the most common one (what ``run`` and ``extract`` pass for the
+        pretrained feature sets, which resize every image to their input size themselves).
     cache_dir : path, optional
         Where ``"cifar10"`` is downloaded; default ``$FEATMLP_CACHE``, else
         ``$XDG_CACHE_HOME/featmlp``, else ``~/.cache/featmlp``. Ignored by other sources.
@@ -149,6 +159,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     """
     test_fraction = check_test_fraction(test_fraction)
     image_size = check_image_size(image_size)
+    mixed_size = check_image_size(mixed_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     is_name = isinstance(source, str)
@@ -162,7 +173,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     if storage_options and not is_url(source):
         raise ConfigError(f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
                           f"{source!r}; leave them out")
-    options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size,
+    options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size, mixed_size=mixed_size,
                    progress=progress, skip_bad=bool(skip_bad),
                    max_file_bytes=limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES",
                                                  DEFAULT_MAX_FILE_BYTES, "max_file_bytes"),
@@ -271,9 +282,10 @@ def _load_url(url: str, storage_options: dict, **options) -> Dataset:
 
 
 def _shards_dataset(listed, description: str, where: str, *, test_fraction, seed, image_size, progress,
-                    skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                    skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     splits, class_names, skipped = shard_splits(listed, where, skip_bad=skip_bad)
-    decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, bad = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped + bad, description, test_fraction, seed,
                      image_size)
 
@@ -289,12 +301,13 @@ def _special_shards(files, skip_bad: bool) -> list:
 
 
 def _listed_folder_dataset(groups, digests, description: str, *, test_fraction, seed, image_size,
-                           progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                           progress, skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     """An image folder known from a listing (``group_by_class``); ``digests`` hash each file's listing."""
     splits, class_names = groups
     splits = {key: (chosen, labels, digests[rows]) for key, (chosen, rows, labels) in splits.items()}
     del groups, digests
-    decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, skipped = scan_listed(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
                      image_size)
 
@@ -335,7 +348,7 @@ def check_resize(image_size, max_pixels: int | None = None) -> None:
                           f"image_size {w}x{h} has a side over {_MAX_SIDE:,} pixels, more than an image may have: "
                           f"choose a smaller size, e.g. 32x32")
     check_memory(w * h * RESIZE_BYTES_PER_PIXEL, f"resizing an image to image_size {w}x{h}",
-                 "choose a smaller size (--image-size WxH)")
+                 "choose a smaller image_size=(W, H)")
 
 
 def _find_cifar_dir(path: Path) -> Path | None:
@@ -353,7 +366,7 @@ def _cifar_dataset(files, description: str, image_size) -> Dataset:
         w, h = image_size
         n = len(train_x) + len(test_x)  # the batches are resized whole, in memory
         check_memory(3 * w * h * n, f"{n:,} CIFAR-10 images resized to {w}x{h}",
-                     "choose a smaller size (--image-size WxH)")
+                     "choose a smaller image_size=(W, H)")
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
     return Dataset(train_x, train_y, test_x, test_y, names, description)
@@ -376,12 +389,13 @@ def _group_files(files, where: str, skip_bad: bool = False, skipped: list | None
 
 
 def _folder_dataset(groups, description: str, *, test_fraction, seed,
-                    image_size, progress, skip_bad, max_file_bytes, max_pixels, listed_skipped=()) -> Dataset:
+                    image_size, progress, skip_bad, max_file_bytes, max_pixels, mixed_size=None, listed_skipped=()) -> Dataset:
     """An image folder or archive (``group_by_class``), every file read once now (hashed, its header checked);
     ``listed_skipped``: the files skip_bad left out while listing."""
     splits, class_names = groups
     del groups
-    decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels)
+    decoded, skipped = scan_groups(splits, image_size, progress, skip_bad=skip_bad, max_pixels=max_pixels,
+                                     mixed_size=mixed_size)
     return _assemble(decoded, class_names, tuple(listed_skipped) + skipped, description, test_fraction, seed,
                      image_size)
 

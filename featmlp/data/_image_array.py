@@ -38,6 +38,14 @@ def read_blobs(blobs) -> list[bytes]:
     return out
 
 
+def read_or_error(blob):
+    """The bytes of ``blob``, or the DataError that reading it raised."""
+    try:
+        return blob.read()
+    except DataError as e:
+        return e
+
+
 class BytesBlob:
     """Encoded bytes already read: what :meth:`ImageArray.portable` puts in place of blobs that
     cannot leave this process."""
@@ -115,6 +123,10 @@ class ImageArray:
         """The files, in order (relative to the dataset's root)."""
         return tuple(self._files.iter_names())
 
+    def name(self, i: int) -> str:
+        """The name of image ``i`` (one of :attr:`names`, without making them all)."""
+        return self._files.name(int(i))
+
     def __getitem__(self, key):
         if isinstance(key, tuple):
             if not key or key[0] is Ellipsis:
@@ -141,6 +153,28 @@ class ImageArray:
         """Decoded ``(<= size, H, W, 3)`` arrays, in order."""
         for start in range(0, len(self), size):
             yield self[start:start + size]
+
+    def decode_each(self, indices) -> list:
+        """The images at ``indices``, each decoded on its own: an ``(H, W, 3)`` array (of its own size
+        unless this array resizes them) or the :class:`DataError` reading or decoding it raised, so
+        that one bad file does not stop the others (:func:`featmlp.data.list_images`). The files
+        are read together, as indexing reads them.
+        """
+        blobs = [self._files.blob(i) for i in indices]
+        try:
+            datas = read_blobs(blobs)
+        except DataError:
+            datas = [read_or_error(blob) for blob in blobs]  # the one that fails is its own error
+        out = []
+        for j, i in enumerate(indices):
+            data, datas[j] = datas[j], None  # each file's bytes released once decoded
+            if not isinstance(data, DataError):
+                try:
+                    data = self._decode_image(data, self._files.name(i), self._image_size)
+                except DataError as e:
+                    data = e
+            out.append(data)
+        return out
 
     @property
     def digests_from(self) -> str:
@@ -238,8 +272,8 @@ class ImageArray:
                 raise DataError(f"{e}; {SKIP_HINT}") from None
             if img.shape != out.shape[1:]:
                 raise DataError(f"image {name} decodes to {img.shape[1]}x{img.shape[0]} but its header "
-                                f"says {self._hw[1]}x{self._hw[0]} (width x height); pass --image-size "
-                                f"{self._hw[1]}x{self._hw[0]} to resize every image, or {SKIP_HINT}")
+                                f"says {self._hw[1]}x{self._hw[0]} (width x height); pass image_size=({self._hw[1]}, "
+                                f"{self._hw[0]}) to resize every image, or {SKIP_HINT}")
             out[j] = img
         return out
 

@@ -6,7 +6,9 @@ import hashlib
 import itertools
 import os
 import stat
+import warnings
 from array import array
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from ..progress import null_progress
 from ._archive import read_archive as _read_archive
 from ._files import DEFAULT_MAX_FILE_BYTES, PathBlob, not_regular, too_large
 from ._decode import decode_image, header_size, size_text
-from ._image_array import SKIP_HINT, ImageArray, read_blobs
+from ._image_array import SKIP_HINT, ImageArray, read_blobs, read_or_error
 from ._manifest import Container, Manifest, ManifestBuilder
 from ._names import ARCHIVE_SUFFIXES, TextNames, is_junk
 
@@ -44,6 +46,7 @@ class _Scanner:
         self.progress = progress or null_progress
         self.total, self.done = total, 0
         self.first: tuple[str, tuple[int, int]] | None = None  # first file and its (H, W)
+        self.sizes: Counter = Counter()  # (H, W) -> how many images have it
         self.skipped: list[tuple[str, str]] = []
 
     def _problem(self, where: str, data: bytes) -> tuple[str | None, tuple[int, int] | None]:
@@ -74,7 +77,7 @@ class _Scanner:
             except DataError:
                 if not self.skip_bad:
                     raise
-                datas = [_read_or_error(blob) for blob in blobs]  # the one that fails is skipped
+                datas = [read_or_error(blob) for blob in blobs]  # the one that fails is skipped
             for k, data in enumerate(datas):
                 where = files.name(start + k)
                 if isinstance(data, DataError):  # skip_bad: gone, no permission, turned into a FIFO ...
@@ -97,24 +100,52 @@ class _Scanner:
         return np.array(kept, np.intp), np.frombuffer(digests, np.uint8).reshape(-1, 32)
 
     def check_size(self, where: str, hw: tuple[int, int]) -> None:
-        """Remember the first image's (H, W); refuse another size."""
+        """Remember the first image's (H, W) and count each size."""
         if self.first is None:
             self.first = (where, hw)
-        if hw != self.first[1]:
+        self.sizes[hw] += 1
+
+    def shape(self, image_size, *, every_size_known: bool = True, mixed_size=None):
+        """``((H, W), size to resize to or None)`` of the ImageArray these images make.
+
+        ``image_size`` given: that. One size: it, nothing resized. Several sizes: ``mixed_size``
+        (width, height) if given, else the most common (:func:`common_size`), and one warning
+        saying how many images are resized to it. Without ``every_size_known`` (only the first
+        image was read: URLs, tar shards) every image is resized to the first image's size when
+        it has another.
+        """
+        if image_size is not None:
+            return tuple(image_size)[::-1], image_size
+        if self.first is None:
+            return (0, 0), None
+        if not every_size_known:
             h, w = self.first[1]
-            raise DataError(
-                f"images have different sizes (width x height): {self.first[0]} is "
-                f"{size_text(self.first[1])} but {where} is {size_text(hw)}; pass "
-                f"image_size=(width, height), e.g. image_size=({w}, {h}) (CLI: --image-size "
-                f"{w}x{h}), to resize every image to one size (Pillow bilinear)")
+            return (h, w), (w, h)
+        if len(self.sizes) == 1:
+            return self.first[1], None
+        total = sum(self.sizes.values())
+        if mixed_size is not None:
+            (w, h), why = mixed_size, "the size the feature set takes them at"
+        else:
+            (h, w), why = common_size(self.sizes), f"the most common of their {len(self.sizes)} sizes"
+        n = total - self.sizes[(h, w)]
+        warnings.warn(f"resized {n} of {total} images to {w}x{h} (width x height, Pillow bilinear), {why}; "
+                      f"image_size=(W, H) chooses another size", UserWarning, stacklevel=2)
+        return (h, w), (w, h)
 
 
-def _read_or_error(blob):
-    """The bytes of ``blob``, or the DataError that reading it raised."""
-    try:
-        return blob.read()
-    except DataError as e:
-        return e
+def common_size(sizes) -> tuple[int, int]:
+    """The size images of different sizes are resized to: the most common ``(H, W)`` of ``sizes``
+    (a Counter), on a tie the larger area, then the wider.
+
+    Examples
+    --------
+    >>> common_size(Counter({(64, 64): 3, (92, 75): 1}))
+    (64, 64)
+    >>> common_size(Counter({(10, 20): 2, (20, 20): 2, (20, 10): 2}))
+    (20, 20)
+    """
+    return max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1], hw[1]))
 
 
 def _batches(files):
@@ -344,7 +375,7 @@ def _by_name(files: Manifest, rows: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
+                max_pixels: int = DEFAULT_MAX_PIXELS, mixed_size=None):
     """Read the headers of grouped files: ``{split: (ImageArray, labels)}`` and the skipped files.
 
     ``splits`` is what :func:`group_by_class` gives. Every file is read once, in the order of
@@ -360,20 +391,20 @@ def scan_groups(splits, image_size, progress, *, skip_bad: bool = False,
         if len(kept) < len(files):
             files, labels = files.take(kept), labels[kept]
         scanned[key] = files, digests, labels
-    h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
-    out = {key: (ImageArray(files, digests, h, w, image_size), labels)
+    (h, w), resize = scanner.shape(image_size, mixed_size=mixed_size)
+    out = {key: (ImageArray(files, digests, h, w, resize), labels)
            for key, (files, digests, labels) in scanned.items()}
     return out, tuple(scanner.skipped)
 
 
 def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
+                max_pixels: int = DEFAULT_MAX_PIXELS, mixed_size=None):
     """Images known from a listing: ``{split: (ImageArray, labels)}`` and the skipped files.
 
     ``splits`` is ``{split: (files, labels, digests)}``: a Manifest in the order the images
     keep, their labels, and the SHA-256 of each file's listing (its size, ETag or modification
     time), which stands for its content. Only the first image is read, for the size of all (an
-    image of another size is reported when its chunk is decoded); the ImageArray digests hash
+    image of another size is resized to it when its chunk is decoded); the ImageArray digests hash
     the listing, not the bytes (``digests_from="listing"``), so nothing else is read. With
     ``skip_bad`` every image is read and decoded as :func:`scan_groups` does, and hashed by its
     bytes.
@@ -403,7 +434,7 @@ def scan_listed(splits, image_size, progress, *, skip_bad: bool = False,
         progress = progress or null_progress
         progress("read", total, total)
         from_ = "listing"
-    h, w = scanner.first[1] if scanner.first else (image_size or (0, 0))[::-1]
-    arrays = {key: (ImageArray(files, digests, h, w, image_size, digests_from=from_), labels)
+    (h, w), resize = scanner.shape(image_size, every_size_known=skip_bad, mixed_size=mixed_size)
+    arrays = {key: (ImageArray(files, digests, h, w, resize, digests_from=from_), labels)
               for key, (files, digests, labels) in out.items()}
     return arrays, tuple(scanner.skipped)

@@ -345,6 +345,25 @@ def feature_options(features: str | FeatureSet) -> dict[str, object]:
     return out
 
 
+def input_size(features: str | FeatureSet, options=None) -> tuple[int, int] | None:
+    """``(width, height)`` every image is resized to inside ``features`` when each of its sets
+    resizes the images itself (the pretrained sets: their ``size`` option, from ``options`` or
+    its default), else None: the other sets' features depend on the images' own pixels.
+
+    Examples
+    --------
+    >>> input_size("efficientnet-lite0"), input_size("efficientnet-lite0", {"size": 128}), input_size("lecture")
+    ((160, 160), (128, 128), None)
+    """
+    sizes = set()
+    for part in get_feature_set(features).components:
+        defaults = dict(part.options)
+        if part.preset != "pretrained" or "size" not in defaults:
+            return None
+        sizes.add(int((options or {}).get("size", defaults["size"])))
+    return (sizes.pop(),) * 2 if len(sizes) == 1 else None
+
+
 def parse_feature_options(features: str | FeatureSet, pairs) -> dict[str, object]:
     """``["k=4000", "pool=4"]`` (or a dict) as typed settings of the fitted sets in ``features``.
 

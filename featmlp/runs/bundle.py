@@ -84,35 +84,47 @@ class Bundle:
         """Index of the most probable class of each row (``class_names[i]`` is its name)."""
         return self.predict_proba(X).argmax(axis=1)
 
-    def predict_images(self, paths, *, resize: bool = True) -> list[ImagePrediction]:
-        """The class of each image file, in the order given: an :class:`ImagePrediction` per path,
-        with its most probable class and that probability, or the reason it has none (``error``:
-        unreadable, too large, features of another length, NaN features).
+    def predict_images(self, sources, *, resize: bool = True, top_k: int = 1, progress=None,
+                       storage_options: dict | None = None) -> list[ImagePrediction]:
+        """The class of each image of ``sources``, in order: an :class:`ImagePrediction` per image,
+        with its ``top_k`` most probable classes and their probabilities, or the reason it has none
+        (``error``: unreadable, too large, features of another length, NaN features).
 
-        Images are resized (bilinear) to the size of the images the model was trained on
-        (``extra["image_size"]``), so their features describe the same scale; ``resize=False``
-        keeps each image's size. Features are computed with the bundle's fitted state, a chunk
-        of images at a time: up to :data:`PREDICT_CHUNK_IMAGES`, and as many as keep the decoded
-        images and the feature set's working memory (:func:`featmlp.features.working_bytes`)
-        within :data:`PREDICT_CHUNK_BYTES`. An image whose features alone would not fit in the
-        memory available gets an ``error`` (downscale it) instead of the process being killed.
+        ``sources`` is an image file, a folder (every image file under it, in a sorted walk), a
+        .zip/.tar/.tar.gz archive or tar shard, an fsspec URL to any of these
+        (``storage_options``: its filesystem's settings), or a list of them
+        (:func:`featmlp.data.list_images`). Images are resized (bilinear) to the size of the
+        images the model was trained on (``extra["image_size"]``), so their features describe
+        the same scale; ``resize=False`` keeps each image's size. Images are read, decoded and
+        their features computed with the bundle's fitted state a chunk at a time: up to
+        :data:`PREDICT_CHUNK_IMAGES`, and as many as keep the decoded images and the feature
+        set's working memory (:func:`featmlp.features.working_bytes`) within
+        :data:`PREDICT_CHUNK_BYTES`, so memory does not grow with the number of images. An image
+        whose features alone would not fit in the memory available gets an ``error`` (downscale
+        it) instead of the process being killed. ``progress(desc, done, total)`` is told
+        ``("predict", images done, images)``.
 
         Raises
         ------
         FeatmlpError
-            A chunk of images of the model's image size would not fit in memory (before any is read).
+            A chunk of images of the model's image size would not fit in memory (before any is
+            read), a source cannot be listed, or ``top_k`` is not from 1 to the number of classes.
 
         Examples
         --------
         >>> [(p.class_name, p.error) for p in load_bundle("runs/r").predict_images(["cat.png", "x.txt"])]  # doctest: +SKIP
         [('cat', None), (None, 'not a readable image (Pillow cannot identify it)')]
+        >>> load_bundle("runs/r").predict_images("photos/", top_k=2)[0].top  # doctest: +SKIP
+        (('cat', 0.91), ('dog', 0.06))
         """
-        return sorted(iter_predict_images(self, paths, resize=resize), key=lambda r: r.index)
+        return list(iter_predict_images(self, sources, resize=resize, top_k=top_k, progress=progress,
+                                        storage_options=storage_options))
 
-    def iter_predict_images(self, paths, *, resize: bool = True):
-        """:meth:`predict_images` as it goes: an error as soon as it is met, the classes of a chunk
-        of images once computed (so not in the order given; ``index`` is each one's place)."""
-        return iter_predict_images(self, paths, resize=resize)
+    def iter_predict_images(self, sources, *, resize: bool = True, top_k: int = 1, progress=None,
+                            storage_options: dict | None = None):
+        """:meth:`predict_images` as it goes: the predictions of a chunk of images once computed, in order."""
+        return iter_predict_images(self, sources, resize=resize, top_k=top_k, progress=progress,
+                                   storage_options=storage_options)
 
 
 def save_bundle(

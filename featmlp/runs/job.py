@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp.data import load_dataset
-from featmlp.features import get_feature_set, recommended_preset
+from featmlp.features import get_feature_set, input_size, recommended_preset
 from featmlp.progress import Callback, progress_callbacks, progress_hook
 from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
@@ -211,8 +211,10 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         with warnings.catch_warnings(record=True) if hooks else contextlib.nullcontext() as caught:
             if hooks:
                 warnings.simplefilter("always")
+            # images of mixed sizes go straight to the size a pretrained set resizes them to itself
             ds = load_dataset(source, test_fraction=test_fraction, seed=split_seed, image_size=image_size,
-                              progress=progress, skip_bad=skip_bad, storage_options=storage_options)
+                              progress=progress, skip_bad=skip_bad, storage_options=storage_options,
+                              mixed_size=input_size(features, options))
         for w in caught or ():
             for h in hooks:
                 h.on_warning(str(w.message))

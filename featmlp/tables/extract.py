@@ -152,15 +152,15 @@ def check_chunk_memory(fset, image_shape, chunk_size: int, workers: int = 1, *, 
         scale = (free / 2 / one) ** 0.5
         w, h = max(1, int(width * scale)), max(1, int(height * scale))
         raise ConfigError(f"one {width}x{height} image needs about {format_bytes(one)} of memory for its "
-                          f"{fset.name} features, and {format_bytes(free)} is available: pass --image-size WxH "
-                          f"(image_size=(W, H)) to downscale the images, e.g. --image-size {w}x{h}")
+                          f"{fset.name} features, and {format_bytes(free)} is available: downscale the images, e.g. "
+                          f"image_size=({w}, {h})")
     need = extraction_bytes(fset, (height, width), chunk_size, workers, options=options, state=state)
     if need > free:
         per = f"; {workers} processes at once" if workers > 1 else ""
         raise ConfigError(f"extracting {fset.name} features of {width}x{height} images {chunk_size} at a time "
                           f"needs about {format_bytes(need)} of memory{per}, and {format_bytes(free)} is available: "
                           f"pass a smaller --chunk-size (chunk_size=){' or fewer --workers' if workers > 1 else ''}, "
-                          f"or --image-size WxH to downscale the images")
+                          f"or image_size=(W, H) to downscale the images")
 
 
 def extraction_bytes(fset, image_shape, chunk_size: int, workers: int = 1, *, options=None, state=None) -> int:

@@ -60,12 +60,19 @@ def test_bad_input_is_one_line(tmp_path, run_cli, monkeypatch, args, message):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_mixed_sizes_error_then_resize(tmp_path, run_cli):
+def test_mixed_sizes_resized_with_one_line_then_image_size_decides(tmp_path, run_cli):
     make_folder(tmp_path / "imgs", sizes=((20, 20), (24, 16)))
     code, _, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q"])
-    assert code == 1 and "image-size" in err and len(err.strip().splitlines()) == 1
-    code, out, _ = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q", "--image-size", "16x16"])
-    assert code == 0
+    assert code == 0 and len(err.strip().splitlines()) == 1
+    # 6 images of each size: the tie goes to the larger area, 20x20 (400 pixels) over 24x16 (384)
+    assert err.startswith("warning: resized 6 of 12 images to 20x20 ") and "--image-size WxH chooses" in err
+    assert "image_size=" not in err  # the CLI's spelling to the CLI's user
+    from featmlp.tables.store import load_features
+
+    assert load_features(tmp_path / "f.npz").meta["image_size"] == [20, 20]
+    code, out, err = run_cli(["extract", tmp_path / "imgs", "-o", tmp_path / "f.npz", "-q", "--image-size", "16x16",
+                              "--force"])
+    assert code == 0 and err == ""
 
 
 def test_console_script_no_traceback(tmp_path):

@@ -77,20 +77,39 @@ def test_same_files_from_folder_and_archives_have_one_fingerprint(tmp_path):
     assert fingerprint(eager) != fingerprint(folder)
 
 
-def test_sizes_are_checked_on_headers_before_any_decoding(tmp_path, monkeypatch):
+def test_mixed_sizes_are_read_on_headers_and_resized_to_the_most_common(tmp_path, monkeypatch):
     import featmlp.data._image_array as image_array_mod
     import featmlp.data._images as images_mod
 
     files = _files(n=3)
-    files["train/bee/77.png"] = _png(Image.new("RGB", (30, 16)))
+    odd = Image.fromarray(np.random.default_rng(5).integers(0, 256, (16, 30, 3), np.uint8))
+    files["train/bee/77.png"] = _png(odd)
     decoded = []
     real = images_mod.decode_image
     for mod in (images_mod, image_array_mod):  # the listing's decoder and the lazy array's
         monkeypatch.setattr(mod, "decode_image", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
-    with pytest.raises(DataError, match=r"images have different sizes .*train/ant/00.png is 20x16 but "
-                                        r"train/bee/77.png is 30x16.*--image-size 20x16"):
-        load_dataset(write_folder(tmp_path / "d", files))
-    assert decoded == []
+    with pytest.warns(UserWarning) as caught:
+        ds = load_dataset(write_folder(tmp_path / "d", files))
+    assert decoded == []  # sizes from the headers alone
+    assert [str(w.message) for w in caught] == [
+        "resized 1 of 19 images to 20x16 (width x height, Pillow bilinear), the most common of their 2 sizes; "
+        "image_size=(W, H) chooses another size"]
+    names = ds.train_images.names
+    # independent reference: Pillow's own bilinear resize of that file; the others as they are
+    np.testing.assert_array_equal(ds.train_images[names.index("train/bee/77.png")],
+                                  np.asarray(odd.resize((20, 16), Image.Resampling.BILINEAR)))
+    k = names.index("train/ant/00.png")
+    np.testing.assert_array_equal(ds.train_images[k], np.asarray(Image.open(io.BytesIO(files["train/ant/00.png"]))))
+
+
+def test_the_most_common_size_wins_ties_by_area_then_width():
+    from collections import Counter
+
+    from featmlp.data._images import common_size
+
+    assert common_size(Counter({(92, 75): 1, (64, 64): 5, (32, 32): 4})) == (64, 64)  # (H, W)
+    assert common_size(Counter({(10, 40): 2, (20, 30): 2})) == (20, 30)  # 600 px over 400
+    assert common_size(Counter({(30, 20): 2, (20, 30): 2})) == (20, 30)  # same area: the wider
 
 
 def test_exif_orientation_counts_in_the_header_size(tmp_path):
@@ -181,8 +200,10 @@ def test_header_sizes_agree_with_pillow(tmp_path, mode, options):
         buf = io.BytesIO()
         img.save(buf, "JPEG", **options)
         files[f"train/ant/j{i}.jpg"] = buf.getvalue()
-    with pytest.raises(DataError, match=r"train/ant/j1.jpg is 1x1"):
-        load_dataset(write_folder(tmp_path / "d", files))
+    with pytest.warns(UserWarning, match=r"^resized 2 of 15 images to 37x21 "):  # the 1x1 and the 300x17
+        mixed = load_dataset(write_folder(tmp_path / "d", files))
+    # decoding checks each image against its header's size (or resizes it to 37x21): none disagrees
+    assert np.asarray(mixed.train_images).shape == (9, 21, 37, 3)
     del files["train/ant/j1.jpg"], files["train/ant/j2.jpg"]
     ds = load_dataset(write_folder(tmp_path / "e", files))
     assert np.asarray(ds.train_images).shape == (7, 21, 37, 3)

@@ -254,18 +254,17 @@ def test_split_keeps_one_image_each_side(tmp_path):
     assert np.bincount(ds.test_labels).tolist() == [1, 1]
 
 
-def test_mixed_sizes_need_image_size(tmp_path):
+def test_mixed_sizes_are_resized_to_the_most_common_unless_image_size_says(tmp_path):
     files = folder_files({"a": 2, "b": 2}, "train") | folder_files({"a": 1, "b": 1}, "test")
     files["train/b/999_big.png"] = encode(Image.new("RGB", (64, 48), (9, 9, 9)), "PNG")
     source = write_zip(tmp_path / "mixed.zip", files)
-    with pytest.raises(DataError) as err:
-        load_dataset(source)
-    message = str(err.value)
-    assert "train/a/000_gray.png is 40x24" in message and "train/b/999_big.png is 64x48" in message
-    assert "image_size=(40, 24)" in message and "--image-size 40x24" in message
+    with pytest.warns(UserWarning, match=r"^resized 1 of 7 images to 40x24 .*the most common of their 2 sizes; "
+                                         r"image_size=\(W, H\) chooses another size$"):
+        ds = load_dataset(source)
+    assert ds.train_images.shape == (5, 24, 40, 3) and np.asarray(ds.train_images).shape == (5, 24, 40, 3)
+    assert (ds.train_images[4] == 9).all()  # bilinear resizing of a flat colour keeps the colour
     ds = load_dataset(source, image_size=(32, 30))  # (width, height), as the CLI's WxH
     assert ds.train_images.shape == (5, 30, 32, 3) and ds.test_images.shape == (2, 30, 32, 3)
-    # Bilinear resizing of a flat colour keeps the colour.
     assert (ds.train_images[4] == 9).all()
     assert "resized to 32x30" in ds.source
 
@@ -762,3 +761,23 @@ def test_two_folders_that_become_the_same_text_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"the folders .* have the same name 'caf\\\\xe9'.*rename one") as e:
         load_dataset(root)
     assert "b'caf\\xe9'" in str(e.value) and "b'caf\\\\xe9'" in str(e.value)  # both, as bytes
+
+
+def test_mixed_sizes_go_straight_to_a_pretrained_sets_input_size(tmp_path):
+    from featmlp.features import input_size
+
+    assert input_size("efficientnet-lite0") == (160, 160) and input_size("efficientnet-lite1", {"size": 96}) == (96, 96)
+    assert input_size("lecture") is None and input_size("efficientnet-lite0+lecture") is None
+    files = folder_files({"a": 2, "b": 2})
+    big = Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 64, 3), np.uint8))
+    files["b/999_big.png"] = encode(big, "PNG")
+    with pytest.warns(UserWarning, match=r"^resized 5 of 5 images to 20x20 .*the size the feature set takes them at"):
+        ds = load_dataset(write_zip(tmp_path / "m.zip", files), test_fraction=0.4, mixed_size=(20, 20))
+    names = ds.train_images.names + ds.test_images.names
+    images = np.concatenate([np.asarray(ds.train_images), np.asarray(ds.test_images)])
+    # independent reference: Pillow's own bilinear resize of the file, once, to the set's input size
+    np.testing.assert_array_equal(images[names.index("b/999_big.png")],
+                                  np.asarray(big.resize((20, 20), Image.Resampling.BILINEAR)))
+    # one size: nothing resized, whatever the set would take
+    uniform = load_dataset(write_zip(tmp_path / "u.zip", folder_files({"a": 2, "b": 2})), mixed_size=(20, 20))
+    assert uniform.train_images.shape[1:3] == (24, 40)

@@ -214,13 +214,15 @@ def test_file_url_gives_the_folder_dataset(tmp_path):
     _pixels_match_pillow(ds, files)
 
 
-def test_remote_image_of_another_size_is_reported_when_decoded(memory_fs):
+def test_remote_image_of_another_size_is_resized_to_the_first_images_when_decoded(memory_fs):
     files = source_files(False)
     files["bee/003.png"] = _png_of_size((20, 8))
     memory_fs.pipe({f"/t/{name}": data for name, data in files.items()})
     ds = load_dataset("memory://t", test_fraction=0.4)  # only the first image's header is read
-    with pytest.raises(DataError, match=r"bee/003.png decodes to 20x8 but its header says 12x10.*--image-size 12x10"):
-        np.asarray(ds.train_images), np.asarray(ds.test_images)
+    images = {**dict(zip(ds.train_images.names, ds.train_images)), **dict(zip(ds.test_images.names, ds.test_images))}
+    assert {a.shape for a in images.values()} == {(10, 12, 3)}
+    odd = Image.open(io.BytesIO(files["bee/003.png"])).convert("RGB")
+    np.testing.assert_array_equal(images["bee/003.png"], np.asarray(odd.resize((12, 10), Image.Resampling.BILINEAR)))
     resized = load_dataset("memory://t", test_fraction=0.4, image_size=(12, 10))
     assert np.asarray(resized.train_images).shape[1:] == (10, 12, 3)
 
@@ -492,3 +494,31 @@ def test_cli_reads_s3_with_storage_options(s3, run_cli, tmp_path):
 def test_cli_storage_option_must_be_key_value(run_cli):
     code, _, err = run_cli(["extract", "memory://x", "--storage-option", "novalue"])
     assert code == 2 and "KEY=VALUE" in err
+
+
+# -- list_images: the images of any mix of sources, for predict --------------------------------
+
+def test_list_images_names_every_image_and_decodes_each_on_its_own(tmp_path):
+    from featmlp.data import list_images
+
+    pngs = [_png_of_size((5 + i, 4)) if i % 2 else source_image(i, "PNG") for i in range(4)]
+    root = write_folder(tmp_path / "photos", {"b.png": pngs[0], "a.png": pngs[1], "sub/c.png": pngs[2],
+                                               "notes.txt": b"not an image", "sub/shard.tar": _tar_bytes(
+                                                   {"000.cat.png": pngs[3], "000.json": b"{}"})})
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    loose = tmp_path / "loose.jpg"
+    loose.write_bytes(source_image(9, "JPEG"))
+    with pytest.warns(UserWarning, match=r"^left out 1 file whose names are not those of images \(.*notes.txt\)$"):
+        images = list_images([root, loose, tmp_path / "broken.png", tmp_path / "absent.png"])
+    assert images.names == (f"{root}/a.png", f"{root}/b.png", f"{root}/sub/c.png",
+                            f"{root}/sub/shard.tar:000.cat.png", str(loose), str(tmp_path / "broken.png"),
+                            str(tmp_path / "absent.png"))
+    decoded = images.decode_each(range(len(images)))
+    # independent reference: Pillow on the original bytes, each at its own size
+    for got, data in zip(decoded, [pngs[1], pngs[0], pngs[2], pngs[3], loose.read_bytes()]):
+        np.testing.assert_array_equal(got, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert [str(e) for e in decoded[5:]] == [
+        f"cannot read image {tmp_path / 'broken.png'}: not a readable image (Pillow cannot identify it)",
+        f"cannot read image {tmp_path / 'absent.png'}: no such file"]
+    resized = list_images(root / "sub", image_size=(6, 5))  # a shard's other members (000.json) go unsaid
+    assert resized.shape == (2, 5, 6, 3) and np.asarray(resized).shape == (2, 5, 6, 3)

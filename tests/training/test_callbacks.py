@@ -169,3 +169,17 @@ def test_the_protocol_loads_without_training():
                              "print(sorted(m for m in sys.modules if m.startswith(('featmlp.training', 'torch'))))"],
                             check=True, capture_output=True, text=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_listing_told_at_once_shows_no_rate_and_counts_files(monkeypatch):
+    import io
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    shown = TqdmProgress(unit="img", disable=False)
+    shown("read", 5000, 5000)  # load_dataset's listing of a URL or shards: known whole, nothing read one by one
+    assert "5000/5000 file" in err.getvalue() and "/s" not in err.getvalue()
+    err.seek(0), err.truncate()
+    shown("read", 1024, 2048)  # a folder's headers read as it goes: a rate of files
+    shown("read", 2048, 2048)
+    assert "2048/2048" in err.getvalue() and "file/s" in err.getvalue() and "img/s" not in err.getvalue()

@@ -252,9 +252,25 @@ def check_provenance(table, bundle, where, data: dict | None = None) -> None:
                         f"{bundle.directory or 'RUN'}")
 
 
+def names_digest(names) -> str:
+    """SHA-256 of a list of names (as JSON): how ``config.json`` identifies a long list of feature names."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([str(n) for n in names]).encode()).hexdigest()
+
+
 def check_columns(table, where, data: dict, feature_set) -> None:
-    """DataError when the table's columns are not those the run recorded (same count, other names)."""
+    """DataError when the table's columns are not those the run recorded (same count, other names).
+
+    ``config.json`` lists the names, or records a long list by its count and hash
+    (:func:`featmlp.runs.results.feature_names_record`)."""
     names = data.get("feature_names")
+    if isinstance(names, dict) and names.get("count") == len(table.feature_names) and names.get("sha256"):
+        if names_digest(table.feature_names) != names["sha256"]:
+            raise DataError(f"{where}'s feature columns are not the model's (their names differ from those the run "
+                            f"recorded): extract again with --features {feature_set}")
+        return
     if not isinstance(names, list) or len(names) != len(table.feature_names):
         return
     for i, (a, b) in enumerate(zip(table.feature_names, names)):

@@ -39,7 +39,7 @@ from featmlp.errors import DataError
 from featmlp.model import Scaler
 from featmlp.runs.bundle import save_bundle
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
-from featmlp.runs.evaluate import run_metrics
+from featmlp.runs.evaluate import names_digest, run_metrics
 from featmlp.runs.gallery import write_thumbnails
 from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, PREDICTIONS_FILE, TENSORBOARD_DIR,
                                  THUMBNAILS_FILE, read_json, write_json)
@@ -239,12 +239,33 @@ def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfi
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_FILE, {
         "featmlp_version": __version__,
-        "data": {**(data or {}), "features": table.feature_set, "feature_names": list(table.feature_names),
+        "data": {**(data or {}), "features": table.feature_set, "feature_names": feature_names_record(table),
                  "class_names": list(table.class_names), "n_train": len(table.y_train),
                  "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"},
                  "table_fingerprint": fingerprint or table_fingerprint(table)},
         "train": config.to_dict(),
     })
+
+
+# Feature names config.json lists; more (kmeans: 14,400) are recorded by a rule, their count and hash.
+NAMES_LISTED = 64
+
+
+def feature_names_record(table: FeatureTable):
+    """What ``config.json`` records of a table's feature names: the list itself when short, else
+    ``{"count", "rule", "first", "last", "sha256"}`` (the feature file keeps every name; ``sha256``
+    is :func:`names_digest`'s, which :func:`featmlp.runs.evaluate.check_columns` compares)."""
+    names = [str(n) for n in table.feature_names]
+    if len(names) <= NAMES_LISTED:
+        return names
+    rule = "the feature file's feature_names"
+    if table.feature_set:
+        width, height = table.meta.get("image_size") or (None, None)
+        state = ", state=the run's fitted state" if table.fitted else ""
+        rule = (f"featmlp.features.feature_names({table.feature_set!r}, image_shape=({height}, {width}){state}), "
+                f"as in {rule}")
+    return {"count": len(names), "rule": rule, "first": names[:3], "last": names[-3:],
+            "sha256": names_digest(names)}
 
 
 def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResult, *,

@@ -27,6 +27,7 @@ from featmlp.runs.gallery import write_thumbnails
 from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, METRICS_FILE, PREDICTIONS_FILE, THUMBNAILS_FILE,
                                  write_json)
 from featmlp.runs.predictions import Predictions, predict_split, write_predictions
+from featmlp.runs.report import write_report
 from featmlp.tables.extract import extract_dataset
 from featmlp.tables.passes import nonfinite_rows
 from featmlp.tables.store import FeatureTable
@@ -130,4 +131,5 @@ def evaluate_source(run_dir: str | os.PathLike, source, out: str | os.PathLike, 
             "features": bundle.feature_set, "image_size": size, "n_images": len(y),
             "classes_absent": [c for c in bundle.class_names if c not in ds.class_names],
             "skipped": [list(s) for s in ds.skipped], "featmlp_version": __version__})
+    write_report(out)
     return metrics, preds

@@ -97,6 +97,10 @@ def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | N
     read whole.
     """
     n_classes = len(table.class_names)
+    if not len(table.y_train):
+        raise DataError(f"no training images: all {len(table.y_test)} are test images (--test-fraction 1, or a folder "
+                        f"with only test/); to score a saved model on them: featmlp evaluate RUN --data SOURCE; to "
+                        f"train, give a folder with train/ or a --test-fraction below 1")
     mirror = table.mirror() if config.flip or config.test_flip else None
     check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror, out_of_core=out_of_core)
     present = np.unique(np.asarray(table.y_train))

@@ -74,3 +74,6 @@ def test_extract_test_fraction_1_makes_every_image_a_test_image(run_cli, tmp_pat
     assert code == 0, err
     t = load_features(tmp_path / "a.npz")
     assert len(t.y_train) == 0 and len(t.y_test) == 9 and "0 train + 9 test" in out
+    # nothing to train on: one line that says what to do
+    code, out, err = run_cli(["train", tmp_path / "a.npz", "--out", tmp_path / "r", "--epochs", 1])
+    assert code == 1 and "no training images" in err and "featmlp evaluate RUN --data" in err

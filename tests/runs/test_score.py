@@ -20,17 +20,12 @@ from featmlp.runs.score import evaluate_source
 from featmlp.tables.extract import extract_dataset
 from featmlp.training import TrainConfig
 
-from _files import image_folder
+from _files import class_folders, image_folder
 
 
 def _folder(root, classes, n=4, seed=1, size=(20, 15), prefix=""):
     """ROOT/[prefix]<class>/*.png of random pictures, of another size than the run's images."""
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / prefix / c).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
-                root / prefix / c / f"{i}.png")
+    class_folders(root / prefix, classes, n, size, np.random.default_rng(seed))
     return root
 
 

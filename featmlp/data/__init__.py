@@ -400,5 +400,5 @@ def _assemble(decoded, class_names, skipped, description: str, test_fraction, se
         test_x, test_y = images.take(test), labels[test]
         description += (", no train/test split: every image a test image (test_fraction=1)" if test_fraction >= 1
                         else f", no train/test split: held out test_fraction={test_fraction} per class with "
-                             f"seed={seed}")
+                             f"seed={seed} (each class keeps at least one training image)")
     return Dataset(train_x, train_y, test_x, test_y, class_names, description, skipped)

@@ -42,7 +42,7 @@ def evaluate(run_dir, features_file, source, out, force, skip_bad, errors, as_js
 
     if source is not None:
         if features_file is not None:
-            raise click.UsageError(f"give a feature file or --data SOURCE, not both")
+            raise click.UsageError("give a feature file or --data SOURCE, not both")
         m, preds, shown, out = _evaluate_source(run_dir, source, out, force, skip_bad, quiet)
     else:
         if out is not None or force or skip_bad:

@@ -129,7 +129,8 @@ def read_predictions(path: str | os.PathLike, class_names=None) -> Predictions:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path}: {e}") from None
     if not rows or tuple(rows[0][:4]) != HEADER or (len(rows[0]) - 4) % 2:
-        raise DataError(f"{path} is not a featmlp predictions file (its header is not {','.join(HEADER)},top1_class,...)")
+        raise DataError(f"{path} is not a featmlp predictions file (its header is not "
+                        f"{','.join(HEADER)},top1_class,...)")
     k = (len(rows[0]) - 4) // 2
     body = rows[1:]
     names = list(class_names) if class_names is not None else []

@@ -41,8 +41,8 @@ from featmlp.runs.bundle import save_bundle
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
 from featmlp.runs.evaluate import names_digest, run_metrics
 from featmlp.runs.gallery import write_thumbnails
-from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, PREDICTIONS_FILE, TENSORBOARD_DIR,
-                                 THUMBNAILS_FILE, read_json, write_json)
+from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, PREDICTIONS_FILE,
+                                 TENSORBOARD_DIR, THUMBNAILS_FILE, read_json, write_json)
 from featmlp.runs.plots import LivePlot, plot_confusion, plot_history
 from featmlp.runs.predictions import Predictions, predict_split, write_predictions
 from featmlp.tables.passes import nonfinite_rows
@@ -64,10 +64,10 @@ class RunResult:
 def score_test(result: TrainResult, table: FeatureTable) -> dict:
     """Accuracy, per-class scores and confusion matrix on the table's test split, in order (a sharded
     test split predicted a shard at a time)."""
-    return score_predictions(test_predictions(result, table), table)
+    return score_predictions(predict_test_split(result, table), table)
 
 
-def test_predictions(model, table: FeatureTable) -> Predictions | None:
+def predict_test_split(model, table: FeatureTable) -> Predictions | None:
     """The predictions of ``model`` on the table's test split (None when it has no rows)."""
     return predict_split(model, table, "test") if len(table.y_test) else None  # never shuffled: rows in order
 
@@ -86,6 +86,7 @@ def write_predictions_of(out: Path, preds: Predictions | None, test_images=None)
     write_predictions(out / PREDICTIONS_FILE, preds)
     if test_images is not None:
         write_thumbnails(out / THUMBNAILS_FILE, test_images, preds)
+
 
 def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
@@ -282,7 +283,7 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
     ``test_images``: the test split's images, for the report's thumbnails (:func:`train_run`).
     """
     out = Path(out)
-    preds = test_predictions(result, table)
+    preds = predict_test_split(result, table)
     write_predictions_of(out, preds, test_images)
     metrics = {
         **score_predictions(preds, table),

@@ -23,11 +23,10 @@ from featmlp.data import load_dataset
 from featmlp.errors import DataError
 from featmlp.runs.directory import RunDirectory
 from featmlp.runs.evaluate import run_metrics
-from featmlp.runs.gallery import write_thumbnails
-from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, METRICS_FILE, PREDICTIONS_FILE, THUMBNAILS_FILE,
-                                 write_json)
-from featmlp.runs.predictions import Predictions, predict_split, write_predictions
+from featmlp.runs.layout import CONFUSION_PLOT, EVALUATION_FILE, METRICS_FILE, write_json
+from featmlp.runs.predictions import Predictions, predict_split
 from featmlp.runs.report import write_report
+from featmlp.runs.results import write_predictions_of
 from featmlp.tables.extract import extract_dataset
 from featmlp.tables.passes import nonfinite_rows
 from featmlp.tables.store import FeatureTable
@@ -99,7 +98,8 @@ def evaluate_source(run_dir: str | os.PathLike, source, out: str | os.PathLike, 
     known = {name: i for i, name in enumerate(bundle.class_names)}
     unknown = [c for c in ds.class_names if c not in known]
     if unknown:
-        raise DataError(f"{source} has the class {unknown[0]!r}{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise DataError(f"{source} has the class {unknown[0]!r}{more}, "
                         f"which the model does not know (its classes: {', '.join(bundle.class_names)}): "
                         f"rename or remove that folder")
     to_model = np.array([known[c] for c in ds.class_names], np.int64)
@@ -122,8 +122,7 @@ def evaluate_source(run_dir: str | os.PathLike, source, out: str | os.PathLike, 
     preds = predict_split(bundle, scored, "test")
     metrics = run_metrics(preds.y_true, preds.y_pred, bundle.class_names)
     with RunDirectory(out, overwrite=overwrite, kind="evaluation") as rd:
-        write_predictions(rd.path / PREDICTIONS_FILE, preds)
-        write_thumbnails(rd.path / THUMBNAILS_FILE, _Splits(ds), preds)
+        write_predictions_of(rd.path, preds, _Splits(ds))
         plot_confusion(metrics["confusion_matrix"], bundle.class_names, rd.path / CONFUSION_PLOT)
         write_json(rd.path / METRICS_FILE, metrics)
         write_json(rd.path / EVALUATION_FILE, {

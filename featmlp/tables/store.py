@@ -4,8 +4,8 @@ A feature file is a plain ``.npz`` that ``np.load(path, allow_pickle=False)``
 reads: ``X_train``, ``y_train``, ``X_test``, ``y_test``, ``feature_names``,
 ``class_names`` and ``meta`` (a JSON string: feature set, data source, dataset
 fingerprint, featmlp version), and optionally ``names_train``/``names_test``: the source
-name of each row's image (file or archive member name; CIFAR-10's ``filenames``). The features keep their dtype: float64 for the
-handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
+name of each row's image (file or archive member name; CIFAR-10's ``filenames``). The
+features keep their dtype: float64 for the handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
 so, 5.8 GB in float64). A fitted feature set's state is kept beside, as arrays
 ``fitted.<set>.<name>`` and its settings in ``meta["fitted"]``.
 

@@ -60,14 +60,19 @@ def cli_storage_options() -> dict | None:
     return (ctx.meta.get(_STORAGE_OPTIONS) or None) if ctx is not None else None
 
 
+def storage_option(f):
+    """``--storage-option KEY=VALUE``: settings of a URL source's filesystem (read by :func:`cli_storage_options`)."""
+    return click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                        callback=_parse_storage_options, expose_value=False,
+                        help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
+                             "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
+                             "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
+                             "one: secret='\"12345\"'. Never written to the run directory.")(f)
+
+
 def data_options(f):
     """Options every command that reads images shares."""
-    f = click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                     callback=_parse_storage_options, expose_value=False,
-                     help="A setting of the filesystem of a URL SOURCE (s3://, gs://, ...), repeatable: "
-                          "--storage-option endpoint_url=http://localhost:9000 --storage-option anon=true. "
-                          "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
-                          "one: secret='\"12345\"'. Never written to the run directory.")(f)
+    f = storage_option(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
                      help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)

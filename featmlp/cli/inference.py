@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .._text import printable
+from ._common import storage_option
 from .options import fmt
 from .training import FEATURES_METAVAR
 
@@ -22,6 +23,7 @@ from .training import FEATURES_METAVAR
 @click.option("--force", is_flag=True, help="With --data: replace an existing --out that featmlp evaluate wrote.")
 @click.option("--skip-bad", "skip_bad", is_flag=True,
               help="With --data: leave out files that are not readable images, and list them.")
+@storage_option
 @click.option("--errors", "errors", type=click.IntRange(0), default=0, metavar="N",
               help="Also list the N most confident mistakes: probability, true -> predicted class, image name.")
 @click.option("--json", "as_json", is_flag=True,

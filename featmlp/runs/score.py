@@ -21,9 +21,11 @@ from featmlp import __version__
 from featmlp._outputs import check_output
 from featmlp.data import load_dataset
 from featmlp.errors import DataError
+from featmlp.runs.bundle import load_bundle
 from featmlp.runs.directory import RunDirectory
 from featmlp.runs.evaluate import run_metrics
 from featmlp.runs.layout import CONFUSION_PLOT, EVALUATION_FILE, METRICS_FILE, write_json
+from featmlp.runs.plots import plot_confusion
 from featmlp.runs.predictions import Predictions, predict_split
 from featmlp.runs.report import write_report
 from featmlp.runs.results import write_predictions_of
@@ -81,11 +83,6 @@ def evaluate_source(run_dir: str | os.PathLike, source, out: str | os.PathLike, 
     --------
     >>> metrics, preds = evaluate_source("runs/cats", "new_photos/", "runs/cats-on-new")  # doctest: +SKIP
     """
-    # start-up: the saved model needs torch, loaded when a model is scored
-    from featmlp.runs.bundle import load_bundle
-    # start-up: matplotlib, loaded when the confusion matrix is drawn
-    from featmlp.runs.plots import plot_confusion
-
     run_dir = Path(run_dir)
     check_output(out, "evaluation", force=overwrite, sources=[source, run_dir])
     bundle = load_bundle(run_dir)

@@ -4,6 +4,7 @@ against the same images scored through a feature table extracted from them."""
 from __future__ import annotations
 
 import csv
+import io
 
 import numpy as np
 import pytest
@@ -88,3 +89,18 @@ def test_an_unknown_class_and_outputs_that_may_not_be_written_are_refused(run, t
     with pytest.raises(DataError, match="already exists"):
         evaluate_source(run, good, tmp_path / "ev")
     evaluate_source(run, good, tmp_path / "ev", overwrite=True)  # its own output: replaced
+
+
+def test_a_source_with_a_split_is_scored_on_all_its_images(run, tmp_path):
+    src = image_folder(tmp_path / "split", n_per_class=2, seed=5)  # train/ and test/: 6 + 9 images
+    metrics, preds = evaluate_source(run, src, tmp_path / "ev")
+    ds = load_dataset(src)
+    assert metrics["n_test"] == 15 and preds.names == ds.image_names("train") + ds.image_names("test")
+    from featmlp.runs.gallery import read_thumbnails
+
+    # each thumbnail is its image's (train rows and test rows alike), by name
+    for (row, name), jpeg in read_thumbnails(tmp_path / "ev" / THUMBNAILS_FILE).items():
+        assert preds.names[row] == name
+        thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), float)
+        image = np.asarray(Image.open(src / name).convert("RGB"), float)
+        assert thumb.shape == image.shape and np.abs(thumb.mean((0, 1)) - image.mean((0, 1))).max() < 8

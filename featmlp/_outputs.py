@@ -32,9 +32,9 @@ from pathlib import Path
 
 from featmlp._io import sibling
 from featmlp.errors import DataError
-from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, FEATURE_STATE_FILE, FEATURES_FILE, FEATURES_PARTIAL,
-                                 LOSS_PLOT, META_FILE, METRICS_FILE, REPORT_FILE, SWEEP_FILES, TENSORBOARD_DIR,
-                                 WEIGHTS_FILE)
+from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, EVALUATION_FILE, FEATURE_STATE_FILE, FEATURES_FILE,
+                                 FEATURES_PARTIAL, LOSS_PLOT, META_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE,
+                                 SWEEP_FILES, TENSORBOARD_DIR, THUMBNAILS_FILE, WEIGHTS_FILE)
 from featmlp.tables.format import (FORMAT, MANIFEST, REQUIRED_KEYS,  # noqa: F401 (SPEC_FILE: an output it knows)
                                    SPEC_FILE)
 
@@ -47,8 +47,9 @@ KINDS = {
     "plot": "a plot featmlp drew",
     "report": "a featmlp report",
     "predictions": "a featmlp predictions file",
+    "evaluation": "a featmlp evaluation directory",
 }
-DIR_KINDS = ("table", "run", "sweep")
+DIR_KINDS = ("table", "run", "sweep", "evaluation")
 
 # What marks a working directory featmlp made (save_sharded's), written first when it is made;
 # the others are known by their contents: an extraction's by its spec, a run's staging by its files.
@@ -75,10 +76,15 @@ def _is_run(d: Path) -> bool:
     return (d / CONFIG_FILE).is_file() and ((d / META_FILE).is_file() or (d / METRICS_FILE).is_file())
 
 
+def _is_evaluation(d: Path) -> bool:
+    return _is_featmlp_json(d / EVALUATION_FILE, "evaluated_run")
+
+
 def _is_run_staging(d: Path, entries) -> bool:
     """Every entry is one a run directory being built holds (featmlp.runs.layout's names)."""
     names = {CONFIG_FILE, METRICS_FILE, LOSS_PLOT, CONFUSION_PLOT, FEATURES_FILE, FEATURES_PARTIAL,
-             TENSORBOARD_DIR, WEIGHTS_FILE, META_FILE, FEATURE_STATE_FILE, REPORT_FILE}
+             TENSORBOARD_DIR, WEIGHTS_FILE, META_FILE, FEATURE_STATE_FILE, REPORT_FILE, PREDICTIONS_FILE,
+             THUMBNAILS_FILE, EVALUATION_FILE}
     return all(e in names or _PART.match(e) for e in entries)
 
 
@@ -160,7 +166,8 @@ def identify(path: str | os.PathLike) -> tuple[str | None, str]:
             return None, f"{link}a directory featmlp cannot read ({e.strerror or e})"
         if not entries:
             return "empty", f"{link}an empty directory"
-        for kind, test in (("table", _is_table), ("sweep", _is_sweep), ("run", _is_run)):
+        for kind, test in (("table", _is_table), ("sweep", _is_sweep), ("run", _is_run),
+                           ("evaluation", _is_evaluation)):
             if test(p):
                 return kind, link + KINDS[kind]
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
@@ -300,7 +307,8 @@ def is_work_dir(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return (not entries or (p / WORK_MARK).is_file() or _is_featmlp_json(p / SPEC_FILE, "chunk_size")
-            or _is_extraction_work(entries) or _is_table(p) or _is_run(p) or _is_run_staging(p, entries))
+            or _is_extraction_work(entries) or _is_table(p) or _is_run(p) or _is_run_staging(p, entries)
+            or _is_evaluation(p))
 
 
 # An extraction's chunk files (featmlp.tables.extract: "<split>-<start:09d>.npy") and fitted state.

@@ -64,11 +64,16 @@ def image_folder(root, n_per_class=9, classes=("cat", "dog", "emu"), size=(16, 1
     """ROOT/train|test/<class>/*.png of random pictures, built here."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_per_class), ("test", 3)):
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
-                    root / split / c / f"{i:03d}.png")
+        class_folders(root / split, classes, n, size, rng)
+    return root
+
+
+def class_folders(root, classes, n, size, rng):
+    """ROOT/<class>/000.png ... of ``n`` random pictures of ``size`` (width, height) per class."""
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / c / f"{i:03d}.png")
     return root
 
 

@@ -38,7 +38,8 @@ COMMANDS = {
     "train": ("featmlp.cli.training:train",
               "Train an MLP on a feature file and evaluate it on its test split."),
     "evaluate": ("featmlp.cli.inference:evaluate",
-                 "Evaluate a saved model on the test split of a feature file (default: the run's own)."),
+                 "Evaluate a saved model on the test split of a feature file (default: the run's own), or on "
+                 "every image of a labelled source (--data SOURCE --out DIR)."),
     "predict": ("featmlp.cli.inference:predict",
                 "Classify the images of files, folders, archives or URLs with a saved model: one line per image."),
     "sweep": ("featmlp.cli.experiments:sweep",

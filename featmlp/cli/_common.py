@@ -82,7 +82,8 @@ def data_options(f):
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
     f = click.option("--test-fraction", default=0.2, show_default=True, type=float,
-                     help="Share of each class held out for testing when the folder has no train/test split.")(f)
+                     help="Share of each class held out for testing when the folder has no train/test split; 1: every "
+                          "image is a test image (to score a saved model: featmlp evaluate RUN --data).")(f)
     f = click.option("--skip-bad", "skip_bad", is_flag=True,
                      help="Leave out files that are not readable images (a README.txt in a class folder, a "
                           "truncated JPEG) and list them, instead of stopping; decodes every image once more "

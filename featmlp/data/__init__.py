@@ -360,7 +360,7 @@ def _find_cifar_dir(path: Path) -> Path | None:
 
 
 def _cifar_dataset(files, description: str, image_size) -> Dataset:
-    train_x, train_y, test_x, test_y, names = read_cifar_batches(files)
+    train_x, train_y, test_x, test_y, names, train_names, test_names = read_cifar_batches(files)
     if image_size is not None and image_size != train_x.shape[2:0:-1]:
 
         w, h = image_size
@@ -369,7 +369,8 @@ def _cifar_dataset(files, description: str, image_size) -> Dataset:
                      "choose a smaller image_size=(W, H)")
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
         description += f", resized to {image_size[0]}x{image_size[1]} (width x height)"
-    return Dataset(train_x, train_y, test_x, test_y, names, description)
+    return Dataset(train_x, train_y, test_x, test_y, names, description, train_names=train_names,
+                   test_names=test_names)
 
 
 def _resize(images: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -411,6 +412,7 @@ def _assemble(decoded, class_names, skipped, description: str, test_fraction, se
         train, test = stratified_split(labels, class_names, test_fraction, seed)
         train_x, train_y = images.take(train), labels[train]
         test_x, test_y = images.take(test), labels[test]
-        description += f", no train/test split: held out test_fraction={test_fraction} " \
-                       f"per class with seed={seed}"
+        description += (", no train/test split: every image a test image (test_fraction=1)" if test_fraction >= 1
+                        else f", no train/test split: held out test_fraction={test_fraction} per class with "
+                             f"seed={seed} (each class keeps at least one training image)")
     return Dataset(train_x, train_y, test_x, test_y, class_names, description, skipped)

@@ -114,7 +114,7 @@ def _entry(d, key: str, where: str):
     raise DataError(f"{where} has no {key!r} entry (found {sorted(map(repr, d))})")
 
 
-def _parse_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | None]:
     batch = unpickle_batch(data, where)
     pixels = _entry(batch, "data", where)
     labels = _entry(batch, "labels", where)
@@ -129,7 +129,18 @@ def _parse_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(labels) != len(pixels):
         raise DataError(f"{where}: {len(pixels)} images but {len(labels)} labels")
     images = pixels.reshape(-1, 3, _SIDE, _SIDE).transpose(0, 2, 3, 1)  # planes -> (H, W, 3)
-    return images, labels.astype(np.int64)
+    return images, labels.astype(np.int64), _file_names(batch, len(labels))
+
+
+def _file_names(batch: dict, n: int) -> tuple[str, ...] | None:
+    """The batch's ``filenames`` (each image's name, e.g. ``leptodactylus_pentadactylus_s_000004.png``),
+    or None when it has none or not one text per image (they only name the rows)."""
+    names = next((batch[k] for k in (b"filenames", "filenames") if k in batch), None)
+    try:
+        names = tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in names)
+    except (TypeError, UnicodeDecodeError):
+        return None
+    return names if len(names) == n and all(isinstance(v, str) for v in names) else None
 
 
 def _parse_meta(data: bytes, where: str) -> tuple[str, ...]:
@@ -155,7 +166,8 @@ def read_cifar_batches(files: Mapping[str, tuple[str, Callable[[], bytes]]]):
 
     Returns
     -------
-    train_images, train_labels, test_images, test_labels, class_names
+    train_images, train_labels, test_images, test_labels, class_names, train_names, test_names
+        The names are the batches' ``filenames`` (None where a batch has none).
     """
     train_ids = sorted(int(m.group(1)) for m in map(_TRAIN_BATCH.fullmatch, files) if m)
     where_all = ", ".join(sorted(files))
@@ -176,14 +188,15 @@ def read_cifar_batches(files: Mapping[str, tuple[str, Callable[[], bytes]]]):
     # concatenate keeps the transposed layout of its inputs: ask for C order explicitly.
     train_images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     train_labels = np.concatenate([p[1] for p in parts])
+    train_names = None if any(p[2] is None for p in parts) else tuple(n for p in parts for n in p[2])
     if warn is not None:  # a copy that lost its last batches would otherwise train on less, silently
         warnings.warn(f"CIFAR-10: {warn[0]} missing (the official set has data_batch_1..{_OFFICIAL_TRAIN_BATCHES}): "
                       f"training on the {len(train_labels):,} images of data_batch_1..{warn[1]}; copy or "
                       f"download the full set for all 50,000", UserWarning, stacklevel=2)
-    test_images, test_labels = _parse_batch(files[_TEST][1](), files[_TEST][0])
+    test_images, test_labels, test_names = _parse_batch(files[_TEST][1](), files[_TEST][0])
     test_images = np.ascontiguousarray(test_images)
     for split, labels in (("training", train_labels), ("test", test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise DataError(f"CIFAR-10 {split} labels range over {labels.min()}..{labels.max()} "
                             f"but batches.meta names {len(class_names)} classes")
-    return train_images, train_labels, test_images, test_labels, class_names
+    return train_images, train_labels, test_images, test_labels, class_names, train_names, test_names

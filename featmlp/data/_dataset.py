@@ -42,6 +42,9 @@ class Dataset:
         Human-readable description of where the data came from (for provenance).
     skipped : tuple of (str, str)
         Files left out as unreadable (``load_dataset(skip_bad=True)``): (file, reason).
+    train_names, test_names : tuple of str, optional
+        The name of each image of arrays in memory (CIFAR-10 batches: their ``filenames``);
+        image files (:class:`ImageArray`) carry their own. :meth:`image_names` gives either.
 
     The arrays are shared, not copied: treat them as read-only.
 
@@ -61,6 +64,8 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
     skipped: tuple[tuple[str, str], ...] = ()
+    train_names: tuple[str, ...] | None = None
+    test_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
         # Validated once here so every consumer can trust shapes and label ranges.
@@ -85,9 +90,23 @@ class Dataset:
                 raise DataError(f"{split}_labels must lie in [0, {len(names)}), found "
                                 f"{labels.min()}..{labels.max()}")
             object.__setattr__(self, f"{split}_labels", labels.astype(np.int64, copy=False))
+            row_names = getattr(self, f"{split}_names")
+            if row_names is not None:
+                row_names = tuple(str(n) for n in row_names)
+                if len(row_names) != len(labels):
+                    raise DataError(f"{split}_names must be {len(labels)} names, got {len(row_names)}")
+                object.__setattr__(self, f"{split}_names", row_names)
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise DataError(f"train images are {self.train_images.shape[1:3]} but test images are "
                             f"{self.test_images.shape[1:3]} (height, width); they must be the same size")
+
+    def image_names(self, split: str) -> tuple[str, ...] | None:
+        """The name of each image of ``split`` ("train" or "test"), in order: the file or archive
+        member name of image files, the batch's ``filenames`` of CIFAR-10; None when unknown."""
+        images = getattr(self, f"{split}_images")
+        if isinstance(images, ImageArray):
+            return images.names
+        return getattr(self, f"{split}_names")
 
     @property
     def num_classes(self) -> int:
@@ -155,13 +174,17 @@ def fingerprint(dataset: Dataset) -> str:
 
 
 def check_test_fraction(test_fraction: float) -> float:
-    """Return ``test_fraction`` as a float after checking 0 < f < 1 (ConfigError otherwise)."""
+    """Return ``test_fraction`` as a float after checking 0 < f <= 1 (ConfigError otherwise).
+
+    1 makes every image a test image: a labelled folder scored with a saved model
+    (``featmlp evaluate RUN --data``), nothing to train on."""
     try:
         f = float(test_fraction)
     except (TypeError, ValueError):
         f = float("nan")
-    if not 0.0 < f < 1.0:
-        raise ConfigError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    if not 0.0 < f <= 1.0:
+        raise ConfigError(f"test_fraction must be above 0 and at most 1 (1: every image is a test image), "
+                          f"got {test_fraction!r}")
     return f
 
 
@@ -169,10 +192,13 @@ def stratified_split(labels: np.ndarray, class_names, test_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, test)`` taking ``round(n * test_fraction)`` of each class for test.
 
-    Every class keeps at least one image on each side, so a class needs two images. The
+    Every class keeps at least one image on each side, so a class needs two images; with
+    ``test_fraction`` 1 every image is a test image (no training split). The
     choice depends only on ``labels``, ``test_fraction`` and ``seed``; indices come back
     sorted, so the order of the data is kept within each side.
     """
+    if test_fraction >= 1.0:
+        return np.zeros(0, np.intp), np.arange(len(labels))
     rng = np.random.default_rng(seed)
     train, test = [], []
     for k, name in enumerate(class_names):

@@ -30,7 +30,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 LAYOUT_HELP = ("expected an image folder, or a .zip/.tar/.tar.gz/.tgz archive of one, laid out as "
                "ROOT/<class>/<images> (split into train and test by test_fraction) or as "
-               "ROOT/train/<class>/<images> plus ROOT/test/<class>/<images>")
+               "ROOT/train/<class>/<images> plus ROOT/test/<class>/<images> (ROOT/test/<class>/<images> alone: "
+               "every image a test image, to score a saved model)")
 _SPLITS = ("train", "test")
 _PROGRESS_EVERY = 1024
 # Files read together while listing (one batch of requests on object storage, see read_blobs).
@@ -285,7 +286,8 @@ def group_by_class(files: Manifest, where: str, *, skip_bad: bool = False, skipp
     wrapped = len(outer) == 1 and outer.isdisjoint(_SPLITS) and deep
     tops = inner if wrapped else outer
     split = not tops.isdisjoint(_SPLITS)
-    if split and not set(_SPLITS) <= tops:
+    test_only = split and "train" not in tops  # every image a test image: a labelled folder to score
+    if split and not test_only and "test" not in tops:
         have, lack = sorted(tops & set(_SPLITS)), sorted(set(_SPLITS) - tops)
         raise DataError(f"{where} has {have[0]}/ but no {lack[0]}/ folder with images; "
                         f"{LAYOUT_HELP}")
@@ -306,7 +308,7 @@ def group_by_class(files: Manifest, where: str, *, skip_bad: bool = False, skipp
         rows.append(i)
         split_of.append(s)
         class_of.append(ids.setdefault(cls, len(ids)))
-    classes = found["train" if split else None]
+    classes = found["test" if test_only else "train" if split else None]
     if len(classes) < 2:
         found_text = f"only the class {next(iter(classes))!r}" if classes else "no class folders"
         raise DataError(f"{where}: found {found_text}; a classifier needs at least two classes. "

@@ -15,6 +15,10 @@
 - :mod:`~featmlp.runs.bundle`: the saved model (``save_bundle``, ``load_bundle``, ``Bundle``,
   ``load_fitted`` for ``--fitted-from``); :mod:`~featmlp.runs.predict`: new images through it
   (``Bundle.predict_images``, :class:`ImagePrediction`, the chunk limits).
+- :mod:`~featmlp.runs.predictions`: each test image's prediction (``predictions.csv``,
+  :func:`confident_mistakes`); :mod:`~featmlp.runs.gallery`: the report's test images and their
+  thumbnails; :mod:`~featmlp.runs.score`: a saved run scored on a labelled image source
+  (:func:`evaluate_source`, ``featmlp evaluate RUN --data SOURCE --out DIR``).
 - :mod:`~featmlp.runs.plots`, :mod:`~featmlp.runs.tensorboard`: what is drawn and logged of a run.
 - :mod:`~featmlp.runs.compare`, :mod:`~featmlp.runs.report`: reading finished runs (no torch).
 
@@ -27,14 +31,20 @@ from featmlp._exports import lazy_exports
 _NAMES = {
     **dict.fromkeys(["CONFIG_FILE", "CONFUSION_PLOT", "FEATURES_FILE", "FEATURES_PARTIAL", "LOSS_PLOT",
                      "METRICS_FILE", "TENSORBOARD_DIR", "WEIGHTS_FILE", "META_FILE", "FEATURE_STATE_FILE",
-                     "read_json", "write_json", "resolve_feature_file"], "featmlp.runs.layout"),
+                     "PREDICTIONS_FILE", "THUMBNAILS_FILE", "EVALUATION_FILE", "read_json", "write_json",
+                     "resolve_feature_file"], "featmlp.runs.layout"),
     **dict.fromkeys(["RunDirectory", "check_out", "lock_file", "staging_dir"], "featmlp.runs.directory"),
     **dict.fromkeys(["RunResult", "check_run", "repeat_config", "score_test", "train_run", "write_config",
                      "write_results"], "featmlp.runs.results"),
     **dict.fromkeys(["MIRROR_AGREEMENT", "JobHook", "JobResult", "decide_flips", "run_job"],
                     "featmlp.runs.job"),
-    **dict.fromkeys(["confusion_matrix", "run_metrics", "evaluate_run", "run_feature_file"],
+    **dict.fromkeys(["confusion_matrix", "run_metrics", "evaluate_run", "score_run", "run_feature_file"],
                     "featmlp.runs.evaluate"),
+    **dict.fromkeys(["Predictions", "Mistake", "TOP_K", "predict_split", "write_predictions", "read_predictions",
+                     "confident_mistakes"], "featmlp.runs.predictions"),
+    **dict.fromkeys(["GALLERY_CAPS", "MAX_THUMBNAILS", "gallery_rows", "write_thumbnails", "read_thumbnails"],
+                    "featmlp.runs.gallery"),
+    "evaluate_source": "featmlp.runs.score",
     **dict.fromkeys(["FORMAT_VERSION", "Bundle", "save_bundle", "load_bundle", "load_fitted", "read_feature_state"],
                     "featmlp.runs.bundle"),
     **dict.fromkeys(["ImagePrediction", "MAX_IMAGE_PIXELS", "PREDICT_CHUNK_IMAGES", "PREDICT_CHUNK_BYTES",

@@ -79,8 +79,9 @@ class RunDirectory:
     ['a.txt']
     """
 
-    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, keep=()):
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, keep=(), kind: str = "run"):
         self.out = Path(out)
+        self.kind = kind  # what is built: a "run", or an "evaluation" (featmlp.runs.score)
         self.path = staging_dir(out)
         self.keep = tuple(keep)
         # One writer per run directory: a second run into it would clear this one's staging.
@@ -100,7 +101,7 @@ class RunDirectory:
                 remove_work_dir(aside)  # only the old run it was (refused when something else)
             else:
                 os.replace(aside, self.out)  # the old run is put back
-        check_out(self.out, overwrite=overwrite)
+        check_output(self.out, self.kind, force=overwrite)
         check_work_dir(self.path)  # only featmlp's own staging is cleared
         self._clear()
         self.path.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import numpy as np
 from featmlp.errors import DataError, FeatmlpError
 from featmlp.features import state_to_arrays
 from featmlp.runs.layout import CONFIG_FILE, read_json, resolve_feature_file
+from featmlp.runs.predictions import Predictions, predict_split
 from featmlp.tables.passes import nonfinite_rows
 from featmlp.tables.store import load_features, table_fingerprint
 
@@ -129,6 +130,8 @@ def run_feature_file(run_dir: str | os.PathLike) -> tuple[Path, str | None]:
 def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | None = None) -> dict:
     """Evaluate a saved run's model on the test split of a feature file (default: the run's own).
 
+    :func:`score_run` gives its per-image predictions too.
+
     ``features_file`` may be a sharded table (``DIR.features/``): its test split is checked and
     predicted a shard at a time, never read whole.
 
@@ -147,6 +150,20 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     --------
     >>> evaluate_run("runs/lecture-1")["test_accuracy"]  # doctest: +SKIP
     0.294
+    """
+    return score_run(run_dir, features_file)[0]
+
+
+def score_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | None = None
+              ) -> tuple[dict, Predictions | None]:
+    """``(metrics, predictions)`` of :func:`evaluate_run`: the metrics and each test image's
+    prediction (:class:`featmlp.runs.predictions.Predictions`; None for an empty test split), e.g.
+    for :func:`featmlp.runs.predictions.confident_mistakes`.
+
+    Examples
+    --------
+    >>> metrics, preds = score_run("runs/lecture-1")  # doctest: +SKIP
+    >>> confident_mistakes(preds, 3)  # doctest: +SKIP
     """
     # Loaded here: the metrics above need numpy only, a saved model needs torch.
     from featmlp.runs.bundle import load_bundle
@@ -171,8 +188,10 @@ def evaluate_run(run_dir: str | os.PathLike, features_file: str | os.PathLike | 
     if len(bad):
         raise DataError(f"{features_file}: the test features hold NaN or infinite values in {len(bad)} of "
                         f"{len(table.y_test)} rows (first: row {bad[0]}): clean or re-extract them")
-    # predict_proba reads a ShardedArray in chunks of its shards
-    return run_metrics(table.y_test, bundle.predict(table.X_test), bundle.class_names)
+    if not len(table.y_test):
+        return run_metrics(table.y_test, [], bundle.class_names), None
+    preds = predict_split(bundle, table, "test")  # a block (a shard) at a time
+    return run_metrics(preds.y_true, preds.y_pred, bundle.class_names), preds
 
 
 def _recorded_data(run_dir) -> dict:
@@ -233,9 +252,25 @@ def check_provenance(table, bundle, where, data: dict | None = None) -> None:
                         f"{bundle.directory or 'RUN'}")
 
 
+def names_digest(names) -> str:
+    """SHA-256 of a list of names (as JSON): how ``config.json`` identifies a long list of feature names."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([str(n) for n in names]).encode()).hexdigest()
+
+
 def check_columns(table, where, data: dict, feature_set) -> None:
-    """DataError when the table's columns are not those the run recorded (same count, other names)."""
+    """DataError when the table's columns are not those the run recorded (same count, other names).
+
+    ``config.json`` lists the names, or records a long list by its count and hash
+    (:func:`featmlp.runs.results.feature_names_record`)."""
     names = data.get("feature_names")
+    if isinstance(names, dict) and names.get("count") == len(table.feature_names) and names.get("sha256"):
+        if names_digest(table.feature_names) != names["sha256"]:
+            raise DataError(f"{where}'s feature columns are not the model's (their names differ from those the run "
+                            f"recorded): extract again with --features {feature_set}")
+        return
     if not isinstance(names, list) or len(names) != len(table.feature_names):
         return
     for i, (a, b) in enumerate(zip(table.feature_names, names)):

@@ -235,7 +235,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             h.on_config(table, config)
         run = train_run(table, config, rd, data={**data, "feature_file": str(rd.path / FEATURES_FILE)},
                         callbacks=callbacks, live_plot_seconds=live_plot_seconds, log_scale=log_scale,
-                        tensorboard=tensorboard)
+                        tensorboard=tensorboard, test_images=ds.test_images)
     return JobResult(run.result, run.metrics, run.out, table=table, config=config, source=ds.source,
                      skipped=tuple(getattr(ds, "skipped", ()) or ()), notices=tuple(notices))
 

@@ -22,10 +22,19 @@ METRICS_FILE = "metrics.json"
 LOSS_PLOT = "loss.png"
 CONFUSION_PLOT = "confusion.png"
 FEATURES_FILE = "features.npz"
+# One row per test image: its name, true and predicted class, the top classes (featmlp.runs.predictions).
+PREDICTIONS_FILE = "predictions.csv"
+# Small JPEG thumbnails of the test images the report shows (featmlp.runs.gallery): a run writes it while
+# it has the images at hand, so the report needs neither the images nor their source.
+THUMBNAILS_FILE = "thumbnails.npz"
 TENSORBOARD_DIR = "tensorboard"
 # Where an extraction into the run keeps its finished chunks (featmlp.tables.extract.extract_dataset):
 # kept when a run fails or is killed, so running it again resumes the extraction.
 FEATURES_PARTIAL = FEATURES_FILE + ".partial"
+
+# What `featmlp evaluate RUN --data SOURCE --out DIR` writes beside its metrics, predictions and plots:
+# what was scored with what (featmlp.runs.score); it marks DIR as featmlp's (featmlp._outputs).
+EVALUATION_FILE = "evaluation.json"
 
 # The model bundle (featmlp.runs.bundle), in a run directory or on its own.
 WEIGHTS_FILE = "model.safetensors"

@@ -6,7 +6,11 @@ a course page or opened offline. Every text that comes from a file (class names,
 cells) is HTML-escaped.
 
 - A run directory (``config.json`` + ``metrics.json``, see :mod:`featmlp.runs.results`): results,
-  settings, data, loss curves, per-class precision/recall/F1 and the confusion matrix.
+  settings, data, loss curves, per-class precision/recall/F1, the confusion matrix and the test
+  images (:mod:`featmlp.runs.gallery`: the most confident mistakes, the most confused pairs, each
+  class's examples; bounded in size). Long lists (feature names) are shown as a count and a rule.
+- An evaluation directory (``featmlp evaluate RUN --data SOURCE --out DIR``): the same for the
+  images it scored.
 - A sweep directory (``sweep.json`` and/or ``results.csv``, one run directory per
   configuration ``DIR/<name>/``): the results sorted by test accuracy, the overlaid loss
   curves, accuracy against learning rate, then one section per configuration.
@@ -32,8 +36,9 @@ from featmlp._io import atomic_write
 from featmlp._outputs import check_output
 from featmlp.errors import DataError
 from featmlp.runs.compare import Run, comparison_figure, differing_settings, format_value, is_run_dir, read_run
-from featmlp.runs.layout import (CONFUSION_PLOT, LOSS_PLOT, REPORT_FILE, RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE,
-                                 SWEEP_LOSS_PLOT, read_json)
+from featmlp.runs.gallery import GALLERY_CSS, gallery_html
+from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, LOSS_PLOT, METRICS_FILE, REPORT_FILE, RESULTS_FILE,
+                                 SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, read_json)
 from featmlp.training.history import TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -122,6 +127,11 @@ def render_report(directory: str | os.PathLike) -> str:
         raise DataError(f"{directory} is not a directory: pass a run or a sweep directory")
     if is_run_dir(directory):
         return _run_page(read_run(directory))
+    if (directory / EVALUATION_FILE).is_file():  # featmlp evaluate --data: a run's test scores, no training
+        run = Run(directory.resolve().name, directory, {"data": read_json(directory / EVALUATION_FILE)},
+                  read_json(directory / METRICS_FILE))
+        return _page(f"featmlp evaluation {run.name}", [f"<h1>featmlp evaluation: {_e(run.name)}</h1>",
+                                                        _run_body(run, level=2)])
     if (directory / SWEEP_FILE).is_file() or (directory / RESULTS_FILE).is_file():
         return _sweep_page(directory)
     raise DataError(
@@ -168,11 +178,12 @@ def _run_body(run: Run, level: int) -> str:
            _key_value_table([(label, key, v) for label, key, v in summary
                              if v is not None or key in ("test_accuracy", "diverged")])]
 
-    out.append(f"<{h}>Loss curves</{h}>")
+    if "history" in m or history:
+        out.append(f"<{h}>Loss curves</{h}>")
     if history:
         out.append(_img(_png_or_render(run.path / LOSS_PLOT, lambda p: _plot_history(history, p)),
                         f"loss per epoch of {run.name}"))
-    else:
+    elif "history" in m:
         out.append('<p class="muted">No epoch finished (the run diverged in its first '
                    "epoch): no curve to draw.</p>")
 
@@ -189,6 +200,7 @@ def _run_body(run: Run, level: int) -> str:
                         f"confusion matrix of {run.name}"))
         out.append("<details><summary>as a table</summary>"
                    + _confusion_table(cm, class_names) + "</details>")
+    out.append(gallery_html(run.path, level))
 
     train = run.config.get("train")
     if isinstance(train, dict):
@@ -197,8 +209,21 @@ def _run_body(run: Run, level: int) -> str:
     data = run.config.get("data")
     if isinstance(data, dict):
         out.append(f"<{h}>Data</{h}>")
-        out.append(_key_value_table([(k, k, v) for k, v in data.items()]))
+        out.append(_key_value_table([(k, k, _collapsed(v)) for k, v in data.items()]))
     return "\n".join(out)
+
+
+# A list longer than this is shown as its count, its first and last items (and its rule, when recorded).
+LISTED = 20
+
+
+def _collapsed(value):
+    """A long list (14,400 feature names) as a count and its ends; a rule recorded in their place as its text."""
+    if isinstance(value, dict) and "count" in value and "rule" in value:  # featmlp.runs.results.feature_names_record
+        return f"{value['count']} names: {value['rule']}"
+    if isinstance(value, list) and len(value) > LISTED:
+        return f"{len(value)} items: {', '.join(map(str, value[:3]))}, ..., {value[-1]}"
+    return value
 
 
 def _class_names(run: Run, per_class, cm) -> list[str] | None:
@@ -473,7 +498,7 @@ def _page(title: str, body: list[str]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{_CSS}{GALLERY_CSS}</style>",
         "</head><body>",
         *body,
         f'<p class="muted">Written by featmlp {_e(__version__)}.</p>',

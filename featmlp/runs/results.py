@@ -7,6 +7,9 @@
 - ``metrics.json``: ``test_accuracy``, ``diverged``, ``stop_reason``, per-class scores, the
   confusion matrix and ``history`` (one record per epoch: ``epoch``, ``train_loss``,
   ``train_accuracy``, ``seconds``, ``lr``, and ``val_loss``/``val_accuracy`` with validation);
+- ``predictions.csv``: one row per test image, its name, true and predicted class and the top
+  classes (:mod:`featmlp.runs.predictions`); ``thumbnails.npz``: the test images the report shows,
+  when the run had them at hand (:mod:`featmlp.runs.gallery`);
 - ``loss.png`` (kept current while training runs), ``confusion.png``;
 - ``model.safetensors`` + ``model.json``: the model bundle (:mod:`featmlp.runs.bundle`);
 - ``features.npz`` when the run extracted its own features (so ``evaluate DIR`` needs no data).
@@ -36,10 +39,12 @@ from featmlp.errors import DataError
 from featmlp.model import Scaler
 from featmlp.runs.bundle import save_bundle
 from featmlp.runs.directory import RunDirectory, check_out, staging_dir
-from featmlp.runs.evaluate import run_metrics
-from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR, read_json,
-                                 write_json)
+from featmlp.runs.evaluate import names_digest, run_metrics
+from featmlp.runs.gallery import write_thumbnails
+from featmlp.runs.layout import (CONFIG_FILE, CONFUSION_PLOT, LOSS_PLOT, METRICS_FILE, PREDICTIONS_FILE,
+                                 TENSORBOARD_DIR, THUMBNAILS_FILE, read_json, write_json)
 from featmlp.runs.plots import LivePlot, plot_confusion, plot_history
+from featmlp.runs.predictions import Predictions, predict_split, write_predictions
 from featmlp.tables.passes import nonfinite_rows
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import FeatureTable, table_fingerprint
@@ -59,10 +64,29 @@ class RunResult:
 def score_test(result: TrainResult, table: FeatureTable) -> dict:
     """Accuracy, per-class scores and confusion matrix on the table's test split, in order (a sharded
     test split predicted a shard at a time)."""
-    if len(table.y_test) == 0:
+    return score_predictions(predict_test_split(result, table), table)
+
+
+def predict_test_split(model, table: FeatureTable) -> Predictions | None:
+    """The predictions of ``model`` on the table's test split (None when it has no rows)."""
+    return predict_split(model, table, "test") if len(table.y_test) else None  # never shuffled: rows in order
+
+
+def score_predictions(preds: Predictions | None, table: FeatureTable) -> dict:
+    """:func:`run_metrics` of the test split's predictions (those of an empty split without them)."""
+    if preds is None:
         return run_metrics(table.y_test, [], table.class_names)
-    pred = result.predict(table.X_test)  # never shuffled: rows stay aligned with y_test
-    return run_metrics(table.y_test, pred, table.class_names)
+    return run_metrics(preds.y_true, preds.y_pred, table.class_names)
+
+
+def write_predictions_of(out: Path, preds: Predictions | None, test_images=None) -> None:
+    """``predictions.csv`` (and, with the test images at hand, the report's ``thumbnails.npz``) in ``out``."""
+    if preds is None:
+        return
+    write_predictions(out / PREDICTIONS_FILE, preds)
+    if test_images is not None:
+        write_thumbnails(out / THUMBNAILS_FILE, test_images, preds)
+
 
 def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
@@ -74,6 +98,10 @@ def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | N
     read whole.
     """
     n_classes = len(table.class_names)
+    if not len(table.y_train):
+        raise DataError(f"no training images: all {len(table.y_test)} are test images (--test-fraction 1, or a folder "
+                        f"with only test/); to score a saved model on them: featmlp evaluate RUN --data SOURCE; to "
+                        f"train, give a folder with train/ or a --test-fraction below 1")
     mirror = table.mirror() if config.flip or config.test_flip else None
     check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror, out_of_core=out_of_core)
     present = np.unique(np.asarray(table.y_train))
@@ -97,7 +125,7 @@ def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | N
 def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike | RunDirectory, *,
               data: dict | None = None, callbacks=(), progress=None, live_plot_seconds: float = 2.0,
               log_scale: bool = False, overwrite: bool = False, tensorboard: bool = False,
-              out_of_core: bool | None = None) -> RunResult:
+              out_of_core: bool | None = None, test_images=None) -> RunResult:
     """Train on ``table``'s train split, evaluate on its test split, write everything to ``out``.
 
     Parameters
@@ -128,6 +156,9 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
     out_of_core : bool, optional
         Passed to :func:`featmlp.training.train`: stream a sharded table (True), read it (False),
         or decide by its size (None).
+    test_images : array or ImageArray, optional
+        The images of the table's test split, in its order: thumbnails of those the report shows
+        are kept in the run (``thumbnails.npz``).
 
     Returns
     -------
@@ -151,13 +182,13 @@ def train_run(table: FeatureTable, config: TrainConfig, out: str | os.PathLike |
         logger = TensorBoardLogger(staging / TENSORBOARD_DIR)
     if isinstance(out, RunDirectory):
         return _train_into(out, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger,
-                           out_of_core)
+                           out_of_core, test_images)
     with RunDirectory(out, overwrite=overwrite) as rd:
         return _train_into(rd, table, config, data, callbacks, progress, live_plot_seconds, log_scale, logger,
-                           out_of_core)
+                           out_of_core, test_images)
 
 def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live_plot_seconds, log_scale,
-                logger, out_of_core=None) -> RunResult:
+                logger, out_of_core=None, test_images=None) -> RunResult:
     data = _recorded_data(dict(data or {}), rd)
     write_config(rd.path, table, config, data)
     live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
@@ -165,7 +196,8 @@ def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live
     result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
                    callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror,
                    out_of_core=out_of_core)
-    run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True)  # by `live`
+    run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True,  # by `live`
+                        test_images=test_images)
     if logger is not None:
         logger.log_metrics(run.metrics)
     return RunResult(run.result, run.metrics, rd.out)
@@ -212,7 +244,7 @@ def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfi
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_FILE, {
         "featmlp_version": __version__,
-        "data": {**(data or {}), "features": table.feature_set, "feature_names": list(table.feature_names),
+        "data": {**(data or {}), "features": table.feature_set, "feature_names": feature_names_record(table),
                  "class_names": list(table.class_names), "n_train": len(table.y_train),
                  "n_test": len(table.y_test), **{k: v for k, v in table.meta.items() if k != "features"},
                  "table_fingerprint": fingerprint or table_fingerprint(table)},
@@ -220,16 +252,41 @@ def write_config(out: str | os.PathLike, table: FeatureTable, config: TrainConfi
     })
 
 
+# Feature names config.json lists; more (kmeans: 14,400) are recorded by a rule, their count and hash.
+NAMES_LISTED = 64
+
+
+def feature_names_record(table: FeatureTable):
+    """What ``config.json`` records of a table's feature names: the list itself when short, else
+    ``{"count", "rule", "first", "last", "sha256"}`` (the feature file keeps every name; ``sha256``
+    is :func:`names_digest`'s, which :func:`featmlp.runs.evaluate.check_columns` compares)."""
+    names = [str(n) for n in table.feature_names]
+    if len(names) <= NAMES_LISTED:
+        return names
+    rule = "the feature file's feature_names"
+    if table.feature_set:
+        width, height = table.meta.get("image_size") or (None, None)
+        state = ", state=the run's fitted state" if table.fitted else ""
+        rule = (f"featmlp.features.feature_names({table.feature_set!r}, image_shape=({height}, {width}){state}), "
+                f"as in {rule}")
+    return {"count": len(names), "rule": rule, "first": names[:3], "last": names[-3:],
+            "sha256": names_digest(names)}
+
+
 def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResult, *,
-                  log_scale: bool = False, plots: bool = True, loss_plotted: bool = False) -> RunResult:
-    """Evaluate a trained result on the test split; write metrics, plots and the model bundle.
+                  log_scale: bool = False, plots: bool = True, loss_plotted: bool = False,
+                  test_images=None) -> RunResult:
+    """Evaluate a trained result on the test split; write metrics, predictions, plots and the model bundle.
 
     ``loss_plotted``: ``out/loss.png`` already shows this history (train_run's live plot draws
     it when training ends), so it is not drawn a second time (~0.3 s, a tenth of a lecture run).
+    ``test_images``: the test split's images, for the report's thumbnails (:func:`train_run`).
     """
     out = Path(out)
+    preds = predict_test_split(result, table)
+    write_predictions_of(out, preds, test_images)
     metrics = {
-        **score_test(result, table),
+        **score_predictions(preds, table),
         "diverged": result.diverged,
         "stop_reason": result.stop_reason,
         "best_epoch": result.best_epoch,

@@ -19,7 +19,7 @@ from featmlp._exports import lazy_exports
 _NAMES = {
     **dict.fromkeys(["FeatureTable", "load_features", "save_features", "save_sharded", "table_fingerprint"],
                     "featmlp.tables.store"),
-    "ShardedArray": "featmlp.tables.sharded",
+    **dict.fromkeys(["ShardedArray", "ShardNames"], "featmlp.tables.sharded"),
     **dict.fromkeys(["extract_dataset", "extract_to_shards", "default_chunk_size"], "featmlp.tables.extract"),
 }
 

@@ -290,7 +290,8 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
 
     table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
                          stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
-                         names, tuple(dataset.class_names), meta, state)
+                         names, tuple(dataset.class_names), meta, state,
+                         dataset.image_names("train"), dataset.image_names("test"))
     if output is not None:
         save_features(output, table, overwrite=overwrite)
         remove_work_dir(partial)
@@ -498,8 +499,9 @@ def _tasks(dataset, chunk_size):
             if isinstance(images, ImageArray):  # image files: the chunk travels as names and locations
                 chunk = images.take(np.arange(start, stop)).portable()
                 files = list(chunk.names)
-            else:  # pixels in memory (CIFAR-10 batches)
-                chunk, files = images[start:stop], []
+            else:  # pixels in memory (CIFAR-10 batches: the names their batches give)
+                names = dataset.image_names(split)
+                chunk, files = images[start:stop], list(names[start:stop]) if names is not None else []
             yield split, index, chunk, labels[start:stop].tolist(), files
 
 

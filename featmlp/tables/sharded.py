@@ -224,6 +224,62 @@ class ShardedArray:
             yield from np.array(X)
 
 
+class ShardNames:
+    """The source name of each row of a sharded table's split, read from its shard records.
+
+    Each shard's ``.json`` record lists the images it covers (``files``, in row order); nothing
+    is read until a name is asked for, then one record at a time (the last one kept).
+    ``names[a:b]`` is a list, ``names[i]`` a str.
+    """
+
+    def __init__(self, root: str | os.PathLike, records, rows):
+        self.root = Path(root)
+        self.records = list(records)
+        self.offsets = np.concatenate([[0], np.cumsum(np.asarray(rows, np.int64))]).astype(np.int64)
+        self._cached: tuple[int, list] | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def shard(self, i: int) -> list[str]:
+        """The names of shard ``i``'s rows."""
+        if self._cached is None or self._cached[0] != i:
+            path = self.root / self.records[i]
+            try:
+                files = json.loads(path.read_text())["files"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{path} is missing or damaged ({e}): extract the table again") from None
+            rows = int(self.offsets[i + 1] - self.offsets[i])
+            if not isinstance(files, list) or len(files) != rows:
+                raise DataError(f"{path} names {len(files) if isinstance(files, list) else 0} images for {rows} rows: "
+                                f"extract the table again")
+            self._cached = i, [str(f) for f in files]
+        return self._cached[1]
+
+    def __getitem__(self, key):
+        n = len(self)
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            out = []
+            for i in range(len(self.records)):
+                a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+                if b > start and a < stop and b > a:
+                    out.extend(self.shard(i)[max(start, a) - a:min(stop, b) - a])
+            return out
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for {n} rows")
+        i %= n
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.shard(s)[i - int(self.offsets[s])]
+
+    def __iter__(self):
+        for i in range(len(self.records)):
+            yield from self.shard(i)
+
+
 # --------------------------------------------------------------------------- writing
 
 def write_shard(root: Path, split: str, index: int, X: np.ndarray, labels, files=(),
@@ -355,12 +411,14 @@ def read_manifest(root: str | os.PathLike) -> dict:
     return manifest
 
 
-def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray], dict[str, np.ndarray]]:
-    """``(manifest, {split: ShardedArray}, {split: labels})`` of a sharded table; nothing else read."""
+def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray], dict[str, np.ndarray], dict]:
+    """``(manifest, {split: ShardedArray}, {split: labels}, {split: ShardNames or None})`` of a sharded
+    table; nothing else read. A split's names are None when a shard's record names no images (a
+    table written before featmlp recorded the names of images in memory, or resumed over such shards)."""
     root = Path(root)
     manifest = read_manifest(root)
     n_features = len(manifest["feature_names"])
-    arrays, labels = {}, {}
+    arrays, labels, names = {}, {}, {}
     verify = verifying()
     sums = manifest.get("labels_sha256")
     for split in SPLITS:
@@ -369,6 +427,9 @@ def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray]
         arrays[split] = ShardedArray(root, [s["file"] for s in shards], [s["rows"] for s in shards], n_features,
                                      None if any(k is None for k in known) else known,
                                      checksums=[s.get("sha256") for s in shards])
+        named = all(s.get("first_file") is not None or not s["rows"] for s in shards)
+        names[split] = ShardNames(root, [s["file"].removesuffix(".npy") + ".json" for s in shards],
+                                  [s["rows"] for s in shards]) if named else None
         path = root / labels_file(split)
         try:
             data = path.read_bytes()  # read once: hashed, then parsed
@@ -385,7 +446,7 @@ def open_sharded(root: str | os.PathLike) -> tuple[dict, dict[str, ShardedArray]
         labels[split] = y
     if verify and not (isinstance(sums, dict) and all(sums.get(split) for split in SPLITS)):
         _check_labels_by_fingerprint(root, manifest, labels)
-    return manifest, arrays, labels
+    return manifest, arrays, labels, names
 
 
 def _check_labels_by_fingerprint(root: Path, manifest: dict, labels: dict) -> None:

@@ -3,8 +3,9 @@
 A feature file is a plain ``.npz`` that ``np.load(path, allow_pickle=False)``
 reads: ``X_train``, ``y_train``, ``X_test``, ``y_test``, ``feature_names``,
 ``class_names`` and ``meta`` (a JSON string: feature set, data source, dataset
-fingerprint, featmlp version). The features keep their dtype: float64 for the
-handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
+fingerprint, featmlp version), and optionally ``names_train``/``names_test``: the source
+name of each row's image (file or archive member name; CIFAR-10's ``filenames``). The
+features keep their dtype: float64 for the handcrafted sets, float32 for learned ones (50,000 x 14,400 values are 2.9 GB
 so, 5.8 GB in float64). A fitted feature set's state is kept beside, as arrays
 ``fitted.<set>.<name>`` and its settings in ``meta["fitted"]``.
 
@@ -18,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -36,7 +38,12 @@ SHARDED_FINGERPRINT = "sharded_fingerprint"
 
 @dataclass(frozen=True)
 class FeatureTable:
-    """Train and test feature matrices with their labels and names."""
+    """Train and test feature matrices with their labels and names.
+
+    ``names_train``/``names_test``: the source name of each row's image (a sequence of str, a
+    :class:`~featmlp.tables.sharded.ShardNames` for a sharded table), or None when the table
+    does not record them (written before featmlp kept them, or from arrays without names).
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -46,6 +53,24 @@ class FeatureTable:
     class_names: tuple[str, ...]
     meta: dict = field(default_factory=dict)
     fitted: dict = field(default_factory=dict)
+    names_train: Sequence[str] | None = None
+    names_test: Sequence[str] | None = None
+
+    def row_names(self, split: str, start: int = 0, stop: int | None = None) -> list[str]:
+        """The source names of rows ``start:stop`` of ``split``; ``#<row>`` where none is recorded.
+
+        Examples
+        --------
+        >>> t = FeatureTable(np.zeros((2, 1)), np.array([0, 1]), np.zeros((1, 1)), np.array([1]), ("f",), ("a", "b"))
+        >>> t.row_names("train")
+        ['#0', '#1']
+        """
+        n = len(getattr(self, f"y_{split}"))
+        stop = n if stop is None else min(stop, n)
+        names = getattr(self, f"names_{split}")
+        if names is None:
+            return [f"#{i}" for i in range(start, stop)]
+        return [f"#{i}" if v is None else str(v) for i, v in zip(range(start, stop), names[start:stop])]
 
     @property
     def feature_set(self) -> str | None:
@@ -122,11 +147,39 @@ def save_features(path: str | os.PathLike, table: FeatureTable, *, overwrite: bo
             class_names=np.array(table.class_names, dtype=str),
             meta=np.array(json.dumps(meta, sort_keys=True)),
             **fitted_arrays,
+            **_names_arrays(table),
         )
     return path
 
 
 _FITTED = "fitted."
+# The optional arrays of a feature file: the source name of each row (tables written before
+# featmlp kept them have none; they are not part of the table's fingerprint).
+NAMES_KEYS = {"train": "names_train", "test": "names_test"}
+
+
+def _names_arrays(table: FeatureTable) -> dict[str, np.ndarray]:
+    out = {}
+    for split, key in NAMES_KEYS.items():
+        names = getattr(table, key)
+        if names is not None:
+            out[key] = np.array(table.row_names(split), dtype=str).reshape(-1)
+    return out
+
+
+def _names_in(z, arrays: dict, path) -> dict:
+    """``{names_train: ..., names_test: ...}`` an open npz holds (None where absent), checked."""
+    out = {}
+    for split, key in NAMES_KEYS.items():
+        if key not in z:
+            out[key] = None
+            continue
+        names = z[key]
+        if names.dtype.kind not in "US" or names.shape != (len(arrays[f"y_{split}"]),):
+            raise DataError(f"{path}: {key} holds {names.dtype} {names.shape}, expected one name (text) per row of "
+                            f"X_{split}: write the file again")
+        out[key] = tuple(str(v) for v in names)
+    return out
 
 
 def _with_state(meta: dict, state: dict) -> tuple[dict, dict[str, np.ndarray]]:
@@ -285,11 +338,11 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                             f"{len(names)} feature names")
         arrays[f"y_{split}"] = label_indices(y, f"{path}: y_{split}", len(classes))
     return FeatureTable(arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
-                        names, classes, meta, fitted)
+                        names, classes, meta, fitted, **_names_in(z, arrays, path))
 
 
 def _load_sharded(path: Path) -> FeatureTable:
-    manifest, arrays, labels = open_sharded(path)
+    manifest, arrays, labels, row_names = open_sharded(path)
     classes = tuple(manifest["class_names"])
     for split in ("train", "test"):
         labels[split] = label_indices(labels[split], f"{path}: y_{split}", len(classes))
@@ -301,7 +354,7 @@ def _load_sharded(path: Path) -> FeatureTable:
         fitted_meta, fitted = read_fitted(path / FITTED_FILE)
     meta[SHARDED_FINGERPRINT] = manifest["fingerprint"]
     return FeatureTable(arrays["train"], labels["train"], arrays["test"], labels["test"],
-                        tuple(manifest["feature_names"]), classes, meta, fitted)
+                        tuple(manifest["feature_names"]), classes, meta, fitted, row_names["train"], row_names["test"])
 
 
 def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: int = 5000,
@@ -331,7 +384,9 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     records = {}
     for split in ("train", "test"):
         X, y = getattr(table, f"X_{split}"), np.asarray(getattr(table, f"y_{split}"))
-        records[split] = [write_shard(work, split, i, X[start:start + shard_rows], y[start:start + shard_rows])
+        names = getattr(table, f"names_{split}")
+        records[split] = [write_shard(work, split, i, X[start:start + shard_rows], y[start:start + shard_rows],
+                                      table.row_names(split, start, start + shard_rows) if names is not None else ())
                           for i, start in enumerate(range(0, len(y), shard_rows))]
     meta = {k: v for k, v in table.meta.items() if k != SHARDED_FINGERPRINT}
     if table.fitted:

@@ -306,7 +306,7 @@ def test_unknown_sources(tmp_path):
         load_dataset(tmp_path / "bad.zip")
 
 
-@pytest.mark.parametrize("kwargs", [dict(test_fraction=0), dict(test_fraction=1.0),
+@pytest.mark.parametrize("kwargs", [dict(test_fraction=0), dict(test_fraction=1.5),
                                     dict(test_fraction="x"), dict(image_size=(0, 3)),
                                     dict(image_size=32), dict(seed=-1),
                                     dict(url="http://x"), dict(md5="0" * 32)])
@@ -781,3 +781,36 @@ def test_mixed_sizes_go_straight_to_a_pretrained_sets_input_size(tmp_path):
     # one size: nothing resized, whatever the set would take
     uniform = load_dataset(write_zip(tmp_path / "u.zip", folder_files({"a": 2, "b": 2})), mixed_size=(20, 20))
     assert uniform.train_images.shape[1:3] == (24, 40)
+
+
+# ---------------------------------------------------------------------- every image a test image, names
+
+def test_test_fraction_1_makes_every_image_a_test_image(tmp_path):
+    # a labelled folder scored with a saved model (featmlp evaluate RUN --data): nothing to train on
+    files = {f"{c}/{i}.png": _png(i) for c in ("ant", "bee") for i in range(3)}
+    ds = load_dataset(write_folder(tmp_path / "f", files), test_fraction=1)
+    assert len(ds.train_labels) == 0 and len(ds.test_labels) == 6
+    assert sorted(ds.image_names("test")) == sorted(files)
+    assert "every image a test image" in ds.source
+
+
+def test_a_folder_with_only_test_is_every_image_a_test_image(tmp_path):
+    files = {f"test/{c}/{i}.png": _png(i) for c in ("ant", "bee") for i in range(2)}
+    ds = load_dataset(write_folder(tmp_path / "f", files))
+    assert ds.class_names == ("ant", "bee") and len(ds.train_labels) == 0
+    assert list(ds.image_names("test")) == sorted(files)
+    assert [ds.class_names[k] for k in ds.test_labels] == [n.split("/")[1] for n in sorted(files)]
+
+
+def test_cifar_batches_name_their_images(tmp_path):
+    # the training batches carry filenames (the test batch of make_batches has none: no names then)
+    batches, test, meta = make_batches()
+    ds = load_dataset(write_folder(tmp_path / "c", batch_files(batches, test, meta)))
+    assert ds.image_names("train") == tuple(n.decode() for b in batches for n in b[b"filenames"])
+    assert ds.image_names("test") is None
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()

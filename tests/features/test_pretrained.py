@@ -370,8 +370,8 @@ def test_run_predict_evaluate_and_other_weights_refused(tmp_path, run_cli, seede
     config = __import__("json").loads((run / "config.json").read_text())
     assert config["data"]["weights_sha256"] == {"efficientnet-lite0": bb.file_sha256(weights)}
     assert config["train"]["hidden"] == [1024]  # the pretrained preset
-    # no pickle in a run directory: every file is JSON, PNG, npz of plain arrays or safetensors
-    assert {p.suffix for p in run.iterdir()} <= {".json", ".png", ".npz", ".safetensors"}
+    # no pickle in a run directory: every file is JSON, PNG, CSV, npz of plain arrays or safetensors
+    assert {p.suffix for p in run.iterdir()} <= {".json", ".png", ".csv", ".npz", ".safetensors"}
     # predict on the image files gives the classes evaluation gives on the same images' rows
     table = load_features(run / "features.npz")
     bundle = load_bundle(run)

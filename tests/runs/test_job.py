@@ -50,7 +50,8 @@ def test_run_job_builds_the_run_and_tells_its_hooks(tmp_path):
                       ("config", (4,)), ("epoch", 1), ("epoch", 2)]
     assert [name for name, _ in job.skipped] == ["dark/README.txt"] and job.notices == ()
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "confusion.png", "features.npz", "loss.png",
-                                                     "metrics.json", "model.json", "model.safetensors"]
+                                                     "metrics.json", "model.json", "model.safetensors",
+                                                     "predictions.csv", "thumbnails.npz"]
     saved = load_features(out / "features.npz")
     np.testing.assert_array_equal(saved.X_test, job.table.X_test)
     # the test accuracy is the saved model's on the saved test split

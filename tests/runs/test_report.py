@@ -311,3 +311,27 @@ def html_unescape(text: str) -> str:
     import html
 
     return html.unescape(text)
+
+
+def test_long_feature_name_lists_are_a_count_and_a_rule(tmp_path):
+    # config.json and the report: 100 names are described, not listed; evaluation still checks them
+    from featmlp.errors import DataError
+    from featmlp.runs.evaluate import evaluate_run
+    from featmlp.tables.store import save_features
+
+    X, y = make_classification(120, 100, n_informative=6, n_classes=2, random_state=0)
+    names = tuple(f"col{i}" for i in range(100))
+    t = FeatureTable(X[:90], y[:90], X[90:], y[90:], names, ("a", "b"), {"features": "lecture"})
+    save_features(tmp_path / "t.npz", t)
+    out = tmp_path / "r"
+    train_run(t, TrainConfig(hidden=(4,), epochs=1), out, data={"feature_file": str(tmp_path / "t.npz")})
+    recorded = json.loads((out / "config.json").read_text())["data"]["feature_names"]
+    assert recorded["count"] == 100 and recorded["first"] == ["col0", "col1", "col2"] and "rule" in recorded
+    assert len((out / "config.json").read_text()) < 4000
+    page = render_report(out)
+    assert "100 names: " in page and "col50" not in page
+    assert evaluate_run(out)["n_test"] == 30
+    other = dataclasses.replace(t, feature_names=tuple(f"other{i}" for i in range(100)))
+    save_features(tmp_path / "other.npz", other)
+    with pytest.raises(DataError, match="feature columns are not the model's"):
+        evaluate_run(out, tmp_path / "other.npz")

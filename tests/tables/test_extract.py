@@ -203,3 +203,50 @@ def test_the_nan_check_of_a_sharded_table_reads_its_manifest_not_its_shards(tmp_
     (path / "manifest.json").write_text(json.dumps(manifest))
     assert nonfinite_rows(load_features(path).X_train).tolist() == expected
     assert opened == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- the source name of each row
+
+def test_each_row_keeps_its_source_name_in_an_npz_and_a_sharded_table(tmp_path):
+    root = image_folder(tmp_path / "imgs", n_per_class=4)
+    ds = load_dataset(root)
+    extraction.extract_dataset(ds, "lecture", tmp_path / "f.npz")
+    npz = load_features(tmp_path / "f.npz")
+    sharded = extract_to_shards(ds, "lecture", tmp_path / "f.features", chunk_size=5)
+    on_disk = {split: sorted(p.relative_to(root).as_posix() for p in (root / split).rglob("*.png"))
+               for split in ("train", "test")}
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
+        assert sorted(z["names_train"].tolist()) == on_disk["train"] and sorted(z["names_test"]) == on_disk["test"]
+    for split in ("train", "test"):
+        names = list(getattr(npz, f"names_{split}"))
+        assert list(getattr(sharded, f"names_{split}")) == names  # read back from the shard records
+        assert sharded.row_names(split, 3, 7) == names[3:7]  # across a shard boundary
+        X = getattr(npz, f"X_{split}")
+        # each name is the file whose features are that row (computed here from the file itself)
+        for i in (0, len(names) - 1):
+            one = np.asarray(Image.open(root / names[i]).convert("RGB"))[None]
+            np.testing.assert_allclose(extract_features(one, "lecture")[0], X[i])
+            assert ds.class_names[getattr(npz, f"y_{split}")[i]] == names[i].split("/")[1]
+
+
+def test_names_of_images_in_memory_and_of_tables_without_them(tmp_path):
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), np.arange(6) % 2,
+                 rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8), np.arange(3) % 2, ("a", "b"), "made here",
+                 train_names=tuple(f"t,{i}.png" for i in range(6)), test_names=("x.png", "y.png", "z.png"))
+    t = extract_to_shards(ds, "lecture", tmp_path / "m.features", chunk_size=4)
+    assert list(t.names_train) == list(ds.train_names) and list(t.names_test) == list(ds.test_names)
+    records = sorted((tmp_path / "m.features").glob("train-*.json"))
+    assert [f for r in records for f in json.loads(r.read_text())["files"]] == list(ds.train_names)
+    # an .npz written before names were kept: it loads, its rows are named by position, and the
+    # names are not part of the fingerprint (old runs' records still match)
+    old = tmp_path / "old.npz"
+    named = extraction.extract_dataset(ds, "lecture", tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as z:
+        np.savez(old, **{k: z[k] for k in z.files if not k.startswith("names_")})
+    back = load_features(old)
+    assert back.names_test is None and back.row_names("test") == ["#0", "#1", "#2"]
+    assert table_fingerprint(back) == table_fingerprint(named)
+    # and a sharded copy of a table keeps its names
+    copy = load_features(save_sharded(tmp_path / "copy.features", named, shard_rows=2))
+    assert list(copy.names_train) == list(ds.train_names)

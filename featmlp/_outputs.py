@@ -124,7 +124,9 @@ def _is_report(p: Path) -> bool:
 
 # What `featmlp predict -o` writes (featmlp.cli.inference): a CSV whose header starts so, JSON
 # lines of objects whose keys start so, or TSV lines of a name and (class, probability) pairs.
-PREDICTIONS_HEADER = ("path", "class", "probability")
+# The columns of a run's predictions.csv (featmlp.runs.predictions) but the true class, so that one
+# reader serves both.
+PREDICTIONS_HEADER = ("name", "predicted_class", "probability")
 _TSV_PREDICTION = re.compile(r"^[^\t]*(\t[^\t]*\t[01]\.\d{4})+$")
 
 

@@ -9,6 +9,7 @@ import warnings
 
 import click
 
+from .._outputs import PREDICTIONS_HEADER
 from .._text import printable
 from ..progress import TqdmProgress
 from ._common import cli_storage_options, storage_option
@@ -108,9 +109,10 @@ FORMATS = ("tsv", "csv", "jsonl")
 @click.option("--top-k", "top_k", default=1, show_default=True, type=click.IntRange(1),
               help="The K most probable classes of each image, each with its probability, most probable first.")
 @click.option("--format", "fmt_", default="tsv", show_default=True, type=click.Choice(FORMATS),
-              help="tsv: path<TAB>class<TAB>probability, then the next classes' pairs, no header; csv: a header "
-                   "path,class,probability[,class_2,probability_2 ...] and one row an image; jsonl: one JSON "
-                   "object an image, {\"path\", \"class\", \"probability\"} and, with --top-k above 1, \"top\": "
+              help="tsv: path<TAB>class<TAB>probability, then the next classes' pairs, no header; csv: the columns of a "
+                   "run's predictions.csv but the true class, name,predicted_class,probability[,top1_class,"
+                   "top1_probability ...], one row an image; jsonl: one JSON object an image, {\"name\", "
+                   "\"predicted_class\", \"probability\"} and, with --top-k above 1, \"top\": "
                    "[{\"class\", \"probability\"} ...].")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="Write the predictions to this file (built beside it, renamed into place once complete) "
@@ -170,8 +172,8 @@ def predict(ctx, run_dir, sources, top_k, fmt_, output, force, no_resize, quiet)
             f = stack.enter_context(atomic_write(output, "wb"))
             write = lambda line: f.write(line.encode("utf-8", "backslashreplace") + b"\n")  # noqa: E731
         if fmt_ == "csv":
-            write(_csv_line(["path", "class", "probability"]
-                            + [f"{what}_{k}" for k in range(2, top_k + 1) for what in ("class", "probability")]))
+            write(_csv_line(list(PREDICTIONS_HEADER) + ([f"top{k}_{what}" for k in range(1, top_k + 1)
+                                                          for what in ("class", "probability")] if top_k > 1 else [])))
         predictions = bundle.iter_predict_images(sources, resize=not no_resize, top_k=top_k, progress=progress,
                                                  storage_options=cli_storage_options())
         with warnings.catch_warnings(record=True) as caught:  # the listing's (files left out): one line each
@@ -204,10 +206,11 @@ def _prediction_line(r, fmt_: str) -> str:
     if fmt_ == "tsv":
         return "\t".join([printable(r.path, tsv=True)] + [f"{printable(c, tsv=True)}\t{p:.4f}" for c, p in r.top])
     if fmt_ == "csv":
-        return _csv_line([r.path] + [v for c, p in r.top for v in (c, f"{p:.6f}")])
+        top = [v for c, p in r.top for v in (c, f"{p:.6f}")] if len(r.top) > 1 else []
+        return _csv_line([r.path, r.class_name, f"{r.probability:.6f}"] + top)
     import json
 
-    line = {"path": r.path, "class": r.class_name, "probability": round(r.probability, 6)}
+    line = dict(zip(PREDICTIONS_HEADER, (r.path, r.class_name, round(r.probability, 6))))
     if len(r.top) > 1:
         line["top"] = [{"class": c, "probability": round(p, 6)} for c, p in r.top]
     return json.dumps(line, ensure_ascii=False)

@@ -266,10 +266,11 @@ def test_cli_predict_formats_and_output_file(tmp_path, model3, run_cli):
     code, out, err = run_cli(["predict", model3, root, "--top-k", "2", "--format", "csv", "-o", out_file, "-q"])
     assert code == 0 and out == ""
     rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
-    assert list(rows[0]) == ["path", "class", "probability", "class_2", "probability_2"]
-    assert [(row["path"], row["class"], row["class_2"]) for row in rows] == \
-        [(r.path, r.top[0][0], r.top[1][0]) for r in expected]
-    assert [float(row["probability_2"]) for row in rows] == pytest.approx([r.top[1][1] for r in expected], abs=1e-6)
+    assert list(rows[0]) == ["name", "predicted_class", "probability", "top1_class", "top1_probability",
+                             "top2_class", "top2_probability"]  # a run's predictions.csv's, but the true class
+    assert [(row["name"], row["predicted_class"], row["top1_class"], row["top2_class"]) for row in rows] == \
+        [(r.path, r.class_name, r.top[0][0], r.top[1][0]) for r in expected]
+    assert [float(row["top2_probability"]) for row in rows] == pytest.approx([r.top[1][1] for r in expected], abs=1e-6)
     assert [p.name for p in out_file.parent.iterdir()] == ["p.csv"]  # nothing left beside it
     # an existing predictions file: replaced only with --force
     code, _, err = run_cli(["predict", model3, root, "--format", "jsonl", "-o", out_file, "-q"])
@@ -277,7 +278,8 @@ def test_cli_predict_formats_and_output_file(tmp_path, model3, run_cli):
     code, _, err = run_cli(["predict", model3, root, "--format", "jsonl", "-o", out_file, "-q", "--force"])
     assert code == 0
     lines = [json.loads(line) for line in out_file.read_text(encoding="utf-8").splitlines()]
-    assert lines == [{"path": r.path, "class": r.class_name, "probability": pytest.approx(r.probability, abs=1e-6)}
+    assert lines == [{"name": r.path, "predicted_class": r.class_name,
+                      "probability": pytest.approx(r.probability, abs=1e-6)}
                      for r in expected]
     # a tsv file featmlp wrote is known as its own too; a file featmlp did not write is never replaced
     code, _, _ = run_cli(["predict", model3, root, "-o", out_file, "-q", "--force"])

@@ -52,7 +52,9 @@ def evaluate(y_true, y_pred, class_names) -> dict:
         ``precision``, ``recall``, ``f1``, ``support``), ``macro`` and ``weighted`` (precision,
         recall, f1), ``confusion_matrix`` (list of lists, rows = true class). A ratio with a zero
         denominator (a class never predicted, or absent) is 0, as scikit-learn's
-        ``zero_division=0``.
+        ``zero_division=0``. The macro average is over the classes that occur, as true or as
+        predicted classes (scikit-learn's labels when none are given): a labelled folder of 2 of
+        the model's 10 classes (``evaluate --data``) is not averaged with 8 zeros.
 
     Examples
     --------
@@ -73,6 +75,7 @@ def evaluate(y_true, y_pred, class_names) -> dict:
     recall = _ratio(tp, support)
     f1 = _ratio(2 * precision * recall, precision + recall)
     weights = support / n if n else np.zeros(n_classes)
+    occur = (support + predicted) > 0
     return {
         "accuracy": float(tp.sum() / n) if n else 0.0,
         "n_samples": n,
@@ -81,8 +84,9 @@ def evaluate(y_true, y_pred, class_names) -> dict:
              "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         ],
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()),
-                  "f1": float(f1.mean())},
+        "macro": {"precision": float(precision[occur].mean()) if occur.any() else 0.0,
+                  "recall": float(recall[occur].mean()) if occur.any() else 0.0,
+                  "f1": float(f1[occur].mean()) if occur.any() else 0.0},
         "weighted": {"precision": float(weights @ precision), "recall": float(weights @ recall),
                      "f1": float(weights @ f1)},
         "confusion_matrix": cm.tolist(),

@@ -41,6 +41,16 @@ def test_metrics_match_sklearn(seed):
         assert (m[avg]["precision"], m[avg]["recall"], m[avg]["f1"]) == pytest.approx((p, r, f))
 
 
+def test_macro_averages_the_classes_that_occur_as_scikit_learn_does():
+    # a folder of 2 of the model's 6 classes: classes neither true nor predicted are not averaged in
+    y_true = np.array([0, 0, 0, 1, 1, 1, 1])
+    y_pred = np.array([0, 1, 4, 1, 1, 0, 1])
+    m = evaluate(y_true, y_pred, list("abcdef"))
+    p, r, f, _ = metrics.precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    assert (m["macro"]["precision"], m["macro"]["recall"], m["macro"]["f1"]) == pytest.approx((p, r, f))
+    assert m["macro"]["recall"] == pytest.approx((1 / 3 + 3 / 4 + 0) / 3)  # a, b and e (predicted, never true)
+
+
 def test_order_matters_nothing_is_shuffled():
     y = np.array([0, 1, 2, 0, 1, 2])
     assert evaluate(y, y, "abc")["accuracy"] == 1.0

@@ -9,6 +9,8 @@ import click
 from .._text import printable
 from ..errors import ConfigError
 from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
+from .options import DescribedDefault
+
 
 
 def _parse_size(ctx, param, value):
@@ -69,7 +71,8 @@ def data_options(f):
                           "Values that are JSON (true, 5, {...}) are parsed; quote a text that looks like "
                           "one: secret='\"12345\"'. Never written to the run directory.")(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH (needed when a folder mixes sizes). Default: each image keeps its size.")(f)
+                     cls=DescribedDefault, show_default="each image keeps its size",
+                     help="Resize every image to WxH (needed when a folder mixes sizes).")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
@@ -135,6 +138,18 @@ def resolve_fitted(features: str, feature_option, fitted_from):
             raise ConfigError(f"{fitted_from} holds a fitted state for {', '.join(fitted)} "
                               f"(features {fitted_set}), not for {', '.join(missing)}: use --features {fitted_set}")
     return options, fitted
+
+
+def extraction_options(f):
+    """--workers and --chunk-size: how ``extract`` and ``run`` extract features (one text for both)."""
+    f = click.option("--chunk-size", default=None, type=click.IntRange(1),
+                     cls=DescribedDefault, show_default="5000, or fewer so that a chunk's pixels and the feature set's working memory "
+                                  "fit in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo)",
+                     help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks "
+                          "survive an interruption.")(f)
+    f = click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                     help="Processes to extract with (1 = this process, using all its threads).")(f)
+    return f
 
 
 def features_option(f):

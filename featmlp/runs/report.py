@@ -8,7 +8,8 @@ cells) is HTML-escaped.
 - A run directory (``config.json`` + ``metrics.json``, see :mod:`featmlp.runs.results`): results,
   settings, data, loss curves, per-class precision/recall/F1 and the confusion matrix.
 - A sweep directory (``sweep.json`` and/or ``results.csv``, one run directory per
-  configuration ``DIR/<name>/``): the results sorted by test accuracy, the overlaid loss
+  configuration ``DIR/<name>/``): the results ranked by validation accuracy (test accuracy without
+  a validation split: :func:`featmlp.runs.compare.ranked`), the overlaid loss
   curves, accuracy against learning rate, then one section per configuration.
 
 Images already in the directory (``loss.png`` ...) are embedded as they are; missing ones are
@@ -31,7 +32,8 @@ from featmlp._figures import save_figure
 from featmlp._io import atomic_write
 from featmlp._outputs import check_output
 from featmlp.errors import DataError
-from featmlp.runs.compare import Run, comparison_figure, differing_settings, format_value, is_run_dir, read_run
+from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir, ranked,
+                                  read_run)
 from featmlp.runs.layout import (CONFUSION_PLOT, LOSS_PLOT, REPORT_FILE, RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE,
                                  SWEEP_LOSS_PLOT, read_json)
 from featmlp.training.history import TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
@@ -254,12 +256,13 @@ def _sweep_page(directory: Path) -> str:
         header = ["name", *differing, "test_accuracy", "final_train_loss", "diverged", "seconds"]
         rows = [{"name": r.name, **{k: r.settings().get(k) for k in differing}, **r.results()}
                 for r in found]
-    ordered = sorted(rows, key=lambda r: -_sort_key(r.get("test_accuracy")))
+    column, ordered = ranked(rows)
 
     body = [f"<h1>featmlp sweep: {_e(directory.resolve().name)}</h1>",
             f'<p class="muted">{_e(directory.resolve())}; {len(names)} configuration(s), '
             f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} found</p>"]
-    body.append("<h2>Results (best test accuracy first)</h2>")
+    body.append("<h2>Results (best validation accuracy first; the test split chose nothing)</h2>"
+                if column == "val_accuracy" else "<h2>Results (best test accuracy first: no validation split)</h2>")
     table_rows = []
     for r in ordered:
         cells = []
@@ -371,11 +374,6 @@ def _csv_value(value):
 
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
-
-
-def _sort_key(value) -> float:
-    x = _number(value)
-    return x if x is not None and math.isfinite(x) else -math.inf
 
 
 def _number(value) -> float | None:

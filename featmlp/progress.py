@@ -160,7 +160,7 @@ def announce_compiles() -> None:
             function = getattr(ev.data.get("dispatcher"), "py_func", None)
             module = getattr(function, "__module__", "") or ""
             if self.depth == 1 and module.startswith("featmlp."):
-                name = function.__name__.strip("_").removesuffix("_py")
+                name = function.__name__.strip("_").replace("_py", "")  # _lecture_batch_py_serial: lecture_batch_serial
                 logging.getLogger(COMPILE_LOGGER).info(
                     f"compiling the numba kernel {module.rpartition('.')[2]}.{name} (once per install: "
                     f"cached on disk for the next runs)")

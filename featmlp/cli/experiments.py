@@ -139,7 +139,8 @@ def sweep(features_file, workers, out, force, **opts):
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {fmt(r['final_train_loss'], '.6f'):>16}  "
                    + (f"{fmt(r['val_accuracy'], '.4f'):>12}  " if val else "")
-                   + f"{fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  {r['seconds']:8.3f}")
+                   + f"{fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  "
+                   f"{r['seconds']:8.3f}")
     diverged = [r["name"] for r in rows if r["diverged"]]
     if diverged:
         click.echo(f"diverged (loss became NaN or infinite; drawn up to there): {', '.join(diverged)}", err=True)

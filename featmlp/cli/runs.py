@@ -32,7 +32,7 @@ def compare(run_dirs, out, plot_path, log_scale, force):
     # start-up: loaded when the command runs, not by `featmlp --help`
     from .._figures import plot_format
     from ..runs.compare import compare_runs, format_table, plot_comparison
-    from ._common import DescribedDefault, plot_file
+    from ._common import plot_file
 
     plot_path = plot_file(out, plot_path, "compare", "compare.png", force=force)
     plot_format(plot_path)

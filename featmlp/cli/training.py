@@ -252,13 +252,15 @@ def _job_printer(features, progress, quiet):
 
 
 @click.command(epilog=SOURCE_HELP)
-@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample", help="Images to use.")
+@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample",
+              help="Images to use.")
 @features_option
 @fitted_options
 @extraction_options
 @train_options
 @data_options
-@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/run-<time>", help="Run directory.")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/run-<time>",
+              help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def run(data, features, out, **opts):
     """Extract features, train, evaluate, plot and save: the whole job in one run directory.
@@ -281,11 +283,12 @@ def _lecture_help() -> str:
 
 
 @click.command(epilog=SOURCE_HELP, help=_lecture_help())
-@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample", help="Images to use.")
+@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample",
+              help="Images to use.")
 @train_options(preset="lecture", held_out=False, presets=lecture_presets(), omit=LECTURE_UNUSED)
 @data_options
-@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/lecture-<time>",
-              help="Run directory.")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault,
+              show_default="runs/lecture-<time>", help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def lecture(data, out, **opts):
     _run_pipeline(data, "lecture", out, opts, "lecture", preset="lecture", lecture=True)

@@ -22,7 +22,6 @@ import base64
 import csv
 import html
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence

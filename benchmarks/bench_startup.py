@@ -64,19 +64,23 @@ def spread(values) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", default=OLD, help="commit to compare with (default: before the start-up work)")
+    ap.add_argument("--new", default=None, help="commit to measure as 'after' (default: this working tree)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="featmlp-bench-startup-"))
     old_tree = work / "old"  # in this run's own folder: two benchmarks at once do not share a checkout
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(old_tree), args.old],
-                   check=True, capture_output=True)
+    new_tree = ROOT if args.new is None else work / "new"
+    for tree, commit in ((old_tree, args.old), (new_tree, args.new)):
+        if tree != ROOT:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), commit],
+                           check=True, capture_output=True)
     try:
-        trees = {"before": old_tree, "after": ROOT}
+        trees = {"before": old_tree, "after": new_tree}
         features, run = work / "f.npz", work / "run"
         print(f"featmlp extract sample -> {features} (after's code) ...", file=sys.stderr)
-        timed(["extract", "sample", "-o", features, "-q"], ROOT, work)
-        timed(["train", features, "--preset", "lecture", "-q", "--out", run], ROOT, work)
+        timed(["extract", "sample", "-o", features, "-q"], new_tree, work)
+        timed(["train", features, "--preset", "lecture", "-q", "--out", run], new_tree, work)
         commands = {
             "featmlp --help": ["--help"],
             "featmlp extract --help": ["extract", "--help"],
@@ -113,7 +117,7 @@ def main() -> None:
             print(f"round {round_}/{args.repeats} done" + (" (warm-up)" if not round_ else ""), file=sys.stderr)
 
         print(f"\nwall seconds of a fresh process, median [min..max] of {args.repeats} rounds; "
-              f"before = {args.old[:10]}, after = this working tree")
+              f"before = {args.old[:10]}, after = {args.new or 'this working tree'}")
         print(f"{'command':<42} {'before':>22} {'after':>22} {'before/after':>12} {'after/python':>12}")
         base = statistics.median(python)
         print(f"{'python -c pass':<42} {'':>22} {spread(python):>22} {'':>12} {1.0:>11.1f}x")
@@ -134,8 +138,8 @@ def main() -> None:
                   f"featmlp lecture {whole:.3f} s (goal <= 2.0 s)")
         print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes share them)")
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)],
-                       capture_output=True)
+        for tree in {old_tree, new_tree} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -143,8 +143,9 @@ def resolve_fitted(features: str, feature_option, fitted_from):
 def extraction_options(f):
     """--workers and --chunk-size: how ``extract`` and ``run`` extract features (one text for both)."""
     f = click.option("--chunk-size", default=None, type=click.IntRange(1),
-                     cls=DescribedDefault, show_default="5000, or fewer so that a chunk's pixels and the feature set's working memory "
-                                  "fit in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo)",
+                     cls=DescribedDefault,
+                     show_default="5000, or fewer so that a chunk's pixels and the feature set's working memory fit "
+                                  "in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo)",
                      help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks "
                           "survive an interruption.")(f)
     f = click.option("--workers", default=1, show_default=True, type=click.IntRange(1),

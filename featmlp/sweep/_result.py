@@ -62,7 +62,9 @@ class SweepRun:
         """Validation accuracy of the weights kept (the best epoch's under early stopping, else the
         last epoch's); None without validation. What a sweep ranks by when it has it."""
         history = self.result.history
-        kept = [r for r in history if r.get("epoch") == self.result.best_epoch] or history[-1:]
+        # best_epoch is recorded with any validation; its weights are the ones kept only under patience
+        best = self.result.best_epoch if self.config.patience else None
+        kept = [r for r in history if r.get("epoch") == best] or history[-1:]
         return kept[0].get(VAL_ACCURACY) if kept else None
 
     @property

@@ -6,6 +6,10 @@ Times, as wall clock of a fresh process each (what a user waits for), ``python -
 - ``featmlp report RUN`` (a run directory made here, its plots embedded as they are);
 - ``featmlp train F.npz --preset lecture -q``: the lecture's network on the bundled sample's
   lecture features, with the training time its ``metrics.json`` records beside the wall time;
+- ``featmlp lecture -q``: the whole lecture on the bundled sample (read, extract, train, plot, save;
+  issue 18's goal: at most 2.0 s);
+- ``featmlp sweep F.npz`` with README's lecture sweep (5 lr x 2 architectures), beside one
+  ``train``: issue 18's goal is the sweep in at most 2x one run's wall;
 
 with the code of commit ``--old`` (checked out with ``git worktree add`` into a temporary folder,
 removed at the end) and with this working tree, each run as ``PYTHONPATH=<tree> python -c "from
@@ -15,6 +19,7 @@ and numba's compiled-code cache and is not counted. Prints the median of ``--rep
 the spread (min..max), the before/after ratio and the after time over ``python -c pass``.
 
     python benchmarks/bench_startup.py [--old 5469665] [--repeats 5]
+    python benchmarks/bench_startup.py --old 1b94bde --repeats 3     # issue 18's before/after
 """
 
 from __future__ import annotations
@@ -59,19 +64,23 @@ def spread(values) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", default=OLD, help="commit to compare with (default: before the start-up work)")
+    ap.add_argument("--new", default=None, help="commit to measure as 'after' (default: this working tree)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="featmlp-bench-startup-"))
-    old_tree = Path("/tmp/startup-old")
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(old_tree), args.old],
-                   check=True, capture_output=True)
+    old_tree = work / "old"  # in this run's own folder: two benchmarks at once do not share a checkout
+    new_tree = ROOT if args.new is None else work / "new"
+    for tree, commit in ((old_tree, args.old), (new_tree, args.new)):
+        if tree != ROOT:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), commit],
+                           check=True, capture_output=True)
     try:
-        trees = {"before": old_tree, "after": ROOT}
+        trees = {"before": old_tree, "after": new_tree}
         features, run = work / "f.npz", work / "run"
         print(f"featmlp extract sample -> {features} (after's code) ...", file=sys.stderr)
-        timed(["extract", "sample", "-o", features, "-q"], ROOT, work)
-        timed(["train", features, "--preset", "lecture", "-q", "--out", run], ROOT, work)
+        timed(["extract", "sample", "-o", features, "-q"], new_tree, work)
+        timed(["train", features, "--preset", "lecture", "-q", "--out", run], new_tree, work)
         commands = {
             "featmlp --help": ["--help"],
             "featmlp extract --help": ["extract", "--help"],
@@ -79,6 +88,8 @@ def main() -> None:
             "featmlp train --help": ["train", "--help"],
             "featmlp report RUN": ["report", run],
             "featmlp train F.npz --preset lecture -q": None,  # its --out differs per tree
+            "featmlp lecture -q": "lecture",
+            "featmlp sweep F.npz (README's lecture sweep) -q": "sweep",
         }
         times = {(name, side): [] for name in commands for side in trees}
         python, trained = [], {side: [] for side in trees}
@@ -88,8 +99,13 @@ def main() -> None:
             for name, cmd in commands.items():
                 for side in order:
                     out = work / f"lecture-{side}"
-                    argv = cmd if cmd is not None else ["train", features, "--preset", "lecture", "-q",
-                                                        "--out", out, "--force"]
+                    argv = cmd if isinstance(cmd, list) else ["train", features, "--preset", "lecture", "-q",
+                                                              "--out", out, "--force"]
+                    if cmd == "lecture":
+                        argv = ["lecture", "-q", "--out", work / f"whole-{side}", "--force"]
+                    elif cmd == "sweep":  # a fresh directory each time: the same sweep again would resume
+                        argv = ["sweep", features, "--preset", "lecture", "--lr", "1,10,50,500,5000", "--hidden", "6",
+                                "--hidden", "6,6", "-q", "--out", work / f"sweep-{side}-{round_}"]
                     seconds = timed(argv, trees[side], work)
                     if round_:
                         times[name, side].append(seconds)
@@ -101,7 +117,7 @@ def main() -> None:
             print(f"round {round_}/{args.repeats} done" + (" (warm-up)" if not round_ else ""), file=sys.stderr)
 
         print(f"\nwall seconds of a fresh process, median [min..max] of {args.repeats} rounds; "
-              f"before = {args.old[:10]}, after = this working tree")
+              f"before = {args.old[:10]}, after = {args.new or 'this working tree'}")
         print(f"{'command':<42} {'before':>22} {'after':>22} {'before/after':>12} {'after/python':>12}")
         base = statistics.median(python)
         print(f"{'python -c pass':<42} {'':>22} {spread(python):>22} {'':>12} {1.0:>11.1f}x")
@@ -114,9 +130,16 @@ def main() -> None:
                 statistics.median(trained[side])
             print(f"lecture train, {side:<6}: wall {wall:.3f} s for {train:.3f} s of training "
                   f"(metrics.json train_seconds; {wall - train:.3f} s around it)")
+        for side in trees:
+            one = statistics.median(times["featmlp train F.npz --preset lecture -q", side])
+            ten = statistics.median(times["featmlp sweep F.npz (README's lecture sweep) -q", side])
+            whole = statistics.median(times["featmlp lecture -q", side])
+            print(f"{side:<6}: the lecture's sweep of 10 = {ten / one:.2f}x one train run (goal <= 2x); "
+                  f"featmlp lecture {whole:.3f} s (goal <= 2.0 s)")
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes share them)")
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)],
-                       capture_output=True)
+        for tree in {old_tree, new_tree} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

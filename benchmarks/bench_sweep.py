@@ -19,6 +19,10 @@ Data: the lecture's CIFAR-10 features (runs/cifar-features.npz, extracted once f
 features of the same shape.
 
     python benchmarks/bench_sweep.py [--features FILE] [--repeat 3] [--minibatch-epochs 3]
+
+The commands as a user runs them (README's lecture sweep against one ``featmlp train``, fresh
+processes, plots and run directories included), before and after a commit side by side:
+``python benchmarks/bench_startup.py --old COMMIT``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Examples
 (2, 9)
 """
 
+from featmlp._exports import lazy_exports
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -36,15 +38,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    # Each name's module is imported when it is first asked for: torch only for training, numpy
-    # and the feature registry only for features, so `featmlp --help` (which reads
-    # __version__) imports neither.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'featmlp' has no attribute {name!r}")
+# Each name's module is imported when it is first asked for: torch only for training, numpy and the
+# feature registry only for features, so `featmlp --help` (which reads __version__) imports neither.
+__getattr__, _dir, _names = lazy_exports(__name__, _LAZY)
+__all__ = ["__version__", *_names]
 
 
-__all__ = ["__version__", *_LAZY]
+def __dir__() -> list[str]:
+    """The public names (``dir(featmlp)``), none of them imported to list them."""
+    return sorted(__all__)

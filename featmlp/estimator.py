@@ -49,8 +49,9 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
     preset : str or None
         A key of :data:`featmlp.training.PRESETS`; None is ``"default"``.
     random_state : int, RandomState or None
-        Seed of the run (weights, batch order, validation split). None draws one from numpy's
-        global generator, as scikit-learn's estimators do.
+        Seed of the run (weights, batch order, validation split): an int is used as it is, so
+        ``random_state=0`` gives the network of ``featmlp train --seed 0`` (same data, same
+        settings). None or a RandomState draws one, as scikit-learn's estimators do.
 
     Attributes
     ----------
@@ -149,7 +150,10 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
             message = FIELDS["seed"].error("random_state", state)
             if message is not None:
                 raise ConfigError(message.replace("must be", "must be None, a numpy RandomState or", 1))
-        seed = check_random_state(state).randint(np.iinfo(np.int32).max)
+        # An int is the seed itself, so random_state=0 trains the network `featmlp train --seed 0` and
+        # train(..., TrainConfig(seed=0)) train; None or a RandomState draws one, as scikit-learn does.
+        seed = state if isinstance(state, (int, np.integer)) and not isinstance(state, bool) else \
+            check_random_state(state).randint(np.iinfo(np.int32).max)
         # A feature matrix alone does not say which columns mirror which: no flips here (the
         # "kmeans" preset's flips apply through featmlp run / train, which know the feature set).
         config = dataclasses.replace(PRESETS[preset], seed=int(seed), flip=False, test_flip=False, **overrides)

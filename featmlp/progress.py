@@ -143,3 +143,45 @@ class TqdmProgress(Callback):
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+
+# The logger of the line said while numba compiles a kernel; the CLI shows its INFO lines on stderr.
+COMPILE_LOGGER = "featmlp.compile"
+_compile_listener = None
+
+
+def announce_compiles() -> None:
+    """Log one line (logger :data:`COMPILE_LOGGER`, INFO) each time numba starts compiling a
+    featmlp kernel, which it does once per install: every kernel is ``cache=True``, and a later
+    process loads it from the on-disk cache (``__pycache__`` beside the module, or numba's user-wide
+    cache directory, or ``NUMBA_CACHE_DIR``, where the package's folder is read-only) without a word.
+
+    Called by each module that defines kernels, after it imports numba; registers numba's
+    ``numba:compile`` event listener once. That event fires only on a real compilation, never on a
+    cache hit; the kernels a kernel inlines compile inside it and are not named again.
+    """
+    global _compile_listener
+    if _compile_listener is not None:
+        return
+    import logging
+
+    from numba.core import event
+
+    class Listener(event.Listener):
+        depth = 0
+
+        def on_start(self, ev):
+            self.depth += 1
+            function = getattr(ev.data.get("dispatcher"), "py_func", None)
+            module = getattr(function, "__module__", "") or ""
+            if self.depth == 1 and module.startswith("featmlp."):
+                name = function.__name__.strip("_").replace("_py", "")  # _lecture_batch_py_serial: lecture_batch_serial
+                logging.getLogger(COMPILE_LOGGER).info(
+                    f"compiling the numba kernel {module.rpartition('.')[2]}.{name} (once per install: "
+                    f"cached on disk for the next runs)")
+
+        def on_end(self, ev):
+            self.depth -= 1
+
+    _compile_listener = Listener()
+    event.register("numba:compile", _compile_listener)

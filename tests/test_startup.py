@@ -156,3 +156,17 @@ def test_compare_imports_no_torch(two_runs, tmp_path):
     loaded = _loaded_by(["compare", *two_runs], tmp_path)
     assert "torch" not in loaded and "numba" not in loaded
     assert loaded == ["matplotlib"]  # it draws the loss curves
+
+
+def test_dir_lists_the_public_names_without_importing_them(tmp_path):
+    code = ("import featmlp, featmlp.training, featmlp.runs, featmlp.model, featmlp.tables, featmlp.features\n"
+            "names = {m.__name__: (dir(m), m.__all__) for m in (featmlp, featmlp.training, featmlp.runs, "
+            "featmlp.model, featmlp.tables, featmlp.features)}\n"
+            "print(json.dumps(names))")
+    r = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120, check=True)
+    names = json.loads(r.stdout)
+    for module, (listed, public) in names.items():
+        assert listed == sorted(public), module  # dir() is __all__, sorted
+    assert "FeatMLPClassifier" in names["featmlp"][0] and "__version__" in names["featmlp"][0]
+    assert _loaded_after("import featmlp; dir(featmlp)", tmp_path) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import re
 import sys
 
@@ -22,6 +23,7 @@ import click
 from .. import __version__
 from .._text import cli_spelling, printable
 from ..errors import FeatmlpError
+from ..progress import COMPILE_LOGGER
 
 # command name -> ("module:function", its short help); listed in this order by --help.
 # The short help is the first sentence of the command's docstring, repeated here so that
@@ -89,6 +91,20 @@ def cli(ctx):
 INTERRUPTED = "interrupted: nothing half-written was kept; run the same command again to resume"
 
 
+class _EchoHandler(logging.Handler):
+    def emit(self, record):
+        click.echo(printable(record.getMessage()), err=True)
+
+
+def _show_compiles() -> None:
+    """The line numba's first compilation of a kernel logs (featmlp.progress.announce_compiles), on stderr."""
+    logger = logging.getLogger(COMPILE_LOGGER)
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv=None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit code.
 
@@ -98,6 +114,7 @@ def main(argv=None) -> None:
     # start-up: loaded when the command runs, not by `featmlp --help`
     from .._workers import Terminated, terminate_as_interrupt
 
+    _show_compiles()
     try:
         with terminate_as_interrupt():
             rv = cli.main(args=argv, prog_name="featmlp", standalone_mode=False)

@@ -9,6 +9,8 @@ import click
 from .._text import cli_spelling, printable
 from ..errors import ConfigError
 from ..features import DEFAULT_FEATURES, FEATURE_SETS, feature_options, get_feature_set
+from .options import DescribedDefault
+
 
 
 def _parse_size(ctx, param, value):
@@ -74,10 +76,10 @@ def data_options(f):
     """Options every command that reads images shares."""
     f = storage_option(f)
     f = click.option("--image-size", callback=_parse_size, metavar="WxH",
-                     help="Resize every image to WxH. Default: each image keeps its size; where sizes differ, each "
-                          "is resized to the most common size (on a tie the larger area, then the wider), and one line says how many "
-                          "were; URLs and tar shards, whose images are not all read while listing, take the "
-                          "first image's size.")(f)
+                     cls=DescribedDefault, show_default="the images' size; the most common one where they differ",
+                     help="Resize every image to WxH. Where sizes differ, the default resizes each to the most common "
+                          "size (on a tie the larger area, then the wider) and one line says how many were; URLs and "
+                          "tar shards, whose images are not all read while listing, take the first image's size.")(f)
     # 0 .. 2**32 - 1, as --seed (featmlp.training.config.SEED_MAX, not imported here: extract stays light)
     f = click.option("--split-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
                      help="Seed of the train/test split of a folder without one.")(f)
@@ -144,6 +146,19 @@ def resolve_fitted(features: str, feature_option, fitted_from):
             raise ConfigError(f"{fitted_from} holds a fitted state for {', '.join(fitted)} "
                               f"(features {fitted_set}), not for {', '.join(missing)}: use --features {fitted_set}")
     return options, fitted
+
+
+def extraction_options(f):
+    """--workers and --chunk-size: how ``extract`` and ``run`` extract features (one text for both)."""
+    f = click.option("--chunk-size", default=None, type=click.IntRange(1),
+                     cls=DescribedDefault,
+                     show_default="5000, or fewer so that a chunk's pixels and the feature set's working memory fit "
+                                  "in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo)",
+                     help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks "
+                          "survive an interruption.")(f)
+    f = click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                     help="Processes to extract with (1 = this process, using all its threads).")(f)
+    return f
 
 
 def features_option(f):

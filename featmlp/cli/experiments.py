@@ -12,13 +12,14 @@ import click
 from .._text import printable
 from ..features import recommended_preset
 from ._common import default_out, force_option, plot_file
-from .options import LR_FIND_UNUSED, SWEEP_UNUSED, FiniteFloatRange, config_from, fmt, grid_from, train_options
+from .options import (LR_FIND_HELP, LR_FIND_UNUSED, SWEEP_UNUSED, DescribedDefault, FiniteFloatRange, config_from,
+                      fmt, grid_from, train_options)
 from .training import FEATURES_METAVAR
 
 
 @click.command("lr-find")
 @click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
-@train_options(omit=LR_FIND_UNUSED)
+@train_options(omit=LR_FIND_UNUSED, help_for=LR_FIND_HELP)
 @click.option("--start-lr", default=1e-7, show_default=True, type=FiniteFloatRange(0, min_open=True),
               help="Learning rate of the first step.")
 @click.option("--end-lr", default=10.0, show_default=True, type=FiniteFloatRange(0, min_open=True),
@@ -32,8 +33,8 @@ from .training import FEATURES_METAVAR
               type=click.Choice(["steepest", "minimum/10"]),
               help="steepest: where the smoothed loss falls fastest (before its minimum); "
                    "minimum/10: a tenth of the lr at the smoothed minimum.")
-@click.option("--out", "out", type=click.Path(file_okay=False),
-              help="Folder to draw loss against learning rate in, as lr_find.png (default: runs/lr-find-<time>).")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/lr-find-<time>",
+              help="Folder to draw loss against learning rate in, as lr_find.png.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw it into this file instead (its suffix picks the format: .png, .svg, .pdf).")
 @force_option("plot (lr_find.png, or the --plot file)")
@@ -74,9 +75,9 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
 @train_options(sweep=True, omit=SWEEP_UNUSED)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes for configurations that cannot train together (dropout, batch norm, early stopping).")
-@click.option("--out", "out", type=click.Path(file_okay=False),
-              help="Sweep directory (default: runs/sweep-<time>). The same sweep run again into it resumes: "
-                   "configurations already finished there are not trained again.")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/sweep-<time>",
+              help="Sweep directory. The same sweep run again into it resumes: configurations already finished "
+                   "there are not trained again.")
 @click.option("--force", is_flag=True,
               help="Replace another featmlp sweep in --out instead of refusing. A directory that is not a "
                    "featmlp sweep (nor empty) is refused, even with --force.")
@@ -91,7 +92,9 @@ def sweep(features_file, workers, out, force, **opts):
     DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration, each
     written as soon as its configuration finishes: a sweep killed midway keeps them, and the
     same command again trains only the rest. A sharded table (DIR.features/) is read into
-    memory, when it fits.
+    memory, when it fits. The table ranks the configurations by validation accuracy (a 10 %
+    split of train by default), so that the test split chooses nothing; by test accuracy
+    with --val-fraction 0 (and with preset lecture, which holds out nothing).
     """
     # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
@@ -122,12 +125,22 @@ def sweep(features_file, workers, out, force, **opts):
     if result.resumed and not quiet:
         click.echo(f"resumed: {len(result.resumed)} configuration(s) already finished in {printable(out)}, "
                    f"not trained again")
-    rows = result.table()
+    # start-up: loaded when the command runs, not by `featmlp --help`
+    from ..runs.compare import ranked
+
+    column, rows = ranked(result.table())
     width = max(len(r["name"]) for r in rows)
-    click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  {'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")
+    val = "val_accuracy" in rows[0]
+    click.echo(f"ranked by {'validation' if column == 'val_accuracy' else 'test'} accuracy"
+               + (" (the test split chose nothing)" if column == "val_accuracy" else
+                  " (no validation split: --val-fraction 0 or preset lecture)"))
+    click.echo(f"{'name':<{width}}  {'final_train_loss':>16}  " + (f"{'val_accuracy':>12}  " if val else "")
+               + f"{'test_accuracy':>13}  {'diverged':>8}  {'seconds':>8}")
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {fmt(r['final_train_loss'], '.6f'):>16}  "
-                   f"{fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  {r['seconds']:8.3f}")
+                   + (f"{fmt(r['val_accuracy'], '.4f'):>12}  " if val else "")
+                   + f"{fmt(r['test_accuracy'], '.4f'):>13}  {'yes' if r['diverged'] else 'no':>8}  "
+                   f"{r['seconds']:8.3f}")
     diverged = [r["name"] for r in rows if r["diverged"]]
     if diverged:
         click.echo(f"diverged (loss became NaN or infinite; drawn up to there): {', '.join(diverged)}", err=True)

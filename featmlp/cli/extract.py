@@ -12,8 +12,8 @@ from .._text import printable
 from ..features import input_size
 from ..progress import TqdmProgress
 from ..runs.layout import FEATURES_FILE
-from ._common import (SOURCE_HELP, data_options, features_option, fitted_options, load_source, report_skipped,
-                      resolve_fitted)
+from ._common import (SOURCE_HELP, data_options, extraction_options, features_option, fitted_options, load_source,
+                      report_skipped, resolve_fitted)
 
 
 @click.command(epilog=SOURCE_HELP)
@@ -29,17 +29,12 @@ from ._common import (SOURCE_HELP, data_options, features_option, fitted_options
               help="Replace an existing feature file or sharded table that featmlp wrote (once the new one is "
                    "complete). Anything else at -o (a folder of images, a run directory, other files) is "
                    "refused, even with --force.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes to extract with (1 = this process, using all its threads).")
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:PORT",
               help="Extract on a Dask cluster into a sharded table (needs pip install 'featmlp[dask]'): "
                    "'local:N' starts N worker processes on this machine, an address joins a running "
                    "scheduler whose workers reach SOURCE and the output under the same paths. One task per "
                    "chunk, each writing its shard; the tasks of a worker that dies are retried.")
-@click.option("--chunk-size", default=None, type=click.IntRange(1),
-              help="Images per chunk (per shard of a sharded table): bounds memory; finished chunks survive "
-                   "an interruption. Default: 5000, or fewer so that a chunk's pixels and the feature set's "
-                   "working memory fit in 256 MB (about 1000 of 256x256 for lecture, one 20-megapixel photo).")
+@extraction_options
 @fitted_options
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -11,6 +11,18 @@ from __future__ import annotations
 import click
 
 
+class DescribedDefault(click.Option):
+    """click's Option, showing a described default (``show_default="runs/run-<time>"``) as
+    ``[default: runs/run-<time>]``: the one style of every featmlp option's default (click would
+    write ``[default: (runs/run-<time>)]``)."""
+
+    def get_help_extra(self, ctx):
+        extra = super().get_help_extra(ctx)
+        if isinstance(self.show_default, str):
+            extra["default"] = self.show_default
+        return extra
+
+
 def _parse_hidden(ctx, param, value):
     if value is None:
         return None
@@ -35,32 +47,53 @@ def _list_of(type_):
 # The options of the training settings some commands do not use, so do not offer.
 LR_FIND_UNUSED = ("lr", "epochs", "schedule", "patience", "flip", "test_flip", "log_scale", "tensorboard")
 SWEEP_UNUSED = ("tensorboard",)  # TensorBoard logs one run; a sweep's runs share results.csv and loss.png
+# lr-find trains no run: its held-out rows are those a run with the same settings trains without.
+LR_FIND_HELP = {"val_fraction": "Share of train held out (stratified, seeded) as a run with this value holds it "
+                                "out, so that the test steps on the rows such a run trains on; they are not "
+                                "scored."}
+# lecture's features (the 9 texture features) have no mirror images: presets with flips cannot run there.
+LECTURE_UNUSED = ("flip", "test_flip")
 
 
-def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit: tuple[str, ...] = ()):
+def lecture_presets() -> tuple[str, ...]:
+    """The presets ``featmlp lecture`` offers: those without flips (the lecture features have no mirror images)."""
+    # start-up: loaded when the command runs, not by `featmlp --help`
+    from ..training.config import PRESETS
+
+    return tuple(name for name, c in PRESETS.items() if not (c.flip or c.test_flip))
+
+
+def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit: tuple[str, ...] = (),
+                  held_out: bool = True, presets: tuple[str, ...] | None = None, help_for: dict | None = None):
     """Every TrainConfig field as an option; unset options keep the preset's value.
 
     Each option's help ends with its value in ``preset`` (the one the command starts from) and in
-    the other presets where it differs, read from :data:`featmlp.training.PRESETS`. Options named
-    in ``omit`` (settings the command does not use) are left out, so passing one is a usage
-    error rather than silently ignored. With ``sweep=True`` each option takes a comma-separated
-    list of values to try, and ``--hidden`` may be repeated (one architecture each).
+    the other presets where it differs, read from :func:`featmlp.training.config.command_presets`
+    (``held_out``: the commands' validation split) or :data:`featmlp.training.PRESETS`, in click's
+    ``[default: ...]``. Options named in ``omit`` (settings the command does not use) are left out,
+    so passing one is a usage error rather than silently ignored; ``presets`` are the presets
+    offered (default all); ``help_for`` replaces an option's help. With ``sweep=True`` each option
+    takes a comma-separated list of values to try, and ``--hidden`` may be repeated (one
+    architecture each).
     """
     if f is None:
-        return lambda g: train_options(g, sweep=sweep, preset=preset, omit=omit)
+        return lambda g: train_options(g, sweep=sweep, preset=preset, omit=omit, held_out=held_out,
+                                       presets=presets, help_for=help_for)
     from ..training.config import PRESETS  # torch-free: building the options imports no torch
 
-    if preset == "lecture":
-        start = "default: 'lecture', the notebook's; 'default' = the best on the 9 lecture features"
-    else:
-        start = ("default: 'kmeans' for kmeans features, else 'default', the best on the 9 lecture features; "
-                 "'lecture' = the notebook's")
+    offered = tuple(presets or PRESETS)
+    described = {"default": "the best on the 9 lecture features", "lecture": "the notebook's",
+                 "wide": "default with dropout 0.3, for wide feature sets such as lecture+hog+color",
+                 "kmeans": "256 linear bottleneck -> 2048, dropout 0.5, label smoothing, flips",
+                 "pretrained": "1024 hidden, dropout 0.5, label smoothing, for a pretrained network's features"}
+    start = ("'lecture'" if preset == "lecture" else "'kmeans' for kmeans features, 'pretrained' for a pretrained "
+             "network's, else 'default'")
     # (field, declarations, click settings, what it does); the defaults are added below
     specs = [
-        ("preset", ("--preset",), dict(type=click.Choice(sorted(PRESETS))),
-         f"Named configuration to start from ({start}; 'wide' = default with dropout 0.3, for wide feature "
-         "sets such as lecture+hog+color; 'kmeans' = 256 linear bottleneck -> 2048, dropout 0.5, label "
-         "smoothing, flips). Any option below overrides its value."),
+        ("preset", ("--preset",), dict(type=click.Choice(sorted(offered)), cls=DescribedDefault, show_default=start),
+         "Named configuration to start from: " + "; ".join(f"'{name}' = {described.get(name, name)}"
+                                                          for name in offered) +
+         ". Any option below overrides its value."),
         ("hidden", ("--hidden",), dict(callback=_parse_hidden, metavar="N[,N...]"),
          "Hidden layer sizes: 6 | 6,6 | 512,256 (empty string: no hidden layer)."),
         ("bottleneck", ("--bottleneck",), dict(type=_click_type("bottleneck")),
@@ -88,7 +121,8 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
          "Feature scaling fitted on train only: standard | minmax | global (centred, one scale for all "
          "columns) | none."),
         ("val_fraction", ("--val-fraction",), dict(type=_click_type("val_fraction")),
-         "Share of train held out for validation curves and early stopping."),
+         "Share of train held out (stratified, seeded) for the validation curves, the line that says a run "
+         "overfits, a sweep's ranking and early stopping (which alone chooses weights by it); 0: none."),
         ("patience", ("--patience",), dict(type=_click_type("patience")),
          "Early stopping: epochs without a better validation loss (0: off)."),
         ("class_weight", ("--class-weight",), dict(type=click.Choice(["none", "balanced"])),
@@ -110,6 +144,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
     for name, decls, settings, text in reversed(specs):
         if name in omit:
             continue
+        text = (help_for or {}).get(name, text)
         if sweep and name == "hidden":
             settings = dict(multiple=True, metavar="N[,N...]",
                             callback=lambda c, p, v: [_parse_hidden(c, p, x) for x in v] or None)
@@ -120,7 +155,7 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
         elif sweep and "/" in decls[0]:
             text += " Sets it for every configuration."
         if name in TRAIN_KEYS:
-            text = f"{text} {preset_defaults(name, preset)}"
+            settings = dict(settings, cls=DescribedDefault, show_default=preset_defaults(name, preset, held_out, offered))
         f = click.option(*decls, name, help=text, **settings)(f)
     return f
 
@@ -170,19 +205,24 @@ def _as_list(settings: dict) -> dict:
     return dict(default=None, callback=_list_of(type_), metavar=f"{metavar_type}[,...]")
 
 
-def preset_defaults(field: str, preset: str = "default") -> str:
-    """``Default: 256,256 (preset 'default'); other presets: lecture 6, kmeans 2048.`` for an option's help.
+def preset_defaults(field: str, preset: str = "default", held_out: bool = True,
+                    offered: tuple[str, ...] | None = None) -> str:
+    """``256,256 (preset 'default'); other presets: lecture 6, kmeans 2048``: an option's default, which
+    click shows as ``[default: ...]``, the one way every featmlp option shows its default.
 
-    Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``).
+    Values are written as they are typed on the command line (``--no-flip``, ``none``, ``6,6``);
+    ``held_out``: the presets as the commands that hold out a validation split start from them;
+    ``offered``: the presets the command offers (default all).
     """
     # start-up: loaded when the command runs, not by `featmlp --help`
-    from ..training.config import PRESETS
+    from ..training.config import PRESETS, command_presets
 
-    value = getattr(PRESETS[preset], field)
-    others = [f"{name} {_as_typed(field, getattr(config, field))}" for name, config in PRESETS.items()
-              if name != preset and getattr(config, field) != value]
-    text = f"Default: {_as_typed(field, value)} (preset '{preset}')"
-    return text + ("; other presets: " + ", ".join(others) if others else "; the same in every preset") + "."
+    configs = command_presets() if held_out else PRESETS
+    value = getattr(configs[preset], field)
+    others = [f"{name} {_as_typed(field, getattr(config, field))}" for name, config in configs.items()
+              if name != preset and getattr(config, field) != value and name in (offered or configs)]
+    text = f"{_as_typed(field, value)} (preset '{preset}')"
+    return text + ("; other presets: " + ", ".join(others) if others else "; the same in every preset")
 
 
 def _as_typed(field: str, value) -> str:
@@ -200,14 +240,15 @@ TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimize
                "class_weight", "seed", "device", "bottleneck", "flip", "test_flip", "label_smoothing")
 
 
-def config_from(opts: dict, preset: str | None = None):
-    """The preset, overridden by every option the user gave."""
+def config_from(opts: dict, preset: str | None = None, held_out: bool = True):
+    """The preset, overridden by every option the user gave; ``held_out``: the preset as the commands
+    that hold out a validation split by default start from it (:func:`~featmlp.training.config.command_presets`)."""
     import dataclasses
 
     # start-up: loaded when the command runs, not by `featmlp --help`
-    from ..training.config import PRESETS, lecture_batch_size_applies
+    from ..training.config import PRESETS, command_presets, lecture_batch_size_applies
 
-    base = PRESETS[opts.pop("preset", None) or preset or "default"]
+    base = (command_presets() if held_out else PRESETS)[opts.pop("preset", None) or preset or "default"]
     given = {k: opts.pop(k) for k in TRAIN_KEYS if opts.get(k) is not None}
     for k in TRAIN_KEYS:
         opts.pop(k, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .._text import printable
+from .options import DescribedDefault
 
 # --force, as featmlp.cli._common.force_option words it (that module imports the feature registry).
 _FORCE = "Replace an existing {} that featmlp wrote. Anything else there is refused, even with --force."
@@ -20,7 +21,8 @@ _FORCE = "Replace an existing {} that featmlp wrote. Anything else there is refu
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False),
-              help="Folder to draw the runs' loss curves overlaid in, as compare.png (default: runs/compare-<time>).")
+              cls=DescribedDefault, show_default="runs/compare-<time>",
+              help="Folder to draw the runs' loss curves overlaid in, as compare.png.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Draw them into this file instead (its suffix picks the format: .png, .svg, .pdf).")
 @click.option("--log-scale", is_flag=True, help="Loss on a log scale.")

@@ -9,10 +9,10 @@ import click
 from .._text import cli_spelling, printable
 from ..features import recommended_preset
 from ..progress import Callback, TqdmProgress
-from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
-from ._common import (SOURCE_HELP, cli_storage_options, data_options, default_out, features_option, fitted_options,
-                      report_skipped, resolve_fitted)
-from .options import config_from, fmt, train_options
+from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS, overfitting
+from ._common import (SOURCE_HELP, cli_storage_options, data_options, default_out,
+                      extraction_options, features_option, fitted_options, report_skipped, resolve_fitted)
+from .options import DescribedDefault, LECTURE_UNUSED, config_from, fmt, lecture_presets, train_options
 
 
 class EpochPrinter(Callback):
@@ -32,6 +32,20 @@ class EpochPrinter(Callback):
         if VAL_LOSS in record:
             line += f"  val_loss {fmt(record[VAL_LOSS])}  val_acc {fmt(record.get(VAL_ACCURACY), '.3f')}"
         click.echo(line + f"  {record[SECONDS]:.3f} s")
+
+
+class OverfitNotice(Callback):
+    """One line on stderr, the first epoch whose record shows overfitting (even with -q)."""
+
+    def __init__(self):
+        self.said = False
+
+    def on_epoch(self, record: dict, history: list[dict]) -> None:
+        message = None if self.said else overfitting(record)
+        if message:
+            self.said = True
+            click.echo(f"warning: {message}: try --preset wide or --dropout, fewer --epochs, or --patience N "
+                       f"(early stopping)", err=True)
 
 
 def _report_run(run, lecture: bool = False) -> None:
@@ -113,7 +127,7 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
         config, notice = decide_flips(table, config)
         if notice:
             click.echo(printable(notice), err=True)
-    callbacks = []
+    callbacks = [OverfitNotice()]
     if not quiet:
         click.echo(_features_line(table, config))
 
@@ -122,7 +136,7 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
                 click.echo(printable(f"training in {staging_dir(out)} (its loss.png follows the loss); "
                                      f"moved to {out} when complete"))
 
-        callbacks = [SayWhere(), EpochPrinter(config.epochs)]
+        callbacks += [SayWhere(), EpochPrinter(config.epochs)]
     run = train_run(table, config, out, data=data, callbacks=callbacks, log_scale=log_scale,
                     overwrite=overwrite, tensorboard=tensorboard, out_of_core=out_of_core)
     _report_run(run)
@@ -140,11 +154,13 @@ FEATURES_METAVAR = "FEATURES.npz|DIR.features/"
 @click.command()
 @click.argument("features_file", metavar=FEATURES_METAVAR, type=click.Path())
 @train_options
-@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/train-<time>).")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/train-<time>",
+              help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 @click.option("--out-of-core/--in-memory", "out_of_core", default=None,
+              cls=DescribedDefault, show_default="stream it when it is larger than a quarter of the free memory",
               help="For a sharded table (DIR.features/): stream it from disk a shard at a time, or read it into "
-                   "memory (default: stream it when it is larger than a quarter of the free memory).")
+                   "memory.")
 def train(features_file, out, force, out_of_core, **opts):
     """Train an MLP on a feature file and evaluate it on its test split.
 
@@ -177,18 +193,20 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     threads_override()  # a bad FEATMLP_NUM_THREADS refused now, not after the extraction
     quiet, log_scale, tensorboard = opts.pop("quiet"), opts.pop("log_scale"), opts.pop("tensorboard")
     force, skip_bad = opts.pop("force", False), opts.pop("skip_bad", False)
+    extraction = {"workers": opts.pop("workers", 1), "chunk_size": opts.pop("chunk_size", None)}
     options, fitted = resolve_fitted(features, opts.pop("feature_option", ()), opts.pop("fitted_from", None))
     flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
-    config = config_from(opts, preset or recommended_preset(features))
+    config = config_from(opts, preset or recommended_preset(features), held_out=not lecture)
     out = Path(out or default_out(kind))
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
-    callbacks = [_job_printer(features, progress, quiet)]
+    callbacks = [_job_printer(features, progress, quiet), OverfitNotice()]
     if not quiet:
         callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
     run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
-                  **data_opts, skip_bad=skip_bad, storage_options=cli_storage_options(), overwrite=force,
+                  **data_opts, **extraction, skip_bad=skip_bad, storage_options=cli_storage_options(),
+                  overwrite=force,
                   progress=progress, callbacks=callbacks, log_scale=log_scale, tensorboard=tensorboard)
     _report_run(run, lecture=lecture)
     return run
@@ -234,15 +252,23 @@ def _job_printer(features, progress, quiet):
 
 
 @click.command(epilog=SOURCE_HELP)
-@click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
+@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample",
+              help="Images to use.")
 @features_option
 @fitted_options
+@extraction_options
 @train_options
 @data_options
-@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/run-<time>).")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/run-<time>",
+              help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def run(data, features, out, **opts):
-    """Extract features, train, evaluate, plot and save: the whole job in one run directory."""
+    """Extract features, train, evaluate, plot and save: the whole job in one run directory.
+
+    A stratified, seeded 10 % of the training images is held out for the validation curves and
+    the line that says the run overfits (--val-fraction 0: none; preset lecture holds out
+    nothing); it chooses the weights only under early stopping (--patience).
+    """
     _run_pipeline(data, features, out, opts, "run")
 
 
@@ -257,10 +283,12 @@ def _lecture_help() -> str:
 
 
 @click.command(epilog=SOURCE_HELP, help=_lecture_help())
-@click.option("--data", default=None, metavar="SOURCE", help="Images to use (default: the bundled sample).")
-@train_options(preset="lecture")
+@click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample",
+              help="Images to use.")
+@train_options(preset="lecture", held_out=False, presets=lecture_presets(), omit=LECTURE_UNUSED)
 @data_options
-@click.option("--out", "out", type=click.Path(file_okay=False), help="Run directory (default: runs/lecture-<time>).")
+@click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault,
+              show_default="runs/lecture-<time>", help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
 def lecture(data, out, **opts):
     _run_pipeline(data, "lecture", out, opts, "lecture", preset="lecture", lecture=True)

@@ -39,4 +39,10 @@ def __getattr__(name: str):
 __all__ = ["FeatureSet", "FEATURE_SETS", "WorkMemory", "chunk_for_memory", "feature_count", "feature_threads",
            "working_bytes", "DEFAULT_FEATURES", "KMeansFeatures", "extract_features", "feature_names",
            "feature_options", "fit_features", "get_feature_set", "input_size", "mirror_permutation", "parse_feature_options",
-           "recommended_preset", "set_memory", "state_from_arrays", "state_to_arrays", "CHUNK_BYTES"]
+           "recommended_preset", "set_memory", "state_from_arrays", "state_to_arrays", "CHUNK_BYTES",
+           "PretrainedFeatures"]
+
+
+def __dir__() -> list[str]:
+    """The public names, the two loaded on first use (``__getattr__``) among them."""
+    return sorted(__all__)

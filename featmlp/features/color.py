@@ -27,6 +27,9 @@ import numpy as np
 
 from .columns import COLOR_NAMES as NAMES
 from .columns import HUE_BINS, SAT_BINS, VAL_BINS
+from ..progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 _INV_255 = 1.0 / 255  # img_as_float multiplies by this (not a division by 255)
 

@@ -10,6 +10,9 @@ import numba
 import numpy as np
 
 from ._builds import serial_twin
+from ..progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 
 def _rgb_to_gray_py(rgb, gray):

@@ -47,6 +47,9 @@ from .columns import HOG_NAMES as NAMES
 from .columns import hog_grid as grid
 from .columns import hog_names as names
 from .gray import to_gray
+from ..progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 CLIP = 0.2  # L2-Hys clipping
 _EPS2 = 1e-5**2  # scikit-image's eps**2 in _hog_normalize_block

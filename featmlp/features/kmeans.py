@@ -39,6 +39,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import ConfigError, DataError
 from ._builds import serial_twin
+from ..progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 ENCODINGS = ("triangle", "hard")
 

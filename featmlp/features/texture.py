@@ -51,6 +51,9 @@ import numpy as np
 from ._builds import serial_twin
 from .columns import TEXTURE_NAMES as NAMES
 from .gray import to_gray
+from ..progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 # The lecture's parameters, one place each.
 LBP_POINTS = 5

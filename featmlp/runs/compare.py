@@ -274,3 +274,33 @@ def plot_comparison(run_dirs: Iterable[str | os.PathLike], path: str | os.PathLi
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What configurations are ranked by: validation accuracy (of the weights kept) wherever a row has one,
+# so that the test split chooses nothing; else test accuracy (issue 18).
+RANK_COLUMNS = ("val_accuracy", "test_accuracy")
+
+
+def ranked(rows: Sequence[dict]) -> tuple[str, list[dict]]:
+    """``(column, rows best first)``: rows (a sweep's ``results.csv``, as dicts of numbers or their
+    text) ranked by the first of :data:`RANK_COLUMNS` that some row has a number in; rows without
+    one last, ties in the given order.
+
+    Examples
+    --------
+    >>> ranked([{"name": "a", "val_accuracy": "0.5", "test_accuracy": 0.9},
+    ...         {"name": "b", "val_accuracy": 0.7, "test_accuracy": 0.1}])[0]
+    'val_accuracy'
+    >>> [r["name"] for r in ranked([{"name": "a", "test_accuracy": 0.2}, {"name": "b", "test_accuracy": 0.3}])[1]]
+    ['b', 'a']
+    """
+    def number(value) -> float | None:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return None
+        return x if math.isfinite(x) and not isinstance(value, bool) else None
+
+    column = next((c for c in RANK_COLUMNS if any(number(r.get(c)) is not None for r in rows)), RANK_COLUMNS[-1])
+    return column, sorted(rows, key=lambda r: -(number(r.get(column)) if number(r.get(column)) is not None
+                                                else -math.inf))

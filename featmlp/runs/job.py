@@ -73,9 +73,12 @@ def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig,
         return config, None
     agreement = mirror_agreement(table)
     if agreement is None:  # no mirror permutation: a preset's flips could not run
+        # "extracted with mirror=false" only of a set that has the option (lecture or hog never mirror)
+        optional = table.feature_set and any(
+            "mirror" in dict(p.options) for p in get_feature_set(table.feature_set).components)
         return dataclasses.replace(config, flip=False, test_flip=False), (
-            f"flips off: the {table.feature_set or 'table'} features hold no mirror images (e.g. extracted with "
-            f"--feature-option mirror=false)")
+            f"flips off: the {table.feature_set or 'table'} features hold no mirror images"
+            + (" (e.g. extracted with --feature-option mirror=false)" if optional else ""))
     if agreement[1] >= MIRROR_AGREEMENT * agreement[0]:
         return config, None
     message = (f"flips off: mirror images of the training images keep their class for {agreement[1]:.0%} of them "
@@ -126,7 +129,8 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             config: TrainConfig | None = None, preset: str | None = None, auto_flips: bool | None = None,
             options: dict | None = None, fitted: dict | None = None, test_fraction: float = 0.2,
             split_seed: int = 0, image_size: tuple[int, int] | None = None, skip_bad: bool = False,
-            storage_options: dict | None = None, overwrite: bool = False, progress=None, callbacks=(),
+            storage_options: dict | None = None, workers: int = 1, chunk_size: int | None = None,
+            overwrite: bool = False, progress=None, callbacks=(),
             log_scale: bool = False, tensorboard: bool = False, live_plot_seconds: float = 2.0) -> JobResult:
     """Load images, extract their features into a run directory, train, evaluate, plot and save:
     what ``featmlp run`` (and ``featmlp lecture``) do.
@@ -156,6 +160,9 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     storage_options : dict, optional
         Settings of the filesystem of a URL source (credentials, ``endpoint_url``), as
         :func:`featmlp.data.load_dataset` takes them; never written to the run directory.
+    workers, chunk_size
+        Processes to extract with and images per chunk, as
+        :func:`featmlp.tables.extract.extract_dataset` takes them.
     overwrite : bool
         Replace an existing ``out`` once the new run is complete, when it is a featmlp run
         directory (anything else is refused, as is an ``out`` inside ``source`` or holding it).
@@ -221,7 +228,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         for h in hooks:
             h.on_images(ds)
         table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
-                                progress=progress)
+                                workers=workers, chunk_size=chunk_size, progress=progress)
         for h in hooks:
             h.on_features(ds, table)
         notices = []

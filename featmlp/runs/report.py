@@ -12,7 +12,8 @@ cells) is HTML-escaped.
 - An evaluation directory (``featmlp evaluate RUN --data SOURCE --out DIR``): the same for the
   images it scored.
 - A sweep directory (``sweep.json`` and/or ``results.csv``, one run directory per
-  configuration ``DIR/<name>/``): the results sorted by test accuracy, the overlaid loss
+  configuration ``DIR/<name>/``): the results ranked by validation accuracy (test accuracy without
+  a validation split: :func:`featmlp.runs.compare.ranked`), the overlaid loss
   curves, accuracy against learning rate, then one section per configuration.
 
 Images already in the directory (``loss.png`` ...) are embedded as they are; missing ones are
@@ -25,7 +26,6 @@ import base64
 import csv
 import html
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +35,8 @@ from featmlp._figures import save_figure
 from featmlp._io import atomic_write
 from featmlp._outputs import check_output
 from featmlp.errors import DataError
-from featmlp.runs.compare import Run, comparison_figure, differing_settings, format_value, is_run_dir, read_run
+from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir, ranked,
+                                  read_run)
 from featmlp.runs.gallery import GALLERY_CSS, gallery_html
 from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, LOSS_PLOT, METRICS_FILE, REPORT_FILE, RESULTS_FILE,
                                  SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, read_json)
@@ -279,12 +280,13 @@ def _sweep_page(directory: Path) -> str:
         header = ["name", *differing, "test_accuracy", "final_train_loss", "diverged", "seconds"]
         rows = [{"name": r.name, **{k: r.settings().get(k) for k in differing}, **r.results()}
                 for r in found]
-    ordered = sorted(rows, key=lambda r: -_sort_key(r.get("test_accuracy")))
+    column, ordered = ranked(rows)
 
     body = [f"<h1>featmlp sweep: {_e(directory.resolve().name)}</h1>",
             f'<p class="muted">{_e(directory.resolve())}; {len(names)} configuration(s), '
             f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} found</p>"]
-    body.append("<h2>Results (best test accuracy first)</h2>")
+    body.append("<h2>Results (best validation accuracy first; the test split chose nothing)</h2>"
+                if column == "val_accuracy" else "<h2>Results (best test accuracy first: no validation split)</h2>")
     table_rows = []
     for r in ordered:
         cells = []
@@ -396,11 +398,6 @@ def _csv_value(value):
 
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
-
-
-def _sort_key(value) -> float:
-    x = _number(value)
-    return x if x is not None and math.isfinite(x) else -math.inf
 
 
 def _number(value) -> float | None:

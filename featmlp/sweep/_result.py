@@ -58,6 +58,16 @@ class SweepRun:
         return len(self.result.history) + 1 if self.result.diverged else None
 
     @property
+    def val_accuracy(self) -> float | None:
+        """Validation accuracy of the weights kept (the best epoch's under early stopping, else the
+        last epoch's); None without validation. What a sweep ranks by when it has it."""
+        history = self.result.history
+        # best_epoch is recorded with any validation; its weights are the ones kept only under patience
+        best = self.result.best_epoch if self.config.patience else None
+        kept = [r for r in history if r.get("epoch") == best] or history[-1:]
+        return kept[0].get(VAL_ACCURACY) if kept else None
+
+    @property
     def seconds(self) -> float:
         """Training time: the sum of the history's epoch times. A stacked group's epoch time
         is shared equally among the configurations it trained, so a sweep's rows add up to
@@ -100,8 +110,10 @@ class SweepResult:
 
     def table(self) -> list[dict]:
         """One dict per configuration: its name, ``lr``, ``hidden`` (``"6-6"``), the other
-        fields that vary, final losses and accuracies, ``test_accuracy``, ``diverged``,
-        ``diverged_epoch``, ``epochs_run``, ``stop_reason``, ``seconds`` and ``engine``."""
+        fields that vary, final losses and accuracies, ``val_accuracy`` (with validation: that of
+        the weights kept, :attr:`SweepRun.val_accuracy`), ``test_accuracy``, ``diverged``,
+        ``diverged_epoch``, ``epochs_run``, ``stop_reason``, ``seconds`` and ``engine``; in
+        configuration order (:func:`featmlp.runs.compare.ranked` ranks them)."""
         shown = ["lr", "hidden"] + [f for f in self.varying if f not in ("lr", "hidden")]
         has_val = any(VAL_LOSS in r for run in self.runs for r in run.history)
         rows = []
@@ -117,6 +129,7 @@ class SweepResult:
             if has_val:
                 row["final_val_loss"] = last.get(VAL_LOSS)
                 row["final_val_accuracy"] = last.get(VAL_ACCURACY)
+                row["val_accuracy"] = run.val_accuracy
             row.update(test_accuracy=run.test_accuracy, diverged=run.diverged,
                        diverged_epoch=run.diverged_epoch, epochs_run=len(run.history),
                        stop_reason=run.result.stop_reason, seconds=round(run.seconds, 6),

@@ -55,3 +55,28 @@ def diverged(record: dict, weights_finite: bool) -> bool:
     from when their loss is finite, else to those of the epoch before.
     """
     return not (weights_finite and all(math.isfinite(v) for v in record.values()))
+
+
+# A run overfits, visibly (issue 18): its training accuracy reached 1.0 while validation accuracy
+# lags by more than this (10 points): it learns the training rows, not the classes.
+OVERFIT_GAP = 0.10
+
+
+def overfitting(record: dict) -> str | None:
+    """The line saying an epoch's record shows overfitting, or None.
+
+    Training accuracy 1.0 with validation accuracy more than :data:`OVERFIT_GAP` below it; None
+    without validation.
+
+    Examples
+    --------
+    >>> overfitting({EPOCH: 5, TRAIN_ACCURACY: 1.0, VAL_ACCURACY: 0.62})
+    'overfitting: training accuracy reached 1.000 at epoch 5 while validation accuracy is 0.620 (38 points lower)'
+    >>> overfitting({EPOCH: 5, TRAIN_ACCURACY: 1.0, VAL_ACCURACY: 0.95}) is None
+    True
+    """
+    train, val = record.get(TRAIN_ACCURACY), record.get(VAL_ACCURACY)
+    if train is None or val is None or train < 1.0 or train - val <= OVERFIT_GAP:
+        return None
+    return (f"overfitting: training accuracy reached {train:.3f} at epoch {record[EPOCH]} while validation "
+            f"accuracy is {val:.3f} ({(train - val) * 100:.0f} points lower)")

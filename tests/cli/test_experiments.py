@@ -170,3 +170,33 @@ def test_plots_go_into_a_named_folder_not_the_working_directory(tmp_path, run_cl
     assert (tmp_path / "mine" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(tmp_path / "mine" / name) in out
     code, _, err = run_cli([*args, "--out", tmp_path / "x", "--plot", tmp_path / "y.png"])
     assert code == 2 and "not both" in err and not (tmp_path / "x").exists() and not (tmp_path / "y.png").exists()
+
+
+@pytest.mark.parametrize("args, column", [([], "val_accuracy"), (["--val-fraction", "0"], "test_accuracy")])
+def test_sweep_ranks_by_validation_accuracy_when_it_has_a_split(tmp_path, run_cli, feats, args, column):
+    import csv
+
+    import numpy as np
+
+    out = tmp_path / "s"
+    code, stdout, err = run_cli(["sweep", feats, "--lr", "1e-4,1e-3,1e-2,1e-1", "--hidden", "8", "--epochs", "3",
+                                 "-q", "--out", out, *args])
+    assert code == 0, err
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (column == "val_accuracy") == ("val_accuracy" in rows[0])
+    values = np.array([float(r[column]) for r in rows])
+    expected = [rows[i]["name"] for i in np.argsort(-values, kind="stable")]  # best first, ties in order
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("name"))
+    assert [line.split()[0] for line in lines[header + 1:header + 1 + len(rows)]] == expected
+    said = "ranked by validation accuracy" if column == "val_accuracy" else "ranked by test accuracy"
+    assert said in stdout
+    code, _, err = run_cli(["report", out])
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    results = page[page.index("<h2>Results"):]
+    assert ("best validation accuracy first" if column == "val_accuracy" else "best test accuracy first") in \
+        page[page.index("<h2>Results"):results.index("</h2>") + page.index("<h2>Results")]
+    positions = [results.index(f'href="#config-{[r["name"] for r in rows].index(name)}"') for name in expected]
+    assert positions == sorted(positions)

@@ -148,7 +148,8 @@ def test_wide_preset_is_default_with_dropout(tmp_path, run_cli, table):
     code, _, err = run_cli(["train", feats, "--preset", "wide", "--epochs", "2", "-q", "--out", tmp_path / "w"])
     assert code == 0, err
     cfg = json.loads((tmp_path / "w" / "config.json").read_text())["train"]
-    assert cfg == dataclasses.replace(PRESETS["default"], dropout=0.3, epochs=2).to_dict()
+    # the commands hold out 10 % for validation (issue 18)
+    assert cfg == dataclasses.replace(PRESETS["default"], dropout=0.3, epochs=2, val_fraction=0.1).to_dict()
 
 
 # ------------------------------------------------------------------ relocatable runs, checked data
@@ -233,7 +234,7 @@ def test_disk_full_during_train_command_is_one_line(tmp_path, run_cli, table, mo
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--patience", "3"], "needs validation data"),
+    (["--patience", "3", "--val-fraction", "0"], "needs validation data"),
     pytest.param(["--device", "cuda"], "CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
@@ -263,7 +264,7 @@ def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, ru
                               "--epochs", "2", "--tensorboard", "--out", tmp_path / "t"])
     assert code == 0, err
     assert ("features: 450 train, 150 test x 9; network 9 -> 4 (linear) -> 16 -> 8 -> 3, dropout 0.25, ce, "
-            "adam lr 0.003 cosine, batch 256, 2 epochs\n") in out
+            "adam lr 0.003 cosine, batch 256, 2 epochs, 0.1 held out for validation\n") in out
     listed = out.strip().splitlines()[-1].split("(")[1].rstrip(")").split(", ")
     assert listed == sorted(p.name + ("/" if p.is_dir() else "") for p in (tmp_path / "t").iterdir())
     assert "tensorboard/" in listed and "model.safetensors" in listed
@@ -273,7 +274,8 @@ def test_train_and_run_say_what_they_train_and_list_what_they_wrote(tmp_path, ru
                               "--hidden", "6", "--optimizer", "sgd", "--lr", "0.1", "--epochs", "2",
                               "--out", tmp_path / "r"])
     assert code == 0, err
-    assert "x 22; network 22 -> 6 -> 2, ce, sgd lr 0.1 cosine momentum 0.9, batch 256, 2 epochs, flip\n" in out
+    assert ("x 22; network 22 -> 6 -> 2, ce, sgd lr 0.1 cosine momentum 0.9, batch 256, 2 epochs, 0.1 held out for "
+            "validation, flip\n") in out
     assert "features.npz" in out.strip().splitlines()[-1]
     code, out, _ = run_cli(["train", feats, "--epochs", "2", "-q", "--out", tmp_path / "q"])
     assert "network" not in out and "run directory" in out  # -q: only the result
@@ -291,8 +293,85 @@ def test_run_command_prints_the_jobs_lines(tmp_path, run_cli):
                         f"training); moved to {out} when complete")
     assert lines[1].startswith(f"data: image folder {root}") and lines[1].endswith(
         f": 10 train + 10 test images, 2 classes; lecture features -> {out / 'features.npz'}")
-    assert lines[2] == "features: 10 train, 10 test x 9; network 9 -> 4 -> 2, ce, adam lr 0.003 cosine, batch 256, 2 epochs"
+    assert lines[2] == ("features: 10 train, 10 test x 9; network 9 -> 4 -> 2, ce, adam lr 0.003 cosine, batch 256, "
+                        "2 epochs, 0.1 held out for validation")
     assert lines[3].startswith("epoch 1/2  loss ") and lines[4].startswith("epoch 2/2  loss ")
     assert lines[5].startswith("test accuracy ") and lines[6].startswith(f"run directory: {out}  (config.json")
     assert len(lines) == 7
     assert "skipped 1 unreadable file: dark/README.txt (not an image)" in err
+
+
+def _unbalanced_features(path, n=400, n_classes=4, seed=0):
+    from sklearn.datasets import make_classification
+
+    from featmlp.tables.store import FeatureTable
+
+    X, y = make_classification(n, 9, n_informative=6, n_classes=n_classes, weights=[0.4, 0.3, 0.2, 0.1],
+                               random_state=seed)
+    cut = n * 3 // 4
+    return save_features(path, FeatureTable(X[:cut], y[:cut], X[cut:], y[cut:], tuple(f"f{i}" for i in range(9)),
+                                            tuple("abcd"[:n_classes]), {"features": "lecture"}))
+
+
+def test_train_holds_out_a_stratified_tenth_by_default(tmp_path, run_cli):
+    from featmlp.tables.store import load_features
+    from featmlp.training.setup import validation_indices
+
+    feats = _unbalanced_features(tmp_path / "f.npz")
+    code, _, err = run_cli(["train", feats, "--epochs", "3", "--seed", "3", "-q", "--out", tmp_path / "r"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["val_fraction"] == 0.1
+    history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
+    assert all("val_accuracy" in record for record in history)
+    # the rows held out: a tenth of each class (numpy's counts), and the last epoch's validation
+    # accuracy is the saved model's accuracy on exactly those rows
+    table = load_features(feats)
+    train_rows, val_rows = validation_indices(table.y_train, 0.1, 3)
+    assert len(val_rows) == int(np.ceil(0.1 * len(table.y_train)))
+    assert len(np.intersect1d(train_rows, val_rows)) == 0
+    expected = np.bincount(table.y_train) * 0.1
+    assert np.all(np.abs(np.bincount(table.y_train[val_rows], minlength=4) - expected) <= 1)
+    bundle = load_bundle(tmp_path / "r")
+    accuracy = np.mean(bundle.predict(table.X_train[val_rows]) == table.y_train[val_rows])
+    assert history[-1]["val_accuracy"] == pytest.approx(accuracy)
+
+
+def test_val_fraction_0_and_lecture_hold_out_nothing(tmp_path, run_cli):
+    feats = _unbalanced_features(tmp_path / "f.npz")
+    for args in (["--val-fraction", "0"], ["--preset", "lecture"]):
+        out = tmp_path / args[-1]
+        code, _, err = run_cli(["train", feats, "--epochs", "2", "-q", "--out", out, *args])
+        assert code == 0, err
+        assert json.loads((out / "config.json").read_text())["train"]["val_fraction"] == 0
+        assert all("val_accuracy" not in r for r in json.loads((out / "metrics.json").read_text())["history"])
+
+
+def test_overfitting_is_said_once_and_only_when_it_happens(tmp_path, run_cli):
+    from featmlp.tables.store import FeatureTable
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"f{i}" for i in range(40))
+    # random labels: a wide network learns the training rows by heart and validation stays at chance
+    X = rng.normal(size=(260, 40))
+    y = rng.integers(0, 4, 260)
+    noise = save_features(tmp_path / "noise.npz", FeatureTable(X[:200], y[:200], X[200:], y[200:], names,
+                                                              tuple("abcd"), {"features": "lecture"}))
+    # labels a linear rule gives: what is learnt carries over to the validation rows
+    y2 = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0)
+    X2 = X[:, :2]
+    clean = save_features(tmp_path / "clean.npz", FeatureTable(X2[:200], y2[:200], X2[200:], y2[200:], names[:2],
+                                                              tuple("abcd"), {"features": "lecture"}))
+    args = ["--hidden", "256", "--lr", "0.01", "--schedule", "none", "--epochs", "150", "--val-fraction", "0.25",
+            "-q"]
+    code, _, err = run_cli(["train", noise, *args, "--out", tmp_path / "noise"])
+    assert code == 0, err
+    history = json.loads((tmp_path / "noise" / "metrics.json").read_text())["history"]
+    first = next(r for r in history if r["train_accuracy"] == 1.0)
+    assert first["train_accuracy"] - first["val_accuracy"] > 0.10  # the case is what it is built to be
+    assert err.count("overfitting") == 1
+    assert f"at epoch {first['epoch']} " in err and f"{first['val_accuracy']:.3f}" in err
+    code, _, err = run_cli(["train", clean, *args, "--out", tmp_path / "clean"])
+    assert code == 0, err
+    history = json.loads((tmp_path / "clean" / "metrics.json").read_text())["history"]
+    assert not any(r["train_accuracy"] == 1.0 and r["train_accuracy"] - r["val_accuracy"] > 0.10 for r in history)
+    assert "overfitting" not in err

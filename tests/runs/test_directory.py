@@ -59,7 +59,7 @@ def one_class(table):
     (nan_test, [], "test features hold NaN or infinite values in 2 of 150 rows"),
     (huge_column, [], "(f4) hold values too large to scale"),
     (one_class, [], "needs at least 2 classes in train"),
-    (None, ["--patience", "3"], "needs validation data"),
+    (None, ["--patience", "3", "--val-fraction", "0"], "needs validation data"),  # run holds out 10 % by default
     (None, ["--hidden", "100000000"], "9 -> 100000000 -> 3"),
     pytest.param(None, ["--device", "cuda"], "CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
@@ -209,7 +209,6 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
     import featmlp.tables.extract
 
     root = two_class_folder(tmp_path / "imgs")
-    monkeypatch.setitem(featmlp.tables.extract.extract_dataset.__kwdefaults__, "chunk_size", 4)
     real, calls = featmlp.tables.extract.extract_features, []
 
     def interrupted(*args, **kwargs):
@@ -219,7 +218,8 @@ def test_killed_run_resumes_its_extraction(tmp_path, run_cli, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(featmlp.tables.extract, "extract_features", interrupted)
-    args = ["run", "--data", root, "--test-fraction", "0.5", "--epochs", "1", "-q", "--out", tmp_path / "r"]
+    args = ["run", "--data", root, "--test-fraction", "0.5", "--epochs", "1", "--chunk-size", "4", "-q",
+            "--out", tmp_path / "r"]
     code, _, err = run_cli(args)
     assert code == 130, err
     assert not (tmp_path / "r").exists()

@@ -390,3 +390,39 @@ def test_a_second_sweep_into_the_same_directory_is_refused(table, tmp_path, lock
     holder.wait()
     assert run_sweep(table, configs, out).names == config_names(configs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+
+
+def test_val_accuracy_is_that_of_the_weights_kept(table):
+    from featmlp.training.setup import validation_indices
+
+    base = dataclasses.replace(PRESETS["default"], hidden=(8,), epochs=15, lr=0.05, schedule="none",
+                               val_fraction=0.2)
+    sweep = run_sweep(table, [base, dataclasses.replace(base, patience=2)])
+    _, val_rows = validation_indices(table.y_train, 0.2, base.seed)
+    for run in sweep:
+        kept = run.result.best_epoch if run.config.patience else run.history[-1]["epoch"]
+        assert run.val_accuracy == next(r for r in run.history if r["epoch"] == kept)["val_accuracy"]
+        # the network the run keeps scores that on the held-out rows
+        predicted = run.result.predict(table.X_train[val_rows])
+        assert run.val_accuracy == pytest.approx(np.mean(predicted == table.y_train[val_rows]))
+    assert [row["val_accuracy"] for row in sweep.table()] == [run.val_accuracy for run in sweep]
+
+
+def test_the_fused_kernel_is_compiled_before_the_first_epoch_is_timed(table, monkeypatch):
+    from featmlp.training.engines import fused
+
+    calls = []
+    compile_for, epoch = fused.compile_for, fused.epoch
+    monkeypatch.setattr(fused, "compile_for", lambda *a: (calls.append("compile"), compile_for(*a))[1])
+
+    class Epoch:  # the kernel, telling when it runs
+        def __call__(self, *args):
+            calls.append("epoch")
+            return epoch(*args)
+
+        def compile(self, signature):
+            return epoch.compile(signature)
+
+    monkeypatch.setattr(fused, "epoch", Epoch())
+    sweep = run_sweep(table, expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=3), lr=[1.0, 10.0]))
+    assert calls == ["compile", "epoch", "epoch", "epoch"] and {run.engine for run in sweep} == {"stacked"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -183,3 +184,21 @@ def test_a_listing_told_at_once_shows_no_rate_and_counts_files(monkeypatch):
     shown("read", 1024, 2048)  # a folder's headers read as it goes: a rate of files
     shown("read", 2048, 2048)
     assert "2048/2048" in err.getvalue() and "file/s" in err.getvalue() and "img/s" not in err.getvalue()
+
+
+def test_a_line_while_a_kernel_compiles_and_none_when_it_is_cached(tmp_path):
+    # numba's compile event, with an empty cache directory of its own: the first process compiles
+    # the serial grayscale kernel and says so once, the second loads it from the disk cache silently
+    code = ("import logging, numpy as np\n"
+            "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+            "from featmlp.features.gray import to_gray\n"
+            "print(to_gray(np.full((2, 4, 4, 3), 200, np.uint8), parallel=False).sum())\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                           check=True) for _ in range(2)]
+    assert runs[0].stdout == runs[1].stdout == f"{200 * 32}\n"
+    said = [line for line in runs[0].stderr.splitlines() if line.startswith("featmlp.compile: ")]
+    assert said == ["featmlp.compile: compiling the numba kernel gray.rgb_to_gray_serial (once per install: cached "
+                    "on disk for the next runs)"]
+    assert "featmlp.compile" not in runs[1].stderr
+    assert any((tmp_path / "cache").rglob("*.nbi"))  # it went to NUMBA_CACHE_DIR

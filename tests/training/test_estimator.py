@@ -86,3 +86,31 @@ def test_random_state_repeats_fit():
     a = FeatMLPClassifier(hidden=(8,), epochs=5, random_state=3).fit(X, y).predict_proba(X)
     b = FeatMLPClassifier(hidden=(8,), epochs=5, random_state=3).fit(X, y).predict_proba(X)
     assert np.array_equal(a, b)
+
+
+def test_one_seed_is_one_network(tmp_path, run_cli):
+    # same data, same settings, same seed: the estimator, the API's train and `featmlp train` give
+    # the same weights (random_state=7 once meant a seed drawn from RandomState(7))
+    import torch
+
+    from featmlp.runs.bundle import load_bundle
+    from featmlp.tables.store import FeatureTable, load_features, save_features
+    from featmlp.training import train
+
+    X, y = make_classification(240, 9, n_informative=6, n_classes=3, random_state=0)
+    feats = save_features(tmp_path / "f.npz", FeatureTable(X[:200], y[:200], X[200:], y[200:],
+                                                           tuple(f"f{i}" for i in range(9)), ("a", "b", "c")))
+    code, _, err = run_cli(["train", feats, "--hidden", "8", "--epochs", "3", "--seed", "7", "-q",
+                            "--out", tmp_path / "r"])
+    assert code == 0, err
+    table = load_features(feats)
+    cli = load_bundle(tmp_path / "r").model.state_dict()
+    clf = FeatMLPClassifier(hidden=(8,), epochs=3, val_fraction=0.1, random_state=7).fit(table.X_train, table.y_train)
+    config = dataclasses.replace(PRESETS["default"], hidden=(8,), epochs=3, val_fraction=0.1, seed=7)
+    api = train(table.X_train, table.y_train, config, n_classes=3).model.state_dict()
+    for name, weights in cli.items():
+        torch.testing.assert_close(clf.model_.state_dict()[name].cpu(), weights, rtol=0, atol=0)
+        torch.testing.assert_close(api[name].cpu(), weights, rtol=0, atol=0)
+    other = FeatMLPClassifier(hidden=(8,), epochs=3, val_fraction=0.1, random_state=8).fit(table.X_train, table.y_train)
+    first = next(iter(cli))
+    assert not torch.equal(other.model_.state_dict()[first].cpu(), cli[first])

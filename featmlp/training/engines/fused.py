@@ -21,6 +21,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from featmlp.progress import announce_compiles
+
+announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
+
 # Sample-axis block: (F + hidden + C) rows of BLOCK float32 values (x 2 for the gradients)
 # stay in the 32 KB L1 for the lecture's shapes.
 BLOCK = 256
@@ -278,6 +282,12 @@ def _epoch_py(XT, y, gw, lw, params, shapes, offsets, mse, n_chunks, grad, stats
 
 
 epoch = numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)(_epoch_py)
+
+
+def compile_for(*args) -> None:
+    """Compile :func:`epoch` for these arguments (or load it from numba's on-disk cache) without
+    running it, so that the time of the first epoch is the epoch's alone."""
+    epoch.compile(tuple(numba.typeof(a) for a in args))
 
 
 def n_chunks(n: int) -> int:

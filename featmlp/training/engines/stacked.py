@@ -189,6 +189,14 @@ class _Engine:
                 d = torch.bmm(st.W[k].transpose(1, 2), g, out=back[k - 1])
                 g = self.act_backward(d, outs[k], pres[k])
 
+    def compile(self) -> None:
+        """Have the fused kernel compiled (or loaded from its cache) before the first epoch is timed:
+        a sweep charges its configurations their training, not numba's compilation."""
+        if self.fused:
+            _fused.compile_for(self.XT.numpy(), self.y.numpy(), self.ones, self.w_loss.numpy(),
+                               self.stack.flat.numpy(), self.shapes, self.offsets, self.mse,
+                               self.fused_grad.shape[0], self.fused_grad, self.fused_stats)
+
     def run_epoch(self, perm, sw, batch_size: int, lrs: torch.Tensor, grad_scale,
                   optimizer: RowOptimizer) -> torch.Tensor:
         """All steps of one epoch (one step when ``perm`` is None: full batch, chunked).
@@ -331,6 +339,7 @@ def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
     fused = _uses_fused(c0) and X_t.dtype == torch.float32
     engine = _Engine(stack, spec, X_t.t().contiguous(), y_t, weighted, fused)
     engine.w_loss = w_t
+    engine.compile()
     optimizer = RowOptimizer(c0.optimizer, stack.flat, configs)
 
     n = len(y)

@@ -13,7 +13,7 @@ from .._outputs import PREDICTIONS_HEADER
 from .._text import printable
 from ..progress import TqdmProgress
 from ._common import cli_storage_options, storage_option
-from .options import fmt
+from .options import DescribedDefault, fmt
 from .training import FEATURES_METAVAR
 
 
@@ -26,7 +26,8 @@ from .training import FEATURES_METAVAR
                    "feature set, fitted state and image size; classes are matched by name. Writes metrics.json, "
                    "predictions.csv, confusion.png and report.html into --out.")
 @click.option("--out", "out", type=click.Path(file_okay=False),
-              help="With --data: the new directory to write into (default: runs/evaluate-<time>); never the run.")
+              cls=DescribedDefault, show_default="runs/evaluate-<time>",
+              help="With --data: the new directory to write into; never the run.")
 @click.option("--force", is_flag=True, help="With --data: replace an existing --out that featmlp evaluate wrote.")
 @click.option("--skip-bad", "skip_bad", is_flag=True,
               help="With --data: leave out files that are not readable images, and list them.")

@@ -81,6 +81,44 @@ def plot_history(history: list[dict], path: str | os.PathLike, log_scale: bool =
     return save_figure(fig, path)
 
 
+def plot_loss_curves(curves, path: str | os.PathLike, *, log_scale: bool = False) -> Path:
+    """Several runs' loss per epoch, one colour a run: training loss on one axes and, when any run
+    recorded it, validation loss on a second beside it; a diverged run ends where it diverged,
+    marked with an ``x``. The one renderer of a sweep's ``loss.png``: the sweep draws it, and its
+    report redraws it from the run directories when the PNG is missing.
+
+    ``curves``: ``(label, history, diverged)`` for each run; ``diverged`` the epoch whose loss was
+    not finite, True when that is not known, or False / None.
+    """
+    from matplotlib.ticker import MaxNLocator  # start-up: matplotlib, only when a plot is drawn
+
+    curves = list(curves)
+    has_val = any(VAL_LOSS in r for _, history, _ in curves for r in history)
+    fig = new_figure(13 if has_val else 8.5, 4.5)
+    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
+    colours = palette(len(curves))
+    titles = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss"}
+    for ax, (key, title) in zip(axes, titles.items()):
+        for (label, history, diverged), colour in zip(curves, colours):
+            points = [(r[EPOCH], r[key]) for r in history if key in r and EPOCH in r and np.isfinite(r[key])]
+            label = plot_text(label)
+            if diverged:
+                label += " (diverged)" if diverged is True else f" (diverged at epoch {diverged})"
+            xs, ys = zip(*points) if points else ((), ())
+            ax.plot(xs, ys, "-", color=colour, label=label, marker="." if len(xs) < 30 else None)
+            if diverged and points:
+                ax.plot(xs[-1:], ys[-1:], "x", color=colour, markersize=10, mew=2)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss (mean over samples)")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save_figure(fig, path)
+
+
 def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = False,
                    title: str | None = None) -> Path:
     """Draw a confusion matrix (rows: true class, columns: predicted) with counts in each cell.

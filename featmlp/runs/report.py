@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Sequence
 
 from featmlp import __version__
-from featmlp._figures import save_figure
 from featmlp._io import atomic_write
 from featmlp._outputs import check_output
 from featmlp.errors import DataError
-from featmlp.runs.compare import (Run, comparison_figure, differing_settings, format_value, is_run_dir, ranked,
+from featmlp.runs.compare import (Run, differing_settings, format_value, is_run_dir, ranked,
                                   read_run)
 from featmlp.runs.gallery import GALLERY_CSS, gallery_html
 from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, LOSS_PLOT, METRICS_FILE, REPORT_FILE, RESULTS_FILE,
@@ -307,7 +306,7 @@ def _sweep_page(directory: Path) -> str:
     body.append("<h2>Loss curves</h2>")
     if found or _is_png(directory / SWEEP_LOSS_PLOT):
         body.append(_img(_png_or_render(directory / SWEEP_LOSS_PLOT,
-                                        lambda p: _save_fig(comparison_figure(found), p)),
+                                        lambda p: _plot_loss_curves(found, p)),
                          "loss curves of every configuration"))
     body.append("<h2>Test accuracy against learning rate</h2>")
     if _is_png(directory / SWEEP_ACCURACY_PLOT) or any(_number(r.get("lr")) for r in rows):
@@ -461,8 +460,12 @@ def _plot_confusion(cm, names, path):
     return plot_confusion(cm, names, path)
 
 
-def _save_fig(fig, path):
-    return save_figure(fig, path)
+def _plot_loss_curves(runs: list[Run], path) -> Path:
+    """The sweep's loss curves from its run directories, drawn by the sweep's own renderer
+    (:func:`featmlp.runs.plots.plot_loss_curves`)."""
+    from featmlp.runs.plots import plot_loss_curves  # start-up: numpy and the plots, only for a missing PNG
+
+    return plot_loss_curves([(r.name, r.history, bool(r.metrics.get("diverged"))) for r in runs], path)
 
 
 def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:

@@ -9,15 +9,14 @@ import os
 from pathlib import Path
 
 from featmlp import __version__
-from featmlp._figures import new_figure, palette, save_figure
 from featmlp._io import atomic_write
 from featmlp.runs.layout import CONFUSION_PLOT
 from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
 from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
 from featmlp.runs.plots import plot_accuracy_vs_lr as render_accuracy_vs_lr
-from featmlp.runs.plots import plot_confusion, plot_history, render
+from featmlp.runs.plots import plot_confusion, plot_history, plot_loss_curves, render
 from featmlp.tables.store import FeatureTable
-from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_LOSS
+from featmlp.training.history import TRAIN_ACCURACY
 
 from .._workers import spawn_pool, stopping
 from ._grid import format_value
@@ -90,34 +89,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) -> Path:
-    """Every configuration's training loss per epoch on one axes (validation loss beside it
-    when recorded); a diverged one ends where it diverged, with an ``x``."""
-    from matplotlib.ticker import MaxNLocator
-
-    has_val = any(VAL_LOSS in r for run in sweep for r in run.result.history)
-    fig = new_figure(13 if has_val else 8.5, 4.5)
-    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
-    colours = palette(len(sweep))
-    titles = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss"}
-    for ax, (key, title) in zip(axes, titles.items()):
-        for run, colour in zip(sweep, colours):
-            points = [(r[EPOCH], r[key]) for r in run.result.history if key in r]
-            label = run.name
-            if run.diverged:
-                label += f" (diverged at epoch {run.diverged_epoch})"
-            xs, ys = zip(*points) if points else ((), ())
-            ax.plot(xs, ys, "-", color=colour, label=label, marker="." if len(xs) < 30 else None)
-            if run.diverged and points:
-                ax.plot(xs[-1:], ys[-1:], "x", color=colour, markersize=10, mew=2)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss (mean over samples)")
-        if log_scale:
-            ax.set_yscale("log")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save_figure(fig, path)
+    """Every configuration's loss per epoch (:func:`featmlp.runs.plots.plot_loss_curves`)."""
+    return plot_loss_curves([(run.name, run.result.history, run.diverged_epoch) for run in sweep], path,
+                            log_scale=log_scale)
 
 
 def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:

@@ -335,3 +335,22 @@ def test_long_feature_name_lists_are_a_count_and_a_rule(tmp_path):
     save_features(tmp_path / "other.npz", other)
     with pytest.raises(DataError, match="feature columns are not the model's"):
         evaluate_run(out, tmp_path / "other.npz")
+
+
+def test_a_sweeps_missing_loss_plot_is_redrawn_as_the_sweep_drew_it(sweep_dir, tmp_path):
+    # One renderer (featmlp.runs.plots.plot_loss_curves): the report's redrawing of a deleted
+    # loss.png is, pixel for pixel, the sweep's own (no configuration diverged, so the labels agree).
+    import io
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "s"
+    shutil.copytree(sweep_dir, d)
+    drawn = np.asarray(Image.open(d / "loss.png").convert("RGB"))
+    (d / "loss.png").unlink()
+    page = render_report(d)  # the redrawn plot is embedded in the page, the sweep left as it is
+    data = re.search(r'<img alt="loss curves of every configuration" src="data:image/png;base64,([^"]+)"', page)[1]
+    redrawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+    assert redrawn.shape == drawn.shape and np.array_equal(redrawn, drawn)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -22,11 +22,24 @@ from featmlp._memory import check_memory, format_bytes
 from featmlp.data import DEFAULT_MAX_PIXELS, jpeg_decoder, list_images
 from featmlp.errors import ConfigError, DataError, FeatmlpError
 from featmlp.features import extract_features, working_bytes
+from featmlp.model.spec import MLPSpec
 from featmlp.runs.layout import META_FILE
 from featmlp.tables.passes import nonfinite_rows
 
-if TYPE_CHECKING:
-    from featmlp.runs.bundle import Bundle
+
+class Model(Protocol):
+    """What predicting new images reads of a model: :class:`featmlp.runs.bundle.Bundle` is one. Named
+    here, not imported, so that the bundle (which calls this module) and this module form no circle."""
+
+    spec: MLPSpec
+    class_names: tuple
+    feature_set: str
+    feature_state: dict | None
+    extra: dict
+    directory: os.PathLike | None
+
+    def predict_proba(self, X) -> np.ndarray: ...
+
 
 # The largest image a bundle may ask new images to be resized to: what reading an image file
 # allows (Pillow's own decompression-bomb limit, 89.5 Mpx).
@@ -79,7 +92,7 @@ class ImagePrediction(NamedTuple):
     top: tuple[tuple[str, float], ...] = ()
 
 
-def iter_predict_images(bundle: Bundle, sources, *, resize: bool = True, top_k: int = 1, progress=None,
+def iter_predict_images(bundle: Model, sources, *, resize: bool = True, top_k: int = 1, progress=None,
                         storage_options: dict | None = None):
     """The :class:`ImagePrediction` of each image of ``sources`` with ``bundle``, a chunk at a time, in order.
 

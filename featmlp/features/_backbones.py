@@ -133,7 +133,8 @@ def backbone(fitted, path: Path):
 
 def pooled_network(fitted, path: Path):
     """The network as a module ``(n, 3, size, size) float32 -> (n, F)``: the pooled head features and
-    the pooled outputs of the last ``stages`` stages, side by side; ``.widths`` names them."""
+    the mean-pooled outputs of the last ``stages`` stages, then (``pool="mean+max"``) their maxima,
+    side by side; ``.widths`` names them."""
     import torch
     from torch import nn
 
@@ -142,6 +143,7 @@ def pooled_network(fitted, path: Path):
     n_stages = len(model.stage_ends) if lite else len(getattr(model, "feature_info", []) or [])
     if fitted.stages > n_stages:
         raise ConfigError(f"{fitted.NAME} option stages={fitted.stages}: {fitted.architecture} has {n_stages} stages")
+    with_max = fitted.pool == "mean+max"
 
     class Pooled(nn.Module):
         def __init__(self):
@@ -151,7 +153,7 @@ def pooled_network(fitted, path: Path):
         def forward(self, x):
             m, k = self.model, fitted.stages
             if lite:
-                head, outs = m.stages(x)
+                head, outs = m.stages(x, activated=fitted.head == "post")
                 head = head.mean(dim=(2, 3))
                 taps = outs[len(outs) - k:] if k else []
             elif k:
@@ -159,7 +161,8 @@ def pooled_network(fitted, path: Path):
                 head = m.forward_head(final, pre_logits=True)
             else:
                 head, taps = m.forward_head(m.forward_features(x), pre_logits=True), []
-            return torch.cat([head.flatten(1)] + [t.mean(dim=(2, 3)) for t in taps], dim=1)
+            maxima = [t.amax(dim=(2, 3)) for t in taps] if with_max else []
+            return torch.cat([head.flatten(1)] + [t.mean(dim=(2, 3)) for t in taps] + maxima, dim=1)
 
     net = Pooled().eval()
     first = n_stages - fitted.stages
@@ -169,5 +172,8 @@ def pooled_network(fitted, path: Path):
         chans = [int(f["num_chs"]) for f in model.feature_info[first:]] if fitted.stages else []
     with torch.no_grad():
         total = int(net(torch.zeros(1, 3, fitted.size, fitted.size)).shape[1])
-    net.widths = [("head", total - sum(chans))] + [(f"stage{first + k + 1}", c) for k, c in enumerate(chans)]
+    parts = [(f"stage{first + k + 1}", c) for k, c in enumerate(chans)]
+    if with_max:
+        parts += [(f"stage{first + k + 1}max", c) for k, c in enumerate(chans)]
+    net.widths = [("head", total - sum(c for _, c in parts))] + parts
     return net

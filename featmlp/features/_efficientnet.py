@@ -97,15 +97,17 @@ class EfficientNetLite(nn.Module):
         self._bn1 = nn.BatchNorm2d(1280, eps=_EPS)
         self._fc = nn.Linear(1280, num_classes)  # ImageNet's classifier: loaded with the weights, unused
 
-    def stages(self, x):
-        """The head's feature map and the output of every stage, [stage 1, ..., stage 7]."""
+    def stages(self, x, activated: bool = True):
+        """The head's feature map and the output of every stage, [stage 1, ..., stage 7]; the head's
+        map before its ReLU6 (batch-normalised, linear) where not ``activated``."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         outs = []
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i + 1 in self.stage_ends:
                 outs.append(x)
-        return F.relu6(self._bn1(self._conv_head(x))), outs
+        head = self._bn1(self._conv_head(x))
+        return (F.relu6(head) if activated else head), outs
 
     def forward(self, x):
         head, _ = self.stages(x)

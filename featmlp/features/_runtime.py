@@ -115,10 +115,12 @@ def cache_dir() -> Path:
 
 
 def onnx_path(fitted) -> Path:
-    """The cached ONNX file of ``fitted``'s network: one per (architecture, weights, size, stages)."""
+    """The cached ONNX file of ``fitted``'s network: one per (architecture, weights, size, stages,
+    pooling, head)."""
     arch = "".join(c if c.isalnum() or c in "-_." else "_" for c in fitted.architecture)
+    pool = fitted.pool.replace("+", "")
     return cache_dir() / (f"{arch}-{fitted.weights_sha256_[:16]}-{fitted.size}px-{fitted.stages}stages"
-                          f"-v{_EXPORT_VERSION}.onnx")
+                          f"-{pool}-{fitted.head}head-v{_EXPORT_VERSION}.onnx")
 
 
 def onnx_file(fitted, net=None) -> Path | bytes:
@@ -243,7 +245,8 @@ def runtime_session(fitted, threads: int | None = None):
     """This process's ONNX Runtime session for ``fitted``: built once (the weights checked against
     the recorded hash, the network exported or taken from the cache), then reused."""
     threads = runtime_threads(threads)
-    key = (fitted.architecture, fitted.weights_sha256_, fitted.size, fitted.stages, threads)
+    key = (fitted.architecture, fitted.weights_sha256_, fitted.size, fitted.stages, fitted.pool, fitted.head,
+           threads)
     session = _SESSIONS.get(key)
     if session is not None:
         return session

@@ -12,9 +12,11 @@ Applying a backbone to images ``(N, H, W[, 3])`` uint8:
    what Pillow's resize does, as ``predict`` resizes), any input size;
 2. normalised: ``"tflite"`` ``(x - 127) / 128``, how the TF Lite EfficientNet-Lite models were
    trained, or ``"imagenet"`` (mean / std of ImageNet, as most timm models);
-3. the network's head features globally average-pooled (1,280 for EfficientNet-Lite), and beside
-   them the average-pooled outputs of its last ``stages`` stages (80 + 112 + 192 + 320 for lite0's
-   last four); with ``mirror`` the same again for each image's horizontal mirror image, so that the
+3. the network's head features globally average-pooled (1,280 for EfficientNet-Lite; ``head="pre"``,
+   the EfficientNet-Lite default: the head's batch-normalised map before its ReLU6, whose mean keeps
+   what the clipping at 0 and 6 loses), and beside them the average-pooled outputs of its last
+   ``stages`` stages (80 + 112 + 192 + 320 for lite0's last four), then (``pool="mean+max"``, the
+   default) the same outputs max-pooled; with ``mirror`` the same again for each image's horizontal mirror image, so that the
    features of a mirrored image are a permutation of the columns (flips cost no extra extraction
    at training time: ``--flip``, ``--test-flip``).
 
@@ -55,21 +57,32 @@ class PretrainedFeatures:
         Pooled outputs of the network's last stages kept beside the head's (0: the head only).
     norm : str
         ``"tflite"`` or ``"imagenet"`` (:data:`NORMS`).
+    pool : str
+        ``"mean+max"``: each stage's output average- and max-pooled; ``"mean"``: averaged only (the
+        features before issue 16's second round, and what a state without ``pool`` recorded).
+    head : str
+        ``"pre"``: the head's map pooled before its activation (EfficientNet-Lite only); ``"post"``:
+        after it, as the classifier sees it (timm's ``forward_head(pre_logits=True)``).
     mirror : bool
         Also the features of each image's horizontal mirror image (twice the columns and the
         extraction), so that flips are a column permutation (:meth:`mirror_permutation`).
     """
 
     NAME = "timm"
-    _PARAMS = ("mirror", "norm", "size", "stages", "weights")
+    _PARAMS = ("head", "mirror", "norm", "pool", "size", "stages", "weights")
+    POOLS = ("mean", "mean+max")
+    # what a state recorded before these settings existed meant (from_state fills them in)
+    _BEFORE = {"pool": "mean", "head": "post"}
 
     def __init__(self, weights: str = "", size: int = 160, stages: int = 4, norm: str = "tflite",
-                 mirror: bool = False):
+                 mirror: bool = False, pool: str = "mean+max", head: str = "pre"):
         self.weights = weights
         self.size = size
         self.stages = stages
         self.norm = norm
         self.mirror = mirror
+        self.pool = pool
+        self.head = head
 
     # -- the estimator's settings -------------------------------------------------------------
 
@@ -92,6 +105,13 @@ class PretrainedFeatures:
                               f"only) to the network's number of stages")
         if self.norm not in NORMS:
             raise ConfigError(f"{self.NAME} option norm={self.norm!r}: expected one of {', '.join(NORMS)}")
+        if self.pool not in self.POOLS:
+            raise ConfigError(f"{self.NAME} option pool={self.pool!r}: expected one of {', '.join(self.POOLS)}")
+        if self.head not in ("pre", "post"):
+            raise ConfigError(f"{self.NAME} option head={self.head!r}: expected pre (the head's map before its "
+                              f"activation) or post")
+        if self.head == "pre" and self.NAME not in PACKAGED:
+            raise ConfigError(f"{self.NAME} option head=pre is for the EfficientNet-Lite sets: use head=post")
         if not isinstance(self.mirror, bool):
             raise ConfigError(f"{self.NAME} option mirror={self.mirror!r}: expected true or false")
         if not isinstance(self.weights, str):
@@ -189,7 +209,7 @@ class PretrainedFeatures:
     def from_state(cls, settings: dict, arrays: dict) -> "PretrainedFeatures":
         """Rebuild from :meth:`state`. The weights are checked against the hash when first applied
         (training on a stored table needs neither them nor the runtime)."""
-        settings = dict(settings)
+        settings = {**cls._BEFORE, **settings}
         try:
             sha = str(settings.pop("weights_sha256"))
             widths = tuple((str(part), int(width)) for part, width in settings.pop("widths"))
@@ -222,11 +242,11 @@ class TimmFeatures(PretrainedFeatures):
     """Any timm architecture (``arch``) with a local checkpoint (``weights``), as a feature set."""
 
     NAME = "timm"
-    _PARAMS = ("arch", "mirror", "norm", "size", "stages", "weights")
+    _PARAMS = ("arch", "head", "mirror", "norm", "pool", "size", "stages", "weights")
 
     def __init__(self, arch: str = "", weights: str = "", size: int = 224, stages: int = 0,
-                 norm: str = "imagenet", mirror: bool = False):
-        super().__init__(weights=weights, size=size, stages=stages, norm=norm, mirror=mirror)
+                 norm: str = "imagenet", mirror: bool = False, pool: str = "mean", head: str = "post"):
+        super().__init__(weights=weights, size=size, stages=stages, norm=norm, mirror=mirror, pool=pool, head=head)
         self.arch = arch
 
     @property

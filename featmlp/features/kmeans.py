@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import ConfigError, DataError
-from ._builds import serial_twin
+from ._numba import threaded_and_serial
 from ..progress import announce_compiles
 
 announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
@@ -141,8 +141,7 @@ def _encode_pool_py(S, xx, cc, n_img, nr, nc, wr, wc, hard, out):
                                     out[i, g, h, k] += w * v
 
 
-_encode_pool = numba.njit(cache=True, parallel=True, fastmath=True)(_encode_pool_py)
-_encode_pool_serial = numba.njit(cache=True, fastmath=True)(serial_twin(_encode_pool_py))
+_encode_pool, _encode_pool_serial = threaded_and_serial(_encode_pool_py, fastmath=True)
 
 
 class KMeansFeatures(TransformerMixin, BaseEstimator):

@@ -159,12 +159,14 @@ _CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
 Rule = tuple[str, Callable[[Mapping[str, Any]], "str | None"]]
 
 
-def check(settings: Mapping[str, Any], fields: Mapping[str, Field], rules: tuple[Rule, ...] = ()) -> None:
+def check(settings: Mapping[str, Any], fields: Mapping[str, Field], rules: tuple[Rule, ...] = (),
+          what: str = "") -> None:
     """Raise :class:`ConfigError` naming the first setting its :class:`Field` refuses.
 
     The settings are checked in the order of ``fields``, and each rule of ``rules`` right after
     the field it names (so the first bad value is the one named). A rule is called with
-    ``settings`` and returns its message, or None.
+    ``settings`` and returns its message, or None. ``what`` starts every message (``"kmeans
+    option "``: where the setting was given).
 
     Examples
     --------
@@ -181,7 +183,7 @@ def check(settings: Mapping[str, Any], fields: Mapping[str, Field], rules: tuple
             message = next((m for after, rule in rules if after == name
                             for m in [rule(settings)] if m is not None), None)
         if message is not None:
-            raise ConfigError(message)
+            raise ConfigError(what + message)
 
 
 def settings_from_dict(cls, d: dict, what: str):

@@ -1,15 +1,19 @@
-"""What a setting accepts, checked in one place: :class:`Field`, its kinds, and JSON settings read back.
+"""What a setting accepts, checked in one place: :class:`Field`, its kinds, :func:`check`, and JSON settings read back.
 
-scikit-learn's ``_param_validation`` in featmlp's size: each settings object declares a table of
-:class:`Field` (``MLPSpec``'s :data:`~featmlp.model.spec.NETWORK_FIELDS`, which ``TrainConfig``'s
-:data:`~featmlp.training.config.FIELDS` extends) and every message has one form, naming the value
-and what is accepted. Imports nothing of featmlp's but the errors, and no torch.
+scikit-learn's ``_param_validation`` in featmlp's size: each settings object or public function
+declares a table of :class:`Field` (``MLPSpec``'s :data:`~featmlp.model.spec.NETWORK_FIELDS`, which
+``TrainConfig``'s :data:`~featmlp.training.config.FIELDS` extends; ``load_dataset``'s, the
+extraction's and ``lr_find``'s arguments), :func:`check` walks it, and every message has one form,
+naming the value and what is accepted. A wrong setting is a :class:`~featmlp.errors.ConfigError`;
+bad data (files, images) stays a ``DataError``, raised where the data is read. Imports nothing of
+featmlp's but the errors, and no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,7 +31,9 @@ class Field:
     ``"number"`` (a finite number within ``low``/``high``, each end open or closed),
     ``"probability"`` (a plain int or float in [0, 1)), ``"choice"`` (one of ``choices``),
     ``"bool"``, ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
-    none), ``"optional_int"`` (None or an integer >= ``low``), ``"class_weight"``, ``"device"``.
+    none), ``"optional_int"`` (None or an integer >= ``low``), ``"class_weight"``, ``"device"``,
+    ``"image_size"`` (None or a (width, height) pair of positive integers), ``"storage_options"``
+    (None or a dict of filesystem settings keyed by name).
     """
 
     kind: str
@@ -66,10 +72,15 @@ def _number_error(f: Field, name, value):
     if ok and high is not None:
         ok = value < high if f.high_open else value <= high
     if not ok:
-        lo = "" if low is None else ("(" if f.low_open else "[") + str(low)
-        hi = "" if high is None else str(high) + (")" if f.high_open else "]")
-        rng = f"in {lo}, {hi}" if lo and hi else (f"> {low}" if f.low_open else f">= {low}")
-        return f"{name} must be a finite number {rng}, got {value!r}"
+        if low is not None and high is not None:
+            rng = f" in {'(' if f.low_open else '['}{low}, {high}{')' if f.high_open else ']'}"
+        elif low is not None:
+            rng = f" > {low}" if f.low_open else f" >= {low}"
+        elif high is not None:
+            rng = f" < {high}" if f.high_open else f" <= {high}"
+        else:
+            rng = ""
+        return f"{name} must be a finite number{rng}, got {value!r}"
 
 
 def _probability_error(f: Field, name, value):
@@ -111,6 +122,24 @@ def _device_error(f: Field, name, value):
         return f"{name} {value!r} is not one of: auto, cpu, cuda, cuda:N"
 
 
+def _image_size_error(f: Field, name, value):
+    if value is None:
+        return None
+    try:
+        w, h = value
+        ok = int(w) == w and int(h) == h and w >= 1 and h >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        return f"{name} must be (width, height) with two positive integers, got {value!r}"
+
+
+def _storage_options_error(f: Field, name, value):
+    if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        return (f"{name} must be a dict of settings for the filesystem (e.g. "
+                f"{{'endpoint_url': 'http://...', 'anon': True}}), got {value!r}")
+
+
 _CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
     "int": _int_error,
     "optional_int": _optional_int_error,
@@ -122,7 +151,39 @@ _CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
     "width0": _width0_error,
     "class_weight": _class_weight_error,
     "device": _device_error,
+    "image_size": _image_size_error,
+    "storage_options": _storage_options_error,
 }
+
+# A rule ties settings together: (checked right after this field, f(settings) -> message or None).
+Rule = tuple[str, Callable[[Mapping[str, Any]], "str | None"]]
+
+
+def check(settings: Mapping[str, Any], fields: Mapping[str, Field], rules: tuple[Rule, ...] = (),
+          what: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first setting its :class:`Field` refuses.
+
+    The settings are checked in the order of ``fields``, and each rule of ``rules`` right after
+    the field it names (so the first bad value is the one named). A rule is called with
+    ``settings`` and returns its message, or None. ``what`` starts every message (``"kmeans
+    option "``: where the setting was given).
+
+    Examples
+    --------
+    >>> fields = {"epochs": Field("int", "passes", low=1), "lr": Field("number", "step", low=0, low_open=True)}
+    >>> check({"epochs": 3, "lr": 0.1}, fields)
+    >>> check({"epochs": 3, "lr": 0}, fields)
+    Traceback (most recent call last):
+    ...
+    featmlp.errors.ConfigError: lr must be a finite number > 0, got 0
+    """
+    for name, field in fields.items():
+        message = field.error(name, settings[name])
+        if message is None:
+            message = next((m for after, rule in rules if after == name
+                            for m in [rule(settings)] if m is not None), None)
+        if message is not None:
+            raise ConfigError(what + message)
 
 
 def settings_from_dict(cls, d: dict, what: str):

@@ -23,7 +23,7 @@ def _parse_size(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive integers, e.g. 32x32") from None
     # start-up: loaded when the command runs, not by `featmlp --help`
-    from ..data import check_resize
+    from ..data.load import check_resize
 
     try:  # the pixel limit of one image, and the memory one image of that size takes
         check_resize((w, h))

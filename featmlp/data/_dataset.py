@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ._image_array import ImageArray
 
 # Bump when the hashed byte layout changes, so old fingerprints can never collide with new ones.
@@ -171,21 +171,6 @@ def fingerprint(dataset: Dataset) -> str:
         # Fixed byte order so the hash is the same on any machine.
         h.update(np.ascontiguousarray(labels, dtype="<i8").data)
     return h.hexdigest()[:_FINGERPRINT_CHARS]
-
-
-def check_test_fraction(test_fraction: float) -> float:
-    """Return ``test_fraction`` as a float after checking 0 < f <= 1 (ConfigError otherwise).
-
-    1 makes every image a test image: a labelled folder scored with a saved model
-    (``featmlp evaluate RUN --data``), nothing to train on."""
-    try:
-        f = float(test_fraction)
-    except (TypeError, ValueError):
-        f = float("nan")
-    if not 0.0 < f <= 1.0:
-        raise ConfigError(f"test_fraction must be above 0 and at most 1 (1: every image is a test image), "
-                          f"got {test_fraction!r}")
-    return f
 
 
 def stratified_split(labels: np.ndarray, class_names, test_fraction: float,

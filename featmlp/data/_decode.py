@@ -11,6 +11,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._validation import Field, check
 from ..errors import ConfigError, DataError
 from ._files import read_regular_file
 
@@ -18,22 +19,20 @@ from ._files import read_regular_file
 FileData = Union[bytes, Path]
 
 
-def check_image_size(image_size) -> tuple[int, int] | None:
-    """``None`` or a ``(width, height)`` pair of positive ints (ConfigError otherwise).
+# Width first, as in Pillow's ``Image.size`` and the CLI's ``--image-size WxH``; the arrays made
+# are (height, width, 3).
+IMAGE_SIZE = Field("image_size", "resize every image to this (width, height), with Pillow's bilinear filter")
 
-    Width first, as in Pillow's ``Image.size`` and the CLI's ``--image-size WxH``; the
-    arrays it produces are ``(height, width, 3)``.
-    """
-    if image_size is None:
-        return None
-    try:
-        w, h = image_size
-        if int(w) != w or int(h) != h or w < 1 or h < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"image_size must be (width, height) with two positive integers, "
-                          f"got {image_size!r}") from None
-    return int(w), int(h)
+
+def image_size_pair(image_size) -> tuple[int, int] | None:
+    """An ``image_size`` :data:`IMAGE_SIZE` accepted, as None or two Python ints."""
+    return None if image_size is None else tuple(int(v) for v in image_size)
+
+
+def check_image_size(image_size) -> tuple[int, int] | None:
+    """``None`` or a ``(width, height)`` pair of positive ints (ConfigError otherwise)."""
+    check({"image_size": image_size}, {"image_size": IMAGE_SIZE})
+    return image_size_pair(image_size)
 
 
 def _to_rgb(im: Image.Image, where: str = "image") -> Image.Image:

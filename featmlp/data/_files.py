@@ -12,12 +12,15 @@ import os
 import stat
 from pathlib import Path
 
+from .._validation import Field
 from ..errors import ConfigError, DataError
 
 # Largest member or file read (env FEATMLP_MAX_FILE_BYTES): no image format needs more for
 # an image under the pixel cap, and it stops a small archive that inflates to gigabytes
 # before a byte of it is inflated (the size is in the member's header).
 DEFAULT_MAX_FILE_BYTES = 256 << 20
+MAX_FILE_BYTES = Field("optional_int", "largest file or archive member read; None: $FEATMLP_MAX_FILE_BYTES, "
+                       "else 256 MiB", low=1)
 
 
 def limit_from_env(value, env: str, default: int, what: str) -> int:

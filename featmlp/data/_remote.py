@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from .._validation import Field
+from ..errors import ConfigError, DataError, FeatmlpError
 from ._archive import Store, TarMembers, list_tar
 from ._files import not_regular, too_large
 from ._manifest import Container, ManifestBuilder
@@ -52,14 +53,8 @@ def is_url(source) -> bool:
     return isinstance(source, str) and bool(_URL.match(source))
 
 
-def check_storage_options(storage_options) -> dict:
-    """``storage_options`` as a dict of str keys (ConfigError otherwise)."""
-    if storage_options is None:
-        return {}
-    if not isinstance(storage_options, dict) or not all(isinstance(k, str) for k in storage_options):
-        raise ConfigError(f"storage_options must be a dict of settings for the filesystem (e.g. "
-                          f"{{'endpoint_url': 'http://...', 'anon': True}}), got {storage_options!r}")
-    return dict(storage_options)
+STORAGE_OPTIONS = Field("storage_options", "URLs only: settings of the fsspec filesystem (endpoint_url, key, "
+                        "secret, anon ...); never recorded anywhere")
 
 
 def open_url(url: str, storage_options: dict):
@@ -85,9 +80,10 @@ def open_url(url: str, storage_options: dict):
         raise DataError(f"{url}: {explain(e)}") from None
 
 
-def _bad_option(url: str, e: Exception) -> DataError:
-    return DataError(f"{url}: a storage option was not accepted ({e}); check the storage_options "
-                     f"(CLI: --storage-option KEY=VALUE) against the filesystem's documentation")
+def _bad_option(url: str, e: Exception) -> ConfigError:
+    # a setting the filesystem refused: the storage_options are wrong, not the data
+    return ConfigError(f"{url}: a storage option was not accepted ({e}); check the storage_options "
+                       f"(CLI: --storage-option KEY=VALUE) against the filesystem's documentation")
 
 
 def explain(e: BaseException) -> str:
@@ -108,10 +104,11 @@ def explain(e: BaseException) -> str:
 
 @contextlib.contextmanager
 def remote_errors(url: str):
-    """Turn what a filesystem call raises into one DataError line naming ``url``."""
+    """Turn what a filesystem call raises into one DataError line naming ``url`` (a refused
+    storage option: a ConfigError)."""
     try:
         yield
-    except DataError:
+    except FeatmlpError:
         raise
     except TypeError as e:
         if "unexpected keyword" in str(e):

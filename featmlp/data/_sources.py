@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import check
 from ..errors import DataError
 from . import _remote
-from ._files import DEFAULT_MAX_FILE_BYTES, PathBlob, limit_from_env, read_regular_file
+from ._decode import IMAGE_SIZE, image_size_pair
+from ._files import DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES, PathBlob, limit_from_env, read_regular_file
 from ._image_array import ImageArray
 from ._images import is_archive, list_folder, read_archive
 from ._manifest import Blobs, ManifestBuilder
@@ -34,6 +36,10 @@ def image_suffixes() -> frozenset[str]:
 
     Image.init()  # every format plugin registered, not only those imported so far
     return frozenset(Image.registered_extensions())
+
+
+# What each setting of list_images accepts (the same entries as load_dataset's).
+FIELDS = {"image_size": IMAGE_SIZE, "storage_options": _remote.STORAGE_OPTIONS, "max_file_bytes": MAX_FILE_BYTES}
 
 
 def list_images(sources, *, image_size=None, storage_options=None, max_file_bytes=None) -> ImageArray:
@@ -77,10 +83,12 @@ def list_images(sources, *, image_size=None, storage_options=None, max_file_byte
     >>> [n[len(str(root)) + 1:] for n in images.names], images.shape
     (['a.jpg', 'b.png', 'sub/c.png'], (3, 6, 8, 3))
     """
+    check(dict(image_size=image_size, storage_options=storage_options, max_file_bytes=max_file_bytes), FIELDS)
+    image_size = image_size_pair(image_size)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     limit = limit_from_env(max_file_bytes, "FEATMLP_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, "max_file_bytes")
-    storage_options = _remote.check_storage_options(storage_options)
+    storage_options = dict(storage_options or {})
     builder, left_out, suffixes = ManifestBuilder(), [], image_suffixes()
     for source in sources:
         shown = os.fspath(source)

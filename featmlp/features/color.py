@@ -27,6 +27,7 @@ import numpy as np
 
 from .columns import COLOR_NAMES as NAMES
 from .columns import HUE_BINS, SAT_BINS, VAL_BINS
+from ._numba import threaded_and_serial
 from ..progress import announce_compiles
 
 announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
@@ -106,16 +107,16 @@ def _color_range(rgb, out, start, stop):
             o[6 + k] = counts[k] / n_px
 
 
-# The threaded entry point is its own function, not a parallel=True build of _color_range:
-# numba's disk cache keys a function by module, name and line, not by its options, so two
-# builds of one Python function share one cache entry and the "serial" one can load the
-# threaded code (a process forked after OpenMP threads must not start threads).
-@numba.njit(cache=True, parallel=True)
-def _color_parallel(rgb, out, n_threads):
+def _color_batch_py(rgb, out, n_threads):
+    # Each thread's share of the images; the serial build takes n_threads=1: all of them.
     n = rgb.shape[0]
     per = (n + n_threads - 1) // n_threads
     for t in numba.prange(n_threads):
         _color_range(rgb, out, t * per, min(n, (t + 1) * per))
+
+
+# Threaded for this process, serial for worker processes (see _numba.py).
+_color_batch, _color_batch_serial = threaded_and_serial(_color_batch_py)
 
 
 def color_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
@@ -149,7 +150,7 @@ def color_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
         return out
     flat = np.ascontiguousarray(images).reshape(n, -1, 3)
     if parallel:
-        _color_parallel(flat, out, max(1, min(numba.get_num_threads(), n)))
+        _color_batch(flat, out, max(1, min(numba.get_num_threads(), n)))
     else:
-        _color_range(flat, out, 0, n)
+        _color_batch_serial(flat, out, 1)
     return out

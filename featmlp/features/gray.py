@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._builds import serial_twin
+from ._numba import threaded_and_serial
 from ..progress import announce_compiles
 
 announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
@@ -25,9 +25,8 @@ def _rgb_to_gray_py(rgb, gray):
                                  + np.int32(rgb[i, r, c, 2]) * 7471 + 0x8000) >> 16
 
 
-# Threaded for this process, serial for worker processes (see texture.py's kernels).
-_rgb_to_gray = numba.njit(cache=True, parallel=True)(_rgb_to_gray_py)
-_rgb_to_gray_serial = numba.njit(cache=True)(serial_twin(_rgb_to_gray_py))
+# Threaded for this process, serial for worker processes (see _numba.py).
+_rgb_to_gray, _rgb_to_gray_serial = threaded_and_serial(_rgb_to_gray_py)
 
 
 def to_gray(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:

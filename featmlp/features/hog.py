@@ -47,6 +47,7 @@ from .columns import HOG_NAMES as NAMES
 from .columns import hog_grid as grid
 from .columns import hog_names as names
 from .gray import to_gray
+from ._numba import threaded_and_serial
 from ..progress import announce_compiles
 
 announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
@@ -147,13 +148,16 @@ def _hog_range(gray, out, start, stop, bin_table, mag_table):
                 o += block.shape[0]
 
 
-# Its own function rather than a parallel=True build of _hog_range: see color.py's note.
-@numba.njit(cache=True, parallel=True)
-def _hog_parallel(gray, out, bin_table, mag_table, n_threads):
+def _hog_batch_py(gray, out, bin_table, mag_table, n_threads):
+    # Each thread's share of the images; the serial build takes n_threads=1: all of them.
     n = gray.shape[0]
     per = (n + n_threads - 1) // n_threads
     for t in numba.prange(n_threads):
         _hog_range(gray, out, t * per, min(n, (t + 1) * per), bin_table, mag_table)
+
+
+# Threaded for this process, serial for worker processes (see _numba.py).
+_hog_batch, _hog_batch_serial = threaded_and_serial(_hog_batch_py)
 
 
 def hog_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
@@ -194,7 +198,7 @@ def hog_features(images: np.ndarray, *, parallel: bool = True) -> np.ndarray:
     bins, mags = _tables()
     gray = np.ascontiguousarray(gray)
     if parallel:
-        _hog_parallel(gray, out, bins, mags, max(1, min(numba.get_num_threads(), n)))
+        _hog_batch(gray, out, bins, mags, max(1, min(numba.get_num_threads(), n)))
     else:
-        _hog_range(gray, out, 0, n, bins, mags)
+        _hog_batch_serial(gray, out, bins, mags, 1)
     return out

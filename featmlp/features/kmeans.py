@@ -37,13 +37,40 @@ import numba
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import Field, check
 from ..errors import ConfigError, DataError
-from ._builds import serial_twin
+from ._numba import threaded_and_serial
 from ..progress import announce_compiles
 
 announce_compiles()  # a line while a kernel below compiles (once per install: cache=True)
 
 ENCODINGS = ("triangle", "hard")
+
+# What each setting of KMeansFeatures accepts (scikit-learn's _parameter_constraints), in the order
+# _validate checks them; its messages start "kmeans option " (--feature-option).
+FIELDS: dict[str, Field] = {
+    "k": Field("int", "dictionary size (centroids)", low=1),
+    "patch_size": Field("int", "side of the square patches", low=1),
+    "stride": Field("int", "step between patches", low=1),
+    "pool": Field("int", "pooling grid: pool x pool regions", low=1),
+    "n_iter": Field("int", "k-means iterations", low=0),
+    "n_patches": Field("int", "patches sampled to fit on", low=1),
+    "seed": Field("int", "seeds the patch sample and the initial centroids", low=0),
+    "whiten_eps": Field("number", "ZCA whitening regulariser", low=0, low_open=True),
+    "norm_eps": Field("number", "per-patch contrast normalisation regulariser", low=0),
+    "power": Field("number", "power applied to the pooled features", low=0, low_open=True),
+    "encoding": Field("choice", "triangle or hard assignment", choices=ENCODINGS),
+    "mirror": Field("bool", "learn half the centroids and add their mirror images"),
+}
+
+
+def _even_k_rule(s) -> str | None:
+    if s["mirror"] and s["k"] % 2:
+        return (f"k={s['k']}: with mirror=true the dictionary is k/2 centroids and their mirror images, "
+                f"so k must be even (or set mirror=false)")
+
+
+RULES = (("mirror", _even_k_rule),)
 
 # Values per block of the encoding: bounds the (patches x K) product to 256 MB. Blocks of
 # 14 CIFAR images ran at 255 img/s, of 57 at 324 img/s (fewer BLAS calls, threads balanced).
@@ -141,8 +168,7 @@ def _encode_pool_py(S, xx, cc, n_img, nr, nc, wr, wc, hard, out):
                                     out[i, g, h, k] += w * v
 
 
-_encode_pool = numba.njit(cache=True, parallel=True, fastmath=True)(_encode_pool_py)
-_encode_pool_serial = numba.njit(cache=True, fastmath=True)(serial_twin(_encode_pool_py))
+_encode_pool, _encode_pool_serial = threaded_and_serial(_encode_pool_py, fastmath=True)
 
 
 class KMeansFeatures(TransformerMixin, BaseEstimator):
@@ -222,31 +248,13 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
     # -- settings ---------------------------------------------------------------------------
 
     def _validate(self) -> None:
-        def integer(name, low):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
-                raise ConfigError(f"kmeans option {name}={v!r}: must be an integer >= {low}")
+        check(self.get_params(), FIELDS, RULES, what="kmeans option ")
 
-        def number(name, low, low_open=False):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or v < low or (low_open and v == low):
-                raise ConfigError(f"kmeans option {name}={v!r}: must be a number "
-                                  f"{'>' if low_open else '>='} {low}")
-
-        for name, low in (("k", 1), ("patch_size", 1), ("stride", 1), ("pool", 1), ("n_iter", 0),
-                          ("n_patches", 1), ("seed", 0)):
-            integer(name, low)
-        number("whiten_eps", 0, low_open=True)
-        number("norm_eps", 0)
-        number("power", 0, low_open=True)
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(f"kmeans option encoding={self.encoding!r}: choose from {', '.join(ENCODINGS)}")
-        if not isinstance(self.mirror, (bool, np.bool_)):
-            raise ConfigError(f"kmeans option mirror={self.mirror!r}: must be true or false")
-        if self.mirror and self.k % 2:
-            raise ConfigError(f"kmeans option k={self.k}: with mirror=true the dictionary is k/2 centroids "
-                              f"and their mirror images, so k must be even (or set mirror=false)")
+    def _sampled(self) -> tuple[int, int]:
+        """``(centroids learned, patches sampled)``: half of each with ``mirror`` (the other half mirrored)."""
+        n_learn = self.k // 2 if self.mirror else self.k
+        n_sample = max(self.n_patches // 2, 1) if self.mirror else self.n_patches
+        return n_learn, n_sample
 
     def settings(self) -> dict:
         """The parameters as a JSON-ready dict (what a run records)."""
@@ -267,6 +275,11 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             Progress hook ``progress("kmeans", iteration, n_iter)``.
         """
         self._validate()
+        n_learn, n_sample = self._sampled()
+        if n_learn > n_sample:  # settings that do not fit together (fit only: a saved state has no use for them)
+            raise ConfigError(f"kmeans option k={self.k} asks for {n_learn} centroids from {n_sample} sampled "
+                              f"patches: sample more (--feature-option n_patches=N, at least "
+                              f"{n_learn * (2 if self.mirror else 1)}) or use a smaller k")
         # A lazy image array (featmlp.data.ImageArray: decoded when indexed) is read chunk by
         # chunk below instead of being decoded whole.
         lazy = not isinstance(images, np.ndarray) and getattr(images, "ndim", None) == 4 \
@@ -281,12 +294,6 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             raise DataError(f"images are {H}x{W} (HxW), smaller than the {p}x{p} patches of the kmeans "
                             f"features: use a smaller patch (--feature-option patch_size=N) or larger images "
                             f"(--image-size WxH)")
-        n_learn = self.k // 2 if self.mirror else self.k
-        n_sample = max(self.n_patches // 2, 1) if self.mirror else self.n_patches
-        if n_learn > n_sample:
-            raise DataError(f"kmeans option k={self.k} asks for {n_learn} centroids from {n_sample} sampled "
-                            f"patches: sample more (--feature-option n_patches=N, at least "
-                            f"{n_learn * (2 if self.mirror else 1)}) or use a smaller k")
         # The sampled patches as float32 (and their mirror images), normalised, centred, and the
         # float64 copies the covariance is computed from: about 28 bytes a value at the peak.
         from .._memory import check_memory

@@ -48,7 +48,7 @@ import math
 import numba
 import numpy as np
 
-from ._builds import serial_twin
+from ._numba import threaded_and_serial
 from .columns import TEXTURE_NAMES as NAMES
 from .gray import to_gray
 from ..progress import announce_compiles
@@ -417,11 +417,8 @@ def _lecture_batch_py(gray, out, lbp_off, lbp_wr, lbp_wc, uniform_lut, gre_off, 
                          gre_off, gre_w, gim_off, gim_w, rmap, cmap, gpad, strip)
 
 
-# Threaded versions for this process, and serial ones for worker processes: a process forked
-# from one whose threads run on GNU OpenMP must not start threads (numba terminates it), while
-# a serial kernel never touches the threading layer. prange is plain range in the serial ones.
-_lecture_batch = numba.njit(cache=True, parallel=True)(_lecture_batch_py)
-_lecture_batch_serial = numba.njit(cache=True)(serial_twin(_lecture_batch_py))
+# Threaded for this process, serial for worker processes (see _numba.py).
+_lecture_batch, _lecture_batch_serial = threaded_and_serial(_lecture_batch_py)
 
 
 def _uniform_lut(P: int = LBP_POINTS) -> np.ndarray:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-
-from featmlp._validation import Field, settings_from_dict
-from featmlp.errors import ConfigError
+from featmlp._validation import Field, check, settings_from_dict
 
 ACTIVATION_NAMES = ("relu", "tanh", "sigmoid", "gelu")
 HEAD_NAMES = ("ce", "mse")
@@ -31,6 +28,13 @@ NETWORK_FIELDS: dict[str, Field] = {
     "batch_norm": Field("bool", "batch normalisation after each hidden linear layer"),
     "bottleneck": Field("width0", "width of a linear layer between the input and the first hidden layer; "
                         "0: none"),
+}
+
+# Every field of MLPSpec: the sizes the data gives, then the network's own.
+SPEC_FIELDS: dict[str, Field] = {
+    "n_features": Field("int", "input size: the number of features", low=1),
+    "n_classes": Field("int", "output size: the number of classes", low=1),
+    **NETWORK_FIELDS,
 }
 
 
@@ -76,14 +80,7 @@ class MLPSpec:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field and what is accepted."""
-        for name in ("n_features", "n_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name, constraint in NETWORK_FIELDS.items():  # TrainConfig.validate checks them the same way
-            message = constraint.error(name, getattr(self, name))
-            if message is not None:
-                raise ConfigError(message)
+        check(vars(self), SPEC_FIELDS)
 
     @property
     def widths(self) -> tuple[int, ...]:

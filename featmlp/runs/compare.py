@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 from featmlp._figures import new_figure, palette, plot_format, save_figure
 from featmlp._text import plot_text, printable
-from featmlp.errors import DataError
+from featmlp.errors import ConfigError, DataError
 from featmlp.runs.layout import CONFIG_FILE, METRICS_FILE, read_json
 from featmlp.training.history import EPOCH, TRAIN_LOSS, VAL_LOSS
 
@@ -104,7 +104,7 @@ def read_runs(run_dirs: Iterable[str | os.PathLike]) -> list[Run]:
     """Read several run directories, naming each by its folder (by its path where those clash)."""
     paths = [Path(p) for p in run_dirs]
     if not paths:
-        raise DataError("no run directories given: pass at least one")
+        raise ConfigError("no run directories given: pass at least one")  # the argument, not a file
     names = [p.resolve().name for p in paths]
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]

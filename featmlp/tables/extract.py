@@ -31,6 +31,7 @@ from featmlp import __version__, _memory
 from featmlp._io import atomic_write, exclusive, sibling
 from featmlp._memory import format_bytes
 from featmlp._outputs import check_output, check_work_dir, remove_work_dir, replace_dir
+from featmlp._validation import Field, check
 from featmlp._workers import spawn_pool, stopping
 from featmlp.data import ImageArray, fingerprint
 from featmlp.errors import ConfigError, DataError
@@ -103,17 +104,24 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
         return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress, overwrite)
 
 
-def check_extraction(dataset, features, options, fitted, chunk_size, workers, *, local: bool = True):
-    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (DataError).
+# What the settings of extract_dataset and extract_to_shards accept (the feature set is checked by
+# its registry, its options by parse_feature_options, a cluster by tables.cluster.check_cluster).
+FIELDS: dict[str, Field] = {
+    "workers": Field("int", "processes to extract in; 1: this process, with all its threads", low=1),
+    "chunk_size": Field("optional_int", "images per chunk (per shard); None: default_chunk_size", low=1),
+}
 
-    The default chunk size holds the feature set's working memory to :data:`_CHUNK_BYTES`
+
+def check_extraction(dataset, features, options, fitted, chunk_size, workers, *, local: bool = True):
+    """``(feature set, options, fitted state, chunk size)`` of an extraction, checked (ConfigError).
+
+    The settings are checked against :data:`FIELDS`. The default chunk size holds the feature set's working memory to :data:`_CHUNK_BYTES`
     (:func:`default_chunk_size`); with ``local`` (the chunks are computed on this machine,
     not on a cluster's), one image, and then a chunk, that need more memory than is
     available are refused (ConfigError) before anything is computed.
     """
     fset = get_feature_set(features)
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
+    check(dict(workers=workers, chunk_size=chunk_size), FIELDS)
     options = parse_feature_options(fset, options or {})
     fitted = {k: v for k, v in (fitted or {}).items() if k in fset.needs_fit}
     if options and fitted and set(fset.needs_fit) <= set(fitted):
@@ -123,8 +131,6 @@ def check_extraction(dataset, features, options, fitted, chunk_size, workers, *,
     threads = 1 if workers > 1 else None  # worker processes run the serial kernels
     if chunk_size is None:
         chunk_size = default_chunk_size(shape, fset, options=options, state=fitted, threads=threads)
-    if chunk_size < 1:
-        raise DataError(f"chunk size must be at least 1, got {chunk_size}")
     if local:
         # a chunk holds at most the images of a split
         largest = max(len(dataset.train_labels), len(dataset.test_labels), 1)

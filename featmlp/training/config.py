@@ -18,12 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from featmlp._validation import Field, settings_from_dict
-from featmlp.errors import ConfigError
+from featmlp._validation import Field, Rule, check, settings_from_dict
 from featmlp.model.spec import NETWORK_FIELDS, MLPSpec
 
 # Names only; the implementations stay in their registries (see the module docstring).
@@ -74,18 +72,18 @@ def lecture_batch_size_applies(optimizer: str) -> bool:
     return optimizer in FULL_BATCH_OPTIMIZERS
 
 
-def _lecture_batch_size_rule(c: "TrainConfig") -> str | None:
-    if c.lecture_batch_size is not None and not lecture_batch_size_applies(c.optimizer):
-        return f"lecture_batch_size applies to optimizer 'gd' only, not {c.optimizer!r}: set it to None"
+def _lecture_batch_size_rule(c) -> str | None:
+    if c["lecture_batch_size"] is not None and not lecture_batch_size_applies(c["optimizer"]):
+        return f"lecture_batch_size applies to optimizer 'gd' only, not {c['optimizer']!r}: set it to None"
 
 
-def _label_smoothing_rule(c: "TrainConfig") -> str | None:
-    if c.label_smoothing and c.head != "ce":
-        return f"label_smoothing applies to head 'ce' only, not {c.head!r}: set it to 0"
+def _label_smoothing_rule(c) -> str | None:
+    if c["label_smoothing"] and c["head"] != "ce":
+        return f"label_smoothing applies to head 'ce' only, not {c['head']!r}: set it to 0"
 
 
-# Rules tying settings together: (checked right after this field, f(config) -> message or None).
-RULES: tuple[tuple[str, Callable[["TrainConfig"], str | None]], ...] = (
+# Rules tying settings together: (checked right after this field, f(settings) -> message or None).
+RULES: tuple[Rule, ...] = (
     ("lecture_batch_size", _lecture_batch_size_rule),
     ("label_smoothing", _label_smoothing_rule),
 )
@@ -197,18 +195,11 @@ class TrainConfig:
         ...
         featmlp.errors.ConfigError: optimizer 'lbfgs' is not one of: gd, sgd, adam, adamw
         """
-        for name, constraint in FIELDS.items():
-            value = getattr(self, name)
-            if name == "hidden":
-                # checked as the tuple the network gets (spec() makes one), e.g. from [64] or "64"
-                with contextlib.suppress(TypeError):
-                    value = tuple(value)
-            message = constraint.error(name, value)
-            if message is None:
-                message = next((m for after, rule in RULES if after == name
-                                for m in [rule(self)] if m is not None), None)
-            if message is not None:
-                raise ConfigError(message)
+        settings = {name: getattr(self, name) for name in FIELDS}
+        # hidden is checked as the tuple the network gets (spec() makes one), e.g. from [64] or "64"
+        with contextlib.suppress(TypeError):
+            settings["hidden"] = tuple(self.hidden)
+        check(settings, FIELDS, RULES)
 
     def to_dict(self) -> dict:
         """JSON-ready dict; :meth:`from_dict` inverts it."""

@@ -25,6 +25,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from featmlp._validation import Field, check
 from featmlp.errors import ConfigError
 from featmlp.model import loss_function
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
@@ -84,6 +85,28 @@ RULES = {
     "minimum/10": _minimum_tenth,
 }
 
+# What each setting of lr_find accepts, in the order they are checked (the first bad one is named);
+# the lr range is a rule tying start_lr and end_lr, checked right after end_lr.
+FIELDS: dict[str, Field] = {
+    "start_lr": Field("number", "the first learning rate tried, 0 < start_lr < end_lr"),
+    "end_lr": Field("number", "the last learning rate tried, 0 < start_lr < end_lr"),
+    "num_steps": Field("int", "steps at most", low=5),
+    "smoothing": Field("number", "weight of the running average in the smoothed loss; 0: no smoothing",
+                       low=0, high=1, high_open=True),
+    "diverge_factor": Field("number", "stop when the smoothed loss exceeds this multiple of its best",
+                            low=1, low_open=True),
+    "rule": Field("choice", "the rule behind suggested_lr", choices=tuple(RULES)),
+}
+
+
+def _lr_range_rule(s) -> str | None:
+    if not 0 < s["start_lr"] < s["end_lr"]:
+        return (f"the lr range must satisfy 0 < start_lr < end_lr, got start_lr={s['start_lr']!r}, "
+                f"end_lr={s['end_lr']!r}")
+
+
+_RANGE_RULES = (("end_lr", _lr_range_rule),)
+
 
 def suggest_lr(lrs, smoothed, rule: str = "steepest") -> tuple[float, str]:
     """The learning rate ``rule`` proposes from a range test's curve, and a sentence naming it.
@@ -112,8 +135,7 @@ def suggest_lr(lrs, smoothed, rule: str = "steepest") -> tuple[float, str]:
     >>> round(suggest_lr(lrs, [2.0, 1.9, 1.0, 0.8, 3.0], "minimum/10")[0], 6)
     0.01
     """
-    if rule not in RULES:
-        raise ConfigError(f"rule {rule!r} is not one of: {', '.join(RULES)}")
+    check({"rule": rule}, {"rule": FIELDS["rule"]})
     lrs = np.asarray(lrs, dtype=np.float64)
     smoothed = np.asarray(smoothed, dtype=np.float64)
     if lrs.ndim != 1 or lrs.shape != smoothed.shape or len(lrs) == 0:
@@ -294,9 +316,8 @@ def lr_find(
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
-    _check_range(start_lr, end_lr, num_steps, smoothing, diverge_factor)
-    if rule not in RULES:
-        raise ConfigError(f"rule {rule!r} is not one of: {', '.join(RULES)}")
+    check(dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, smoothing=smoothing,
+               diverge_factor=diverge_factor, rule=rule), FIELDS, _RANGE_RULES)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(cb, Callback):  # a plain f(record, history) has no epochs to hear here
@@ -383,20 +404,3 @@ def _batches(n: int, batch_size: int, rng: torch.Generator, device):
             continue
         perm = torch.randperm(n, generator=rng).to(device)
         yield from perm.split(batch_size)
-
-
-def _check_range(start_lr, end_lr, num_steps, smoothing, diverge_factor) -> None:
-    def number(v):
-        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
-
-    if not (number(start_lr) and number(end_lr) and 0 < start_lr < end_lr):
-        raise ConfigError(
-            f"the lr range must satisfy 0 < start_lr < end_lr, got start_lr={start_lr!r}, "
-            f"end_lr={end_lr!r}"
-        )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 5:
-        raise ConfigError(f"num_steps must be an integer >= 5, got {num_steps!r}")
-    if not (number(smoothing) and 0 <= smoothing < 1):
-        raise ConfigError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
-    if not (number(diverge_factor) and diverge_factor > 1):
-        raise ConfigError(f"diverge_factor must be a number > 1, got {diverge_factor!r}")

@@ -268,7 +268,7 @@ def test_unfitted_set_is_a_clear_error():
 def test_bad_input_is_one_clear_error():
     with pytest.raises(DataError, match="smaller than the 6x6 patches"):
         KMeansFeatures().fit(np.zeros((3, 5, 5, 3), np.uint8))
-    with pytest.raises(DataError, match="sampled patches"):
+    with pytest.raises(ConfigError, match="sampled patches"):  # settings that do not fit together
         KMeansFeatures(k=400, n_patches=100).fit(_images())
     km = KMeansFeatures(**SMALL).fit(_images(h=9, w=11))
     with pytest.raises(DataError, match=r"fitted on 9x11 RGB images.*these are 12x11 RGB"):

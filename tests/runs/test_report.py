@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from featmlp.runs.compare import RESULT_COLUMNS, compare_runs, format_table, plot_comparison
-from featmlp.errors import DataError
+from featmlp.errors import ConfigError, DataError
 from featmlp.runs.report import render_report, write_report
 from featmlp.runs import train_run
 from featmlp.tables.store import FeatureTable
@@ -108,7 +108,7 @@ def test_not_a_run_directory_is_a_clear_data_error(tmp_path, runs):
     (tmp_path / "bad" / "metrics.json").write_text("{}")
     with pytest.raises(DataError, match="cannot read"):
         compare_runs([tmp_path / "bad"])
-    with pytest.raises(DataError, match="no run directories"):
+    with pytest.raises(ConfigError, match="no run directories"):  # an empty argument: a setting
         compare_runs([])
     with pytest.raises(DataError, match="neither a featmlp run directory"):
         write_report(tmp_path / "empty")

@@ -141,8 +141,8 @@ def test_suggest_lr_rules():
     ({"start_lr": 1.0, "end_lr": 0.1}, "0 < start_lr < end_lr"),
     ({"start_lr": 0.0}, "0 < start_lr < end_lr"),
     ({"num_steps": 2}, "num_steps must be an integer >= 5"),
-    ({"smoothing": 1.0}, r"smoothing must be a number in \[0, 1\)"),
-    ({"diverge_factor": 1.0}, "diverge_factor must be a number > 1"),
+    ({"smoothing": 1.0}, r"smoothing must be a finite number in \[0, 1\)"),
+    ({"diverge_factor": 1.0}, "diverge_factor must be a finite number > 1"),
     ({"rule": "best"}, "rule 'best' is not one of"),
 ])
 def test_bad_arguments_are_named(data, kwargs, message):

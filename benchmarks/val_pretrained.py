@@ -24,6 +24,12 @@ The resolution is chosen apart, on fewer rows (extracting all of them at each si
 images of the same split at each size (``mirror=false``), and trains each head on them:
 
     python benchmarks/val_pretrained.py ../shared/data/cifar10-jpg.tar.gz --sizes 96,128,160 --rows 10000
+
+The pooling likewise (issue 16's second round): ``--variants`` lists option sets separated by ``;``,
+each extracted and scored with ``--seeds`` seeds of each head:
+
+    python benchmarks/val_pretrained.py ../shared/data/cifar10-jpg.tar.gz --sizes 160 --rows 10000 \
+        --heads mlp1024 --seeds 3 --variants "pool=mean,head=post;pool=mean,head=pre;pool=mean+max,head=pre"
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10000)
     ap.add_argument("--sets", default="efficientnet-lite0",
                     help="images: the pretrained sets compared at each size (comma-separated)")
+    ap.add_argument("--variants", default="",
+                    help="images: option sets compared at each size, ';' between sets, ',' between options "
+                         "(e.g. 'pool=mean,head=post;pool=mean+max,head=pre')")
+    ap.add_argument("--seeds", type=int, default=1, help="images: seeds of each head")
     args = ap.parse_args()
     if args.sizes:
         return by_size(args)
@@ -127,20 +137,28 @@ def by_size(args) -> None:
     tr = np.sort(np.random.default_rng(1).choice(tr, min(args.rows, len(tr)), replace=False))
     train_images, val_images = np.asarray(ds.train_images[tr]), np.asarray(ds.train_images[va])
     print(f"{args.features}: {len(tr)} training rows, {len(va)} validation rows (of train), mirror=false")
+    variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in args.variants.split(";")] if args.variants \
+        else [{}]
     for fset in args.sets.split(","):
         for size in (int(v) for v in args.sizes.split(",")):
-            options = {"size": size, "mirror": False}
-            state = fit_features(fset, None, options)
-            start = time.perf_counter()
-            Xt = extract_features(train_images, fset, state=state)
-            rate = len(tr) / (time.perf_counter() - start)
-            Xv = extract_features(val_images, fset, state=state)
-            for head in args.heads.split(","):
-                config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False, test_flip=False,
-                                             **HEADS[head])
-                result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
-                acc = float(np.mean(result.predict(Xv) == y[va]))
-                print(f"  {fset} size {size:3d} {head:13s} val {acc:.4f}   extraction {rate:.0f} img/s", flush=True)
+            for variant in variants:
+                options = {"size": size, "mirror": False, **variant}
+                state = fit_features(fset, None, options)
+                start = time.perf_counter()
+                Xt = extract_features(train_images, fset, state=state)
+                rate = len(tr) / (time.perf_counter() - start)
+                Xv = extract_features(val_images, fset, state=state)
+                label = ",".join(f"{k}={v}" for k, v in variant.items())
+                for head in args.heads.split(","):
+                    accs = []
+                    for seed in range(args.seeds):
+                        config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=False,
+                                                     test_flip=False, seed=seed, **HEADS[head])
+                        result = train(Xt, y[tr], config, n_classes=len(ds.class_names))
+                        accs.append(float(np.mean(result.predict(Xv) == y[va])))
+                    each = " ".join(f"{a:.4f}" for a in accs)
+                    print(f"  {fset} size {size:3d} {label} {Xt.shape[1]} columns {head:13s} val "
+                          f"{np.mean(accs):.4f} ({each})   extraction {rate:.0f} img/s", flush=True)
 
 
 if __name__ == "__main__":

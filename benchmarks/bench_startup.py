@@ -20,6 +20,11 @@ the spread (min..max), the before/after ratio and the after time over ``python -
 
     python benchmarks/bench_startup.py [--old 5469665] [--repeats 5]
     python benchmarks/bench_startup.py --old 1b94bde --repeats 3     # issue 18's before/after
+    python benchmarks/bench_startup.py --old 94e7315 --repeats 3     # issue 18 item 7: the lecture without torch
+
+After issue 18 item 7, ``train --preset lecture``, ``lecture`` and the README's sweep on the sample
+import no torch (the numpy engine, featmlp.training.engines.arrays); the sweep's run directories
+are still drawn in spawned plot processes.
 """
 
 from __future__ import annotations

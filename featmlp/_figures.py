@@ -59,7 +59,10 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` atomically to ``path``, in the format its suffix names (:func:`plot_format`)."""
     path = Path(path)
     buf = io.BytesIO()
-    fig.savefig(buf, format=plot_format(path))
+    fmt = plot_format(path)
+    # PNG at zlib level 1: the same pixels, in ~1/4 of level 6's encoding time (the default: ~0.1 s
+    # a plot, a tenth of drawing it), for files ~1.3x as large
+    fig.savefig(buf, format=fmt, **({"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}))
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
     return path

@@ -135,53 +135,6 @@ def build_mlp(spec: MLPSpec) -> MLP:
     return MLP(spec)
 
 
-def parameter_count(spec: MLPSpec) -> int:
-    """Number of learned values of the network ``spec`` describes, without building it.
-
-    Examples
-    --------
-    >>> parameter_count(MLPSpec(9, 10, hidden=(6,)))  # 9*6 + 6 + 6*10 + 10
-    130
-    >>> sum(p.numel() for p in build_mlp(MLPSpec(9, 10, hidden=(6,))).parameters())
-    130
-    """
-    widths = spec.widths
-    linear = sum(int(a) * int(b) + int(b) for a, b in zip(widths, widths[1:]))
-    return linear + (2 * sum(int(w) for w in spec.hidden) if spec.batch_norm else 0)
-
-
-# Copies of the parameters a run holds at once (float32): the weights, their gradient, Adam's
-# two moments, and the epoch-start, previous-epoch and best-epoch snapshots training keeps to
-# step back from a divergence or restore the best epoch.
-_PARAMETER_COPIES = 7
-# Per sample of a batch and unit of a layer: its output, the pre-activation and its gradient.
-_ACTIVATION_COPIES = 3
-
-
-def training_bytes(spec: MLPSpec, batch_size: int, n_rows: int, *, copies: bool = True) -> int:
-    """Rough bytes training ``spec`` needs beyond the feature table itself.
-
-    The parameters and their optimiser state and snapshots, the activations of one batch of
-    ``batch_size`` rows (all ``n_rows`` for full-batch gradient descent) forward and back, the
-    scaled copies of the ``n_rows`` training rows the hand-written engine keeps (when they fit
-    its 1 GB limit), and the epoch's logits. An estimate to refuse what cannot fit (a
-    ``--hidden 100000000``), not an accounting: torch's own workspace comes on top.
-    ``copies=False``: no scaled copies of the rows, only of a batch (rows streamed from disk).
-
-    Examples
-    --------
-    >>> training_bytes(MLPSpec(9, 10, hidden=(6,)), 64, 1000) < 2**20
-    True
-    """
-    widths = spec.widths[1:]
-    batch = min(int(batch_size), int(n_rows))
-    data = int(n_rows) * int(spec.n_features) * 4
-    scaled = 3 * data if copies and data <= 1 << 30 else 2 * batch * int(spec.n_features) * 4
-    return (4 * _PARAMETER_COPIES * parameter_count(spec)
-            + 4 * _ACTIVATION_COPIES * batch * sum(int(w) for w in widths)
-            + scaled + 2 * 4 * int(n_rows) * int(spec.n_classes))
-
-
 @torch.inference_mode()
 def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 65536,
                   mirror=None) -> np.ndarray:

@@ -25,8 +25,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torch import nn
 
 from featmlp import __version__
 from featmlp._io import atomic_write
@@ -34,13 +35,17 @@ from featmlp._memory import check_memory, format_bytes
 from featmlp._validation import is_int
 from featmlp.errors import DataError, FeatmlpError
 from featmlp.features import get_feature_set, state_from_arrays, state_to_arrays
-from featmlp.model import MLPSpec, Scaler, build_mlp, parameter_count, predict_proba
+from featmlp.model import MLPSpec, Scaler, parameter_count
+from featmlp.model.arrays import ArrayMLP
 from featmlp.runs.layout import FEATURE_STATE_FILE, META_FILE, WEIGHTS_FILE
 from featmlp.runs.predict import MAX_IMAGE_PIXELS, ImagePrediction, iter_predict_images
 from featmlp.tables.passes import is_permutation
 from featmlp.tables.store import read_fitted
 from featmlp.training import TrainConfig
 from featmlp.training.config import SEED_MAX
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT_VERSION = 1
 
@@ -78,6 +83,9 @@ class Bundle:
         A model trained with test-time flip averaging (``mirror`` set) averages each row with
         its mirror image.
         """
+        # start-up: torch loads with a loaded model, not with save_bundle
+        from featmlp.model import predict_proba
+
         return predict_proba(self.model, self.scaler, X, mirror=self.mirror)
 
     def predict(self, X) -> np.ndarray:
@@ -129,7 +137,7 @@ class Bundle:
 
 def save_bundle(
     directory: str | os.PathLike,
-    model: nn.Module,
+    model: nn.Module | ArrayMLP,
     spec: MLPSpec,
     scaler: Scaler,
     feature_set: str,
@@ -164,8 +172,6 @@ def save_bundle(
     Path
         The directory.
     """
-    from safetensors.torch import save
-
     directory = Path(directory)
     class_names = [str(c) for c in class_names]
     if len(class_names) != spec.n_classes:
@@ -174,9 +180,17 @@ def save_bundle(
         raise DataError(
             f"scaler fitted on {scaler.n_features} features, model takes {spec.n_features}"
         )
-    # Clone: safetensors refuses tensors that share storage, and it needs contiguous CPU tensors.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    weights = save(tensors)
+    if isinstance(model, ArrayMLP):  # the numpy engine's network: the same names, shapes and bytes
+        from safetensors.numpy import save as save_arrays
+
+        weights = save_arrays({k: np.ascontiguousarray(v, np.float32) for k, v in model.state_dict().items()})
+    else:
+        # start-up: safetensors' torch module imports torch
+        from safetensors.torch import save
+
+        # Clone: safetensors refuses tensors that share storage, and it needs contiguous CPU tensors.
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        weights = save(tensors)
     scaler_dict = scaler.to_dict()
     meta = {
         "format_version": FORMAT_VERSION,
@@ -229,6 +243,9 @@ def load_bundle(directory: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
+
+    # start-up: torch loads when a model is loaded (save_bundle needs none for the numpy engine's)
+    from featmlp.model import build_mlp
 
     directory = Path(directory)
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE

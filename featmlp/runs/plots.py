@@ -163,7 +163,9 @@ def plot_confusion(cm, class_names, path: str | os.PathLike, normalize: bool = F
         for i in range(len(names)):
             for j in range(len(names)):
                 text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                # in_layout=False: inside the axes, a cell's number moves no margin, and the
+                # constrained layout measured each of them twice (~40 % of the plot's time)
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, in_layout=False,
                         color="white" if shown[i, j] > threshold else "black")
     ax.set_title(title or "confusion matrix")
     return save_figure(fig, path)

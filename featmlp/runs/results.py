@@ -48,7 +48,8 @@ from featmlp.runs.predictions import Predictions, predict_split, write_predictio
 from featmlp.tables.passes import nonfinite_rows
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import FeatureTable, table_fingerprint
-from featmlp.training import TrainConfig, TrainResult, check_training, train
+from featmlp.training import TrainConfig, TrainResult, check_training
+from featmlp.training.engines.arrays import arrays_fit, train_arrays
 from featmlp.training.history import SECONDS
 
 
@@ -193,9 +194,18 @@ def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live
     write_config(rd.path, table, config, data)
     live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
     mirror = table.mirror() if config.flip or config.test_flip else None
-    result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
-                   callbacks=[live, *callbacks, *([logger] if logger else [])], progress=progress, mirror=mirror,
-                   out_of_core=out_of_core)
+    callbacks = [live, *callbacks, *([logger] if logger else [])]
+    if arrays_fit(table.X_train, config, mirror=mirror, out_of_core=out_of_core):
+        # The lecture's gradient descent: the same run as train()'s, in numpy, without importing
+        # torch (~2 s of a ~3 s lecture run; featmlp.training.engines.arrays).
+        result = train_arrays(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+                              callbacks=callbacks, progress=progress)
+    else:
+        # start-up: torch loads for the runs that need it
+        from featmlp.training import train
+
+        result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+                       callbacks=callbacks, progress=progress, mirror=mirror, out_of_core=out_of_core)
     run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True,  # by `live`
                         test_images=test_images)
     if logger is not None:

@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from featmlp.errors import ConfigError
-from featmlp.training import OPTIMIZERS, TrainConfig
+from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields holding a float: an int given in a grid (lr=[1, 10]) is stored as a float, so results
@@ -147,7 +147,7 @@ def stack_key(config: TrainConfig):
     if config.dropout or config.batch_norm or config.patience or config.bottleneck or config.flip \
             or config.label_smoothing:
         return None
-    full_batch = OPTIMIZERS[config.optimizer].full_batch
+    full_batch = config.optimizer in FULL_BATCH_OPTIMIZERS
     seed_matters = not full_batch or config.val_fraction > 0
     return (tuple(config.hidden), config.activation, config.head, config.optimizer,
             None if full_batch else config.batch_size, config.seed if seed_matters else None,

@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from featmlp._io import exclusive
 from featmlp._workers import spawn_pool, terminate
 from featmlp.errors import ConfigError
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
+from featmlp.model.arrays import ArrayMLP
+from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import FeatureTable
-from featmlp.training import TrainConfig, TrainResult, threads_override, train
+from featmlp.training import TrainConfig, TrainResult, threads_override
 from featmlp.training.callbacks import as_callback
-from featmlp.training.engines.stacked import train_stacked
-from featmlp.training.engines.streamed import in_memory
+from featmlp.training.engines.arrays import arrays_fit, train_arrays
 from featmlp.training.history import History
 
 from ._grid import config_names, stack_key, varying_fields
@@ -45,7 +45,9 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
     ``featmlp/sweep/_grid.py`` for the exact rule. Each ends with the history
     :func:`featmlp.training.train` gives it alone, to float rounding. The others (dropout,
     batch norm, early stopping, or alone in their group) run :func:`~featmlp.training.train`,
-    in ``workers`` processes when ``workers > 1``.
+    in ``workers`` processes when ``workers > 1``. The lecture's gradient descent on a small
+    table (:data:`ARRAYS_GROUP_ROWS`) trains one configuration after another in numpy
+    (:func:`featmlp.training.engines.arrays.train_arrays`: ``train()``'s run without torch).
 
     A configuration whose loss or weights become NaN or infinite is marked diverged at that
     epoch, keeps its last finite weights and stops; the others go on.
@@ -128,11 +130,22 @@ def run_sweep(table: FeatureTable, configs: Sequence[TrainConfig], out=None, *, 
         return _run_sweep(table, configs, out, workers, log_scale, callbacks, force)
 
 
+# A group of the lecture's gradient descent trains one configuration after another in numpy
+# (featmlp.training.engines.arrays: no torch to import, ~2 s, nor numba to load, ~1 s) up to this
+# many rows x configurations; beyond, the stacked engine's fused kernel (10 configurations x
+# 50,000 rows: ~0.1 s of epochs, against ~12 ms an epoch a configuration in numpy: ~2.4 s).
+ARRAYS_GROUP_ROWS = 200_000
+
+
 def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> SweepResult:
     # Configurations train together on one table in memory: a sharded table is read whole
     # (after a check that it fits), keeping its recorded fingerprint.
-    table = dataclasses.replace(table, X_train=in_memory(table.X_train, "the sweep"),
-                                X_test=in_memory(table.X_test, "the sweep"))
+    if isinstance(table.X_train, ShardedArray) or isinstance(table.X_test, ShardedArray):
+        # start-up: the streaming engine's module imports torch
+        from featmlp.training.engines.streamed import in_memory
+
+        table = dataclasses.replace(table, X_train=in_memory(table.X_train, "the sweep"),
+                                    X_test=in_memory(table.X_test, "the sweep"))
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train
@@ -142,8 +155,10 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
     for i, config in enumerate(configs):
         key = stack_key(config)
         groups.setdefault(i if key is None else key, []).append(i)
-    stacked = [members for members in groups.values() if len(members) > 1]
-    alone = [members[0] for members in groups.values() if len(members) == 1]
+    in_numpy = [i for members in groups.values() if len(X) * len(members) <= ARRAYS_GROUP_ROWS
+                for i in members if arrays_fit(X, configs[i], mirror=mirror)]
+    stacked = [members for members in groups.values() if len(members) > 1 and members[0] not in in_numpy]
+    alone = [members[0] for members in groups.values() if len(members) == 1 and members[0] not in in_numpy]
 
     results: list[TrainResult | None] = [None] * len(configs)
     metrics: dict[str, dict] = {}
@@ -171,6 +186,7 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
     to_stack = [left for left in ([i for i in members if i not in resumed] for members in stacked)
                 if left]
     pending = [i for i in alone if i not in resumed]
+    numpy_pending = [i for i in in_numpy if i not in resumed]
 
     start = time.perf_counter()
     pool = None
@@ -186,10 +202,19 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
     try:
         if pool is not None:  # an interrupt while they are submitted stops the workers too
             futures = {pool.submit(_worker_train, configs[i]): i for i in pending}
+        for i in numpy_pending:  # the lecture's gradient descent, train()'s run in numpy (no torch)
+            named = [_Named(cb, names[i]) for cb in callbacks]
+            finished(i, train_arrays(X, y, configs[i], n_classes=n_classes, callbacks=named))
+        if to_stack:
+            # start-up: the stacked engine imports torch
+            from featmlp.training.engines.stacked import train_stacked
         for members in to_stack:
             train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
                           n_classes, callbacks=callbacks,
                           on_done=lambda j, result, members=members: finished(members[j], result))
+        if pool is None and pending:
+            # start-up: torch loads for the configurations train() runs with it
+            from featmlp.training import train
         if pool is None:
             for i in pending:
                 named = [_Named(cb, names[i]) for cb in callbacks]
@@ -269,11 +294,18 @@ def _test_accuracies(results: list[TrainResult], table: FeatureTable) -> list[fl
         s = result.scaler
         key = (s.kind, s.offset.tobytes(), s.scale.tobytes())
         if key not in scaled:
-            scaled[key] = torch.from_numpy(s.transform(table.X_test))
+            scaled[key] = s.transform(table.X_test)
         model = result.model
-        with torch.inference_mode():
-            X = scaled[key].to(next(model.parameters()).device)
-            pred = model(X).argmax(dim=1).cpu().numpy()
+        if isinstance(model, ArrayMLP):
+            with np.errstate(over="ignore", invalid="ignore"):  # diverged weights: NaN, as torch's
+                pred = model.logits(scaled[key]).argmax(axis=1)
+        else:
+            # start-up: torch, already loaded by what trained this model
+            import torch
+
+            with torch.inference_mode():
+                X = torch.from_numpy(scaled[key]).to(next(model.parameters()).device)
+                pred = model(X).argmax(dim=1).cpu().numpy()
         accuracy = float(np.mean(pred == table.y_test))
         accuracies.append(accuracy if math.isfinite(accuracy) else None)
     return accuracies
@@ -290,4 +322,7 @@ def _worker_init(X, y, n_classes, threads, mirror=None) -> None:
 
 
 def _worker_train(config: TrainConfig) -> TrainResult:
+    # start-up: in the worker, which trains with torch
+    from featmlp.training import train
+
     return train(_WORKER["X"], _WORKER["y"], config, n_classes=_WORKER["n_classes"], mirror=_WORKER["mirror"])

@@ -12,7 +12,7 @@
 - :mod:`~featmlp.training.threads`: the CPU thread policy.
 - :mod:`~featmlp.training.engines`: the step code: fast, autograd, streamed (out of core), stacked
   (the sweep's many configurations at once) and its fused kernel.
-- :mod:`~featmlp.training.loop`: :func:`train` and :class:`TrainResult`.
+- :mod:`~featmlp.training.loop`: :func:`train`; :mod:`~featmlp.training.result`: :class:`TrainResult`.
 
 The names load lazily (:func:`featmlp._exports.lazy_exports`), so ``featmlp.training.config``, and
 ``from featmlp.training import TrainConfig``, load without torch. The loop's documentation,
@@ -31,7 +31,8 @@ from featmlp._exports import lazy_exports
 
 _NAMES = {
     **dict.fromkeys(["PRESETS", "TrainConfig"], "featmlp.training.config"),
-    **dict.fromkeys(["TrainResult", "train"], "featmlp.training.loop"),
+    "train": "featmlp.training.loop",
+    "TrainResult": "featmlp.training.result",
     **dict.fromkeys(["OPTIMIZERS", "SCHEDULES", "GradientDescent", "SGD", "Adam", "AdamW"],
                     "featmlp.training.optim"),
     "Callback": "featmlp.training.callbacks",

@@ -8,18 +8,18 @@ names the value and what to do.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from featmlp._memory import check_memory, format_bytes
 from featmlp.errors import ConfigError, DataError
-from featmlp.model import training_bytes
+from featmlp.model.spec import training_bytes
 from featmlp.tables.passes import is_permutation, nonfinite_rows
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import label_indices, real_features
-from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.training.engines.streamed import CACHED_SHARDS, GD_CHUNK_ROWS, streams
-from featmlp.training.optim import OPTIMIZERS
-from featmlp.training.setup import resolve_device, validation_size
+from featmlp.training.config import FULL_BATCH_OPTIMIZERS, PRESETS, TrainConfig, validation_size
 
 
 def _check_is_config(config) -> None:
@@ -44,7 +44,7 @@ def check_config(config: TrainConfig, *, validation_data: bool = False) -> None:
     """
     _check_is_config(config)
     config.validate()
-    resolve_device(config.device)
+    _checked_device(config.device)
     _check_patience(config, bool(config.val_fraction) or validation_data)
 
 
@@ -68,20 +68,50 @@ def check_training(X, y, config: TrainConfig | None = None, *, n_classes: int | 
     featmlp.errors.ConfigError: patience=3 (early stopping) needs validation data: set val_fraction > 0 or pass X_val and y_val
     """
     checked_inputs(X, y, PRESETS["default"] if config is None else config, n_classes, X_val, y_val, mirror,
-                   out_of_core)
+                   out_of_core, resolve_device=False)
 
 
-def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=None):
+def cpu_for_certain(device: str) -> bool:
+    """Whether ``device`` means the CPU without asking torch: ``"cpu"``, or ``"auto"`` where no
+    NVIDIA driver is loaded (no ``/proc/driver/nvidia`` on Linux; macOS has no CUDA)."""
+    if device == "cpu":
+        return True
+    return device == "auto" and (sys.platform == "darwin" or (
+        sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia")))
+
+
+def _checked_device(name: str):
+    """ConfigError for a device this machine lacks; asks torch only where the name does not say "CPU"."""
+    if cpu_for_certain(name):
+        return "cpu"
+    # start-up: torch loads only to find a CUDA device
+    from featmlp.training.setup import resolve_device
+
+    return resolve_device(name)
+
+
+def _streams(X, out_of_core) -> bool:
+    if not isinstance(X, ShardedArray) and out_of_core is None:
+        return False  # an array in memory: what streams() says, without loading its engine (torch)
+    # start-up: the streaming engine (torch) loads for a sharded table or an explicit choice only
+    from featmlp.training.engines.streamed import streams
+
+    return streams(X, out_of_core)
+
+
+def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=None, *, resolve_device=True):
     """The arguments of :func:`train`, checked and converted (the validation split is not made).
 
     Returns ``X, y, X_val, y_val, n_classes, mirror, device, streamed``; a sharded ``X`` (or
     ``X_val``) comes back as it is, unread: ``streamed`` says whether training streams it
-    (:func:`featmlp.training.engines.streamed.streams`) or reads it into memory.
+    (:func:`featmlp.training.engines.streamed.streams`) or reads it into memory. ``device`` is a
+    ``torch.device``; with ``resolve_device=False`` the name ``"cpu"`` where the device is the CPU
+    for certain (no torch import).
     """
     _check_is_config(config)
     config.validate()
-    streamed = streams(X, out_of_core)
-    full_batch = OPTIMIZERS[config.optimizer].full_batch
+    streamed = _streams(X, out_of_core)
+    full_batch = config.optimizer in FULL_BATCH_OPTIMIZERS
     if streamed and full_batch and config.batch_norm:
         raise ConfigError(f"batch_norm with full-batch optimizer {config.optimizer!r} on a table streamed from disk "
                           f"would normalise each shard by its own statistics, not the whole set as in memory: use a "
@@ -125,7 +155,13 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=No
 
     spec = config.spec(X.shape[1], n_classes)
     spec.validate()
-    device = resolve_device(config.device)
+    if resolve_device:
+        # start-up: torch loads where training needs a torch.device
+        from featmlp.training.setup import resolve_device as resolve
+
+        device = resolve(config.device)
+    else:
+        device = _checked_device(config.device)
     _check_training_memory(X, X_val, spec, config, n_train, len(y) - n_train, streamed, device)
     return X, y, X_val, y_val, n_classes, mirror, device, streamed
 
@@ -138,12 +174,15 @@ def _check_training_memory(X, X_val, spec, config, n_train, n_val, streamed, dev
     the shards kept mapped and the validation rows gathered into memory.
     """
     rows = 2 * n_train if config.flip else n_train
-    full_batch = OPTIMIZERS[config.optimizer].full_batch
+    full_batch = config.optimizer in FULL_BATCH_OPTIMIZERS
     sizes = " -> ".join(str(w) for w in spec.widths)
     advice = "use smaller layers (--hidden, --bottleneck) or a smaller --batch-size"
     row_bytes = 4 * int(X.shape[1])
     loaded = X_val.nbytes if isinstance(X_val, ShardedArray) else 0
     if streamed:
+        # start-up: the streaming engine's sizes, loaded (with torch) when it streams
+        from featmlp.training.engines.streamed import CACHED_SHARDS, GD_CHUNK_ROWS
+
         batch = min(rows, GD_CHUNK_ROWS) if full_batch else config.batch_size
         shards = CACHED_SHARDS * int(X.shard_rows.max(initial=0)) * row_bytes
         need = training_bytes(spec, batch, rows, copies=False) + shards + n_val * row_bytes + loaded

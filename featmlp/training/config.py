@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from featmlp._validation import Field, Rule, check, settings_from_dict
+from featmlp.errors import DataError
 from featmlp.model.spec import NETWORK_FIELDS, MLPSpec
 
 # Names only; the implementations stay in their registries (see the module docstring).
@@ -268,3 +270,11 @@ def command_presets() -> dict[str, TrainConfig]:
     """
     return {name: config if name == "lecture" else dataclasses.replace(config, val_fraction=COMMAND_VAL_FRACTION)
             for name, config in PRESETS.items()}
+
+
+def validation_size(n: int, fraction: float) -> int:
+    """Rows held out of ``n`` for validation; DataError when either side would be empty."""
+    n_val = math.ceil(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise DataError(f"val_fraction={fraction} leaves no training or validation rows out of {n}")
+    return n_val

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -52,7 +51,7 @@ import torch
 from torch import nn
 
 from featmlp.errors import ConfigError
-from featmlp.model import MLPSpec, Scaler, loss_function, predict_proba
+from featmlp.model import loss_function
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
 from featmlp.training.checks import checked_inputs
@@ -61,60 +60,12 @@ from featmlp.training.engines.autograd import AutogradEngine, ScaledRows
 from featmlp.training.engines.fast import FastEngine, fast_engine_fits
 from featmlp.training.engines.streamed import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
 from featmlp.training.epoch import evaluate, gd_gradient_scale, loss_accuracy, within_batch_weights
-from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, History, can_validate, diverged, epoch_record
+from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters
 from featmlp.training.setup import batch_order_rng, class_weights, initial_model, seeded, training_rows
+from featmlp.training.result import TrainResult
 from featmlp.training.threads import threads_for
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes
-    ----------
-    model : featmlp.model.MLP
-        The trained network, in eval mode (best weights under early stopping, last finite
-        weights after a divergence).
-    scaler : featmlp.model.scaler.Scaler
-        Fitted on the training rows; apply it to any features before the model.
-    spec, config
-        The network's spec and the run's settings.
-    history : History
-        One record per finished epoch: ``epoch``, ``train_loss`` (mean over samples),
-        ``train_accuracy``, ``lr``, ``seconds`` (that epoch's training time), and
-        ``val_loss``/``val_accuracy`` with validation data.
-    diverged : bool
-        The loss or the weights became NaN or infinite; training stopped there.
-    stop_reason : str
-        ``"completed"``, ``"early_stopping"``, ``"callback"`` or ``"diverged"``.
-    best_epoch : int or None
-        Epoch of the lowest validation loss (the weights kept under early stopping).
-    """
-
-    model: nn.Module
-    scaler: Scaler
-    spec: MLPSpec
-    config: TrainConfig
-    history: History = field(default_factory=History)
-    diverged: bool = False
-    stop_reason: str = "completed"
-    best_epoch: int | None = None
-    device: str = "cpu"
-    mirror: np.ndarray | None = None
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities for raw (unscaled) features ``X``, rows in order.
-
-        With ``config.test_flip`` the mean of each row's and its mirror image's probabilities.
-        """
-        return predict_proba(self.model, self.scaler, X,
-                             mirror=self.mirror if self.config.test_flip else None)
-
-    def predict(self, X) -> np.ndarray:
-        """Most probable class index for each row of raw features ``X``."""
-        return self.predict_proba(X).argmax(axis=1)
 
 
 def train(

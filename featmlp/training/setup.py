@@ -17,7 +17,7 @@ import torch
 from featmlp.errors import ConfigError, DataError
 from featmlp.model import MLPSpec, Scaler, build_mlp
 from featmlp.tables.sharded import ShardedArray
-from featmlp.training.config import TrainConfig
+from featmlp.training.config import TrainConfig, validation_size
 
 
 @dataclass
@@ -98,14 +98,6 @@ def class_weights(y: np.ndarray, n_classes: int, mode) -> np.ndarray:
     weights = np.ones(n_classes)
     weights[present] = len(y) / (present.sum() * counts[present])
     return weights.astype(np.float32)
-
-
-def validation_size(n: int, fraction: float) -> int:
-    """Rows held out of ``n`` for validation; DataError when either side would be empty."""
-    n_val = math.ceil(n * fraction)
-    if n_val < 1 or n - n_val < 1:
-        raise DataError(f"val_fraction={fraction} leaves no training or validation rows out of {n}")
-    return n_val
 
 
 def split_validation(X, y, fraction, seed):

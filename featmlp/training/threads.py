@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from featmlp.model import MLPSpec
-from featmlp.training.config import TrainConfig
-from featmlp.training.optim import OPTIMIZERS
+from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 # Below this many multiply-adds per step, train on one CPU thread. Measured on this 2-core
@@ -42,6 +43,8 @@ def threads_override() -> int | None:
     if threads is not None:
         return threads
     if os.environ.get("OMP_NUM_THREADS", "").strip():
+        import torch  # start-up: only to read the count torch applied (the lecture's run needs no torch)
+
         return torch.get_num_threads()
     return None
 
@@ -92,8 +95,10 @@ def training_threads(work: int, available: int, *, override: int | None = None,
 @contextlib.contextmanager
 def threads_for(spec: MLPSpec, config: TrainConfig, n: int, device: torch.device):
     """Train on :func:`training_threads`'s count; torch's own is restored afterwards."""
+    import torch  # start-up: loaded by torch's training only (threads_override needs none)
+
     widths = spec.widths
-    batch = n if OPTIMIZERS[config.optimizer].full_batch else min(config.batch_size, n)
+    batch = n if config.optimizer in FULL_BATCH_OPTIMIZERS else min(config.batch_size, n)
     work = batch * sum(a * b for a, b in zip(widths, widths[1:]))
     before = torch.get_num_threads()
     override = threads_override()

@@ -16,6 +16,7 @@ import torch
 from sklearn.datasets import make_classification
 
 from featmlp.errors import ConfigError
+from featmlp.model.arrays import ArrayMLP
 from featmlp.tables.store import FeatureTable
 from featmlp.sweep import config_names, expand_grid, run_sweep
 from featmlp.training import PRESETS, TrainConfig, train
@@ -32,7 +33,17 @@ def table():
 
 
 def _params(model):
+    if isinstance(model, ArrayMLP):  # the lecture's gradient descent, trained in numpy
+        return torch.cat([torch.from_numpy(v.reshape(-1)) for v in model.state_dict().values()])
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.fixture
+def stacked_engine(monkeypatch):
+    """Lecture groups on the stacked engine (and its fused kernel) instead of numpy's, however small."""
+    import featmlp.sweep._run
+
+    monkeypatch.setattr(featmlp.sweep._run, "ARRAYS_GROUP_ROWS", 0)
 
 
 def _assert_same_as_train(table, run, rtol=1e-5, weight_atol=1e-6):
@@ -46,7 +57,7 @@ def _assert_same_as_train(table, run, rtol=1e-5, weight_atol=1e-6):
             if key != "seconds":
                 assert ours[key] == pytest.approx(theirs[key], rel=rtol, abs=1e-7), (run.name, key)
     torch.testing.assert_close(_params(run.result.model), _params(ref.model), rtol=rtol, atol=weight_atol)
-    assert not run.result.model.training
+    assert not getattr(run.result.model, "training", False)
     np.testing.assert_array_equal(run.result.predict(table.X_test), ref.predict(table.X_test))
 
 
@@ -74,7 +85,7 @@ GRIDS = {
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
-def test_stacked_configurations_end_as_train_alone(table, grid):
+def test_stacked_configurations_end_as_train_alone(table, grid, stacked_engine):
     base, values = GRIDS[grid]
     sweep = run_sweep(table, expand_grid(base, **values))
     assert all(run.engine == "stacked" for run in sweep)
@@ -86,7 +97,17 @@ def test_stacked_configurations_end_as_train_alone(table, grid):
         _assert_same_as_train(table, run, weight_atol=weight_atol)
 
 
-def test_lecture_sweep_takes_the_fused_kernel(table):
+def test_a_small_lecture_sweep_trains_in_numpy_as_train_alone(table):
+    # The lecture's gradient descent on a small table: each configuration is train()'s run in
+    # numpy (featmlp.training.engines.arrays), no torch imported for it.
+    base, values = GRIDS["lecture"]
+    sweep = run_sweep(table, expand_grid(base, **values))
+    assert all(run.engine == "train" and isinstance(run.result.model, ArrayMLP) for run in sweep)
+    for run in sweep:
+        _assert_same_as_train(table, run, weight_atol=1e-5)
+
+
+def test_lecture_sweep_takes_the_fused_kernel(table, stacked_engine):
     # Full-batch ReLU groups on the CPU run in featmlp.training.engines.fused; here with several
     # 256-sample blocks, a partial one, and chunks on both threads.
     from featmlp.training.engines import stacked as _stacked
@@ -265,7 +286,8 @@ run_sweep(table, configs, sys.argv[3], on_epoch=on_epoch)
 
 
 def _resumable_configs():
-    pair = expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=5), lr=[1, 10])
+    # tanh: a stacked pair (the lecture's ReLU pair, this small, trains in numpy one by one)
+    pair = expand_grid(dataclasses.replace(PRESETS["lecture"], epochs=5, activation="tanh"), lr=[1, 10])
     alone = expand_grid(TrainConfig(hidden=(16,), dropout=0.1, optimizer="adam", epochs=3,
                                     batch_size=64), lr=[1e-3, 1e-2])
     return pair + alone
@@ -408,7 +430,7 @@ def test_val_accuracy_is_that_of_the_weights_kept(table):
     assert [row["val_accuracy"] for row in sweep.table()] == [run.val_accuracy for run in sweep]
 
 
-def test_the_fused_kernel_is_compiled_before_the_first_epoch_is_timed(table, monkeypatch):
+def test_the_fused_kernel_is_compiled_before_the_first_epoch_is_timed(table, monkeypatch, stacked_engine):
     from featmlp.training.engines import fused
 
     calls = []

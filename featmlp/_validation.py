@@ -30,7 +30,7 @@ class Field:
     <= ``high`` when given),
     ``"number"`` (a finite number within ``low``/``high``, each end open or closed),
     ``"probability"`` (a plain int or float in [0, 1)), ``"choice"`` (one of ``choices``),
-    ``"bool"``, ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
+    ``"bool"``, ``"text"`` (a str), ``"widths"`` (a sequence of layer widths >= 1), ``"width0"`` (a width, or 0 for
     none), ``"optional_int"`` (None or an integer >= ``low``), ``"class_weight"``, ``"device"``,
     ``"image_size"`` (None or a (width, height) pair of positive integers), ``"storage_options"``
     (None or a dict of filesystem settings keyed by name).
@@ -93,6 +93,11 @@ def _choice_error(f: Field, name, value):
         return f"{name} {value!r} is not one of: {', '.join(map(str, f.choices))}"
 
 
+def _text_error(f: Field, name, value):
+    if not isinstance(value, str):
+        return f"{name} must be text, got {value!r}"
+
+
 def _bool_error(f: Field, name, value):
     if not isinstance(value, (bool, np.bool_)):
         return f"{name} must be true or false, got {value!r}"
@@ -147,6 +152,7 @@ _CHECKS: dict[str, Callable[[Field, str, Any], str | None]] = {
     "probability": _probability_error,
     "choice": _choice_error,
     "bool": _bool_error,
+    "text": _text_error,
     "widths": _widths_error,
     "width0": _width0_error,
     "class_weight": _class_weight_error,

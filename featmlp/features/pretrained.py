@@ -37,10 +37,29 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import Field, check
 from ..errors import ConfigError, DataError
 from ._backbones import INSTALL, PACKAGED, file_sha256, pooled_network
 from ._runtime import (NORMS, check_images, cuda_device, cuda_network, eager_features, onnx_file, run_batches,
                        runtime_session)
+
+
+POOLS = ("mean", "mean+max")
+
+# The settings of every pretrained set (checked by featmlp._validation.check, as TrainConfig's are).
+FIELDS = {
+    "size": Field("int", "the side of the square the images are resized to (e.g. 128)", low=16, high=1024),
+    "stages": Field("int", "the last stages pooled beside the head (0: the head only)", low=0, high=16),
+    "pool": Field("choice", "how each stage's output is pooled", choices=POOLS),
+    "head": Field("choice", "the head's map pooled before (pre) or after (post) its activation",
+                  choices=("pre", "post")),
+    "norm": Field("choice", "the input normalisation", choices=tuple(NORMS)),
+    "mirror": Field("bool", "the mirror image's features too"),
+    "weights": Field("text", "a checkpoint file, or empty for the packaged weights"),
+}
+# a timm backbone (the one set with an ``arch``) has no pre-activation head that featmlp knows of
+RULES = (("head", lambda s: "head=pre is for the EfficientNet-Lite sets: use head=post"
+          if s["head"] == "pre" and s.get("arch") is not None else None),)
 
 
 class PretrainedFeatures:
@@ -70,7 +89,6 @@ class PretrainedFeatures:
 
     NAME = "timm"
     _PARAMS = ("head", "mirror", "norm", "pool", "size", "stages", "weights")
-    POOLS = ("mean", "mean+max")
     # what a state recorded before these settings existed meant (from_state fills them in)
     _BEFORE = {"pool": "mean", "head": "post"}
 
@@ -97,25 +115,7 @@ class PretrainedFeatures:
         return self.NAME
 
     def _validate(self) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 16 <= self.size <= 1024:
-            raise ConfigError(f"{self.NAME} option size={self.size!r}: expected an integer from 16 to 1024 "
-                              f"(the side images are resized to, e.g. 128)")
-        if not isinstance(self.stages, int) or isinstance(self.stages, bool) or not 0 <= self.stages <= 16:
-            raise ConfigError(f"{self.NAME} option stages={self.stages!r}: expected an integer from 0 (the head "
-                              f"only) to the network's number of stages")
-        if self.norm not in NORMS:
-            raise ConfigError(f"{self.NAME} option norm={self.norm!r}: expected one of {', '.join(NORMS)}")
-        if self.pool not in self.POOLS:
-            raise ConfigError(f"{self.NAME} option pool={self.pool!r}: expected one of {', '.join(self.POOLS)}")
-        if self.head not in ("pre", "post"):
-            raise ConfigError(f"{self.NAME} option head={self.head!r}: expected pre (the head's map before its "
-                              f"activation) or post")
-        if self.head == "pre" and self.NAME not in PACKAGED:
-            raise ConfigError(f"{self.NAME} option head=pre is for the EfficientNet-Lite sets: use head=post")
-        if not isinstance(self.mirror, bool):
-            raise ConfigError(f"{self.NAME} option mirror={self.mirror!r}: expected true or false")
-        if not isinstance(self.weights, str):
-            raise ConfigError(f"{self.NAME} option weights={self.weights!r}: expected a file name")
+        check(self.settings(), FIELDS, RULES, what=f"{self.NAME} option ")
 
     # -- fitting: the weights resolved and hashed ----------------------------------------------
 
@@ -135,7 +135,7 @@ class PretrainedFeatures:
             import importlib
 
             module = importlib.import_module(packaged.module)
-        except ImportError as exc:
+        except ImportError:
             raise ConfigError(f"feature set {self.NAME} needs the package {packaged.package} (its weights): "
                               f"{INSTALL}") from None
         path = Path(getattr(module, packaged.locator).get_model_file_path())

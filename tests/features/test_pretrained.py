@@ -134,8 +134,12 @@ def test_a_state_recorded_before_pool_and_head_means_their_old_values(seeded_wei
     # a timm backbone has no pre-activation head to offer: one line
     with pytest.raises(ConfigError, match="head=pre is for the EfficientNet-Lite sets"):
         pt.TimmFeatures(arch="resnet18", weights="w.pth", head="pre")._validate()
-    with pytest.raises(ConfigError, match="pool='max': expected one of mean, mean\\+max"):
+    with pytest.raises(ConfigError, match="^efficientnet-lite0 option pool 'max' is not one of: mean, mean\\+max$"):
         pt.EfficientNetLite0Features(pool="max")._validate()
+    with pytest.raises(ConfigError, match=r"^efficientnet-lite0 option size must be an integer in \[16, 1024\], got 8$"):
+        pt.EfficientNetLite0Features(size=8)._validate()
+    with pytest.raises(ConfigError, match="option mirror must be true or false, got 'yes'"):
+        pt.EfficientNetLite1Features(mirror="yes")._validate()
 
 
 def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
@@ -314,9 +318,9 @@ def test_options_are_the_transformers_own_and_checked():
         assert get_feature_set(name).preset == "pretrained"
     assert parse_feature_options("efficientnet-lite0", ["size=160", "stages=0", "norm=imagenet", "mirror=no"]) == {
         "size": 160, "stages": 0, "norm": "imagenet", "mirror": False}
-    with pytest.raises(ConfigError, match="size=8: expected an integer from 16"):
+    with pytest.raises(ConfigError, match=r"option size must be an integer in \[16, 1024\], got 8"):
         fit_features("efficientnet-lite0", None, {"size": 8})
-    with pytest.raises(ConfigError, match="norm='bgr': expected one of tflite, imagenet"):
+    with pytest.raises(ConfigError, match="option norm 'bgr' is not one of: tflite, imagenet"):
         fit_features("efficientnet-lite0", None, {"norm": "bgr"})
     with pytest.raises(ConfigError, match="stages=9: efficientnet-lite0 has 7 stages"):
         fit_features("efficientnet-lite0", None, {"stages": 9, "size": 32})

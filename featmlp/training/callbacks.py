@@ -29,3 +29,16 @@ class CallableCallback(Callback):
 def as_callback(cb: Callback | Callable) -> Callback:
     """``cb`` itself when it is a :class:`Callback`, else a callable ``f(record, history)`` wrapped."""
     return cb if isinstance(cb, Callback) else CallableCallback(cb)
+
+
+def hear_epoch(callbacks, epoch: int, record: dict, history, total: int) -> bool:
+    """Tell every callback of the epoch just recorded (``on_progress``, then ``on_epoch``); True
+    when one of them asks training to stop (each still hears the epoch). Both engines, torch's and
+    the lecture's numpy one, end an epoch through here."""
+    for cb in callbacks:
+        cb.on_progress("train", epoch, total)
+    stop = False
+    for cb in callbacks:
+        if cb.on_epoch(record, history):
+            stop = True
+    return stop

@@ -48,12 +48,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 
 from featmlp.errors import ConfigError
 from featmlp.model import loss_function
 from featmlp.progress import ProgressHook
-from featmlp.training.callbacks import Callback, as_callback, progress_callbacks
+from featmlp.training.callbacks import Callback, as_callback, hear_epoch, progress_callbacks
 from featmlp.training.checks import checked_inputs
 from featmlp.training.config import PRESETS, TrainConfig
 from featmlp.training.engines.autograd import AutogradEngine, ScaledRows
@@ -262,8 +261,6 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
             break
         previous_state = state
         history.append(record)
-        for cb in callbacks:
-            cb.on_progress("train", epoch, config.epochs)
 
         stop = False
         if X_val is not None:
@@ -273,11 +270,8 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
                     best_state = snapshot(model, flat)
             elif config.patience and epoch - result.best_epoch >= config.patience:
                 result.stop_reason, stop = "early_stopping", True
-        for cb in callbacks:
-            if cb.on_epoch(record, history):
-                if not stop:
-                    result.stop_reason = "callback"
-                stop = True
+        if hear_epoch(callbacks, epoch, record, history, config.epochs) and not stop:
+            result.stop_reason, stop = "callback", True
         if stop:
             break
 

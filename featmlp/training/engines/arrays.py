@@ -27,7 +27,7 @@ from featmlp.model.arrays import ARRAY_ACTIVATIONS, ArrayMLP, array_network_fits
 from featmlp.model.scaler import Scaler
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.tables.sharded import ShardedArray
-from featmlp.training.callbacks import as_callback
+from featmlp.training.callbacks import as_callback, hear_epoch
 from featmlp.training.checks import checked_inputs, cpu_for_certain
 from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig
 from featmlp.training.history import diverged, epoch_record
@@ -161,15 +161,8 @@ def _run(model: ArrayMLP, config: TrainConfig, Xs: np.ndarray, y: np.ndarray, ca
             break
         previous_state = state
         history.append(record)
-        for cb in callbacks:
-            cb.on_progress("train", epoch, config.epochs)
-        stop = False
-        for cb in callbacks:
-            if cb.on_epoch(record, history):
-                if not stop:
-                    result.stop_reason = "callback"
-                stop = True
-        if stop:
+        if hear_epoch(callbacks, epoch, record, history, config.epochs):
+            result.stop_reason = "callback"
             break
     for cb in callbacks:
         cb.on_train_end(history)

@@ -53,7 +53,7 @@ _NAMES = {
     **dict.fromkeys(["plot_history", "plot_confusion", "render", "LivePlot"], "featmlp.runs.plots"),
     **dict.fromkeys(["TEST_ACCURACY_TAG", "TensorBoardLogger"], "featmlp.runs.tensorboard"),
     **dict.fromkeys(["RESULT_COLUMNS", "Run", "is_run_dir", "read_run", "read_runs", "differing_settings",
-                     "compare_runs", "format_value", "format_table", "comparison_figure", "plot_comparison"],
+                     "compare_runs", "format_cell", "format_table", "comparison_figure", "plot_comparison"],
                     "featmlp.runs.compare"),
     **dict.fromkeys(["REPORT_FILE", "SWEEP_FILE", "RESULTS_FILE", "SWEEP_LOSS_PLOT", "SWEEP_ACCURACY_PLOT",
                      "write_report", "render_report"], "featmlp.runs.report"),

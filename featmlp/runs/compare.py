@@ -154,14 +154,15 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict], lis
     return rows, differing_settings(runs)
 
 
-def format_value(key: str, value) -> str:
-    """A setting or result as the tables show it: ``-`` for missing, lists as ``6,6``."""
+def format_cell(key: str, value) -> str:
+    """A setting or result as a table cell: ``-`` for missing, lists as ``6,6`` (names and legends of
+    a sweep's runs use the sweep's ``setting_label``, file-safe: ``6-6``)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
-        return ",".join(format_value(key, v) for v in value)
+        return ",".join(format_cell(key, v) for v in value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
@@ -196,7 +197,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> 
     if columns is None:
         columns = ["name", *_differing_in_rows(rows), *RESULT_COLUMNS]
     # the cells as a terminal may show them: control characters in names escaped
-    cells = [list(columns)] + [[printable(format_value(c, row.get(c))) for c in columns] for row in rows]
+    cells = [list(columns)] + [[printable(format_cell(c, row.get(c))) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in cells)

@@ -34,7 +34,7 @@ from featmlp import __version__
 from featmlp._io import atomic_write
 from featmlp._outputs import check_output
 from featmlp.errors import DataError
-from featmlp.runs.compare import (Run, differing_settings, format_value, is_run_dir, ranked,
+from featmlp.runs.compare import (Run, differing_settings, format_cell, is_run_dir, ranked,
                                   read_run)
 from featmlp.runs.gallery import GALLERY_CSS, gallery_html
 from featmlp.runs.layout import (CONFUSION_PLOT, EVALUATION_FILE, LOSS_PLOT, METRICS_FILE, REPORT_FILE, RESULTS_FILE,
@@ -366,9 +366,9 @@ def _listing(key: str, value):
     if isinstance(value, list) and not value:
         return "none"
     if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
-        return " | ".join(format_value(key, v) for v in value)
+        return " | ".join(format_cell(key, v) for v in value)
     if isinstance(value, list) and all(isinstance(v, (int, float, str, bool)) or v is None for v in value):
-        return ", ".join(format_value(key, v) for v in value)
+        return ", ".join(format_cell(key, v) for v in value)
     return value
 
 
@@ -477,7 +477,7 @@ def _plot_accuracy_vs_lr(rows: list[dict], path) -> Path:
         if lr is None or lr <= 0 or acc is None:
             continue
         hidden = r.get("hidden")
-        key = f"hidden {format_value('hidden', hidden)}" if hidden is not None else "all"
+        key = f"hidden {format_cell('hidden', hidden)}" if hidden is not None else "all"
         lines.setdefault(key, []).append((lr, acc, _truthy(r.get("diverged"))))
     from featmlp.runs.plots import plot_accuracy_vs_lr  # start-up: numpy and the plots, only for a missing PNG
 
@@ -516,7 +516,7 @@ def _td(value, key: str = "") -> str:
     if isinstance(value, (dict, list)) and not (
             isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value)):
         value = json.dumps(value)
-    text = format_value(key, value)
+    text = format_cell(key, value)
     numeric = _number(value) is not None and not isinstance(value, str)
     return f'<td class="num">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
 

@@ -98,12 +98,13 @@ def _normalise(name: str, value):
     return value
 
 
-def format_value(name: str, value) -> str:
-    """A setting's value as text for names, tables and legends: ``(6, 6)`` -> ``"6-6"``."""
+def setting_label(name: str, value) -> str:
+    """A setting's value as a label, safe in file and run names and used in the sweep's legends:
+    ``(6, 6)`` -> ``"6-6"`` (tables format their cells with :func:`featmlp.runs.compare.format_cell`)."""
     if name == "hidden":
         return "-".join(str(w) for w in value)
     if isinstance(value, tuple):
-        return "-".join(format_value(name, v) for v in value)
+        return "-".join(setting_label(name, v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -122,7 +123,7 @@ def config_names(configs: Sequence[TrainConfig]) -> list[str]:
     shown = ["lr", "hidden"] + [f for f in varying_fields(configs) if f not in ("lr", "hidden")]
     names, seen = [], {}
     for config in configs:
-        parts = [_NAME_PREFIX.get(f, f) + format_value(f, getattr(config, f)) for f in shown]
+        parts = [_NAME_PREFIX.get(f, f) + setting_label(f, getattr(config, f)) for f in shown]
         name = re.sub(r"[^A-Za-z0-9._+-]", "-", "_".join(parts))
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")

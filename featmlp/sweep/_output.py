@@ -19,7 +19,7 @@ from featmlp.tables.store import FeatureTable
 from featmlp.training.history import TRAIN_ACCURACY
 
 from .._workers import spawn_pool, stopping
-from ._grid import format_value
+from ._grid import setting_label
 from ._result import SweepResult
 
 
@@ -101,7 +101,7 @@ def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
     others = [f for f in sweep.varying if f != "lr"]
     lines: dict[str, list] = {}
     for run in sweep:
-        label = ", ".join(f"{f} {format_value(f, getattr(run.config, f))}" for f in others)
+        label = ", ".join(f"{f} {setting_label(f, getattr(run.config, f))}" for f in others)
         lines.setdefault(label or "all", []).append((run.config.lr, _accuracy(run, use_test), run.diverged))
     return render_accuracy_vs_lr(lines, path, ylabel="test accuracy" if use_test else "final training accuracy")
 

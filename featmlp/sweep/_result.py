@@ -14,7 +14,7 @@ from typing import Iterator
 from featmlp.training import TrainConfig, TrainResult
 from featmlp.training.history import SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 
-from ._grid import format_value
+from ._grid import setting_label
 
 
 @dataclass
@@ -123,7 +123,7 @@ class SweepResult:
             for f in shown:
                 value = getattr(run.config, f)
                 row[f] = value if isinstance(value, (int, float, str, bool)) or value is None \
-                    else format_value(f, value)
+                    else setting_label(f, value)
             row["final_train_loss"] = last.get(TRAIN_LOSS)
             row["final_train_accuracy"] = last.get(TRAIN_ACCURACY)
             if has_val:

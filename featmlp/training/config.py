@@ -278,3 +278,14 @@ def validation_size(n: int, fraction: float) -> int:
     if n_val < 1 or n - n_val < 1:
         raise DataError(f"val_fraction={fraction} leaves no training or validation rows out of {n}")
     return n_val
+
+
+def gd_gradient_scale(config: TrainConfig, n: int) -> int:
+    """The lecture's factor on full-batch ``"gd"``'s gradient: ``ceil(n / lecture_batch_size)``, else 1.
+
+    The notebook stepped on the sum of the mean losses of its minibatches (see
+    :mod:`featmlp.training.loop`); ``lecture_batch_size`` reruns that literally.
+    """
+    if config.optimizer in FULL_BATCH_OPTIMIZERS and config.lecture_batch_size:
+        return math.ceil(n / config.lecture_batch_size)
+    return 1

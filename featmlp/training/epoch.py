@@ -1,5 +1,5 @@
 """The per-epoch arithmetic that train, lr_find and the stacked sweep share: the loss, accuracy and
-finiteness of an epoch in one device sync, the minibatch weights, the lecture's gradient scale.
+finiteness of an epoch in one device sync, the minibatch weights (the lecture's gradient scale: :func:`featmlp.training.config.gd_gradient_scale`).
 """
 
 from __future__ import annotations
@@ -8,19 +8,6 @@ import math
 
 import torch
 
-from featmlp.training.config import TrainConfig
-from featmlp.training.optim import OPTIMIZERS
-
-
-def gd_gradient_scale(config: TrainConfig, n: int) -> int:
-    """The lecture's factor on full-batch ``"gd"``'s gradient: ``ceil(n / lecture_batch_size)``, else 1.
-
-    The notebook stepped on the sum of the mean losses of its minibatches (see
-    :mod:`featmlp.training.loop`); ``lecture_batch_size`` reruns that literally.
-    """
-    if OPTIMIZERS[config.optimizer].full_batch and config.lecture_batch_size:
-        return math.ceil(n / config.lecture_batch_size)
-    return 1
 
 
 def evaluate(model, X, y, w, loss_fn) -> tuple[float, float]:

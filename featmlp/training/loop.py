@@ -54,11 +54,11 @@ from featmlp.model import loss_function
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, hear_epoch, progress_callbacks
 from featmlp.training.checks import checked_inputs
-from featmlp.training.config import PRESETS, TrainConfig
+from featmlp.training.config import PRESETS, TrainConfig, gd_gradient_scale
 from featmlp.training.engines.autograd import AutogradEngine, ScaledRows
 from featmlp.training.engines.fast import FastEngine, fast_engine_fits
 from featmlp.training.engines.streamed import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
-from featmlp.training.epoch import evaluate, gd_gradient_scale, loss_accuracy, within_batch_weights
+from featmlp.training.epoch import evaluate, loss_accuracy, within_batch_weights
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, can_validate, diverged, epoch_record
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES
 from featmlp.training.params import flatten_parameters, restore, snapshot, unflatten_parameters

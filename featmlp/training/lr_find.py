@@ -30,9 +30,8 @@ from featmlp.errors import ConfigError
 from featmlp.model import loss_function
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.training.checks import check_data, check_labels
-from featmlp.training.config import PRESETS, TrainConfig
+from featmlp.training.config import PRESETS, TrainConfig, gd_gradient_scale
 from featmlp.training.engines.streamed import in_memory
-from featmlp.training.epoch import gd_gradient_scale
 from featmlp.training.optim import OPTIMIZERS
 from featmlp.training.params import flatten_parameters
 from featmlp.training.setup import batch_order_rng, class_weights, initial_model, seeded, training_rows

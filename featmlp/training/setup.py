@@ -8,13 +8,12 @@ initial weights the same way, from the functions here, so that a learning rate f
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from featmlp.errors import ConfigError, DataError
+from featmlp.errors import ConfigError
 from featmlp.model import MLPSpec, Scaler, build_mlp
 from featmlp.tables.sharded import ShardedArray
 from featmlp.training.config import TrainConfig, validation_size

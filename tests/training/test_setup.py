@@ -10,7 +10,7 @@ import pytest
 from featmlp.errors import DataError
 from featmlp.model import Scaler
 from featmlp.training.config import PRESETS, TrainConfig
-from featmlp.training.epoch import gd_gradient_scale
+from featmlp.training.config import gd_gradient_scale
 from featmlp.training.setup import training_rows
 
 

@@ -29,7 +29,7 @@ from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.tables.sharded import ShardedArray
 from featmlp.training.callbacks import as_callback, hear_epoch
 from featmlp.training.checks import checked_inputs, cpu_for_certain
-from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig
+from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig, gd_gradient_scale
 from featmlp.training.history import diverged, epoch_record
 from featmlp.training.result import TrainResult
 
@@ -107,8 +107,7 @@ def _run(model: ArrayMLP, config: TrainConfig, Xs: np.ndarray, y: np.ndarray, ca
     YT = np.eye(C, dtype=np.float32)[:, y]
     cols = np.arange(n)
     # train()'s full-batch sample weights: 1 * (gradient scale / n), float32; the MSE head's 2 / C
-    scale = math.ceil(n / config.lecture_batch_size) if config.lecture_batch_size else 1
-    sw = np.float32(np.float32(scale) / np.float32(n) * np.float32(2.0 / C))
+    sw = np.float32(np.float32(gd_gradient_scale(config, n)) / np.float32(n) * np.float32(2.0 / C))
     W, B = model.weights, model.biases
     last = len(W) - 1
     history = result.history

@@ -38,7 +38,8 @@ from featmlp.training.checks import check_data
 from featmlp.training.config import TrainConfig
 from featmlp.training.engines import fused as _fused
 from featmlp.training.engines.fast import FAST_ACTIVATIONS
-from featmlp.training.epoch import gd_gradient_scale, within_batch_weights
+from featmlp.training.config import gd_gradient_scale
+from featmlp.training.epoch import within_batch_weights
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, can_validate, diverged, epoch_record
 from featmlp.training.loop import TrainResult
 from featmlp.training.optim import OPTIMIZERS, SCHEDULES, RowOptimizer

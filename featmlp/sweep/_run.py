@@ -155,10 +155,13 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force) -> Swe
     for i, config in enumerate(configs):
         key = stack_key(config)
         groups.setdefault(i if key is None else key, []).append(i)
-    in_numpy = [i for members in groups.values() if len(X) * len(members) <= ARRAYS_GROUP_ROWS
-                for i in members if arrays_fit(X, configs[i], mirror=mirror)]
-    stacked = [members for members in groups.values() if len(members) > 1 and members[0] not in in_numpy]
-    alone = [members[0] for members in groups.values() if len(members) == 1 and members[0] not in in_numpy]
+    # a group trains in numpy whole or not at all (a member left out would train in no engine)
+    in_numpy_groups = [members for members in groups.values() if len(X) * len(members) <= ARRAYS_GROUP_ROWS
+                       and all(arrays_fit(X, configs[i], mirror=mirror) for i in members)]
+    in_numpy = [i for members in in_numpy_groups for i in members]
+    others = [members for members in groups.values() if members not in in_numpy_groups]
+    stacked = [members for members in others if len(members) > 1]
+    alone = [members[0] for members in others if len(members) == 1]
 
     results: list[TrainResult | None] = [None] * len(configs)
     metrics: dict[str, dict] = {}

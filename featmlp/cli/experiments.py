@@ -81,7 +81,11 @@ def lr_find(features_file, start_lr, end_lr, num_steps, smoothing, rule, out, pl
 @click.option("--force", is_flag=True,
               help="Replace another featmlp sweep in --out instead of refusing. A directory that is not a "
                    "featmlp sweep (nor empty) is refused, even with --force.")
-def sweep(features_file, workers, out, force, **opts):
+@click.option("--run-plots", is_flag=True,
+              help="Also draw loss.png and confusion.png in each configuration's run directory (two plots a "
+                   "configuration, most of a small sweep's time); without, `featmlp report` draws them on its "
+                   "pages.")
+def sweep(features_file, workers, out, force, run_plots, **opts):
     """Train every combination of the listed values; those that share data train together.
 
     \b
@@ -89,8 +93,8 @@ def sweep(features_file, workers, out, force, **opts):
     featmlp sweep feats.npz --lr 1e-4,1e-3,1e-2 --weight-decay 0,1e-4 --epochs 20
 
     Writes DIR/results.csv (one row per configuration), DIR/loss.png (every curve overlaid),
-    DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration, each
-    written as soon as its configuration finishes: a sweep killed midway keeps them, and the
+    DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration (its
+    plots with --run-plots), each written as soon as its configuration finishes: a sweep killed midway keeps them, and the
     same command again trains only the rest. A sharded table (DIR.features/) is read into
     memory, when it fits. The table ranks the configurations by validation accuracy (a 10 %
     split of train by default), so that the test split chooses nothing; by test accuracy
@@ -119,7 +123,7 @@ def sweep(features_file, workers, out, force, **opts):
     progress = TqdmProgress(unit="config", disable=True if quiet else None)
     try:
         result = run_sweep(table, configs, out, workers=workers, log_scale=log_scale, force=force,
-                           callbacks=[progress])
+                           callbacks=[progress], run_plots=run_plots)
     finally:
         progress.close()
     if result.resumed and not quiet:

@@ -24,15 +24,16 @@ from ._result import SweepResult
 
 
 def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_scale: bool,
-                metrics: dict[str, dict]) -> None:
+                metrics: dict[str, dict], run_plots: bool = False) -> None:
     """Write the summary files of a sweep directory ``out``.
 
     The run directories were written as each configuration finished
-    (``featmlp/sweep/_resume.py``); a read-back one whose plots were deleted gets them again
-    (``metrics`` holds each run's ``metrics.json`` by name).
+    (``featmlp/sweep/_resume.py``); with ``run_plots`` each gets its ``loss.png`` and
+    ``confusion.png`` here, a read-back one whose plots were deleted included (``metrics`` holds
+    each run's ``metrics.json`` by name). Without, a run's page in a report draws them.
     """
     jobs = []
-    for run in sweep:
+    for run in sweep if run_plots else ():
         loss, confusion = out / run.name / RUN_LOSS_PLOT, out / run.name / CONFUSION_PLOT
         cm = metrics[run.name].get("confusion_matrix")
         if run.history and not loss.is_file():

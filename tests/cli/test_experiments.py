@@ -84,9 +84,23 @@ def test_sweep_command(tmp_path, run_cli, feats):
         assert (tmp_path / "s" / name).is_file()
     for r in rows:
         assert (tmp_path / "s" / r["name"] / "metrics.json").is_file()
-    # the sweep directory gets a report like a run does
+        # a run directory's own plots are drawn on request (--run-plots) or by the report
+        assert not (tmp_path / "s" / r["name"] / "loss.png").exists()
+        assert not (tmp_path / "s" / r["name"] / "confusion.png").exists()
+    # the sweep directory gets a report like a run does, each configuration's plots drawn for it
     code, _, _ = run_cli(["report", tmp_path / "s"])
     assert code == 0 and (tmp_path / "s" / "report.html").is_file()
+    page = (tmp_path / "s" / "report.html").read_text()
+    # the sweep's two plots, then a loss curve and a confusion matrix per configuration
+    assert page.count('src="data:image/png;base64,') == 2 + 2 * len(rows)
+    assert not (tmp_path / "s" / rows[0]["name"] / "loss.png").exists()  # drawn into the page, not the run
+
+    code, _, err = run_cli(["sweep", feats, "--preset", "lecture", "--lr", "1,10", "--epochs", "3", "--run-plots",
+                            "-q", "--out", tmp_path / "p"])
+    assert code == 0, err
+    for name in ("lr1_h6", "lr10_h6"):
+        for plot in ("loss.png", "confusion.png"):
+            assert (tmp_path / "p" / name / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sweep_bad_value(tmp_path, run_cli, feats):

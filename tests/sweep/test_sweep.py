@@ -334,7 +334,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(table, tmp_path):
     (out / ".keep").write_text("")
 
     trained = []
-    resumed = run_sweep(table, configs, out, on_epoch=lambda name, record: trained.append(name))
+    resumed = run_sweep(table, configs, out, on_epoch=lambda name, record: trained.append(name), run_plots=True)
     assert resumed.resumed == tuple(names[:3])
     assert set(trained) == {names[3]}
     for n, files in saved.items():
@@ -344,7 +344,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(table, tmp_path):
     assert [run.engine for run in resumed] == ["stacked", "stacked", "train", "train"]
     for name in ("results.csv", "loss.png", "accuracy_vs_lr.png", "sweep.json"):
         assert (out / name).is_file()
-    for n in names:  # each run directory whole, plots included
+    for n in names:  # each run directory whole, plots included (run_plots: the resumed ones' drawn now)
         assert (out / n / "loss.png").is_file() and (out / n / "confusion.png").is_file()
 
     # the same table as a sweep that was never interrupted (training time aside)

@@ -21,10 +21,18 @@ the spread (min..max), the before/after ratio and the after time over ``python -
     python benchmarks/bench_startup.py [--old 5469665] [--repeats 5]
     python benchmarks/bench_startup.py --old 1b94bde --repeats 3     # issue 18's before/after
     python benchmarks/bench_startup.py --old 94e7315 --repeats 3     # issue 18 item 7: the lecture without torch
+    python benchmarks/bench_startup.py --old 9a70d0a --repeats 5     # issue 18 item 7: reuse, drawing processes
 
 After issue 18 item 7, ``train --preset lecture``, ``lecture`` and the README's sweep on the sample
 import no torch (the numpy engine, featmlp.training.engines.arrays); the sweep's run directories
-are still drawn in spawned plot processes.
+were still drawn in spawned plot processes.
+
+After its last round (issue 18 item 7 again), a lecture run reads the sample's images and
+features back from featmlp's cache when the same job ran before (``featmlp.runs.reuse``: the
+warm-up round keeps them, in this run's own ``FEATMLP_CACHE``), ``lecture -q --no-reuse`` loads
+and extracts them (before: plain ``lecture -q``), the sweep draws each run directory's plots only
+with ``--run-plots`` (before: plain ``sweep``, which drew them), and the commands that draw start
+their drawing processes first (``featmlp._figures.drawing_in_background``).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ ENTRY = "from featmlp.cli import main; main()"
 
 def timed(args, tree: Path | None, cwd: Path) -> float:
     """Wall seconds of ``python -c ENTRY ARGS`` with featmlp from ``tree`` (None: ``python -c pass``)."""
-    env = dict(os.environ)
+    env = {**os.environ, "FEATMLP_CACHE": str(cwd / "cache")}  # this run's own cache: reused jobs are its own
     if tree is None:
         cmd = [sys.executable, "-c", "pass"]
     else:
@@ -94,8 +102,15 @@ def main() -> None:
             "featmlp report RUN": ["report", run],
             "featmlp train F.npz --preset lecture -q": None,  # its --out differs per tree
             "featmlp lecture -q": "lecture",
+            "featmlp lecture -q --no-reuse": "lecture-fresh",
             "featmlp sweep F.npz (README's lecture sweep) -q": "sweep",
+            "featmlp sweep ... --run-plots": "sweep-plots",
         }
+        # what a tree knows: before issue 18's last round, no --no-reuse (nothing was reused) and
+        # no --run-plots (every run directory got its plots)
+        reuses = {side: (tree / "featmlp" / "runs" / "reuse.py").is_file() for side, tree in trees.items()}
+        run_plots = {side: "run_plots" in (tree / "featmlp" / "sweep" / "_run.py").read_text()
+                     for side, tree in trees.items()}
         times = {(name, side): [] for name in commands for side in trees}
         python, trained = [], {side: [] for side in trees}
         for round_ in range(args.repeats + 1):
@@ -108,9 +123,13 @@ def main() -> None:
                                                               "--out", out, "--force"]
                     if cmd == "lecture":
                         argv = ["lecture", "-q", "--out", work / f"whole-{side}", "--force"]
-                    elif cmd == "sweep":  # a fresh directory each time: the same sweep again would resume
+                    elif cmd == "lecture-fresh":
+                        argv = ["lecture", "-q", "--out", work / f"whole-{side}", "--force",
+                                *(["--no-reuse"] if reuses[side] else [])]
+                    elif cmd in ("sweep", "sweep-plots"):  # a fresh directory each time: the same sweep resumes
                         argv = ["sweep", features, "--preset", "lecture", "--lr", "1,10,50,500,5000", "--hidden", "6",
-                                "--hidden", "6,6", "-q", "--out", work / f"sweep-{side}-{round_}"]
+                                "--hidden", "6,6", "-q", "--out", work / f"{cmd}-{side}-{round_}",
+                                *(["--run-plots"] if cmd == "sweep-plots" and run_plots[side] else [])]
                     seconds = timed(argv, trees[side], work)
                     if round_:
                         times[name, side].append(seconds)
@@ -139,8 +158,9 @@ def main() -> None:
             one = statistics.median(times["featmlp train F.npz --preset lecture -q", side])
             ten = statistics.median(times["featmlp sweep F.npz (README's lecture sweep) -q", side])
             whole = statistics.median(times["featmlp lecture -q", side])
+            fresh = statistics.median(times["featmlp lecture -q --no-reuse", side])
             print(f"{side:<6}: the lecture's sweep of 10 = {ten / one:.2f}x one train run (goal <= 2x); "
-                  f"featmlp lecture {whole:.3f} s (goal <= 2.0 s)")
+                  f"featmlp lecture {whole:.3f} s (goal <= 2.0 s), loading and extracting {fresh:.3f} s")
         print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other processes share them)")
     finally:
         for tree in {old_tree, new_tree} - {ROOT}:

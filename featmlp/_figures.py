@@ -2,13 +2,17 @@
 
 Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot: no global figure
 state, no GUI backend, safe in a training thread) and written atomically, so a viewer watching
-``loss.png`` during a run never reads half a file. Every plot featmlp draws (:mod:`featmlp.runs.plots`,
+``loss.png`` during a run never reads half a file. Within :func:`drawing_in_background` (the
+command line's ``lecture``, ``run``, ``train`` and ``sweep``), the plots handed to :func:`draw`
+are drawn by forked processes that imported matplotlib while the command read its data, and
+:func:`wait_drawn` waits for them. Every plot featmlp draws (:mod:`featmlp.runs.plots`,
 :mod:`featmlp.runs.compare`, the sweep's, :func:`featmlp.training.lr_find.lr_find`'s) starts from
 :func:`new_figure` and ends in :func:`save_figure`; matplotlib loads when the first is drawn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -74,3 +78,86 @@ def palette(n: int) -> list:
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
+
+
+# The forked processes drawing the plots handed to draw() while drawing_in_background() is active.
+_BACKGROUND = None
+
+
+class _Background:
+    def __init__(self, pool):
+        self.pool = pool
+        self.pending = {}  # path -> the future drawing it
+
+    def submit(self, fn, args, kwargs, path):
+        earlier = self.pending.pop(path, None)
+        if earlier is not None:  # one file, drawn in the order asked: the last drawing stays
+            earlier.result()
+        self.pending[path] = self.pool.submit(fn, *args, **kwargs)
+
+    def wait(self):
+        pending, self.pending = list(self.pending.values()), {}
+        for future in pending:
+            future.result()  # a plot's error is raised here, as drawing it here would have
+
+
+def warm(*modules: str) -> None:
+    """Import what drawing needs (~0.3 s of matplotlib) and ``modules`` (the plots' own): a
+    drawing process's first step."""
+    import importlib
+
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg", *modules):
+        importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def drawing_in_background(workers: int | None = None, imports: tuple[str, ...] = ()):
+    """Within, :func:`draw` hands its plots to ``workers`` forked processes (default: one per
+    core, at most 2), started now, which import matplotlib (and ``imports``, the modules of the
+    plotting functions) while the caller goes on; leaving waits for every plot (and raises a
+    plot's error). Where no process can be forked safely (another thread already runs, not
+    Linux) or with one core, :func:`draw` draws at once.
+
+    A command whose run lasts ~2 s spends ~1.2 s of it on two plots: drawn beside the rest of
+    the work, each in its own process, they cost ~0.4 s (``benchmarks/bench_startup.py``).
+    """
+    global _BACKGROUND
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    if _BACKGROUND is not None or workers < 2:
+        yield
+        return
+    # start-up: the process machinery loads for the commands that draw
+    from featmlp._workers import fork_pool, stopping
+
+    pool = fork_pool(workers, initializer=warm, initargs=tuple(imports))
+    if pool is None:
+        yield
+        return
+    with stopping(pool):
+        _BACKGROUND = _Background(pool)
+        try:
+            yield
+            _BACKGROUND.wait()
+        finally:
+            _BACKGROUND = None
+
+
+def draw(path, fn, *args, **kwargs) -> None:
+    """``fn(*args, **kwargs)``, a plot written to ``path``: in a drawing process within
+    :func:`drawing_in_background` (``fn`` and its arguments pickled), else now. Two drawings of
+    one ``path`` are written in the order asked."""
+    if _BACKGROUND is None:
+        fn(*args, **kwargs)
+    else:
+        _BACKGROUND.submit(fn, args, kwargs, str(path))
+
+
+def drawing_processes() -> int:
+    """How many processes :func:`draw` hands plots to now (0: it draws at once)."""
+    return 0 if _BACKGROUND is None else _BACKGROUND.pool._max_workers
+
+
+def wait_drawn() -> None:
+    """Wait for the plots :func:`draw` handed to drawing processes (raising the first one's error)."""
+    if _BACKGROUND is not None:
+        _BACKGROUND.wait()

@@ -1,7 +1,8 @@
 """Worker processes that stop with their parent: Ctrl-C, ``kill`` (SIGTERM) and ``kill -9`` alike.
 
 featmlp's process pools (extraction chunks, sweep configurations, sweep plots) are spawned
-``ProcessPoolExecutor`` s made by :func:`spawn_pool`. Each worker
+``ProcessPoolExecutor`` s made by :func:`spawn_pool`; the command line's plot drawers are forked
+ones, made by :func:`fork_pool` before any other thread runs. Each worker
 
 * ignores SIGINT (it is spawned with SIGINT blocked, so even a Ctrl-C while it starts waits):
   Ctrl-C reaches the whole foreground process group, and a worker that took it would print its
@@ -130,6 +131,29 @@ def spawn_pool(max_workers: int, *, initializer=None, initargs=()) -> ProcessPoo
         sys.warnoptions.append(_QUIET_TRACKER)
     return _Pool(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
                  initializer=_worker_start, initargs=(os.getpid(), name, initargs))
+
+
+def fork_pool(max_workers: int, *, initializer=None, initargs=()) -> ProcessPoolExecutor | None:
+    """A pool like :func:`spawn_pool`'s whose workers are forked, all at once, by this call; None
+    where that is not safe: elsewhere than Linux, or once another thread runs in this process
+    (numba's, torch's, a pool's: a forked child of a threaded parent can deadlock).
+
+    A forked worker starts in milliseconds with everything this process imported, where a
+    spawned one takes ~0.1 s and imports it all again: for work that must start at once (the
+    plots of a run that lasts two seconds, :func:`featmlp._figures.drawing_in_background`).
+    """
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return None
+    name = None if initializer is None else f"{initializer.__module__}:{initializer.__qualname__}"
+    for stream in (sys.stdout, sys.stderr):  # a child flushes what it inherited: printed twice otherwise
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pool = _Pool(max_workers=max_workers, mp_context=multiprocessing.get_context("fork"),
+                 initializer=_worker_start, initargs=(os.getpid(), name, initargs))
+    # The first job forks every worker (before the pool's own manager thread starts) and each
+    # runs the initializer right away.
+    pool.submit(int)
+    return pool
 
 
 def terminate(pool: ProcessPoolExecutor) -> None:

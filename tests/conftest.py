@@ -15,6 +15,15 @@ from featmlp.data import Dataset, load_dataset
 from featmlp.tables.store import FeatureTable
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_reuse_between_tests():
+    """Each test loads and extracts its own jobs: featmlp's cache of small jobs
+    (featmlp.runs.reuse, in the user's cache folder) is off unless a test turns it on."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEATMLP_REUSE", "0")
+        yield
+
+
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     """3 classes of random 8x8 images: 12 train, 6 test, balanced."""

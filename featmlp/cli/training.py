@@ -185,6 +185,7 @@ def train(features_file, out, force, out_of_core, **opts):
                       tensorboard=tensorboard, flips_given=flips_given, overwrite=force, out_of_core=out_of_core)
 
 
+
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.job import run_job
@@ -206,7 +207,7 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
         callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
     run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
                   **data_opts, **extraction, skip_bad=skip_bad, storage_options=cli_storage_options(),
-                  overwrite=force,
+                  overwrite=force, reuse=opts.pop("reuse", True),
                   progress=progress, callbacks=callbacks, log_scale=log_scale, tensorboard=tensorboard)
     _report_run(run, lecture=lecture)
     return run
@@ -227,6 +228,11 @@ def _job_printer(features, progress, quiet):
             if not self.quiet:
                 click.echo(printable(f"building the run in {staging} (its loss.png follows the loss while "
                                      f"training); moved to {out} when complete"))
+
+        def on_reused(self, entry):
+            if not self.quiet:
+                click.echo(printable(f"images and features: those of the same job before, kept in {entry} "
+                                     f"(--no-reuse: load and extract again)"))
 
         def on_warning(self, message):
             click.echo(f"warning: {printable(cli_spelling(message))}", err=True)
@@ -251,6 +257,13 @@ def _job_printer(features, progress, quiet):
     return JobPrinter(features, progress, quiet)
 
 
+def reuse_option(f):
+    return click.option("--reuse/--no-reuse", default=True, show_default=True,
+                        help="Read the images and features of the same small job on one file (the bundled sample, "
+                             "an archive up to 64 MB; not kmeans nor pretrained sets) back from featmlp's cache "
+                             "when it ran before, and keep them the first time ($FEATMLP_REUSE=0: never).")(f)
+
+
 @click.command(epilog=SOURCE_HELP)
 @click.option("--data", default=None, metavar="SOURCE", cls=DescribedDefault, show_default="the bundled sample",
               help="Images to use.")
@@ -259,6 +272,7 @@ def _job_printer(features, progress, quiet):
 @extraction_options
 @train_options
 @data_options
+@reuse_option
 @click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault, show_default="runs/run-<time>",
               help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
@@ -287,6 +301,7 @@ def _lecture_help() -> str:
               help="Images to use.")
 @train_options(preset="lecture", held_out=False, presets=lecture_presets(), omit=LECTURE_UNUSED)
 @data_options
+@reuse_option
 @click.option("--out", "out", type=click.Path(file_okay=False), cls=DescribedDefault,
               show_default="runs/lecture-<time>", help="Run directory.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)

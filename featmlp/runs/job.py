@@ -8,8 +8,9 @@ nothing: the CLI's hook prints them); :class:`JobResult` says what was done.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from featmlp.progress import Callback, progress_callbacks, progress_hook
 from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
+from featmlp.runs.reuse import job_key, load_reused, reuse_enabled, store_for_reuse
 from featmlp.tables.extract import extract_dataset
-from featmlp.tables.store import FeatureTable
+from featmlp.tables.store import FeatureTable, load_features
 from featmlp.training import PRESETS, TrainConfig, check_config
 
 # Flips are left on when the mirror images are classified as their own class nearly as often as
@@ -104,6 +106,10 @@ class JobHook(Callback):
     def on_images(self, dataset) -> None:
         """The images are loaded (``dataset.skipped``: the files ``skip_bad`` left out)."""
 
+    def on_reused(self, entry: Path) -> None:
+        """The images and features of the same job earlier are read back from ``entry`` (a folder
+        of featmlp's cache, :mod:`featmlp.runs.reuse`) instead of being loaded and extracted."""
+
     def on_features(self, dataset, table: FeatureTable) -> None:
         """Their features are extracted, into the run's ``features.npz``."""
 
@@ -123,6 +129,7 @@ class JobResult(RunResult):
     source: str = ""  # the dataset's description
     skipped: tuple = ()  # (file, reason) of the files skip_bad left out
     notices: tuple[str, ...] = ()  # the settings run_job changed, and why
+    reused: bool = False  # images and features read back from an earlier run of the same job
 
 
 def run_job(source=None, features: str = "lecture", out: str | os.PathLike | None = None, *,
@@ -131,7 +138,8 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             split_seed: int = 0, image_size: tuple[int, int] | None = None, skip_bad: bool = False,
             storage_options: dict | None = None, workers: int = 1, chunk_size: int | None = None,
             overwrite: bool = False, progress=None, callbacks=(),
-            log_scale: bool = False, tensorboard: bool = False, live_plot_seconds: float = 2.0) -> JobResult:
+            log_scale: bool = False, tensorboard: bool = False, live_plot_seconds: float = 2.0,
+            reuse: bool = True) -> JobResult:
     """Load images, extract their features into a run directory, train, evaluate, plot and save:
     what ``featmlp run`` (and ``featmlp lecture``) do.
 
@@ -174,6 +182,10 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
         (``on_progress``), and :class:`JobHook` instances the steps before training.
     log_scale, tensorboard, live_plot_seconds
         As :func:`train_run` takes them.
+    reuse : bool
+        Read the images and features of a small job on one local file (the bundled sample, an
+        archive) back from featmlp's cache when the same job ran before, and keep them the
+        first time (:mod:`featmlp.runs.reuse`; ``$FEATMLP_REUSE=0`` turns it off too).
 
     Returns
     -------
@@ -195,7 +207,6 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     ['config.json', 'confusion.png', 'features.npz']
     """
     import time
-    import warnings
 
     features = get_feature_set(features).name
     if auto_flips is None:
@@ -211,24 +222,40 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     data = {"source": str(source or "sample"), "test_fraction": test_fraction, "split_seed": split_seed,
             "image_size": image_size}
     check_out(out, overwrite=overwrite, sources=[source])  # before the images are read
+    mixed_size = input_size(features, options)
+    key = None
+    if reuse and fitted is None and reuse_enabled():
+        key = job_key(source, {"features": features, "options": options, "mixed_size": mixed_size,
+                               "skip_bad": bool(skip_bad), **data})
+    reused = load_reused(key)
     with RunDirectory(out, overwrite=overwrite, keep=(FEATURES_PARTIAL,)) as rd:
         for h in hooks:
             h.on_job_begin(rd.path, out)
-        # With hooks, loading's warnings (a missing CIFAR-10 batch) are theirs to tell; else they stay warnings.
-        with warnings.catch_warnings(record=True) if hooks else contextlib.nullcontext() as caught:
-            if hooks:
-                warnings.simplefilter("always")
-            # images of mixed sizes go straight to the size a pretrained set resizes them to itself
-            ds = load_dataset(source, test_fraction=test_fraction, seed=split_seed, image_size=image_size,
-                              progress=progress, skip_bad=skip_bad, storage_options=storage_options,
-                              mixed_size=input_size(features, options))
-        for w in caught or ():
+        if reused is not None:
+            ds, table_file, messages = reused
             for h in hooks:
-                h.on_warning(str(w.message))
-        for h in hooks:
-            h.on_images(ds)
-        table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
-                                workers=workers, chunk_size=chunk_size, progress=progress)
+                h.on_reused(table_file.parent)
+            _tell_warnings(messages, hooks)
+            for h in hooks:
+                h.on_images(ds)
+            shutil.copyfile(table_file, rd.path / FEATURES_FILE)
+            table = load_features(rd.path / FEATURES_FILE)
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                # images of mixed sizes go straight to the size a pretrained set resizes them to itself
+                ds = load_dataset(source, test_fraction=test_fraction, seed=split_seed, image_size=image_size,
+                                  progress=progress, skip_bad=skip_bad, storage_options=storage_options,
+                                  mixed_size=mixed_size)
+            # With hooks, loading's warnings (a missing CIFAR-10 batch) are theirs to tell; else they stay warnings.
+            messages = [str(w.message) for w in caught]
+            _tell_warnings(messages, hooks, [w.category for w in caught])
+            for h in hooks:
+                h.on_images(ds)
+            table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
+                                    workers=workers, chunk_size=chunk_size, progress=progress)
+            if key is not None and not table.fitted:
+                store_for_reuse(key, ds, rd.path / FEATURES_FILE, messages)
         for h in hooks:
             h.on_features(ds, table)
         notices = []
@@ -244,5 +271,16 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
                         callbacks=callbacks, live_plot_seconds=live_plot_seconds, log_scale=log_scale,
                         tensorboard=tensorboard, test_images=ds.test_images)
     return JobResult(run.result, run.metrics, run.out, table=table, config=config, source=ds.source,
-                     skipped=tuple(getattr(ds, "skipped", ()) or ()), notices=tuple(notices))
+                     skipped=tuple(getattr(ds, "skipped", ()) or ()), notices=tuple(notices),
+                     reused=reused is not None)
+
+
+def _tell_warnings(messages: list[str], hooks: list, categories=None) -> None:
+    """Loading's warnings: told to the hooks, or (without any) warned again as they were."""
+    for i, message in enumerate(messages):
+        if hooks:
+            for h in hooks:
+                h.on_warning(message)
+        else:
+            warnings.warn(message, categories[i] if categories else UserWarning, stacklevel=3)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featmlp._figures import MAX_FIGURE_INCHES, new_figure, palette, save_figure
+from featmlp._figures import MAX_FIGURE_INCHES, draw, new_figure, palette, save_figure
 from featmlp._text import plot_text
 from featmlp.progress import Callback
 from featmlp.training.history import EPOCH, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
@@ -247,5 +247,5 @@ class LivePlot(Callback):
         self._plot(history)
 
     def _plot(self, history: list[dict]) -> None:
-        if history:
-            plot_history(history, self.path, log_scale=self.log_scale)
+        if history:  # a copy: training appends to its history while a drawing process may be handed it
+            draw(self.path, plot_history, [dict(r) for r in history], self.path, log_scale=self.log_scale)

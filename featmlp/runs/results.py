@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp import __version__
+from featmlp._figures import draw, wait_drawn
 from featmlp.errors import DataError
 from featmlp.model import Scaler
 from featmlp.runs.bundle import save_bundle
@@ -294,7 +295,6 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
     """
     out = Path(out)
     preds = predict_test_split(result, table)
-    write_predictions_of(out, preds, test_images)
     metrics = {
         **score_predictions(preds, table),
         "diverged": result.diverged,
@@ -305,16 +305,21 @@ def write_results(out: str | os.PathLike, table: FeatureTable, result: TrainResu
         "device": result.device,
         "history": result.history,
     }
+    # The plots first: within drawing_in_background() (the command line's) they are drawn
+    # beside the files below, else now; all are written when this returns.
     if plots and metrics.get("confusion_matrix") is not None:
-        plot_confusion(metrics["confusion_matrix"], table.class_names, out / CONFUSION_PLOT)
+        draw(out / CONFUSION_PLOT, plot_confusion, metrics["confusion_matrix"], table.class_names,
+             out / CONFUSION_PLOT)
     if plots and result.history and not loss_plotted:
-        plot_history(result.history, out / LOSS_PLOT, log_scale=log_scale)
+        draw(out / LOSS_PLOT, plot_history, result.history, out / LOSS_PLOT, log_scale=log_scale)
+    write_predictions_of(out, preds, test_images)
     save_bundle(out, result.model, result.spec, result.scaler, table.feature_set or "unknown",
                 table.class_names, extra={"train": result.config.to_dict(),
                                           "test_accuracy": metrics["test_accuracy"],
                                           # new images are resized to this before their features
                                           "image_size": table.meta.get("image_size")},
                 feature_state=table.fitted, mirror=result.mirror if result.config.test_flip else None)
+    wait_drawn()
     write_json(out / METRICS_FILE, metrics)
     return RunResult(result, metrics, out)
 

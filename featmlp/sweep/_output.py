@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 from featmlp import __version__
+from featmlp._figures import draw, drawing_processes, wait_drawn
 from featmlp._io import atomic_write
 from featmlp.runs.layout import CONFUSION_PLOT
 from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
 from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
 from featmlp.runs.plots import plot_accuracy_vs_lr as render_accuracy_vs_lr
-from featmlp.runs.plots import plot_confusion, plot_history, plot_loss_curves, render
+from featmlp.runs.plots import plot_confusion, plot_history, plot_loss_curves
 from featmlp.tables.store import FeatureTable
 from featmlp.training.history import TRAIN_ACCURACY
 
@@ -37,12 +38,15 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
         loss, confusion = out / run.name / RUN_LOSS_PLOT, out / run.name / CONFUSION_PLOT
         cm = metrics[run.name].get("confusion_matrix")
         if run.history and not loss.is_file():
-            jobs.append((plot_history, (run.history, loss, log_scale)))
+            jobs.append((plot_history, (run.history, loss), {"log_scale": log_scale}, loss))
         if cm is not None and not confusion.is_file():
-            jobs.append((plot_confusion, (cm, table.class_names, confusion)))
+            jobs.append((plot_confusion, (cm, table.class_names, confusion), {}, confusion))
     write_csv(out / RESULTS_FILE, sweep.table())
-    _render_all(jobs, lambda: (plot_losses(sweep, out / SWEEP_LOSS_PLOT, log_scale=log_scale),
-                               plot_accuracy_vs_lr(sweep, out / SWEEP_ACCURACY_PLOT)))
+    lines, ylabel = accuracy_lines(sweep)
+    summary = [(plot_loss_curves, (loss_curves(sweep), out / SWEEP_LOSS_PLOT), {"log_scale": log_scale},
+                out / SWEEP_LOSS_PLOT),
+               (render_accuracy_vs_lr, (lines, out / SWEEP_ACCURACY_PLOT), {"ylabel": ylabel}, out / SWEEP_ACCURACY_PLOT)]
+    _render_all(jobs, summary)
     configs = [run.config for run in sweep]
     write_json(out / SWEEP_FILE, {
         "featmlp_version": __version__,
@@ -56,23 +60,26 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
     })
 
 
-def _render_all(jobs: list, meanwhile) -> None:
-    """Draw the configurations' plots, on other cores when there are many; ``meanwhile()`` here.
+def _render_all(jobs: list, summary: list) -> None:
+    """Draw the configurations' plots and the sweep's own (``(function, args, kwargs, path)`` each):
+    in the command line's drawing processes (:func:`featmlp._figures.drawing_in_background`),
+    else, when there are many, in spawned ones (the summary here meanwhile), else here.
 
     Matplotlib takes ~0.15-0.3 s a plot and two per configuration: the lecture's sweep of 10
     spent ~5 s drawing against ~0.4 s training. Spawned processes (fork is unsafe after
     numba's or torch's threads ran) share that out; a few plots are not worth their start-up.
     """
     workers = min(os.cpu_count() or 1, 4)
-    if workers < 2 or len(jobs) < 8:
-        meanwhile()
-        for job in jobs:
-            render(job)
+    if drawing_processes() or workers < 2 or len(jobs) < 8:
+        for fn, args, kwargs, path in [*summary, *jobs]:
+            draw(path, fn, *args, **kwargs)
+        wait_drawn()
         return
 
     with stopping(spawn_pool(workers)) as pool:  # its workers stop with this process
-        futures = [pool.submit(render, job) for job in jobs]  # featmlp.runs.plots: no torch to import
-        meanwhile()
+        futures = [pool.submit(fn, *args, **kwargs) for fn, args, kwargs, _ in jobs]  # runs.plots: no torch
+        for fn, args, kwargs, _ in summary:
+            fn(*args, **kwargs)
         for future in futures:
             future.result()
 
@@ -89,22 +96,34 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
+def loss_curves(sweep: "SweepResult") -> list:
+    """``(name, history, diverged_epoch)`` of every configuration, as
+    :func:`featmlp.runs.plots.plot_loss_curves` takes them."""
+    return [(run.name, run.result.history, run.diverged_epoch) for run in sweep]
+
+
 def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) -> Path:
     """Every configuration's loss per epoch (:func:`featmlp.runs.plots.plot_loss_curves`)."""
-    return plot_loss_curves([(run.name, run.result.history, run.diverged_epoch) for run in sweep], path,
-                            log_scale=log_scale)
+    return plot_loss_curves(loss_curves(sweep), path, log_scale=log_scale)
 
 
-def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
-    """Test accuracy (final training accuracy without a test split) against the learning rate
-    on a log axis, one line per setting of the other varying fields (the architecture)."""
+def accuracy_lines(sweep: "SweepResult") -> tuple[dict, str]:
+    """The points of :func:`plot_accuracy_vs_lr` and its y label, as
+    :func:`featmlp.runs.plots.plot_accuracy_vs_lr` takes them: ``(lines, ylabel)``."""
     use_test = any(run.test_accuracy is not None for run in sweep)
     others = [f for f in sweep.varying if f != "lr"]
     lines: dict[str, list] = {}
     for run in sweep:
         label = ", ".join(f"{f} {setting_label(f, getattr(run.config, f))}" for f in others)
         lines.setdefault(label or "all", []).append((run.config.lr, _accuracy(run, use_test), run.diverged))
-    return render_accuracy_vs_lr(lines, path, ylabel="test accuracy" if use_test else "final training accuracy")
+    return lines, "test accuracy" if use_test else "final training accuracy"
+
+
+def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
+    """Test accuracy (final training accuracy without a test split) against the learning rate
+    on a log axis, one line per setting of the other varying fields (the architecture)."""
+    lines, ylabel = accuracy_lines(sweep)
+    return render_accuracy_vs_lr(lines, path, ylabel=ylabel)
 
 
 def _accuracy(run, use_test: bool):

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from importlib import metadata, resources
 from pathlib import Path
@@ -39,6 +40,7 @@ from featmlp import __version__
 from featmlp.data import Dataset, default_cache_dir
 from featmlp.data.load import SAMPLE_FILE, SAMPLE_SOURCE
 from featmlp.errors import FeatmlpError
+from featmlp.tables.sharded import file_sha256
 
 # The largest source file, decoded images and feature table a job may have to be kept.
 REUSE_MAX_BYTES = 64 * 1024 * 1024
@@ -122,7 +124,7 @@ def load_reused(key: str | None) -> tuple[Dataset, Path, list[str]] | None:
     try:
         info = json.loads((entry / _ENTRY_FILE).read_text())
         table = entry / _TABLE_FILE
-        if _sha256(table) != info["table_sha256"]:
+        if file_sha256(table) != info["table_sha256"]:
             return None
         with np.load(entry / _IMAGES_FILE, allow_pickle=False) as z:
             ds = Dataset(z["train_images"], z["train_labels"], z["test_images"], z["test_labels"],
@@ -164,7 +166,7 @@ def store_for_reuse(key: str | None, ds: Dataset, table_file: Path, warnings: li
         (tmp / _ENTRY_FILE).write_text(json.dumps({
             "featmlp_version": __version__, "class_names": list(ds.class_names), "source": ds.source,
             "skipped": [list(s) for s in ds.skipped], "warnings": list(warnings),
-            "table_sha256": _sha256(tmp / _TABLE_FILE)}))
+            "table_sha256": file_sha256(tmp / _TABLE_FILE)}))
         os.rename(tmp, root / key)
         tmp = None
         _evict(root)
@@ -182,23 +184,9 @@ def _evict(root: Path) -> None:
     for p in root.iterdir():
         with contextlib.suppress(OSError):
             if p.name.startswith(".") and p.name.endswith(".part"):
-                if p.stat().st_mtime < _now() - 3600:  # another job's, if recent: not ours to touch yet
+                if p.stat().st_mtime < time.time() - 3600:  # another job's, if recent: not ours to touch yet
                     shutil.rmtree(p, ignore_errors=True)
             elif p.is_dir() and (p / _ENTRY_FILE).is_file():
                 entries.append((p.stat().st_mtime, p))
     for _, p in sorted(entries, reverse=True)[REUSE_ENTRIES:]:
         shutil.rmtree(p, ignore_errors=True)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -25,6 +25,13 @@ images of the same split at each size (``mirror=false``), and trains each head o
 
     python benchmarks/val_pretrained.py ../shared/data/cifar10-jpg.tar.gz --sizes 96,128,160 --rows 10000
 
+The head itself (issue 16's third round): ``--changes`` lists sets of training settings changed from the
+preset's (``;`` between sets, ``&`` between fields), each trained with ``--seeds`` seeds on the table's
+image columns (a table extracted with ``mirror=false``, such as a run's own ``features.npz``):
+
+    python benchmarks/val_pretrained.py runs/lite0/features.npz --heads mlp1024 --views image \
+        --changes "epochs=30;optimizer=adamw&weight_decay=0.05;batch_size=128" --seeds 1
+
 The pooling likewise (issue 16's second round): ``--variants`` lists option sets separated by ``;``,
 each extracted and scored with ``--seeds`` seeds of each head:
 
@@ -75,7 +82,10 @@ def main() -> None:
     ap.add_argument("--variants", default="",
                     help="images: option sets compared at each size, ';' between sets, ',' between options "
                          "(e.g. 'pool=mean,head=post;pool=mean+max,head=pre')")
-    ap.add_argument("--seeds", type=int, default=1, help="images: seeds of each head")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds of each head")
+    ap.add_argument("--changes", default="",
+                    help="a table: training settings changed from the preset's, ';' between sets, '&' between "
+                         "fields (e.g. 'epochs=30;optimizer=adamw&weight_decay=0.05;hidden=(1024,1024)')")
     args = ap.parse_args()
     if args.sizes:
         return by_size(args)
@@ -115,15 +125,37 @@ def main() -> None:
         else:
             Xv, mirror = X, perm
         for head in args.heads.split(","):
-            flips = mirror is not None
-            config = dataclasses.replace(PRESETS["pretrained"], epochs=args.epochs, flip=flips, test_flip=flips,
-                                         **HEADS[head])
-            start = time.perf_counter()
-            result = train(Xv[tr], y[tr], config, n_classes=len(table.class_names), mirror=mirror)
-            seconds = time.perf_counter() - start
-            acc = float(np.mean(result.predict(Xv[va]) == y[va]))
-            print(f"  {view:5s} {head:13s} flips={'on ' if flips else 'off'} epochs={args.epochs}  "
-                  f"val {acc:.4f}  {seconds:6.1f} s", flush=True)
+            for changes in parse_changes(args.changes):
+                for seed in range(args.seeds):
+                    flips = mirror is not None
+                    config = dataclasses.replace(PRESETS["pretrained"], **{
+                        "epochs": args.epochs, "flip": flips, "test_flip": flips, "seed": seed, **HEADS[head],
+                        **changes})
+                    start = time.perf_counter()
+                    result = train(Xv[tr], y[tr], config, n_classes=len(table.class_names), mirror=mirror)
+                    seconds = time.perf_counter() - start
+                    acc = float(np.mean(result.predict(Xv[va]) == y[va]))
+                    said = " ".join(f"{k}={v}" for k, v in changes.items()) or "as the preset"
+                    print(f"  {view:5s} {head:13s} {said} seed={seed} flips={'on ' if flips else 'off'} "
+                          f"epochs={config.epochs}  val {acc:.4f}  {seconds:6.1f} s", flush=True)
+
+
+def parse_changes(text: str) -> list[dict]:
+    """``"epochs=30;optimizer=adamw&weight_decay=0.05"`` as ``[{"epochs": 30}, {"optimizer": "adamw",
+    "weight_decay": 0.05}]`` (Python literals, else text); ``""`` as ``[{}]`` (the preset itself)."""
+    import ast
+
+    sets = []
+    for part in text.split(";"):
+        changes = {}
+        for pair in filter(None, part.split("&")):
+            key, _, value = pair.partition("=")
+            try:
+                changes[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                changes[key.strip()] = value.strip()
+        sets.append(changes)
+    return sets or [{}]
 
 
 def by_size(args) -> None:

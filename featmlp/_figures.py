@@ -85,8 +85,8 @@ _BACKGROUND = None
 
 
 class _Background:
-    def __init__(self, pool):
-        self.pool = pool
+    def __init__(self, pool, workers: int):
+        self.pool, self.workers = pool, workers
         self.pending = {}  # path -> the future drawing it
 
     def submit(self, fn, args, kwargs, path):
@@ -115,8 +115,8 @@ def drawing_in_background(workers: int | None = None, imports: tuple[str, ...] =
     """Within, :func:`draw` hands its plots to ``workers`` forked processes (default: one per
     core, at most 2), started now, which import matplotlib (and ``imports``, the modules of the
     plotting functions) while the caller goes on; leaving waits for every plot (and raises a
-    plot's error). Where no process can be forked safely (another thread already runs, not
-    Linux) or with one core, :func:`draw` draws at once.
+    plot's error). Where no process can be forked safely (another Python thread already runs, not
+    Linux; see :func:`featmlp._workers.fork_pool`) or with one core, :func:`draw` draws at once.
 
     A command whose run lasts ~2 s spends ~1.2 s of it on two plots: drawn beside the rest of
     the work, each in its own process, they cost ~0.4 s (``benchmarks/bench_startup.py``).
@@ -134,7 +134,7 @@ def drawing_in_background(workers: int | None = None, imports: tuple[str, ...] =
         yield
         return
     with stopping(pool):
-        _BACKGROUND = _Background(pool)
+        _BACKGROUND = _Background(pool, workers)
         try:
             yield
             _BACKGROUND.wait()
@@ -154,7 +154,7 @@ def draw(path, fn, *args, **kwargs) -> None:
 
 def drawing_processes() -> int:
     """How many processes :func:`draw` hands plots to now (0: it draws at once)."""
-    return 0 if _BACKGROUND is None else _BACKGROUND.pool._max_workers
+    return 0 if _BACKGROUND is None else _BACKGROUND.workers
 
 
 def wait_drawn() -> None:

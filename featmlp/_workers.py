@@ -135,8 +135,10 @@ def spawn_pool(max_workers: int, *, initializer=None, initargs=()) -> ProcessPoo
 
 def fork_pool(max_workers: int, *, initializer=None, initargs=()) -> ProcessPoolExecutor | None:
     """A pool like :func:`spawn_pool`'s whose workers are forked, all at once, by this call; None
-    where that is not safe: elsewhere than Linux, or once another thread runs in this process
-    (numba's, torch's, a pool's: a forked child of a threaded parent can deadlock).
+    elsewhere than Linux, or once another Python thread runs in this process (a pool's manager,
+    tqdm's monitor): a forked child of a threaded parent can deadlock on a lock another thread held.
+    numba's and torch's own threads are not Python threads and are not seen here: call it before
+    anything has run them (the command line forks first thing).
 
     A forked worker starts in milliseconds with everything this process imported, where a
     spawned one takes ~0.1 s and imports it all again: for work that must start at once (the

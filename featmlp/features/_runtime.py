@@ -293,7 +293,7 @@ _NETS: dict[tuple, object] = {}
 
 
 def cuda_network(fitted, device: str):
-    key = (fitted.architecture, fitted.weights_sha256_, fitted.size, fitted.stages, device)
+    key = (fitted.architecture, fitted.weights_sha256_, fitted.size, fitted.stages, fitted.pool, fitted.head, device)
     if key not in _NETS:
         _NETS[key] = pooled_network(fitted, fitted.check_weights()).to(device)
     return _NETS[key]

@@ -56,10 +56,14 @@ FIELDS = {
     "norm": Field("choice", "the input normalisation", choices=tuple(NORMS)),
     "mirror": Field("bool", "the mirror image's features too"),
     "weights": Field("text", "a checkpoint file, or empty for the packaged weights"),
+    "also": Field("int", "a second side the images are also resized to, its features appended (0: none)",
+                  low=0, high=1024),
 }
 # a timm backbone (the one set with an ``arch``) has no pre-activation head that featmlp knows of
 RULES = (("head", lambda s: "head=pre is for the EfficientNet-Lite sets: use head=post"
-          if s["head"] == "pre" and s.get("arch") is not None else None),)
+          if s["head"] == "pre" and s.get("arch") is not None else None),
+         ("also", lambda s: f"also={s['also']}: a second side is at least 16 (or 0: none)"
+          if 0 < s["also"] < 16 else None))
 
 
 class PretrainedFeatures:
@@ -85,15 +89,20 @@ class PretrainedFeatures:
     mirror : bool
         Also the features of each image's horizontal mirror image (twice the columns and the
         extraction), so that flips are a column permutation (:meth:`mirror_permutation`).
+    also : int
+        A second side (0: none): the network's features of the images resized to ``also`` x
+        ``also`` follow those at ``size`` (columns ``<set>_<also>px_...``; with ``mirror``, each
+        side's block holds its image's and mirror image's halves). 160 and 64 px scored 0.5 points
+        above 160 alone on CIFAR-10's validation rows, for ~17 % more extraction (README).
     """
 
     NAME = "timm"
-    _PARAMS = ("head", "mirror", "norm", "pool", "size", "stages", "weights")
+    _PARAMS = ("also", "head", "mirror", "norm", "pool", "size", "stages", "weights")
     # what a state recorded before these settings existed meant (from_state fills them in)
-    _BEFORE = {"pool": "mean", "head": "post"}
+    _BEFORE = {"pool": "mean", "head": "post", "also": 0}
 
     def __init__(self, weights: str = "", size: int = 160, stages: int = 4, norm: str = "tflite",
-                 mirror: bool = False, pool: str = "mean+max", head: str = "pre"):
+                 mirror: bool = False, pool: str = "mean+max", head: str = "pre", also: int = 0):
         self.weights = weights
         self.size = size
         self.stages = stages
@@ -101,6 +110,7 @@ class PretrainedFeatures:
         self.mirror = mirror
         self.pool = pool
         self.head = head
+        self.also = also
 
     # -- the estimator's settings -------------------------------------------------------------
 
@@ -152,10 +162,24 @@ class PretrainedFeatures:
         self.weights_sha256_ = file_sha256(path)
         net = pooled_network(self, path)
         self.widths_ = tuple(net.widths)
-        self.n_features_out_ = sum(w for _, w in self.widths_) * (2 if self.mirror else 1)
+        self.n_features_out_ = self._width()
         onnx_file(self, net)  # exported now, once, so that worker processes find it in the cache
+        if self.also:
+            second = self._side(self.also)
+            onnx_file(second, pooled_network(second, path))
         self.checked_ = True
         return self
+
+    def _width(self) -> int:
+        """Columns out: the pooled widths, twice with ``mirror``, twice again with ``also``."""
+        return sum(w for _, w in self.widths_) * (2 if self.mirror else 1) * (2 if self.also else 1)
+
+    def _side(self, size: int) -> "PretrainedFeatures":
+        """This set at one side alone (``also`` 0), fitted as this one is: the columns of that side."""
+        other = type(self)(**{**self.settings(), "size": size, "also": 0})
+        other.weights_sha256_, other.widths_, other.checked_ = self.weights_sha256_, self.widths_, True
+        other.n_features_out_ = other._width()
+        return other
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "weights_sha256_"):
@@ -170,6 +194,12 @@ class PretrainedFeatures:
             self.check_weights()
             self.checked_ = True
         images = check_images(images)
+        if self.also:  # each side's columns, as the set at that side alone computes them
+            return np.concatenate([self._side(side)._one_side(images, parallel) for side in (self.size, self.also)],
+                                  axis=1)
+        return self._one_side(images, parallel)
+
+    def _one_side(self, images: np.ndarray, parallel: bool) -> np.ndarray:
         device = cuda_device()
         if device is not None:  # a GPU: torch runs the network there (its features equal the CPU's to 1e-3)
             return eager_features(self, images, device=device, net=cuda_network(self, device))
@@ -178,12 +208,12 @@ class PretrainedFeatures:
 
     def feature_names(self) -> tuple[str, ...]:
         """``<set>_head_<i>`` and ``<set>_stage<k>_<i>``; with ``mirror``, the mirror image's after,
-        as ``<set>_mirror_...``."""
+        as ``<set>_mirror_...``; with ``also``, those at the second side after, as ``<set>_<also>px_...``."""
         self._check_fitted()
-        one = tuple(f"{self.NAME}_{part}_{i}" for part, width in self.widths_ for i in range(width))
-        if not self.mirror:
-            return one
-        return one + tuple(f"{self.NAME}_mirror_{part}_{i}" for part, width in self.widths_ for i in range(width))
+        sides = [""] + ([f"{self.also}px_"] if self.also else [])
+        return tuple(f"{self.NAME}_{side}{mirror}{part}_{i}" for side in sides
+                     for mirror in ([""] + (["mirror_"] if self.mirror else []))
+                     for part, width in self.widths_ for i in range(width))
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self.feature_names(), dtype=object)
@@ -194,8 +224,9 @@ class PretrainedFeatures:
         self._check_fitted()
         if not self.mirror:
             return None
-        half = self.n_features_out_ // 2
-        return np.concatenate([np.arange(half, 2 * half), np.arange(half)])
+        half = sum(w for _, w in self.widths_)  # each side's block: its image's half, then its mirror's
+        block = np.concatenate([np.arange(half, 2 * half), np.arange(half)])
+        return np.concatenate([block + start for start in range(0, self.n_features_out_, 2 * half)])
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -222,7 +253,7 @@ class PretrainedFeatures:
             raise DataError(f"{cls.NAME} feature state has a bad weights hash or widths")
         self.weights_sha256_ = sha
         self.widths_ = widths
-        self.n_features_out_ = sum(w for _, w in widths) * (2 if self.mirror else 1)
+        self.n_features_out_ = self._width()
         self.checked_ = False
         return self
 
@@ -242,11 +273,13 @@ class TimmFeatures(PretrainedFeatures):
     """Any timm architecture (``arch``) with a local checkpoint (``weights``), as a feature set."""
 
     NAME = "timm"
-    _PARAMS = ("arch", "head", "mirror", "norm", "pool", "size", "stages", "weights")
+    _PARAMS = ("also", "arch", "head", "mirror", "norm", "pool", "size", "stages", "weights")
 
     def __init__(self, arch: str = "", weights: str = "", size: int = 224, stages: int = 0,
-                 norm: str = "imagenet", mirror: bool = False, pool: str = "mean", head: str = "post"):
-        super().__init__(weights=weights, size=size, stages=stages, norm=norm, mirror=mirror, pool=pool, head=head)
+                 norm: str = "imagenet", mirror: bool = False, pool: str = "mean", head: str = "post",
+                 also: int = 0):
+        super().__init__(weights=weights, size=size, stages=stages, norm=norm, mirror=mirror, pool=pool, head=head,
+                         also=also)
         self.arch = arch
 
     @property

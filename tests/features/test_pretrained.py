@@ -233,6 +233,41 @@ def test_mirror_images_give_the_columns_permuted(seeded_weights):
     np.testing.assert_allclose(Y, X[:, :1280], rtol=1e-5, atol=1e-6)
 
 
+def test_a_second_side_appends_the_features_at_it(seeded_weights):
+    """also=N: the features at ``size``, then those at N, each equal to torch eager's at its side, with
+    their own names; with mirror, the permutation swaps each side's halves; the state travels."""
+    images = _images(3, 30, 34)
+    weights = str(seeded_weights / "seeded.pth")
+    state = fit_features("efficientnet-lite0", images, {"weights": weights, "size": 48, "stages": 1, "also": 32})
+    fitted = state["efficientnet-lite0"]
+    X = extract_features(images, "efficientnet-lite0", state=state)
+    one = 1280 + 2 * 320  # head, stage 7 mean- and max-pooled
+    assert X.shape == (3, 2 * one)
+    for side, columns in ((48, slice(0, one)), (32, slice(one, 2 * one))):  # the set at each side alone
+        alone = fit_features("efficientnet-lite0", images, {"weights": weights, "size": side, "stages": 1})
+        assert _relative(X[:, columns], rt.eager_features(alone["efficientnet-lite0"], images)) < 1e-4
+    names = feature_names("efficientnet-lite0", state=state)
+    assert len(names) == len(set(names)) == 2 * one
+    assert names[0] == "efficientnet-lite0_head_0" and names[one] == "efficientnet-lite0_32px_head_0"
+    # the state rebuilt (a bundle's) gives the same features
+    settings, arrays = fitted.state()
+    assert settings["also"] == 32
+    again = pt.CLASSES["efficientnet-lite0"].from_state(settings, arrays)
+    np.testing.assert_allclose(again.transform(images), X, rtol=1e-6, atol=1e-6)
+    # mirror images: each side's block swaps its image's and its mirror image's halves
+    both = fit_features("efficientnet-lite0", images, {"weights": weights, "size": 48, "stages": 1, "also": 32,
+                                                       "mirror": True})
+    M = extract_features(images, "efficientnet-lite0", state=both)
+    assert M.shape == (3, 4 * one)
+    perm = mirror_permutation("efficientnet-lite0", both)
+    np.testing.assert_allclose(extract_features(images[:, :, ::-1].copy(), "efficientnet-lite0", state=both),
+                               M[:, perm], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(M[:, :one], X[:, :one], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(M[:, 2 * one:3 * one], X[:, one:], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="also=8: a second side is at least 16"):
+        fit_features("efficientnet-lite0", None, {"also": 8})
+
+
 def test_grayscale_and_odd_sizes(seeded_weights):
     state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                       "stages": 1, "mirror": False})

@@ -90,7 +90,8 @@ class PretrainedFeatures:
         Also the features of each image's horizontal mirror image (twice the columns and the
         extraction), so that flips are a column permutation (:meth:`mirror_permutation`).
     also : int
-        A second side (0: none): the network's features of the images resized to ``also`` x
+        A second side (0: none; 64 for the EfficientNet-Lite sets, 0 for timm's by default): the
+        network's features of the images resized to ``also`` x
         ``also`` follow those at ``size`` (columns ``<set>_<also>px_...``; with ``mirror``, each
         side's block holds its image's and mirror image's halves). 160 and 64 px scored 0.5 points
         above 160 alone on CIFAR-10's validation rows, for ~17 % more extraction (README).
@@ -102,7 +103,7 @@ class PretrainedFeatures:
     _BEFORE = {"pool": "mean", "head": "post", "also": 0}
 
     def __init__(self, weights: str = "", size: int = 160, stages: int = 4, norm: str = "tflite",
-                 mirror: bool = False, pool: str = "mean+max", head: str = "pre", also: int = 0):
+                 mirror: bool = False, pool: str = "mean+max", head: str = "pre", also: int = 64):
         self.weights = weights
         self.size = size
         self.stages = stages

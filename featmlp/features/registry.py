@@ -196,7 +196,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "norm=tflite|imagenet, mirror=BOOL, weights=PATH, also=N: the features at a second side appended)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("also", 0), ("head", "pre"), ("mirror", False), ("norm", "tflite"), ("pool", "mean+max"),
+        options=(("also", 64), ("head", "pre"), ("mirror", False), ("norm", "tflite"), ("pool", "mean+max"),
                  ("size", 160), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},

@@ -96,7 +96,7 @@ def test_pooled_features_are_the_networks_maps_pooled(seeded_weights, pool, head
     # the pooled head and last stages, against the network's own maps pooled by hand (numpy); the
     # head before its activation recomputed from the last stage's map with the head's own layers
     fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
-                                          mirror=False, pool=pool, head=head).fit()
+                                          mirror=False, pool=pool, head=head, also=0).fit()
     model = EfficientNetLite("efficientnet-lite0")
     model.load_state_dict(torch.load(seeded_weights / "seeded.pth", weights_only=True))
     model.eval()
@@ -124,11 +124,11 @@ def test_pooled_features_are_the_networks_maps_pooled(seeded_weights, pool, head
 
 def test_a_state_recorded_before_pool_and_head_means_their_old_values(seeded_weights):
     fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
-                                          pool="mean", head="post").fit()
+                                          pool="mean", head="post", also=0).fit()
     settings, arrays = fitted.state()
-    old = {k: v for k, v in settings.items() if k not in ("pool", "head")}
+    old = {k: v for k, v in settings.items() if k not in ("pool", "head", "also")}
     again = pt.EfficientNetLite0Features.from_state(old, arrays)
-    assert (again.pool, again.head) == ("mean", "post")
+    assert (again.pool, again.head, again.also) == ("mean", "post", 0)
     images = _images(2, 40, 40)
     np.testing.assert_allclose(rt.eager_features(again, images), rt.eager_features(fitted, images), rtol=0, atol=0)
     # a timm backbone has no pre-activation head to offer: one line
@@ -164,7 +164,7 @@ def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
 def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypatch):
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "2")  # not the idle cores of the moment: one session
     images = _images(5, 32, 32)
-    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.safetensors"),
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.safetensors"),
                                                         "size": 64, "mirror": True})
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
@@ -188,7 +188,7 @@ def test_exported_graph_has_the_padding_inside_its_convolutions(seeded_weights, 
 
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
     images = _images(3, 40, 40)
-    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.safetensors"),
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.safetensors"),
                                                         "size": size})
     fitted = state["efficientnet-lite0"]
     graph = onnx.load(str(rt.onnx_path(fitted))).graph
@@ -210,8 +210,10 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     fitted = state["efficientnet-lite0"]
     assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (4, 2688)
-    assert _relative(X, rt.eager_features(fitted, images)) < 1e-4
+    assert X.shape == (4, 2 * 2688)  # 160 px, then 64 px (also=64, the default)
+    for side, columns in ((160, slice(0, 2688)), (64, slice(2688, 5376))):
+        alone = fit_features("efficientnet-lite0", images, {"size": side, "also": 0})["efficientnet-lite0"]
+        assert _relative(X[:, columns], rt.eager_features(alone, images)) < 1e-4
     assert (X[:, :1280] < 0).any()  # the head pooled before its ReLU6
     post = fit_features("efficientnet-lite0", images, {"head": "post"})
     H = extract_features(images, "efficientnet-lite0", state=post)[:, :1280]
@@ -220,13 +222,13 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
 
 def test_mirror_images_give_the_columns_permuted(seeded_weights):
     images = _images(3, 30, 34)
-    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                         "stages": 0, "mirror": True})
     X = extract_features(images, "efficientnet-lite0", state=state)
     perm = mirror_permutation("efficientnet-lite0", state)
     np.testing.assert_allclose(extract_features(images[:, :, ::-1].copy(), "efficientnet-lite0", state=state),
                                X[:, perm], rtol=1e-4, atol=1e-5)
-    one = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    one = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                       "stages": 0, "mirror": False})
     Y = extract_features(images, "efficientnet-lite0", state=one)
     assert Y.shape == (3, 1280) and mirror_permutation("efficientnet-lite0", one) is None
@@ -244,7 +246,8 @@ def test_a_second_side_appends_the_features_at_it(seeded_weights):
     one = 1280 + 2 * 320  # head, stage 7 mean- and max-pooled
     assert X.shape == (3, 2 * one)
     for side, columns in ((48, slice(0, one)), (32, slice(one, 2 * one))):  # the set at each side alone
-        alone = fit_features("efficientnet-lite0", images, {"weights": weights, "size": side, "stages": 1})
+        alone = fit_features("efficientnet-lite0", images, {"weights": weights, "size": side, "stages": 1,
+                                                            "also": 0})
         assert _relative(X[:, columns], rt.eager_features(alone["efficientnet-lite0"], images)) < 1e-4
     names = feature_names("efficientnet-lite0", state=state)
     assert len(names) == len(set(names)) == 2 * one
@@ -269,7 +272,7 @@ def test_a_second_side_appends_the_features_at_it(seeded_weights):
 
 
 def test_grayscale_and_odd_sizes(seeded_weights):
-    state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    state = fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                       "stages": 1, "mirror": False})
     gray = _images(3, 27, 41, gray=True)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
@@ -291,7 +294,7 @@ def test_other_weights_are_refused_in_one_line(seeded_weights, tmp_path):
     path = tmp_path / "w.pth"
     shutil.copy(seeded_weights / "seeded.pth", path)
     images = _images(2)
-    state = fit_features("efficientnet-lite0", images, {"weights": str(path), "size": 32, "mirror": False})
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(path), "size": 32, "mirror": False})
     settings, arrays = state["efficientnet-lite0"].state()
     assert settings["weights_sha256"] == bb.file_sha256(path) and arrays == {}
     # other weights at the same path: a state rebuilt from the record (as predict does) refuses them
@@ -322,9 +325,9 @@ def test_checkpoints_are_read_without_running_code(tmp_path, seeded_weights):
     assert list(bb.read_checkpoint(tmp_path / "nested.pth")) == ["a"]
     # tensors of another network: named, not loaded
     with pytest.raises(DataError, match=r"does not fit efficientnet-lite0: \d+ tensors missing"):
-        fit_features("efficientnet-lite0", None, {"weights": str(tmp_path / "nested.pth")})
+        fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(tmp_path / "nested.pth")})
     with pytest.raises(DataError, match=r"weights file .*nowhere\.pth does not exist"):
-        fit_features("efficientnet-lite0", None, {"weights": str(tmp_path / "nowhere.pth")})
+        fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(tmp_path / "nowhere.pth")})
 
 
 def test_a_missing_package_names_the_pip_command(monkeypatch):
@@ -375,7 +378,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
     import featmlp.tables.extract as extraction
     from featmlp.tables.store import load_features
 
-    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
+    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
     ds = _dataset()
     calls = {"n": 0}
     real = extraction.extract_features
@@ -411,7 +414,7 @@ def test_the_dask_path_on_a_local_cluster(tmp_path, seeded_weights):
     pytest.importorskip("distributed")
     from featmlp.tables.extract import extract_to_shards
 
-    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 0, "mirror": False}
+    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 0, "mirror": False}
     ds = _dataset()
     local = extract_to_shards(ds, "efficientnet-lite0", tmp_path / "local.features", options=options, chunk_size=4)
     on_cluster = extract_to_shards(ds, "efficientnet-lite0", tmp_path / "dask.features", options=options,
@@ -552,7 +555,7 @@ def test_any_timm_architecture_with_a_local_checkpoint(tmp_path, monkeypatch):
 def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, monkeypatch):
     # no GPU in CI: the torch path is taken with "cpu" standing in for "cuda"
     images = _images(3, 24, 24)
-    state = fit_features("efficientnet-lite0", images, {"weights": str(seeded_weights / "seeded.pth"), "size": 32})
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32})
     runtime = extract_features(images, "efficientnet-lite0", state=state)
     monkeypatch.setattr(pt, "cuda_device", lambda: "cpu")
     eager = extract_features(images, "efficientnet-lite0", state=state)
@@ -577,7 +580,7 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
         rt.runtime_threads()
     monkeypatch.delenv("FEATMLP_NUM_THREADS")
     # a worker process (parallel=False) runs a one-thread session, built once
-    state = fit_features("efficientnet-lite0", None, {"weights": str(seeded_weights / "seeded.pth"), "size": 32,
+    state = fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32,
                                                      "mirror": False, "stages": 0})
     fitted = state["efficientnet-lite0"]
     monkeypatch.setattr(rt, "_SESSIONS", {})  # none from earlier tests (a loaded machine gives them one thread too)
@@ -590,7 +593,7 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
 
 def test_a_damaged_or_unwritable_cache_is_not_an_error(seeded_weights, tmp_path, monkeypatch):
     images = _images(2)
-    options = {"weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
+    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
     state = fit_features("efficientnet-lite0", images, options)
     fitted = state["efficientnet-lite0"]
     want = rt.eager_features(fitted, images)

@@ -94,8 +94,8 @@ def sweep(features_file, workers, out, force, run_plots, **opts):
 
     Writes DIR/results.csv (one row per configuration), DIR/loss.png (every curve overlaid),
     DIR/accuracy_vs_lr.png, DIR/sweep.json and one run directory per configuration (its
-    plots with --run-plots), each written as soon as its configuration finishes: a sweep killed midway keeps them, and the
-    same command again trains only the rest. A sharded table (DIR.features/) is read into
+    plots with --run-plots), each written as soon as its configuration finishes: a sweep
+    killed midway keeps them, and the same command again trains only the rest. A sharded table (DIR.features/) is read into
     memory, when it fits. The table ranks the configurations by validation accuracy (a 10 %
     split of train by default), so that the test split chooses nothing; by test accuracy
     with --val-fraction 0 (and with preset lecture, which holds out nothing).

@@ -185,7 +185,6 @@ def train(features_file, out, force, out_of_core, **opts):
                       tensorboard=tensorboard, flips_given=flips_given, overwrite=force, out_of_core=out_of_core)
 
 
-
 def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     # start-up: loaded when the command runs, not by `featmlp --help`
     from ..runs.job import run_job

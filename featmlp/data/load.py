@@ -54,6 +54,12 @@ SAMPLE_SOURCE = "sample"
 CIFAR10_SOURCE = "cifar10"
 SAMPLE_FILE = "cifar10-sample.tar.gz"
 
+
+def sample_resource():
+    """The bundled sample's archive, as :mod:`importlib.resources` finds it in the installed package."""
+    return resources.files("featmlp") / "_sample" / SAMPLE_FILE
+
+
 _ACCEPTED = (f"expected one of: None or {SAMPLE_SOURCE!r} (the bundled CIFAR-10 sample); "
              f"{CIFAR10_SOURCE!r} (download the official CIFAR-10 archive); a path to "
              f"cifar-10-python.tar.gz or to a {CIFAR10_FOLDER}/ folder; a path to an image "
@@ -197,8 +203,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, test_fraction: floa
                                              DEFAULT_MAX_PIXELS, "max_image_pixels"))
     check_resize(image_size, options["max_pixels"])
     if source is None or (is_name and source == SAMPLE_SOURCE):
-        sample = resources.files("featmlp") / "_sample" / SAMPLE_FILE
-        with resources.as_file(sample) as path:
+        with resources.as_file(sample_resource()) as path:
             if not path.is_file():
                 raise DataError(f"the bundled sample {SAMPLE_FILE} is missing from the "
                                 f"installation; reinstall featmlp or rebuild it with "

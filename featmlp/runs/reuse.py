@@ -31,14 +31,14 @@ import shutil
 import tempfile
 import time
 import zipfile
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from featmlp import __version__
 from featmlp.data import Dataset, default_cache_dir
-from featmlp.data.load import SAMPLE_FILE, SAMPLE_SOURCE
+from featmlp.data.load import SAMPLE_SOURCE, sample_resource
 from featmlp.errors import FeatmlpError
 from featmlp.tables.sharded import file_sha256
 
@@ -67,7 +67,7 @@ def source_file(source) -> Path | None:
     """The one local file ``source`` names (the bundled sample's archive for None or ``"sample"``),
     or None: a folder, a URL, ``"cifar10"``, several files."""
     if source is None or source == SAMPLE_SOURCE:
-        path = Path(str(resources.files("featmlp") / "_sample" / SAMPLE_FILE))
+        path = Path(str(sample_resource()))  # a file of an installed package (not one inside a zip)
         return path if path.is_file() else None
     if not isinstance(source, (str, os.PathLike)) or "://" in str(source):
         return None
@@ -82,16 +82,11 @@ def job_key(source, settings: dict) -> str | None:
     try:
         if path is None or path.stat().st_size > REUSE_MAX_BYTES:
             return None
-        h = hashlib.sha256()
         env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("FEATMLP_") and k not in _NOT_READING}
-        h.update(json.dumps({"settings": settings, "env": env, "code": _code_digest()}, sort_keys=True,
-                            default=str).encode())
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        what = {"file": file_sha256(path), "settings": settings, "env": env, "code": _code_digest()}
     except OSError:
         return None
-    return h.hexdigest()[:32]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 _CODE_DIGEST = None

@@ -14,8 +14,7 @@ from featmlp._io import atomic_write
 from featmlp.runs.layout import CONFUSION_PLOT
 from featmlp.runs.layout import LOSS_PLOT as RUN_LOSS_PLOT
 from featmlp.runs.layout import RESULTS_FILE, SWEEP_ACCURACY_PLOT, SWEEP_FILE, SWEEP_LOSS_PLOT, write_json
-from featmlp.runs.plots import plot_accuracy_vs_lr as render_accuracy_vs_lr
-from featmlp.runs.plots import plot_confusion, plot_history, plot_loss_curves
+from featmlp.runs.plots import plot_accuracy_vs_lr, plot_confusion, plot_history, plot_loss_curves
 from featmlp.tables.store import FeatureTable
 from featmlp.training.history import TRAIN_ACCURACY
 
@@ -45,7 +44,8 @@ def write_sweep(out: Path, sweep: "SweepResult", table: FeatureTable, *, log_sca
     lines, ylabel = accuracy_lines(sweep)
     summary = [(plot_loss_curves, (loss_curves(sweep), out / SWEEP_LOSS_PLOT), {"log_scale": log_scale},
                 out / SWEEP_LOSS_PLOT),
-               (render_accuracy_vs_lr, (lines, out / SWEEP_ACCURACY_PLOT), {"ylabel": ylabel}, out / SWEEP_ACCURACY_PLOT)]
+               (plot_accuracy_vs_lr, (lines, out / SWEEP_ACCURACY_PLOT), {"ylabel": ylabel},
+                out / SWEEP_ACCURACY_PLOT)]
     _render_all(jobs, summary)
     configs = [run.config for run in sweep]
     write_json(out / SWEEP_FILE, {
@@ -102,14 +102,10 @@ def loss_curves(sweep: "SweepResult") -> list:
     return [(run.name, run.result.history, run.diverged_epoch) for run in sweep]
 
 
-def plot_losses(sweep: "SweepResult", path: Path, *, log_scale: bool = False) -> Path:
-    """Every configuration's loss per epoch (:func:`featmlp.runs.plots.plot_loss_curves`)."""
-    return plot_loss_curves(loss_curves(sweep), path, log_scale=log_scale)
-
-
 def accuracy_lines(sweep: "SweepResult") -> tuple[dict, str]:
-    """The points of :func:`plot_accuracy_vs_lr` and its y label, as
-    :func:`featmlp.runs.plots.plot_accuracy_vs_lr` takes them: ``(lines, ylabel)``."""
+    """The sweep's ``accuracy_vs_lr.png`` as :func:`featmlp.runs.plots.plot_accuracy_vs_lr` takes it,
+    ``(lines, ylabel)``: test accuracy (final training accuracy without a test split) against the
+    learning rate, one line per setting of the other varying fields (the architecture)."""
     use_test = any(run.test_accuracy is not None for run in sweep)
     others = [f for f in sweep.varying if f != "lr"]
     lines: dict[str, list] = {}
@@ -117,13 +113,6 @@ def accuracy_lines(sweep: "SweepResult") -> tuple[dict, str]:
         label = ", ".join(f"{f} {setting_label(f, getattr(run.config, f))}" for f in others)
         lines.setdefault(label or "all", []).append((run.config.lr, _accuracy(run, use_test), run.diverged))
     return lines, "test accuracy" if use_test else "final training accuracy"
-
-
-def plot_accuracy_vs_lr(sweep: "SweepResult", path: Path) -> Path:
-    """Test accuracy (final training accuracy without a test split) against the learning rate
-    on a log axis, one line per setting of the other varying fields (the architecture)."""
-    lines, ylabel = accuracy_lines(sweep)
-    return render_accuracy_vs_lr(lines, path, ylabel=ylabel)
 
 
 def _accuracy(run, use_test: bool):

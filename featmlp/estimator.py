@@ -43,7 +43,8 @@ class FeatMLPClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     hidden, activation, dropout, batch_norm, head, optimizer, lr, epochs, batch_size, momentum, \
-weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, class_weight, device
+weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, class_weight, device, \
+bottleneck, label_smoothing, max_steps
         The fields of :class:`featmlp.training.TrainConfig`; ``None`` takes the preset's value.
         ``class_weight`` may also be a dict ``{label: weight}`` (missing labels weigh 1).
     preset : str or None
@@ -109,6 +110,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         random_state=None,
         bottleneck=None,
         label_smoothing=None,
+        max_steps=None,
     ):
         self.hidden = hidden
         self.activation = activation
@@ -132,6 +134,7 @@ weight_decay, schedule, lecture_batch_size, scaler, val_fraction, patience, clas
         self.random_state = random_state
         self.bottleneck = bottleneck
         self.label_smoothing = label_smoothing
+        self.max_steps = max_steps
 
     def _config(self) -> TrainConfig:
         preset = "default" if self.preset is None else self.preset

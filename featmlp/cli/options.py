@@ -45,7 +45,7 @@ def _list_of(type_):
 
 
 # The options of the training settings some commands do not use, so do not offer.
-LR_FIND_UNUSED = ("lr", "epochs", "schedule", "patience", "flip", "test_flip", "log_scale", "tensorboard")
+LR_FIND_UNUSED = ("lr", "epochs", "max_steps", "schedule", "patience", "flip", "test_flip", "log_scale", "tensorboard")
 SWEEP_UNUSED = ("tensorboard",)  # TensorBoard logs one run; a sweep's runs share results.csv and loss.png
 # lr-find trains no run: its held-out rows are those a run with the same settings trains without.
 LR_FIND_HELP = {"val_fraction": "Share of train held out (stratified, seeded) as a run with this value holds it "
@@ -110,6 +110,9 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
          "gd: the lecture's full-batch gradient descent (one step per epoch); sgd (momentum), adam, adamw."),
         ("lr", ("--lr",), dict(type=FiniteFloatRange(0, min_open=True)), "Learning rate (peak under a schedule)."),
         ("epochs", ("--epochs",), dict(type=_click_type("epochs")), "Epochs (the most, with early stopping)."),
+        ("max_steps", ("--max-steps",), dict(type=_click_type("max_steps")),
+         "At most this many optimiser steps: the whole epochs that fit, at least one (0: no limit; the "
+         "pretrained preset's 1800 shortens only large training sets)."),
         ("batch_size", ("--batch-size",), dict(type=_click_type("batch_size")),
          "Training rows per optimiser step (not used by gd, which steps once per epoch on all of them)."),
         ("momentum", ("--momentum",), dict(type=_click_type("momentum")), "Momentum of sgd."),
@@ -237,7 +240,7 @@ def _as_typed(field: str, value) -> str:
 
 TRAIN_KEYS = ("hidden", "activation", "dropout", "batch_norm", "head", "optimizer", "lr", "epochs",
                "batch_size", "momentum", "weight_decay", "schedule", "scaler", "val_fraction", "patience",
-               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip", "label_smoothing")
+               "class_weight", "seed", "device", "bottleneck", "flip", "test_flip", "label_smoothing", "max_steps")
 
 
 def config_from(opts: dict, preset: str | None = None, held_out: bool = True):

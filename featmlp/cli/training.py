@@ -16,11 +16,16 @@ from .options import DescribedDefault, LECTURE_UNUSED, config_from, fmt, lecture
 
 
 class EpochPrinter(Callback):
-    """One line per epoch on stdout, from the run's history record."""
+    """One line per epoch on stdout, from the run's history record; ``epoch k/N`` with the N training
+    tells (fewer than ``--epochs`` under ``--max-steps``)."""
 
     def __init__(self, epochs: int, lecture: bool = False):
         self.epochs = epochs
         self.lecture = lecture
+
+    def on_progress(self, desc: str, done: int, total: int | None) -> None:
+        if desc == "train" and total:
+            self.epochs = total
 
     def on_epoch(self, record: dict, history: list[dict]) -> None:
         if self.lecture:  # the notebook's print, with the mean loss over samples
@@ -99,7 +104,7 @@ def network_line(config, n_features: int, n_classes: int) -> str:
         parts.append(f"batch {config.batch_size}")
     elif config.lecture_batch_size:
         parts.append(f"gradient of the sum over batches of {config.lecture_batch_size}")
-    parts.append(f"{config.epochs} epochs")
+    parts.append(f"{config.epochs} epochs" + (f" (at most {config.max_steps} steps)" if config.max_steps else ""))
     if config.val_fraction:
         parts.append(f"{config.val_fraction:g} held out for validation")
     if config.patience:

@@ -18,7 +18,7 @@ _FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "dropout", "val_fraction")
 # where the value names itself (adam, cosine, tanh).
 _NAME_PREFIX = {
     "lr": "lr", "hidden": "h", "weight_decay": "wd", "momentum": "mom", "epochs": "ep",
-    "batch_size": "bs", "dropout": "do", "batch_norm": "bn", "seed": "seed",
+    "max_steps": "steps", "batch_size": "bs", "dropout": "do", "batch_norm": "bn", "seed": "seed",
     "lecture_batch_size": "lbs", "val_fraction": "val", "patience": "pat", "class_weight": "cw",
     "optimizer": "", "activation": "", "head": "", "schedule": "", "scaler": "", "device": "",
 }
@@ -140,7 +140,7 @@ def stack_key(config: TrainConfig):
     They share the data as the model sees it (scaler, validation split, class weights), the
     network's shape and loss, the optimiser, and the order of minibatches: for minibatch
     optimisers the batch size and the seed (which draws the order). Learning rate, weight decay,
-    momentum, schedule, epochs, ``lecture_batch_size`` and, for full-batch ``"gd"`` without a
+    momentum, schedule, epochs, ``max_steps``, ``lecture_batch_size`` and, for full-batch ``"gd"`` without a
     validation split, the seed (initial weights only) may differ. Dropout and batch norm need
     autograd per configuration, and early stopping restores per-configuration best weights:
     those configurations train alone with :func:`featmlp.training.train`.

@@ -54,7 +54,7 @@ from featmlp.model import loss_function
 from featmlp.progress import ProgressHook
 from featmlp.training.callbacks import Callback, as_callback, hear_epoch, progress_callbacks
 from featmlp.training.checks import checked_inputs
-from featmlp.training.config import PRESETS, TrainConfig, gd_gradient_scale
+from featmlp.training.config import PRESETS, TrainConfig, gd_gradient_scale, planned_epochs
 from featmlp.training.engines.autograd import AutogradEngine, ScaledRows
 from featmlp.training.engines.fast import FastEngine, fast_engine_fits
 from featmlp.training.engines.streamed import ShardedRows, StreamedGDEngine, block_ids, blocked_permutation
@@ -216,7 +216,8 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
     batch_size = n if full_batch else min(config.batch_size, n)
     engine.prepare(batch_size)
     steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    epochs = planned_epochs(config, n)
+    total_steps = steps_per_epoch * epochs
     if full_batch:
         # One step on all samples: their order does not matter (no shuffle), their weights are
         # the same each epoch.
@@ -228,7 +229,7 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
     for cb in callbacks:
         cb.on_train_begin(config)
     previous_state = None
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         state = snapshot(model, flat)
         if full_batch:
@@ -270,7 +271,7 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
                     best_state = snapshot(model, flat)
             elif config.patience and epoch - result.best_epoch >= config.patience:
                 result.stop_reason, stop = "early_stopping", True
-        if hear_epoch(callbacks, epoch, record, history, config.epochs) and not stop:
+        if hear_epoch(callbacks, epoch, record, history, epochs) and not stop:
             result.stop_reason, stop = "callback", True
         if stop:
             break

@@ -17,7 +17,7 @@ from featmlp.training import PRESETS, TrainConfig
 
 COMMANDS = {"train": train, "run": run, "lecture": lecture, "sweep": sweep, "lr-find": lr_find}
 NOT_OPTIONS = {"lecture_batch_size"}  # the notebook's gradient scale: Python API only
-LR_FIND_IGNORES = ["--lr", "--epochs", "--schedule", "--patience", "--flip", "--no-flip", "--test-flip",
+LR_FIND_IGNORES = ["--lr", "--epochs", "--max-steps", "--schedule", "--patience", "--flip", "--no-flip", "--test-flip",
                    "--no-test-flip", "--log-scale", "--tensorboard"]
 
 

@@ -77,6 +77,10 @@ GRIDS = {
                                    optimizer="adamw", epochs=3, batch_size=50,
                                    class_weight="balanced"),
                        dict(lr=[1e-3, 1e-2], weight_decay=[0.0, 1e-2])),
+    # A step budget per configuration: 300 rows in batches of 64 are 5 steps an epoch, so 0, 10 and 15
+    # steps are 6, 2 and 3 epochs, each schedule spanning its own.
+    "max_steps": (TrainConfig(hidden=(16,), optimizer="adam", epochs=6, batch_size=64),
+                  dict(max_steps=[0, 10, 15], lr=[1e-3, 1e-2])),
     # Full-batch GD ignores the order of samples: different seeds (initial weights) stack.
     "gd_seeds_tanh": (TrainConfig(hidden=(8,), activation="tanh", optimizer="gd", epochs=5,
                                   schedule="none", class_weight=(1.0, 2.0, 0.5, 1.0)),

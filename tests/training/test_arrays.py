@@ -72,6 +72,17 @@ def test_lecture_batch_size_and_weight_decay_as_torchs():
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-5)
 
 
+def test_max_steps_as_torchs():
+    # full batch: one step an epoch, so at most 5 steps are 5 of the lecture's 20 epochs
+    X, y = _data()
+    config = dataclasses.replace(LECTURE, max_steps=5)
+    assert arrays_fit(X, config)
+    ours, theirs = train_arrays(X, y, config, n_classes=10), train(X, y, config, n_classes=10)
+    assert len(ours.history) == len(theirs.history) == 5
+    assert [r["lr"] for r in ours.history] == [r["lr"] for r in theirs.history]
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-5)
+
+
 def test_divergence_as_torchs():
     X, y = _data(n=200, seed=5)
     X = X * 1e6  # minmax scaling undoes size: a huge lr instead

@@ -438,3 +438,33 @@ def test_check_training_raises_what_train_raises(config, message):
     with pytest.raises(Exception, match=message) as trained:
         train(X, y, config)
     assert type(checked.value) is type(trained.value)
+
+
+@pytest.mark.parametrize("optimizer, max_steps, epochs", [
+    ("adam", 12, 2),    # 70 rows in batches of 16: 5 steps an epoch, 12 // 5 = 2 whole epochs
+    ("adam", 3, 1),     # fewer steps than an epoch: one epoch all the same
+    ("adam", 500, 9),   # more than the epochs take: the epochs
+    ("sgd", 25, 5),
+    ("gd", 4, 4),       # full batch: one step an epoch
+])
+def test_max_steps_trains_the_whole_epochs_that_fit_as_that_many_epochs_would(optimizer, max_steps, epochs):
+    X, y = _data(n=70)
+    config = TrainConfig(hidden=(8,), optimizer=optimizer, lr=0.01, epochs=9, batch_size=16, seed=2,
+                         schedule="cosine", max_steps=max_steps)
+    capped = train(X, y, config)
+    plain = train(X, y, dataclasses.replace(config, epochs=epochs, max_steps=0))
+    assert len(capped.history) == epochs and capped.stop_reason == "completed"
+    # the schedule spans the epochs run: the same learning rates, the same weights
+    assert [r["lr"] for r in capped.history] == [r["lr"] for r in plain.history]
+    torch.testing.assert_close(_params(capped.model), _params(plain.model))
+    assert capped.config.max_steps == max_steps  # the run records what it was given
+
+
+def test_max_steps_counts_the_mirror_images_rows_with_flips():
+    X, y = _data(n=64, f=4)
+    mirror = np.array([1, 0, 3, 2])
+    config = TrainConfig(hidden=(4,), epochs=5, batch_size=16, flip=True, max_steps=17)
+    # 2 x 64 rows: 8 steps an epoch, 17 // 8 = 2 epochs
+    assert len(train(X, y, config, mirror=mirror).history) == 2
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainConfig(max_steps=-1).validate()

@@ -29,7 +29,7 @@ from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.tables.sharded import ShardedArray
 from featmlp.training.callbacks import as_callback, hear_epoch
 from featmlp.training.checks import checked_inputs, cpu_for_certain
-from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig, gd_gradient_scale
+from featmlp.training.config import FULL_BATCH_OPTIMIZERS, TrainConfig, gd_gradient_scale, planned_epochs
 from featmlp.training.history import diverged, epoch_record
 from featmlp.training.result import TrainResult
 
@@ -114,7 +114,8 @@ def _run(model: ArrayMLP, config: TrainConfig, Xs: np.ndarray, y: np.ndarray, ca
     for cb in callbacks:
         cb.on_train_begin(config)
     previous_state = None
-    for epoch in range(1, config.epochs + 1):
+    epochs = planned_epochs(config, n)
+    for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         state = [a.copy() for a in (*W, *B)]
         with np.errstate(all="ignore"):  # a diverging run shows NaN or inf, as torch's does
@@ -160,7 +161,7 @@ def _run(model: ArrayMLP, config: TrainConfig, Xs: np.ndarray, y: np.ndarray, ca
             break
         previous_state = state
         history.append(record)
-        if hear_epoch(callbacks, epoch, record, history, config.epochs):
+        if hear_epoch(callbacks, epoch, record, history, epochs):
             result.stop_reason = "callback"
             break
     for cb in callbacks:

@@ -38,7 +38,7 @@ from featmlp.training.checks import check_data
 from featmlp.training.config import TrainConfig
 from featmlp.training.engines import fused as _fused
 from featmlp.training.engines.fast import FAST_ACTIVATIONS
-from featmlp.training.config import gd_gradient_scale
+from featmlp.training.config import gd_gradient_scale, planned_epochs
 from featmlp.training.epoch import within_batch_weights
 from featmlp.training.history import VAL_ACCURACY, VAL_LOSS, can_validate, diverged, epoch_record
 from featmlp.training.loop import TrainResult
@@ -371,7 +371,8 @@ def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
     active = list(members)
     best_loss = [math.inf] * len(members)
     previous_state = None
-    for epoch in range(1, max(c.epochs for c in configs) + 1):
+    epochs = {m.index: planned_epochs(m.config, n) for m in members}
+    for epoch in range(1, max(epochs.values()) + 1):
         start = time.perf_counter()
         state = stack.flat.clone()
         if full_batch:
@@ -382,7 +383,7 @@ def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
             sw = within_batch_weights(w_ep, batch_size) if weighted else None
             grad_scale = mse_k
         first = (epoch - 1) * steps
-        lrs = [[m.config.lr * m.schedule((first + s) / (steps * m.config.epochs))
+        lrs = [[m.config.lr * m.schedule((first + s) / (steps * epochs[m.index]))
                 for s in range(steps)] for m in active]
         lrs_t = torch.tensor(lrs, dtype=X_t.dtype, device=device)
         engine.run_epoch(perm, sw, batch_size, lrs_t, grad_scale, optimizer)
@@ -416,7 +417,7 @@ def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
             stop = any([bool(cb.on_config_epoch(m.name, record, m.result.history)) for cb in callbacks])
             if stop:
                 finished.append((m, row, "callback"))
-            elif epoch >= m.config.epochs:
+            elif epoch >= epochs[m.index]:
                 finished.append((m, row, "completed"))
             else:
                 keep.append(row)

@@ -67,6 +67,24 @@ def preprocess(images: np.ndarray, size: int, norm: str) -> np.ndarray:
     return x.sub_(offset).div_(scale).numpy()
 
 
+def resized_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """``images`` (n, H, W[, 3]) uint8 resized to ``size`` x ``size`` as :func:`preprocess` resizes them,
+    rounded back to uint8 (the same images where they are that size already)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    import torch
+    import torch.nn.functional as F
+
+    with _TorchThreads(1):
+        x = torch.from_numpy(np.ascontiguousarray(images)).float()
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        shrink = x.shape[2] > size or x.shape[3] > size
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        x = x[:, 0] if images.ndim == 3 else x.permute(0, 2, 3, 1)
+        return np.ascontiguousarray(x.numpy())
+
+
 class _TorchThreads:
     """torch on ``threads`` threads inside (None: as it is), restored after."""
 
@@ -89,11 +107,11 @@ class _TorchThreads:
 
 def run_batches(images: np.ndarray, fitted, run) -> np.ndarray:
     """``run(x)`` over :data:`BATCH_IMAGES` images at a time (half images, half their mirror images for
-    ``mirror``)."""
+    ``mirror``): the network's columns at ``fitted.size`` (not a second side's nor the HOG's)."""
     n = len(images)
-    half = fitted.n_features_out_ // (2 if fitted.mirror else 1)
+    half = sum(w for _, w in fitted.widths_)
     step = max(1, BATCH_IMAGES // 2) if fitted.mirror else BATCH_IMAGES
-    out = np.empty((n, fitted.n_features_out_), np.float32)
+    out = np.empty((n, half * (2 if fitted.mirror else 1)), np.float32)
     for start in range(0, n, step):
         # The resize on one thread: a small op, 2,437 img/s on one and 489 on two with the other core busy.
         with _TorchThreads(1):

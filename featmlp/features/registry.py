@@ -197,7 +197,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "the HOG of the image at N px appended)",
         fitted=functools.partial(lambda i: _pretrained_class(f"efficientnet-lite{i}"), i),
         preset="pretrained",
-        options=(("also", 64), ("head", "pre"), ("hog", 32), ("mirror", False), ("norm", "tflite"),
+        options=(("also", 64), ("head", "pre"), ("hog", 0), ("mirror", False), ("norm", "tflite"),
                  ("pool", "mean+max"), ("size", 160), ("stages", 4), ("weights", "")),
         memory=functools.partial(lambda i, options: _pretrained_memory(f"efficientnet-lite{i}", options), i),
     ) for i in range(3)},

@@ -211,11 +211,14 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     fitted = state["efficientnet-lite0"]
     assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
-    assert X.shape == (4, 2 * 2688 + 324)  # 160 px, then 64 px (also=64), then the HOG at 32 px (hog=32)
+    assert X.shape == (4, 2 * 2688)  # 160 px, then 64 px (also=64, the default; hog=0)
     for side, columns in ((160, slice(0, 2688)), (64, slice(2688, 5376))):
         alone = fit_features("efficientnet-lite0", images, {"size": side, "also": 0, "hog": 0})["efficientnet-lite0"]
         assert _relative(X[:, columns], rt.eager_features(alone, images)) < 1e-4
-    np.testing.assert_allclose(X[:, 5376:], _skimage_hog(images), rtol=1e-5, atol=1e-6)
+    with_hog = fit_features("efficientnet-lite0", images, {"hog": 32})
+    H = extract_features(images, "efficientnet-lite0", state=with_hog)
+    np.testing.assert_allclose(H[:, :5376], X, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(H[:, 5376:], _skimage_hog(images), rtol=1e-5, atol=1e-6)
     assert (X[:, :1280] < 0).any()  # the head pooled before its ReLU6
     post = fit_features("efficientnet-lite0", images, {"head": "post"})
     H = extract_features(images, "efficientnet-lite0", state=post)[:, :1280]

@@ -42,7 +42,7 @@ from ..errors import ConfigError, DataError
 from ._backbones import INSTALL, PACKAGED, file_sha256, pooled_network
 from ._runtime import (NORMS, check_images, cuda_device, cuda_network, eager_features, onnx_file, resized_uint8,
                        run_batches, runtime_session)
-from .columns import hog_names
+from .columns import hog_count, hog_names
 from .hog import hog_features
 
 
@@ -189,7 +189,7 @@ class PretrainedFeatures:
         return sum(w for _, w in self.widths_) * (2 if self.mirror else 1) * (2 if self.also else 1) + self._hog_width()
 
     def _hog_width(self) -> int:
-        return len(hog_names(self.hog, self.hog)) * (2 if self.mirror else 1) if self.hog else 0
+        return hog_count(self.hog, self.hog) * (2 if self.mirror else 1) if self.hog else 0
 
     def _side(self, size: int) -> "PretrainedFeatures":
         """This set at one side alone (``also`` and ``hog`` 0), fitted as this one is: the columns of that side."""

@@ -156,7 +156,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         "histogram of oriented gradients of the grayscale image (9 orientations, 8x8 cells, "
         "2x2 blocks, L2-Hys; 324 values for 32x32 images)",
         sized_names=columns.hog_names,
-        sized_count=lambda height, width: _hog_count(height, width),
+        sized_count=columns.hog_count,
         # its grayscale copy (1) and its output, 36 float64 per 8x8 cell (4.5 a pixel), copied
         # once by extract_features (9 measured); 0.6 a thread (cell histograms); once per size,
         # the column names a table records (~88 bytes per output value, 50 a pixel).
@@ -218,11 +218,6 @@ FEATURE_SETS: dict[str, FeatureSet] = {
 DEFAULT_FEATURES = "lecture"
 
 
-def _hog_count(height: int, width: int) -> int:
-    _, _, n_br, n_bc = columns.hog_grid(height, width)
-    return n_br * n_bc * columns.BLOCK * columns.BLOCK * columns.ORIENTATIONS
-
-
 def _kmeans_memory(options: Mapping) -> WorkMemory:
     """kmeans' working memory for its settings: per patch position (a pixel, at stride 1), the
     patch as float32 twice (normalised, whitened: 2 * p * p * 3 * 4 bytes) and its k distances
@@ -255,7 +250,7 @@ def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
     size, mirror = int(options.get("size", defaults["size"])), bool(options.get("mirror", defaults["mirror"]))
     also = int(options.get("also", defaults["also"]))  # a second side: run after the first, output beside it
     hog = int(options.get("hog", defaults["hog"]))  # the HOG at hog px: its output (float64, then float32)
-    hog_values = _hog_count(hog, hog) if hog >= 16 else 0
+    hog_values = columns.hog_count(hog, hog) if hog >= 16 else 0
     batch = BATCH_IMAGES * 700 * max(size, also) ** 2 + (64 << 20)
     return WorkMemory(image_fixed=(4 * 4096 * (2 if also else 1) + 12 * hog_values + 4 * hog ** 2) * (2 if mirror else 1),
                       fixed=batch, block=batch)

@@ -292,23 +292,21 @@ def validation_size(n: int, fraction: float) -> int:
     return n_val
 
 
-def planned_epochs(config: TrainConfig, rows: int) -> int:
-    """The epochs a run of ``config`` trains on ``rows`` rows an epoch (the mirror images counted, with
-    flips): ``config.epochs``, or fewer under ``max_steps``, the whole epochs whose steps fit in it (at
-    least one). A full-batch optimiser steps once an epoch.
+def planned_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The epochs a run of ``config`` trains when an epoch takes ``steps_per_epoch`` optimiser steps (one
+    for full-batch ``"gd"``; the mirror images' rows counted, with flips): ``config.epochs``, or fewer
+    under ``max_steps``, the whole epochs whose steps fit in it (at least one).
 
     Examples
     --------
-    >>> planned_epochs(TrainConfig(epochs=15, batch_size=256, max_steps=1800), 45_000)  # 176 steps an epoch
+    >>> planned_epochs(TrainConfig(epochs=15, max_steps=1800), 176)  # 45,000 rows in batches of 256
     10
-    >>> planned_epochs(TrainConfig(epochs=15, batch_size=256, max_steps=1800), 1_437)  # 6 steps an epoch
+    >>> planned_epochs(TrainConfig(epochs=15, max_steps=1800), 6)  # 1,437 rows
     15
     """
     if not config.max_steps:
         return config.epochs
-    full_batch = config.optimizer in FULL_BATCH_OPTIMIZERS
-    steps = 1 if full_batch else math.ceil(rows / min(config.batch_size, max(rows, 1)))
-    return max(1, min(config.epochs, config.max_steps // steps))
+    return max(1, min(config.epochs, config.max_steps // max(steps_per_epoch, 1)))
 
 
 def gd_gradient_scale(config: TrainConfig, n: int) -> int:

@@ -216,7 +216,7 @@ def _run(model, spec, config, scaler, X, y, X_val, y_val, device, order_rng, cal
     batch_size = n if full_batch else min(config.batch_size, n)
     engine.prepare(batch_size)
     steps_per_epoch = math.ceil(n / batch_size)
-    epochs = planned_epochs(config, n)
+    epochs = planned_epochs(config, steps_per_epoch)
     total_steps = steps_per_epoch * epochs
     if full_batch:
         # One step on all samples: their order does not matter (no shuffle), their weights are

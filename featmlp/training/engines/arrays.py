@@ -114,7 +114,7 @@ def _run(model: ArrayMLP, config: TrainConfig, Xs: np.ndarray, y: np.ndarray, ca
     for cb in callbacks:
         cb.on_train_begin(config)
     previous_state = None
-    epochs = planned_epochs(config, n)
+    epochs = planned_epochs(config, 1)  # full batch: one step an epoch
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         state = [a.copy() for a in (*W, *B)]

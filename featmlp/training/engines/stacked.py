@@ -371,7 +371,7 @@ def _train_stacked(X, y, configs, names, n_classes, callbacks, on_done):
     active = list(members)
     best_loss = [math.inf] * len(members)
     previous_state = None
-    epochs = {m.index: planned_epochs(m.config, n) for m in members}
+    epochs = {m.index: planned_epochs(m.config, steps) for m in members}
     for epoch in range(1, max(epochs.values()) + 1):
         start = time.perf_counter()
         state = stack.flat.clone()

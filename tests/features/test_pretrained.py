@@ -212,6 +212,8 @@ def test_onnx_runtime_features_match_torch_eager_real_weights():
     assert fitted.weights_sha256_ == bb.file_sha256(_packaged_lite0())
     X = extract_features(images, "efficientnet-lite0", state=state)
     assert X.shape == (4, 2 * 2688)  # 160 px, then 64 px (also=64, the default; hog=0)
+    from featmlp.features.registry import FEATURE_SETS
+    assert "2,688 values, then the same at 64 px: 5,376 in all" in FEATURE_SETS["efficientnet-lite0"].description
     for side, columns in ((160, slice(0, 2688)), (64, slice(2688, 5376))):
         alone = fit_features("efficientnet-lite0", images, {"size": side, "also": 0, "hog": 0})["efficientnet-lite0"]
         assert _relative(X[:, columns], rt.eager_features(alone, images)) < 1e-4

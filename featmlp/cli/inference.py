@@ -6,11 +6,13 @@ import contextlib
 import itertools
 import os
 import warnings
+from pathlib import Path
 
 import click
 
-from .._outputs import PREDICTIONS_HEADER
+from .._outputs import PREDICTIONS_HEADER, identify
 from .._text import printable
+from ..errors import DataError
 from ..progress import TqdmProgress
 from ._common import cli_storage_options, storage_option
 from .options import DescribedDefault, fmt
@@ -60,7 +62,19 @@ def evaluate(run_dir, features_file, source, out, force, skip_bad, errors, as_js
         # start-up: loaded when the command runs, not by `featmlp --help`
         from ..runs.evaluate import run_feature_file, score_run
 
-        m, preds = score_run(run_dir, features_file)
+        try:
+            m, preds = score_run(run_dir, features_file)
+        except DataError as exc:
+            # start-up: loaded on this error only, not by `featmlp --help`
+            from ..data import ARCHIVE_SUFFIXES
+
+            local = Path(features_file)
+            images = (local.is_dir() and identify(local)[0] is None) or local.name.lower().endswith(ARCHIVE_SUFFIXES)
+            if not images:
+                raise
+            # an image folder or archive where a feature file goes: the user meant --data
+            raise DataError(f"{exc}; to score the model on the images of a labelled source, give it as "
+                            f"--data: featmlp evaluate {run_dir} --data {features_file}") from None
         shown = features_file if features_file is not None else run_feature_file(run_dir)[0]
     mistakes = confident_mistakes(preds, errors) if errors and preds is not None else []
     if as_json:

@@ -16,10 +16,12 @@ from ._sources import list_images
 from .load import CIFAR10_SOURCE, SAMPLE_SOURCE, load_dataset
 
 # For the later stages, which read files and images as this stage does (not in __all__):
-# runs.predict's decoder and pixel limit, tables.store's refusal of FIFOs and devices.
+# runs.predict's decoder and pixel limit, tables.store's refusal of FIFOs and devices, the CLI's
+# hint that an archive given as a feature file is an image source.
 from ._decode import jpeg_decoder  # noqa: F401
 from ._files import not_regular  # noqa: F401
 from ._images import DEFAULT_MAX_PIXELS  # noqa: F401
+from ._names import ARCHIVE_SUFFIXES  # noqa: F401
 
 __all__ = [
     "Dataset", "ImageArray", "load_dataset", "list_images", "read_images", "fingerprint", "default_cache_dir",

@@ -65,6 +65,15 @@ def test_data_scores_a_labelled_folder_into_out(run, run_cli, tmp_path):
     Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "new" / "yak" / "0.png")
     code, out, err = run_cli(["evaluate", run, "--data", tmp_path / "new", "--out", tmp_path / "ev2", "-q"])
     assert code == 1 and err.count("\n") == 1 and "'yak'" in err and "Traceback" not in err
+    # the folder where a feature file goes: one line pointing to --data, nothing written into it
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "new").rglob("*"))
+    code, out, err = run_cli(["evaluate", run, tmp_path / "new"])
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"--data: featmlp evaluate {run} --data {tmp_path / 'new'}" in err
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "new").rglob("*")) == before
+    # a damaged run's own feature file is not an image source: no such hint
+    code, out, err = run_cli(["evaluate", run, tmp_path / "ev" / PREDICTIONS_FILE])
+    assert code == 1 and "--data" not in err
 
 
 def test_extract_test_fraction_1_makes_every_image_a_test_image(run_cli, tmp_path):

@@ -65,6 +65,8 @@ def evaluate(run_dir, features_file, source, out, force, skip_bad, errors, as_js
         try:
             m, preds = score_run(run_dir, features_file)
         except DataError as exc:
+            if features_file is None:
+                raise
             # start-up: loaded on this error only, not by `featmlp --help`
             from ..data import ARCHIVE_SUFFIXES
 

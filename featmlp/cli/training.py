@@ -40,13 +40,26 @@ class EpochPrinter(Callback):
 
 
 class OverfitNotice(Callback):
-    """One line on stderr, the first epoch whose record shows overfitting (even with -q)."""
+    """One line on stderr, the first epoch whose record shows overfitting (even with -q); told the table
+    and settings (:meth:`expect`), only a gap beyond the noise of that many validation rows."""
 
     def __init__(self):
         self.said = False
+        self.n_val = None
+
+    def expect(self, table, config) -> None:
+        """Training ``config`` on ``table`` follows: the validation rows it holds out."""
+        # start-up: loaded when training starts, not by `featmlp --help`
+        from ..errors import DataError
+        from ..training.config import validation_size
+
+        try:
+            self.n_val = validation_size(len(table.y_train), config.val_fraction) if config.val_fraction else None
+        except DataError:  # nothing to hold out: training itself says so
+            self.n_val = None
 
     def on_epoch(self, record: dict, history: list[dict]) -> None:
-        message = None if self.said else overfitting(record)
+        message = None if self.said else overfitting(record, self.n_val)
         if message:
             self.said = True
             click.echo(f"warning: {message}: try --preset wide or --dropout, fewer --epochs, or --patience N "
@@ -132,7 +145,9 @@ def _train_and_report(table, config, out, data, quiet, log_scale, tensorboard=Fa
         config, notice = decide_flips(table, config)
         if notice:
             click.echo(printable(notice), err=True)
-    callbacks = [OverfitNotice()]
+    overfit = OverfitNotice()
+    overfit.expect(table, config)
+    callbacks = [overfit]
     if not quiet:
         click.echo(_features_line(table, config))
 
@@ -206,7 +221,8 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
-    callbacks = [_job_printer(features, progress, quiet), OverfitNotice()]
+    notice = OverfitNotice()
+    callbacks = [_job_printer(features, progress, quiet, notice), notice]
     if not quiet:
         callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
     run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
@@ -217,15 +233,15 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     return run
 
 
-def _job_printer(features, progress, quiet):
+def _job_printer(features, progress, quiet, notice=None):
     """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines)."""
     # Defined when used: featmlp.runs.job (where JobHook is) imports more than this module needs for --help.
     from ..runs.job import JobHook
     from ..runs.layout import FEATURES_FILE
 
     class JobPrinter(JobHook):
-        def __init__(self, features, progress, quiet):
-            self.features, self.progress, self.quiet = features, progress, quiet
+        def __init__(self, features, progress, quiet, notice):
+            self.features, self.progress, self.quiet, self.notice = features, progress, quiet, notice
 
         def on_job_begin(self, staging, out):
             self.out = out
@@ -255,10 +271,12 @@ def _job_printer(features, progress, quiet):
             click.echo(printable(message), err=True)
 
         def on_config(self, table, config):
+            if self.notice is not None:
+                self.notice.expect(table, config)
             if not self.quiet:
                 click.echo(_features_line(table, config))
 
-    return JobPrinter(features, progress, quiet)
+    return JobPrinter(features, progress, quiet, notice)
 
 
 def reuse_option(f):

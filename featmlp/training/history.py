@@ -62,11 +62,13 @@ def diverged(record: dict, weights_finite: bool) -> bool:
 OVERFIT_GAP = 0.10
 
 
-def overfitting(record: dict) -> str | None:
+def overfitting(record: dict, n_val: int | None = None) -> str | None:
     """The line saying an epoch's record shows overfitting, or None.
 
     Training accuracy 1.0 with validation accuracy more than :data:`OVERFIT_GAP` below it; None
-    without validation.
+    without validation. With ``n_val`` (the validation rows), the gap must also exceed two standard
+    errors of the validation accuracy, ``2 * sqrt(a * (1 - a) / n_val)`` with ``a`` kept within
+    ``1 / n_val`` of 0 and 1: on 3 validation images one mistake is a 33-point gap and says nothing.
 
     Examples
     --------
@@ -74,9 +76,15 @@ def overfitting(record: dict) -> str | None:
     'overfitting: training accuracy reached 1.000 at epoch 5 while validation accuracy is 0.620 (38 points lower)'
     >>> overfitting({EPOCH: 5, TRAIN_ACCURACY: 1.0, VAL_ACCURACY: 0.95}) is None
     True
+    >>> overfitting({EPOCH: 2, TRAIN_ACCURACY: 1.0, VAL_ACCURACY: 2 / 3}, n_val=3) is None
+    True
     """
     train, val = record.get(TRAIN_ACCURACY), record.get(VAL_ACCURACY)
     if train is None or val is None or train < 1.0 or train - val <= OVERFIT_GAP:
         return None
+    if n_val:
+        p = min(max(val, 1 / n_val), 1 - 1 / n_val) if n_val > 1 else 0.5
+        if train - val <= 2 * math.sqrt(p * (1 - p) / n_val):
+            return None
     return (f"overfitting: training accuracy reached {train:.3f} at epoch {record[EPOCH]} while validation "
             f"accuracy is {val:.3f} ({(train - val) * 100:.0f} points lower)")

@@ -375,3 +375,24 @@ def test_overfitting_is_said_once_and_only_when_it_happens(tmp_path, run_cli):
     history = json.loads((tmp_path / "clean" / "metrics.json").read_text())["history"]
     assert not any(r["train_accuracy"] == 1.0 and r["train_accuracy"] - r["val_accuracy"] > 0.10 for r in history)
     assert "overfitting" not in err
+
+
+def test_overfitting_is_not_said_on_a_gap_within_the_noise_of_few_validation_rows(tmp_path, run_cli):
+    from featmlp.tables.store import FeatureTable
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    y = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0)
+    noisy = rng.random(50) < 0.25  # a quarter of the labels at random: the training rows are learnt by heart
+    y[noisy] = rng.integers(0, 4, noisy.sum())
+    table = save_features(tmp_path / "few.npz", FeatureTable(X[:40], y[:40], X[40:], y[40:], ("a", "b"),
+                                                             tuple("abcd"), {"features": "lecture"}))
+    code, _, err = run_cli(["train", table, "--hidden", "256", "--lr", "0.01", "--schedule", "none", "--epochs",
+                            "150", "--val-fraction", "0.1", "-q", "--out", tmp_path / "run"])
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    gaps = {r["train_accuracy"] - r["val_accuracy"] for r in history if r["train_accuracy"] == 1.0}
+    # the case is what it is built to be: 4 validation rows (ceil(40 * 0.1)), one of them wrong at
+    # training accuracy 1.0, a 25-point gap; two standard errors of 3/4 on 4 rows: 2 * sqrt(3/16 / 4) = 0.433
+    assert gaps == {0.25}
+    assert "overfitting" not in err

@@ -1,4 +1,5 @@
-"""featmlp.training.history: the record's keys are the named columns, and the divergence rule."""
+"""featmlp.training.history: the record's keys are the named columns, the divergence rule and the overfitting
+rule."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 
 from featmlp.training import TrainConfig, train
 from featmlp.training.history import (COLUMNS, EPOCH, LR, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY,
-                                      VAL_COLUMNS, VAL_LOSS, History, can_validate, diverged, epoch_record)
+                                      VAL_COLUMNS, VAL_LOSS, History, can_validate, diverged, epoch_record,
+                                      overfitting)
 
 
 def _data(n=60):
@@ -52,3 +54,16 @@ def test_divergence_rule():
     nan_loss = epoch_record(1, math.nan, 0.9, 0.1, 0.01)
     assert diverged(nan_loss, True) and not can_validate(nan_loss, True)
     assert diverged({**finite, VAL_LOSS: math.inf, VAL_ACCURACY: 0.1}, True)
+
+
+def test_overfitting_needs_a_gap_beyond_two_standard_errors_of_the_validation_rows():
+    def said(val, n_val=None):
+        return overfitting({EPOCH: 3, TRAIN_ACCURACY: 1.0, VAL_ACCURACY: val}, n_val) is not None
+
+    assert said(0.8) and not said(0.95)  # without a count: the 10-point rule alone
+    # hand-computed: 2 * sqrt(0.8 * 0.2 / 50) = 0.113 < 0.20; 2 * sqrt(0.89 * 0.11 / 20) = 0.140 > 0.11
+    assert said(0.8, 50) and not said(0.89, 20)
+    assert said(0.89, 5000) and not said(0.95, 5000)  # many rows: the 10-point rule decides
+    assert not said(2 / 3, 3)  # one image of three: 2 * sqrt(2/9 / 3) = 0.544 > 0.333
+    assert said(0.0, 3)  # all three wrong: the accuracy is kept 1/3 from 0, 2 * sqrt(2/9 / 3) = 0.544 < 1
+    assert not said(0.0, 1)  # one row says nothing either way

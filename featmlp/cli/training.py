@@ -221,8 +221,8 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     data_opts = {"test_fraction": opts.pop("test_fraction"), "split_seed": opts.pop("split_seed"),
                  "image_size": opts.pop("image_size")}
     progress = TqdmProgress(unit="img", disable=True if quiet else None)
-    notice = OverfitNotice()
-    callbacks = [_job_printer(features, progress, quiet, notice), notice]
+    overfit = OverfitNotice()
+    callbacks = [_job_printer(features, progress, quiet, overfit), overfit]
     if not quiet:
         callbacks.append(EpochPrinter(config.epochs, lecture=lecture))
     run = run_job(data, features, out, config=config, auto_flips=not flips_given, options=options, fitted=fitted,
@@ -233,15 +233,16 @@ def _run_pipeline(data, features, out, opts, kind, preset=None, lecture=False):
     return run
 
 
-def _job_printer(features, progress, quiet, notice=None):
-    """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines)."""
+def _job_printer(features, progress, quiet, overfit=None):
+    """The hook printing what ``featmlp run`` does while the job goes (with -q, only its stderr lines), and
+    telling ``overfit`` (an :class:`OverfitNotice`) what is trained."""
     # Defined when used: featmlp.runs.job (where JobHook is) imports more than this module needs for --help.
     from ..runs.job import JobHook
     from ..runs.layout import FEATURES_FILE
 
     class JobPrinter(JobHook):
-        def __init__(self, features, progress, quiet, notice):
-            self.features, self.progress, self.quiet, self.notice = features, progress, quiet, notice
+        def __init__(self, features, progress, quiet, overfit):
+            self.features, self.progress, self.quiet, self.overfit = features, progress, quiet, overfit
 
         def on_job_begin(self, staging, out):
             self.out = out
@@ -271,12 +272,12 @@ def _job_printer(features, progress, quiet, notice=None):
             click.echo(printable(message), err=True)
 
         def on_config(self, table, config):
-            if self.notice is not None:
-                self.notice.expect(table, config)
+            if self.overfit is not None:
+                self.overfit.expect(table, config)
             if not self.quiet:
                 click.echo(_features_line(table, config))
 
-    return JobPrinter(features, progress, quiet, notice)
+    return JobPrinter(features, progress, quiet, overfit)
 
 
 def reuse_option(f):

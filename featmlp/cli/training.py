@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .._text import cli_spelling, printable
+from ..errors import DataError
 from ..features import recommended_preset
 from ..progress import Callback, TqdmProgress
 from ..training.history import EPOCH, SECONDS, TRAIN_ACCURACY, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS, overfitting
@@ -50,7 +51,6 @@ class OverfitNotice(Callback):
     def expect(self, table, config) -> None:
         """Training ``config`` on ``table`` follows: the validation rows it holds out."""
         # start-up: loaded when training starts, not by `featmlp --help`
-        from ..errors import DataError
         from ..training.config import validation_size
 
         try:

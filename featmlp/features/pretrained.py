@@ -186,13 +186,14 @@ class PretrainedFeatures:
 
     def _width(self) -> int:
         """Columns out: the pooled widths, twice with ``mirror``, twice again with ``also``; the HOG's."""
-        return sum(w for _, w in self.widths_) * (2 if self.mirror else 1) * (2 if self.also else 1) + self._hog_width()
+        network = sum(w for _, w in self.widths_) * (2 if self.mirror else 1) * (2 if self.also else 1)
+        return network + self._hog_width()
 
     def _hog_width(self) -> int:
         return hog_count(self.hog, self.hog) * (2 if self.mirror else 1) if self.hog else 0
 
     def _side(self, size: int) -> "PretrainedFeatures":
-        """This set at one side alone (``also`` and ``hog`` 0), fitted as this one is: the columns of that side."""
+        """This set at one side alone (``also`` and ``hog`` 0), fitted as this one is: that side's columns."""
         other = type(self)(**{**self.settings(), "size": size, "also": 0, "hog": 0})
         other.weights_sha256_, other.widths_, other.checked_ = self.weights_sha256_, self.widths_, True
         other.n_features_out_ = other._width()

@@ -253,8 +253,8 @@ def _pretrained_memory(name: str, options: Mapping) -> WorkMemory:
     hog = int(options.get("hog", defaults["hog"]))  # the HOG at hog px: its output (float64, then float32)
     hog_values = columns.hog_count(hog, hog) if hog >= 16 else 0
     batch = BATCH_IMAGES * 700 * max(size, also) ** 2 + (64 << 20)
-    return WorkMemory(image_fixed=(4 * 4096 * (2 if also else 1) + 12 * hog_values + 4 * hog ** 2) * (2 if mirror else 1),
-                      fixed=batch, block=batch)
+    per_image = 4 * 4096 * (2 if also else 1) + 12 * hog_values + 4 * hog ** 2
+    return WorkMemory(image_fixed=per_image * (2 if mirror else 1), fixed=batch, block=batch)
 
 
 def _kmeans_class():

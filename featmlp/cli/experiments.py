@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -103,6 +104,7 @@ def sweep(features_file, workers, out, force, run_plots, **opts):
     # start-up: loaded when the command runs, not by `featmlp --help`
     from .._outputs import check_output
     from ..progress import TqdmProgress
+    from ..runs.job import decide_flips
     from ..sweep import run_sweep
     from ..tables.store import load_features
 
@@ -114,7 +116,13 @@ def sweep(features_file, workers, out, force, run_plots, **opts):
         # --device takes one value (every configuration runs where the sweep runs), while the
         # grid takes a list per field: the one value is a one-entry list, so it does not vary.
         opts["device"] = [opts["device"]]
+    flips_given = opts.get("flip") is not None or opts.get("test_flip") is not None
     configs = grid_from(opts, recommended_preset(table.feature_set))
+    if not flips_given and configs:  # the preset's flips, decided as `featmlp train` decides them (all share them)
+        decided, notice = decide_flips(table, configs[0])
+        configs = [dataclasses.replace(c, flip=decided.flip, test_flip=decided.test_flip) for c in configs]
+        if notice:
+            click.echo(printable(notice), err=True)
     out = Path(out or default_out("sweep"))
     if not quiet:
         click.echo(f"{len(configs)} configurations on {len(table.X_train)} x {len(table.feature_names)} features")

@@ -264,9 +264,10 @@ def _job_printer(features, progress, quiet, overfit=None):
         def on_features(self, dataset, table):
             self.progress.close()
             if not self.quiet:
+                mirrors = " (and the test images' mirror images, for test flips)" * (table.X_test_mirror is not None)
                 click.echo(printable(f"data: {dataset.source}: {len(table.X_train)} train + {len(table.X_test)} "
-                                     f"test images, {len(table.class_names)} classes; {self.features} features "
-                                     f"-> {self.out / FEATURES_FILE}"))
+                                     f"test images, {len(table.class_names)} classes; {self.features} features"
+                                     f"{mirrors} -> {self.out / FEATURES_FILE}"))
 
         def on_notice(self, message):
             click.echo(printable(message), err=True)

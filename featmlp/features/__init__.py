@@ -16,7 +16,8 @@ the images and that fitted state: a dict ``{set name: fitted transformer}``, the
 from __future__ import annotations
 
 from .apply import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_count, feature_names, feature_threads,
-                    fit_features, mirror_permutation, set_memory, state_from_arrays, state_to_arrays, working_bytes)
+                    fit_features, mirror_images, mirror_permutation, set_memory, state_from_arrays, state_to_arrays,
+                    working_bytes)
 from .registry import (DEFAULT_FEATURES, FEATURE_SETS, FeatureSet, WorkMemory, feature_options, get_feature_set,
                        input_size, parse_feature_options, recommended_preset)
 
@@ -38,7 +39,8 @@ def __getattr__(name: str):
 
 __all__ = ["FeatureSet", "FEATURE_SETS", "WorkMemory", "chunk_for_memory", "feature_count", "feature_threads",
            "working_bytes", "DEFAULT_FEATURES", "KMeansFeatures", "extract_features", "feature_names",
-           "feature_options", "fit_features", "get_feature_set", "input_size", "mirror_permutation", "parse_feature_options",
+           "feature_options", "fit_features", "get_feature_set", "input_size", "mirror_images", "mirror_permutation",
+           "parse_feature_options",
            "recommended_preset", "set_memory", "state_from_arrays", "state_to_arrays", "CHUNK_BYTES",
            "PretrainedFeatures"]
 

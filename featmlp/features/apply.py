@@ -96,6 +96,17 @@ def mirror_permutation(features: str | FeatureSet, state: dict | None = None, *,
     return np.concatenate(perms)
 
 
+def mirror_images(images: np.ndarray) -> np.ndarray:
+    """The horizontal mirror images of ``images`` ``(N, H, W[, C])``: each row of pixels reversed.
+
+    Examples
+    --------
+    >>> mirror_images(np.arange(6).reshape(1, 2, 3))[0].tolist()
+    [[2, 1, 0], [5, 4, 3]]
+    """
+    return np.ascontiguousarray(images[:, :, ::-1])
+
+
 def state_to_arrays(state: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """``(settings, arrays)`` of a fitted state: JSON settings per set, arrays ``"<set>.<name>"``."""
     settings, arrays = {}, {}

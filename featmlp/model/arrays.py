@@ -108,9 +108,10 @@ class ArrayMLP:
             state[f"{name}.weight"], state[f"{name}.bias"] = w, b
         return state
 
-    def predict_proba(self, scaler: Scaler, X, *, batch_size: int = 65536, mirror=None) -> np.ndarray:
+    def predict_proba(self, scaler: Scaler, X, *, batch_size: int = 65536, mirror=None,
+                      mirror_features=None) -> np.ndarray:
         """``softmax(logits(scaler(X)))`` for raw features ``X``, in order, as
-        :func:`featmlp.model.predict_proba` computes it for the torch network."""
+        :func:`featmlp.model.predict_proba` computes it for the torch network (flips included)."""
         if not isinstance(X, ShardedArray):
             X = np.asarray(X)
 
@@ -122,7 +123,11 @@ class ArrayMLP:
 
         with np.errstate(over="ignore", invalid="ignore"):  # diverged weights give NaN, as torch's
             out = [proba(np.asarray(rows)) for _, rows in row_blocks(X, batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.spec.n_classes), np.float32)
+        if not out:
+            return np.zeros((0, self.spec.n_classes), np.float32)
+        if mirror_features is not None:
+            return (np.concatenate(out) + self.predict_proba(scaler, mirror_features, batch_size=batch_size)) / 2
+        return np.concatenate(out)
 
 
 def softmax(z: np.ndarray, axis: int = 1) -> np.ndarray:

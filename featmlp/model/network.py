@@ -137,13 +137,15 @@ def build_mlp(spec: MLPSpec) -> MLP:
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 65536,
-                  mirror=None) -> np.ndarray:
+                  mirror=None, mirror_features=None) -> np.ndarray:
     """Class probabilities ``softmax(model(scaler(X)))`` for raw features ``X`` (N, F), in order.
 
     Runs in eval mode, in chunks of ``batch_size`` rows (a
     :class:`featmlp.tables.sharded.ShardedArray` a shard at a time); the rows are never reordered. With
     ``mirror`` (the column permutation of mirrored images' features), the mean of the
-    probabilities of each row and its mirror image (test-time flip averaging).
+    probabilities of each row and its mirror image (test-time flip averaging); with
+    ``mirror_features`` (N, F), the features of each row's mirror image extracted (features that
+    have no such permutation), the same mean with those.
 
     Examples
     --------
@@ -171,4 +173,6 @@ def predict_proba(model: nn.Module, scaler: Scaler, X, *, batch_size: int = 6553
         model.train(was_training)
     if not out:
         return np.zeros((0, model.output.out_features), np.float32)
+    if mirror_features is not None:
+        return (torch.cat(out).numpy() + predict_proba(model, scaler, mirror_features, batch_size=batch_size)) / 2
     return torch.cat(out).numpy()

@@ -77,16 +77,26 @@ class Bundle:
     mirror: np.ndarray | None = None
     directory: Path | None = None  # where it was loaded from (named in messages)
 
-    def predict_proba(self, X) -> np.ndarray:
+    @property
+    def flips_images(self) -> bool:
+        """The model averages each image with its mirror image, whose features are extracted from the
+        mirrored image (its features have no mirror permutation): :meth:`predict_proba` takes them as
+        ``mirror_features``, and :meth:`predict_images` extracts them."""
+        return bool((self.extra.get("train") or {}).get("test_flip")) and self.mirror is None
+
+    def predict_proba(self, X, mirror_features=None) -> np.ndarray:
         """Class probabilities for raw features ``X`` (N, F), scaled as in training; rows in order.
 
-        A model trained with test-time flip averaging (``mirror`` set) averages each row with
-        its mirror image.
+        A model trained with test-time flip averaging averages each row with its mirror image:
+        ``mirror`` (a permutation of the row), or, where the features have none
+        (:attr:`flips_images`), ``mirror_features``: those of each row's mirror image (without
+        them, the rows' own probabilities).
         """
         # start-up: torch loads with a loaded model, not with save_bundle
         from featmlp.model import predict_proba
 
-        return predict_proba(self.model, self.scaler, X, mirror=self.mirror)
+        return predict_proba(self.model, self.scaler, X, mirror=self.mirror,
+                             mirror_features=mirror_features if self.flips_images else None)
 
     def predict(self, X) -> np.ndarray:
         """Index of the most probable class of each row (``class_names[i]`` is its name)."""

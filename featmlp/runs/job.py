@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featmlp.data import load_dataset
-from featmlp.features import get_feature_set, input_size, recommended_preset
+from featmlp.features import extract_features, get_feature_set, input_size, mirror_images, recommended_preset
 from featmlp.progress import Callback, progress_callbacks, progress_hook
 from featmlp.runs.directory import RunDirectory, check_out
 from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
@@ -32,24 +32,39 @@ from featmlp.training import PRESETS, TrainConfig, check_config
 MIRROR_AGREEMENT = 0.9
 
 
-def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0) -> tuple[float, float] | None:
+# Training images whose mirror images mirror_agreement extracts, for features with no mirror
+# permutation (efficientnet-lite0 on CIFAR-10: ~5 s).
+EXTRACTED_MIRRORS = 1000
+
+
+def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0,
+                     images=None) -> tuple[float, float] | None:
     """How well mirror images keep their class: nearest-class-mean accuracy on training rows, and on their mirrors.
 
     Returns ``(accuracy of the rows, accuracy of their mirror images)`` for up to ``max_rows``
-    seeded training rows, standardised, against the class means of the rows themselves; None
-    when the feature set has no mirror permutation. Photographs score about the same both
+    seeded training rows, standardised, against the class means of the rows themselves. The
+    mirror images' features are the feature set's permutation of the rows, or, where it has none,
+    extracted from ``images`` (the training images, row for row) for up to
+    :data:`EXTRACTED_MIRRORS` of them; None without either. Photographs score about the same both
     ways (CIFAR-10's kmeans features: 0.467 and 0.457); characters do not (8x8 digits: 0.917
     and 0.348), and flip augmentation would teach them wrong labels.
     """
     perm = table.mirror()
     n = len(table.y_train)
-    if perm is None or n == 0:
+    if n == 0 or (perm is None and images is None):
         return None
-    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
+    rows = min(n, max_rows if perm is not None else min(max_rows, EXTRACTED_MIRRORS))
+    idx = np.sort(np.random.default_rng(seed).choice(n, rows, replace=False))
     X = np.asarray(table.X_train[idx], np.float32)
     y = table.y_train[idx]
-    sd = X.std(axis=0)
-    Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1)
+    mean, sd = X.mean(axis=0), X.std(axis=0)
+    sd = np.where(sd > 0, sd, 1)
+    Z = (X - mean) / sd
+    if perm is not None:
+        M = Z[:, perm]
+    else:
+        M = (extract_features(mirror_images(np.asarray(images[idx])), table.feature_set,
+                              state=table.fitted).astype(np.float32) - mean) / sd
     classes = np.unique(y)
     means = np.stack([Z[y == c].mean(axis=0) for c in classes])
 
@@ -57,27 +72,41 @@ def mirror_agreement(table: FeatureTable, *, max_rows: int = 5000, seed: int = 0
         nearest = (np.square(means).sum(1) - 2 * A @ means.T).argmin(axis=1)
         return float(np.mean(classes[nearest] == y))
 
-    return accuracy(Z), accuracy(Z[:, perm])
+    return accuracy(Z), accuracy(M)
 
 
-def decide_flips(table: FeatureTable, config: TrainConfig) -> tuple[TrainConfig, str | None]:
+def decide_flips(table: FeatureTable, config: TrainConfig, images=None) -> tuple[TrainConfig, str | None]:
     """``config`` with its flips (``flip``, ``test_flip``) turned off where mirror images change
     the class, and the line saying so (None when left as they are).
 
     Mirroring teaches wrong labels where the mirror image of a class is another thing (characters,
     digits): flips stay on when the mirror images keep their class, by nearest class mean, at
     least :data:`MIRROR_AGREEMENT` times as often as the images themselves. Features that have no
-    mirror permutation (``mirror=false``) turn them off too.
+    mirror permutation (``mirror=false``) turn them off too, except the test flips of a table that
+    holds the test images' mirror features (``X_test_mirror``), decided on the mirror images of
+    ``images`` (the training images, row for row; without them, off).
     """
     import dataclasses
 
     if not (config.flip or config.test_flip):
         return config, None
-    agreement = mirror_agreement(table)
+    if table.mirror() is None and table.X_test_mirror is not None and config.test_flip:
+        # test flips from the extracted mirror images; training flips need a permutation
+        flip_off = " (no --flip: these features have no mirror permutation)" if config.flip else ""
+        config = dataclasses.replace(config, flip=False)
+        if images is None:
+            return dataclasses.replace(config, test_flip=False), (
+                "test flips off: whether mirror images keep their class is checked on the images (featmlp run "
+                f"does it); --test-flip forces them{flip_off}")
+    agreement = mirror_agreement(table, images=images if table.X_test_mirror is not None else None)
     if agreement is None:  # no mirror permutation: a preset's flips could not run
         # "extracted with mirror=false" only of a set that has the option (lecture or hog never mirror)
         optional = table.feature_set and any(
             "mirror" in dict(p.options) for p in get_feature_set(table.feature_set).components)
+        if not config.flip:  # the test flips alone (the pretrained preset's)
+            return dataclasses.replace(config, test_flip=False), (
+                f"test flips off: the {table.feature_set or 'table'} features hold no mirror images of the test "
+                f"images (featmlp run extracts them; --test-flip there)")
         return dataclasses.replace(config, flip=False, test_flip=False), (
             f"flips off: the {table.feature_set or 'table'} features hold no mirror images"
             + (" (e.g. extracted with --feature-option mirror=false)" if optional else ""))
@@ -226,7 +255,7 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
     key = None
     if reuse and fitted is None and reuse_enabled():
         key = job_key(source, {"features": features, "options": options, "mixed_size": mixed_size,
-                               "skip_bad": bool(skip_bad), **data})
+                               "skip_bad": bool(skip_bad), "mirror_test": bool(config.test_flip), **data})
     reused = load_reused(key)
     with RunDirectory(out, overwrite=overwrite, keep=(FEATURES_PARTIAL,)) as rd:
         for h in hooks:
@@ -253,14 +282,15 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
             for h in hooks:
                 h.on_images(ds)
             table = extract_dataset(ds, features, rd.path / FEATURES_FILE, options=options, fitted=fitted,
-                                    workers=workers, chunk_size=chunk_size, progress=progress)
+                                    workers=workers, chunk_size=chunk_size, progress=progress,
+                                    mirror_test=config.test_flip)
             if key is not None and not table.fitted:
                 store_for_reuse(key, ds, rd.path / FEATURES_FILE, messages)
         for h in hooks:
             h.on_features(ds, table)
         notices = []
         if auto_flips:
-            config, notice = decide_flips(table, config)
+            config, notice = decide_flips(table, config, ds.train_images)
             if notice:
                 notices.append(notice)
                 for h in hooks:

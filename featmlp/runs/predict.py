@@ -21,7 +21,7 @@ from featmlp import _memory  # _memory.available_memory read when called (tests 
 from featmlp._memory import check_memory, format_bytes
 from featmlp.data import DEFAULT_MAX_PIXELS, jpeg_decoder, list_images
 from featmlp.errors import ConfigError, DataError, FeatmlpError
-from featmlp.features import extract_features, working_bytes
+from featmlp.features import extract_features, mirror_images, working_bytes
 from featmlp.model.spec import MLPSpec
 from featmlp.runs.layout import META_FILE
 from featmlp.tables.passes import nonfinite_rows
@@ -37,8 +37,9 @@ class Model(Protocol):
     feature_state: dict | None
     extra: dict
     directory: os.PathLike | None
+    flips_images: bool
 
-    def predict_proba(self, X) -> np.ndarray: ...
+    def predict_proba(self, X, mirror_features=None) -> np.ndarray: ...
 
 
 # The largest image a bundle may ask new images to be resized to: what reading an image file
@@ -160,7 +161,15 @@ def iter_predict_images(bundle: Model, sources, *, resize: bool = True, top_k: i
             keep = [k for k in range(len(items)) if k not in bad]
             if not keep:
                 continue
-            proba = bundle.predict_proba(X[keep])
+            mirrored = None
+            if bundle.flips_images:  # averaged with the mirror images, as the model was scored
+                try:
+                    mirrored = extract_features(mirror_images(np.stack([items[k][1] for k in keep])),
+                                                bundle.feature_set, state=bundle.feature_state)
+                except FeatmlpError as e:
+                    results.update((items[k][0], failed(items[k][0], e)) for k in keep)
+                    continue
+            proba = bundle.predict_proba(X[keep], mirror_features=mirrored)
             best = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
             for k, order, p in zip(keep, best, proba):
                 index = items[k][0]

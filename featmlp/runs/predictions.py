@@ -88,15 +88,28 @@ def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_split(model, table, split: str = "test", *, k: int | None = None) -> Predictions:
     """The predictions of ``model`` (anything with ``predict_proba``: a training result, a bundle) on
-    a table's split, a block of :data:`BLOCK_ROWS` rows (a shard of a sharded table) at a time."""
+    a table's split, a block of :data:`BLOCK_ROWS` rows (a shard of a sharded table) at a time.
+
+    A model that averages each test image with its mirror image extracted (``model.flips_images``)
+    gets the table's ``X_test_mirror``; a table without them is refused (DataError), as its
+    predictions would not be the model's.
+    """
     X, y = getattr(table, f"X_{split}"), np.asarray(getattr(table, f"y_{split}"), np.int64)
+    mirrored = None
+    if getattr(model, "flips_images", False) and len(y):
+        mirrored = table.X_test_mirror if split == "test" else None
+        if mirrored is None:
+            raise DataError("this model averages each image with its mirror image (test flips), and these features "
+                            "hold no mirror images' features: score images with featmlp evaluate RUN --data SOURCE "
+                            "(it extracts both), or train with --no-test-flip")
     n_classes = len(table.class_names)
     k = min(TOP_K if k is None else k, n_classes)
     classes = np.zeros((len(y), k), np.int64)
     probs = np.zeros((len(y), k), np.float64)
     if len(y):
         for start, block in row_blocks(X, BLOCK_ROWS):
-            c, p = top_k(np.asarray(model.predict_proba(np.asarray(block))), k)
+            extra = {} if mirrored is None else {"mirror_features": np.asarray(mirrored[start:start + len(block)])}
+            c, p = top_k(np.asarray(model.predict_proba(np.asarray(block), **extra)), k)
             classes[start:start + len(block)], probs[start:start + len(block)] = c, p
     return Predictions(tuple(table.row_names(split)), y, classes, probs, tuple(table.class_names))
 

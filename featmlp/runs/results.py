@@ -27,6 +27,7 @@ saved run again is :mod:`featmlp.runs.evaluate`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -90,6 +91,15 @@ def write_predictions_of(out: Path, preds: Predictions | None, test_images=None)
         write_thumbnails(out / THUMBNAILS_FILE, test_images, preds)
 
 
+def training_config(table: FeatureTable, config: TrainConfig) -> TrainConfig:
+    """``config`` as training takes it: test flips that average with the mirror images' features the
+    table holds (``X_test_mirror``: features with no mirror permutation) are the predictions'
+    business alone, so training gets ``test_flip=False``; otherwise ``config`` itself."""
+    if config.test_flip and table.X_test_mirror is not None and table.mirror() is None:
+        return dataclasses.replace(config, test_flip=False)
+    return config
+
+
 def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | None = None) -> None:
     """Raise the error a run on ``table`` with ``config`` would meet, before anything is written.
 
@@ -104,6 +114,7 @@ def check_run(table: FeatureTable, config: TrainConfig, *, out_of_core: bool | N
         raise DataError(f"no training images: all {len(table.y_test)} are test images (--test-fraction 1, or a folder "
                         f"with only test/); to score a saved model on them: featmlp evaluate RUN --data SOURCE; to "
                         f"train, give a folder with train/ or a --test-fraction below 1")
+    config = training_config(table, config)
     mirror = table.mirror() if config.flip or config.test_flip else None
     check_training(table.X_train, table.y_train, config, n_classes=n_classes, mirror=mirror, out_of_core=out_of_core)
     present = np.unique(np.asarray(table.y_train))
@@ -194,19 +205,21 @@ def _train_into(rd: RunDirectory, table, config, data, callbacks, progress, live
     data = _recorded_data(dict(data or {}), rd)
     write_config(rd.path, table, config, data)
     live = LivePlot(rd.path / LOSS_PLOT, every_seconds=live_plot_seconds, log_scale=log_scale)
-    mirror = table.mirror() if config.flip or config.test_flip else None
+    trained = training_config(table, config)
+    mirror = table.mirror() if trained.flip or trained.test_flip else None
     callbacks = [live, *callbacks, *([logger] if logger else [])]
-    if arrays_fit(table.X_train, config, mirror=mirror, out_of_core=out_of_core):
+    if arrays_fit(table.X_train, trained, mirror=mirror, out_of_core=out_of_core):
         # The lecture's gradient descent: the same run as train()'s, in numpy, without importing
         # torch (~2 s of a ~3 s lecture run; featmlp.training.engines.arrays).
-        result = train_arrays(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+        result = train_arrays(table.X_train, table.y_train, trained, n_classes=len(table.class_names),
                               callbacks=callbacks, progress=progress)
     else:
         # start-up: torch loads for the runs that need it
         from featmlp.training import train
 
-        result = train(table.X_train, table.y_train, config, n_classes=len(table.class_names),
+        result = train(table.X_train, table.y_train, trained, n_classes=len(table.class_names),
                        callbacks=callbacks, progress=progress, mirror=mirror, out_of_core=out_of_core)
+    result.config = config  # with its test flips: the predictions below average with X_test_mirror
     run = write_results(rd.path, table, result, log_scale=log_scale, loss_plotted=True,  # by `live`
                         test_images=test_images)
     if logger is not None:

@@ -21,6 +21,7 @@ from featmlp import __version__
 from featmlp._outputs import check_output
 from featmlp.data import load_dataset
 from featmlp.errors import DataError
+from featmlp.features import extract_features, mirror_images
 from featmlp.runs.bundle import load_bundle
 from featmlp.runs.directory import RunDirectory
 from featmlp.runs.evaluate import run_metrics
@@ -101,14 +102,20 @@ def evaluate_source(run_dir: str | os.PathLike, source, out: str | os.PathLike, 
                         f"rename or remove that folder")
     to_model = np.array([known[c] for c in ds.class_names], np.int64)
     table = extract_dataset(ds, bundle.feature_set, fitted=bundle.feature_state, chunk_size=chunk_size,
-                            workers=workers, progress=progress)
+                            workers=workers, progress=progress, mirror_test=bundle.flips_images)
     both = (ds.image_names("train"), ds.image_names("test"))
     n = len(ds.train_labels) + len(ds.test_labels)
     names = [*both[0], *both[1]] if None not in both else [f"#{i}" for i in range(n)]
     X = np.concatenate([table.X_train, table.X_test]) if len(table.X_train) else table.X_test
     y = to_model[np.concatenate([ds.train_labels, ds.test_labels])]
+    mirrored = table.X_test_mirror
+    if mirrored is not None and len(table.X_train):  # a source's train/ folder is scored too: its mirrors
+        step = chunk_size or 1000
+        mirrored = np.concatenate([
+            *(extract_features(mirror_images(np.asarray(ds.train_images[i:i + step])), bundle.feature_set,
+                               state=table.fitted) for i in range(0, len(table.X_train), step)), mirrored])
     scored = FeatureTable(X[:0], y[:0], X, y, table.feature_names, bundle.class_names, table.meta,
-                          names_train=(), names_test=tuple(names))
+                          names_train=(), names_test=tuple(names), X_test_mirror=mirrored)
     if len(table.feature_names) != bundle.spec.n_features:
         raise DataError(f"{bundle.feature_set} features of these images have {len(table.feature_names)} columns, "
                         f"the model takes {bundle.spec.n_features}")

@@ -36,7 +36,8 @@ from featmlp._workers import spawn_pool, stopping
 from featmlp.data import ImageArray, fingerprint
 from featmlp.errors import ConfigError, DataError
 from featmlp.features import (CHUNK_BYTES, chunk_for_memory, extract_features, feature_names, fit_features,
-                              get_feature_set, parse_feature_options, state_to_arrays, working_bytes)
+                              get_feature_set, mirror_images, mirror_permutation, parse_feature_options,
+                              state_to_arrays, working_bytes)
 from featmlp.tables.cluster import run_on_cluster
 from featmlp.tables.format import FITTED_FILE, SPEC_FILE
 from featmlp.tables.sharded import finished_shard, write_manifest, write_shard
@@ -53,7 +54,7 @@ def _extract_chunk(images: np.ndarray, features: str, state: dict) -> np.ndarray
 def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLike | None = None, *,
                     options: dict | None = None, fitted: dict | None = None,
                     chunk_size: int | None = None, workers: int = 1, progress=None,
-                    overwrite: bool = False) -> FeatureTable:
+                    overwrite: bool = False, mirror_test: bool = False) -> FeatureTable:
     """Extract a feature set from a :class:`featmlp.data.Dataset`, optionally to a file.
 
     Parameters
@@ -83,6 +84,10 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     overwrite : bool
         Replace an existing ``output`` that is a feature file featmlp wrote (anything else
         there is refused, see :func:`featmlp._outputs.check_output`).
+    mirror_test : bool
+        Also extract the features of each test image's mirror image (``X_test_mirror``: test-time
+        flips) where the set's features of mirrored images are no permutation of its columns
+        (the pretrained sets); those with one (kmeans) need none extracted.
 
     Returns
     -------
@@ -97,11 +102,13 @@ def extract_dataset(dataset, features: str = "lecture", output: str | os.PathLik
     """
     fset, options, fitted, chunk_size = check_extraction(dataset, features, options, fitted, chunk_size, workers)
     if output is None:
-        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress)
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress,
+                                mirror_test=mirror_test)
     check_output(output, "features", force=overwrite, option="output")
     with extraction_lock(output):
         check_output(output, "features", force=overwrite, option="output")  # as it is now that it is ours
-        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress, overwrite)
+        return _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress, overwrite,
+                                mirror_test)
 
 
 # What the settings of extract_dataset and extract_to_shards accept (the feature set is checked by
@@ -233,21 +240,23 @@ def default_chunk_size(image_shape, features="lecture", *, options=None, state=N
 
 
 def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers, progress,
-                     overwrite=False) -> FeatureTable:
+                     overwrite=False, mirror_test=False) -> FeatureTable:
     height, width = dataset.train_images.shape[1:3]
     meta = extraction_meta(dataset, fset, options)
-    splits = {"train": dataset.train_images, "test": dataset.test_images}
-    chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
-    total = sum(len(imgs) for imgs in splits.values())
-
     partial = None
     if output is not None:
-        partial = resumable_dir(sibling(output, "partial", hidden=False), meta, chunk_size, fitted)
+        partial = resumable_dir(sibling(output, "partial", hidden=False), {**meta, "mirror_test": mirror_test},
+                                chunk_size, fitted)
 
     state = fitted_state(fset, dataset.train_images, options, fitted, partial, progress)
     meta.update(weights_provenance(state))
     # Some sets (hog) have as many columns as the image size gives: name them for this size.
     names = feature_names(fset, image_shape=(height, width), state=state)
+    splits = {"train": dataset.train_images, "test": dataset.test_images}
+    if mirror_test and mirror_permutation(fset, state, image_shape=(height, width)) is None:
+        splits["test_mirror"] = dataset.test_images  # mirrored by images_of
+    chunks = [(split, start) for split, imgs in splits.items() for start in range(0, len(imgs), chunk_size)]
+    total = sum(len(imgs) for imgs in splits.values())
 
     results: dict[tuple[str, int], np.ndarray] = {}
     todo = []
@@ -275,7 +284,8 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
 
     def images_of(key):
         split, start = key
-        return splits[split][start:start + chunk_size]
+        images = splits[split][start:start + chunk_size]
+        return mirror_images(np.asarray(images)) if split == "test_mirror" else images
 
     if workers == 1 or len(todo) <= 1:
         for key in todo:
@@ -297,7 +307,8 @@ def _extract_dataset(dataset, fset, output, options, fitted, chunk_size, workers
     table = FeatureTable(stacked("train"), np.asarray(dataset.train_labels, dtype=np.int64),
                          stacked("test"), np.asarray(dataset.test_labels, dtype=np.int64),
                          names, tuple(dataset.class_names), meta, state,
-                         dataset.image_names("train"), dataset.image_names("test"))
+                         dataset.image_names("train"), dataset.image_names("test"),
+                         stacked("test_mirror") if "test_mirror" in splits else None)
     if output is not None:
         save_features(output, table, overwrite=overwrite)
         remove_work_dir(partial)

@@ -43,6 +43,11 @@ class FeatureTable:
     ``names_train``/``names_test``: the source name of each row's image (a sequence of str, a
     :class:`~featmlp.tables.sharded.ShardNames` for a sharded table), or None when the table
     does not record them (written before featmlp kept them, or from arrays without names).
+
+    ``X_test_mirror``: the features of each test image's mirror image, row for row, where the
+    extraction was asked for them (test-time flips of a set whose mirrored images' features are
+    no permutation of its columns: the pretrained sets; ``extract_dataset(mirror_test=True)``),
+    else None.
     """
 
     X_train: np.ndarray
@@ -55,6 +60,7 @@ class FeatureTable:
     fitted: dict = field(default_factory=dict)
     names_train: Sequence[str] | None = None
     names_test: Sequence[str] | None = None
+    X_test_mirror: np.ndarray | None = None
 
     def row_names(self, split: str, start: int = 0, stop: int | None = None) -> list[str]:
         """The source names of rows ``start:stop`` of ``split``; ``#<row>`` where none is recorded.
@@ -90,7 +96,8 @@ class FeatureTable:
 
 
 def table_fingerprint(table: FeatureTable) -> str:
-    """SHA-256 of a table's data: both splits' features and labels, feature and class names.
+    """SHA-256 of a table's data: both splits' features and labels (and the test images' mirror features
+    where it has them), feature and class names.
 
     The same for a table and its saved and loaded copy (the arrays are hashed as a feature
     file holds them: float features in their dtype, int64 labels); ``meta`` and the fitted
@@ -107,7 +114,8 @@ def table_fingerprint(table: FeatureTable) -> str:
     if table.meta.get(SHARDED_FINGERPRINT):
         return table.meta[SHARDED_FINGERPRINT]
     h = hashlib.sha256()
-    for name in ("X_train", "y_train", "X_test", "y_test"):
+    # the test images' mirror features where the table has them (a table without: as before they were kept)
+    for name in ("X_train", "y_train", "X_test", "y_test", *([MIRROR_KEY] * (table.X_test_mirror is not None))):
         a = getattr(table, name)
         a = _float_array(a) if name.startswith("X") else np.asarray(a, dtype=np.int64)
         h.update(f"{name} {a.dtype.str} {a.shape}\n".encode())
@@ -148,6 +156,7 @@ def save_features(path: str | os.PathLike, table: FeatureTable, *, overwrite: bo
             meta=np.array(json.dumps(meta, sort_keys=True)),
             **fitted_arrays,
             **_names_arrays(table),
+            **({} if table.X_test_mirror is None else {MIRROR_KEY: _float_array(table.X_test_mirror)}),
         )
     return path
 
@@ -156,6 +165,21 @@ _FITTED = "fitted."
 # The optional arrays of a feature file: the source name of each row (tables written before
 # featmlp kept them have none; they are not part of the table's fingerprint).
 NAMES_KEYS = {"train": "names_train", "test": "names_test"}
+
+
+# The optional features of the test images' mirror images (FeatureTable.X_test_mirror).
+MIRROR_KEY = "X_test_mirror"
+
+
+def _mirror_in(z, arrays: dict, path) -> np.ndarray | None:
+    """The ``X_test_mirror`` an open npz holds (None where absent), checked against ``X_test``."""
+    if MIRROR_KEY not in z:
+        return None
+    X = real_features(z[MIRROR_KEY], f"{path}: {MIRROR_KEY}")
+    if X.shape != arrays["X_test"].shape:
+        raise DataError(f"{path}: {MIRROR_KEY} {X.shape} does not fit X_test {arrays['X_test'].shape}: "
+                        f"write the file again")
+    return X
 
 
 def _names_arrays(table: FeatureTable) -> dict[str, np.ndarray]:
@@ -338,7 +362,8 @@ def load_features(path: str | os.PathLike) -> FeatureTable:
                             f"{len(names)} feature names")
         arrays[f"y_{split}"] = label_indices(y, f"{path}: y_{split}", len(classes))
     return FeatureTable(arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
-                        names, classes, meta, fitted, **_names_in(z, arrays, path))
+                        names, classes, meta, fitted, **_names_in(z, arrays, path),
+                        X_test_mirror=_mirror_in(z, arrays, path))
 
 
 def _load_sharded(path: Path) -> FeatureTable:
@@ -364,6 +389,7 @@ def save_sharded(path: str | os.PathLike, table: FeatureTable, *, shard_rows: in
     Built beside (``.NAME.partial``) and renamed in, so an existing table is replaced
     (``overwrite``) only when the new one is complete; anything else at ``path`` is refused
     (:func:`featmlp._outputs.check_output`). ``load_features`` opens it without reading the shards.
+    A sharded table holds the two splits only, not the test images' mirror features (``X_test_mirror``).
 
     Examples
     --------

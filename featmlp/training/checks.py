@@ -147,7 +147,8 @@ def checked_inputs(X, y, config, n_classes, X_val, y_val, mirror, out_of_core=No
             raise ConfigError("flip / test_flip need the feature set's mirror permutation, and these "
                               "features have none (kmeans, color and the pretrained sets with mirror=true have "
                               "one; lecture and hog do not): use --features kmeans, extract efficientnet-lite0 "
-                              "with its mirror images (the default), or train without --flip / --test-flip")
+                              "with mirror=true, let featmlp run extract the test images' mirror images "
+                              "(test flips only), or train without --flip / --test-flip")
         mirror = np.asarray(mirror)
         if not is_permutation(mirror, X.shape[1]):
             raise ConfigError(f"mirror must be a permutation of the {X.shape[1]} feature columns")

@@ -54,18 +54,28 @@ class TrainResult:
     device: str = "cpu"
     mirror: np.ndarray | None = None
 
-    def predict_proba(self, X) -> np.ndarray:
+    @property
+    def flips_images(self) -> bool:
+        """Test-time flips whose mirror images' features are extracted from the mirrored images (the
+        features have no mirror permutation): :meth:`predict_proba` averages with ``mirror_features``."""
+        return bool(self.config.test_flip) and self.mirror is None
+
+    def predict_proba(self, X, mirror_features=None) -> np.ndarray:
         """Class probabilities for raw (unscaled) features ``X``, rows in order.
 
-        With ``config.test_flip`` the mean of each row's and its mirror image's probabilities.
+        With ``config.test_flip`` the mean of each row's and its mirror image's probabilities: the
+        mirror image's features are a permutation of the row's (``mirror``), or, for features that
+        have none (:attr:`flips_images`), ``mirror_features``, those of each row's mirror image
+        extracted (without them: the rows' own probabilities).
         """
         mirror = self.mirror if self.config.test_flip else None
+        mirror_features = mirror_features if self.flips_images else None
         if isinstance(self.model, ArrayMLP):
-            return self.model.predict_proba(self.scaler, X, mirror=mirror)
+            return self.model.predict_proba(self.scaler, X, mirror=mirror, mirror_features=mirror_features)
         # start-up: torch loads for a torch network only
         from featmlp.model import predict_proba
 
-        return predict_proba(self.model, self.scaler, X, mirror=mirror)
+        return predict_proba(self.model, self.scaler, X, mirror=mirror, mirror_features=mirror_features)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class index for each row of raw features ``X``."""

@@ -90,13 +90,13 @@ def test_decide_flips_turns_off_flips_where_mirrors_change_the_class(table, monk
     from featmlp.runs import decide_flips
 
     flips = TrainConfig(flip=True, test_flip=True)
-    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t, images=None: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: (0.9, 0.85))  # 0.85 >= 0.9 * 0.9: kept
     assert decide_flips(table, flips) == (flips, None)
-    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t, images=None: (0.9, 0.3))
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: (0.9, 0.3))
     config, message = decide_flips(table, flips)
     assert (config.flip, config.test_flip) == (False, False) and config == dataclasses.replace(flips, flip=False,
                                                                                               test_flip=False)
     assert message.startswith("flips off: mirror images of the training images keep their class for 30% of them "
                               "against 90% for the images")
-    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t, images=None: pytest.fail("no flips to decide"))
+    monkeypatch.setattr(featmlp.runs.job, "mirror_agreement", lambda t: pytest.fail("no flips to decide"))
     assert decide_flips(table, TrainConfig()) == (TrainConfig(), None)

@@ -119,14 +119,29 @@ def test_the_model_averages_with_the_mirror_images_probabilities(tmp_path):
 
 @pytest.mark.parametrize("classes, kept", [(("top", "bottom"), True), (("left", "right"), False)])
 def test_the_preset_test_flips_stay_where_mirror_images_keep_their_class(tmp_path, classes, kept):
-    from featmlp.runs.job import decide_flips, mirror_agreement
+    from sklearn.linear_model import RidgeClassifier
+
+    from featmlp.runs.job import decide_flips, mirror_agreement, mirror_probe
     from featmlp.tables.extract import extract_dataset
 
     ds = load_dataset(_halves_folder(tmp_path / "imgs", classes))
     table = extract_dataset(ds, "hog", mirror_test=True)
-    assert mirror_agreement(table) is None  # no permutation and no images: nothing to check with
-    same, mirrored = mirror_agreement(table, images=ds.train_images)
+    assert mirror_agreement(table) is None  # no permutation: the nearest class means cannot tell
+    same, mirrored = mirror_probe(table, ds.train_images)
     assert same > 0.9 and (mirrored > 0.9 if kept else mirrored < 0.1)
+    # the probe's figures, by hand: scikit-learn's ridge on standardised halves, numpy's mirror images
+    images = np.asarray(ds.train_images)
+    X, M, y = table.X_train, extract_features(images[:, :, ::-1], "hog"), table.y_train
+    mean, sd = X.mean(0), X.std(0)
+    sd[sd == 0] = 1
+    Z, ZM = (X - mean) / sd, (M - mean) / sd
+    even = np.arange(len(y)) % 2 == 0
+    right = [0, 0]
+    for a, b in ((even, ~even), (~even, even)):
+        probe = RidgeClassifier(alpha=float(a.sum())).fit(Z[a], y[a])
+        right[0] += np.sum(probe.predict(Z[b]) == y[b])
+        right[1] += np.sum(probe.predict(ZM[b]) == y[b])
+    assert (same, mirrored) == pytest.approx((right[0] / len(y), right[1] / len(y)))
     config = TrainConfig(hidden=(8,), test_flip=True)
     decided, notice = decide_flips(table, config, ds.train_images)
     assert decided.test_flip is kept and (notice is None) is kept

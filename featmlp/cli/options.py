@@ -137,7 +137,9 @@ def train_options(f=None, *, sweep: bool = False, preset: str = "default", omit:
         ("label_smoothing", ("--label-smoothing",), dict(type=_click_type("label_smoothing")),
          "Cross-entropy against (1 - e) one-hot + e / classes instead of one-hot labels."),
         ("test_flip", ("--test-flip/--no-test-flip",), dict(default=None),
-         "Predict with the mean of each image's and its mirror image's probabilities."),
+         "Predict with the mean of each image's and its mirror image's probabilities (where the features "
+         "of a mirror image are no column permutation, as for the pretrained sets, `run` extracts the test "
+         "images' mirror images too, and `predict` each image's)."),
         ("device", ("--device",), {}, "auto (CUDA when available) | cpu | cuda | cuda:N."),
         ("log_scale", ("--log-scale",), dict(is_flag=True), "Loss plots on a log scale."),
         ("tensorboard", ("--tensorboard",), dict(is_flag=True),

@@ -18,7 +18,9 @@ Applying a backbone to images ``(N, H, W[, 3])`` uint8:
    ``stages`` stages (80 + 112 + 192 + 320 for lite0's last four), then (``pool="mean+max"``, the
    default) the same outputs max-pooled; with ``mirror`` the same again for each image's horizontal mirror image, so that the
    features of a mirrored image are a permutation of the columns (flips cost no extra extraction
-   at training time: ``--flip``, ``--test-flip``).
+   at training time: ``--flip``, ``--test-flip``). Without it (the default), test flips extract the
+   mirror images of the test images alone (``extract_dataset(mirror_test=True)``, what ``featmlp run``
+   does for the ``pretrained`` preset's ``test_flip``).
 
 It is a *fitted* set in featmlp's sense, whose fit learns nothing: it resolves the weights, records
 their SHA-256 (in the table's meta, ``config.json`` and the model bundle) and the width of each

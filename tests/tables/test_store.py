@@ -74,6 +74,36 @@ def test_interrupted_extraction_resumes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(load_features(out).X_test, extract_features(ds.test_images))
 
 
+def test_the_test_images_mirror_chunks_resume_and_split_over_workers(tmp_path, monkeypatch):
+    ds = small_dataset()
+    out = tmp_path / "f.npz"
+    mirrored = extract_features(ds.test_images[:, :, ::-1])  # numpy's mirror images
+
+    def stop_in_the_mirror_chunks(desc, done, total):
+        if done >= 23 + 7 + 5:  # train, test, then the first chunk of the test images' mirror images
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_dataset(ds, "lecture", out, chunk_size=5, progress=stop_in_the_mirror_chunks, mirror_test=True)
+    assert not out.exists()
+    assert len(list((tmp_path / "f.npz.partial").glob("test_mirror-*.npy"))) == 1
+    computed = []
+    real = extraction.extract_features
+
+    def counting(images, fset, **kwargs):
+        computed.append(len(images))
+        return real(images, fset, **kwargs)
+
+    monkeypatch.setattr(extraction, "extract_features", counting)
+    table = extract_dataset(ds, "lecture", out, chunk_size=5, mirror_test=True)
+    assert sum(computed) == 2  # only the last mirror chunk
+    np.testing.assert_array_equal(load_features(out).X_test_mirror, mirrored)
+    monkeypatch.setattr(extraction, "extract_features", real)
+    in_two = extract_dataset(ds, "lecture", chunk_size=5, workers=2, mirror_test=True)
+    np.testing.assert_array_equal(in_two.X_test_mirror, mirrored)
+    np.testing.assert_array_equal(table.X_test, in_two.X_test)
+
+
 def test_stale_partial_from_other_data_is_discarded(tmp_path):
     out = tmp_path / "f.npz"
     with pytest.raises(KeyboardInterrupt):

@@ -8,6 +8,7 @@ nothing: the CLI's hook prints them); :class:`JobResult` says what was done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import warnings
@@ -24,7 +25,7 @@ from featmlp.runs.layout import FEATURES_FILE, FEATURES_PARTIAL
 from featmlp.runs.results import RunResult, train_run
 from featmlp.runs.reuse import job_key, load_reused, reuse_enabled, store_for_reuse
 from featmlp.tables.extract import extract_dataset
-from featmlp.tables.store import FeatureTable, load_features
+from featmlp.tables.store import FeatureTable, load_features, save_features
 from featmlp.training import PRESETS, TrainConfig, check_config
 
 # Flips are left on when the mirror images are classified as their own class nearly as often as
@@ -109,20 +110,18 @@ def decide_flips(table: FeatureTable, config: TrainConfig, images=None) -> tuple
     least :data:`MIRROR_AGREEMENT` times as often as the images themselves. Features that have no
     mirror permutation (``mirror=false``) turn them off too, except the test flips of a table that
     holds the test images' mirror features (``X_test_mirror``), decided on the mirror images of
-    ``images`` (the training images, row for row; without them, off).
+    ``images`` (the training images, row for row: :func:`mirror_probe`); without them, kept (a
+    run's table holds those features only where its run decided on test flips).
     """
-    import dataclasses
-
     if not (config.flip or config.test_flip):
         return config, None
     if table.mirror() is None and table.X_test_mirror is not None and config.test_flip:
         # test flips from the extracted mirror images; training flips need a permutation
         flip_off = " (no --flip: these features have no mirror permutation)" if config.flip else ""
         config = dataclasses.replace(config, flip=False)
-        if images is None:
-            return dataclasses.replace(config, test_flip=False), (
-                "test flips off: whether mirror images keep their class is checked on the images (featmlp run "
-                f"does it); --test-flip forces them{flip_off}")
+        if images is None:  # a run's table keeps them only where its run decided on test flips (run_job)
+            return config, ("flips off: these features have no mirror permutation (test flips kept: the table "
+                            "holds the test images' mirror images)" if flip_off else None)
         probe = mirror_probe(table, images)
         if probe is None or probe[1] >= TEST_FLIP_AGREEMENT * probe[0]:
             return config, None
@@ -327,6 +326,11 @@ def run_job(source=None, features: str = "lecture", out: str | os.PathLike | Non
                 notices.append(notice)
                 for h in hooks:
                     h.on_notice(notice)
+            if table.X_test_mirror is not None and not config.test_flip:
+                # The table keeps the test images' mirror features only where the run takes test flips, so
+                # that `featmlp train` / `sweep` on it take them too (they cannot check without the images).
+                table = dataclasses.replace(table, X_test_mirror=None)
+                save_features(rd.path / FEATURES_FILE, table, overwrite=True)
         for h in hooks:
             h.on_config(table, config)
         run = train_run(table, config, rd, data={**data, "feature_file": str(rd.path / FEATURES_FILE)},

@@ -18,6 +18,7 @@ from featmlp._workers import spawn_pool, terminate
 from featmlp.errors import ConfigError
 from featmlp.progress import Callback, ProgressHook, progress_callbacks
 from featmlp.runs.directory import lock_file
+from featmlp.runs.results import training_config
 from featmlp.model.arrays import ArrayMLP
 from featmlp.tables.sharded import ShardedArray
 from featmlp.tables.store import FeatureTable
@@ -154,7 +155,11 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force, run_pl
     names = config_names(configs)
     n_classes = len(table.class_names)
     X, y = table.X_train, table.y_train
-    mirror = table.mirror() if any(c.flip or c.test_flip for c in configs) else None
+    # Test flips that average with the table's mirror images' features (X_test_mirror) are the
+    # predictions' business: each configuration trains as training_config gives it, and its result
+    # takes its own configuration back (finished), so that it is scored and saved with them.
+    trained = [training_config(table, c) for c in configs]
+    mirror = table.mirror() if any(c.flip or c.test_flip for c in trained) else None
 
     groups: dict = {}
     for i, config in enumerate(configs):
@@ -162,7 +167,7 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force, run_pl
         groups.setdefault(i if key is None else key, []).append(i)
     # a group trains in numpy whole or not at all (a member left out would train in no engine)
     in_numpy_groups = [members for members in groups.values() if len(X) * len(members) <= ARRAYS_GROUP_ROWS
-                       and all(arrays_fit(X, configs[i], mirror=mirror) for i in members)]
+                       and all(arrays_fit(X, trained[i], mirror=mirror) for i in members)]
     in_numpy = [i for members in in_numpy_groups for i in members]
     others = [members for members in groups.values() if members not in in_numpy_groups]
     stacked = [members for members in others if len(members) > 1]
@@ -177,6 +182,7 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force, run_pl
 
     def finished(i: int, result: TrainResult) -> None:
         nonlocal done, saving
+        result.config = configs[i]
         results[i] = result
         if directory is not None and i not in resumed:
             t = time.perf_counter()
@@ -209,15 +215,15 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force, run_pl
         pool = spawn_pool(n_workers, initializer=_worker_init, initargs=(X, y, n_classes, threads, mirror))
     try:
         if pool is not None:  # an interrupt while they are submitted stops the workers too
-            futures = {pool.submit(_worker_train, configs[i]): i for i in pending}
+            futures = {pool.submit(_worker_train, trained[i]): i for i in pending}
         for i in numpy_pending:  # the lecture's gradient descent, train()'s run in numpy (no torch)
             named = [_Named(cb, names[i]) for cb in callbacks]
-            finished(i, train_arrays(X, y, configs[i], n_classes=n_classes, callbacks=named))
+            finished(i, train_arrays(X, y, trained[i], n_classes=n_classes, callbacks=named))
         if to_stack:
             # start-up: the stacked engine imports torch
             from featmlp.training.engines.stacked import train_stacked
         for members in to_stack:
-            train_stacked(X, y, [configs[i] for i in members], [names[i] for i in members],
+            train_stacked(X, y, [trained[i] for i in members], [names[i] for i in members],
                           n_classes, callbacks=callbacks,
                           on_done=lambda j, result, members=members: finished(members[j], result))
         if pool is None and pending:
@@ -226,7 +232,7 @@ def _run_sweep(table, configs, out, workers, log_scale, callbacks, force, run_pl
         if pool is None:
             for i in pending:
                 named = [_Named(cb, names[i]) for cb in callbacks]
-                finished(i, train(X, y, configs[i], n_classes=n_classes, callbacks=named, mirror=mirror))
+                finished(i, train(X, y, trained[i], n_classes=n_classes, callbacks=named, mirror=mirror))
         else:
             # As they complete, so that each is saved as soon as it can be.
             for future in as_completed(futures):
@@ -296,8 +302,9 @@ def _test_accuracies(results: list[TrainResult], table: FeatureTable) -> list[fl
     scaled: dict = {}
     accuracies = []
     for result in results:
-        if result.config.test_flip:  # flip-averaged: as result.predict gives it
-            accuracies.append(float(np.mean(result.predict(table.X_test) == table.y_test)))
+        if result.config.test_flip:  # flip-averaged: as result.predict_proba gives it
+            proba = result.predict_proba(table.X_test, mirror_features=table.X_test_mirror)
+            accuracies.append(float(np.mean(proba.argmax(axis=1) == table.y_test)))
             continue
         s = result.scaler
         key = (s.kind, s.offset.tobytes(), s.scale.tobytes())

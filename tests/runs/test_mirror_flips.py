@@ -145,9 +145,9 @@ def test_the_preset_test_flips_stay_where_mirror_images_keep_their_class(tmp_pat
     config = TrainConfig(hidden=(8,), test_flip=True)
     decided, notice = decide_flips(table, config, ds.train_images)
     assert decided.test_flip is kept and (notice is None) is kept
-    # without the images (featmlp train on a saved table) they cannot be checked: off, said in one line
-    decided, notice = decide_flips(table, config)
-    assert not decided.test_flip and "checked on the images" in notice
+    # without the images (featmlp train on a saved table) they cannot be checked: a table that holds the
+    # mirror images' features is a run's that took test flips (run_job drops them otherwise, below)
+    assert decide_flips(table, config) == (config, None)
     # a table without the test images' mirror images: off, saying where they come from
     decided, notice = decide_flips(dataclasses.replace(table, X_test_mirror=None), config, ds.train_images)
     assert not decided.test_flip and "featmlp run extracts them" in notice
@@ -155,3 +155,44 @@ def test_the_preset_test_flips_stay_where_mirror_images_keep_their_class(tmp_pat
 
 def test_the_pretrained_preset_takes_test_flips():
     assert PRESETS["pretrained"].test_flip and not PRESETS["pretrained"].flip
+
+
+def test_a_run_keeps_the_mirror_features_only_where_it_takes_test_flips(tmp_path):
+    from featmlp.runs.job import run_job
+    from featmlp.tables.store import load_features
+
+    preset = dataclasses.replace(PRESETS["pretrained"], hidden=(8,), epochs=2, max_steps=0)
+    for classes, kept in ((("top", "bottom"), True), (("left", "right"), False)):
+        folder = _halves_folder(tmp_path / classes[0], classes)
+        # a config that is not given is the preset's, and its flips are decided: as `featmlp run` does
+        job = run_job(folder, "hog", tmp_path / f"run-{classes[0]}", config=preset, auto_flips=True)
+        saved = load_features(tmp_path / f"run-{classes[0]}" / "features.npz")
+        assert job.config.test_flip is kept
+        assert (saved.X_test_mirror is not None) is kept and (job.table.X_test_mirror is not None) is kept
+        assert len(job.notices) == (0 if kept else 1)
+
+
+def test_a_sweep_and_train_on_a_table_with_mirror_features_take_the_test_flips(tmp_path, run_cli):
+    import json
+
+    from featmlp.runs.bundle import load_bundle
+    from featmlp.sweep import run_sweep
+    from featmlp.tables.extract import extract_dataset
+
+    ds = load_dataset(_halves_folder(tmp_path / "imgs", ("top", "bottom"), n=16))
+    table = extract_dataset(ds, "hog", tmp_path / "t.npz", mirror_test=True)
+    base = TrainConfig(hidden=(8,), epochs=4, batch_norm=False, test_flip=True)
+    configs = [dataclasses.replace(base, lr=lr) for lr in (1e-3, 3e-3)]
+    sweep = run_sweep(table, configs, tmp_path / "sweep")
+    for run in sweep.runs:
+        bundle = load_bundle(tmp_path / "sweep" / run.name)
+        assert bundle.flips_images
+        averaged = (_probabilities(bundle, table.X_test) + _probabilities(bundle, table.X_test_mirror)) / 2
+        assert run.test_accuracy == pytest.approx(float(np.mean(averaged.argmax(1) == table.y_test)))
+        metrics = json.loads((tmp_path / "sweep" / run.name / "metrics.json").read_text())
+        assert metrics["test_accuracy"] == pytest.approx(run.test_accuracy)
+    # featmlp train on it: the flips of the table's run kept (its preset asks for them), without a line
+    code, out, err = run_cli(["train", tmp_path / "t.npz", "--hidden", "8", "--epochs", "2", "--test-flip",
+                              "--out", tmp_path / "trained", "-q"])
+    assert code == 0 and "flips off" not in err, err
+    assert load_bundle(tmp_path / "trained").flips_images

@@ -45,6 +45,19 @@ def test_extract_writes_plain_npz(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.npz"]  # no temporary files left
 
 
+def _count_extracted(monkeypatch) -> list[int]:
+    """The images of each chunk the extraction computes from now on, in a list it fills."""
+    computed = []
+    real = extraction.extract_features
+
+    def counting(images, fset, **kwargs):
+        computed.append(len(images))
+        return real(images, fset, **kwargs)
+
+    monkeypatch.setattr(extraction, "extract_features", counting)
+    return computed
+
+
 def test_interrupted_extraction_resumes(tmp_path, monkeypatch):
     ds = small_dataset()
     out = tmp_path / "f.npz"
@@ -60,14 +73,7 @@ def test_interrupted_extraction_resumes(tmp_path, monkeypatch):
     assert not out.exists()  # nothing half-written
     assert len(list((tmp_path / "f.npz.partial").glob("*.npy"))) == 2
 
-    computed = []
-    real = extraction.extract_features
-
-    def counting(images, fset, **kwargs):
-        computed.append(len(images))
-        return real(images, fset, **kwargs)
-
-    monkeypatch.setattr(extraction, "extract_features", counting)
+    computed = _count_extracted(monkeypatch)
     table = extract_dataset(ds, "lecture", out, chunk_size=5)
     assert sum(computed) == 23 + 7 - 10  # the two finished chunks were not recomputed
     np.testing.assert_array_equal(table.X_train, extract_features(ds.train_images))
@@ -87,18 +93,11 @@ def test_the_test_images_mirror_chunks_resume_and_split_over_workers(tmp_path, m
         extract_dataset(ds, "lecture", out, chunk_size=5, progress=stop_in_the_mirror_chunks, mirror_test=True)
     assert not out.exists()
     assert len(list((tmp_path / "f.npz.partial").glob("test_mirror-*.npy"))) == 1
-    computed = []
-    real = extraction.extract_features
-
-    def counting(images, fset, **kwargs):
-        computed.append(len(images))
-        return real(images, fset, **kwargs)
-
-    monkeypatch.setattr(extraction, "extract_features", counting)
+    computed = _count_extracted(monkeypatch)
     table = extract_dataset(ds, "lecture", out, chunk_size=5, mirror_test=True)
     assert sum(computed) == 2  # only the last mirror chunk
     np.testing.assert_array_equal(load_features(out).X_test_mirror, mirrored)
-    monkeypatch.setattr(extraction, "extract_features", real)
+    monkeypatch.undo()
     in_two = extract_dataset(ds, "lecture", chunk_size=5, workers=2, mirror_test=True)
     np.testing.assert_array_equal(in_two.X_test_mirror, mirrored)
     np.testing.assert_array_equal(table.X_test, in_two.X_test)
